@@ -1,0 +1,191 @@
+//! Command-line flags shared by every subcommand, and their translation into library
+//! configuration.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::Args;
+use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
+use tapir::stack::{StackConfig, TcpConfig};
+
+/// The stack's addresses when none are given: the kernel side of `scripts/netns.sh` is
+/// 10.7.0.1 and fd00:7::1.
+pub const DEFAULT_ADDRESSES: [&str; 2] = ["10.7.0.2/24", "fd00:7::2/64"];
+
+/// Network flags: which TAP device, and how the userspace stack on it is configured.
+#[derive(Debug, Args, Clone)]
+pub struct NetArgs {
+    /// TAP interface to run on. An existing (persistent) device is attached to; a missing
+    /// one is created in the current network namespace, which needs CAP_NET_ADMIN.
+    #[arg(long, value_name = "NAME")]
+    pub tap: String,
+
+    /// Address of the stack with its prefix length, IPv4 or IPv6; repeat for several.
+    /// [default: 10.7.0.2/24 and fd00:7::2/64; an IPv6 link-local address is always added]
+    #[arg(long = "ip", value_name = "CIDR")]
+    pub ip: Vec<Cidr>,
+
+    /// Default gateway (one IPv4 and/or one IPv6; repeat for both).
+    #[arg(long, value_name = "IP")]
+    pub gateway: Vec<IpAddr>,
+
+    /// MAC address of the stack [default: a random locally administered address].
+    #[arg(long, value_name = "MAC")]
+    pub mac: Option<Mac>,
+
+    /// IP MTU of the link (1280 to 65535). The kernel side of the TAP is set to match.
+    #[arg(long, default_value_t = 1500, value_name = "BYTES")]
+    pub mtu: usize,
+
+    /// Get an IPv4 address, router and DNS servers by DHCP (replaces the default IPv4 address).
+    #[arg(long)]
+    pub dhcp: bool,
+
+    /// Record every frame, both directions, to this pcap file (Wireshark/tshark open it).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+
+    /// Sockets kept ready for new connections per listening port (half-open ones count).
+    #[arg(long, default_value_t = 128, value_name = "N")]
+    pub backlog: usize,
+
+    /// Most connections open at once; SYNs beyond are dropped until some close.
+    #[arg(long, default_value_t = 16_384, value_name = "N")]
+    pub max_connections: usize,
+
+    /// TCP receive and send buffer per connection, in KiB.
+    #[arg(long, default_value_t = 64, value_name = "KIB")]
+    pub tcp_buffer: usize,
+
+    /// Seed for TCP sequence numbers and ports [default: random]. Fixed seeds make runs
+    /// reproducible.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+}
+
+impl NetArgs {
+    /// The stack configuration these flags describe.
+    pub fn stack_config(&self, rng: &mut fastrand::Rng) -> anyhow::Result<StackConfig> {
+        let mac = match self.mac {
+            Some(Mac(mac)) => mac,
+            None => tapir::device::random_mac(rng),
+        };
+        let addresses: Vec<IpCidr> = if self.ip.is_empty() {
+            DEFAULT_ADDRESSES
+                .iter()
+                .map(|s| Cidr::from_str(s).map(|c| c.0))
+                .collect::<Result<_, _>>()
+                .map_err(anyhow::Error::msg)?
+        } else {
+            self.ip.iter().map(|c| c.0).collect()
+        };
+        let addresses = if self.dhcp {
+            addresses
+                .into_iter()
+                .filter(|a| matches!(a, IpCidr::Ipv6(_)) || !self.ip.is_empty())
+                .collect()
+        } else {
+            addresses
+        };
+        let kib = self
+            .tcp_buffer
+            .checked_mul(1024)
+            .ok_or_else(|| anyhow::anyhow!("--tcp-buffer {} KiB is too large", self.tcp_buffer))?;
+        let mut config = StackConfig::new(mac, addresses);
+        config.gateways = self.gateway.iter().map(|g| IpAddress::from(*g)).collect();
+        config.dhcp = self.dhcp;
+        config.seed = self.seed.unwrap_or_else(|| rng.u64(..));
+        config.tcp = TcpConfig {
+            rx_buffer: kib,
+            tx_buffer: kib,
+            backlog: self.backlog,
+            max_connections: self.max_connections,
+            ..TcpConfig::default()
+        };
+        Ok(config)
+    }
+}
+
+/// An address with a prefix length, like `10.7.0.2/24` or `fd00:7::2/64`.
+#[derive(Debug, Clone, Copy)]
+pub struct Cidr(pub IpCidr);
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, len) = s
+            .split_once('/')
+            .ok_or_else(|| format!("'{s}' needs a prefix length, like 10.7.0.2/24"))?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("'{addr}' is not an IPv4 or IPv6 address"))?;
+        let len: u8 = len
+            .parse()
+            .map_err(|_| format!("'{len}' is not a prefix length"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if len > max {
+            return Err(format!("prefix length {len} is more than {max}"));
+        }
+        if addr.is_unspecified() || addr.is_multicast() {
+            return Err(format!("{addr} cannot be the stack's own address"));
+        }
+        Ok(Cidr(IpCidr::new(IpAddress::from(addr), len)))
+    }
+}
+
+/// A MAC address like `02:00:00:aa:bb:cc`.
+#[derive(Debug, Clone, Copy)]
+pub struct Mac(pub EthernetAddress);
+
+impl FromStr for Mac {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("'{s}' is not a MAC address like 02:00:00:aa:bb:cc");
+        let parts: Vec<&str> = s.split([':', '-']).collect();
+        if parts.len() != 6 {
+            return Err(bad());
+        }
+        let mut bytes = [0u8; 6];
+        for (byte, part) in bytes.iter_mut().zip(&parts) {
+            if part.len() != 2 {
+                return Err(bad());
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        let mac = EthernetAddress(bytes);
+        if !mac.is_unicast() {
+            return Err(format!(
+                "{mac} is a multicast address; the stack needs a unicast one"
+            ));
+        }
+        Ok(Mac(mac))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_parse_and_reject() {
+        assert!(Cidr::from_str("10.7.0.2/24").is_ok());
+        assert!(Cidr::from_str("fd00:7::2/64").is_ok());
+        assert!(Cidr::from_str("10.7.0.2").is_err());
+        assert!(Cidr::from_str("10.7.0.2/33").is_err());
+        assert!(Cidr::from_str("fd00::1/129").is_err());
+        assert!(Cidr::from_str("banana/24").is_err());
+        assert!(Cidr::from_str("0.0.0.0/0").is_err());
+    }
+
+    #[test]
+    fn macs_parse_and_reject() {
+        assert!(Mac::from_str("02:00:00:aa:bb:cc").is_ok());
+        assert!(Mac::from_str("02-00-00-AA-BB-CC").is_ok());
+        assert!(Mac::from_str("01:00:5e:00:00:01").is_err(), "multicast");
+        assert!(Mac::from_str("02:00:00:aa:bb").is_err());
+        assert!(Mac::from_str("02:00:00:aa:bb:zz").is_err());
+    }
+}

@@ -1,0 +1,19 @@
+//! tapir: a userspace TCP/IP + TLS + HTTP stack that serves and fetches HTTP on a Linux TAP
+//! device.
+//!
+//! The layers, bottom up, each in its own module:
+//! - [`device`]: where frames come from — a TAP interface, an in-memory link, a pcap
+//!   recorder wrapping either.
+//! - [`stack`]: smoltcp's interface and sockets, with listeners that have a backlog, a
+//!   connection cap and sockets freed when they close.
+//! - [`runtime`]: the drivers — a mio event loop for live devices, a virtual-clock
+//!   simulation for in-memory links — and the [`runtime::Application`] trait that
+//!   everything above implements.
+//! - [`app`]: applications (TCP echo).
+//!
+//! Every protocol piece is sans-IO: it takes bytes and time, and gives bytes and events.
+
+pub mod app;
+pub mod device;
+pub mod runtime;
+pub mod stack;

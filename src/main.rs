@@ -1,0 +1,149 @@
+//! The `tapir` command: run the userspace stack on a TAP device.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tapir::app::echo::EchoServer;
+use tapir::device::capture::Capture;
+use tapir::device::tap::TapDevice;
+use tapir::device::FdDevice;
+use tapir::runtime::event_loop::{self, Ended, LoopOptions};
+use tapir::runtime::{Application, StopHandle, WallClock};
+use tapir::stack::Stack;
+
+use cli::NetArgs;
+
+/// tapir: a userspace TCP/IP stack that serves on a Linux TAP device.
+///
+/// tapir runs its own TCP/IP stack (smoltcp) in this process. Frames go through a TAP
+/// device; the kernel only sees Ethernet frames, so ports need no privilege. Make a
+/// namespace with a TAP device first: `scripts/netns.sh up tapir` (see the README).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Cli {
+    /// Log filter: a level (error, warn, info, debug, trace) or a tracing filter such as
+    /// `tapir=debug,smoltcp=info`.
+    #[arg(long, global = true, default_value = "info", value_name = "FILTER")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// TCP echo server: sends every byte back (RFC 862).
+    Echo {
+        #[command(flatten)]
+        net: NetArgs,
+        /// Port to listen on (on the userspace stack, so any port works without root).
+        #[arg(long, default_value_t = 7)]
+        port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(&cli.log) {
+        eprintln!("tapir: {e:#}");
+        return ExitCode::from(2);
+    }
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("tapir: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("bad --log filter '{filter}'"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Echo { net, port } => live(&net, |stack| {
+            let app = EchoServer::bind(stack, port)?;
+            tracing::info!("ready: echo on port {port}");
+            Ok(app)
+        }),
+    }
+}
+
+/// Opens the TAP device (with a capture if asked), builds the stack and runs `make_app`'s
+/// application on it until it finishes or a stop signal arrives.
+fn live<A, F>(net: &NetArgs, make_app: F) -> anyhow::Result<()>
+where
+    A: Application,
+    F: FnOnce(&mut Stack) -> anyhow::Result<A>,
+{
+    let tap = TapDevice::open(&net.tap, net.mtu)?;
+    match &net.pcap {
+        None => live_on(tap, net, make_app).map(|_| ()),
+        Some(path) => {
+            let capture = Capture::create(tap, path)?;
+            let capture = live_on(capture, net, make_app)?;
+            tracing::info!(
+                "pcap: wrote {} frames to {}",
+                capture.frames(),
+                path.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn live_on<D, A, F>(mut device: D, net: &NetArgs, make_app: F) -> anyhow::Result<D>
+where
+    D: FdDevice,
+    A: Application,
+    F: FnOnce(&mut Stack) -> anyhow::Result<A>,
+{
+    let mut rng = fastrand::Rng::new();
+    let config = net.stack_config(&mut rng)?;
+    let clock = WallClock::new();
+    let mut stack = Stack::new(config, &mut device, clock.now())?;
+    let addresses: Vec<String> = stack.addresses().iter().map(|a| a.to_string()).collect();
+    tracing::info!(
+        "stack up on {}: MAC {}, MTU {}, addresses {}",
+        net.tap,
+        stack.config().mac,
+        net.mtu,
+        addresses.join(", ")
+    );
+    let mut app = make_app(&mut stack)?;
+    let stop = StopHandle::new();
+    let ended = event_loop::run(
+        &mut device,
+        &mut stack,
+        &mut app,
+        &stop,
+        &LoopOptions::default(),
+    )?;
+    let stats = stack.stats();
+    tracing::info!(
+        "stopped ({ended:?}): {} frames in, {} out, {} malformed, {} bad checksum, {} SYNs dropped, {} accepted, {} closed",
+        stats.rx_frames,
+        stats.tx_frames,
+        stats.rx_malformed,
+        stats.rx_bad_checksum,
+        stats.syn_dropped,
+        stats.accepted,
+        stats.closed
+    );
+    if ended == Ended::GraceExpired {
+        tracing::warn!("connections were still open when the shutdown grace period ended");
+    }
+    Ok(device)
+}

@@ -1,0 +1,281 @@
+//! The stack's view of the device: counts every frame, drops malformed ones with a reason,
+//! and holds back SYNs to a listening port whose backlog is full.
+//!
+//! smoltcp drops bad frames silently; wrapping the device lets us count them and keep
+//! the decision in one place. A dropped frame is handed to smoltcp as an empty buffer,
+//! which it discards without further work.
+
+use std::cell::Cell;
+
+use smoltcp::phy::{self, DeviceCapabilities};
+use smoltcp::time::Instant;
+use smoltcp::wire::{ArpPacket, Icmpv4Packet, Icmpv6Packet};
+use smoltcp::wire::{
+    EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
+    UdpPacket,
+};
+
+use super::StackStats;
+
+/// What the stack should do with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Hand the frame to smoltcp.
+    Pass,
+    /// The frame is a TCP SYN (without ACK) to this local port.
+    Syn(u16),
+    /// Too short or inconsistent headers.
+    Malformed,
+    /// A header or payload checksum does not match.
+    BadChecksum,
+}
+
+/// Classifies an Ethernet frame. Checks lengths and every checksum the stack relies on.
+/// Fragments pass through: smoltcp reassembles them and checks the whole datagram.
+pub fn inspect(frame: &[u8]) -> Verdict {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return Verdict::Malformed;
+    };
+    match eth.ethertype() {
+        EthernetProtocol::Ipv4 => inspect_ipv4(eth.payload()),
+        EthernetProtocol::Ipv6 => inspect_ipv6(eth.payload()),
+        EthernetProtocol::Arp => match ArpPacket::new_checked(eth.payload()) {
+            Ok(_) => Verdict::Pass,
+            Err(_) => Verdict::Malformed,
+        },
+        // Other ethertypes are ignored by smoltcp; nothing to protect.
+        _ => Verdict::Pass,
+    }
+}
+
+fn inspect_ipv4(packet: &[u8]) -> Verdict {
+    let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+        return Verdict::Malformed;
+    };
+    if !ip.verify_checksum() {
+        return Verdict::BadChecksum;
+    }
+    if ip.more_frags() || ip.frag_offset() != 0 {
+        return Verdict::Pass;
+    }
+    let (src, dst) = (
+        IpAddress::Ipv4(ip.src_addr()),
+        IpAddress::Ipv4(ip.dst_addr()),
+    );
+    let payload = ip.payload();
+    match ip.next_header() {
+        IpProtocol::Tcp => inspect_tcp(payload, src, dst),
+        IpProtocol::Udp => inspect_udp(payload, src, dst),
+        IpProtocol::Icmp => match Icmpv4Packet::new_checked(payload) {
+            Ok(icmp) if icmp.verify_checksum() => Verdict::Pass,
+            Ok(_) => Verdict::BadChecksum,
+            Err(_) => Verdict::Malformed,
+        },
+        _ => Verdict::Pass,
+    }
+}
+
+fn inspect_ipv6(packet: &[u8]) -> Verdict {
+    let Ok(ip) = Ipv6Packet::new_checked(packet) else {
+        return Verdict::Malformed;
+    };
+    let (src6, dst6) = (ip.src_addr(), ip.dst_addr());
+    let (src, dst) = (IpAddress::Ipv6(src6), IpAddress::Ipv6(dst6));
+    let payload = ip.payload();
+    match ip.next_header() {
+        IpProtocol::Tcp => inspect_tcp(payload, src, dst),
+        IpProtocol::Udp => inspect_udp(payload, src, dst),
+        IpProtocol::Icmpv6 => match Icmpv6Packet::new_checked(payload) {
+            Ok(icmp) if icmp.verify_checksum(&src6, &dst6) => Verdict::Pass,
+            Ok(_) => Verdict::BadChecksum,
+            Err(_) => Verdict::Malformed,
+        },
+        // Extension headers: smoltcp parses them and checks the upper layer itself.
+        _ => Verdict::Pass,
+    }
+}
+
+fn inspect_tcp(segment: &[u8], src: IpAddress, dst: IpAddress) -> Verdict {
+    let Ok(tcp) = TcpPacket::new_checked(segment) else {
+        return Verdict::Malformed;
+    };
+    if !tcp.verify_checksum(&src, &dst) {
+        return Verdict::BadChecksum;
+    }
+    if tcp.syn() && !tcp.ack() && !tcp.rst() {
+        Verdict::Syn(tcp.dst_port())
+    } else {
+        Verdict::Pass
+    }
+}
+
+fn inspect_udp(datagram: &[u8], src: IpAddress, dst: IpAddress) -> Verdict {
+    match UdpPacket::new_checked(datagram) {
+        Ok(udp) if udp.verify_checksum(&src, &dst) => Verdict::Pass,
+        Ok(_) => Verdict::BadChecksum,
+        Err(_) => Verdict::Malformed,
+    }
+}
+
+/// Answers whether a SYN to a port must be held back (its listener has no free socket).
+pub trait SynGate {
+    /// True when the port has a listener whose backlog is full.
+    fn is_full(&self, port: u16) -> bool;
+}
+
+/// Frame counters shared by the tokens of one poll (tokens come in pairs, so they count
+/// through cells rather than exclusive references).
+#[derive(Debug, Default)]
+pub struct Tally {
+    rx_frames: Cell<u64>,
+    rx_bytes: Cell<u64>,
+    tx_frames: Cell<u64>,
+    tx_bytes: Cell<u64>,
+    rx_malformed: Cell<u64>,
+    rx_bad_checksum: Cell<u64>,
+    syn_dropped: Cell<u64>,
+    syn_port: Cell<Option<u16>>,
+}
+
+fn bump(cell: &Cell<u64>, by: u64) {
+    cell.set(cell.get().wrapping_add(by));
+}
+
+impl Tally {
+    /// Copies the counters into `stats`.
+    pub fn fill(&self, stats: &mut StackStats) {
+        stats.rx_frames = self.rx_frames.get();
+        stats.rx_bytes = self.rx_bytes.get();
+        stats.tx_frames = self.tx_frames.get();
+        stats.tx_bytes = self.tx_bytes.get();
+        stats.rx_malformed = self.rx_malformed.get();
+        stats.rx_bad_checksum = self.rx_bad_checksum.get();
+        stats.syn_dropped = self.syn_dropped.get();
+    }
+
+    /// The port of the last SYN passed to a listener since the previous call, if any.
+    pub fn take_syn_port(&self) -> Option<u16> {
+        self.syn_port.take()
+    }
+}
+
+/// The device as the stack sees it: the real device plus inspection and counting.
+pub struct Ingress<'a, D, G> {
+    /// The wrapped device.
+    pub inner: &'a mut D,
+    /// Counters to update.
+    pub tally: &'a Tally,
+    /// Which listening ports are full.
+    pub gate: &'a G,
+}
+
+impl<D: phy::Device, G: SynGate> phy::Device for Ingress<'_, D, G> {
+    type RxToken<'b>
+        = RxToken<'b, D::RxToken<'b>, G>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = TxToken<'b, D::TxToken<'b>>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let (rx, tx) = self.inner.receive(timestamp)?;
+        Some((
+            RxToken {
+                inner: rx,
+                gate: self.gate,
+                tally: self.tally,
+            },
+            TxToken {
+                inner: tx,
+                tally: self.tally,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, timestamp: Instant) -> Option<Self::TxToken<'_>> {
+        let tx = self.inner.transmit(timestamp)?;
+        Some(TxToken {
+            inner: tx,
+            tally: self.tally,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.inner.capabilities()
+    }
+}
+
+/// A received frame, inspected when the stack consumes it.
+pub struct RxToken<'a, T, G> {
+    inner: T,
+    gate: &'a G,
+    tally: &'a Tally,
+}
+
+impl<T: phy::RxToken, G: SynGate> phy::RxToken for RxToken<'_, T, G> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        let (gate, tally) = (self.gate, self.tally);
+        self.inner.consume(|frame| {
+            bump(&tally.rx_frames, 1);
+            bump(&tally.rx_bytes, frame.len() as u64);
+            match inspect(frame) {
+                Verdict::Pass => f(frame),
+                Verdict::Syn(port) if gate.is_full(port) => {
+                    bump(&tally.syn_dropped, 1);
+                    f(&[])
+                }
+                Verdict::Syn(port) => {
+                    tally.syn_port.set(Some(port));
+                    f(frame)
+                }
+                Verdict::Malformed => {
+                    bump(&tally.rx_malformed, 1);
+                    f(&[])
+                }
+                Verdict::BadChecksum => {
+                    bump(&tally.rx_bad_checksum, 1);
+                    f(&[])
+                }
+            }
+        })
+    }
+
+    fn meta(&self) -> phy::PacketMeta {
+        self.inner.meta()
+    }
+}
+
+/// Room for a frame to send, counted when sent.
+pub struct TxToken<'a, T> {
+    inner: T,
+    tally: &'a Tally,
+}
+
+impl<T: phy::TxToken> phy::TxToken for TxToken<'_, T> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        bump(&self.tally.tx_frames, 1);
+        bump(&self.tally.tx_bytes, len as u64);
+        self.inner.consume(len, f)
+    }
+
+    fn set_meta(&mut self, meta: phy::PacketMeta) {
+        self.inner.set_meta(meta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_malformed() {
+        assert_eq!(inspect(&[]), Verdict::Malformed);
+        assert_eq!(inspect(&[0xff; 5]), Verdict::Malformed);
+        // An IPv4 ethertype with a truncated header.
+        let mut frame = vec![0u8; 20];
+        frame[12] = 0x08;
+        assert_eq!(inspect(&frame), Verdict::Malformed);
+    }
+}

@@ -1,0 +1,59 @@
+//! A listening port with a backlog: a pool of smoltcp LISTEN sockets.
+//!
+//! smoltcp has no accept queue: a SYN goes to the first LISTEN socket on its port, or gets a
+//! RST. A [`Listener`] keeps up to `backlog` sockets listening, moves each one that takes a
+//! SYN to the half-open list, replaces it, and queues it for the application once the
+//! handshake completes. Half-open plus listening sockets never exceed the backlog, so a SYN
+//! flood fills the pool and further SYNs are dropped (the client retries) rather than
+//! growing memory.
+
+use std::collections::VecDeque;
+
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp::State;
+use smoltcp::time::Instant;
+
+/// The per-port bookkeeping. The sockets themselves live in the stack's socket set.
+#[derive(Debug, Default)]
+pub struct Listener {
+    /// Sockets in LISTEN, ready for a SYN.
+    pub listening: Vec<SocketHandle>,
+    /// Sockets that took a SYN, with the instant they did.
+    pub half_open: Vec<(SocketHandle, Instant)>,
+    /// Established connections the application has not taken yet.
+    pub ready: VecDeque<SocketHandle>,
+}
+
+/// What became of a socket that left the LISTEN state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Still listening or still in the handshake.
+    Waiting,
+    /// The handshake completed (data may already have arrived).
+    Established,
+    /// The handshake failed (RST, or the socket closed).
+    Failed,
+}
+
+/// Classifies a socket state from the listener's point of view.
+pub fn progress(state: State) -> Progress {
+    match state {
+        State::Listen | State::SynReceived | State::SynSent => Progress::Waiting,
+        State::Closed | State::TimeWait => Progress::Failed,
+        // Established, or already past it (peer sent data and FIN quickly).
+        _ => Progress::Established,
+    }
+}
+
+impl Listener {
+    /// How many LISTEN sockets this listener should hold, given the backlog and how many
+    /// more connections the stack may take.
+    pub fn wanted(&self, backlog: usize, room: usize) -> usize {
+        backlog.saturating_sub(self.half_open.len()).min(room)
+    }
+
+    /// True when no socket is free for a SYN.
+    pub fn is_full(&self) -> bool {
+        self.listening.is_empty()
+    }
+}

@@ -1,0 +1,697 @@
+//! The stack: a smoltcp [`Interface`] and its sockets, plus what smoltcp leaves to its user —
+//! listeners with a backlog, a connection cap, closing sockets that are freed (TIME-WAIT
+//! included) so nothing leaks, ingress inspection with counters, and DHCP.
+//!
+//! The stack is sans-IO: [`Stack::poll`] takes the current time and a device, and does
+//! nothing else. Drivers (see [`crate::runtime`]) decide where frames and time come from.
+
+mod ingress;
+mod listener;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use smoltcp::iface::{
+    Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet,
+};
+use smoltcp::phy::Device;
+use smoltcp::socket::{dhcpv4, tcp};
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{
+    EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, Ipv4Cidr,
+    Ipv6Address,
+};
+
+pub use ingress::{inspect, Verdict};
+use ingress::{Ingress, SynGate, Tally};
+use listener::{progress, Listener, Progress};
+
+/// Frames processed per [`Stack::poll`] before the stack yields back to its driver.
+const INGRESS_BUDGET: usize = 1024;
+/// Ephemeral ports for outgoing connections (RFC 6335).
+const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
+
+/// Errors raised by the stack.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    /// The configuration cannot work.
+    #[error("invalid stack configuration: {0}")]
+    Config(String),
+    /// The port already has a listener.
+    #[error("port {0} is already listening")]
+    PortInUse(u16),
+    /// Port 0 cannot be listened on or connected to.
+    #[error("port 0 is not a valid port")]
+    PortZero,
+    /// The connection cap is reached.
+    #[error("connection limit of {0} reached")]
+    TooManyConnections(usize),
+    /// Every ephemeral port is in use.
+    #[error("no free local port for an outgoing connection")]
+    NoFreePort,
+    /// smoltcp refused to connect (no usable source address or route).
+    #[error("cannot connect to {remote}: {reason}")]
+    Connect {
+        /// The destination.
+        remote: IpEndpoint,
+        /// smoltcp's reason.
+        reason: tcp::ConnectError,
+    },
+}
+
+/// TCP settings shared by every socket of a stack.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpConfig {
+    /// Receive buffer per connection, in bytes (bounds the advertised window).
+    pub rx_buffer: usize,
+    /// Send buffer per connection, in bytes.
+    pub tx_buffer: usize,
+    /// LISTEN plus half-open sockets per listening port.
+    pub backlog: usize,
+    /// Cap on connections (half-open, established and closing) of the whole stack.
+    pub max_connections: usize,
+    /// A handshake not completed within this time is dropped.
+    pub handshake_timeout: Duration,
+    /// A closed connection whose FIN exchange is not over within this time is reset.
+    pub close_timeout: Duration,
+    /// Nagle's algorithm (off by default: request/response traffic wants low latency).
+    pub nagle: bool,
+    /// Delayed-ACK timer; `None` acknowledges every segment at once.
+    pub ack_delay: Option<Duration>,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            rx_buffer: 64 * 1024,
+            tx_buffer: 64 * 1024,
+            backlog: 128,
+            max_connections: 16_384,
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(30),
+            nagle: false,
+            ack_delay: Some(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// How to build a stack.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StackConfig {
+    /// Our MAC address.
+    pub mac: EthernetAddress,
+    /// Static addresses (IPv4 and IPv6). An IPv6 link-local address is always added.
+    pub addresses: Vec<IpCidr>,
+    /// Default gateways (at most one per IP version).
+    pub gateways: Vec<IpAddress>,
+    /// Run a DHCPv4 client; its lease replaces any static IPv4 address.
+    pub dhcp: bool,
+    /// Seed for ISNs and ephemeral ports. Fixed seeds give reproducible runs.
+    pub seed: u64,
+    /// TCP settings.
+    pub tcp: TcpConfig,
+}
+
+impl StackConfig {
+    /// A configuration with the given MAC and addresses, and defaults for the rest.
+    pub fn new(mac: EthernetAddress, addresses: Vec<IpCidr>) -> Self {
+        StackConfig {
+            mac,
+            addresses,
+            gateways: Vec::new(),
+            dhcp: false,
+            seed: 0,
+            tcp: TcpConfig::default(),
+        }
+    }
+}
+
+/// Counters of a stack, all since it started.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StackStats {
+    /// Frames received from the device.
+    pub rx_frames: u64,
+    /// Bytes received from the device.
+    pub rx_bytes: u64,
+    /// Frames sent to the device.
+    pub tx_frames: u64,
+    /// Bytes sent to the device.
+    pub tx_bytes: u64,
+    /// Frames dropped as truncated or inconsistent.
+    pub rx_malformed: u64,
+    /// Frames dropped for a bad checksum.
+    pub rx_bad_checksum: u64,
+    /// SYNs dropped because the listener's backlog or the connection cap was full.
+    pub syn_dropped: u64,
+    /// Connections whose handshake completed on a listener.
+    pub accepted: u64,
+    /// Half-open connections dropped at the handshake timeout.
+    pub handshake_timeouts: u64,
+    /// Outgoing connections opened.
+    pub connected: u64,
+    /// Connections freed after closing.
+    pub closed: u64,
+    /// Closing connections reset at the close timeout.
+    pub close_timeouts: u64,
+    /// Connections now open (half-open, established or closing).
+    pub connections: usize,
+    /// Sockets in LISTEN now.
+    pub listening: usize,
+}
+
+/// A connection owned by the application. Not `Clone`: closing it consumes the handle, so a
+/// freed socket can never be touched again.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct TcpHandle(SocketHandle);
+
+impl TcpHandle {
+    /// A copyable key naming this connection (for maps and logs).
+    pub fn id(&self) -> ConnId {
+        ConnId(self.0)
+    }
+}
+
+/// A copyable name for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnId(SocketHandle);
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+struct Gate<'a> {
+    listeners: &'a HashMap<u16, Listener>,
+    at_cap: bool,
+}
+
+impl SynGate for Gate<'_> {
+    fn is_full(&self, port: u16) -> bool {
+        match self.listeners.get(&port) {
+            Some(listener) => self.at_cap || listener.is_full(),
+            // No listener: smoltcp answers with a RST, as it should.
+            None => false,
+        }
+    }
+}
+
+/// What one [`Stack::poll`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PollOutcome {
+    /// Frames moved or socket states changed: the application should look at its sockets.
+    pub activity: bool,
+    /// The ingress budget ran out with frames still waiting: poll again without sleeping.
+    pub more: bool,
+}
+
+/// A userspace TCP/IP stack on one Ethernet interface.
+pub struct Stack {
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    config: StackConfig,
+    listeners: HashMap<u16, Listener>,
+    /// Connections the application holds (accepted or connected).
+    held: usize,
+    /// Connections the application closed, with the instant they must be gone by.
+    closing: Vec<(SocketHandle, Instant)>,
+    /// Local ports of outgoing connections, by socket.
+    client_ports: HashMap<SocketHandle, u16>,
+    ports_in_use: HashSet<u16>,
+    dhcp: Option<SocketHandle>,
+    dns_servers: Vec<IpAddress>,
+    tally: Tally,
+    stats: StackStats,
+    rng: fastrand::Rng,
+    now: Instant,
+}
+
+/// The IPv6 link-local address derived from a MAC (modified EUI-64, RFC 4291).
+pub fn link_local(mac: EthernetAddress) -> Ipv6Address {
+    let m = mac.0;
+    Ipv6Address::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([m[0] ^ 0x02, m[1]]),
+        u16::from_be_bytes([m[2], 0xff]),
+        u16::from_be_bytes([0xfe, m[3]]),
+        u16::from_be_bytes([m[4], m[5]]),
+    )
+}
+
+impl Stack {
+    /// Builds a stack on `device`. The device's capabilities (MTU, checksums) are read now.
+    pub fn new<D: Device>(
+        config: StackConfig,
+        device: &mut D,
+        now: Instant,
+    ) -> Result<Self, StackError> {
+        if !config.mac.is_unicast() {
+            return Err(StackError::Config(format!(
+                "MAC {} is not unicast",
+                config.mac
+            )));
+        }
+        if config.tcp.backlog == 0 || config.tcp.max_connections == 0 {
+            return Err(StackError::Config(
+                "backlog and max-connections must be at least 1".into(),
+            ));
+        }
+        if config.tcp.rx_buffer < 1024 || config.tcp.tx_buffer < 1024 {
+            return Err(StackError::Config(
+                "TCP buffers must be at least 1 KiB".into(),
+            ));
+        }
+        let mut iface_config = Config::new(HardwareAddress::Ethernet(config.mac));
+        iface_config.random_seed = config.seed;
+        let mut iface = Interface::new(iface_config, device, now);
+
+        let mut addresses = config.addresses.clone();
+        let ll = IpCidr::new(IpAddress::Ipv6(link_local(config.mac)), 64);
+        if !addresses.contains(&ll) {
+            addresses.push(ll);
+        }
+        let mut overflow = false;
+        iface.update_ip_addrs(|addrs| {
+            for cidr in &addresses {
+                overflow |= addrs.push(*cidr).is_err();
+            }
+        });
+        if overflow {
+            return Err(StackError::Config(format!(
+                "too many addresses ({}); the interface holds 8",
+                addresses.len()
+            )));
+        }
+        for gateway in &config.gateways {
+            let added = match gateway {
+                IpAddress::Ipv4(v4) => iface.routes_mut().add_default_ipv4_route(*v4).is_ok(),
+                IpAddress::Ipv6(v6) => iface.routes_mut().add_default_ipv6_route(*v6).is_ok(),
+            };
+            if !added {
+                return Err(StackError::Config(format!(
+                    "cannot add a route via {gateway}"
+                )));
+            }
+        }
+
+        let mut sockets = SocketSet::new(Vec::new());
+        let dhcp = config.dhcp.then(|| sockets.add(dhcpv4::Socket::new()));
+        Ok(Stack {
+            iface,
+            sockets,
+            rng: fastrand::Rng::with_seed(config.seed ^ 0x0074_6170_6972),
+            config,
+            listeners: HashMap::new(),
+            held: 0,
+            closing: Vec::new(),
+            client_ports: HashMap::new(),
+            ports_in_use: HashSet::new(),
+            dhcp,
+            dns_servers: Vec::new(),
+            tally: Tally::default(),
+            stats: StackStats::default(),
+            now,
+        })
+    }
+
+    /// The configuration the stack was built with.
+    pub fn config(&self) -> &StackConfig {
+        &self.config
+    }
+
+    /// Current addresses (static, link-local and DHCP-assigned).
+    pub fn addresses(&self) -> Vec<IpCidr> {
+        self.iface.ip_addrs().to_vec()
+    }
+
+    /// DNS servers learnt from DHCP.
+    pub fn dns_servers(&self) -> &[IpAddress] {
+        &self.dns_servers
+    }
+
+    /// The time of the last poll.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Processes received frames, runs timers and sends what the sockets have queued.
+    pub fn poll<D: Device>(&mut self, now: Instant, device: &mut D) -> PollOutcome {
+        self.now = now;
+        let mut outcome = PollOutcome::default();
+        self.iface.poll_maintenance(now);
+        let mut budget = INGRESS_BUDGET;
+        loop {
+            if budget == 0 {
+                outcome.more = true;
+                break;
+            }
+            budget -= 1;
+            let gate = Gate {
+                listeners: &self.listeners,
+                at_cap: self.connection_count() >= self.config.tcp.max_connections,
+            };
+            let mut dev = Ingress {
+                inner: &mut *device,
+                tally: &self.tally,
+                gate: &gate,
+            };
+            match self
+                .iface
+                .poll_ingress_single(now, &mut dev, &mut self.sockets)
+            {
+                PollIngressSingleResult::None => break,
+                PollIngressSingleResult::PacketProcessed => {}
+                PollIngressSingleResult::SocketStateChanged => outcome.activity = true,
+            }
+            if let Some(port) = self.tally.take_syn_port() {
+                self.refill(port, now);
+            }
+        }
+        self.egress(now, device, &mut outcome);
+        self.maintain(now);
+        // Maintenance may have queued RSTs (aborted sockets) or opened listeners.
+        self.egress(now, device, &mut outcome);
+        outcome
+    }
+
+    /// Sends whatever the sockets have queued, without reading the device.
+    pub fn flush<D: Device>(&mut self, now: Instant, device: &mut D) -> bool {
+        let mut outcome = PollOutcome::default();
+        self.now = now;
+        self.egress(now, device, &mut outcome);
+        outcome.activity
+    }
+
+    fn egress<D: Device>(&mut self, now: Instant, device: &mut D, outcome: &mut PollOutcome) {
+        let gate = Gate {
+            listeners: &self.listeners,
+            at_cap: false,
+        };
+        let mut dev = Ingress {
+            inner: device,
+            tally: &self.tally,
+            gate: &gate,
+        };
+        while self.iface.poll_egress(now, &mut dev, &mut self.sockets)
+            == PollResult::SocketStateChanged
+        {
+            outcome.activity = true;
+        }
+    }
+
+    /// When the stack next needs a poll even if no frame arrives (`None`: only on input).
+    pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
+        let mut at = self.iface.poll_at(now, &self.sockets);
+        let mut earliest = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
+        let handshake = self.config.tcp.handshake_timeout;
+        for listener in self.listeners.values() {
+            for (_, since) in &listener.half_open {
+                earliest(*since + handshake);
+            }
+        }
+        for (_, deadline) in &self.closing {
+            earliest(*deadline);
+        }
+        at
+    }
+
+    /// Connections counted against the cap: half-open, waiting to be accepted, held by the
+    /// application, and closing.
+    pub fn connection_count(&self) -> usize {
+        let pending: usize = self
+            .listeners
+            .values()
+            .map(|l| l.half_open.len() + l.ready.len())
+            .sum();
+        pending + self.held + self.closing.len()
+    }
+
+    /// Every socket in the set: listening, connected, closing, and the DHCP socket.
+    pub fn socket_count(&self) -> usize {
+        self.sockets.iter().count()
+    }
+
+    /// Counters, with the current connection and listening-socket counts.
+    pub fn stats(&self) -> StackStats {
+        let mut stats = self.stats;
+        self.tally.fill(&mut stats);
+        stats.connections = self.connection_count();
+        stats.listening = self.listeners.values().map(|l| l.listening.len()).sum();
+        stats
+    }
+
+    /// Starts accepting connections on `port` (every local address), keeping `backlog`
+    /// sockets ready for SYNs.
+    pub fn listen(&mut self, port: u16) -> Result<(), StackError> {
+        if port == 0 {
+            return Err(StackError::PortZero);
+        }
+        if self.listeners.contains_key(&port) {
+            return Err(StackError::PortInUse(port));
+        }
+        self.listeners.insert(port, Listener::default());
+        self.refill(port, self.now);
+        Ok(())
+    }
+
+    /// Stops listening on `port`. Connections already accepted are not affected; half-open
+    /// and not-yet-accepted ones are reset.
+    pub fn unlisten(&mut self, port: u16) {
+        let Some(listener) = self.listeners.remove(&port) else {
+            return;
+        };
+        for handle in listener.listening {
+            self.sockets.remove(handle);
+        }
+        let now = self.now;
+        for handle in listener
+            .half_open
+            .into_iter()
+            .map(|(h, _)| h)
+            .chain(listener.ready)
+        {
+            self.sockets.get_mut::<tcp::Socket>(handle).abort();
+            self.closing.push((handle, now));
+        }
+    }
+
+    /// Takes the next established connection on `port`, if any.
+    pub fn accept(&mut self, port: u16) -> Option<TcpHandle> {
+        let handle = self.listeners.get_mut(&port)?.ready.pop_front()?;
+        self.held += 1;
+        Some(TcpHandle(handle))
+    }
+
+    /// Opens a connection to `remote` from an ephemeral port. The handshake proceeds as the
+    /// stack is polled; watch the socket's state.
+    pub fn connect(&mut self, remote: IpEndpoint) -> Result<TcpHandle, StackError> {
+        if remote.port == 0 {
+            return Err(StackError::PortZero);
+        }
+        let cap = self.config.tcp.max_connections;
+        if self.connection_count() >= cap {
+            return Err(StackError::TooManyConnections(cap));
+        }
+        let port = self.ephemeral_port()?;
+        let mut socket = self.new_socket();
+        socket
+            .connect(self.iface.context(), remote, port)
+            .map_err(|reason| StackError::Connect { remote, reason })?;
+        let handle = self.sockets.add(socket);
+        self.ports_in_use.insert(port);
+        self.client_ports.insert(handle, port);
+        self.held += 1;
+        self.stats.connected += 1;
+        Ok(TcpHandle(handle))
+    }
+
+    /// The socket of a connection, to read, write and query.
+    pub fn socket(&mut self, handle: &TcpHandle) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(handle.0)
+    }
+
+    /// The socket of a connection, read-only.
+    pub fn socket_ref(&self, handle: &TcpHandle) -> &tcp::Socket<'static> {
+        self.sockets.get::<tcp::Socket>(handle.0)
+    }
+
+    /// Closes our side gracefully (FIN after the queued data). The stack frees the socket
+    /// once the exchange is over, or resets it after the close timeout.
+    pub fn close(&mut self, handle: TcpHandle) {
+        self.sockets.get_mut::<tcp::Socket>(handle.0).close();
+        self.release(handle, self.config.tcp.close_timeout);
+    }
+
+    /// Resets the connection and frees the socket.
+    pub fn abort(&mut self, handle: TcpHandle) {
+        self.sockets.get_mut::<tcp::Socket>(handle.0).abort();
+        self.release(handle, Duration::ZERO);
+    }
+
+    fn release(&mut self, handle: TcpHandle, linger: Duration) {
+        self.held = self.held.saturating_sub(1);
+        self.closing.push((handle.0, self.now + linger));
+    }
+
+    fn new_socket(&self) -> tcp::Socket<'static> {
+        let tcp = &self.config.tcp;
+        let rx = tcp::SocketBuffer::new(vec![0; tcp.rx_buffer]);
+        let tx = tcp::SocketBuffer::new(vec![0; tcp.tx_buffer]);
+        let mut socket = tcp::Socket::new(rx, tx);
+        socket.set_nagle_enabled(tcp.nagle);
+        socket.set_ack_delay(tcp.ack_delay);
+        socket
+    }
+
+    fn ephemeral_port(&mut self) -> Result<u16, StackError> {
+        let span = u32::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1;
+        let start = self.rng.u32(0..span);
+        (0..span)
+            .map(|i| EPHEMERAL.start() + ((start + i) % span) as u16)
+            .find(|p| !self.ports_in_use.contains(p))
+            .ok_or(StackError::NoFreePort)
+    }
+
+    /// Moves sockets of `port` that took a SYN to the half-open list and tops the pool up.
+    fn refill(&mut self, port: u16, now: Instant) {
+        let Some(mut listener) = self.listeners.remove(&port) else {
+            return;
+        };
+        let sockets = &self.sockets;
+        let (still, taken): (Vec<_>, Vec<_>) = listener
+            .listening
+            .drain(..)
+            .partition(|h| sockets.get::<tcp::Socket>(*h).state() == tcp::State::Listen);
+        listener.listening = still;
+        listener
+            .half_open
+            .extend(taken.into_iter().map(|h| (h, now)));
+        let wanted = listener.wanted(self.config.tcp.backlog, usize::MAX);
+        while listener.listening.len() < wanted {
+            let mut socket = self.new_socket();
+            if socket
+                .listen(IpListenEndpoint { addr: None, port })
+                .is_err()
+            {
+                break;
+            }
+            listener.listening.push(self.sockets.add(socket));
+        }
+        while listener.listening.len() > wanted {
+            if let Some(handle) = listener.listening.pop() {
+                self.sockets.remove(handle);
+            }
+        }
+        self.listeners.insert(port, listener);
+    }
+
+    /// Promotes completed handshakes, expires stale ones, frees closed sockets, handles DHCP.
+    fn maintain(&mut self, now: Instant) {
+        let ports: Vec<u16> = self.listeners.keys().copied().collect();
+        let handshake = self.config.tcp.handshake_timeout;
+        for port in ports {
+            self.refill(port, now);
+            let Some(listener) = self.listeners.get_mut(&port) else {
+                continue;
+            };
+            let mut i = 0;
+            while i < listener.half_open.len() {
+                let (handle, since) = listener.half_open[i];
+                let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+                match progress(socket.state()) {
+                    Progress::Established => {
+                        listener.half_open.swap_remove(i);
+                        listener.ready.push_back(handle);
+                        self.stats.accepted += 1;
+                    }
+                    Progress::Failed => {
+                        listener.half_open.swap_remove(i);
+                        self.sockets.remove(handle);
+                    }
+                    Progress::Waiting if now >= since + handshake => {
+                        listener.half_open.swap_remove(i);
+                        self.sockets.remove(handle);
+                        self.stats.handshake_timeouts += 1;
+                    }
+                    Progress::Waiting => i += 1,
+                }
+            }
+            self.refill(port, now);
+        }
+
+        let mut i = 0;
+        while i < self.closing.len() {
+            let (handle, deadline) = self.closing[i];
+            let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+            match socket.state() {
+                tcp::State::Closed | tcp::State::TimeWait => {
+                    self.closing.swap_remove(i);
+                    self.sockets.remove(handle);
+                    if let Some(port) = self.client_ports.remove(&handle) {
+                        self.ports_in_use.remove(&port);
+                    }
+                    self.stats.closed += 1;
+                }
+                _ if now >= deadline => {
+                    // Reset now; the socket is freed on the next pass, after the RST went out.
+                    socket.abort();
+                    self.closing[i].1 = now + Duration::from_secs(3600);
+                    self.stats.close_timeouts += 1;
+                    i += 1;
+                }
+                _ => i += 1,
+            }
+        }
+
+        self.poll_dhcp();
+    }
+
+    fn poll_dhcp(&mut self) {
+        let Some(handle) = self.dhcp else {
+            return;
+        };
+        let event = self.sockets.get_mut::<dhcpv4::Socket>(handle).poll();
+        match event {
+            None => {}
+            Some(dhcpv4::Event::Configured(lease)) => {
+                let address = lease.address;
+                let router = lease.router;
+                self.dns_servers = lease
+                    .dns_servers
+                    .iter()
+                    .map(|a| IpAddress::Ipv4(*a))
+                    .collect();
+                tracing::info!(
+                    "DHCP: address {address}, router {}, DNS {:?}",
+                    router.map_or("none".to_string(), |r| r.to_string()),
+                    self.dns_servers
+                );
+                self.set_dhcp_address(Some(address));
+                self.iface.routes_mut().remove_default_ipv4_route();
+                if let Some(router) = router {
+                    // At most one default IPv4 route exists and we just removed it.
+                    let _ = self.iface.routes_mut().add_default_ipv4_route(router);
+                }
+            }
+            Some(dhcpv4::Event::Deconfigured) => {
+                tracing::warn!("DHCP: lease lost");
+                self.set_dhcp_address(None);
+                self.iface.routes_mut().remove_default_ipv4_route();
+                self.dns_servers.clear();
+            }
+        }
+    }
+
+    fn set_dhcp_address(&mut self, address: Option<Ipv4Cidr>) {
+        self.iface.update_ip_addrs(|addrs| {
+            addrs.retain(|cidr| !matches!(cidr, IpCidr::Ipv4(_)));
+            if let Some(address) = address {
+                // Removing every IPv4 address made room for this one.
+                let _ = addrs.push(IpCidr::Ipv4(address));
+            }
+        });
+    }
+}
