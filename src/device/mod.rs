@@ -6,6 +6,7 @@
 //! the way smoltcp's own `phy` module does.
 
 pub mod capture;
+pub mod dgram;
 pub mod memlink;
 pub mod tap;
 
