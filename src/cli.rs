@@ -189,3 +189,69 @@ mod tests {
         assert!(Mac::from_str("02:00:00:aa:bb:zz").is_err());
     }
 }
+
+/// HTTP service flags of `tapir serve`.
+#[derive(Debug, Args, Clone)]
+pub struct HttpArgs {
+    /// Port for cleartext HTTP (HTTP/1.1 and 1.0).
+    #[arg(long, default_value_t = 80, value_name = "PORT")]
+    pub http: u16,
+
+    /// Serve static files from this directory instead of the built-in site.
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// With --root: list directories that have no index.html.
+    #[arg(long)]
+    pub listings: bool,
+
+    /// Largest request body accepted, in bytes (413 beyond).
+    #[arg(long, default_value_t = 1 << 30, value_name = "BYTES")]
+    pub max_body: u64,
+
+    /// Largest request head (request line and headers), in bytes (431 beyond).
+    #[arg(long, default_value_t = 16 * 1024, value_name = "BYTES")]
+    pub max_head: usize,
+
+    /// Most header fields in a request (431 beyond).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub max_headers: usize,
+
+    /// Longest request target (414 beyond).
+    #[arg(long, default_value_t = 8 * 1024, value_name = "BYTES")]
+    pub max_uri: usize,
+
+    /// Seconds a client may take to send a request head (408 after; stops slowloris).
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub head_timeout: u64,
+
+    /// Seconds an idle keep-alive connection stays open.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub idle_timeout: u64,
+
+    /// Pipelined requests read ahead per connection before reading pauses.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub max_pipelined: usize,
+}
+
+impl HttpArgs {
+    /// The server configuration these flags describe.
+    pub fn server_config(&self) -> anyhow::Result<tapir::service::ServerConfig> {
+        if self.http == 0 {
+            anyhow::bail!("--http 0 is not a port");
+        }
+        if self.max_pipelined == 0 || self.max_headers == 0 {
+            anyhow::bail!("--max-pipelined and --max-headers must be at least 1");
+        }
+        let mut config = tapir::service::ServerConfig::default();
+        let h1 = &mut config.h1;
+        h1.max_body_size = self.max_body;
+        h1.max_head_size = self.max_head;
+        h1.max_headers = self.max_headers;
+        h1.max_uri_len = self.max_uri;
+        h1.head_timeout = std::time::Duration::from_secs(self.head_timeout);
+        h1.idle_timeout = std::time::Duration::from_secs(self.idle_timeout);
+        h1.max_pipelined = self.max_pipelined;
+        Ok(config)
+    }
+}

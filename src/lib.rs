@@ -15,5 +15,8 @@
 
 pub mod app;
 pub mod device;
+pub mod http;
 pub mod runtime;
+pub mod service;
 pub mod stack;
+pub mod transport;

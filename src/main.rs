@@ -6,12 +6,17 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use http::{Request, Response};
 use tapir::app::echo::EchoServer;
 use tapir::device::capture::Capture;
 use tapir::device::tap::TapDevice;
 use tapir::device::FdDevice;
 use tapir::runtime::event_loop::{self, Ended, LoopOptions};
 use tapir::runtime::{Application, StopHandle, WallClock};
+use tapir::service::builtin::Builtin;
+use tapir::service::files::StaticFiles;
+use tapir::service::server::StatsHandle;
+use tapir::service::{Body, ConnInfo, Handler, RequestBody, Server};
 use tapir::stack::Stack;
 
 use cli::NetArgs;
@@ -35,6 +40,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// HTTP server: a built-in test site, or static files with --root.
+    ///
+    /// Without --root: `/` names the protocol and your address, `/echo` sends the request
+    /// body back, `/bytes/N` sends N bytes, `/stats` shows counters as JSON.
+    Serve {
+        #[command(flatten)]
+        net: NetArgs,
+        #[command(flatten)]
+        http: cli::HttpArgs,
+    },
     /// TCP echo server: sends every byte back (RFC 862).
     Echo {
         #[command(flatten)]
@@ -73,12 +88,43 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Serve { net, http } => live(&net, |stack| serve(stack, &http)),
         Command::Echo { net, port } => live(&net, |stack| {
             let app = EchoServer::bind(stack, port)?;
             tracing::info!("ready: echo on port {port}");
             Ok(app)
         }),
     }
+}
+
+/// What `tapir serve` answers with.
+enum Site {
+    Files(StaticFiles),
+    Builtin(Builtin),
+}
+
+/// The server `tapir serve` runs: static files or the built-in site.
+fn serve(stack: &mut Stack, http: &cli::HttpArgs) -> anyhow::Result<Server<impl Handler>> {
+    let config = http.server_config()?;
+    let stats = StatsHandle::default();
+    let site = match &http.root {
+        Some(root) => {
+            let files = StaticFiles::new(root, http.listings)?;
+            tracing::info!("serving files from {}", root.display());
+            Site::Files(files)
+        }
+        None => Site::Builtin(Builtin::new(stats.clone())),
+    };
+    let handler = move |request: Request<RequestBody>, info: &ConnInfo| -> Response<Body> {
+        match &site {
+            Site::Files(files) => files.handle(&request),
+            Site::Builtin(builtin) => builtin.handle(request, info),
+        }
+    };
+    let mut server = Server::with_stats(handler, config, stats);
+    server.bind_http(stack, http.http)?;
+    tracing::info!("ready: HTTP on port {}", http.http);
+    Ok(server)
 }
 
 /// Opens the TAP device (with a capture if asked), builds the stack and runs `make_app`'s

@@ -2,6 +2,7 @@
 //! applications that drive them.
 #![allow(dead_code)]
 
+pub mod http;
 pub mod netns;
 
 use sha2::{Digest, Sha256};

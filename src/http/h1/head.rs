@@ -1,0 +1,432 @@
+//! Request head parsing and validation (on top of `httparse`) and response
+//! head serialization.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri, Version};
+
+use super::chunked::is_tchar;
+use super::{BodyFraming, H1Config, RejectReason};
+
+/// A request head that passed all validation.
+#[derive(Debug)]
+pub struct ParsedHead {
+    /// The request head as an `http` type.
+    pub request: http::Request<()>,
+    /// How the request body is framed.
+    pub framing: BodyFraming,
+    /// Whether the client allows the connection to persist after this request.
+    pub keep_alive: bool,
+    /// Whether the client sent `Expect: 100-continue` (HTTP/1.1 only).
+    pub expect_continue: bool,
+}
+
+/// Trims optional whitespace (SP / HTAB) at both ends.
+pub(crate) fn trim_ows(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|&b| b != b' ' && b != b'\t');
+    let end = v.iter().rposition(|&b| b != b' ' && b != b'\t');
+    match (start, end) {
+        (Some(s), Some(e)) => v.get(s..=e).unwrap_or(&[]),
+        _ => &[],
+    }
+}
+
+/// Iterates over the non-empty, OWS-trimmed elements of a comma list.
+pub(crate) fn list_elements(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',')
+        .map(trim_ows)
+        .filter(|e| !e.is_empty())
+}
+
+/// Does `version` (bytes after the second SP of the request line) look like
+/// a syntactically valid `HTTP/DIGIT.DIGIT`?
+fn is_http_version_syntax(version: &[u8]) -> bool {
+    matches!(version, [b'H', b'T', b'T', b'P', b'/', a, b'.', b]
+        if a.is_ascii_digit() && b.is_ascii_digit())
+}
+
+/// Returns everything after the second SP of the request line of `buf`.
+fn version_token(buf: &[u8]) -> &[u8] {
+    let line_end = buf.iter().position(|&b| b == b'\r').unwrap_or(buf.len());
+    let line = buf.get(..line_end).unwrap_or(&[]);
+    line.splitn(3, |&b| b == b' ').nth(2).unwrap_or(&[])
+}
+
+/// Parses and validates a complete request head (`buf` ends with CRLFCRLF,
+/// bare LFs were already rejected by the caller).
+pub fn parse_request_head(buf: &[u8], config: &H1Config) -> Result<ParsedHead, RejectReason> {
+    // obs-fold (or whitespace before the first field line): a line starting
+    // with SP / HTAB after the request line.
+    if buf
+        .windows(3)
+        .any(|w| matches!(w, [b'\r', b'\n', b' ' | b'\t']))
+    {
+        return Err(RejectReason::ObsFold);
+    }
+
+    let mut headers = vec![httparse::EMPTY_HEADER; config.max_headers.max(1)];
+    let mut req = httparse::Request::new(&mut headers);
+    let parser = httparse::ParserConfig::default();
+    match parser.parse_request(&mut req, buf) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(RejectReason::MalformedHead("incomplete")),
+        Err(httparse::Error::TooManyHeaders) => return Err(RejectReason::TooManyHeaders),
+        Err(httparse::Error::Version) => {
+            return Err(if is_http_version_syntax(version_token(buf)) {
+                RejectReason::UnsupportedVersion
+            } else {
+                RejectReason::MalformedHead("invalid HTTP version")
+            });
+        }
+        Err(httparse::Error::HeaderName) => return Err(RejectReason::InvalidHeaderName),
+        Err(httparse::Error::HeaderValue) => return Err(RejectReason::InvalidHeaderValue),
+        Err(httparse::Error::Token) => return Err(RejectReason::MalformedHead("invalid token")),
+        Err(httparse::Error::NewLine) => {
+            return Err(RejectReason::MalformedHead("invalid line ending"));
+        }
+        Err(httparse::Error::Status) => {
+            return Err(RejectReason::MalformedHead("invalid request line"));
+        }
+    }
+
+    let version = match req.version {
+        Some(0) => Version::HTTP_10,
+        Some(1) => Version::HTTP_11,
+        _ => return Err(RejectReason::UnsupportedVersion),
+    };
+    let method_str = req.method.ok_or(RejectReason::InvalidMethod)?;
+    let method =
+        Method::from_bytes(method_str.as_bytes()).map_err(|_| RejectReason::InvalidMethod)?;
+    let target = req.path.ok_or(RejectReason::InvalidTarget)?;
+    if target.len() > config.max_uri_len {
+        return Err(RejectReason::UriTooLong);
+    }
+    let uri = parse_target(&method, target)?;
+
+    let mut map = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| RejectReason::InvalidHeaderName)?;
+        let value = HeaderValue::from_bytes(trim_ows(h.value))
+            .map_err(|_| RejectReason::InvalidHeaderValue)?;
+        map.append(name, value);
+    }
+
+    // Host (RFC 9112 §3.2).
+    let mut hosts = map.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if version == Version::HTTP_11 => return Err(RejectReason::MissingHost),
+        (Some(_), Some(_)) => return Err(RejectReason::MultipleHost),
+        (Some(h), None) if !h.is_empty() && h.as_bytes().parse_authority().is_none() => {
+            return Err(RejectReason::InvalidHost);
+        }
+        _ => {}
+    }
+
+    // Framing (RFC 9112 §6).
+    let mut cls = map.get_all(header::CONTENT_LENGTH).iter();
+    let content_length = match (cls.next(), cls.next()) {
+        (None, _) => None,
+        (Some(_), Some(_)) => return Err(RejectReason::DuplicateContentLength),
+        (Some(v), None) => Some(parse_content_length(v.as_bytes())?),
+    };
+    let has_te = map.contains_key(header::TRANSFER_ENCODING);
+    let framing = if has_te {
+        if version == Version::HTTP_10 {
+            return Err(RejectReason::TransferEncodingInHttp10);
+        }
+        if content_length.is_some() {
+            return Err(RejectReason::ContentLengthWithTransferEncoding);
+        }
+        let mut codings = 0usize;
+        for v in map.get_all(header::TRANSFER_ENCODING) {
+            for coding in list_elements(v.as_bytes()) {
+                if !coding.eq_ignore_ascii_case(b"chunked") {
+                    return Err(RejectReason::UnsupportedTransferEncoding);
+                }
+                codings += 1;
+            }
+        }
+        // Exactly one coding, and it is `chunked` (applied once, final).
+        if codings != 1 {
+            return Err(RejectReason::UnsupportedTransferEncoding);
+        }
+        BodyFraming::Chunked
+    } else {
+        match content_length {
+            Some(n) if n > config.max_body_size => return Err(RejectReason::BodyTooLarge),
+            Some(n) => BodyFraming::Length(n),
+            None => BodyFraming::None,
+        }
+    };
+
+    // Persistence (RFC 9112 §9.3).
+    let (mut close, mut ka) = (false, false);
+    for v in map.get_all(header::CONNECTION) {
+        for t in list_elements(v.as_bytes()) {
+            if t.eq_ignore_ascii_case(b"close") {
+                close = true;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                ka = true;
+            }
+        }
+    }
+    let keep_alive = !close && (version == Version::HTTP_11 || ka);
+
+    let expect_continue = version == Version::HTTP_11
+        && map
+            .get_all(header::EXPECT)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+
+    let mut request = http::Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = map;
+    Ok(ParsedHead {
+        request,
+        framing,
+        keep_alive,
+        expect_continue,
+    })
+}
+
+/// Small helper trait to validate a Host value as an authority.
+trait ParseAuthority {
+    fn parse_authority(&self) -> Option<http::uri::Authority>;
+}
+
+impl ParseAuthority for [u8] {
+    fn parse_authority(&self) -> Option<http::uri::Authority> {
+        let a = http::uri::Authority::try_from(self).ok()?;
+        // Host must not carry userinfo (RFC 9110 §7.2 uses uri-host [":" port]).
+        if a.as_str().contains('@') {
+            return None;
+        }
+        Some(a)
+    }
+}
+
+/// Parses a Content-Length value: `1*DIGIT`, no sign, no list, no overflow.
+fn parse_content_length(v: &[u8]) -> Result<u64, RejectReason> {
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return Err(RejectReason::InvalidContentLength);
+    }
+    let mut n: u64 = 0;
+    for &d in v {
+        n = n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(d - b'0')))
+            .ok_or(RejectReason::InvalidContentLength)?;
+    }
+    Ok(n)
+}
+
+/// Validates the request-target form for the method (RFC 9112 §3.2).
+fn parse_target(method: &Method, target: &str) -> Result<Uri, RejectReason> {
+    if target == "*" {
+        if *method != Method::OPTIONS {
+            return Err(RejectReason::InvalidTarget);
+        }
+        return Uri::try_from(target).map_err(|_| RejectReason::InvalidTarget);
+    }
+    let uri = Uri::try_from(target).map_err(|_| RejectReason::InvalidTarget)?;
+    let ok = if *method == Method::CONNECT {
+        // authority-form only.
+        uri.scheme().is_none() && uri.authority().is_some() && !target.contains('/')
+    } else if target.starts_with('/') {
+        // origin-form.
+        uri.scheme().is_none() && uri.authority().is_none()
+    } else {
+        // absolute-form.
+        uri.scheme().is_some() && uri.authority().is_some()
+    };
+    if ok {
+        Ok(uri)
+    } else {
+        Err(RejectReason::InvalidTarget)
+    }
+}
+
+/// Appends a status line `HTTP/1.1 <code> <reason>` to `buf`.
+pub fn write_status_line(buf: &mut Vec<u8>, status: StatusCode) {
+    buf.extend_from_slice(b"HTTP/1.1 ");
+    buf.extend_from_slice(status.as_str().as_bytes());
+    buf.push(b' ');
+    buf.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// Appends one `name: value` header line.
+pub fn write_header(buf: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    buf.extend_from_slice(name);
+    buf.extend_from_slice(b": ");
+    buf.extend_from_slice(value);
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// What the engine adds to a response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FramingHeader {
+    /// No framing header.
+    None,
+    /// `Content-Length: n`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// Returns true if the application's `Connection` headers contain `close`.
+pub fn has_close_token(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| list_elements(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close")))
+}
+
+/// Serializes a response head. The application's framing headers
+/// (`Content-Length`, `Transfer-Encoding`) are dropped; its `Connection`
+/// tokens other than `close`/`keep-alive` are kept, and the engine's
+/// persistence token (`close`, or `keep-alive` if `keep_alive_token`) is added.
+pub fn write_response_head(
+    buf: &mut Vec<u8>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: FramingHeader,
+    close: bool,
+    keep_alive_token: bool,
+) {
+    write_status_line(buf, status);
+    let mut conn_tokens: Vec<&[u8]> = Vec::new();
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        if name == header::CONNECTION {
+            for t in list_elements(value.as_bytes()) {
+                if !t.eq_ignore_ascii_case(b"close")
+                    && !t.eq_ignore_ascii_case(b"keep-alive")
+                    && t.iter().all(|&b| is_tchar(b))
+                {
+                    conn_tokens.push(t);
+                }
+            }
+            continue;
+        }
+        write_header(buf, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if close {
+        conn_tokens.push(b"close");
+    } else if keep_alive_token {
+        conn_tokens.push(b"keep-alive");
+    }
+    if !conn_tokens.is_empty() {
+        buf.extend_from_slice(b"connection: ");
+        for (i, t) in conn_tokens.iter().enumerate() {
+            if i > 0 {
+                buf.extend_from_slice(b", ");
+            }
+            buf.extend_from_slice(t);
+        }
+        buf.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        FramingHeader::None => {}
+        FramingHeader::Length(n) => {
+            write_header(buf, b"content-length", n.to_string().as_bytes());
+        }
+        FramingHeader::Chunked => write_header(buf, b"transfer-encoding", b"chunked"),
+    }
+    buf.extend_from_slice(b"\r\n");
+}
+
+/// Builds a complete engine-generated error response with a text body and
+/// `Connection: close`.
+pub fn error_response(status: StatusCode, message: &str) -> Vec<u8> {
+    let body = format!("{message}\n");
+    let mut buf = Vec::with_capacity(128 + body.len());
+    write_status_line(&mut buf, status);
+    write_header(&mut buf, b"content-type", b"text/plain; charset=utf-8");
+    write_header(
+        &mut buf,
+        b"content-length",
+        body.len().to_string().as_bytes(),
+    );
+    write_header(&mut buf, b"connection", b"close");
+    buf.extend_from_slice(b"\r\n");
+    buf.extend_from_slice(body.as_bytes());
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<ParsedHead, RejectReason> {
+        parse_request_head(s.as_bytes(), &H1Config::default())
+    }
+
+    #[test]
+    fn basic() {
+        let p = parse("GET /a?b HTTP/1.1\r\nHost: x\r\nConnection: Close\r\n\r\n").unwrap();
+        assert_eq!(p.request.method(), Method::GET);
+        assert_eq!(p.request.uri().path(), "/a");
+        assert!(!p.keep_alive);
+        assert_eq!(p.framing, BodyFraming::None);
+    }
+
+    #[test]
+    fn targets() {
+        assert!(parse("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n").is_ok());
+        assert_eq!(
+            parse("GET * HTTP/1.1\r\nHost: x\r\n\r\n").unwrap_err(),
+            RejectReason::InvalidTarget
+        );
+        assert!(parse("GET http://e.com/x HTTP/1.1\r\nHost: e.com\r\n\r\n").is_ok());
+        assert!(parse("CONNECT e.com:443 HTTP/1.1\r\nHost: e.com:443\r\n\r\n").is_ok());
+        assert_eq!(
+            parse("GET e.com:443 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap_err(),
+            RejectReason::InvalidTarget
+        );
+    }
+
+    #[test]
+    fn version_errors() {
+        assert_eq!(
+            parse("GET / HTTP/1.2\r\nHost: x\r\n\r\n").unwrap_err(),
+            RejectReason::UnsupportedVersion
+        );
+        assert_eq!(
+            parse("GET / HTTP/2.0\r\nHost: x\r\n\r\n").unwrap_err(),
+            RejectReason::UnsupportedVersion
+        );
+        assert!(matches!(
+            parse("GET / HTTX/1.1\r\nHost: x\r\n\r\n").unwrap_err(),
+            RejectReason::MalformedHead(_)
+        ));
+    }
+
+    #[test]
+    fn response_head() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("99"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-foo"),
+        );
+        h.insert("x-a", HeaderValue::from_static("b"));
+        let mut buf = Vec::new();
+        write_response_head(
+            &mut buf,
+            StatusCode::OK,
+            &h,
+            FramingHeader::Length(3),
+            true,
+            false,
+        );
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "HTTP/1.1 200 OK\r\nx-a: b\r\nconnection: x-foo, close\r\ncontent-length: 3\r\n\r\n"
+        );
+    }
+}

@@ -1,0 +1,416 @@
+//! Message bodies for handlers: what a response carries and how a request body arrives.
+//!
+//! Everything is pulled: the connection asks a body for at most as many bytes as it can
+//! send right now, so a slow reader never makes memory grow. Bodies that are not ready
+//! return `Poll::Pending` and wake the connection through the `Context` when they are.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fmt;
+use std::fs::File;
+use std::future::Future;
+use std::io::{Read, Seek, SeekFrom};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Bytes, BytesMut};
+
+/// Largest chunk read from a file at once.
+const FILE_CHUNK: usize = 64 * 1024;
+
+/// Errors while producing or receiving a body.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum BodyError {
+    /// The body is larger than the limit the reader set.
+    #[error("body larger than {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// The peer went away or broke framing before the body ended.
+    #[error("body incomplete: {0}")]
+    Incomplete(String),
+    /// Reading the source failed.
+    #[error("reading the body failed: {0}")]
+    Io(String),
+}
+
+/// A source of body bytes, pulled by the connection.
+pub trait BodyStream {
+    /// The next chunk of at most `max` bytes; `Ready(None)` at the end.
+    fn poll_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<Option<Result<Bytes, BodyError>>>;
+
+    /// The exact length, when known in advance (sent as Content-Length).
+    fn len_hint(&self) -> Option<u64> {
+        None
+    }
+}
+
+enum Kind {
+    Empty,
+    Full(Bytes),
+    File { file: File, remaining: u64 },
+    Stream(Box<dyn BodyStream>),
+}
+
+/// A response body: empty, bytes in memory, part of a file read in chunks, or a stream.
+pub struct Body {
+    kind: Kind,
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Empty => "empty".to_string(),
+            Kind::Full(b) => format!("{} bytes", b.len()),
+            Kind::File { remaining, .. } => format!("file, {remaining} bytes"),
+            Kind::Stream(_) => "stream".to_string(),
+        };
+        write!(f, "Body({kind})")
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Body::empty()
+    }
+}
+
+impl Body {
+    /// No body.
+    pub fn empty() -> Self {
+        Body { kind: Kind::Empty }
+    }
+
+    /// A body held in memory.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        if bytes.is_empty() {
+            Body::empty()
+        } else {
+            Body {
+                kind: Kind::Full(bytes),
+            }
+        }
+    }
+
+    /// `len` bytes of `file` from `offset`, read in chunks as the peer takes them.
+    pub fn file(mut file: File, offset: u64, len: u64) -> Result<Self, BodyError> {
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| BodyError::Io(e.to_string()))?;
+        Ok(Body {
+            kind: Kind::File {
+                file,
+                remaining: len,
+            },
+        })
+    }
+
+    /// A body produced by a stream.
+    pub fn stream(stream: impl BodyStream + 'static) -> Self {
+        Body {
+            kind: Kind::Stream(Box::new(stream)),
+        }
+    }
+
+    /// The length, when known before sending.
+    pub fn len(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::Empty => Some(0),
+            Kind::Full(b) => Some(b.len() as u64),
+            Kind::File { remaining, .. } => Some(*remaining),
+            Kind::Stream(s) => s.len_hint(),
+        }
+    }
+
+    /// True for a body known to be empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == Some(0)
+    }
+}
+
+impl From<Bytes> for Body {
+    fn from(bytes: Bytes) -> Self {
+        Body::full(bytes)
+    }
+}
+
+impl From<&'static str> for Body {
+    fn from(s: &'static str) -> Self {
+        Body::full(Bytes::from_static(s.as_bytes()))
+    }
+}
+
+impl From<String> for Body {
+    fn from(s: String) -> Self {
+        Body::full(Bytes::from(s))
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(v: Vec<u8>) -> Self {
+        Body::full(Bytes::from(v))
+    }
+}
+
+impl From<RequestBody> for Body {
+    /// Sends a request body back as a response body (an echo, a proxy). The request body
+    /// will be read, so a client waiting on `Expect: 100-continue` is told to send it.
+    fn from(body: RequestBody) -> Self {
+        body.pipe.borrow_mut().demanded = true;
+        Body::stream(body)
+    }
+}
+
+impl BodyStream for Body {
+    fn poll_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<Option<Result<Bytes, BodyError>>> {
+        let max = max.max(1);
+        match &mut self.kind {
+            Kind::Empty => Poll::Ready(None),
+            Kind::Full(bytes) => {
+                let chunk = bytes.split_to(max.min(bytes.len()));
+                if bytes.is_empty() {
+                    self.kind = Kind::Empty;
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Kind::File { file, remaining } => {
+                if *remaining == 0 {
+                    return Poll::Ready(None);
+                }
+                let want = (*remaining).min(max.min(FILE_CHUNK) as u64) as usize;
+                let mut buf = BytesMut::zeroed(want);
+                match file.read(&mut buf) {
+                    Ok(0) => Poll::Ready(Some(Err(BodyError::Io(
+                        "file is shorter than announced".into(),
+                    )))),
+                    Ok(n) => {
+                        buf.truncate(n);
+                        *remaining -= n as u64;
+                        Poll::Ready(Some(Ok(buf.freeze())))
+                    }
+                    Err(e) => Poll::Ready(Some(Err(BodyError::Io(e.to_string())))),
+                }
+            }
+            Kind::Stream(stream) => stream.poll_chunk(cx, max),
+        }
+    }
+
+    fn len_hint(&self) -> Option<u64> {
+        self.len()
+    }
+}
+
+/// The shared state between the connection (writer) and the handler (reader) of a
+/// request body.
+#[derive(Debug, Default)]
+struct Pipe {
+    chunks: VecDeque<Bytes>,
+    buffered: usize,
+    ended: bool,
+    error: Option<BodyError>,
+    reader: Option<Waker>,
+    /// The reader asked for data at least once (sends `100 Continue` when expected).
+    demanded: bool,
+    /// The reader was dropped: later data is discarded.
+    abandoned: bool,
+    len: Option<u64>,
+}
+
+/// A request body as it arrives. Read it as a stream ([`BodyStream`]), collect it
+/// ([`RequestBody::collect`]) or hand it straight to a response ([`Body::from`]).
+#[derive(Debug, Clone)]
+pub struct RequestBody {
+    pipe: Rc<RefCell<Pipe>>,
+}
+
+/// The connection's end of a request body.
+#[derive(Debug)]
+pub(crate) struct BodySender {
+    pipe: Rc<RefCell<Pipe>>,
+}
+
+/// Creates a request body and the sender the connection fills it through.
+/// `len` is the declared length, if any.
+pub(crate) fn request_body(len: Option<u64>) -> (BodySender, RequestBody) {
+    let pipe = Rc::new(RefCell::new(Pipe {
+        len,
+        ..Pipe::default()
+    }));
+    (BodySender { pipe: pipe.clone() }, RequestBody { pipe })
+}
+
+impl BodySender {
+    /// Adds received bytes.
+    pub(crate) fn push(&self, data: Bytes) {
+        let mut pipe = self.pipe.borrow_mut();
+        if pipe.abandoned || data.is_empty() {
+            return;
+        }
+        pipe.buffered += data.len();
+        pipe.chunks.push_back(data);
+        if let Some(w) = pipe.reader.take() {
+            w.wake();
+        }
+    }
+
+    /// The body is complete.
+    pub(crate) fn finish(&self) {
+        let mut pipe = self.pipe.borrow_mut();
+        pipe.ended = true;
+        if let Some(w) = pipe.reader.take() {
+            w.wake();
+        }
+    }
+
+    /// The body will never complete.
+    pub(crate) fn fail(&self, error: BodyError) {
+        let mut pipe = self.pipe.borrow_mut();
+        if !pipe.ended {
+            pipe.error = Some(error);
+            pipe.ended = true;
+        }
+        if let Some(w) = pipe.reader.take() {
+            w.wake();
+        }
+    }
+
+    /// Bytes received but not read yet (the connection stops reading the socket above a
+    /// bound, which is the backpressure towards the client).
+    pub(crate) fn buffered(&self) -> usize {
+        let pipe = self.pipe.borrow();
+        if pipe.abandoned {
+            0
+        } else {
+            pipe.buffered
+        }
+    }
+
+    /// True once the handler tried to read (or dropped the body).
+    pub(crate) fn demanded(&self) -> bool {
+        let pipe = self.pipe.borrow();
+        pipe.demanded || pipe.abandoned
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        // The sender holds one reference; when the last handler-side clone goes, the
+        // body is abandoned and whatever still arrives is thrown away.
+        if Rc::strong_count(&self.pipe) == 2 {
+            let mut pipe = self.pipe.borrow_mut();
+            pipe.abandoned = true;
+            pipe.chunks.clear();
+            pipe.buffered = 0;
+        }
+    }
+}
+
+impl RequestBody {
+    /// An empty, complete body (for requests made by hand, in tests).
+    pub fn empty() -> Self {
+        let (sender, body) = request_body(Some(0));
+        sender.finish();
+        body
+    }
+
+    /// A complete body holding `bytes`.
+    pub fn from_bytes(bytes: impl Into<Bytes>) -> Self {
+        let bytes: Bytes = bytes.into();
+        let (sender, body) = request_body(Some(bytes.len() as u64));
+        sender.push(bytes);
+        sender.finish();
+        body
+    }
+
+    /// The declared length (Content-Length), if the request had one.
+    pub fn declared_len(&self) -> Option<u64> {
+        self.pipe.borrow().len
+    }
+
+    /// Reads the whole body into memory, failing with [`BodyError::TooLarge`] beyond `limit`.
+    pub fn collect(self, limit: u64) -> Collect {
+        Collect {
+            body: self,
+            limit,
+            buf: BytesMut::new(),
+        }
+    }
+}
+
+impl BodyStream for RequestBody {
+    fn poll_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<Option<Result<Bytes, BodyError>>> {
+        let mut pipe = self.pipe.borrow_mut();
+        pipe.demanded = true;
+        if let Some(front) = pipe.chunks.front_mut() {
+            let chunk = if front.len() > max.max(1) {
+                front.split_to(max.max(1))
+            } else {
+                pipe.chunks.pop_front().unwrap_or_default()
+            };
+            pipe.buffered -= chunk.len();
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        if let Some(e) = pipe.error.clone() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        if pipe.ended {
+            return Poll::Ready(None);
+        }
+        pipe.reader = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn len_hint(&self) -> Option<u64> {
+        self.pipe.borrow().len
+    }
+}
+
+/// The future of [`RequestBody::collect`].
+#[derive(Debug)]
+pub struct Collect {
+    body: RequestBody,
+    limit: u64,
+    buf: BytesMut,
+}
+
+impl Future for Collect {
+    type Output = Result<Bytes, BodyError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Some(len) = this.body.declared_len() {
+            if len > this.limit {
+                return Poll::Ready(Err(BodyError::TooLarge { limit: this.limit }));
+            }
+        }
+        loop {
+            match this.body.poll_chunk(cx, usize::MAX) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    if (this.buf.len() + chunk.len()) as u64 > this.limit {
+                        return Poll::Ready(Err(BodyError::TooLarge { limit: this.limit }));
+                    }
+                    this.buf.extend_from_slice(&chunk);
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(None) => {
+                    return Poll::Ready(Ok(std::mem::take(&mut this.buf).freeze()))
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}

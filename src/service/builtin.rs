@@ -1,0 +1,197 @@
+//! The default handler of `tapir serve`: a small page, an echo, a byte source for
+//! benchmarks and the server's counters.
+//!
+//! - `/`: an HTML page naming the protocol and the connection's peer.
+//! - `/echo`: the request body, streamed back as it arrives.
+//! - `/bytes/N`: N bytes, generated as they are sent (for throughput tests).
+//! - `/stats`: counters as JSON.
+
+use std::fmt::Write as _;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+
+use super::server::{ServerStats, StatsHandle};
+use super::{text_response, Body, BodyError, BodyStream, ConnInfo, RequestBody};
+
+/// Size of the repeating block `/bytes/N` sends.
+const BLOCK: usize = 64 * 1024;
+
+/// Largest N `/bytes/N` serves (1 TiB): a guard against typos, not a memory bound —
+/// the bytes are generated as the client reads them.
+pub const MAX_BYTES: u64 = 1 << 40;
+
+/// The built-in handler.
+#[derive(Debug, Clone)]
+pub struct Builtin {
+    stats: StatsHandle,
+    block: Bytes,
+}
+
+impl Builtin {
+    /// A handler reporting the counters behind `stats` at `/stats`.
+    pub fn new(stats: StatsHandle) -> Self {
+        let block: Vec<u8> = (0..BLOCK)
+            .map(|i| b"tapir-bytes-0123456789\n"[i % 23])
+            .collect();
+        Builtin {
+            stats,
+            block: Bytes::from(block),
+        }
+    }
+
+    /// Answers one request.
+    pub fn handle(&self, request: Request<RequestBody>, info: &ConnInfo) -> Response<Body> {
+        let path = request.uri().path().to_string();
+        let method = request.method().clone();
+        let read_only = method == Method::GET || method == Method::HEAD;
+        match path.as_str() {
+            "/" if read_only => html(index_page(info)),
+            "/echo" => echo(request),
+            "/stats" if read_only => json(stats_json(&self.stats.get())),
+            p if p.starts_with("/bytes/") && read_only => match p["/bytes/".len()..].parse::<u64>()
+            {
+                Ok(n) if n <= MAX_BYTES => {
+                    let mut response = Response::new(Body::stream(Repeat {
+                        block: self.block.clone(),
+                        remaining: n,
+                    }));
+                    response.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("application/octet-stream"),
+                    );
+                    response
+                }
+                _ => text_response(
+                    StatusCode::BAD_REQUEST,
+                    format!("/bytes/N takes a byte count from 0 to {MAX_BYTES}\n"),
+                ),
+            },
+            "/" | "/stats" => method_not_allowed(),
+            p if p.starts_with("/bytes/") => method_not_allowed(),
+            _ => text_response(StatusCode::NOT_FOUND, format!("no such page: {path}\n")),
+        }
+    }
+}
+
+fn method_not_allowed() -> Response<Body> {
+    let mut r = text_response(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD\n");
+    r.headers_mut()
+        .insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    r
+}
+
+fn echo(request: Request<RequestBody>) -> Response<Body> {
+    let content_type = request.headers().get(CONTENT_TYPE).cloned();
+    let mut response = Response::new(Body::from(request.into_body()));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        content_type.unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    response
+}
+
+fn html(page: String) -> Response<Body> {
+    let mut r = Response::new(Body::from(page));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
+}
+
+fn json(text: String) -> Response<Body> {
+    let mut r = Response::new(Body::from(text));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn index_page(info: &ConnInfo) -> String {
+    let tls = match &info.tls {
+        Some(tls) => format!(
+            "<p>TLS: {} with {}{}</p>\n",
+            tls.version,
+            tls.cipher,
+            tls.sni
+                .as_deref()
+                .map(|s| format!(", server name {}", escape(s)))
+                .unwrap_or_default()
+        ),
+        None => String::new(),
+    };
+    format!(
+        "<!doctype html>\n<html><head><title>tapir</title></head><body>\n\
+         <h1>tapir</h1>\n<p>A userspace TCP/IP stack answered you over {protocol}.</p>\n\
+         <p>You are {peer}; this is {local}.</p>\n{tls}\
+         <ul><li><a href=\"/stats\">/stats</a></li><li>/echo (POST a body)</li>\
+         <li><a href=\"/bytes/1048576\">/bytes/N</a></li></ul>\n</body></html>\n",
+        protocol = info.protocol,
+        peer = info.peer,
+        local = info.local,
+    )
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The counters as a JSON object.
+pub fn stats_json(s: &ServerStats) -> String {
+    let mut out = String::from("{\n");
+    let fields: [(&str, u64); 18] = [
+        ("connections_open", s.connections_open),
+        ("connections_total", s.connections_total),
+        ("requests_http1", s.requests_http1),
+        ("requests_http2", s.requests_http2),
+        ("requests_rejected", s.rejected),
+        ("bytes_in", s.bytes_in),
+        ("bytes_out", s.bytes_out),
+        ("tcp_connections", s.stack.connections as u64),
+        ("tcp_listening", s.stack.listening as u64),
+        ("tcp_accepted", s.stack.accepted),
+        ("tcp_closed", s.stack.closed),
+        ("frames_in", s.stack.rx_frames),
+        ("frames_out", s.stack.tx_frames),
+        ("drops_malformed", s.stack.rx_malformed),
+        ("drops_bad_checksum", s.stack.rx_bad_checksum),
+        ("drops_syn_backlog", s.stack.syn_dropped),
+        ("handshake_timeouts", s.stack.handshake_timeouts),
+        ("close_timeouts", s.stack.close_timeouts),
+    ];
+    for (i, (name, value)) in fields.iter().enumerate() {
+        let comma = if i + 1 < fields.len() { "," } else { "" };
+        let _ = writeln!(out, "  \"{name}\": {value}{comma}");
+    }
+    out.push_str("}\n");
+    out
+}
+
+/// `remaining` bytes cut from a repeating block, without copying.
+struct Repeat {
+    block: Bytes,
+    remaining: u64,
+}
+
+impl BodyStream for Repeat {
+    fn poll_chunk(
+        &mut self,
+        _cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<Option<Result<Bytes, BodyError>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = (self.remaining.min(max.max(1) as u64) as usize).min(self.block.len());
+        self.remaining -= n as u64;
+        Poll::Ready(Some(Ok(self.block.slice(..n))))
+    }
+
+    fn len_hint(&self) -> Option<u64> {
+        Some(self.remaining)
+    }
+}

@@ -1,0 +1,375 @@
+//! An HTTP/1.1 connection: the sans-IO engine ([`crate::http::h1`]) joined to a transport and
+//! the handler. Requests become handler calls; replies are written in request order, their
+//! bodies pulled only as fast as the engine's output buffer drains into the socket.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use smoltcp::time::Instant;
+
+use super::body::{request_body, BodySender, BodyStream};
+use super::server::Shared;
+use super::{Body, ConnInfo, Handler, Protocol, Reply};
+use crate::http::h1::{BodyFraming, H1Config, RequestId, ServerConn, ServerEvent};
+use crate::stack::Stack;
+use crate::transport::{ReadStatus, Transport};
+
+/// Turns of read/handle/write per drive before yielding to other connections.
+const TURNS: usize = 16;
+
+enum Stage {
+    /// Waiting for the handler's future.
+    Waiting(Pin<Box<dyn Future<Output = Response<Body>>>>),
+    /// Sending the body.
+    Streaming(Body),
+    /// Response complete.
+    Done,
+}
+
+struct Task {
+    id: RequestId,
+    method: Method,
+    target: String,
+    protocol: Protocol,
+    started: Instant,
+    stage: Stage,
+    sender: BodySender,
+    expect_continue: bool,
+    status: StatusCode,
+    body_bytes: u64,
+}
+
+/// What a drive left the connection as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Drive {
+    /// Still open.
+    Open,
+    /// Closed and handed back to the stack.
+    Closed,
+}
+
+/// Time on the engine's scale (it only compares instants).
+pub(crate) fn engine_time(now: Instant) -> Duration {
+    Duration::from_micros(u64::try_from(now.total_micros()).unwrap_or(0))
+}
+
+/// Back from the engine's scale.
+pub(crate) fn stack_time(t: Duration) -> Instant {
+    Instant::from_micros(i64::try_from(t.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// One HTTP/1.1 connection.
+pub(crate) struct H1Conn<T: Transport> {
+    transport: Option<T>,
+    engine: ServerConn,
+    info: ConnInfo,
+    tasks: VecDeque<Task>,
+    body_buffer: usize,
+}
+
+impl<T: Transport> H1Conn<T> {
+    pub(crate) fn new(transport: T, config: Arc<H1Config>, info: ConnInfo, now: Instant) -> Self {
+        let body_buffer = config.max_body_buffer;
+        H1Conn {
+            transport: Some(transport),
+            engine: ServerConn::new(config, engine_time(now)),
+            info,
+            tasks: VecDeque::new(),
+            body_buffer,
+        }
+    }
+
+    /// When the engine's timers (head, idle) next fire.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.engine.poll_timeout().map(stack_time)
+    }
+
+    /// Feeds the time to the engine's timers.
+    pub(crate) fn on_timeout(&mut self, now: Instant) {
+        self.engine.handle_timeout(engine_time(now));
+    }
+
+    /// Closes an idle connection gracefully (shutdown).
+    pub(crate) fn close(&mut self, stack: &mut Stack) {
+        if let Some(t) = self.transport.take() {
+            t.close(stack);
+        }
+    }
+
+    /// True when the connection has no request in progress (safe to close on shutdown).
+    pub(crate) fn is_idle(&self) -> bool {
+        self.tasks.is_empty() && self.engine.pending_output().is_empty()
+    }
+
+    fn body_backpressure(&self) -> bool {
+        self.tasks
+            .iter()
+            .any(|t| t.sender.buffered() >= self.body_buffer)
+    }
+
+    /// Does all the work that is ready: reads, calls the handler, writes.
+    pub(crate) fn drive<H: Handler + ?Sized>(
+        &mut self,
+        stack: &mut Stack,
+        cx: &mut Context<'_>,
+        now: Instant,
+        handler: &H,
+        shared: &Shared,
+    ) -> Drive {
+        let t = engine_time(now);
+        for _ in 0..TURNS {
+            let mut progress = false;
+            // Input, unless the engine or a request body is full.
+            let reading = self.engine.wants_input() && !self.body_backpressure();
+            let Some(transport) = self.transport.as_mut() else {
+                return Drive::Closed;
+            };
+            if reading {
+                let engine = &mut self.engine;
+                let mut taken = 0usize;
+                let status = transport.read_with(stack, &mut |data| {
+                    let n = engine.handle_input(data, t);
+                    taken += n;
+                    n
+                });
+                shared.stats.borrow_mut().bytes_in += taken as u64;
+                progress |= taken > 0;
+                match status {
+                    Ok(ReadStatus::Eof) => {
+                        self.engine.handle_eof(t);
+                        progress = true;
+                    }
+                    Ok(_) => {}
+                    Err(_) => return self.finish(stack, true),
+                }
+            }
+
+            progress |= self.handle_events(handler, shared, now);
+            progress |= self.advance_tasks(cx, shared, now);
+
+            // Output.
+            let transport = match self.transport.as_mut() {
+                Some(t) => t,
+                None => return Drive::Closed,
+            };
+            while !self.engine.pending_output().is_empty() {
+                match transport.write(stack, self.engine.pending_output()) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        self.engine.consume_output(n, t);
+                        shared.stats.borrow_mut().bytes_out += n as u64;
+                        progress = true;
+                    }
+                    Err(_) => return self.finish(stack, true),
+                }
+            }
+            if self.engine.is_closed() && self.engine.pending_output().is_empty() {
+                return self.finish(stack, false);
+            }
+            if !progress {
+                break;
+            }
+        }
+        if let Some(transport) = self.transport.as_mut() {
+            let read = self.engine.wants_input();
+            let write = !self.engine.pending_output().is_empty();
+            transport.register(stack, cx.waker(), read, write);
+        }
+        Drive::Open
+    }
+
+    fn finish(&mut self, stack: &mut Stack, reset: bool) -> Drive {
+        for task in self.tasks.drain(..) {
+            task.sender
+                .fail(super::BodyError::Incomplete("connection closed".into()));
+        }
+        if let Some(t) = self.transport.take() {
+            if reset {
+                t.abort(stack);
+            } else {
+                t.close(stack);
+            }
+        }
+        Drive::Closed
+    }
+
+    fn handle_events<H: Handler + ?Sized>(
+        &mut self,
+        handler: &H,
+        shared: &Shared,
+        now: Instant,
+    ) -> bool {
+        let mut any = false;
+        while let Some(event) = self.engine.poll_event() {
+            any = true;
+            match event {
+                ServerEvent::Request {
+                    id,
+                    head,
+                    body,
+                    expect_continue,
+                } => {
+                    let declared = match body {
+                        BodyFraming::None => Some(0),
+                        BodyFraming::Length(n) => Some(n),
+                        BodyFraming::Chunked => None,
+                    };
+                    let (sender, request_body) = request_body(declared);
+                    let protocol = if head.version() == http::Version::HTTP_10 {
+                        Protocol::Http10
+                    } else {
+                        Protocol::Http11
+                    };
+                    let (parts, ()) = head.into_parts();
+                    let method = parts.method.clone();
+                    let target = parts.uri.to_string();
+                    let mut info = self.info.clone();
+                    info.protocol = protocol;
+                    shared.stats.borrow_mut().note_request(protocol);
+                    let request = Request::from_parts(parts, request_body);
+                    let stage = match handler.call(request, &info) {
+                        Reply::Now(response) => {
+                            Stage::Waiting(Box::pin(std::future::ready(response)))
+                        }
+                        Reply::Later(future) => Stage::Waiting(future),
+                    };
+                    self.tasks.push_back(Task {
+                        id,
+                        method,
+                        target,
+                        protocol,
+                        started: now,
+                        stage,
+                        sender,
+                        expect_continue,
+                        status: StatusCode::OK,
+                        body_bytes: 0,
+                    });
+                }
+                ServerEvent::Body { id, data } => {
+                    if let Some(task) = self.tasks.iter().find(|t| t.id == id) {
+                        task.sender.push(data);
+                    }
+                }
+                ServerEvent::BodyEnd { id } => {
+                    if let Some(task) = self.tasks.iter().find(|t| t.id == id) {
+                        task.sender.finish();
+                    }
+                }
+                ServerEvent::Rejected { status, reason } => {
+                    shared.stats.borrow_mut().rejected += 1;
+                    tracing::info!(
+                        target: "tapir::access",
+                        "{} - rejected: {status} ({reason})",
+                        self.info.peer
+                    );
+                    for task in &self.tasks {
+                        task.sender
+                            .fail(super::BodyError::Incomplete(reason.to_string()));
+                    }
+                }
+                ServerEvent::Aborted { reason } => {
+                    tracing::debug!("{}: connection aborted: {reason:?}", self.info.peer);
+                    for task in &self.tasks {
+                        task.sender
+                            .fail(super::BodyError::Incomplete(format!("{reason:?}")));
+                    }
+                }
+            }
+        }
+        any
+    }
+
+    /// Moves the tasks along in request order; later tasks wait so memory stays bounded.
+    fn advance_tasks(&mut self, cx: &mut Context<'_>, shared: &Shared, now: Instant) -> bool {
+        let mut any = false;
+        while let Some(task) = self.tasks.front_mut() {
+            if task.expect_continue && task.sender.demanded() {
+                self.engine.send_continue(task.id);
+                task.expect_continue = false;
+                any = true;
+            }
+            match &mut task.stage {
+                Stage::Waiting(future) => match future.as_mut().poll(cx) {
+                    Poll::Pending => return any,
+                    Poll::Ready(response) => {
+                        any = true;
+                        let (mut parts, body) = response.into_parts();
+                        shared.stamp(&mut parts.headers, now);
+                        task.status = parts.status;
+                        let len = body.len();
+                        if self.engine.send_response(task.id, parts, len).is_err() {
+                            // The connection is closing (rejected or closed by the client):
+                            // this response can no longer be sent.
+                            task.stage = Stage::Done;
+                        } else if task.method == Method::HEAD || body.is_empty() {
+                            let _ = self.engine.finish_response(task.id);
+                            task.stage = Stage::Done;
+                        } else {
+                            task.stage = Stage::Streaming(body);
+                        }
+                    }
+                },
+                Stage::Streaming(body) => {
+                    let room = self.engine.send_capacity();
+                    if room == 0 {
+                        return any;
+                    }
+                    match body.poll_chunk(cx, room) {
+                        Poll::Pending => return any,
+                        Poll::Ready(Some(Ok(chunk))) => {
+                            any = true;
+                            task.body_bytes += chunk.len() as u64;
+                            if self.engine.send_body(task.id, &chunk).is_err() {
+                                self.engine.abort(task.id);
+                                task.stage = Stage::Done;
+                            }
+                        }
+                        Poll::Ready(None) => {
+                            any = true;
+                            if self.engine.finish_response(task.id).is_err() {
+                                self.engine.abort(task.id);
+                            }
+                            task.stage = Stage::Done;
+                        }
+                        Poll::Ready(Some(Err(e))) => {
+                            any = true;
+                            tracing::warn!("{}: response body failed: {e}", self.info.peer);
+                            self.engine.abort(task.id);
+                            task.stage = Stage::Done;
+                        }
+                    }
+                }
+                Stage::Done => {
+                    let task = self.tasks.pop_front();
+                    if let Some(task) = task {
+                        log_access(&self.info, &task, now);
+                    }
+                    any = true;
+                }
+            }
+        }
+        any
+    }
+}
+
+fn log_access(info: &ConnInfo, task: &Task, now: Instant) {
+    let micros = (now - task.started).total_micros();
+    tracing::info!(
+        target: "tapir::access",
+        "{} \"{} {} {}\" {} {} {}.{:03}ms",
+        info.peer,
+        task.method,
+        task.target,
+        task.protocol,
+        task.status.as_u16(),
+        task.body_bytes,
+        micros / 1000,
+        micros % 1000
+    );
+}

@@ -1,0 +1,377 @@
+//! The server: an [`Application`] that accepts connections on the stack's ports and runs a
+//! protocol engine for each, calling one handler for every request.
+//!
+//! Connections live in a slab. Each has a waker that the smoltcp socket (data arrived,
+//! room to send), a request-body pipe or a handler's future can fire; a woken connection is
+//! queued and driven on the next turn, so the work per turn follows activity, not the
+//! number of open connections. Engine timers (slowloris head timeout, keep-alive idle)
+//! sit in an ordered set.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Wake, Waker};
+
+use http::header::{HeaderValue, DATE, SERVER};
+use http::HeaderMap;
+use slab::Slab;
+use smoltcp::time::Instant;
+
+use super::h1::{Drive, H1Conn};
+use super::{ConnInfo, Handler, Protocol};
+use crate::http::h1::H1Config;
+use crate::runtime::Application;
+use crate::stack::{Stack, StackError, StackStats};
+use crate::transport::tcp::TcpStream;
+
+/// Settings of a server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// HTTP/1.1 limits and timeouts.
+    pub h1: H1Config,
+    /// Value of the `Server` header (`None`: no header).
+    pub server_header: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            h1: H1Config::default(),
+            server_header: Some(concat!("tapir/", env!("CARGO_PKG_VERSION")).to_string()),
+        }
+    }
+}
+
+/// Counters of a server, for `/stats` and logs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Connections open now.
+    pub connections_open: u64,
+    /// Connections accepted since start.
+    pub connections_total: u64,
+    /// HTTP/1.0 and HTTP/1.1 requests.
+    pub requests_http1: u64,
+    /// HTTP/2 requests.
+    pub requests_http2: u64,
+    /// Requests rejected by a protocol engine (4xx/5xx before the handler).
+    pub rejected: u64,
+    /// Bytes read from connections (plaintext).
+    pub bytes_in: u64,
+    /// Bytes written to connections (plaintext).
+    pub bytes_out: u64,
+    /// The stack's counters as of the last turn.
+    pub stack: StackStats,
+}
+
+impl ServerStats {
+    pub(crate) fn note_request(&mut self, protocol: Protocol) {
+        match protocol {
+            Protocol::Http10 | Protocol::Http11 => self.requests_http1 += 1,
+            Protocol::Http2 => self.requests_http2 += 1,
+        }
+    }
+}
+
+/// A shareable view of a server's counters (the built-in `/stats` handler reads it).
+#[derive(Debug, Clone, Default)]
+pub struct StatsHandle(Rc<RefCell<ServerStats>>);
+
+impl StatsHandle {
+    /// The counters now.
+    pub fn get(&self) -> ServerStats {
+        *self.0.borrow()
+    }
+}
+
+/// State every connection of a server shares.
+pub(crate) struct Shared {
+    pub(crate) stats: Rc<RefCell<ServerStats>>,
+    server_header: Option<HeaderValue>,
+    date: RefCell<(i64, HeaderValue)>,
+}
+
+impl Shared {
+    /// Adds `Date` (from the stack's clock, so simulations are reproducible) and `Server`.
+    pub(crate) fn stamp(&self, headers: &mut HeaderMap, now: Instant) {
+        let secs = now.secs();
+        let mut date = self.date.borrow_mut();
+        if date.0 != secs {
+            let when = std::time::UNIX_EPOCH
+                + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+            if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(when)) {
+                *date = (secs, v);
+            }
+        }
+        if !headers.contains_key(DATE) {
+            headers.insert(DATE, date.1.clone());
+        }
+        if let Some(server) = &self.server_header {
+            if !headers.contains_key(SERVER) {
+                headers.insert(SERVER, server.clone());
+            }
+        }
+    }
+}
+
+/// Connections woken since the last turn.
+#[derive(Default)]
+struct ReadyQueue {
+    keys: Mutex<Vec<usize>>,
+}
+
+struct ConnWaker {
+    key: usize,
+    queued: AtomicBool,
+    queue: Arc<ReadyQueue>,
+}
+
+impl Wake for ConnWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            self.queue
+                .keys
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(self.key);
+        }
+    }
+}
+
+enum Engine {
+    H1(H1Conn<TcpStream>),
+}
+
+struct Conn {
+    engine: Engine,
+    waker: Arc<ConnWaker>,
+    timer: Option<Instant>,
+}
+
+/// What kind of service a port offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    /// Cleartext HTTP/1.1.
+    Http,
+}
+
+/// An HTTP server on a stack.
+pub struct Server<H: ?Sized> {
+    config: ServerConfig,
+    h1: Arc<H1Config>,
+    ports: Vec<(u16, PortKind)>,
+    conns: Slab<Conn>,
+    ready: Arc<ReadyQueue>,
+    timers: BTreeSet<(Instant, usize)>,
+    shared: Shared,
+    accepting: bool,
+    handler: Box<H>,
+}
+
+impl<H: Handler> Server<H> {
+    /// A server answering every request with `handler`.
+    pub fn new(handler: H, config: ServerConfig) -> Self {
+        Server::with_stats(handler, config, StatsHandle::default())
+    }
+
+    /// Like [`Server::new`], counting into `stats` (so a handler made before the server,
+    /// like the built-in `/stats`, can read the server's counters).
+    pub fn with_stats(handler: H, config: ServerConfig, stats: StatsHandle) -> Self {
+        let server_header = config
+            .server_header
+            .as_deref()
+            .and_then(|s| HeaderValue::from_str(s).ok());
+        Server {
+            h1: Arc::new(config.h1.clone()),
+            config,
+            ports: Vec::new(),
+            conns: Slab::new(),
+            ready: Arc::new(ReadyQueue::default()),
+            timers: BTreeSet::new(),
+            shared: Shared {
+                stats: stats.0,
+                server_header,
+                date: RefCell::new((i64::MIN, HeaderValue::from_static(""))),
+            },
+            accepting: true,
+            handler: Box::new(handler),
+        }
+    }
+}
+
+impl<H: Handler + ?Sized> Server<H> {
+    /// Serves cleartext HTTP/1.1 on `port` of `stack`.
+    pub fn bind_http(&mut self, stack: &mut Stack, port: u16) -> Result<(), StackError> {
+        stack.listen(port)?;
+        self.ports.push((port, PortKind::Http));
+        Ok(())
+    }
+
+    /// The ports served, with their kind.
+    pub fn ports(&self) -> &[(u16, PortKind)] {
+        &self.ports
+    }
+
+    /// The server's counters, shareable with handlers.
+    pub fn stats_handle(&self) -> StatsHandle {
+        StatsHandle(self.shared.stats.clone())
+    }
+
+    /// The server's settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn accept(&mut self, stack: &mut Stack, now: Instant) -> bool {
+        let mut any = false;
+        for &(port, kind) in &self.ports {
+            while let Some(handle) = stack.accept(port) {
+                any = true;
+                let socket = stack.socket_ref(&handle);
+                let (Some(peer), Some(local)) = (socket.remote_endpoint(), socket.local_endpoint())
+                else {
+                    stack.abort(handle);
+                    continue;
+                };
+                let info = ConnInfo {
+                    protocol: Protocol::Http11,
+                    peer,
+                    local,
+                    tls: None,
+                };
+                let engine = match kind {
+                    PortKind::Http => Engine::H1(H1Conn::new(
+                        TcpStream::new(handle),
+                        self.h1.clone(),
+                        info,
+                        now,
+                    )),
+                };
+                let entry = self.conns.vacant_entry();
+                let waker = Arc::new(ConnWaker {
+                    key: entry.key(),
+                    queued: AtomicBool::new(false),
+                    queue: self.ready.clone(),
+                });
+                waker.wake_by_ref();
+                entry.insert(Conn {
+                    engine,
+                    waker,
+                    timer: None,
+                });
+                let mut stats = self.shared.stats.borrow_mut();
+                stats.connections_total += 1;
+            }
+        }
+        any
+    }
+
+    fn drive(&mut self, stack: &mut Stack, key: usize, now: Instant) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        conn.waker.queued.store(false, Ordering::Release);
+        let waker = Waker::from(conn.waker.clone());
+        let mut cx = Context::from_waker(&waker);
+        let (drive, deadline) = match &mut conn.engine {
+            Engine::H1(h1) => {
+                if conn.timer.is_some_and(|t| t <= now) {
+                    h1.on_timeout(now);
+                }
+                let drive = h1.drive(stack, &mut cx, now, &*self.handler, &self.shared);
+                (drive, h1.deadline())
+            }
+        };
+        if let Some(old) = conn.timer.take() {
+            self.timers.remove(&(old, key));
+        }
+        match drive {
+            Drive::Closed => {
+                self.conns.remove(key);
+            }
+            Drive::Open => {
+                if let Some(at) = deadline {
+                    conn.timer = Some(at);
+                    self.timers.insert((at, key));
+                }
+            }
+        }
+        true
+    }
+}
+
+impl<H: Handler + ?Sized> Application for Server<H> {
+    fn poll(&mut self, stack: &mut Stack, now: Instant) -> bool {
+        let mut any = self.accepting && self.accept(stack, now);
+        // Connections whose timers are due.
+        while let Some(&(at, key)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(conn) = self.conns.get(key) {
+                conn.waker.wake_by_ref();
+            }
+        }
+        let woken = std::mem::take(&mut *self.ready.keys.lock().unwrap_or_else(|e| e.into_inner()));
+        for key in woken {
+            any |= self.drive(stack, key, now);
+        }
+        let mut stats = self.shared.stats.borrow_mut();
+        stats.connections_open = self.conns.len() as u64;
+        stats.stack = stack.stats();
+        any
+    }
+
+    fn poll_at(&self, _now: Instant) -> Option<Instant> {
+        let pending = !self
+            .ready
+            .keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        if pending {
+            return Some(Instant::from_micros(0));
+        }
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    fn shutdown(&mut self, stack: &mut Stack, _now: Instant) {
+        self.accepting = false;
+        for &(port, _) in &self.ports {
+            stack.unlisten(port);
+        }
+        // Idle keep-alive connections close now; busy ones finish their requests first.
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| match &c.engine {
+                Engine::H1(h1) => h1.is_idle(),
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for key in idle {
+            let conn = self.conns.remove(key);
+            if let Some(at) = conn.timer {
+                self.timers.remove(&(at, key));
+            }
+            match conn.engine {
+                Engine::H1(mut h1) => h1.close(stack),
+            }
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        !self.accepting && self.conns.is_empty()
+    }
+}

@@ -1,0 +1,315 @@
+//! The HTTP/1.1 server over the in-memory link, driven by a raw HTTP client.
+
+mod common;
+
+use common::http::{HttpClient, Req};
+use common::{config, linked, CLIENT_IP, SERVER_IP};
+use http::{Request, Response};
+use sha2::{Digest, Sha256};
+use smoltcp::time::Duration;
+use smoltcp::wire::{IpAddress, IpEndpoint};
+use tapir::device::memlink::{LinkConfig, MemDevice};
+use tapir::runtime::sim::{Node, Sim, SimNode};
+use tapir::runtime::Application;
+use tapir::service::builtin::Builtin;
+use tapir::service::files::StaticFiles;
+use tapir::service::server::StatsHandle;
+use tapir::service::{Body, ConnInfo, RequestBody, Server, ServerConfig};
+
+const PORT: u16 = 80;
+
+fn endpoint() -> IpEndpoint {
+    IpEndpoint::new(IpAddress::Ipv4(SERVER_IP), PORT)
+}
+
+type Handler = Box<dyn Fn(Request<RequestBody>, &ConnInfo) -> Response<Body>>;
+
+/// Runs `scripts` against a server with `handler` and returns the client and the server node.
+fn exchange(
+    link: LinkConfig,
+    server_config: ServerConfig,
+    make_handler: impl FnOnce(StatsHandle) -> Handler,
+    scripts: Vec<Vec<Req>>,
+    pipelined: bool,
+    tune: impl FnOnce(&mut tapir::stack::StackConfig),
+) -> (
+    Node<MemDevice, HttpClient>,
+    Node<MemDevice, Server<Handler>>,
+    Sim,
+) {
+    let mut sim = Sim::new();
+    let mut server_stack_config = config(SERVER_IP, 2, 11);
+    tune(&mut server_stack_config);
+    let (mut s_stack, s_dev, mut c_stack, c_dev) =
+        linked(link, server_stack_config, config(CLIENT_IP, 1, 12), &sim);
+    let stats = StatsHandle::default();
+    let mut server = Server::with_stats(make_handler(stats.clone()), server_config, stats);
+    server.bind_http(&mut s_stack, PORT).unwrap();
+    let client = HttpClient::connect(&mut c_stack, endpoint(), scripts, pipelined);
+    let mut server = Node::new(s_stack, s_dev, server);
+    let mut client = Node::new(c_stack, c_dev, client);
+    sim.run_until(
+        &mut [&mut server as &mut dyn SimNode, &mut client],
+        Duration::from_secs(600),
+        |nodes| nodes[1].finished(),
+    )
+    .expect("client finishes");
+    (client, server, sim)
+}
+
+fn builtin() -> impl FnOnce(StatsHandle) -> Handler {
+    |stats| {
+        let builtin = Builtin::new(stats);
+        Box::new(move |req, info: &ConnInfo| builtin.handle(req, info))
+    }
+}
+
+#[test]
+fn thousand_concurrent_keep_alive_clients_are_all_answered() {
+    let scripts: Vec<Vec<Req>> = (0..1000)
+        .map(|i| {
+            let body = format!("hello from client {i}");
+            vec![
+                Req::get("/"),
+                Req::get(&format!("/bytes/{}", 1000 + i)),
+                Req::raw(format!(
+                    "POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )),
+            ]
+        })
+        .collect();
+    let (client, server, _) = exchange(
+        LinkConfig::default(),
+        ServerConfig::default(),
+        builtin(),
+        scripts,
+        false,
+        |c| c.tcp.rx_buffer = 8 * 1024,
+    );
+    assert!(
+        client.app.errors().is_empty(),
+        "{:?}",
+        &client.app.errors()[..3.min(client.app.errors().len())]
+    );
+    for (i, flow) in client.app.flows.iter().enumerate() {
+        assert_eq!(flow.responses.len(), 3);
+        assert!(flow.responses.iter().all(|r| r.status == 200));
+        assert!(String::from_utf8_lossy(&flow.responses[0].body).contains("HTTP/1.1"));
+        assert_eq!(flow.responses[1].body.len(), 1000 + i);
+        assert_eq!(
+            flow.responses[2].body,
+            format!("hello from client {i}").into_bytes()
+        );
+        assert!(
+            !flow.closed_by_server,
+            "keep-alive: the client closed, not the server"
+        );
+    }
+    let stats = server.app.stats_handle().get();
+    assert_eq!(stats.requests_http1, 3000);
+    assert_eq!(
+        stats.connections_total, 1000,
+        "one connection per client: keep-alive reuse"
+    );
+}
+
+#[test]
+fn hundred_pipelined_requests_are_answered_in_order() {
+    let script: Vec<Req> = (0..100).map(|i| Req::get(&format!("/bytes/{i}"))).collect();
+    let (client, _, _) = exchange(
+        LinkConfig::default(),
+        ServerConfig::default(),
+        builtin(),
+        vec![script],
+        true,
+        |_| {},
+    );
+    let flow = &client.app.flows[0];
+    assert!(flow.error.is_none(), "{:?}", flow.error);
+    let lengths: Vec<usize> = flow.responses.iter().map(|r| r.body.len()).collect();
+    assert_eq!(lengths, (0..100).collect::<Vec<_>>());
+}
+
+#[test]
+fn chunked_upload_is_echoed_through_loss() {
+    let mut rng = fastrand::Rng::with_seed(5);
+    let mut data = vec![0u8; 5 * 1024 * 1024];
+    rng.fill(&mut data);
+    let mut request = b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n".to_vec();
+    for chunk in data.chunks(100_003) {
+        request.extend_from_slice(format!("{:x};ext=1\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\nX-Trailer: yes\r\n\r\n");
+    let link = LinkConfig {
+        loss: 0.01,
+        reorder: 0.01,
+        seed: 9,
+        ..LinkConfig::default()
+    };
+    let (client, _, _) = exchange(
+        link,
+        ServerConfig::default(),
+        builtin(),
+        vec![vec![Req::raw(request)]],
+        false,
+        |_| {},
+    );
+    let flow = &client.app.flows[0];
+    assert!(flow.error.is_none(), "{:?}", flow.error);
+    let resp = &flow.responses[0];
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(Sha256::digest(&resp.body), Sha256::digest(&data));
+    assert_eq!(flow.interim, 1, "100 Continue was sent once");
+}
+
+#[test]
+fn static_files_ranges_conditionals_and_traversal() {
+    let dir = std::env::temp_dir().join(format!("tapir-files-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let content: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.join("data.bin"), &content).unwrap();
+    std::fs::write(dir.join("page.html"), "<p>hi</p>").unwrap();
+    let root = dir.clone();
+    let make = move |_stats| -> Handler {
+        let files = StaticFiles::new(&root, false).unwrap();
+        Box::new(move |req: Request<RequestBody>, _: &ConnInfo| files.handle(&req))
+    };
+    let head = Req {
+        bytes: b"HEAD /data.bin HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(),
+        head: true,
+    };
+    let script = vec![
+        Req::get("/data.bin"),
+        Req::raw("GET /data.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=100-199\r\n\r\n"),
+        Req::raw("GET /data.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=-10\r\n\r\n"),
+        Req::raw("GET /data.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=20000-\r\n\r\n"),
+        Req::raw("GET /data.bin HTTP/1.1\r\nHost: t\r\nIf-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT\r\n\r\n"),
+        head,
+        Req::get("/page.html"),
+        Req::get("/../../etc/passwd"),
+        Req::get("/%2e%2e/%2e%2e/etc/passwd"),
+        Req::get("/sub/"),
+        Req::get("/sub"),
+        Req::get("/missing"),
+        Req::raw("DELETE /data.bin HTTP/1.1\r\nHost: t\r\n\r\n"),
+    ];
+    let (client, _, _) = exchange(
+        LinkConfig::default(),
+        ServerConfig::default(),
+        make,
+        vec![script],
+        false,
+        |_| {},
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    let flow = &client.app.flows[0];
+    assert!(flow.error.is_none(), "{:?}", flow.error);
+    let r = &flow.responses;
+    assert_eq!((r[0].status, &r[0].body), (200, &content));
+    assert_eq!(
+        r[0].header("content-type"),
+        Some("application/octet-stream")
+    );
+    assert!(r[0].header("last-modified").is_some());
+    assert_eq!((r[1].status, &r[1].body[..]), (206, &content[100..200]));
+    assert_eq!(r[1].header("content-range"), Some("bytes 100-199/10000"));
+    assert_eq!((r[2].status, &r[2].body[..]), (206, &content[9990..]));
+    assert_eq!(r[3].status, 416);
+    assert_eq!(r[3].header("content-range"), Some("bytes */10000"));
+    assert_eq!(r[4].status, 304);
+    assert_eq!(r[5].status, 200);
+    assert_eq!(
+        r[5].header("content-length"),
+        Some("10000"),
+        "HEAD has the real length"
+    );
+    assert_eq!(
+        r[6].header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(r[7].status, 400, "dot-dot refused");
+    assert_eq!(r[8].status, 400, "encoded dot-dot refused");
+    assert_eq!(r[9].status, 403, "listings are off");
+    assert_eq!(r[10].status, 301);
+    assert_eq!(r[11].status, 404);
+    assert_eq!(r[12].status, 405);
+}
+
+#[test]
+fn slowloris_gets_408_at_the_head_timeout() {
+    let mut server_config = ServerConfig::default();
+    server_config.h1.head_timeout = std::time::Duration::from_secs(3);
+    let (client, server, sim) = exchange(
+        LinkConfig::default(),
+        server_config,
+        builtin(),
+        // Half a head, never finished. The client waits for one response.
+        vec![vec![Req::raw("GET / HTTP/1.1\r\nHost: te")]],
+        false,
+        |_| {},
+    );
+    let flow = &client.app.flows[0];
+    assert!(flow.error.is_none(), "{:?}", flow.error);
+    assert_eq!(flow.responses[0].status, 408);
+    assert_eq!(flow.responses[0].header("connection"), Some("close"));
+    assert!(sim.now() >= tapir::runtime::sim::Sim::new().now() + Duration::from_secs(3));
+    let _ = server;
+}
+
+#[test]
+fn shutdown_finishes_in_flight_requests_then_ends() {
+    let mut sim = Sim::new();
+    let link = LinkConfig {
+        latency: Duration::from_millis(1),
+        ..LinkConfig::default()
+    };
+    let (mut s_stack, s_dev, mut c_stack, c_dev) = linked(
+        link,
+        config(SERVER_IP, 2, 13),
+        config(CLIENT_IP, 1, 14),
+        &sim,
+    );
+    let stats = StatsHandle::default();
+    let builtin = Builtin::new(stats.clone());
+    let handler = move |req, info: &ConnInfo| builtin.handle(req, info);
+    let mut server = Server::with_stats(handler, ServerConfig::default(), stats);
+    server.bind_http(&mut s_stack, PORT).unwrap();
+    // One client downloads 20 MB; ten others sit idle on keep-alive after one request.
+    let mut scripts = vec![vec![Req::get("/bytes/20000000")]];
+    scripts.extend((0..10).map(|_| vec![Req::get("/")]));
+    let client = HttpClient::connect(&mut c_stack, endpoint(), scripts, false);
+    let mut server = Node::new(s_stack, s_dev, server);
+    let mut client = Node::new(c_stack, c_dev, client);
+    // Run until the download is under way and the idle clients have their answers.
+    sim.run_until(
+        &mut [&mut server as &mut dyn SimNode, &mut client],
+        Duration::from_millis(100),
+        |_| false,
+    )
+    .ok();
+    assert!(
+        client.app.flows[0].responses.is_empty(),
+        "the download is still in flight"
+    );
+    assert!(client.app.flows[1..].iter().all(|f| f.responses.len() == 1));
+    let now = sim.now();
+    server.app.shutdown(&mut server.stack, now);
+    sim.run_until(
+        &mut [&mut server as &mut dyn SimNode, &mut client],
+        Duration::from_secs(600),
+        |nodes| nodes[0].finished() && nodes[1].finished(),
+    )
+    .expect("server winds down");
+    let flows = &client.app.flows;
+    assert!(flows[0].error.is_none(), "{:?}", flows[0].error);
+    assert_eq!(
+        flows[0].responses[0].body.len(),
+        20_000_000,
+        "the in-flight download completed"
+    );
+    assert!(server.app.is_finished());
+}
