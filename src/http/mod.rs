@@ -2,5 +2,21 @@
 //!
 //! - [`h1`]: the HTTP/1.1 server connection (httparse for heads, our own strict chunked
 //!   codec).
+//! - [`h2io`]: the byte pipe that lets the `h2` crate run on our transports without a
+//!   tokio runtime.
 
 pub mod h1;
+pub mod h2io;
+
+/// The HTTP/2 connection preface a client sends first (RFC 9113 §3.4).
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Headers that are specific to one HTTP/1.1 connection and must not appear in HTTP/2
+/// (RFC 9113 §8.2.2).
+pub const CONNECTION_HEADERS: [&str; 5] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+];

@@ -70,10 +70,19 @@ pub(crate) struct H1Conn<T: Transport> {
     info: ConnInfo,
     tasks: VecDeque<Task>,
     body_buffer: usize,
+    /// Bytes read before the engine existed (while sniffing for HTTP/2), fed first.
+    prefix: Vec<u8>,
 }
 
 impl<T: Transport> H1Conn<T> {
-    pub(crate) fn new(transport: T, config: Arc<H1Config>, info: ConnInfo, now: Instant) -> Self {
+    /// Starts serving `transport`; `prefix` holds bytes already read from it.
+    pub(crate) fn new(
+        transport: T,
+        config: Arc<H1Config>,
+        info: ConnInfo,
+        prefix: &[u8],
+        now: Instant,
+    ) -> Self {
         let body_buffer = config.max_body_buffer;
         H1Conn {
             transport: Some(transport),
@@ -81,6 +90,7 @@ impl<T: Transport> H1Conn<T> {
             info,
             tasks: VecDeque::new(),
             body_buffer,
+            prefix: prefix.to_vec(),
         }
     }
 
@@ -129,7 +139,12 @@ impl<T: Transport> H1Conn<T> {
             let Some(transport) = self.transport.as_mut() else {
                 return Drive::Closed;
             };
-            if reading {
+            if reading && !self.prefix.is_empty() {
+                let n = self.engine.handle_input(&self.prefix, t);
+                self.prefix.drain(..n);
+                progress |= n > 0;
+            }
+            if reading && self.prefix.is_empty() {
                 let engine = &mut self.engine;
                 let mut taken = 0usize;
                 let status = transport.read_with(stack, &mut |data| {

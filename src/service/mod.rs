@@ -9,6 +9,7 @@ pub mod body;
 pub mod builtin;
 pub mod files;
 mod h1;
+mod h2;
 pub mod server;
 
 use std::fmt;
@@ -19,6 +20,7 @@ use http::{Request, Response};
 use smoltcp::wire::IpEndpoint;
 
 pub use body::{Body, BodyError, BodyStream, RequestBody};
+pub use h2::H2Config;
 pub use server::{Server, ServerConfig, ServerStats};
 
 /// The HTTP version a connection speaks.

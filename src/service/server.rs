@@ -20,17 +20,24 @@ use slab::Slab;
 use smoltcp::time::Instant;
 
 use super::h1::{Drive, H1Conn};
+use super::h2::{H2Config, H2Conn};
 use super::{ConnInfo, Handler, Protocol};
 use crate::http::h1::H1Config;
+use crate::http::H2_PREFACE;
 use crate::runtime::Application;
 use crate::stack::{Stack, StackError, StackStats};
 use crate::transport::tcp::TcpStream;
+use crate::transport::{ReadStatus, Transport};
 
 /// Settings of a server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// HTTP/1.1 limits and timeouts.
     pub h1: H1Config,
+    /// HTTP/2 settings and timeouts.
+    pub h2: H2Config,
+    /// On cleartext ports, recognise the HTTP/2 preface (h2c with prior knowledge).
+    pub h2c: bool,
     /// Value of the `Server` header (`None`: no header).
     pub server_header: Option<String>,
 }
@@ -39,6 +46,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             h1: H1Config::default(),
+            h2: H2Config::default(),
+            h2c: true,
             server_header: Some(concat!("tapir/", env!("CARGO_PKG_VERSION")).to_string()),
         }
     }
@@ -143,8 +152,54 @@ impl Wake for ConnWaker {
     }
 }
 
+/// A cleartext connection before we know whether it speaks HTTP/1.1 or HTTP/2.
+struct Sniff {
+    stream: Option<TcpStream>,
+    seen: Vec<u8>,
+    info: ConnInfo,
+    since: Instant,
+}
+
 enum Engine {
+    Sniff(Sniff),
     H1(H1Conn<TcpStream>),
+    H2(H2Conn<TcpStream>),
+}
+
+/// What sniffing the first bytes decided.
+enum Sniffed {
+    /// Not enough bytes yet.
+    Undecided,
+    /// The peer went away first.
+    Gone,
+    /// HTTP/1.x (the bytes did not match the preface).
+    Http1,
+    /// The HTTP/2 preface.
+    Http2,
+}
+
+impl Sniff {
+    fn poll(&mut self, stack: &mut Stack) -> Sniffed {
+        let Some(stream) = self.stream.as_mut() else {
+            return Sniffed::Gone;
+        };
+        let seen = &mut self.seen;
+        let status = stream.read_with(stack, &mut |data| {
+            let want = (H2_PREFACE.len() - seen.len()).min(data.len());
+            seen.extend_from_slice(&data[..want]);
+            want
+        });
+        if !H2_PREFACE.starts_with(&self.seen) {
+            return Sniffed::Http1;
+        }
+        if self.seen.len() == H2_PREFACE.len() {
+            return Sniffed::Http2;
+        }
+        match status {
+            Ok(ReadStatus::Eof) | Err(_) => Sniffed::Gone,
+            Ok(_) => Sniffed::Undecided,
+        }
+    }
 }
 
 struct Conn {
@@ -249,13 +304,17 @@ impl<H: Handler + ?Sized> Server<H> {
                     local,
                     tls: None,
                 };
+                let stream = TcpStream::new(handle);
                 let engine = match kind {
-                    PortKind::Http => Engine::H1(H1Conn::new(
-                        TcpStream::new(handle),
-                        self.h1.clone(),
+                    PortKind::Http if self.config.h2c => Engine::Sniff(Sniff {
+                        stream: Some(stream),
+                        seen: Vec::new(),
                         info,
-                        now,
-                    )),
+                        since: now,
+                    }),
+                    PortKind::Http => {
+                        Engine::H1(H1Conn::new(stream, self.h1.clone(), info, &[], now))
+                    }
                 };
                 let entry = self.conns.vacant_entry();
                 let waker = Arc::new(ConnWaker {
@@ -283,13 +342,64 @@ impl<H: Handler + ?Sized> Server<H> {
         conn.waker.queued.store(false, Ordering::Release);
         let waker = Waker::from(conn.waker.clone());
         let mut cx = Context::from_waker(&waker);
+        let timer_due = conn.timer.is_some_and(|t| t <= now);
+        if let Engine::Sniff(sniff) = &mut conn.engine {
+            let head_timeout = self.config.h1.head_timeout;
+            let next = match sniff.poll(stack) {
+                Sniffed::Undecided if now < sniff.since + head_timeout.into() => None,
+                Sniffed::Undecided | Sniffed::Gone => {
+                    if let Some(stream) = sniff.stream.take() {
+                        stream.close(stack);
+                    }
+                    self.conns.remove(key);
+                    return true;
+                }
+                Sniffed::Http1 => sniff.stream.take().map(|s| {
+                    Engine::H1(H1Conn::new(
+                        s,
+                        self.h1.clone(),
+                        sniff.info.clone(),
+                        &sniff.seen,
+                        now,
+                    ))
+                }),
+                Sniffed::Http2 => sniff.stream.take().map(|s| {
+                    Engine::H2(H2Conn::new(
+                        s,
+                        &self.config.h2,
+                        sniff.info.clone(),
+                        &sniff.seen,
+                        now,
+                    ))
+                }),
+            };
+            if let Some(engine) = next {
+                conn.engine = engine;
+            }
+        }
         let (drive, deadline) = match &mut conn.engine {
+            Engine::Sniff(sniff) => {
+                if let Some(stream) = sniff.stream.as_mut() {
+                    stream.register(stack, &waker, true, false);
+                }
+                (
+                    Drive::Open,
+                    Some(sniff.since + self.config.h1.head_timeout.into()),
+                )
+            }
             Engine::H1(h1) => {
-                if conn.timer.is_some_and(|t| t <= now) {
+                if timer_due {
                     h1.on_timeout(now);
                 }
                 let drive = h1.drive(stack, &mut cx, now, &*self.handler, &self.shared);
                 (drive, h1.deadline())
+            }
+            Engine::H2(h2) => {
+                if timer_due {
+                    h2.on_timeout(now);
+                }
+                let drive = h2.drive(stack, &mut cx, now, &*self.handler, &self.shared);
+                (drive, h2.deadline())
             }
         };
         if let Some(old) = conn.timer.take() {
@@ -352,13 +462,21 @@ impl<H: Handler + ?Sized> Application for Server<H> {
             stack.unlisten(port);
         }
         // Idle keep-alive connections close now; busy ones finish their requests first.
+        // HTTP/2 connections get GOAWAY and end when their streams are done.
         let idle: Vec<usize> = self
             .conns
-            .iter()
-            .filter(|(_, c)| match &c.engine {
-                Engine::H1(h1) => h1.is_idle(),
+            .iter_mut()
+            .filter_map(|(k, c)| {
+                c.waker.wake_by_ref();
+                match &mut c.engine {
+                    Engine::Sniff(_) => Some(k),
+                    Engine::H1(h1) => h1.is_idle().then_some(k),
+                    Engine::H2(h2) => {
+                        h2.shutdown();
+                        None
+                    }
+                }
             })
-            .map(|(k, _)| k)
             .collect();
         for key in idle {
             let conn = self.conns.remove(key);
@@ -366,7 +484,13 @@ impl<H: Handler + ?Sized> Application for Server<H> {
                 self.timers.remove(&(at, key));
             }
             match conn.engine {
+                Engine::Sniff(mut sniff) => {
+                    if let Some(stream) = sniff.stream.take() {
+                        stream.close(stack);
+                    }
+                }
                 Engine::H1(mut h1) => h1.close(stack),
+                Engine::H2(mut h2) => h2.abort(stack),
             }
         }
     }

@@ -1,1 +1,331 @@
+//! Network namespaces with a TAP device, for tests that run the `tapir` binary against the
+//! kernel's own TCP/IP stack.
+//!
+//! Every [`Netns`] is a fresh namespace made by `scripts/netns.sh` with a unique name; the
+//! TAP device, tapir and the kernel-side clients all live inside it, so no traffic leaves
+//! it. Dropping the guard removes the namespace (and with it the TAP device), also when the
+//! test panics. All of this needs root: call [`require_root`] first and return when it says
+//! the test is skipped.
 
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The TAP device `Netns::up` creates in every namespace.
+pub const TAP: &str = "tap0";
+
+/// The kernel side of the TAP and the stack's default addresses.
+pub const KERNEL_V4: &str = "10.7.0.1";
+pub const KERNEL_V6: &str = "fd00:7::1";
+pub const TAPIR_V4: &str = "10.7.0.2";
+pub const TAPIR_V6: &str = "fd00:7::2";
+
+/// How long tapir may take to exit after SIGTERM before it is killed. tapir gives open
+/// connections a 5 s grace period, so this is longer.
+pub const TERMINATE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The repository root (where `scripts/netns.sh` is).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `tapir` binary Cargo built for these tests.
+pub fn tapir_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tapir"))
+}
+
+/// Writes a line to the real stdout and stderr, past the test harness's output capture (it
+/// captures only `print!`-style macros), so the line shows even when the test passes.
+fn announce(line: &str) {
+    let line = format!("{line}\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    let _ = std::io::stdout().lock().write_all(line.as_bytes());
+}
+
+/// Whether `program` is on PATH.
+pub fn have_tool(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            let candidate = dir.join(program);
+            fs::metadata(&candidate).is_ok_and(|m| m.is_file())
+        })
+    })
+}
+
+/// True when this test can make namespaces and TAP devices (running as root, with `ip`
+/// installed). Otherwise prints `SKIPPED <test>: ...` to stdout and stderr and returns
+/// false; the test should return at once, so a run without root says what it skipped
+/// instead of passing silently.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        announce(&format!(
+            "SKIPPED {test}: needs root for TAP devices and network namespaces"
+        ));
+        return false;
+    }
+    if !have_tool("ip") {
+        announce(&format!(
+            "SKIPPED {test}: needs root for TAP devices and network namespaces, and the `ip` command (iproute2) is missing"
+        ));
+        return false;
+    }
+    true
+}
+
+/// Panics with an install hint when a tool a TAP test drives is missing. (Only root runs
+/// get here; CI installs these, see `.ci/run`.)
+pub fn require_tool(program: &str, package: &str) {
+    assert!(
+        have_tool(program),
+        "`{program}` is not installed: apt-get install {package}"
+    );
+}
+
+/// A network namespace with TAP device [`TAP`] (kernel side 10.7.0.1/24, fd00:7::1/64) and a
+/// scratch directory for logs and captures. Removed again on drop.
+pub struct Netns {
+    name: String,
+    dir: PathBuf,
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+impl Netns {
+    /// Makes a namespace named after `tag`, this process and a counter, so parallel tests
+    /// and concurrent test runs never collide.
+    pub fn up(tag: &str) -> Netns {
+        let tag: String = tag
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(24)
+            .collect();
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("tapir-{tag}-{}-{n}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("{name}.d"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("create the test's temp dir");
+        let script = repo_root().join("scripts/netns.sh");
+        let out = Command::new(&script)
+            .args(["up", &name, TAP])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+        if !out.status.success() {
+            let _ = fs::remove_dir_all(&dir);
+            panic!(
+                "netns.sh up {name} failed ({}):\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Netns { name, dir }
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A scratch directory for this namespace's files; removed on drop unless the test
+    /// failed.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `ip netns exec NAME cmd...`, ready to run. `ip netns exec` execs the command, so the
+    /// child's PID is the command's own.
+    pub fn exec(&self, cmd: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name]).args(cmd);
+        command
+    }
+
+    /// Starts the tapir binary with `args` (for example `["echo", "--tap", TAP]`) inside the
+    /// namespace, its stderr (the log) going to a file in [`Netns::dir`].
+    pub fn spawn_tapir(&self, args: &[&str]) -> TapirProcess {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let log = self.dir.join(format!("tapir-{n}.log"));
+        let stderr = File::create(&log).expect("create tapir's log file");
+        let bin = tapir_bin();
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.name])
+            .arg(&bin)
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {} in {}: {e}", bin.display(), self.name));
+        TapirProcess {
+            pid: child.id(),
+            child: Some(child),
+            log,
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // netns.sh down ends whatever still runs inside (TERM, then KILL) before deleting.
+        let script = repo_root().join("scripts/netns.sh");
+        match Command::new(&script)
+            .args(["down", &self.name])
+            .stdin(Stdio::null())
+            .output()
+        {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "netns.sh down {} failed ({}): {}",
+                self.name,
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => eprintln!("running netns.sh down {}: {e}", self.name),
+        }
+        if thread::panicking() {
+            eprintln!("kept {} for inspection", self.dir.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A running tapir. Killed (SIGKILL) on drop if [`TapirProcess::terminate`] was not called.
+pub struct TapirProcess {
+    child: Option<Child>,
+    pid: u32,
+    log: PathBuf,
+}
+
+impl TapirProcess {
+    /// tapir's process ID.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Where its log goes.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process is still running (not exited, not a zombie).
+    pub fn is_running(&self) -> bool {
+        match fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            Ok(stat) => stat_fields(&stat).is_some_and(|f| f[0] != "Z" && f[0] != "X"),
+            Err(_) => false,
+        }
+    }
+
+    /// Waits until the log contains `needle`; false when `timeout` passes first or tapir
+    /// exits without printing it.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if !self.is_running() {
+                // It may have printed the line just before exiting.
+                return self.log().contains(needle);
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// CPU time (user + system) the process has used so far, from /proc/PID/stat.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .unwrap_or_else(|e| panic!("reading /proc/{}/stat: {e}", self.pid));
+        let fields = stat_fields(&stat).expect("parse /proc/PID/stat");
+        // Fields 14 and 15 of stat(5); `fields` starts at field 3 (state).
+        let utime: u64 = fields[11].parse().expect("utime");
+        let stime: u64 = fields[12].parse().expect("stime");
+        // SAFETY: sysconf has no preconditions.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        assert!(ticks > 0, "sysconf(_SC_CLK_TCK) failed");
+        Duration::from_secs_f64((utime + stime) as f64 / ticks as f64)
+    }
+
+    /// Sends SIGTERM and waits for tapir to exit ([`TERMINATE_TIMEOUT`], then SIGKILL).
+    /// Returns the exit status and the whole log.
+    pub fn terminate(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("tapir process");
+        signal(self.pid, libc::SIGTERM);
+        let deadline = Instant::now() + TERMINATE_TIMEOUT;
+        let status = loop {
+            match child.try_wait().expect("wait for tapir") {
+                Some(status) => break status,
+                None if Instant::now() >= deadline => {
+                    eprintln!(
+                        "tapir (pid {}) still running {TERMINATE_TIMEOUT:?} after SIGTERM; killing it",
+                        self.pid
+                    );
+                    let _ = child.kill();
+                    break child.wait().expect("wait for tapir");
+                }
+                None => thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        (status, self.log())
+    }
+}
+
+impl Drop for TapirProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            if thread::panicking() {
+                eprintln!("--- tapir log ({}) ---\n{}", self.log.display(), self.log());
+            }
+        }
+    }
+}
+
+/// A helper process (a kernel-side client) that is killed and reaped on drop.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(pid: u32, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
+    // SAFETY: kill has no memory-safety preconditions; the pid is our own unreaped child.
+    let rc = unsafe { libc::kill(pid, signal) };
+    assert_eq!(
+        rc,
+        0,
+        "kill({pid}, {signal}): {}",
+        std::io::Error::last_os_error()
+    );
+}
+
+/// The fields of a /proc/PID/stat line after the command name (which may hold spaces and
+/// parentheses): index 0 is the state (field 3 of stat(5)).
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    (fields.len() >= 13).then_some(fields)
+}

@@ -1,0 +1,541 @@
+//! An HTTP/2 connection: the `h2` crate over a transport, polled with the connection's
+//! waker on the event loop thread (no tokio runtime), calling the same handler as HTTP/1.1.
+//!
+//! Flow control: request data is released to the peer only as it moves into the request
+//! body pipe, which is bounded, so a handler that reads slowly holds the client back.
+//! Responses reserve send capacity and pull at most that much from the body, so a client
+//! that does not open its window never makes memory grow.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::server::{Connection, Handshake, SendResponse};
+use h2::{Reason, RecvStream, SendStream};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST};
+use http::{Method, Request, Response, StatusCode};
+use smoltcp::time::Instant;
+
+use super::body::{request_body, BodySender, BodyStream};
+use super::h1::Drive;
+use super::server::Shared;
+use super::{Body, BodyError, ConnInfo, Handler, Protocol, Reply};
+use crate::http::h2io::{H2Io, H2Pipes};
+use crate::http::CONNECTION_HEADERS;
+use crate::stack::Stack;
+use crate::transport::{ReadStatus, Transport};
+
+/// Turns of read/poll/write per drive before yielding to other connections.
+const TURNS: usize = 16;
+/// Request body bytes buffered per stream before the stream's window stays closed.
+const STREAM_BODY_BUFFER: usize = 64 * 1024;
+/// Send capacity asked for at a time per stream.
+const SEND_CHUNK: usize = 64 * 1024;
+
+/// HTTP/2 settings and timeouts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct H2Config {
+    /// SETTINGS_MAX_CONCURRENT_STREAMS.
+    pub max_concurrent_streams: u32,
+    /// SETTINGS_MAX_HEADER_LIST_SIZE (decoded header bytes per request).
+    pub max_header_list_size: u32,
+    /// Initial flow-control window per stream.
+    pub initial_window_size: u32,
+    /// Initial flow-control window of the whole connection.
+    pub initial_connection_window_size: u32,
+    /// Frames buffered per stream for sending at most.
+    pub max_send_buffer_size: usize,
+    /// Streams reset by the client before we accepted them, at most at once (rapid reset).
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams we may reset because of client errors before the connection is closed.
+    pub max_local_error_reset_streams: usize,
+    /// Time for the client preface and SETTINGS exchange.
+    pub handshake_timeout: Duration,
+    /// A connection with no open stream for this long is closed with GOAWAY.
+    pub idle_timeout: Duration,
+}
+
+impl Default for H2Config {
+    fn default() -> Self {
+        H2Config {
+            max_concurrent_streams: 128,
+            max_header_list_size: 64 * 1024,
+            initial_window_size: 256 * 1024,
+            initial_connection_window_size: 1024 * 1024,
+            max_send_buffer_size: 64 * 1024,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl H2Config {
+    fn builder(&self) -> h2::server::Builder {
+        let mut b = h2::server::Builder::new();
+        b.max_concurrent_streams(self.max_concurrent_streams)
+            .max_header_list_size(self.max_header_list_size)
+            .initial_window_size(self.initial_window_size)
+            .initial_connection_window_size(self.initial_connection_window_size)
+            .max_send_buffer_size(self.max_send_buffer_size)
+            .max_pending_accept_reset_streams(self.max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(Some(self.max_local_error_reset_streams));
+        b
+    }
+}
+
+enum Stage {
+    Waiting(Pin<Box<dyn Future<Output = Response<Body>>>>),
+    Streaming(SendStream<Bytes>, Body),
+    Done,
+}
+
+struct StreamTask {
+    method: Method,
+    target: String,
+    started: Instant,
+    status: StatusCode,
+    body_bytes: u64,
+    recv: Option<RecvStream>,
+    sender: BodySender,
+    respond: Option<SendResponse<Bytes>>,
+    stage: Stage,
+}
+
+enum State {
+    Handshaking(Handshake<H2Io, Bytes>),
+    Open(Connection<H2Io, Bytes>),
+    Closed,
+}
+
+/// One HTTP/2 connection.
+pub(crate) struct H2Conn<T: Transport> {
+    transport: Option<T>,
+    pipes: H2Pipes,
+    state: State,
+    streams: Vec<StreamTask>,
+    info: ConnInfo,
+    config: H2Config,
+    /// When the connection last had an open stream (or was created).
+    idle_since: Instant,
+    created: Instant,
+    going_away: bool,
+}
+
+impl<T: Transport> H2Conn<T> {
+    /// Starts the server side on `transport`; `prefix` holds bytes already read from it
+    /// (the preface, when sniffed on a cleartext port).
+    pub(crate) fn new(
+        transport: T,
+        config: &H2Config,
+        mut info: ConnInfo,
+        prefix: &[u8],
+        now: Instant,
+    ) -> Self {
+        let (pipes, io) = H2Pipes::new();
+        pipes.push_rx(prefix);
+        info.protocol = Protocol::Http2;
+        H2Conn {
+            transport: Some(transport),
+            pipes,
+            state: State::Handshaking(config.builder().handshake(io)),
+            streams: Vec::new(),
+            info,
+            config: config.clone(),
+            idle_since: now,
+            created: now,
+            going_away: false,
+        }
+    }
+
+    /// When the handshake or idle timer fires.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        match self.state {
+            State::Handshaking(_) => Some(self.created + self.config.handshake_timeout.into()),
+            State::Open(_) if self.streams.is_empty() && !self.going_away => {
+                Some(self.idle_since + self.config.idle_timeout.into())
+            }
+            _ => None,
+        }
+    }
+
+    /// Acts on expired timers.
+    pub(crate) fn on_timeout(&mut self, now: Instant) {
+        match &mut self.state {
+            State::Handshaking(_) if now >= self.created + self.config.handshake_timeout.into() => {
+                tracing::debug!("{}: HTTP/2 handshake timed out", self.info.peer);
+                self.state = State::Closed;
+            }
+            State::Open(conn)
+                if self.streams.is_empty()
+                    && now >= self.idle_since + self.config.idle_timeout.into() =>
+            {
+                tracing::debug!("{}: HTTP/2 connection idle, sending GOAWAY", self.info.peer);
+                conn.graceful_shutdown();
+                self.going_away = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// Starts a graceful shutdown: GOAWAY, in-flight streams finish.
+    pub(crate) fn shutdown(&mut self) {
+        match &mut self.state {
+            State::Open(conn) => {
+                conn.graceful_shutdown();
+                self.going_away = true;
+            }
+            State::Handshaking(_) => self.state = State::Closed,
+            State::Closed => {}
+        }
+    }
+
+    /// Closes the connection at once.
+    pub(crate) fn abort(&mut self, stack: &mut Stack) {
+        for s in &self.streams {
+            s.sender
+                .fail(BodyError::Incomplete("server shutting down".into()));
+        }
+        if let Some(t) = self.transport.take() {
+            t.abort(stack);
+        }
+    }
+
+    pub(crate) fn drive<H: Handler + ?Sized>(
+        &mut self,
+        stack: &mut Stack,
+        cx: &mut Context<'_>,
+        now: Instant,
+        handler: &H,
+        shared: &Shared,
+    ) -> Drive {
+        for _ in 0..TURNS {
+            let Some(transport) = self.transport.as_mut() else {
+                return Drive::Closed;
+            };
+            let mut progress = false;
+            // Transport → h2.
+            if self.pipes.rx_room() > 0 && !self.pipes.rx_eof() {
+                let pipes = &self.pipes;
+                let mut taken = 0;
+                let status = transport.read_with(stack, &mut |data| {
+                    let n = pipes.push_rx(data);
+                    taken += n;
+                    n
+                });
+                shared.stats.borrow_mut().bytes_in += taken as u64;
+                progress |= taken > 0;
+                match status {
+                    Ok(ReadStatus::Eof) => {
+                        self.pipes.set_rx_eof();
+                        progress = true;
+                    }
+                    Ok(_) => {}
+                    Err(_) => return self.finish(stack, true),
+                }
+            }
+            progress |= self.poll_h2(cx, handler, shared, now);
+            // h2 → transport.
+            let Some(transport) = self.transport.as_mut() else {
+                return Drive::Closed;
+            };
+            let mut failed = false;
+            let written = self
+                .pipes
+                .drain_tx(&mut |data| match transport.write(stack, data) {
+                    Ok(n) => n,
+                    Err(_) => {
+                        failed = true;
+                        0
+                    }
+                });
+            shared.stats.borrow_mut().bytes_out += written as u64;
+            progress |= written > 0;
+            if failed {
+                return self.finish(stack, true);
+            }
+            if matches!(self.state, State::Closed) && self.pipes.tx_pending() == 0 {
+                return self.finish(stack, false);
+            }
+            if !progress {
+                break;
+            }
+        }
+        if !self.streams.is_empty() {
+            self.idle_since = now;
+        }
+        if let Some(transport) = self.transport.as_mut() {
+            let read = !self.pipes.rx_eof();
+            let write = self.pipes.tx_pending() > 0;
+            transport.register(stack, cx.waker(), read, write);
+        }
+        Drive::Open
+    }
+
+    fn finish(&mut self, stack: &mut Stack, reset: bool) -> Drive {
+        for s in self.streams.drain(..) {
+            s.sender
+                .fail(BodyError::Incomplete("connection closed".into()));
+        }
+        self.state = State::Closed;
+        if let Some(t) = self.transport.take() {
+            if reset {
+                t.abort(stack);
+            } else {
+                t.close(stack);
+            }
+        }
+        Drive::Closed
+    }
+
+    /// Polls h2: handshake, new streams, stream progress. True when anything moved.
+    fn poll_h2<H: Handler + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        handler: &H,
+        shared: &Shared,
+        now: Instant,
+    ) -> bool {
+        let mut progress = false;
+        if let State::Handshaking(handshake) = &mut self.state {
+            match Pin::new(handshake).poll(cx) {
+                Poll::Pending => return false,
+                Poll::Ready(Ok(conn)) => {
+                    self.state = State::Open(conn);
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    tracing::debug!("{}: HTTP/2 handshake failed: {e}", self.info.peer);
+                    self.state = State::Closed;
+                    return true;
+                }
+            }
+        }
+        let State::Open(conn) = &mut self.state else {
+            return progress;
+        };
+        // Accepting also drives the connection: reads frames, writes queued ones.
+        loop {
+            match conn.poll_accept(cx) {
+                Poll::Ready(Some(Ok((request, respond)))) => {
+                    progress = true;
+                    let task = start_stream(request, respond, handler, &self.info, shared, now);
+                    self.streams.push(task);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::debug!("{}: HTTP/2 connection error: {e}", self.info.peer);
+                    if e.is_go_away() || e.is_io() || e.reason().is_some() {
+                        self.state = State::Closed;
+                    }
+                    return true;
+                }
+                Poll::Ready(None) => {
+                    self.state = State::Closed;
+                    return true;
+                }
+                Poll::Pending => break,
+            }
+        }
+        let info = &self.info;
+        let mut i = 0;
+        while i < self.streams.len() {
+            progress |= advance_stream(&mut self.streams[i], cx, shared, now);
+            if matches!(self.streams[i].stage, Stage::Done) && self.streams[i].recv.is_none() {
+                let task = self.streams.swap_remove(i);
+                log_access(info, &task, now);
+            } else {
+                i += 1;
+            }
+        }
+        // Frames queued by the streams go out on the next poll of the connection.
+        if progress {
+            if let State::Open(conn) = &mut self.state {
+                if let Poll::Ready(Some(Ok((request, respond)))) = conn.poll_accept(cx) {
+                    let task = start_stream(request, respond, handler, &self.info, shared, now);
+                    self.streams.push(task);
+                }
+            }
+        }
+        progress
+    }
+}
+
+fn start_stream<H: Handler + ?Sized>(
+    request: Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+    handler: &H,
+    info: &ConnInfo,
+    shared: &Shared,
+    now: Instant,
+) -> StreamTask {
+    let (mut parts, recv) = request.into_parts();
+    // Handlers see the same request as over HTTP/1.1: `:authority` becomes Host.
+    if !parts.headers.contains_key(HOST) {
+        if let Some(value) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(HOST, value);
+        }
+    }
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let ended = recv.is_end_stream();
+    let (sender, body) = request_body(if ended { Some(0) } else { declared });
+    if ended {
+        sender.finish();
+    }
+    let method = parts.method.clone();
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |p| p.to_string());
+    shared.stats.borrow_mut().note_request(Protocol::Http2);
+    let stage = match handler.call(Request::from_parts(parts, body), info) {
+        Reply::Now(response) => Stage::Waiting(Box::pin(std::future::ready(response))),
+        Reply::Later(future) => Stage::Waiting(future),
+    };
+    StreamTask {
+        method,
+        target,
+        started: now,
+        status: StatusCode::OK,
+        body_bytes: 0,
+        recv: (!ended).then_some(recv),
+        sender,
+        respond: Some(respond),
+        stage,
+    }
+}
+
+/// Moves one stream along: request body in, response out. True when anything moved.
+fn advance_stream(
+    task: &mut StreamTask,
+    cx: &mut Context<'_>,
+    shared: &Shared,
+    now: Instant,
+) -> bool {
+    let mut progress = false;
+    // Request body → pipe, releasing flow-control capacity as it goes in.
+    while let Some(recv) = task.recv.as_mut() {
+        if task.sender.buffered() >= STREAM_BODY_BUFFER {
+            break;
+        }
+        match recv.poll_data(cx) {
+            Poll::Ready(Some(Ok(data))) => {
+                progress = true;
+                let n = data.len();
+                task.sender.push(data);
+                let _ = recv.flow_control().release_capacity(n);
+            }
+            Poll::Ready(Some(Err(e))) => {
+                progress = true;
+                task.sender.fail(BodyError::Incomplete(e.to_string()));
+                task.recv = None;
+            }
+            Poll::Ready(None) => {
+                progress = true;
+                task.sender.finish();
+                task.recv = None;
+            }
+            Poll::Pending => break,
+        }
+    }
+    loop {
+        match &mut task.stage {
+            Stage::Done => return progress,
+            Stage::Waiting(future) => match future.as_mut().poll(cx) {
+                Poll::Pending => return progress,
+                Poll::Ready(response) => {
+                    progress = true;
+                    let (mut parts, body) = response.into_parts();
+                    shared.stamp(&mut parts.headers, now);
+                    for name in CONNECTION_HEADERS {
+                        parts.headers.remove(HeaderName::from_static(name));
+                    }
+                    let len = body.len();
+                    let head_only = task.method == Method::HEAD
+                        || parts.status == StatusCode::NO_CONTENT
+                        || parts.status == StatusCode::NOT_MODIFIED;
+                    if let Some(len) = len {
+                        if parts.status != StatusCode::NO_CONTENT {
+                            parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+                        }
+                    }
+                    task.status = parts.status;
+                    let end = head_only || len == Some(0);
+                    let Some(mut respond) = task.respond.take() else {
+                        task.stage = Stage::Done;
+                        continue;
+                    };
+                    match respond.send_response(Response::from_parts(parts, ()), end) {
+                        Ok(send) if !end => task.stage = Stage::Streaming(send, body),
+                        Ok(_) => task.stage = Stage::Done,
+                        Err(e) => {
+                            tracing::debug!("HTTP/2 response not sent: {e}");
+                            task.stage = Stage::Done;
+                        }
+                    }
+                }
+            },
+            Stage::Streaming(send, body) => {
+                if send.capacity() == 0 {
+                    send.reserve_capacity(SEND_CHUNK);
+                    match send.poll_capacity(cx) {
+                        Poll::Ready(Some(Ok(n))) if n > 0 => {}
+                        Poll::Ready(Some(Ok(_))) | Poll::Pending => return progress,
+                        Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
+                            // The client reset the stream or the connection is gone.
+                            task.stage = Stage::Done;
+                            continue;
+                        }
+                    }
+                }
+                let room = send.capacity();
+                match body.poll_chunk(cx, room) {
+                    Poll::Pending => return progress,
+                    Poll::Ready(Some(Ok(chunk))) => {
+                        progress = true;
+                        task.body_bytes += chunk.len() as u64;
+                        if send.send_data(chunk, false).is_err() {
+                            task.stage = Stage::Done;
+                        }
+                    }
+                    Poll::Ready(None) => {
+                        progress = true;
+                        let _ = send.send_data(Bytes::new(), true);
+                        task.stage = Stage::Done;
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        progress = true;
+                        tracing::warn!("HTTP/2 response body failed: {e}");
+                        send.send_reset(Reason::INTERNAL_ERROR);
+                        task.stage = Stage::Done;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn log_access(info: &ConnInfo, task: &StreamTask, now: Instant) {
+    let micros = (now - task.started).total_micros();
+    tracing::info!(
+        target: "tapir::access",
+        "{} \"{} {} HTTP/2\" {} {} {}.{:03}ms",
+        info.peer,
+        task.method,
+        task.target,
+        task.status.as_u16(),
+        task.body_bytes,
+        micros / 1000,
+        micros % 1000
+    );
+}

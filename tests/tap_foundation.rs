@@ -1,0 +1,373 @@
+//! The tapir binary on a real TAP device, with the kernel as the peer: ping over IPv4 and
+//! IPv6, TCP echo, pcap capture, idle CPU with open connections, and clean shutdown.
+//!
+//! Each test makes its own network namespace (see `common::netns`) and needs root; without
+//! root each prints `SKIPPED <test>: ...` and returns.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::netns::{
+    require_root, require_tool, ChildGuard, Netns, TapirProcess, TAP, TAPIR_V4, TAPIR_V6,
+};
+use sha2::{Digest, Sha256};
+
+const READY: &str = "ready: echo on port 7";
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects to HOST PORT, sends the file SRC while receiving (a thread sends, then shuts
+/// down the write half), reads until EOF and writes what came back to DST.
+const ECHO_CLIENT: &str = r#"
+import socket, sys, threading
+host, port, src, dst = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+data = open(src, "rb").read()
+s = socket.create_connection((host, port), timeout=30)
+def send():
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+t = threading.Thread(target=send)
+t.start()
+chunks = []
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    chunks.append(b)
+t.join()
+s.close()
+open(dst, "wb").write(b"".join(chunks))
+print("echoed", sum(map(len, chunks)), "of", len(data))
+"#;
+
+/// Opens N connections to HOST PORT and prints `open N`; then waits for a line on stdin,
+/// checks every connection still echoes one byte and prints `echoed N`.
+const IDLE_CLIENTS: &str = r#"
+import socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+socks = [socket.create_connection((host, port), timeout=10) for _ in range(n)]
+print("open", len(socks), flush=True)
+sys.stdin.readline()
+ok = 0
+for s in socks:
+    s.sendall(b"x")
+    if s.recv(1) == b"x":
+        ok += 1
+print("echoed", ok, flush=True)
+"#;
+
+/// Starts `tapir echo` on the namespace's TAP (with `extra` flags) and waits until it is
+/// listening.
+fn start_echo(ns: &Netns, extra: &[&str]) -> TapirProcess {
+    let mut args = vec!["echo", "--tap", TAP];
+    args.extend_from_slice(extra);
+    let tapir = ns.spawn_tapir(&args);
+    assert!(
+        tapir.wait_for_log(READY, START_TIMEOUT),
+        "tapir did not print '{READY}' within {START_TIMEOUT:?}; log:\n{}",
+        tapir.log()
+    );
+    tapir
+}
+
+fn run(mut command: Command) -> Output {
+    let out = command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    out
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn sha256_file(path: &Path) -> [u8; 32] {
+    let bytes = fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    Sha256::digest(&bytes).into()
+}
+
+/// Sends `len` random bytes through tapir's echo at `host` and checks they come back
+/// unchanged.
+fn echo_random_bytes(ns: &Netns, host: &str, len: usize, seed: u64) {
+    let mut data = vec![0u8; len];
+    fastrand::Rng::with_seed(seed).fill(&mut data);
+    let sent = ns.dir().join(format!("sent-{seed}.bin"));
+    let back = ns.dir().join(format!("back-{seed}.bin"));
+    fs::write(&sent, &data).expect("write the bytes to send");
+    let started = Instant::now();
+    let out = run(ns.exec(&[
+        "python3",
+        "-c",
+        ECHO_CLIENT,
+        host,
+        "7",
+        sent.to_str().unwrap(),
+        back.to_str().unwrap(),
+    ]));
+    assert!(
+        out.status.success(),
+        "echo client to {host} failed:\n{}",
+        text(&out)
+    );
+    let back_len = fs::metadata(&back).map(|m| m.len()).unwrap_or(0);
+    assert_eq!(back_len, len as u64, "bytes echoed back from {host}");
+    assert_eq!(
+        sha256_file(&sent),
+        sha256_file(&back),
+        "sha256 of the bytes sent and echoed back by {host}"
+    );
+    eprintln!("{len} bytes echoed by {host} in {:?}", started.elapsed());
+}
+
+fn ping(ns: &Netns, v6: bool, host: &str) {
+    let mut args = vec!["ping"];
+    if v6 {
+        args.push("-6");
+    }
+    args.extend_from_slice(&["-c", "3", "-W", "2", host]);
+    let out = run(ns.exec(&args));
+    let output = text(&out);
+    assert!(out.status.success(), "{args:?} failed:\n{output}");
+    assert!(output.contains("3 received"), "{args:?}:\n{output}");
+}
+
+/// The count in tapir's `pcap: wrote N frames to FILE` line.
+fn logged_frames(log: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|l| l.contains("pcap: wrote "))
+        .unwrap_or_else(|| panic!("no 'pcap: wrote' line in the log:\n{log}"));
+    let rest = &line[line.find("pcap: wrote ").unwrap() + "pcap: wrote ".len()..];
+    rest.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no frame count in '{line}'"))
+}
+
+/// Frames tshark finds in `pcap` that match `filter` (all frames when None).
+fn tshark_count(pcap: &Path, filter: Option<&str>) -> u64 {
+    let mut command = Command::new("tshark");
+    command.args(["-n", "-r"]).arg(pcap);
+    if let Some(filter) = filter {
+        command.args(["-Y", filter]);
+    }
+    command.args(["-T", "fields", "-e", "frame.number"]);
+    let out = run(command);
+    assert!(
+        out.status.success(),
+        "tshark -r {} failed:\n{}",
+        pcap.display(),
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count() as u64
+}
+
+#[test]
+fn kernel_pings_tapir_over_ipv4_and_ipv6() {
+    if !require_root("kernel_pings_tapir_over_ipv4_and_ipv6") {
+        return;
+    }
+    require_tool("ping", "iputils-ping");
+    let ns = Netns::up("ping");
+    let tapir = start_echo(&ns, &[]);
+    ping(&ns, false, TAPIR_V4);
+    ping(&ns, true, TAPIR_V6);
+    let (status, log) = tapir.terminate();
+    assert!(status.success(), "tapir exited with {status}; log:\n{log}");
+}
+
+#[test]
+fn kernel_tcp_client_echoes_one_mib_over_ipv4_and_ipv6() {
+    if !require_root("kernel_tcp_client_echoes_one_mib_over_ipv4_and_ipv6") {
+        return;
+    }
+    require_tool("python3", "python3");
+    let ns = Netns::up("echo");
+    let tapir = start_echo(&ns, &[]);
+    echo_random_bytes(&ns, TAPIR_V4, 1 << 20, 1);
+    echo_random_bytes(&ns, TAPIR_V6, 1 << 20, 2);
+    let (status, log) = tapir.terminate();
+    assert!(status.success(), "tapir exited with {status}; log:\n{log}");
+    assert!(log.contains("2 accepted"), "log:\n{log}");
+}
+
+#[test]
+fn pcap_holds_exactly_the_frames_tapir_counted() {
+    if !require_root("pcap_holds_exactly_the_frames_tapir_counted") {
+        return;
+    }
+    require_tool("python3", "python3");
+    require_tool("tshark", "tshark");
+    let ns = Netns::up("pcap");
+    let pcap = ns.dir().join("echo.pcap");
+    let tapir = start_echo(&ns, &["--pcap", pcap.to_str().unwrap()]);
+    echo_random_bytes(&ns, TAPIR_V4, 1 << 20, 3);
+    let (status, log) = tapir.terminate();
+    assert!(status.success(), "tapir exited with {status}; log:\n{log}");
+    let logged = logged_frames(&log);
+    assert!(
+        logged > 1400,
+        "1 MiB each way is hundreds of frames; tapir logged {logged}"
+    );
+    let total = tshark_count(&pcap, None);
+    assert_eq!(
+        total, logged,
+        "frames tshark reads vs tapir's 'pcap: wrote' count"
+    );
+    let to_echo = tshark_count(&pcap, Some("tcp.dstport == 7"));
+    let from_echo = tshark_count(&pcap, Some("tcp.srcport == 7"));
+    assert!(
+        to_echo > 700 && from_echo > 700,
+        "tshark decodes the TCP echo: {to_echo} frames to port 7, {from_echo} from it"
+    );
+    let syns = tshark_count(
+        &pcap,
+        Some("tcp.dstport == 7 && tcp.flags.syn == 1 && tcp.flags.ack == 0"),
+    );
+    assert_eq!(syns, 1, "one connection, one SYN");
+    let malformed = tshark_count(&pcap, Some("_ws.malformed || _ws.expert.severity == error"));
+    assert_eq!(malformed, 0, "tshark finds no malformed frames");
+    eprintln!("pcap: {total} frames, {to_echo} to port 7, {from_echo} from it");
+}
+
+#[test]
+fn hundred_idle_connections_cost_under_one_percent_cpu() {
+    if !require_root("hundred_idle_connections_cost_under_one_percent_cpu") {
+        return;
+    }
+    require_tool("python3", "python3");
+    let ns = Netns::up("idle");
+    let tapir = start_echo(&ns, &[]);
+    let mut clients = ns.exec(&["python3", "-c", IDLE_CLIENTS, TAPIR_V4, "7", "100"]);
+    let mut clients = ChildGuard(
+        clients
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the idle clients"),
+    );
+    let mut lines = BufReader::new(clients.0.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a line from the clients").unwrap();
+    assert_eq!(first, "open 100", "the clients connected");
+
+    // Let the handshakes' last ACKs and any delayed work settle, then measure.
+    std::thread::sleep(Duration::from_millis(500));
+    let window = Duration::from_secs(5);
+    let cpu_before = tapir.cpu_time();
+    let wall = Instant::now();
+    std::thread::sleep(window);
+    let cpu = tapir.cpu_time() - cpu_before;
+    let wall = wall.elapsed();
+    let share = cpu.as_secs_f64() / wall.as_secs_f64();
+    eprintln!(
+        "tapir used {cpu:?} CPU in {wall:?} with 100 idle connections ({:.2}%)",
+        share * 100.0
+    );
+    assert!(
+        share < 0.01,
+        "tapir used {cpu:?} of CPU in {wall:?} with 100 idle connections: {:.2}% of a core, want < 1%",
+        share * 100.0
+    );
+
+    // The idle connections still work.
+    let mut stdin = clients.0.stdin.take().unwrap();
+    writeln!(stdin).unwrap();
+    drop(stdin);
+    let second = lines
+        .next()
+        .expect("a second line from the clients")
+        .unwrap();
+    assert_eq!(second, "echoed 100", "every idle connection still echoes");
+    let status = clients.0.wait().unwrap();
+    assert!(status.success(), "idle clients exited with {status}");
+    drop(clients);
+
+    let (status, log) = tapir.terminate();
+    assert!(status.success(), "tapir exited with {status}; log:\n{log}");
+    assert!(log.contains("100 accepted"), "log:\n{log}");
+}
+
+#[test]
+fn sigterm_stops_tapir_cleanly() {
+    if !require_root("sigterm_stops_tapir_cleanly") {
+        return;
+    }
+    let ns = Netns::up("sigterm");
+    let tapir = start_echo(&ns, &[]);
+    let pid = tapir.pid();
+    let started = Instant::now();
+    let (status, log) = tapir.terminate();
+    let took = started.elapsed();
+    assert!(
+        status.success(),
+        "tapir (pid {pid}) exited with {status} after SIGTERM; log:\n{log}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "tapir took {took:?} to stop with no connections open"
+    );
+    assert!(log.contains("received signal 15"), "log:\n{log}");
+    assert!(
+        log.lines().any(|l| l.contains("stopped (")),
+        "no 'stopped (' line; log:\n{log}"
+    );
+}
+
+#[test]
+fn demo_script_runs_once_and_cleans_up() {
+    if !require_root("demo_script_runs_once_and_cleans_up") {
+        return;
+    }
+    require_tool("ping", "iputils-ping");
+    require_tool("socat", "socat");
+    // TAPIR_BIN: the binary Cargo built for the tests, so the script does not run cargo.
+    let out = run({
+        let mut command = Command::new(common::netns::repo_root().join("scripts/demo.sh"));
+        command
+            .arg("--once")
+            .env("TAPIR_BIN", common::netns::tapir_bin());
+        command
+    });
+    let output = text(&out);
+    assert!(out.status.success(), "demo.sh --once failed:\n{output}");
+    for needle in [
+        "3 received",
+        "demonstration complete",
+        "stopped (",
+        "pcap: wrote",
+    ] {
+        assert!(output.contains(needle), "no '{needle}' in:\n{output}");
+    }
+    assert_eq!(
+        output.matches("got back: hello tapir").count(),
+        2,
+        "{output}"
+    );
+    let ns = output
+        .split_whitespace()
+        .find(|w| w.starts_with("tapir-demo-"))
+        .unwrap_or_else(|| panic!("no namespace name in:\n{output}"));
+    let list = run({
+        let mut command = Command::new("ip");
+        command.args(["netns", "list"]);
+        command
+    });
+    assert!(
+        !String::from_utf8_lossy(&list.stdout)
+            .split_whitespace()
+            .any(|w| w == ns),
+        "demo.sh left namespace {ns} behind"
+    );
+}
