@@ -162,8 +162,8 @@ struct Sniff {
 
 enum Engine {
     Sniff(Sniff),
-    H1(H1Conn<TcpStream>),
-    H2(H2Conn<TcpStream>),
+    H1(Box<H1Conn<TcpStream>>),
+    H2(Box<H2Conn<TcpStream>>),
 }
 
 /// What sniffing the first bytes decided.
@@ -312,9 +312,13 @@ impl<H: Handler + ?Sized> Server<H> {
                         info,
                         since: now,
                     }),
-                    PortKind::Http => {
-                        Engine::H1(H1Conn::new(stream, self.h1.clone(), info, &[], now))
-                    }
+                    PortKind::Http => Engine::H1(Box::new(H1Conn::new(
+                        stream,
+                        self.h1.clone(),
+                        info,
+                        &[],
+                        now,
+                    ))),
                 };
                 let entry = self.conns.vacant_entry();
                 let waker = Arc::new(ConnWaker {
@@ -355,22 +359,22 @@ impl<H: Handler + ?Sized> Server<H> {
                     return true;
                 }
                 Sniffed::Http1 => sniff.stream.take().map(|s| {
-                    Engine::H1(H1Conn::new(
+                    Engine::H1(Box::new(H1Conn::new(
                         s,
                         self.h1.clone(),
                         sniff.info.clone(),
                         &sniff.seen,
                         now,
-                    ))
+                    )))
                 }),
                 Sniffed::Http2 => sniff.stream.take().map(|s| {
-                    Engine::H2(H2Conn::new(
+                    Engine::H2(Box::new(H2Conn::new(
                         s,
                         &self.config.h2,
                         sniff.info.clone(),
                         &sniff.seen,
                         now,
-                    ))
+                    )))
                 }),
             };
             if let Some(engine) = next {
