@@ -20,3 +20,27 @@ pub mod runtime;
 pub mod service;
 pub mod stack;
 pub mod transport;
+
+pub use smoltcp;
+
+use device::FdDevice;
+use runtime::event_loop::{self, Ended, LoopOptions, RunError};
+use runtime::{Application, StopHandle};
+use stack::Stack;
+
+/// Runs `app` (a [`service::Server`], an echo, a client) on `stack` over `device` until it
+/// finishes or `stop` fires — from another thread, or by SIGINT/SIGTERM. Like paf's `serve`
+/// with its stop switch.
+pub fn serve<D: FdDevice, A: Application>(
+    device: &mut D,
+    stack: &mut Stack,
+    app: &mut A,
+    stop: &StopHandle,
+) -> Result<Ended, RunError> {
+    event_loop::run(device, stack, app, stop, &LoopOptions::default())
+}
+
+/// The README's examples are compiled as documentation tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
