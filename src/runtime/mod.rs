@@ -7,6 +7,7 @@
 
 pub mod event_loop;
 pub mod sim;
+pub mod wake;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -158,10 +158,10 @@ impl From<Vec<u8>> for Body {
     }
 }
 
-impl From<RequestBody> for Body {
+impl From<IncomingBody> for Body {
     /// Sends a request body back as a response body (an echo, a proxy). The request body
     /// will be read, so a client waiting on `Expect: 100-continue` is told to send it.
-    fn from(body: RequestBody) -> Self {
+    fn from(body: IncomingBody) -> Self {
         body.pipe.borrow_mut().demanded = true;
         Body::stream(body)
     }
@@ -226,14 +226,20 @@ struct Pipe {
     len: Option<u64>,
 }
 
-/// A request body as it arrives. Read it as a stream ([`BodyStream`]), collect it
-/// ([`RequestBody::collect`]) or hand it straight to a response ([`Body::from`]).
+/// A body as it arrives from the peer: a request body on a server, a response body on a
+/// client. Read it as a stream ([`BodyStream`]), collect it ([`IncomingBody::collect`]) or
+/// hand it straight to a response ([`Body::from`]).
 #[derive(Debug, Clone)]
-pub struct RequestBody {
+pub struct IncomingBody {
     pipe: Rc<RefCell<Pipe>>,
 }
 
-/// The connection's end of a request body.
+/// A request body, as a handler receives it.
+pub type RequestBody = IncomingBody;
+/// A response body, as a client receives it.
+pub type ResponseBody = IncomingBody;
+
+/// The connection's end of an incoming body.
 #[derive(Debug)]
 pub(crate) struct BodySender {
     pipe: Rc<RefCell<Pipe>>,
@@ -241,12 +247,12 @@ pub(crate) struct BodySender {
 
 /// Creates a request body and the sender the connection fills it through.
 /// `len` is the declared length, if any.
-pub(crate) fn request_body(len: Option<u64>) -> (BodySender, RequestBody) {
+pub(crate) fn request_body(len: Option<u64>) -> (BodySender, IncomingBody) {
     let pipe = Rc::new(RefCell::new(Pipe {
         len,
         ..Pipe::default()
     }));
-    (BodySender { pipe: pipe.clone() }, RequestBody { pipe })
+    (BodySender { pipe: pipe.clone() }, IncomingBody { pipe })
 }
 
 impl BodySender {
@@ -302,7 +308,7 @@ impl BodySender {
     }
 }
 
-impl Drop for RequestBody {
+impl Drop for IncomingBody {
     fn drop(&mut self) {
         // The sender holds one reference; when the last handler-side clone goes, the
         // body is abandoned and whatever still arrives is thrown away.
@@ -315,7 +321,7 @@ impl Drop for RequestBody {
     }
 }
 
-impl RequestBody {
+impl IncomingBody {
     /// An empty, complete body (for requests made by hand, in tests).
     pub fn empty() -> Self {
         let (sender, body) = request_body(Some(0));
@@ -347,7 +353,7 @@ impl RequestBody {
     }
 }
 
-impl BodyStream for RequestBody {
+impl BodyStream for IncomingBody {
     fn poll_chunk(
         &mut self,
         cx: &mut Context<'_>,
@@ -379,10 +385,10 @@ impl BodyStream for RequestBody {
     }
 }
 
-/// The future of [`RequestBody::collect`].
+/// The future of [`IncomingBody::collect`].
 #[derive(Debug)]
 pub struct Collect {
-    body: RequestBody,
+    body: IncomingBody,
     limit: u64,
     buf: BytesMut,
 }

@@ -19,7 +19,7 @@ use std::pin::Pin;
 use http::{Request, Response};
 use smoltcp::wire::IpEndpoint;
 
-pub use body::{Body, BodyError, BodyStream, RequestBody};
+pub use body::{Body, BodyError, BodyStream, IncomingBody, RequestBody, ResponseBody};
 pub use h2::H2Config;
 pub use server::{Server, ServerConfig, ServerStats};
 

@@ -10,9 +10,8 @@
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Wake, Waker};
+use std::sync::Arc;
+use std::task::Context;
 
 use http::header::{HeaderValue, DATE, SERVER};
 use http::HeaderMap;
@@ -24,6 +23,7 @@ use super::h2::{H2Config, H2Conn};
 use super::{ConnInfo, Handler, Protocol};
 use crate::http::h1::H1Config;
 use crate::http::H2_PREFACE;
+use crate::runtime::wake::{ConnWaker, ReadyQueue};
 use crate::runtime::Application;
 use crate::stack::{Stack, StackError, StackStats};
 use crate::transport::tcp::TcpStream;
@@ -124,34 +124,6 @@ impl Shared {
     }
 }
 
-/// Connections woken since the last turn.
-#[derive(Default)]
-struct ReadyQueue {
-    keys: Mutex<Vec<usize>>,
-}
-
-struct ConnWaker {
-    key: usize,
-    queued: AtomicBool,
-    queue: Arc<ReadyQueue>,
-}
-
-impl Wake for ConnWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if !self.queued.swap(true, Ordering::AcqRel) {
-            self.queue
-                .keys
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(self.key);
-        }
-    }
-}
-
 /// A cleartext connection before we know whether it speaks HTTP/1.1 or HTTP/2.
 struct Sniff {
     stream: Option<TcpStream>,
@@ -246,7 +218,7 @@ impl<H: Handler> Server<H> {
             config,
             ports: Vec::new(),
             conns: Slab::new(),
-            ready: Arc::new(ReadyQueue::default()),
+            ready: ReadyQueue::new(),
             timers: BTreeSet::new(),
             shared: Shared {
                 stats: stats.0,
@@ -321,12 +293,8 @@ impl<H: Handler + ?Sized> Server<H> {
                     ))),
                 };
                 let entry = self.conns.vacant_entry();
-                let waker = Arc::new(ConnWaker {
-                    key: entry.key(),
-                    queued: AtomicBool::new(false),
-                    queue: self.ready.clone(),
-                });
-                waker.wake_by_ref();
+                let waker = ConnWaker::new(entry.key(), &self.ready);
+                waker.wake_now();
                 entry.insert(Conn {
                     engine,
                     waker,
@@ -343,8 +311,8 @@ impl<H: Handler + ?Sized> Server<H> {
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
-        conn.waker.queued.store(false, Ordering::Release);
-        let waker = Waker::from(conn.waker.clone());
+        conn.waker.clear();
+        let waker = conn.waker.waker();
         let mut cx = Context::from_waker(&waker);
         let timer_due = conn.timer.is_some_and(|t| t <= now);
         if let Engine::Sniff(sniff) = &mut conn.engine {
@@ -434,11 +402,10 @@ impl<H: Handler + ?Sized> Application for Server<H> {
             }
             self.timers.pop_first();
             if let Some(conn) = self.conns.get(key) {
-                conn.waker.wake_by_ref();
+                conn.waker.wake_now();
             }
         }
-        let woken = std::mem::take(&mut *self.ready.keys.lock().unwrap_or_else(|e| e.into_inner()));
-        for key in woken {
+        for key in self.ready.drain() {
             any |= self.drive(stack, key, now);
         }
         let mut stats = self.shared.stats.borrow_mut();
@@ -448,13 +415,7 @@ impl<H: Handler + ?Sized> Application for Server<H> {
     }
 
     fn poll_at(&self, _now: Instant) -> Option<Instant> {
-        let pending = !self
-            .ready
-            .keys
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty();
-        if pending {
+        if !self.ready.is_empty() {
             return Some(Instant::from_micros(0));
         }
         self.timers.first().map(|(at, _)| *at)
@@ -471,7 +432,7 @@ impl<H: Handler + ?Sized> Application for Server<H> {
             .conns
             .iter_mut()
             .filter_map(|(k, c)| {
-                c.waker.wake_by_ref();
+                c.waker.wake_now();
                 match &mut c.engine {
                     Engine::Sniff(_) => Some(k),
                     Engine::H1(h1) => h1.is_idle().then_some(k),
