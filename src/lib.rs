@@ -14,6 +14,7 @@
 //! Every protocol piece is sans-IO: it takes bytes and time, and gives bytes and events.
 
 pub mod app;
+pub mod client;
 pub mod device;
 pub mod http;
 pub mod runtime;

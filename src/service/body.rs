@@ -219,6 +219,8 @@ struct Pipe {
     ended: bool,
     error: Option<BodyError>,
     reader: Option<Waker>,
+    /// The writer, parked while the pipe is full.
+    writer: Option<Waker>,
     /// The reader asked for data at least once (sends `100 Continue` when expected).
     demanded: bool,
     /// The reader was dropped: later data is discarded.
@@ -301,6 +303,11 @@ impl BodySender {
         }
     }
 
+    /// Parks the writer until the reader takes data (call when the pipe is full).
+    pub(crate) fn park(&self, waker: &Waker) {
+        self.pipe.borrow_mut().writer = Some(waker.clone());
+    }
+
     /// True once the handler tried to read (or dropped the body).
     pub(crate) fn demanded(&self) -> bool {
         let pipe = self.pipe.borrow();
@@ -368,6 +375,9 @@ impl BodyStream for IncomingBody {
                 pipe.chunks.pop_front().unwrap_or_default()
             };
             pipe.buffered -= chunk.len();
+            if let Some(w) = pipe.writer.take() {
+                w.wake();
+            }
             return Poll::Ready(Some(Ok(chunk)));
         }
         if let Some(e) = pipe.error.clone() {

@@ -16,8 +16,10 @@ use http::{Method, Request, Response, StatusCode};
 use super::server::{ServerStats, StatsHandle};
 use super::{text_response, Body, BodyError, BodyStream, ConnInfo, RequestBody};
 
-/// Size of the repeating block `/bytes/N` sends.
-const BLOCK: usize = 64 * 1024;
+/// What `/bytes/N` repeats: byte `i` of every response is `PATTERN[i % PATTERN.len()]`.
+pub const PATTERN: &[u8; 23] = b"tapir-bytes-0123456789\n";
+/// The block `/bytes/N` cuts its chunks from: a whole number of patterns, about 64 KiB.
+const BLOCK: usize = PATTERN.len() * 2849;
 
 /// Largest N `/bytes/N` serves (1 TiB): a guard against typos, not a memory bound —
 /// the bytes are generated as the client reads them.
@@ -33,8 +35,9 @@ pub struct Builtin {
 impl Builtin {
     /// A handler reporting the counters behind `stats` at `/stats`.
     pub fn new(stats: StatsHandle) -> Self {
-        let block: Vec<u8> = (0..BLOCK)
-            .map(|i| b"tapir-bytes-0123456789\n"[i % 23])
+        // One pattern more than a block, so a chunk may start anywhere in the pattern.
+        let block: Vec<u8> = (0..BLOCK + PATTERN.len())
+            .map(|i| PATTERN[i % PATTERN.len()])
             .collect();
         Builtin {
             stats,
@@ -56,6 +59,7 @@ impl Builtin {
                 Ok(n) if n <= MAX_BYTES => {
                     let mut response = Response::new(Body::stream(Repeat {
                         block: self.block.clone(),
+                        offset: 0,
                         remaining: n,
                     }));
                     response.headers_mut().insert(
@@ -171,9 +175,11 @@ pub fn stats_json(s: &ServerStats) -> String {
     out
 }
 
-/// `remaining` bytes cut from a repeating block, without copying.
+/// `remaining` bytes of the repeating pattern, cut from a block without copying.
 struct Repeat {
     block: Bytes,
+    /// Where in the pattern the next byte is.
+    offset: usize,
     remaining: u64,
 }
 
@@ -186,9 +192,11 @@ impl BodyStream for Repeat {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
-        let n = (self.remaining.min(max.max(1) as u64) as usize).min(self.block.len());
+        let n = (self.remaining.min(max.max(1) as u64) as usize).min(BLOCK);
+        let chunk = self.block.slice(self.offset..self.offset + n);
+        self.offset = (self.offset + n) % PATTERN.len();
         self.remaining -= n as u64;
-        Poll::Ready(Some(Ok(self.block.slice(..n))))
+        Poll::Ready(Some(Ok(chunk)))
     }
 
     fn len_hint(&self) -> Option<u64> {

@@ -135,7 +135,14 @@ impl<T: Transport> H1Conn<T> {
         for _ in 0..TURNS {
             let mut progress = false;
             // Input, unless the engine or a request body is full.
-            let reading = self.engine.wants_input() && !self.body_backpressure();
+            let full = self.body_backpressure();
+            if full {
+                // Whoever reads the full body wakes us when there is room again.
+                for task in &self.tasks {
+                    task.sender.park(cx.waker());
+                }
+            }
+            let reading = self.engine.wants_input() && !full;
             let Some(transport) = self.transport.as_mut() else {
                 return Drive::Closed;
             };

@@ -426,6 +426,7 @@ fn advance_stream(
     // Request body → pipe, releasing flow-control capacity as it goes in.
     while let Some(recv) = task.recv.as_mut() {
         if task.sender.buffered() >= STREAM_BODY_BUFFER {
+            task.sender.park(cx.waker());
             break;
         }
         match recv.poll_data(cx) {

@@ -2,6 +2,7 @@
 //! writes without knowing what is underneath — plain TCP now, TLS around it later (paf's
 //! TCP and TLS "protocols").
 
+pub mod any;
 pub mod tcp;
 
 use std::task::Waker;

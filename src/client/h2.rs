@@ -1,0 +1,437 @@
+//! An HTTP/2 client connection: `h2::client` over a transport, polled with the connection's
+//! waker (no tokio runtime). Requests to one origin become concurrent streams.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::client::{Connection, ResponseFuture, SendRequest};
+use h2::{RecvStream, SendStream};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST};
+use http::{Request, Response, Uri};
+use smoltcp::time::Instant;
+
+use super::{ClientError, ExchangeRef, Scheme, Target};
+use crate::http::h2io::{H2Io, H2Pipes};
+use crate::http::CONNECTION_HEADERS;
+use crate::service::body::{request_body, BodySender, BodyStream};
+use crate::service::Body;
+use crate::stack::Stack;
+use crate::transport::{ReadStatus, Transport};
+
+const TURNS: usize = 16;
+/// Response bytes buffered per stream before its window stays closed.
+const STREAM_BODY_BUFFER: usize = 64 * 1024;
+const SEND_CHUNK: usize = 64 * 1024;
+
+type Handshake =
+    Pin<Box<dyn Future<Output = Result<(SendRequest<Bytes>, Connection<H2Io, Bytes>), h2::Error>>>>;
+
+enum State {
+    Handshaking(Handshake),
+    Open(SendRequest<Bytes>, Connection<H2Io, Bytes>),
+    Closed,
+}
+
+struct Stream {
+    exchange: ExchangeRef,
+    response: Option<ResponseFuture>,
+    upload: Option<(SendStream<Bytes>, Body)>,
+    recv: Option<RecvStream>,
+    body: Option<BodySender>,
+    started: Instant,
+}
+
+impl Stream {
+    fn finished(&self) -> bool {
+        self.response.is_none() && self.upload.is_none() && self.recv.is_none()
+    }
+}
+
+/// One HTTP/2 connection to an origin.
+pub(crate) struct H2Client<T: Transport> {
+    transport: Option<T>,
+    pipes: H2Pipes,
+    state: State,
+    pending: VecDeque<ExchangeRef>,
+    streams: Vec<Stream>,
+    scheme: &'static str,
+    authority: String,
+    idle_since: Option<Instant>,
+}
+
+impl<T: Transport> H2Client<T> {
+    pub(crate) fn new(transport: T, target: &Target) -> Self {
+        let (pipes, io) = H2Pipes::new();
+        let mut builder = h2::client::Builder::new();
+        builder
+            .initial_window_size(256 * 1024)
+            .initial_connection_window_size(1024 * 1024)
+            .max_send_buffer_size(64 * 1024)
+            .enable_push(false);
+        let handshake: Handshake = Box::pin(async move { builder.handshake(io).await });
+        H2Client {
+            transport: Some(transport),
+            pipes,
+            state: State::Handshaking(handshake),
+            pending: VecDeque::new(),
+            streams: Vec::new(),
+            scheme: match target.scheme {
+                Scheme::Http => "http",
+                Scheme::Https => "https",
+            },
+            authority: target.authority(),
+            idle_since: None,
+        }
+    }
+
+    /// True while new requests can be sent on this connection.
+    pub(crate) fn accepts_streams(&self) -> bool {
+        !matches!(self.state, State::Closed) && self.transport.is_some()
+    }
+
+    /// Queues a request.
+    pub(crate) fn push(&mut self, exchange: ExchangeRef) {
+        self.idle_since = None;
+        self.pending.push_back(exchange);
+    }
+
+    /// When the idle timer fires (only without requests).
+    pub(crate) fn deadline(&self, _now: Instant, idle: Duration) -> Option<Instant> {
+        self.idle_since.map(|since| since + idle.into())
+    }
+
+    /// Fails requests that waited longer than `limit` for their response head.
+    pub(crate) fn expire(&mut self, now: Instant, limit: Duration) -> bool {
+        let mut any = false;
+        for stream in &mut self.streams {
+            if stream.response.is_some() && now >= stream.started + limit.into() {
+                stream.response = None;
+                stream.upload = None;
+                stream
+                    .exchange
+                    .borrow_mut()
+                    .fail(ClientError::Timeout(limit));
+                any = true;
+            }
+        }
+        any
+    }
+
+    pub(crate) fn close(&mut self, stack: &mut Stack) {
+        self.fail_all(&ClientError::Connection("client shut down".into()));
+        if let Some(t) = self.transport.take() {
+            t.close(stack);
+        }
+    }
+
+    fn fail_all(&mut self, error: &ClientError) {
+        for ex in self.pending.drain(..) {
+            ex.borrow_mut().fail(error.clone());
+        }
+        for s in self.streams.drain(..) {
+            if let Some(body) = &s.body {
+                body.fail(crate::service::BodyError::Incomplete(error.to_string()));
+            }
+            s.exchange.borrow_mut().fail(error.clone());
+        }
+    }
+
+    /// Does the work that is ready. `Ok(false)` when the connection is finished.
+    pub(crate) fn drive(
+        &mut self,
+        stack: &mut Stack,
+        cx: &mut Context<'_>,
+        now: Instant,
+    ) -> Result<bool, ClientError> {
+        for _ in 0..TURNS {
+            let Some(transport) = self.transport.as_mut() else {
+                return Ok(false);
+            };
+            let mut progress = false;
+            if self.pipes.rx_room() > 0 && !self.pipes.rx_eof() {
+                let pipes = &self.pipes;
+                let mut taken = 0;
+                let status = transport.read_with(stack, &mut |data| {
+                    let n = pipes.push_rx(data);
+                    taken += n;
+                    n
+                });
+                progress |= taken > 0;
+                match status {
+                    Ok(ReadStatus::Eof) => {
+                        self.pipes.set_rx_eof();
+                        progress = true;
+                    }
+                    Ok(_) => {}
+                    Err(e) => return self.fail(stack, ClientError::Connection(e.to_string())),
+                }
+            }
+            match self.poll_h2(cx, now) {
+                Ok(p) => progress |= p,
+                Err(e) => return self.fail(stack, e),
+            }
+            let Some(transport) = self.transport.as_mut() else {
+                return Ok(false);
+            };
+            let mut failed = None;
+            let written = self
+                .pipes
+                .drain_tx(&mut |data| match transport.write(stack, data) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        failed = Some(e);
+                        0
+                    }
+                });
+            progress |= written > 0;
+            if let Some(e) = failed {
+                return self.fail(stack, ClientError::Connection(e.to_string()));
+            }
+            if matches!(self.state, State::Closed) {
+                self.fail_all(&ClientError::Connection(
+                    "the server closed the HTTP/2 connection".into(),
+                ));
+                if let Some(t) = self.transport.take() {
+                    t.close(stack);
+                }
+                return Ok(false);
+            }
+            if !progress {
+                break;
+            }
+        }
+        if self.streams.is_empty() && self.pending.is_empty() {
+            let since = *self.idle_since.get_or_insert(now);
+            let _ = since;
+        } else {
+            self.idle_since = None;
+        }
+        if let Some(t) = self.transport.as_mut() {
+            let write = self.pipes.tx_pending() > 0;
+            t.register(stack, cx.waker(), true, write);
+        }
+        Ok(true)
+    }
+
+    /// Closes after an idle period; called when the idle timer fired.
+    pub(crate) fn idle_expired(&self, now: Instant, idle: Duration) -> bool {
+        self.idle_since
+            .is_some_and(|since| now >= since + idle.into())
+    }
+
+    fn fail(&mut self, stack: &mut Stack, error: ClientError) -> Result<bool, ClientError> {
+        self.fail_all(&error);
+        self.state = State::Closed;
+        if let Some(t) = self.transport.take() {
+            t.abort(stack);
+        }
+        Err(error)
+    }
+
+    fn poll_h2(&mut self, cx: &mut Context<'_>, now: Instant) -> Result<bool, ClientError> {
+        let mut progress = false;
+        if let State::Handshaking(handshake) = &mut self.state {
+            match handshake.as_mut().poll(cx) {
+                Poll::Pending => return Ok(false),
+                Poll::Ready(Ok((send, conn))) => {
+                    self.state = State::Open(send, conn);
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    return Err(ClientError::Protocol(format!("HTTP/2 handshake: {e}")))
+                }
+            }
+        }
+        let State::Open(send, conn) = &mut self.state else {
+            return Ok(progress);
+        };
+        // The connection future reads and writes frames.
+        match Pin::new(&mut *conn).poll(cx) {
+            Poll::Ready(Ok(())) => {
+                self.state = State::Closed;
+                return Ok(true);
+            }
+            Poll::Ready(Err(e)) => return Err(ClientError::Protocol(e.to_string())),
+            Poll::Pending => {}
+        }
+        // New requests, as long as the server allows more streams.
+        while !self.pending.is_empty() {
+            match send.poll_ready(cx) {
+                Poll::Pending => break,
+                Poll::Ready(Err(e)) => return Err(ClientError::Protocol(e.to_string())),
+                Poll::Ready(Ok(())) => {}
+            }
+            let Some(exchange) = self.pending.pop_front() else {
+                break;
+            };
+            progress = true;
+            let request = exchange.borrow_mut().request.take();
+            let Some(request) = request else { continue };
+            let (mut parts, body) = request.into_parts();
+            let path = parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/".to_string(), |p| p.to_string());
+            let uri = format!("{}://{}{}", self.scheme, self.authority, path);
+            match uri.parse::<Uri>() {
+                Ok(uri) => parts.uri = uri,
+                Err(e) => {
+                    exchange
+                        .borrow_mut()
+                        .fail(ClientError::Protocol(format!("bad request URI: {e}")));
+                    continue;
+                }
+            }
+            parts.version = http::Version::HTTP_2;
+            parts.headers.remove(HOST);
+            for name in CONNECTION_HEADERS {
+                parts.headers.remove(HeaderName::from_static(name));
+            }
+            let len = body.len();
+            if let Some(len) = len.filter(|&l| l > 0) {
+                parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+            }
+            let end = len == Some(0);
+            match send.send_request(Request::from_parts(parts, ()), end) {
+                Ok((response, upload)) => self.streams.push(Stream {
+                    exchange,
+                    response: Some(response),
+                    upload: (!end).then_some((upload, body)),
+                    recv: None,
+                    body: None,
+                    started: now,
+                }),
+                Err(e) => exchange
+                    .borrow_mut()
+                    .fail(ClientError::Protocol(e.to_string())),
+            }
+        }
+        for stream in &mut self.streams {
+            progress |= advance(stream, cx);
+        }
+        self.streams.retain(|s| !s.finished());
+        if progress {
+            // Push out frames the streams queued.
+            if let State::Open(_, conn) = &mut self.state {
+                if let Poll::Ready(Err(e)) = Pin::new(conn).poll(cx) {
+                    return Err(ClientError::Protocol(e.to_string()));
+                }
+            }
+        }
+        Ok(progress)
+    }
+}
+
+fn advance(stream: &mut Stream, cx: &mut Context<'_>) -> bool {
+    let mut progress = false;
+    // Upload the request body within the send window.
+    if let Some((send, body)) = stream.upload.as_mut() {
+        loop {
+            if send.capacity() == 0 {
+                send.reserve_capacity(SEND_CHUNK);
+                match send.poll_capacity(cx) {
+                    Poll::Ready(Some(Ok(n))) if n > 0 => {}
+                    Poll::Ready(Some(Ok(_))) | Poll::Pending => break,
+                    Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
+                        stream.upload = None;
+                        break;
+                    }
+                }
+            }
+            match body.poll_chunk(cx, send.capacity()) {
+                Poll::Pending => break,
+                Poll::Ready(Some(Ok(chunk))) => {
+                    progress = true;
+                    if send.send_data(chunk, false).is_err() {
+                        stream.upload = None;
+                        break;
+                    }
+                }
+                Poll::Ready(None) => {
+                    progress = true;
+                    let _ = send.send_data(Bytes::new(), true);
+                    stream.upload = None;
+                    break;
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    progress = true;
+                    send.send_reset(h2::Reason::CANCEL);
+                    stream
+                        .exchange
+                        .borrow_mut()
+                        .fail(ClientError::Protocol(format!("request body: {e}")));
+                    stream.upload = None;
+                    stream.response = None;
+                    break;
+                }
+            }
+        }
+    }
+    // The response head.
+    if let Some(response) = stream.response.as_mut() {
+        match Pin::new(response).poll(cx) {
+            Poll::Pending => {}
+            Poll::Ready(Err(e)) => {
+                progress = true;
+                stream.response = None;
+                stream
+                    .exchange
+                    .borrow_mut()
+                    .fail(ClientError::Protocol(e.to_string()));
+            }
+            Poll::Ready(Ok(response)) => {
+                progress = true;
+                stream.response = None;
+                let (parts, recv) = response.into_parts();
+                let declared = parts
+                    .headers
+                    .get(CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                let ended = recv.is_end_stream();
+                let (sender, body) = request_body(if ended { Some(0) } else { declared });
+                if ended {
+                    sender.finish();
+                } else {
+                    stream.recv = Some(recv);
+                    stream.body = Some(sender);
+                }
+                stream
+                    .exchange
+                    .borrow_mut()
+                    .respond(Ok(Response::from_parts(parts, body)));
+            }
+        }
+    }
+    // The response body, released to the server only as it goes into the bounded pipe.
+    while let (Some(recv), Some(sender)) = (stream.recv.as_mut(), stream.body.as_ref()) {
+        if sender.buffered() >= STREAM_BODY_BUFFER {
+            sender.park(cx.waker());
+            break;
+        }
+        match recv.poll_data(cx) {
+            Poll::Ready(Some(Ok(data))) => {
+                progress = true;
+                let n = data.len();
+                sender.push(data);
+                let _ = recv.flow_control().release_capacity(n);
+            }
+            Poll::Ready(Some(Err(e))) => {
+                progress = true;
+                sender.fail(crate::service::BodyError::Incomplete(e.to_string()));
+                stream.recv = None;
+            }
+            Poll::Ready(None) => {
+                progress = true;
+                sender.finish();
+                stream.recv = None;
+            }
+            Poll::Pending => break,
+        }
+    }
+    progress
+}

@@ -1,0 +1,553 @@
+//! The client side (paf's other half): connect through the userspace stack, optionally wrap
+//! the connection in TLS, and speak HTTP/1.1 or HTTP/2 (chosen by ALPN, or h2c with prior
+//! knowledge on cleartext).
+//!
+//! [`Client`] is an [`Application`]: it runs in the same event loop as everything else.
+//! [`Client::send`] queues a request and returns a [`ResponseFuture`]; the response body
+//! arrives as a [`ResponseBody`] stream with backpressure. HTTP/1.1 connections are kept
+//! alive and reused for later requests to the same origin; HTTP/2 requests to an origin
+//! share one connection as concurrent streams.
+
+pub mod fetch;
+mod h2;
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use http::{Request, Response, Uri};
+use slab::Slab;
+use smoltcp::socket::tcp::State;
+use smoltcp::time::Instant;
+use smoltcp::wire::{IpAddress, IpEndpoint};
+
+use crate::runtime::wake::{ConnWaker, ReadyQueue};
+use crate::runtime::Application;
+use crate::service::body::BodySender;
+use crate::service::{Body, ResponseBody};
+use crate::stack::{Stack, StackError};
+use crate::transport::any::AnyStream;
+use crate::transport::tcp::TcpStream;
+use crate::transport::Transport;
+
+use self::h2::H2Client;
+
+/// Errors a request can end with.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ClientError {
+    /// The URL cannot be fetched (no host, unknown scheme, ...).
+    #[error("bad URL {url}: {reason}")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The stack could not open a connection.
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// The server refused the connection (RST to our SYN).
+    #[error("connection refused by {0}")]
+    Refused(IpEndpoint),
+    /// No answer to the handshake in time (host unreachable or silent).
+    #[error("connection to {0} timed out")]
+    ConnectTimeout(IpEndpoint),
+    /// The TLS handshake failed (bad certificate, no common ALPN protocol, ...).
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The connection was reset or closed before the response was complete.
+    #[error("connection lost: {0}")]
+    Connection(String),
+    /// The server's response broke the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The whole request took longer than allowed.
+    #[error("request timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// Which HTTP version to speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Version {
+    /// HTTP/2 when the server offers it by ALPN, otherwise HTTP/1.1 (cleartext: HTTP/1.1).
+    #[default]
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only (ALPN `h2` over TLS; prior knowledge on cleartext).
+    Http2,
+}
+
+/// Client settings.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The HTTP version to use.
+    pub version: Version,
+    /// Time allowed for the TCP handshake.
+    pub connect_timeout: Duration,
+    /// Time allowed for a whole request (until the response head); `None`: no limit.
+    pub request_timeout: Option<Duration>,
+    /// HTTP/1.1 connections per origin at most.
+    pub max_connections_per_origin: usize,
+    /// How long an idle keep-alive connection is kept for reuse.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            version: Version::Auto,
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: None,
+            max_connections_per_origin: 6,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `http` or `https`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scheme {
+    /// Cleartext.
+    Http,
+    /// TLS.
+    Https,
+}
+
+/// Where a request goes: the origin (scheme, host, port) and the address it resolved to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// `http` or `https`.
+    pub scheme: Scheme,
+    /// Host name (for Host/`:authority` and TLS SNI).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// The address to connect to.
+    pub addr: IpAddress,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        write!(f, "{scheme}://{}:{} ({})", self.host, self.port, self.addr)
+    }
+}
+
+impl Target {
+    /// The origin of an absolute URL, connecting to `addr`.
+    pub fn from_uri(uri: &Uri, addr: IpAddress) -> Result<Target, ClientError> {
+        let bad = |reason: &str| ClientError::BadUrl {
+            url: uri.to_string(),
+            reason: reason.to_string(),
+        };
+        let scheme = match uri.scheme_str() {
+            Some("http") => Scheme::Http,
+            Some("https") => Scheme::Https,
+            Some(other) => return Err(bad(&format!("unsupported scheme '{other}'"))),
+            None => return Err(bad("no scheme (http:// or https://)")),
+        };
+        let host = uri.host().ok_or_else(|| bad("no host"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(match scheme {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        });
+        Ok(Target {
+            scheme,
+            host,
+            port,
+            addr,
+        })
+    }
+
+    /// The host as an IP address, when the URL names one directly.
+    pub fn literal_addr(uri: &Uri) -> Option<IpAddress> {
+        let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
+        host.parse::<std::net::IpAddr>().ok().map(IpAddress::from)
+    }
+
+    fn endpoint(&self) -> IpEndpoint {
+        IpEndpoint::new(self.addr, self.port)
+    }
+
+    /// The `authority` of requests to this target.
+    fn authority(&self) -> String {
+        let default = match self.scheme {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// What a request turns into, shared between the client and the [`ResponseFuture`].
+pub(crate) struct Exchange {
+    pub(crate) request: Option<Request<Body>>,
+    pub(crate) target: Target,
+    pub(crate) result: Option<Result<Response<ResponseBody>, ClientError>>,
+    pub(crate) waker: Option<Waker>,
+    /// Set once the response head was delivered.
+    pub(crate) answered: bool,
+    pub(crate) body: Option<BodySender>,
+}
+
+pub(crate) type ExchangeRef = Rc<RefCell<Exchange>>;
+
+impl Exchange {
+    pub(crate) fn respond(&mut self, result: Result<Response<ResponseBody>, ClientError>) {
+        if self.answered {
+            return;
+        }
+        self.answered = true;
+        self.result = Some(result);
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Fails the exchange: the response, or its body if the head was already delivered.
+    pub(crate) fn fail(&mut self, error: ClientError) {
+        if let Some(body) = self.body.take() {
+            body.fail(crate::service::BodyError::Incomplete(error.to_string()));
+        }
+        self.respond(Err(error));
+    }
+}
+
+/// The response to a request sent with [`Client::send`].
+pub struct ResponseFuture {
+    exchange: ExchangeRef,
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("target", &self.exchange.borrow().target)
+            .finish()
+    }
+}
+
+impl ResponseFuture {
+    /// The response, if it arrived (without a waker; for polling loops).
+    pub fn try_take(&mut self) -> Option<Result<Response<ResponseBody>, ClientError>> {
+        self.exchange.borrow_mut().result.take()
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<ResponseBody>, ClientError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut ex = self.exchange.borrow_mut();
+        match ex.result.take() {
+            Some(result) => Poll::Ready(result),
+            None => {
+                ex.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// A connection's protocol engine.
+enum Engine {
+    /// TCP handshake in progress.
+    Connecting(Option<TcpStream>),
+    H2(Box<H2Client<AnyStream>>),
+}
+
+struct Conn {
+    target: Target,
+    engine: Engine,
+    waker: Arc<ConnWaker>,
+    since: Instant,
+    timer: Option<Instant>,
+}
+
+/// An HTTP client on a stack.
+pub struct Client {
+    config: ClientConfig,
+    conns: Slab<Conn>,
+    ready: Arc<ReadyQueue>,
+    queue: Vec<ExchangeRef>,
+    timers: BTreeSet<(Instant, usize)>,
+    now: Instant,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("connections", &self.conns.len())
+            .field("queued", &self.queue.len())
+            .finish()
+    }
+}
+
+impl Client {
+    /// A client with the given settings.
+    pub fn new(config: ClientConfig) -> Self {
+        Client {
+            config,
+            conns: Slab::new(),
+            ready: ReadyQueue::new(),
+            queue: Vec::new(),
+            timers: BTreeSet::new(),
+            now: Instant::from_micros(0),
+        }
+    }
+
+    /// Queues `request` for `target`. The request's URI may be a path or an absolute URL;
+    /// Host (HTTP/1.1) or `:authority` (HTTP/2) come from the target.
+    pub fn send(&mut self, target: &Target, request: Request<Body>) -> ResponseFuture {
+        let exchange = Rc::new(RefCell::new(Exchange {
+            request: Some(request),
+            target: target.clone(),
+            result: None,
+            waker: None,
+            answered: false,
+            body: None,
+        }));
+        self.queue.push(exchange.clone());
+        ResponseFuture { exchange }
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    fn open(
+        &mut self,
+        stack: &mut Stack,
+        target: &Target,
+        now: Instant,
+    ) -> Result<(), ClientError> {
+        let handle = stack.connect(target.endpoint()).map_err(|e| match e {
+            StackError::Connect { .. } => ClientError::Connect(e.to_string()),
+            other => ClientError::Connect(other.to_string()),
+        })?;
+        let entry = self.conns.vacant_entry();
+        let waker = ConnWaker::new(entry.key(), &self.ready);
+        waker.wake_now();
+        entry.insert(Conn {
+            target: target.clone(),
+            engine: Engine::Connecting(Some(TcpStream::new(handle))),
+            waker,
+            since: now,
+            timer: None,
+        });
+        Ok(())
+    }
+
+    /// Hands queued requests to connections, opening connections as needed.
+    fn dispatch(&mut self, stack: &mut Stack, now: Instant) -> bool {
+        let mut progress = false;
+        let queue = std::mem::take(&mut self.queue);
+        for exchange in queue {
+            let target = exchange.borrow().target.clone();
+            // An established HTTP/2 connection to the origin takes every request.
+            let h2 = self
+                .conns
+                .iter_mut()
+                .find_map(|(_, c)| match &mut c.engine {
+                    Engine::H2(h2) if c.target == target && h2.accepts_streams() => {
+                        Some((h2, &c.waker))
+                    }
+                    _ => None,
+                });
+            if let Some((h2, waker)) = h2 {
+                h2.push(exchange);
+                waker.wake_now();
+                progress = true;
+                continue;
+            }
+            let connecting = self
+                .conns
+                .iter()
+                .any(|(_, c)| c.target == target && matches!(c.engine, Engine::Connecting(_)));
+            if !connecting {
+                if let Err(e) = self.open(stack, &target, now) {
+                    exchange.borrow_mut().fail(e);
+                    progress = true;
+                    continue;
+                }
+                progress = true;
+            }
+            self.queue.push(exchange);
+        }
+        progress
+    }
+
+    fn fail_queued(&mut self, target: &Target, error: &ClientError) {
+        self.queue.retain(|ex| {
+            let mut ex = ex.borrow_mut();
+            if &ex.target == target {
+                ex.fail(error.clone());
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn drive(&mut self, stack: &mut Stack, key: usize, now: Instant) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        conn.waker.clear();
+        let waker = conn.waker.waker();
+        let mut cx = Context::from_waker(&waker);
+        if let Some(old) = conn.timer.take() {
+            self.timers.remove(&(old, key));
+        }
+        let mut failure = None;
+        let mut closed = false;
+        if let Engine::Connecting(stream) = &mut conn.engine {
+            let state = stream
+                .as_ref()
+                .map(|s| stack.socket_ref(s.handle()).state());
+            match state {
+                Some(State::SynSent) | Some(State::SynReceived) => {
+                    if now >= conn.since + self.config.connect_timeout.into() {
+                        failure = Some(ClientError::ConnectTimeout(conn.target.endpoint()));
+                    } else if let Some(s) = stream.as_mut() {
+                        s.register(stack, &waker, true, true);
+                        let at = conn.since + self.config.connect_timeout.into();
+                        conn.timer = Some(at);
+                        self.timers.insert((at, key));
+                    }
+                }
+                Some(State::Closed) | None => {
+                    failure = Some(ClientError::Refused(conn.target.endpoint()))
+                }
+                Some(_) => {
+                    // Established: pick the protocol.
+                    if let Some(s) = stream.take() {
+                        let h2 = H2Client::new(AnyStream::from(s), &conn.target);
+                        conn.engine = Engine::H2(Box::new(h2));
+                    }
+                }
+            }
+        }
+        if let Some(error) = failure {
+            if let Engine::Connecting(Some(s)) =
+                std::mem::replace(&mut conn.engine, Engine::Connecting(None))
+            {
+                s.abort(stack);
+            }
+            let target = conn.target.clone();
+            self.conns.remove(key);
+            self.fail_queued(&target, &error);
+            return true;
+        }
+        // Newly ready HTTP/2 connections take the queue at once.
+        if let Engine::H2(h2) = &mut conn.engine {
+            if h2.idle_expired(now, self.config.idle_timeout) {
+                h2.close(stack);
+                self.conns.remove(key);
+                return true;
+            }
+            let target = conn.target.clone();
+            let mut rest = Vec::new();
+            for ex in std::mem::take(&mut self.queue) {
+                if ex.borrow().target == target && h2.accepts_streams() {
+                    h2.push(ex);
+                } else {
+                    rest.push(ex);
+                }
+            }
+            self.queue = rest;
+            match h2.drive(stack, &mut cx, now) {
+                Ok(true) => {}
+                Ok(false) => closed = true,
+                Err(e) => {
+                    failure = Some(e);
+                    closed = true;
+                }
+            }
+            if !closed {
+                if let Some(at) = h2.deadline(now, self.config.idle_timeout) {
+                    conn.timer = Some(at);
+                    self.timers.insert((at, key));
+                }
+            }
+        }
+        if closed {
+            let conn = self.conns.remove(key);
+            if let Some(error) = failure {
+                self.fail_queued(&conn.target, &error);
+            }
+        }
+        true
+    }
+}
+
+impl Application for Client {
+    fn poll(&mut self, stack: &mut Stack, now: Instant) -> bool {
+        self.now = now;
+        let mut progress = self.dispatch(stack, now);
+        while let Some(&(at, key)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(conn) = self.conns.get(key) {
+                conn.waker.wake_now();
+            }
+        }
+        for key in self.ready.drain() {
+            progress |= self.drive(stack, key, now);
+        }
+        // Requests past their deadline.
+        let timeout = self.config.request_timeout;
+        for (_, conn) in self.conns.iter_mut() {
+            if let (Engine::H2(h2), Some(limit)) = (&mut conn.engine, timeout) {
+                progress |= h2.expire(now, limit);
+            }
+        }
+        progress
+    }
+
+    fn poll_at(&self, _now: Instant) -> Option<Instant> {
+        if !self.ready.is_empty() || !self.queue.is_empty() {
+            return Some(Instant::from_micros(0));
+        }
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    fn shutdown(&mut self, stack: &mut Stack, _now: Instant) {
+        for conn in self.conns.drain() {
+            match conn.engine {
+                Engine::Connecting(Some(s)) => s.abort(stack),
+                Engine::Connecting(None) => {}
+                Engine::H2(mut h2) => h2.close(stack),
+            }
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.conns.is_empty() && self.queue.is_empty()
+    }
+}

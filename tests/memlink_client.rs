@@ -1,0 +1,211 @@
+//! tapir's client against tapir's server over the in-memory link.
+
+mod common;
+
+use common::{config, linked, CLIENT_IP, SERVER_IP};
+use http::{Method, Request, Response};
+use sha2::{Digest, Sha256};
+use smoltcp::time::Duration;
+use smoltcp::wire::IpAddress;
+use tapir::client::fetch::{Fetch, Job, Outcome, Sink};
+use tapir::client::{Client, ClientConfig, Scheme, Target, Version};
+use tapir::device::memlink::{LinkConfig, MemDevice};
+use tapir::runtime::sim::{Node, Sim, SimNode};
+use tapir::service::builtin::{Builtin, PATTERN};
+use tapir::service::server::StatsHandle;
+use tapir::service::{Body, ConnInfo, ResponseBody, Server, ServerConfig};
+
+/// Hashes a response body.
+#[derive(Default)]
+struct Hash {
+    sha: Sha256,
+    version: Option<http::Version>,
+}
+
+impl Sink for Hash {
+    fn head(&mut self, response: &Response<ResponseBody>) {
+        self.version = Some(response.version());
+    }
+    fn data(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.sha.update(data);
+        Ok(())
+    }
+}
+
+fn pattern_sha(n: usize) -> [u8; 32] {
+    let bytes: Vec<u8> = (0..n).map(|i| PATTERN[i % PATTERN.len()]).collect();
+    Sha256::digest(&bytes).into()
+}
+
+fn target(scheme: Scheme, port: u16) -> Target {
+    Target {
+        scheme,
+        host: SERVER_IP.to_string(),
+        port,
+        addr: IpAddress::Ipv4(SERVER_IP),
+    }
+}
+
+type Srv =
+    Server<Box<dyn Fn(http::Request<tapir::service::RequestBody>, &ConnInfo) -> Response<Body>>>;
+
+/// Runs `jobs` from a tapir client against a tapir server with the built-in site.
+fn fetch(
+    link: LinkConfig,
+    client_config: ClientConfig,
+    jobs: Vec<Job<Hash>>,
+    parallel: bool,
+) -> (Node<MemDevice, Fetch<Hash>>, Node<MemDevice, Srv>) {
+    let mut sim = Sim::new();
+    let (mut s_stack, s_dev, c_stack, c_dev) = linked(
+        link,
+        config(SERVER_IP, 2, 21),
+        config(CLIENT_IP, 1, 22),
+        &sim,
+    );
+    let stats = StatsHandle::default();
+    let builtin = Builtin::new(stats.clone());
+    let handler: Box<dyn Fn(_, &ConnInfo) -> Response<Body>> =
+        Box::new(move |req, info: &ConnInfo| builtin.handle(req, info));
+    let mut server = Server::with_stats(handler, ServerConfig::default(), stats);
+    server.bind_http(&mut s_stack, 80).unwrap();
+    let app = Fetch::new(Client::new(client_config), jobs, parallel);
+    let mut server = Node::new(s_stack, s_dev, server);
+    let mut client = Node::new(c_stack, c_dev, app);
+    sim.run_until(
+        &mut [&mut server as &mut dyn SimNode, &mut client],
+        Duration::from_secs(900),
+        |nodes| nodes[1].finished(),
+    )
+    .expect("all jobs finish");
+    (client, server)
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+#[test]
+fn h2c_hundred_concurrent_requests_share_one_connection() {
+    let config = ClientConfig {
+        version: Version::Http2,
+        ..ClientConfig::default()
+    };
+    let jobs = (0..100)
+        .map(|i| {
+            Job::new(
+                target(Scheme::Http, 80),
+                get(&format!("/bytes/{}", 1000 + i)),
+                Hash::default(),
+            )
+        })
+        .collect();
+    let (client, server) = fetch(LinkConfig::default(), config, jobs, true);
+    assert!(
+        client.app.failures().is_empty(),
+        "{:?}",
+        client.app.failures()
+    );
+    for (i, job) in client.app.jobs.iter().enumerate() {
+        assert_eq!(
+            job.outcome,
+            Some(Outcome::Done {
+                status: http::StatusCode::OK,
+                bytes: 1000 + i as u64
+            })
+        );
+        assert_eq!(job.sink.version, Some(http::Version::HTTP_2));
+        assert_eq!(
+            <[u8; 32]>::from(job.sink.sha.clone().finalize()),
+            pattern_sha(1000 + i)
+        );
+    }
+    let stats = server.app.stats_handle().get();
+    assert_eq!(stats.requests_http2, 100);
+    assert_eq!(
+        stats.connections_total, 1,
+        "one HTTP/2 connection carried every request"
+    );
+}
+
+#[test]
+fn h2c_64_mib_download_through_loss_and_reordering() {
+    let link = LinkConfig {
+        loss: 0.02,
+        reorder: 0.02,
+        latency: Duration::from_micros(100),
+        seed: 77,
+        ..LinkConfig::default()
+    };
+    let config = ClientConfig {
+        version: Version::Http2,
+        ..ClientConfig::default()
+    };
+    let n = 64 * 1024 * 1024;
+    let jobs = vec![Job::new(
+        target(Scheme::Http, 80),
+        get(&format!("/bytes/{n}")),
+        Hash::default(),
+    )];
+    let (client, _) = fetch(link, config, jobs, false);
+    assert!(
+        client.app.failures().is_empty(),
+        "{:?}",
+        client.app.failures()
+    );
+    let job = &client.app.jobs[0];
+    assert_eq!(
+        job.outcome,
+        Some(Outcome::Done {
+            status: http::StatusCode::OK,
+            bytes: n as u64
+        })
+    );
+    assert_eq!(
+        <[u8; 32]>::from(job.sink.sha.clone().finalize()),
+        pattern_sha(n)
+    );
+}
+
+#[test]
+fn h2c_upload_is_echoed() {
+    let config = ClientConfig {
+        version: Version::Http2,
+        ..ClientConfig::default()
+    };
+    let mut data = vec![0u8; 8 * 1024 * 1024];
+    fastrand::Rng::with_seed(3).fill(&mut data);
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/echo")
+        .body(Body::from(data.clone()))
+        .unwrap();
+    let jobs = vec![Job::new(target(Scheme::Http, 80), request, Hash::default())];
+    let (client, _) = fetch(LinkConfig::default(), config, jobs, false);
+    assert!(
+        client.app.failures().is_empty(),
+        "{:?}",
+        client.app.failures()
+    );
+    assert_eq!(
+        client.app.jobs[0].sink.sha.clone().finalize(),
+        Sha256::digest(&data)
+    );
+}
+
+#[test]
+fn refused_connection_is_a_clear_error() {
+    let config = ClientConfig {
+        version: Version::Http2,
+        ..ClientConfig::default()
+    };
+    let jobs = vec![Job::new(
+        target(Scheme::Http, 81),
+        get("/"),
+        Hash::default(),
+    )];
+    let (client, _) = fetch(LinkConfig::default(), config, jobs, false);
+    let failures = client.app.failures();
+    assert_eq!(failures.len(), 1);
+    assert!(failures[0].1.contains("refused"), "{failures:?}");
+}
