@@ -32,7 +32,7 @@ type Handshake =
 
 enum State {
     Handshaking(Handshake),
-    Open(SendRequest<Bytes>, Connection<H2Io, Bytes>),
+    Open(Box<(SendRequest<Bytes>, Connection<H2Io, Bytes>)>),
     Closed,
 }
 
@@ -238,7 +238,7 @@ impl<T: Transport> H2Client<T> {
             match handshake.as_mut().poll(cx) {
                 Poll::Pending => return Ok(false),
                 Poll::Ready(Ok((send, conn))) => {
-                    self.state = State::Open(send, conn);
+                    self.state = State::Open(Box::new((send, conn)));
                     progress = true;
                 }
                 Poll::Ready(Err(e)) => {
@@ -246,9 +246,10 @@ impl<T: Transport> H2Client<T> {
                 }
             }
         }
-        let State::Open(send, conn) = &mut self.state else {
+        let State::Open(open) = &mut self.state else {
             return Ok(progress);
         };
+        let (send, conn) = &mut **open;
         // The connection future reads and writes frames.
         match Pin::new(&mut *conn).poll(cx) {
             Poll::Ready(Ok(())) => {
@@ -316,8 +317,8 @@ impl<T: Transport> H2Client<T> {
         self.streams.retain(|s| !s.finished());
         if progress {
             // Push out frames the streams queued.
-            if let State::Open(_, conn) = &mut self.state {
-                if let Poll::Ready(Err(e)) = Pin::new(conn).poll(cx) {
+            if let State::Open(open) = &mut self.state {
+                if let Poll::Ready(Err(e)) = Pin::new(&mut open.1).poll(cx) {
                     return Err(ClientError::Protocol(e.to_string()));
                 }
             }

@@ -1,9 +1,11 @@
 //! Transports: byte streams over the stack's TCP connections that the HTTP layer reads and
-//! writes without knowing what is underneath — plain TCP now, TLS around it later (paf's
+//! writes without knowing what is underneath — plain TCP, or TLS around it (paf's
 //! TCP and TLS "protocols").
 
 pub mod any;
+pub mod certs;
 pub mod tcp;
+pub mod tls;
 
 use std::task::Waker;
 
@@ -18,6 +20,10 @@ pub enum TransportError {
     /// Writing after our side was closed.
     #[error("connection closed for sending")]
     Closed,
+    /// TLS failed (a protocol error, a bad certificate, a handshake cut short); the alert
+    /// TLS calls for was queued to the peer.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// What a read found.
