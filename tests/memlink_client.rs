@@ -65,8 +65,7 @@ fn fetch(
     );
     let stats = StatsHandle::default();
     let builtin = Builtin::new(stats.clone());
-    let handler: Box<dyn Fn(_, &ConnInfo) -> Response<Body>> =
-        Box::new(move |req, info: &ConnInfo| builtin.handle(req, info));
+    let handler: BoxHandler = Box::new(move |req, info: &ConnInfo| builtin.handle(req, info));
     let mut server = Server::with_stats(handler, ServerConfig::default(), stats);
     server.bind_http(&mut s_stack, 80).unwrap();
     let app = Fetch::new(Client::new(client_config), jobs, parallel);
