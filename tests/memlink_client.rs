@@ -46,8 +46,9 @@ fn target(scheme: Scheme, port: u16) -> Target {
     }
 }
 
-type Srv =
-    Server<Box<dyn Fn(http::Request<tapir::service::RequestBody>, &ConnInfo) -> Response<Body>>>;
+type BoxHandler =
+    Box<dyn Fn(http::Request<tapir::service::RequestBody>, &ConnInfo) -> Response<Body>>;
+type Srv = Server<BoxHandler>;
 
 /// Runs `jobs` from a tapir client against a tapir server with the built-in site.
 fn fetch(
