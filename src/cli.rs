@@ -193,9 +193,43 @@ mod tests {
 /// HTTP service flags of `tapir serve`.
 #[derive(Debug, Args, Clone)]
 pub struct HttpArgs {
-    /// Port for cleartext HTTP (HTTP/1.1 and 1.0).
+    /// Port for cleartext HTTP (HTTP/1.1, 1.0, and HTTP/2 with prior knowledge).
     #[arg(long, default_value_t = 80, value_name = "PORT")]
     pub http: u16,
+
+    /// Port for HTTPS (HTTP/1.1 or HTTP/2, chosen by ALPN).
+    #[arg(long, default_value_t = 443, value_name = "PORT")]
+    pub https: u16,
+
+    /// Do not serve cleartext HTTP.
+    #[arg(long)]
+    pub no_http: bool,
+
+    /// Do not serve HTTPS.
+    #[arg(long)]
+    pub no_https: bool,
+
+    /// Certificate chain (PEM) for HTTPS [default: a self-signed certificate made at start
+    /// for the stack's addresses and localhost].
+    #[arg(long, value_name = "PEM", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// Private key (PEM: RSA, ECDSA or Ed25519) matching --cert.
+    #[arg(long, value_name = "PEM", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Write the self-signed certificate (PEM) here, for clients to trust (curl --cacert).
+    #[arg(long, value_name = "FILE", conflicts_with = "cert")]
+    pub save_cert: Option<PathBuf>,
+
+    /// ALPN protocols offered on HTTPS, in order of preference (h2, http/1.1, http/1.0).
+    #[arg(
+        long,
+        default_value = "h2,http/1.1",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
+    pub alpn: Vec<String>,
 
     /// Serve static files from this directory instead of the built-in site.
     #[arg(long, value_name = "DIR")]
@@ -235,10 +269,33 @@ pub struct HttpArgs {
 }
 
 impl HttpArgs {
+    /// The ALPN protocol identifiers, checked.
+    pub fn alpn_protocols(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+        let mut out = Vec::new();
+        for name in &self.alpn {
+            match name.as_str() {
+                "h2" | "http/1.1" | "http/1.0" => out.push(name.as_bytes().to_vec()),
+                other => {
+                    anyhow::bail!("--alpn: unknown protocol '{other}' (use h2, http/1.1, http/1.0)")
+                }
+            }
+        }
+        if out.is_empty() {
+            anyhow::bail!("--alpn needs at least one protocol");
+        }
+        Ok(out)
+    }
+
     /// The server configuration these flags describe.
     pub fn server_config(&self) -> anyhow::Result<tapir::service::ServerConfig> {
-        if self.http == 0 {
-            anyhow::bail!("--http 0 is not a port");
+        if self.no_http && self.no_https {
+            anyhow::bail!("--no-http and --no-https together leave nothing to serve");
+        }
+        if (!self.no_http && self.http == 0) || (!self.no_https && self.https == 0) {
+            anyhow::bail!("port 0 is not a port");
+        }
+        if !self.no_http && !self.no_https && self.http == self.https {
+            anyhow::bail!("--http and --https are both {}", self.http);
         }
         if self.max_pipelined == 0 || self.max_headers == 0 {
             anyhow::bail!("--max-pipelined and --max-headers must be at least 1");

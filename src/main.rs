@@ -18,6 +18,7 @@ use tapir::service::files::StaticFiles;
 use tapir::service::server::StatsHandle;
 use tapir::service::{Body, ConnInfo, Handler, RequestBody, Server};
 use tapir::stack::Stack;
+use tapir::transport::certs;
 
 use cli::NetArgs;
 
@@ -122,9 +123,53 @@ fn serve(stack: &mut Stack, http: &cli::HttpArgs) -> anyhow::Result<Server<impl 
         }
     };
     let mut server = Server::with_stats(handler, config, stats);
-    server.bind_http(stack, http.http)?;
-    tracing::info!("ready: HTTP on port {}", http.http);
+    if !http.no_http {
+        server.bind_http(stack, http.http)?;
+        tracing::info!("ready: HTTP on port {}", http.http);
+    }
+    if !http.no_https {
+        let tls = tls_config(stack, http)?;
+        server.bind_https(stack, http.https, tls)?;
+        tracing::info!(
+            "ready: HTTPS on port {} (ALPN {})",
+            http.https,
+            http.alpn.join(",")
+        );
+    }
     Ok(server)
+}
+
+/// The HTTPS configuration: the given certificate and key, or a self-signed certificate
+/// for the stack's addresses and localhost.
+fn tls_config(
+    stack: &Stack,
+    http: &cli::HttpArgs,
+) -> anyhow::Result<std::sync::Arc<rustls::ServerConfig>> {
+    let alpn = http.alpn_protocols()?;
+    let (chain, key) = match (&http.cert, &http.key) {
+        (Some(cert), Some(key)) => (certs::load_cert_chain(cert)?, certs::load_private_key(key)?),
+        _ => {
+            let ips: Vec<std::net::IpAddr> = stack
+                .addresses()
+                .iter()
+                .map(|cidr| std::net::IpAddr::from(cidr.address()))
+                .collect();
+            let generated = certs::self_signed(&["localhost".to_string()], &ips)?;
+            if let Some(path) = &http.save_cert {
+                std::fs::write(path, &generated.cert_pem)
+                    .with_context(|| format!("writing --save-cert {}", path.display()))?;
+                tracing::info!("self-signed certificate saved to {}", path.display());
+            }
+            (generated.chain, generated.key)
+        }
+    };
+    if let Some(leaf) = chain.first() {
+        tracing::info!(
+            "TLS certificate SHA-256 fingerprint {}",
+            certs::fingerprint_sha256(leaf)
+        );
+    }
+    Ok(certs::server_config(chain, key, &alpn)?)
 }
 
 /// Opens the TAP device (with a capture if asked), builds the stack and runs `make_app`'s

@@ -44,18 +44,7 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// What TLS negotiated for a connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsInfo {
-    /// Protocol version, like `TLSv1.3`.
-    pub version: String,
-    /// Cipher suite name.
-    pub cipher: String,
-    /// Server name the client asked for (SNI).
-    pub sni: Option<String>,
-    /// Application protocol chosen by ALPN.
-    pub alpn: Option<String>,
-}
+pub use crate::transport::tls::TlsInfo;
 
 /// What a handler knows about the connection a request came on.
 #[derive(Debug, Clone, PartialEq, Eq)]

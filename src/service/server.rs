@@ -26,7 +26,9 @@ use crate::http::H2_PREFACE;
 use crate::runtime::wake::{ConnWaker, ReadyQueue};
 use crate::runtime::Application;
 use crate::stack::{Stack, StackError, StackStats};
+use crate::transport::any::AnyStream;
 use crate::transport::tcp::TcpStream;
+use crate::transport::tls::ServerTls;
 use crate::transport::{ReadStatus, Transport};
 
 /// Settings of a server.
@@ -38,6 +40,8 @@ pub struct ServerConfig {
     pub h2: H2Config,
     /// On cleartext ports, recognise the HTTP/2 preface (h2c with prior knowledge).
     pub h2c: bool,
+    /// Time allowed for a TLS handshake.
+    pub tls_handshake_timeout: std::time::Duration,
     /// Value of the `Server` header (`None`: no header).
     pub server_header: Option<String>,
 }
@@ -48,6 +52,7 @@ impl Default for ServerConfig {
             h1: H1Config::default(),
             h2: H2Config::default(),
             h2c: true,
+            tls_handshake_timeout: std::time::Duration::from_secs(10),
             server_header: Some(concat!("tapir/", env!("CARGO_PKG_VERSION")).to_string()),
         }
     }
@@ -132,10 +137,18 @@ struct Sniff {
     since: Instant,
 }
 
+/// A TLS connection during its handshake; ALPN then picks the engine.
+struct TlsHandshake {
+    stream: Option<ServerTls>,
+    info: ConnInfo,
+    since: Instant,
+}
+
 enum Engine {
     Sniff(Sniff),
-    H1(Box<H1Conn<TcpStream>>),
-    H2(Box<H2Conn<TcpStream>>),
+    Tls(Box<TlsHandshake>),
+    H1(Box<H1Conn<AnyStream>>),
+    H2(Box<H2Conn<AnyStream>>),
 }
 
 /// What sniffing the first bytes decided.
@@ -181,10 +194,13 @@ struct Conn {
 }
 
 /// What kind of service a port offers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum PortKind {
-    /// Cleartext HTTP/1.1.
+    /// Cleartext HTTP/1.1 (and h2c with prior knowledge unless disabled).
     Http,
+    /// TLS; the client's ALPN choice among the configuration's protocols picks HTTP/1.1 or
+    /// HTTP/2 per connection.
+    Https(Arc<rustls::ServerConfig>),
 }
 
 /// An HTTP server on a stack.
@@ -232,10 +248,25 @@ impl<H: Handler> Server<H> {
 }
 
 impl<H: Handler + ?Sized> Server<H> {
-    /// Serves cleartext HTTP/1.1 on `port` of `stack`.
+    /// Serves cleartext HTTP/1.1 (and h2c) on `port` of `stack`.
     pub fn bind_http(&mut self, stack: &mut Stack, port: u16) -> Result<(), StackError> {
         stack.listen(port)?;
         self.ports.push((port, PortKind::Http));
+        Ok(())
+    }
+
+    /// Serves HTTPS on `port` of `stack` with `tls` (see
+    /// [`crate::transport::certs::server_config`]). With `h2` among the configuration's ALPN
+    /// protocols this is paf's ALPN service: each client's choice picks HTTP/2 or HTTP/1.1;
+    /// a client offering no ALPN gets HTTP/1.1.
+    pub fn bind_https(
+        &mut self,
+        stack: &mut Stack,
+        port: u16,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> Result<(), StackError> {
+        stack.listen(port)?;
+        self.ports.push((port, PortKind::Https(tls)));
         Ok(())
     }
 
@@ -261,7 +292,8 @@ impl<H: Handler + ?Sized> Server<H> {
 
     fn accept(&mut self, stack: &mut Stack, now: Instant) -> bool {
         let mut any = false;
-        for &(port, kind) in &self.ports {
+        for (port, kind) in &self.ports {
+            let port = *port;
             while let Some(handle) = stack.accept(port) {
                 any = true;
                 let socket = stack.socket_ref(&handle);
@@ -285,12 +317,24 @@ impl<H: Handler + ?Sized> Server<H> {
                         since: now,
                     }),
                     PortKind::Http => Engine::H1(Box::new(H1Conn::new(
-                        stream,
+                        AnyStream::from(stream),
                         self.h1.clone(),
                         info,
                         &[],
                         now,
                     ))),
+                    PortKind::Https(tls) => match ServerTls::accept(stream, tls.clone()) {
+                        Ok(tls) => Engine::Tls(Box::new(TlsHandshake {
+                            stream: Some(tls),
+                            info,
+                            since: now,
+                        })),
+                        Err(e) => {
+                            tracing::warn!("TLS setup failed: {}", e.error());
+                            e.into_tcp().abort(stack);
+                            continue;
+                        }
+                    },
                 };
                 let entry = self.conns.vacant_entry();
                 let waker = ConnWaker::new(entry.key(), &self.ready);
@@ -328,7 +372,7 @@ impl<H: Handler + ?Sized> Server<H> {
                 }
                 Sniffed::Http1 => sniff.stream.take().map(|s| {
                     Engine::H1(Box::new(H1Conn::new(
-                        s,
+                        AnyStream::from(s),
                         self.h1.clone(),
                         sniff.info.clone(),
                         &sniff.seen,
@@ -337,7 +381,7 @@ impl<H: Handler + ?Sized> Server<H> {
                 }),
                 Sniffed::Http2 => sniff.stream.take().map(|s| {
                     Engine::H2(Box::new(H2Conn::new(
-                        s,
+                        AnyStream::from(s),
                         &self.config.h2,
                         sniff.info.clone(),
                         &sniff.seen,
@@ -349,7 +393,64 @@ impl<H: Handler + ?Sized> Server<H> {
                 conn.engine = engine;
             }
         }
+        if let Engine::Tls(hs) = &mut conn.engine {
+            let expired = now >= hs.since + self.config.tls_handshake_timeout.into();
+            let result = match hs.stream.as_mut() {
+                Some(tls) => tls.drive_handshake(stack),
+                None => Ok(false),
+            };
+            match result {
+                Ok(true) => {
+                    if let Some(tls) = hs.stream.take() {
+                        let mut info = hs.info.clone();
+                        info.tls = tls.info();
+                        let h2 = tls.alpn_protocol() == Some(b"h2");
+                        let stream = AnyStream::from(tls);
+                        conn.engine = if h2 {
+                            Engine::H2(Box::new(H2Conn::new(
+                                stream,
+                                &self.config.h2,
+                                info,
+                                &[],
+                                now,
+                            )))
+                        } else {
+                            Engine::H1(Box::new(H1Conn::new(
+                                stream,
+                                self.h1.clone(),
+                                info,
+                                &[],
+                                now,
+                            )))
+                        };
+                    }
+                }
+                Ok(false) if !expired => {}
+                Ok(false) | Err(_) => {
+                    match &result {
+                        Err(e) => tracing::info!("{}: TLS handshake failed: {e}", hs.info.peer),
+                        _ => tracing::info!("{}: TLS handshake timed out", hs.info.peer),
+                    }
+                    self.shared.stats.borrow_mut().rejected += 1;
+                    if let Some(tls) = hs.stream.take() {
+                        // A graceful close lets the alert rustls queued reach the client.
+                        tls.close(stack);
+                    }
+                    self.conns.remove(key);
+                    return true;
+                }
+            }
+        }
         let (drive, deadline) = match &mut conn.engine {
+            Engine::Tls(hs) => {
+                if let Some(tls) = hs.stream.as_mut() {
+                    tls.register(stack, &waker, true, tls.has_pending_output());
+                }
+                (
+                    Drive::Open,
+                    Some(hs.since + self.config.tls_handshake_timeout.into()),
+                )
+            }
             Engine::Sniff(sniff) => {
                 if let Some(stream) = sniff.stream.as_mut() {
                     stream.register(stack, &waker, true, false);
@@ -423,8 +524,8 @@ impl<H: Handler + ?Sized> Application for Server<H> {
 
     fn shutdown(&mut self, stack: &mut Stack, _now: Instant) {
         self.accepting = false;
-        for &(port, _) in &self.ports {
-            stack.unlisten(port);
+        for (port, _) in &self.ports {
+            stack.unlisten(*port);
         }
         // Idle keep-alive connections close now; busy ones finish their requests first.
         // HTTP/2 connections get GOAWAY and end when their streams are done.
@@ -434,7 +535,7 @@ impl<H: Handler + ?Sized> Application for Server<H> {
             .filter_map(|(k, c)| {
                 c.waker.wake_now();
                 match &mut c.engine {
-                    Engine::Sniff(_) => Some(k),
+                    Engine::Sniff(_) | Engine::Tls(_) => Some(k),
                     Engine::H1(h1) => h1.is_idle().then_some(k),
                     Engine::H2(h2) => {
                         h2.shutdown();
@@ -452,6 +553,11 @@ impl<H: Handler + ?Sized> Application for Server<H> {
                 Engine::Sniff(mut sniff) => {
                     if let Some(stream) = sniff.stream.take() {
                         stream.close(stack);
+                    }
+                }
+                Engine::Tls(mut hs) => {
+                    if let Some(tls) = hs.stream.take() {
+                        tls.abort(stack);
                     }
                 }
                 Engine::H1(mut h1) => h1.close(stack),

@@ -15,7 +15,7 @@ use smoltcp::iface::{
     Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet,
 };
 use smoltcp::phy::Device;
-use smoltcp::socket::{dhcpv4, tcp};
+use smoltcp::socket::{dhcpv4, dns, tcp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
     EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, Ipv4Cidr,
@@ -49,6 +49,14 @@ pub enum StackError {
     /// Every ephemeral port is in use.
     #[error("no free local port for an outgoing connection")]
     NoFreePort,
+    /// A DNS query could not be started or failed.
+    #[error("DNS lookup of '{name}': {reason}")]
+    Dns {
+        /// The name looked up.
+        name: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// smoltcp refused to connect (no usable source address or route).
     #[error("cannot connect to {remote}: {reason}")]
     Connect {
@@ -171,6 +179,24 @@ impl TcpHandle {
     }
 }
 
+/// A DNS lookup in progress. Not `Clone`: its result is taken once.
+pub struct DnsQuery(dns::QueryHandle, String);
+
+impl fmt::Debug for DnsQuery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DnsQuery({})", self.1)
+    }
+}
+
+/// The state of a [`DnsQuery`].
+#[derive(Debug)]
+pub enum DnsPoll {
+    /// Still waiting; poll again with the query.
+    Pending(DnsQuery),
+    /// Finished: the addresses found, or why none were.
+    Done(Result<Vec<IpAddress>, StackError>),
+}
+
 /// A copyable name for a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnId(SocketHandle);
@@ -220,6 +246,7 @@ pub struct Stack {
     ports_in_use: HashSet<u16>,
     dhcp: Option<SocketHandle>,
     dns_servers: Vec<IpAddress>,
+    dns: Option<SocketHandle>,
     tally: Tally,
     stats: StackStats,
     rng: fastrand::Rng,
@@ -311,6 +338,7 @@ impl Stack {
             ports_in_use: HashSet::new(),
             dhcp,
             dns_servers: Vec::new(),
+            dns: None,
             tally: Tally::default(),
             stats: StackStats::default(),
             now,
@@ -335,6 +363,69 @@ impl Stack {
     /// The time of the last poll.
     pub fn now(&self) -> Instant {
         self.now
+    }
+
+    /// Starts looking up `name` (A records, or AAAA with `ipv6`) with `servers` (or, when
+    /// empty, the servers DHCP gave). Poll the result with [`Stack::dns_result`].
+    pub fn resolve(
+        &mut self,
+        name: &str,
+        servers: &[IpAddress],
+        ipv6: bool,
+    ) -> Result<DnsQuery, StackError> {
+        let err = |reason: String| StackError::Dns {
+            name: name.to_string(),
+            reason,
+        };
+        let servers: Vec<IpAddress> = if servers.is_empty() {
+            self.dns_servers.clone()
+        } else {
+            servers.to_vec()
+        };
+        if servers.is_empty() {
+            return Err(err(
+                "no DNS server (give one with --dns, or use --dhcp)".into()
+            ));
+        }
+        let handle = match self.dns {
+            Some(h) => h,
+            None => {
+                let socket = dns::Socket::new(&servers, vec![None, None, None, None]);
+                let h = self.sockets.add(socket);
+                self.dns = Some(h);
+                h
+            }
+        };
+        let socket = self.sockets.get_mut::<dns::Socket>(handle);
+        socket.update_servers(&servers);
+        let kind = if ipv6 {
+            smoltcp::wire::DnsQueryType::Aaaa
+        } else {
+            smoltcp::wire::DnsQueryType::A
+        };
+        socket
+            .start_query(self.iface.context(), name, kind)
+            .map(|q| DnsQuery(q, name.to_string()))
+            .map_err(|e| err(e.to_string()))
+    }
+
+    /// The outcome of a lookup: the query back while it is pending, or its addresses.
+    pub fn dns_result(&mut self, query: DnsQuery) -> DnsPoll {
+        let Some(handle) = self.dns else {
+            return DnsPoll::Done(Err(StackError::Dns {
+                name: query.1,
+                reason: "no lookup in progress".into(),
+            }));
+        };
+        let socket = self.sockets.get_mut::<dns::Socket>(handle);
+        match socket.get_query_result(query.0) {
+            Ok(addrs) => DnsPoll::Done(Ok(addrs.iter().copied().collect())),
+            Err(dns::GetQueryResultError::Pending) => DnsPoll::Pending(query),
+            Err(dns::GetQueryResultError::Failed) => DnsPoll::Done(Err(StackError::Dns {
+                name: query.1,
+                reason: "no answer".into(),
+            })),
+        }
     }
 
     /// Processes received frames, runs timers and sends what the sockets have queued.

@@ -3,6 +3,7 @@
 use std::task::Waker;
 
 use super::tcp::TcpStream;
+use super::tls::{ClientTls, ServerTls};
 use super::{ReadStatus, Transport, TransportError};
 use crate::stack::{ConnId, Stack};
 
@@ -11,6 +12,10 @@ use crate::stack::{ConnId, Stack};
 pub enum AnyStream {
     /// Plain TCP.
     Tcp(TcpStream),
+    /// TLS, server side.
+    ServerTls(Box<ServerTls>),
+    /// TLS, client side.
+    ClientTls(Box<ClientTls>),
 }
 
 impl From<TcpStream> for AnyStream {
@@ -19,11 +24,32 @@ impl From<TcpStream> for AnyStream {
     }
 }
 
+impl From<ServerTls> for AnyStream {
+    fn from(s: ServerTls) -> Self {
+        AnyStream::ServerTls(Box::new(s))
+    }
+}
+
+impl From<ClientTls> for AnyStream {
+    fn from(s: ClientTls) -> Self {
+        AnyStream::ClientTls(Box::new(s))
+    }
+}
+
+/// Calls the same method on whichever stream it is.
+macro_rules! each {
+    ($self:expr, $s:ident => $call:expr) => {
+        match $self {
+            AnyStream::Tcp($s) => $call,
+            AnyStream::ServerTls($s) => $call,
+            AnyStream::ClientTls($s) => $call,
+        }
+    };
+}
+
 impl Transport for AnyStream {
     fn id(&self) -> ConnId {
-        match self {
-            AnyStream::Tcp(s) => s.id(),
-        }
+        each!(self, s => s.id())
     }
 
     fn read_with(
@@ -31,38 +57,26 @@ impl Transport for AnyStream {
         stack: &mut Stack,
         reader: &mut dyn FnMut(&[u8]) -> usize,
     ) -> Result<ReadStatus, TransportError> {
-        match self {
-            AnyStream::Tcp(s) => s.read_with(stack, reader),
-        }
+        each!(self, s => s.read_with(stack, reader))
     }
 
     fn write(&mut self, stack: &mut Stack, data: &[u8]) -> Result<usize, TransportError> {
-        match self {
-            AnyStream::Tcp(s) => s.write(stack, data),
-        }
+        each!(self, s => s.write(stack, data))
     }
 
     fn unsent(&self, stack: &Stack) -> usize {
-        match self {
-            AnyStream::Tcp(s) => s.unsent(stack),
-        }
+        each!(self, s => s.unsent(stack))
     }
 
     fn register(&mut self, stack: &mut Stack, waker: &Waker, read: bool, write: bool) {
-        match self {
-            AnyStream::Tcp(s) => s.register(stack, waker, read, write),
-        }
+        each!(self, s => s.register(stack, waker, read, write))
     }
 
     fn close(self, stack: &mut Stack) {
-        match self {
-            AnyStream::Tcp(s) => s.close(stack),
-        }
+        each!(self, s => s.close(stack))
     }
 
     fn abort(self, stack: &mut Stack) {
-        match self {
-            AnyStream::Tcp(s) => s.abort(stack),
-        }
+        each!(self, s => s.abort(stack))
     }
 }
