@@ -1,7 +1,9 @@
 //! The `tapir` command: run the userspace stack on a TAP device.
 
 mod cli;
+mod get;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -51,6 +53,15 @@ enum Command {
         #[command(flatten)]
         http: cli::HttpArgs,
     },
+    /// Fetch URLs through the userspace stack (HTTP/1.1 or HTTP/2, TLS with ALPN).
+    ///
+    /// The status line and protocol go to stderr, the body to stdout (or -o FILE).
+    Get {
+        #[command(flatten)]
+        net: NetArgs,
+        #[command(flatten)]
+        get: get::GetArgs,
+    },
     /// TCP echo server: sends every byte back (RFC 862).
     Echo {
         #[command(flatten)]
@@ -70,7 +81,6 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
             eprintln!("tapir: {e:#}");
             ExitCode::FAILURE
         }
@@ -82,6 +92,7 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
         .with_context(|| format!("bad --log filter '{filter}'"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     Ok(())
@@ -89,12 +100,25 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { net, http } => live(&net, |stack| serve(stack, &http)),
+        Command::Serve { net, http } => live(&net, |stack| serve(stack, &http)).map(|_| ()),
+        Command::Get { net, get } => {
+            let app = get::Get::new(get)?;
+            let app = live(&net, |_| Ok(app))?;
+            if app.failures.is_empty() {
+                Ok(())
+            } else {
+                for failure in &app.failures {
+                    eprintln!("tapir get: {failure}");
+                }
+                anyhow::bail!("{} of the requests failed", app.failures.len())
+            }
+        }
         Command::Echo { net, port } => live(&net, |stack| {
             let app = EchoServer::bind(stack, port)?;
             tracing::info!("ready: echo on port {port}");
             Ok(app)
-        }),
+        })
+        .map(|_| ()),
     }
 }
 
@@ -174,28 +198,28 @@ fn tls_config(
 
 /// Opens the TAP device (with a capture if asked), builds the stack and runs `make_app`'s
 /// application on it until it finishes or a stop signal arrives.
-fn live<A, F>(net: &NetArgs, make_app: F) -> anyhow::Result<()>
+fn live<A, F>(net: &NetArgs, make_app: F) -> anyhow::Result<A>
 where
     A: Application,
     F: FnOnce(&mut Stack) -> anyhow::Result<A>,
 {
     let tap = TapDevice::open(&net.tap, net.mtu)?;
     match &net.pcap {
-        None => live_on(tap, net, make_app).map(|_| ()),
+        None => live_on(tap, net, make_app).map(|(_, app)| app),
         Some(path) => {
             let capture = Capture::create(tap, path)?;
-            let capture = live_on(capture, net, make_app)?;
+            let (capture, app) = live_on(capture, net, make_app)?;
             tracing::info!(
                 "pcap: wrote {} frames to {}",
                 capture.frames(),
                 path.display()
             );
-            Ok(())
+            Ok(app)
         }
     }
 }
 
-fn live_on<D, A, F>(mut device: D, net: &NetArgs, make_app: F) -> anyhow::Result<D>
+fn live_on<D, A, F>(mut device: D, net: &NetArgs, make_app: F) -> anyhow::Result<(D, A)>
 where
     D: FdDevice,
     A: Application,
@@ -221,10 +245,15 @@ where
         &mut app,
         &stop,
         &LoopOptions::default(),
-    )?;
+    );
     let stats = stack.stats();
+    let result = ended;
+    let ended = match &result {
+        Ok(ended) => format!("{ended:?}"),
+        Err(e) => format!("error: {e}"),
+    };
     tracing::info!(
-        "stopped ({ended:?}): {} frames in, {} out, {} malformed, {} bad checksum, {} SYNs dropped, {} accepted, {} closed",
+        "stopped ({ended}): {} frames in, {} out, {} malformed, {} bad checksum, {} SYNs dropped, {} accepted, {} closed",
         stats.rx_frames,
         stats.tx_frames,
         stats.rx_malformed,
@@ -233,8 +262,12 @@ where
         stats.accepted,
         stats.closed
     );
-    if ended == Ended::GraceExpired {
-        tracing::warn!("connections were still open when the shutdown grace period ended");
+    match result {
+        Ok(Ended::GraceExpired) => {
+            tracing::warn!("connections were still open when the shutdown grace period ended")
+        }
+        Ok(_) => {}
+        Err(e) => return Err(e.into()),
     }
-    Ok(device)
+    Ok((device, app))
 }

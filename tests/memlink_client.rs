@@ -69,7 +69,7 @@ fn fetch(
     let handler: BoxHandler = Box::new(move |req, info: &ConnInfo| builtin.handle(req, info));
     let mut server = Server::with_stats(handler, ServerConfig::default(), stats);
     server.bind_http(&mut s_stack, 80).unwrap();
-    let app = Fetch::new(Client::new(client_config), jobs, parallel);
+    let app = Fetch::new(Client::new(client_config).unwrap(), jobs, parallel);
     let mut server = Node::new(s_stack, s_dev, server);
     let mut client = Node::new(c_stack, c_dev, app);
     sim.run_until(

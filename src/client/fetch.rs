@@ -138,6 +138,11 @@ impl<S: Sink> Fetch<S> {
         }
     }
 
+    /// Adds a job (it starts when its turn comes).
+    pub fn push(&mut self, job: Job<S>) {
+        self.jobs.push(job);
+    }
+
     /// Failures so far, with the job index.
     pub fn failures(&self) -> Vec<(usize, String)> {
         self.jobs

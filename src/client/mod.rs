@@ -33,7 +33,9 @@ use crate::service::body::BodySender;
 use crate::service::{Body, ResponseBody};
 use crate::stack::{Stack, StackError};
 use crate::transport::any::AnyStream;
+use crate::transport::certs::{self, Roots};
 use crate::transport::tcp::TcpStream;
+use crate::transport::tls::ClientTls;
 use crate::transport::Transport;
 
 use self::h2::H2Client;
@@ -89,6 +91,8 @@ pub enum Version {
 pub struct ClientConfig {
     /// The HTTP version to use.
     pub version: Version,
+    /// Which server certificates to trust for HTTPS.
+    pub roots: Roots,
     /// Time allowed for the TCP handshake.
     pub connect_timeout: Duration,
     /// Time allowed for a whole request (until the response head); `None`: no limit.
@@ -103,6 +107,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             version: Version::Auto,
+            roots: Roots::WebPki,
             connect_timeout: Duration::from_secs(10),
             request_timeout: None,
             max_connections_per_origin: 6,
@@ -275,6 +280,8 @@ impl Future for ResponseFuture {
 enum Engine {
     /// TCP handshake in progress.
     Connecting(Option<TcpStream>),
+    /// TLS handshake in progress.
+    Tls(Option<Box<ClientTls>>),
     H2(Box<H2Client<AnyStream>>),
 }
 
@@ -289,6 +296,7 @@ struct Conn {
 /// An HTTP client on a stack.
 pub struct Client {
     config: ClientConfig,
+    tls: Arc<rustls::ClientConfig>,
     conns: Slab<Conn>,
     ready: Arc<ReadyQueue>,
     queue: Vec<ExchangeRef>,
@@ -306,16 +314,25 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client with the given settings.
-    pub fn new(config: ClientConfig) -> Self {
-        Client {
+    /// A client with the given settings. Fails when the trusted certificates cannot be
+    /// loaded.
+    pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
+        let alpn: Vec<Vec<u8>> = match config.version {
+            Version::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            Version::Http1 => vec![b"http/1.1".to_vec()],
+            Version::Http2 => vec![b"h2".to_vec()],
+        };
+        let tls = certs::client_config(&config.roots, &alpn)
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        Ok(Client {
             config,
+            tls,
             conns: Slab::new(),
             ready: ReadyQueue::new(),
             queue: Vec::new(),
             timers: BTreeSet::new(),
             now: Instant::from_micros(0),
-        }
+        })
     }
 
     /// Queues `request` for `target`. The request's URI may be a path or an absolute URL;
@@ -383,10 +400,9 @@ impl Client {
                 progress = true;
                 continue;
             }
-            let connecting = self
-                .conns
-                .iter()
-                .any(|(_, c)| c.target == target && matches!(c.engine, Engine::Connecting(_)));
+            let connecting = self.conns.iter().any(|(_, c)| {
+                c.target == target && matches!(c.engine, Engine::Connecting(_) | Engine::Tls(_))
+            });
             if !connecting {
                 if let Err(e) = self.open(stack, &target, now) {
                     exchange.borrow_mut().fail(e);
@@ -443,10 +459,94 @@ impl Client {
                     failure = Some(ClientError::Refused(conn.target.endpoint()))
                 }
                 Some(_) => {
-                    // Established: pick the protocol.
+                    // Established: TLS first for https, else pick the protocol.
                     if let Some(s) = stream.take() {
-                        let h2 = H2Client::new(AnyStream::from(s), &conn.target);
-                        conn.engine = Engine::H2(Box::new(h2));
+                        match conn.target.scheme {
+                            Scheme::Https => {
+                                let name = rustls_pki_types::ServerName::try_from(
+                                    conn.target.host.clone(),
+                                );
+                                match name {
+                                    Ok(name) => match ClientTls::connect(s, self.tls.clone(), name)
+                                    {
+                                        Ok(tls) => conn.engine = Engine::Tls(Some(Box::new(tls))),
+                                        Err(e) => {
+                                            failure = Some(ClientError::Tls(e.error().to_string()));
+                                            e.into_tcp().abort(stack);
+                                        }
+                                    },
+                                    Err(_) => {
+                                        failure = Some(ClientError::Tls(format!(
+                                            "'{}' is not a valid TLS server name",
+                                            conn.target.host
+                                        )));
+                                        s.abort(stack);
+                                    }
+                                }
+                            }
+                            Scheme::Http => match self.config.version {
+                                Version::Http2 => {
+                                    conn.engine = Engine::H2(Box::new(H2Client::new(
+                                        AnyStream::from(s),
+                                        &conn.target,
+                                    )))
+                                }
+                                Version::Auto | Version::Http1 => {
+                                    failure = Some(ClientError::Protocol(
+                                        "HTTP/1.1 client not available".into(),
+                                    ));
+                                    s.abort(stack);
+                                }
+                            },
+                        }
+                    }
+                }
+            }
+        }
+        if let Engine::Tls(tls) = &mut conn.engine {
+            let result = match tls.as_mut() {
+                Some(t) => t.drive_handshake(stack),
+                None => Ok(false),
+            };
+            match result {
+                Ok(true) => {
+                    if let Some(t) = tls.take() {
+                        let h2 = t.alpn_protocol() == Some(b"h2");
+                        if h2 {
+                            conn.engine = Engine::H2(Box::new(H2Client::new(
+                                AnyStream::from(*t),
+                                &conn.target,
+                            )));
+                        } else {
+                            failure = Some(ClientError::Protocol(
+                                "HTTP/1.1 client not available".into(),
+                            ));
+                            t.abort(stack);
+                        }
+                    }
+                }
+                Ok(false) if now < conn.since + self.config.connect_timeout.into() => {
+                    if let Some(t) = tls.as_mut() {
+                        t.register(stack, &waker, true, t.has_pending_output());
+                    }
+                    let at = conn.since + self.config.connect_timeout.into();
+                    conn.timer = Some(at);
+                    self.timers.insert((at, key));
+                }
+                Ok(false) => {
+                    failure = Some(ClientError::Tls("handshake timed out".into()));
+                    if let Some(t) = tls.take() {
+                        t.abort(stack);
+                    }
+                }
+                Err(e) => {
+                    let reason = match e {
+                        crate::transport::TransportError::Tls(reason) => reason,
+                        other => other.to_string(),
+                    };
+                    failure = Some(ClientError::Tls(reason));
+                    if let Some(t) = tls.take() {
+                        t.close(stack);
                     }
                 }
             }
@@ -541,7 +641,8 @@ impl Application for Client {
         for conn in self.conns.drain() {
             match conn.engine {
                 Engine::Connecting(Some(s)) => s.abort(stack),
-                Engine::Connecting(None) => {}
+                Engine::Tls(Some(t)) => t.abort(stack),
+                Engine::Connecting(None) | Engine::Tls(None) => {}
                 Engine::H2(mut h2) => h2.close(stack),
             }
         }

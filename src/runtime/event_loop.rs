@@ -30,8 +30,8 @@ pub enum RunError {
     #[error("event loop: {0}")]
     Poll(#[from] io::Error),
     /// The device failed (for example, the TAP interface was deleted).
-    #[error("device failed: {0}")]
-    Device(#[source] io::Error),
+    #[error("device failed: {0} (was the interface deleted?)")]
+    Device(io::Error),
     /// Finishing the device (flushing the capture) failed.
     #[error(transparent)]
     Finish(#[from] DeviceError),
