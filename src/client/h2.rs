@@ -20,7 +20,7 @@ use crate::http::CONNECTION_HEADERS;
 use crate::service::body::{request_body, BodySender, BodyStream};
 use crate::service::Body;
 use crate::stack::Stack;
-use crate::transport::{ReadStatus, Transport};
+use crate::transport::Transport;
 
 const TURNS: usize = 16;
 /// Response bytes buffered per stream before its window stays closed.
@@ -152,23 +152,9 @@ impl<T: Transport> H2Client<T> {
                 return Ok(false);
             };
             let mut progress = false;
-            if self.pipes.rx_room() > 0 && !self.pipes.rx_eof() {
-                let pipes = &self.pipes;
-                let mut taken = 0;
-                let status = transport.read_with(stack, &mut |data| {
-                    let n = pipes.push_rx(data);
-                    taken += n;
-                    n
-                });
-                progress |= taken > 0;
-                match status {
-                    Ok(ReadStatus::Eof) => {
-                        self.pipes.set_rx_eof();
-                        progress = true;
-                    }
-                    Ok(_) => {}
-                    Err(e) => return self.fail(stack, ClientError::Connection(e.to_string())),
-                }
+            match self.pipes.fill_from(transport, stack) {
+                Ok(moved) => progress |= moved.any(),
+                Err(e) => return self.fail(stack, ClientError::Connection(e.to_string())),
             }
             match self.poll_h2(cx, now) {
                 Ok(p) => progress |= p,
@@ -177,19 +163,9 @@ impl<T: Transport> H2Client<T> {
             let Some(transport) = self.transport.as_mut() else {
                 return Ok(false);
             };
-            let mut failed = None;
-            let written = self
-                .pipes
-                .drain_tx(&mut |data| match transport.write(stack, data) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        failed = Some(e);
-                        0
-                    }
-                });
-            progress |= written > 0;
-            if let Some(e) = failed {
-                return self.fail(stack, ClientError::Connection(e.to_string()));
+            match self.pipes.flush_to(transport, stack) {
+                Ok(written) => progress |= written > 0,
+                Err(e) => return self.fail(stack, ClientError::Connection(e.to_string())),
             }
             if matches!(self.state, State::Closed) {
                 self.fail_all(&ClientError::Connection(

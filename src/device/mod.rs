@@ -7,6 +7,7 @@
 
 pub mod capture;
 pub mod dgram;
+pub mod fd;
 pub mod memlink;
 pub mod tap;
 

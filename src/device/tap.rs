@@ -1,27 +1,33 @@
 //! A Linux TAP device (Ethernet frames, no packet-info header) through the `tun-tap` crate.
 //!
 //! The file descriptor is non-blocking and exposed with [`AsRawFd`] so the event loop can
-//! register it with mio. Frames are read into and written from buffers owned by the
-//! device, so the hot path allocates nothing.
+//! register it with mio. Frames move through [`FdFrames`], shared with the other fd
+//! devices.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::time::Instant;
 use tun_tap::{Iface, Mode};
 
-use super::{check_mtu, DeviceError, DeviceStats, ETHERNET_HEADER_LEN};
+use super::fd::{self, FdFrames, FramePort};
+use super::{check_mtu, DeviceError, DeviceStats};
 
 /// A TAP interface opened (or created) by name.
 pub struct TapDevice {
-    iface: Iface,
+    frames: FdFrames<Iface>,
     name: String,
-    mtu: usize,
-    rx_buf: Vec<u8>,
-    tx_buf: Vec<u8>,
-    stats: DeviceStats,
-    failure: Option<io::Error>,
+}
+
+impl FramePort for Iface {
+    fn recv_frame(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv(buf)
+    }
+
+    fn send_frame(&self, frame: &[u8]) -> io::Result<usize> {
+        self.send(frame)
+    }
 }
 
 impl TapDevice {
@@ -63,15 +69,9 @@ impl TapDevice {
         if let Ok(false) = kernel::is_up(&name) {
             tracing::warn!("TAP {name} is down: bring it up with `ip link set {name} up`");
         }
-        let frame = mtu + ETHERNET_HEADER_LEN;
         Ok(TapDevice {
-            iface,
+            frames: FdFrames::new(iface, mtu),
             name,
-            mtu,
-            rx_buf: vec![0; frame],
-            tx_buf: vec![0; frame],
-            stats: DeviceStats::default(),
-            failure: None,
         })
     }
 
@@ -82,118 +82,36 @@ impl TapDevice {
 
     /// Counters of frames and bytes moved.
     pub fn stats(&self) -> DeviceStats {
-        self.stats
+        self.frames.stats()
     }
 
     /// A fatal error seen while reading or writing (the device was deleted, for example).
     /// The event loop checks this after every poll and stops cleanly.
     pub fn take_failure(&mut self) -> Option<io::Error> {
-        self.failure.take()
-    }
-
-    fn note_failure(&mut self, e: io::Error) {
-        if self.failure.is_none() {
-            self.failure = Some(e);
-        }
+        self.frames.take_failure()
     }
 }
 
 impl AsRawFd for TapDevice {
     fn as_raw_fd(&self) -> RawFd {
-        self.iface.as_raw_fd()
+        self.frames.port().as_raw_fd()
     }
-}
-
-/// Errors on a TAP fd that mean "try later", not "the device is gone".
-fn is_transient(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-    ) || e.raw_os_error() == Some(libc::ENOBUFS)
 }
 
 impl phy::Device for TapDevice {
-    type RxToken<'a> = RxToken<'a>;
-    type TxToken<'a> = TxToken<'a>;
+    type RxToken<'a> = fd::RxToken<'a>;
+    type TxToken<'a> = fd::TxToken<'a, Iface>;
 
-    fn receive(&mut self, _timestamp: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
-        match self.iface.recv(&mut self.rx_buf) {
-            Ok(len) => {
-                self.stats.rx_frames += 1;
-                self.stats.rx_bytes += len as u64;
-                Some((
-                    RxToken {
-                        frame: &self.rx_buf[..len],
-                    },
-                    TxToken {
-                        iface: &self.iface,
-                        buf: &mut self.tx_buf,
-                        stats: &mut self.stats,
-                    },
-                ))
-            }
-            Err(e) if is_transient(&e) => None,
-            Err(e) => {
-                self.note_failure(e);
-                None
-            }
-        }
+    fn receive(&mut self, timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        self.frames.receive(timestamp)
     }
 
-    fn transmit(&mut self, _timestamp: Instant) -> Option<TxToken<'_>> {
-        if self.failure.is_some() {
-            return None;
-        }
-        Some(TxToken {
-            iface: &self.iface,
-            buf: &mut self.tx_buf,
-            stats: &mut self.stats,
-        })
+    fn transmit(&mut self, timestamp: Instant) -> Option<Self::TxToken<'_>> {
+        self.frames.transmit(timestamp)
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = self.mtu + ETHERNET_HEADER_LEN;
-        caps
-    }
-}
-
-/// A received frame, borrowed from the device's buffer.
-pub struct RxToken<'a> {
-    frame: &'a [u8],
-}
-
-impl phy::RxToken for RxToken<'_> {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(self.frame)
-    }
-}
-
-/// Room for one frame to send.
-pub struct TxToken<'a> {
-    iface: &'a Iface,
-    buf: &'a mut Vec<u8>,
-    stats: &'a mut DeviceStats,
-}
-
-impl phy::TxToken for TxToken<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        if self.buf.len() < len {
-            self.buf.resize(len, 0);
-        }
-        let frame = &mut self.buf[..len];
-        let result = f(frame);
-        match self.iface.send(frame) {
-            Ok(_) => {
-                self.stats.tx_frames += 1;
-                self.stats.tx_bytes += len as u64;
-            }
-            // The kernel queue is full or the device vanished: drop the frame, TCP recovers.
-            // A vanished device also shows up on the next receive, which stops the loop.
-            Err(_) => self.stats.dropped += 1,
-        }
-        result
+        self.frames.capabilities()
     }
 }
 

@@ -16,6 +16,25 @@ use std::task::{Context, Poll, Waker};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::stack::Stack;
+use crate::transport::{ReadStatus, Transport, TransportError};
+
+/// What [`H2Pipes::fill_from`] moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Moved {
+    /// Bytes read.
+    pub bytes: usize,
+    /// End of stream was reached.
+    pub eof: bool,
+}
+
+impl Moved {
+    /// True when anything changed.
+    pub fn any(&self) -> bool {
+        self.bytes > 0 || self.eof
+    }
+}
+
 /// Bytes buffered each way at most.
 pub const IO_BUFFER: usize = 64 * 1024;
 
@@ -99,6 +118,49 @@ impl H2Pipes {
     /// Bytes `h2` wrote that are not on the transport yet.
     pub fn tx_pending(&self) -> usize {
         self.0.borrow().tx.len()
+    }
+
+    /// Reads what `transport` has into the receive buffer (as far as it has room).
+    /// Returns the bytes moved and whether end of stream was reached now.
+    pub fn fill_from<T: Transport>(
+        &self,
+        transport: &mut T,
+        stack: &mut Stack,
+    ) -> Result<Moved, TransportError> {
+        if self.rx_room() == 0 || self.rx_eof() {
+            return Ok(Moved::default());
+        }
+        let mut bytes = 0;
+        let status = transport.read_with(stack, &mut |data| {
+            let n = self.push_rx(data);
+            bytes += n;
+            n
+        })?;
+        let eof = status == ReadStatus::Eof;
+        if eof {
+            self.set_rx_eof();
+        }
+        Ok(Moved { bytes, eof })
+    }
+
+    /// Writes what `h2` produced to `transport` (as far as it takes it).
+    pub fn flush_to<T: Transport>(
+        &self,
+        transport: &mut T,
+        stack: &mut Stack,
+    ) -> Result<usize, TransportError> {
+        let mut failed = None;
+        let written = self.drain_tx(&mut |data| match transport.write(stack, data) {
+            Ok(n) => n,
+            Err(e) => {
+                failed = Some(e);
+                0
+            }
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(written),
+        }
     }
 
     /// True once `h2` shut down its writing side.

@@ -25,7 +25,7 @@ use super::{Body, BodyError, ConnInfo, Handler, Protocol, Reply};
 use crate::http::h2io::{H2Io, H2Pipes};
 use crate::http::CONNECTION_HEADERS;
 use crate::stack::Stack;
-use crate::transport::{ReadStatus, Transport};
+use crate::transport::Transport;
 
 /// Turns of read/poll/write per drive before yielding to other connections.
 const TURNS: usize = 16;
@@ -218,44 +218,24 @@ impl<T: Transport> H2Conn<T> {
             };
             let mut progress = false;
             // Transport → h2.
-            if self.pipes.rx_room() > 0 && !self.pipes.rx_eof() {
-                let pipes = &self.pipes;
-                let mut taken = 0;
-                let status = transport.read_with(stack, &mut |data| {
-                    let n = pipes.push_rx(data);
-                    taken += n;
-                    n
-                });
-                shared.stats.borrow_mut().bytes_in += taken as u64;
-                progress |= taken > 0;
-                match status {
-                    Ok(ReadStatus::Eof) => {
-                        self.pipes.set_rx_eof();
-                        progress = true;
-                    }
-                    Ok(_) => {}
-                    Err(_) => return self.finish(stack, true),
+            match self.pipes.fill_from(transport, stack) {
+                Ok(moved) => {
+                    shared.stats.borrow_mut().bytes_in += moved.bytes as u64;
+                    progress |= moved.any();
                 }
+                Err(_) => return self.finish(stack, true),
             }
             progress |= self.poll_h2(cx, handler, shared, now);
             // h2 → transport.
             let Some(transport) = self.transport.as_mut() else {
                 return Drive::Closed;
             };
-            let mut failed = false;
-            let written = self
-                .pipes
-                .drain_tx(&mut |data| match transport.write(stack, data) {
-                    Ok(n) => n,
-                    Err(_) => {
-                        failed = true;
-                        0
-                    }
-                });
-            shared.stats.borrow_mut().bytes_out += written as u64;
-            progress |= written > 0;
-            if failed {
-                return self.finish(stack, true);
+            match self.pipes.flush_to(transport, stack) {
+                Ok(written) => {
+                    shared.stats.borrow_mut().bytes_out += written as u64;
+                    progress |= written > 0;
+                }
+                Err(_) => return self.finish(stack, true),
             }
             if matches!(self.state, State::Closed) && self.pipes.tx_pending() == 0 {
                 return self.finish(stack, false);
