@@ -15,27 +15,48 @@ NETNS_SH="$ROOT/scripts/netns.sh"
 PROG=$(basename "$0")
 
 # --- The service being demonstrated --------------------------------------------------------
-# Switching the demo to HTTP means changing only this block: SERVICE=(serve), READY to
-# "ready: HTTP on port 80", SERVICE_TOOLS to (curl), and service_demo to a curl of
-# http://10.7.0.2/ and http://[fd00:7::2]/.
-SERVICE=(echo --port 7)
-READY="ready: echo on port 7"
-SERVICE_TOOLS=(socat)
+# `tapir serve`: the built-in site on HTTP (port 80: HTTP/1.1, and HTTP/2 with prior
+# knowledge) and HTTPS (port 443: HTTP/2 or HTTP/1.1 by ALPN) with a self-signed certificate
+# that --save-cert writes for curl --cacert (SERVICE gets `--save-cert $CERT` at start).
+SERVICE=(serve)
+READY="ready: HTTPS on port 443"
+SERVICE_TOOLS=(curl)
 
 service_demo() {
-    local v4 v6 msg="hello tapir, $(date +%T)"
-    step "TCP echo over IPv4: socat -> 10.7.0.2:7"
-    v4=$(printf '%s\n' "$msg" | in_ns socat -t 5 -T 10 - TCP4:10.7.0.2:7) ||
-        fail "socat to 10.7.0.2:7 failed"
+    local body v4 v6 version msg="hello tapir, $(date +%T)"
+    step "HTTP/1.1 over IPv4: curl http://10.7.0.2/"
+    body=$(in_ns curl -sS --max-time 10 http://10.7.0.2/) || fail "curl http://10.7.0.2/ failed"
+    echo "$body"
+    [[ $body == *"over HTTP/1.1"* ]] || fail "the page does not say HTTP/1.1"
+
+    step "HTTP/2 with prior knowledge over IPv6: curl --http2-prior-knowledge http://[fd00:7::2]/"
+    body=$(in_ns curl -sS -g --max-time 10 --http2-prior-knowledge 'http://[fd00:7::2]/') ||
+        fail "curl --http2-prior-knowledge http://[fd00:7::2]/ failed"
+    echo "$body"
+    [[ $body == *"over HTTP/2"* ]] || fail "the page does not say HTTP/2"
+
+    step "HTTPS, ALPN h2: curl --cacert cert.pem https://10.7.0.2/ (certificate from --save-cert)"
+    body=$(in_ns curl -sS --max-time 10 --cacert "$CERT" -w 'negotiated: HTTP/%{http_version}' https://10.7.0.2/) ||
+        fail "curl --cacert $CERT https://10.7.0.2/ failed"
+    echo "$body"
+    [[ $body == *"negotiated: HTTP/2" ]] || fail "HTTPS did not negotiate HTTP/2"
+    step "HTTPS, ALPN http/1.1: curl --http1.1 --cacert cert.pem https://10.7.0.2/"
+    version=$(in_ns curl -sS --max-time 10 --http1.1 --cacert "$CERT" -o /dev/null -w '%{http_version}' https://10.7.0.2/) ||
+        fail "curl --http1.1 https://10.7.0.2/ failed"
+    echo "negotiated: HTTP/$version"
+    [[ $version == 1.1 ]] || fail "HTTPS with --http1.1 negotiated HTTP/$version"
+
+    step "POST to /echo over HTTP/1.1 (IPv4) and HTTP/2 (IPv6)"
+    v4=$(in_ns curl -sS --max-time 10 --data-binary "$msg" http://10.7.0.2/echo) ||
+        fail "POST http://10.7.0.2/echo failed"
     echo "sent:     $msg"
     echo "got back: $v4"
-    [[ $v4 == "$msg" ]] || fail "IPv4 echo came back different"
-    step "TCP echo over IPv6: socat -> [fd00:7::2]:7"
-    v6=$(printf '%s\n' "$msg" | in_ns socat -t 5 -T 10 - 'TCP6:[fd00:7::2]:7') ||
-        fail "socat to [fd00:7::2]:7 failed"
+    [[ $v4 == "$msg" ]] || fail "the HTTP/1.1 echo came back different"
+    v6=$(in_ns curl -sS -g --max-time 10 --http2-prior-knowledge --data-binary "$msg" 'http://[fd00:7::2]/echo') ||
+        fail "POST http://[fd00:7::2]/echo failed"
     echo "sent:     $msg"
     echo "got back: $v6"
-    [[ $v6 == "$msg" ]] || fail "IPv6 echo came back different"
+    [[ $v6 == "$msg" ]] || fail "the HTTP/2 echo came back different"
 }
 # ---------------------------------------------------------------------------------------------
 
@@ -80,6 +101,7 @@ TAP=tap0
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tapir-demo.XXXXXX")
 LOG="$WORK/tapir.log"
 PCAP="$WORK/demo.pcap"
+CERT="$WORK/cert.pem"
 TAPIR_PID=""
 TAIL_PID=""
 
@@ -134,6 +156,7 @@ step "creating network namespace $NS with TAP $TAP"
 "$NETNS_SH" up "$NS" "$TAP"
 
 step "starting tapir ${SERVICE[*]} on $TAP (log: $LOG)"
+SERVICE+=(--save-cert "$CERT")
 echo "+ ip netns exec $NS $BIN ${SERVICE[*]} --tap $TAP --pcap $PCAP"
 # Not through in_ns: `ip netns exec` execs tapir, so $! is tapir's own PID for the signals.
 ip netns exec "$NS" "$BIN" "${SERVICE[@]}" --tap "$TAP" --pcap "$PCAP" 2>"$LOG" &
@@ -160,7 +183,9 @@ fi
 cat <<MSG
 tapir is still running in namespace $NS. Try, from another shell:
   sudo ip netns exec $NS ping 10.7.0.2
-  sudo ip netns exec $NS socat - TCP:10.7.0.2:7
+  sudo ip netns exec $NS curl http://10.7.0.2/stats
+  sudo ip netns exec $NS curl --cacert $CERT https://10.7.0.2/
+  sudo ip netns exec $NS curl --http2-prior-knowledge http://10.7.0.2/bytes/100
 Press Ctrl-C to stop it and remove the namespace. tapir's log follows:
 MSG
 tail -n 0 -f "$LOG" &

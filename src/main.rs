@@ -146,13 +146,18 @@ fn serve(stack: &mut Stack, http: &cli::HttpArgs) -> anyhow::Result<Server<impl 
             Site::Builtin(builtin) => builtin.handle(request, info),
         }
     };
+    // Certificates are checked before any port opens, so a bad --cert never shows as ready.
+    let tls = if http.no_https {
+        None
+    } else {
+        Some(tls_config(stack, http)?)
+    };
     let mut server = Server::with_stats(handler, config, stats);
     if !http.no_http {
         server.bind_http(stack, http.http)?;
         tracing::info!("ready: HTTP on port {}", http.http);
     }
-    if !http.no_https {
-        let tls = tls_config(stack, http)?;
+    if let Some(tls) = tls {
         server.bind_https(stack, http.https, tls)?;
         tracing::info!(
             "ready: HTTPS on port {} (ALPN {})",
@@ -193,7 +198,12 @@ fn tls_config(
             certs::fingerprint_sha256(leaf)
         );
     }
-    Ok(certs::server_config(chain, key, &alpn)?)
+    let config = certs::server_config(chain, key, &alpn);
+    match (&http.cert, &http.key) {
+        (Some(cert), Some(key)) => config
+            .with_context(|| format!("--cert {} with --key {}", cert.display(), key.display())),
+        _ => Ok(config?),
+    }
 }
 
 /// Opens the TAP device (with a capture if asked), builds the stack and runs `make_app`'s

@@ -264,6 +264,22 @@ impl TapirProcess {
         Duration::from_secs_f64((utime + stime) as f64 / ticks as f64)
     }
 
+    /// Waits up to `timeout` for tapir to exit on its own; returns its status, or None if
+    /// it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut().expect("tapir process");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for tapir") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends SIGTERM and waits for tapir to exit ([`TERMINATE_TIMEOUT`], then SIGKILL).
     /// Returns the exit status and the whole log.
     pub fn terminate(mut self) -> (ExitStatus, String) {
@@ -328,4 +344,134 @@ fn stat_fields(stat: &str) -> Option<Vec<&str>> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     (fields.len() >= 13).then_some(fields)
+}
+
+/// Runs `command` to completion with stdin closed and returns its output.
+pub fn run(mut command: Command) -> std::process::Output {
+    command
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {command:?}: {e}"))
+}
+
+/// A command's stdout and stderr as one text, for assertions and failure messages.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// How long `tapir serve` may take to print its ready lines.
+pub const SERVE_START_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Netns {
+    /// Runs `cmd` inside the namespace to completion (stdin closed).
+    pub fn run(&self, cmd: &[&str]) -> std::process::Output {
+        run(self.exec(cmd))
+    }
+
+    /// Starts `tapir serve --tap TAP` with `extra` flags and waits until it prints
+    /// `ready: HTTP on port` and `ready: HTTPS on port` (each unless `--no-http` or
+    /// `--no-https` is among `extra`).
+    pub fn spawn_serve(&self, extra: &[&str]) -> TapirProcess {
+        let mut args = vec!["serve", "--tap", TAP];
+        args.extend_from_slice(extra);
+        let tapir = self.spawn_tapir(&args);
+        let mut needles = Vec::new();
+        if !extra.contains(&"--no-http") {
+            needles.push("ready: HTTP on port");
+        }
+        if !extra.contains(&"--no-https") {
+            needles.push("ready: HTTPS on port");
+        }
+        for needle in needles {
+            assert!(
+                tapir.wait_for_log(needle, SERVE_START_TIMEOUT),
+                "tapir serve did not print '{needle}' within {SERVE_START_TIMEOUT:?}; log:\n{}",
+                tapir.log()
+            );
+        }
+        tapir
+    }
+
+    /// The built-in site's `/stats` page, fetched with curl over cleartext HTTP/1.1 from
+    /// `url_base` (like `http://10.7.0.2`).
+    pub fn stats(&self, url_base: &str) -> String {
+        let url = format!("{url_base}/stats");
+        let out = self.run(&["curl", "-sS", "--max-time", "10", &url]);
+        assert!(
+            out.status.success(),
+            "curl {url} failed:\n{}",
+            output_text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// The number after `"key":` in a flat JSON object such as tapir's `/stats`.
+pub fn json_u64(json: &str, key: &str) -> u64 {
+    let quoted = format!("\"{key}\"");
+    let at = json
+        .find(&quoted)
+        .unwrap_or_else(|| panic!("no {quoted} in:\n{json}"));
+    let rest = json[at + quoted.len()..].trim_start();
+    let rest = rest
+        .strip_prefix(':')
+        .unwrap_or_else(|| panic!("no ':' after {quoted} in:\n{json}"))
+        .trim_start();
+    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("{quoted} is not a number in:\n{json}"))
+}
+
+/// Writes `len` bytes from a seeded generator to `path`, in chunks (no whole-file buffer).
+pub fn write_random_file(path: &Path, len: u64, seed: u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut file = std::io::BufWriter::new(
+        File::create(path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display())),
+    );
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        rng.fill(&mut chunk[..n]);
+        file.write_all(&chunk[..n]).expect("write random data");
+        left -= n as u64;
+    }
+    file.flush().expect("flush random data");
+}
+
+/// SHA-256 of a file, streamed, as lowercase hex.
+pub fn sha256_file_hex(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut file = File::open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()));
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    hex(&hasher.finalize())
+}
+
+/// SHA-256, as lowercase hex, of the first `len` bytes of the built-in `/bytes/N` pattern
+/// (byte `i` is `b"tapir-bytes-0123456789\n"[i % 23]`).
+pub fn sha256_pattern_hex(len: u64) -> String {
+    use sha2::{Digest, Sha256};
+    const PATTERN: &[u8; 23] = b"tapir-bytes-0123456789\n";
+    let block: Vec<u8> = (0..PATTERN.len() * 4096)
+        .map(|i| PATTERN[i % PATTERN.len()])
+        .collect();
+    let mut hasher = Sha256::new();
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        hasher.update(&block[..n]);
+        left -= n as u64;
+    }
+    hex(&hasher.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -1,0 +1,462 @@
+//! `tapir serve` over cleartext HTTP/1.1 on a real TAP device, with the kernel's TCP and
+//! real clients (curl, wrk, a raw python3 socket) as peers: GET and HEAD, a chunked 50 MiB
+//! upload, keep-alive reuse, pipelining, load without errors, static files with ranges,
+//! and no connection left behind afterwards.
+//!
+//! Each test makes its own network namespace (see `common::netns`) and needs root; without
+//! root each prints `SKIPPED <test>: ...` and returns.
+
+mod common;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use common::netns::{
+    json_u64, output_text, require_root, require_tool, sha256_file_hex, write_random_file, Netns,
+    TapirProcess, TAPIR_V4,
+};
+
+const BASE: &str = "http://10.7.0.2";
+
+/// Starts the built-in site on HTTP only (port 80), with `extra` flags.
+fn start(ns: &Netns, extra: &[&str]) -> TapirProcess {
+    let mut args = vec!["--no-https"];
+    args.extend_from_slice(extra);
+    ns.spawn_serve(&args)
+}
+
+/// Stops tapir with SIGTERM and checks it exits 0.
+fn stop(tapir: TapirProcess) {
+    let (status, log) = tapir.terminate();
+    assert!(status.success(), "tapir exited with {status}; log:\n{log}");
+}
+
+/// Waits (up to 5 s) until `/stats` shows only the stats request's own connection open and
+/// at most two TCP connections (the stats one, and one still closing), so nothing leaked.
+fn assert_no_leak(ns: &Netns) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = ns.stats(BASE);
+        let open = json_u64(&stats, "connections_open");
+        let tcp = json_u64(&stats, "tcp_connections");
+        if open == 1 && tcp <= 2 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connections still open 5 s after the clients finished (want connections_open 1, tcp_connections <= 2):\n{stats}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Sends a HEAD and reads until the server closes (`Connection: close`); prints what came
+/// after the head, which must be nothing.
+const HEAD_RAW: &str = r#"
+import socket, sys
+host = sys.argv[1]
+s = socket.create_connection((host, 80), timeout=10)
+s.sendall(b"HEAD / HTTP/1.1\r\nHost: " + host.encode() + b"\r\nConnection: close\r\n\r\n")
+data = b""
+while True:
+    b = s.recv(65536)
+    if not b:
+        break
+    data += b
+head, sep, rest = data.partition(b"\r\n\r\n")
+assert sep, "no end of head in %r" % data
+print(head.split(b"\r\n")[0].decode())
+print("after-head-bytes", len(rest))
+"#;
+
+#[test]
+fn get_and_head_of_the_index() {
+    if !require_root("get_and_head_of_the_index") {
+        return;
+    }
+    require_tool("curl", "curl");
+    require_tool("python3", "python3");
+    let ns = Netns::up("h1-get");
+    let tapir = start(&ns, &[]);
+    let url = format!("{BASE}/");
+
+    let get = ns.run(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "-w",
+        "\n%{http_code}",
+        &url,
+    ]);
+    assert!(get.status.success(), "curl GET:\n{}", output_text(&get));
+    let stdout = String::from_utf8_lossy(&get.stdout).into_owned();
+    let (body, code) = stdout.rsplit_once('\n').expect("status after the body");
+    assert_eq!(code, "200", "GET / status; body:\n{body}");
+    assert!(
+        body.contains("HTTP/1.1"),
+        "GET / body names HTTP/1.1:\n{body}"
+    );
+
+    let head = ns.run(&["curl", "-sS", "--max-time", "10", "-I", &url]);
+    let head_text = String::from_utf8_lossy(&head.stdout).into_owned();
+    assert!(head.status.success(), "curl -I:\n{}", output_text(&head));
+    assert!(
+        head_text.starts_with("HTTP/1.1 200"),
+        "HEAD / status:\n{head_text}"
+    );
+    let length: usize = head_text
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().expect("Content-Length is a number"))
+        })
+        .unwrap_or_else(|| panic!("no Content-Length in the HEAD response:\n{head_text}"));
+    assert_eq!(length, body.len(), "HEAD Content-Length vs GET body length");
+
+    // curl -I never reads a body, so check on the wire that none is sent.
+    let raw = ns.run(&["python3", "-c", HEAD_RAW, TAPIR_V4]);
+    let raw_text = output_text(&raw);
+    assert!(raw.status.success(), "raw HEAD:\n{raw_text}");
+    assert!(raw_text.contains("HTTP/1.1 200"), "raw HEAD:\n{raw_text}");
+    assert!(
+        raw_text.contains("after-head-bytes 0"),
+        "HEAD response carried a body:\n{raw_text}"
+    );
+
+    assert_no_leak(&ns);
+    stop(tapir);
+}
+
+#[test]
+fn chunked_upload_of_50_mib_echoes_back() {
+    if !require_root("chunked_upload_of_50_mib_echoes_back") {
+        return;
+    }
+    require_tool("curl", "curl");
+    let ns = Netns::up("h1-chunked");
+    let tapir = start(&ns, &[]);
+    let src = ns.dir().join("upload.bin");
+    let dst = ns.dir().join("echoed.bin");
+    write_random_file(&src, 50 << 20, 11);
+    let upload = format!("@{}", src.display());
+    let started = Instant::now();
+    let out = ns.run(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "60",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+        &upload,
+        "-o",
+        dst.to_str().unwrap(),
+        "-w",
+        "%{http_code}",
+        &format!("{BASE}/echo"),
+    ]);
+    assert!(out.status.success(), "curl upload:\n{}", output_text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    assert_eq!(
+        fs::metadata(&dst).map(|m| m.len()).unwrap_or(0),
+        50 << 20,
+        "bytes echoed back"
+    );
+    assert_eq!(
+        sha256_file_hex(&src),
+        sha256_file_hex(&dst),
+        "sha256 of the upload and the echo"
+    );
+    eprintln!("50 MiB chunked upload echoed in {:?}", started.elapsed());
+    assert_no_leak(&ns);
+    stop(tapir);
+}
+
+#[test]
+fn keep_alive_reuses_one_connection() {
+    if !require_root("keep_alive_reuses_one_connection") {
+        return;
+    }
+    require_tool("curl", "curl");
+    let ns = Netns::up("h1-keepalive");
+    let tapir = start(&ns, &[]);
+    let before = json_u64(&ns.stats(BASE), "connections_total");
+    let urls = [
+        format!("{BASE}/"),
+        format!("{BASE}/stats"),
+        format!("{BASE}/bytes/100000"),
+        format!("{BASE}/"),
+    ];
+    let mut args = vec!["curl", "-v", "-sS", "--max-time", "20", "-o", "/dev/null"];
+    for url in &urls[1..] {
+        args.push(url);
+        args.extend_from_slice(&["-o", "/dev/null"]);
+    }
+    args.insert(5, &urls[0]);
+    let out = ns.run(&args);
+    let text = output_text(&out);
+    assert!(out.status.success(), "curl {args:?}:\n{text}");
+    let reused = text.matches("Re-using existing connection").count();
+    assert_eq!(
+        reused,
+        urls.len() - 1,
+        "every URL after the first reuses the connection:\n{text}"
+    );
+    let after = json_u64(&ns.stats(BASE), "connections_total");
+    // `after` also counts the second stats request's own connection.
+    assert_eq!(
+        after - before,
+        2,
+        "connections accepted for one curl run of {} URLs (plus the stats request): before {before}, after {after}",
+        urls.len()
+    );
+    assert_no_leak(&ns);
+    stop(tapir);
+}
+
+/// Sends N GET /bytes/i requests (i = 0..N, the last with `Connection: close`) in one
+/// send, then reads the responses and checks they come in order, whole, with the right
+/// bytes, followed by the server closing.
+const PIPELINE: &str = r#"
+import socket, sys
+host, n = sys.argv[1], int(sys.argv[2])
+PATTERN = b"tapir-bytes-0123456789\n"
+reqs = []
+for i in range(n):
+    close = b"Connection: close\r\n" if i == n - 1 else b""
+    reqs.append(b"GET /bytes/%d HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (i, host.encode(), close))
+s = socket.create_connection((host, 80), timeout=20)
+payload = b"".join(reqs)
+sent = s.send(payload)
+assert sent == len(payload), "one send wrote %d of %d bytes" % (sent, len(payload))
+buf = b""
+eof = False
+def fill():
+    global buf, eof
+    b = s.recv(65536)
+    if not b:
+        eof = True
+    buf += b
+for i in range(n):
+    while b"\r\n\r\n" not in buf:
+        assert not eof, "EOF before response %d; have %r" % (i, buf[:200])
+        fill()
+    head, _, buf = buf.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    assert lines[0].startswith(b"HTTP/1.1 200"), "response %d: %r" % (i, lines[0])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(b":")
+        headers[k.strip().lower()] = v.strip()
+    assert b"content-length" in headers, "response %d has no Content-Length: %r" % (i, head)
+    length = int(headers[b"content-length"])
+    assert length == i, "response %d has Content-Length %d (out of order?)" % (i, length)
+    while len(buf) < length:
+        assert not eof, "EOF inside body %d" % i
+        fill()
+    body, buf = buf[:length], buf[length:]
+    want = (PATTERN * (length // len(PATTERN) + 1))[:length]
+    assert body == want, "body %d differs" % i
+while not eof:
+    fill()
+assert buf == b"", "%d bytes after the last response" % len(buf)
+print("pipelined", n, "responses in order")
+"#;
+
+#[test]
+fn hundred_pipelined_requests_answer_in_order() {
+    if !require_root("hundred_pipelined_requests_answer_in_order") {
+        return;
+    }
+    require_tool("python3", "python3");
+    let ns = Netns::up("h1-pipeline");
+    let tapir = start(&ns, &[]);
+    let out = ns.run(&["python3", "-c", PIPELINE, TAPIR_V4, "100"]);
+    let text = output_text(&out);
+    assert!(out.status.success(), "pipelining client failed:\n{text}");
+    assert!(text.contains("pipelined 100 responses in order"), "{text}");
+    assert_no_leak(&ns);
+    stop(tapir);
+}
+
+#[test]
+fn wrk_load_has_no_errors() {
+    if !require_root("wrk_load_has_no_errors") {
+        return;
+    }
+    require_tool("wrk", "wrk");
+    let ns = Netns::up("h1-wrk");
+    let tapir = start(&ns, &[]);
+    let out = ns.run(&["wrk", "-t1", "-c16", "-d5s", &format!("{BASE}/")]);
+    let text = output_text(&out);
+    assert!(out.status.success(), "wrk failed:\n{text}");
+    eprintln!("{text}");
+    if let Some(line) = text.lines().find(|l| l.contains("Socket errors")) {
+        let counts: Vec<u64> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert!(
+            counts.iter().all(|&n| n == 0),
+            "wrk saw socket errors:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("Non-2xx"),
+        "wrk saw non-2xx responses:\n{text}"
+    );
+    let requests: u64 = text
+        .lines()
+        .find(|l| l.contains(" requests in "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no 'N requests in' line:\n{text}"));
+    assert!(requests > 0, "wrk made no requests:\n{text}");
+    assert_no_leak(&ns);
+    stop(tapir);
+}
+
+#[test]
+fn static_file_of_200_mib_and_a_range() {
+    if !require_root("static_file_of_200_mib_and_a_range") {
+        return;
+    }
+    require_tool("curl", "curl");
+    let ns = Netns::up("h1-files");
+    let root = ns.dir().join("www");
+    fs::create_dir_all(&root).unwrap();
+    let file = root.join("big.bin");
+    write_random_file(&file, 200 << 20, 12);
+    let tapir = start(&ns, &["--root", root.to_str().unwrap()]);
+    let url = format!("{BASE}/big.bin");
+
+    let got = ns.dir().join("got.bin");
+    let started = Instant::now();
+    let out = ns.run(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "60",
+        "-o",
+        got.to_str().unwrap(),
+        "-w",
+        "%{http_code}",
+        &url,
+    ]);
+    assert!(out.status.success(), "curl {url}:\n{}", output_text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    assert_eq!(
+        fs::metadata(&got).unwrap().len(),
+        200 << 20,
+        "bytes downloaded"
+    );
+    assert_eq!(
+        sha256_file_hex(&file),
+        sha256_file_hex(&got),
+        "sha256 of the file and the download"
+    );
+    eprintln!("200 MiB static file downloaded in {:?}", started.elapsed());
+    fs::remove_file(&got).unwrap();
+
+    let part = ns.dir().join("part.bin");
+    let out = ns.run(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "10",
+        "-r",
+        "1000-1999",
+        "-o",
+        part.to_str().unwrap(),
+        "-w",
+        "%{http_code}",
+        &url,
+    ]);
+    assert!(out.status.success(), "curl -r:\n{}", output_text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "206", "range status");
+    let part = fs::read(&part).unwrap();
+    let whole = {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = fs::File::open(&file).unwrap();
+        f.seek(SeekFrom::Start(1000)).unwrap();
+        let mut buf = vec![0u8; 1000];
+        f.read_exact(&mut buf).unwrap();
+        buf
+    };
+    assert_eq!(part.len(), 1000, "range length");
+    assert!(
+        part == whole,
+        "range bytes 1000-1999 differ from the file's"
+    );
+    fs::remove_file(&file).unwrap();
+
+    // The static site has no /stats; check the connection count in the log instead.
+    stop_and_check_closed(tapir);
+}
+
+/// Stops tapir and checks its final line says every accepted connection was closed.
+fn stop_and_check_closed(tapir: TapirProcess) {
+    let (status, log) = tapir.terminate();
+    assert!(status.success(), "tapir exited with {status}; log:\n{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("stopped ("))
+        .unwrap_or_else(|| panic!("no 'stopped (' line:\n{log}"));
+    let count = |word: &str| -> u64 {
+        let at = line
+            .find(&format!(" {word}"))
+            .unwrap_or_else(|| panic!("no '{word}' in '{line}'"));
+        line[..at]
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count before '{word}' in '{line}'"))
+    };
+    assert_eq!(
+        count("accepted"),
+        count("closed"),
+        "connections accepted vs closed: {line}"
+    );
+}
+
+#[test]
+fn nothing_leaks_after_mixed_clients() {
+    if !require_root("nothing_leaks_after_mixed_clients") {
+        return;
+    }
+    require_tool("curl", "curl");
+    require_tool("python3", "python3");
+    let ns = Netns::up("h1-leak");
+    let tapir = start(&ns, &[]);
+    // Clients that finish normally, one that pipelines, and one that hangs up mid-response.
+    for _ in 0..5 {
+        let out = ns.run(&["curl", "-sS", "-o", "/dev/null", &format!("{BASE}/")]);
+        assert!(out.status.success(), "{}", output_text(&out));
+    }
+    let out = ns.run(&["python3", "-c", PIPELINE, TAPIR_V4, "20"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = ns.run(&[
+        "curl",
+        "-sS",
+        "--max-filesize",
+        "1",
+        "-o",
+        "/dev/null",
+        "--max-time",
+        "1",
+        &format!("{BASE}/bytes/100000000"),
+    ]);
+    assert!(!out.status.success(), "curl should abort the download");
+    let started = Instant::now();
+    assert_no_leak(&ns);
+    eprintln!(
+        "no connections left {:?} after the clients",
+        started.elapsed()
+    );
+    stop(tapir);
+}
