@@ -208,7 +208,7 @@ impl ParseAuthority for [u8] {
 }
 
 /// Parses a Content-Length value: `1*DIGIT`, no sign, no list, no overflow.
-fn parse_content_length(v: &[u8]) -> Result<u64, RejectReason> {
+pub(super) fn parse_content_length(v: &[u8]) -> Result<u64, RejectReason> {
     if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
         return Err(RejectReason::InvalidContentLength);
     }

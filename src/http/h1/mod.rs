@@ -31,12 +31,16 @@
 //! only through `super::`.
 
 mod chunked;
+mod client;
 mod head;
 mod server;
 
 use core::time::Duration;
 
 pub use chunked::{encode_chunk, ChunkedDecoder, ChunkedError, LAST_CHUNK};
+pub use client::{
+    ClientConfig, ClientConn, ClientError, ClientEvent, ExchangeId, H1ClientError, ResponseFraming,
+};
 pub use head::{parse_request_head, ParsedHead};
 pub use server::{RequestId, ServerConn, ServerEvent};
 
