@@ -9,6 +9,7 @@
 //! share one connection as concurrent streams.
 
 pub mod fetch;
+mod h1;
 mod h2;
 
 use std::cell::RefCell;
@@ -38,6 +39,7 @@ use crate::transport::tcp::TcpStream;
 use crate::transport::tls::ClientTls;
 use crate::transport::Transport;
 
+use self::h1::H1Client;
 use self::h2::H2Client;
 
 /// Errors a request can end with.
@@ -282,6 +284,7 @@ enum Engine {
     Connecting(Option<TcpStream>),
     /// TLS handshake in progress.
     Tls(Option<Box<ClientTls>>),
+    H1(Box<H1Client<AnyStream>>),
     H2(Box<H2Client<AnyStream>>),
 }
 
@@ -400,10 +403,29 @@ impl Client {
                 progress = true;
                 continue;
             }
+            // An idle keep-alive HTTP/1.1 connection takes the next request.
+            let h1 = self
+                .conns
+                .iter_mut()
+                .find_map(|(_, c)| match &mut c.engine {
+                    Engine::H1(h1) if c.target == target && h1.is_idle() => Some((h1, &c.waker)),
+                    _ => None,
+                });
+            if let Some((h1, waker)) = h1 {
+                h1.assign(exchange, now);
+                waker.wake_now();
+                progress = true;
+                continue;
+            }
             let connecting = self.conns.iter().any(|(_, c)| {
                 c.target == target && matches!(c.engine, Engine::Connecting(_) | Engine::Tls(_))
             });
-            if !connecting {
+            let h1_count = self
+                .conns
+                .iter()
+                .filter(|(_, c)| c.target == target && matches!(c.engine, Engine::H1(_)))
+                .count();
+            if !connecting && h1_count < self.config.max_connections_per_origin {
                 if let Err(e) = self.open(stack, &target, now) {
                     exchange.borrow_mut().fail(e);
                     progress = true;
@@ -492,10 +514,11 @@ impl Client {
                                     )))
                                 }
                                 Version::Auto | Version::Http1 => {
-                                    failure = Some(ClientError::Protocol(
-                                        "HTTP/1.1 client not available".into(),
-                                    ));
-                                    s.abort(stack);
+                                    conn.engine = Engine::H1(Box::new(H1Client::new(
+                                        AnyStream::from(s),
+                                        &conn.target,
+                                        now,
+                                    )))
                                 }
                             },
                         }
@@ -517,11 +540,17 @@ impl Client {
                                 AnyStream::from(*t),
                                 &conn.target,
                             )));
-                        } else {
-                            failure = Some(ClientError::Protocol(
-                                "HTTP/1.1 client not available".into(),
+                        } else if self.config.version == Version::Http2 {
+                            failure = Some(ClientError::Tls(
+                                "the server did not agree to HTTP/2 (ALPN)".into(),
                             ));
                             t.abort(stack);
+                        } else {
+                            conn.engine = Engine::H1(Box::new(H1Client::new(
+                                AnyStream::from(*t),
+                                &conn.target,
+                                now,
+                            )));
                         }
                     }
                 }
@@ -594,6 +623,37 @@ impl Client {
                 }
             }
         }
+        if let Engine::H1(h1) = &mut conn.engine {
+            if h1.idle_expired(now, self.config.idle_timeout) {
+                h1.close(stack);
+                self.conns.remove(key);
+                return true;
+            }
+            let queued = self
+                .queue
+                .iter()
+                .position(|ex| ex.borrow().target == conn.target);
+            if h1.is_idle() {
+                if let Some(i) = queued {
+                    let ex = self.queue.remove(i);
+                    h1.assign(ex, now);
+                }
+            }
+            match h1.drive(stack, &mut cx, now) {
+                Ok(true) => {}
+                Ok(false) => closed = true,
+                Err(e) => {
+                    tracing::debug!("HTTP/1.1 connection to {} failed: {e}", conn.target);
+                    closed = true;
+                }
+            }
+            if !closed {
+                if let Some(at) = h1.deadline(self.config.idle_timeout) {
+                    conn.timer = Some(at);
+                    self.timers.insert((at, key));
+                }
+            }
+        }
         if closed {
             let conn = self.conns.remove(key);
             if let Some(error) = failure {
@@ -622,9 +682,13 @@ impl Application for Client {
         }
         // Requests past their deadline.
         let timeout = self.config.request_timeout;
-        for (_, conn) in self.conns.iter_mut() {
-            if let (Engine::H2(h2), Some(limit)) = (&mut conn.engine, timeout) {
-                progress |= h2.expire(now, limit);
+        if let Some(limit) = timeout {
+            for (_, conn) in self.conns.iter_mut() {
+                match &mut conn.engine {
+                    Engine::H2(h2) => progress |= h2.expire(now, limit),
+                    Engine::H1(h1) => progress |= h1.expire(stack, now, limit),
+                    _ => {}
+                }
             }
         }
         progress
@@ -643,6 +707,7 @@ impl Application for Client {
                 Engine::Connecting(Some(s)) => s.abort(stack),
                 Engine::Tls(Some(t)) => t.abort(stack),
                 Engine::Connecting(None) | Engine::Tls(None) => {}
+                Engine::H1(mut h1) => h1.close(stack),
                 Engine::H2(mut h2) => h2.close(stack),
             }
         }

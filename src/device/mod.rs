@@ -9,6 +9,8 @@ pub mod capture;
 pub mod dgram;
 pub mod fd;
 pub mod memlink;
+pub mod pcap_reader;
+pub mod replay;
 pub mod tap;
 
 use smoltcp::wire::EthernetAddress;

@@ -23,6 +23,12 @@ impl Scheduled for MemDevice {
     }
 }
 
+impl Scheduled for crate::device::replay::ReplayDevice {
+    fn next_arrival(&self) -> Option<Instant> {
+        crate::device::replay::ReplayDevice::next_arrival(self)
+    }
+}
+
 impl<D: Scheduled> Scheduled for crate::device::capture::Capture<D> {
     fn next_arrival(&self) -> Option<Instant> {
         self.inner().next_arrival()

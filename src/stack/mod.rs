@@ -86,6 +86,9 @@ pub struct TcpConfig {
     pub nagle: bool,
     /// Delayed-ACK timer; `None` acknowledges every segment at once.
     pub ack_delay: Option<Duration>,
+    /// Keep-alive probe interval of an idle connection (off by default: idle connections
+    /// cost no wake-ups; application idle timeouts close them instead).
+    pub keep_alive: Option<Duration>,
 }
 
 impl Default for TcpConfig {
@@ -99,6 +102,7 @@ impl Default for TcpConfig {
             close_timeout: Duration::from_secs(30),
             nagle: false,
             ack_delay: Some(Duration::from_millis(10)),
+            keep_alive: None,
         }
     }
 }
@@ -520,6 +524,28 @@ impl Stack {
         pending + self.held + self.closing.len()
     }
 
+    /// One line per connected TCP socket (state, queues, endpoints), for diagnostics.
+    pub fn describe_connections(&self) -> Vec<String> {
+        self.sockets
+            .iter()
+            .filter_map(|(handle, socket)| match socket {
+                smoltcp::socket::Socket::Tcp(tcp) if tcp.state() != tcp::State::Listen => {
+                    Some(format!(
+                    "{handle}: {} {:?} -> {:?} send_queue={} recv_queue={} can_send={} can_recv={}",
+                    tcp.state(),
+                    tcp.local_endpoint(),
+                    tcp.remote_endpoint(),
+                    tcp.send_queue(),
+                    tcp.recv_queue(),
+                    tcp.can_send(),
+                    tcp.can_recv()
+                ))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Every socket in the set: listening, connected, closing, and the DHCP socket.
     pub fn socket_count(&self) -> usize {
         self.sockets.iter().count()
@@ -634,6 +660,7 @@ impl Stack {
         let mut socket = tcp::Socket::new(rx, tx);
         socket.set_nagle_enabled(tcp.nagle);
         socket.set_ack_delay(tcp.ack_delay);
+        socket.set_keep_alive(tcp.keep_alive);
         socket
     }
 

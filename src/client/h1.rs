@@ -1,0 +1,314 @@
+//! An HTTP/1.1 client connection: the sans-IO engine ([`crate::http::h1::ClientConn`]) over
+//! a transport. One exchange at a time; the connection is kept for the next request to the
+//! same origin while the server allows it (keep-alive).
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::{HeaderValue, HOST};
+use http::{Response, Uri};
+use smoltcp::time::Instant;
+
+use super::{ClientError, ExchangeRef, Target};
+use crate::http::h1::{
+    ClientConfig as H1Config, ClientConn, ClientEvent, ExchangeId, ResponseFraming,
+};
+use crate::service::body::{request_body, BodySender, BodyStream};
+use crate::service::Body;
+use crate::stack::Stack;
+use crate::transport::{ReadStatus, Transport};
+
+const TURNS: usize = 16;
+
+struct Current {
+    exchange: ExchangeRef,
+    id: ExchangeId,
+    upload: Option<Body>,
+    body: Option<BodySender>,
+    answered: bool,
+    started: Instant,
+}
+
+/// One HTTP/1.1 connection to an origin.
+pub(crate) struct H1Client<T: Transport> {
+    transport: Option<T>,
+    engine: ClientConn,
+    current: Option<Current>,
+    authority: HeaderValue,
+    idle_since: Option<Instant>,
+}
+
+impl<T: Transport> H1Client<T> {
+    pub(crate) fn new(transport: T, target: &Target, now: Instant) -> Self {
+        let authority = HeaderValue::from_str(&target.authority())
+            .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
+        H1Client {
+            transport: Some(transport),
+            engine: ClientConn::new(Arc::new(H1Config::default())),
+            current: None,
+            authority,
+            idle_since: Some(now),
+        }
+    }
+
+    /// True when the connection can take a request now.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.current.is_none() && self.transport.is_some() && self.engine.is_reusable()
+    }
+
+    /// Sends `exchange`'s request on this connection (which must be idle).
+    pub(crate) fn assign(&mut self, exchange: ExchangeRef, now: Instant) {
+        let request = exchange.borrow_mut().request.take();
+        let Some(request) = request else {
+            return;
+        };
+        let (mut parts, body) = request.into_parts();
+        if !parts.headers.contains_key(HOST) {
+            parts.headers.insert(HOST, self.authority.clone());
+        }
+        // Origin form: the path and query only.
+        if let Some(path) = parts.uri.path_and_query() {
+            if let Ok(uri) = path.as_str().parse::<Uri>() {
+                parts.uri = uri;
+            }
+        }
+        match self.engine.send_request(parts, body.len()) {
+            Ok(id) => {
+                self.idle_since = None;
+                self.current = Some(Current {
+                    exchange,
+                    id,
+                    upload: Some(body),
+                    body: None,
+                    answered: false,
+                    started: now,
+                })
+            }
+            Err(e) => exchange
+                .borrow_mut()
+                .fail(ClientError::Protocol(e.to_string())),
+        }
+    }
+
+    /// When the idle timer fires.
+    pub(crate) fn deadline(&self, idle: Duration) -> Option<Instant> {
+        self.idle_since.map(|since| since + idle.into())
+    }
+
+    pub(crate) fn idle_expired(&self, now: Instant, idle: Duration) -> bool {
+        self.idle_since
+            .is_some_and(|since| now >= since + idle.into())
+    }
+
+    /// Fails the request if its response head did not come within `limit`.
+    pub(crate) fn expire(&mut self, stack: &mut Stack, now: Instant, limit: Duration) -> bool {
+        let late = self
+            .current
+            .as_ref()
+            .is_some_and(|c| !c.answered && now >= c.started + limit.into());
+        if late {
+            self.fail(stack, ClientError::Timeout(limit));
+        }
+        late
+    }
+
+    pub(crate) fn close(&mut self, stack: &mut Stack) {
+        if let Some(c) = self.current.take() {
+            c.exchange
+                .borrow_mut()
+                .fail(ClientError::Connection("client shut down".into()));
+        }
+        if let Some(t) = self.transport.take() {
+            t.close(stack);
+        }
+    }
+
+    fn fail(&mut self, stack: &mut Stack, error: ClientError) {
+        if let Some(c) = self.current.take() {
+            if let Some(body) = &c.body {
+                body.fail(crate::service::BodyError::Incomplete(error.to_string()));
+            }
+            c.exchange.borrow_mut().fail(error);
+        }
+        if let Some(t) = self.transport.take() {
+            t.abort(stack);
+        }
+    }
+
+    /// Does the work that is ready. `Ok(false)` when the connection is finished (closed by
+    /// either side while idle); `Err` when it failed with a request in flight.
+    pub(crate) fn drive(
+        &mut self,
+        stack: &mut Stack,
+        cx: &mut Context<'_>,
+        now: Instant,
+    ) -> Result<bool, ClientError> {
+        for _ in 0..TURNS {
+            let mut progress = false;
+            // Upload the request body within the engine's output buffer.
+            if let Some(current) = self.current.as_mut() {
+                while let Some(body) = current.upload.as_mut() {
+                    let room = self.engine.send_capacity();
+                    if room == 0 {
+                        break;
+                    }
+                    match body.poll_chunk(cx, room) {
+                        Poll::Pending => break,
+                        Poll::Ready(Some(Ok(chunk))) => {
+                            progress = true;
+                            if let Err(e) = self.engine.send_body(current.id, &chunk) {
+                                let error = ClientError::Protocol(format!("request body: {e}"));
+                                self.fail(stack, error.clone());
+                                return Err(error);
+                            }
+                        }
+                        Poll::Ready(None) => {
+                            progress = true;
+                            let _ = self.engine.finish_request(current.id);
+                            current.upload = None;
+                        }
+                        Poll::Ready(Some(Err(e))) => {
+                            let error = ClientError::Protocol(format!("request body: {e}"));
+                            self.fail(stack, error.clone());
+                            return Err(error);
+                        }
+                    }
+                }
+            }
+            let Some(transport) = self.transport.as_mut() else {
+                return Ok(false);
+            };
+            // Output.
+            while !self.engine.pending_output().is_empty() {
+                match transport.write(stack, self.engine.pending_output()) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        self.engine.consume_output(n);
+                        progress = true;
+                    }
+                    Err(e) => return self.lost(stack, e.to_string()),
+                }
+            }
+            // Input, unless the response body pipe is full.
+            let full = self
+                .current
+                .as_ref()
+                .and_then(|c| c.body.as_ref())
+                .is_some_and(|b| b.buffered() >= 64 * 1024);
+            if full {
+                if let Some(body) = self.current.as_ref().and_then(|c| c.body.as_ref()) {
+                    body.park(cx.waker());
+                }
+            } else {
+                let engine = &mut self.engine;
+                let mut taken = 0usize;
+                let status = transport.read_with(stack, &mut |data| {
+                    let n = engine.handle_input(data);
+                    taken += n;
+                    n
+                });
+                progress |= taken > 0;
+                match status {
+                    Ok(ReadStatus::Eof) => {
+                        self.engine.handle_eof();
+                        progress = true;
+                    }
+                    Ok(_) => {}
+                    Err(e) => return self.lost(stack, e.to_string()),
+                }
+            }
+            progress |= self.events(now)?;
+            if self.engine.is_closed() && self.engine.pending_output().is_empty() {
+                if let Some(t) = self.transport.take() {
+                    t.close(stack);
+                }
+                if let Some(c) = self.current.take() {
+                    c.exchange.borrow_mut().fail(ClientError::Connection(
+                        "the server closed the connection".into(),
+                    ));
+                }
+                return Ok(false);
+            }
+            if !progress {
+                break;
+            }
+        }
+        if let Some(t) = self.transport.as_mut() {
+            let write = !self.engine.pending_output().is_empty();
+            t.register(stack, cx.waker(), true, write);
+        }
+        Ok(true)
+    }
+
+    /// The transport failed: an error for a request in flight, a quiet end otherwise.
+    fn lost(&mut self, stack: &mut Stack, reason: String) -> Result<bool, ClientError> {
+        if self.current.is_some() {
+            let error = ClientError::Connection(reason);
+            self.fail(stack, error.clone());
+            Err(error)
+        } else {
+            if let Some(t) = self.transport.take() {
+                t.abort(stack);
+            }
+            Ok(false)
+        }
+    }
+
+    fn events(&mut self, now: Instant) -> Result<bool, ClientError> {
+        let mut any = false;
+        while let Some(event) = self.engine.poll_event() {
+            any = true;
+            let Some(current) = self.current.as_mut() else {
+                // Events with no request in flight: the server spoke out of turn.
+                if let ClientEvent::Failed { error, .. } = event {
+                    tracing::debug!("idle HTTP/1.1 connection failed: {error}");
+                }
+                continue;
+            };
+            match event {
+                ClientEvent::Interim { .. } => {}
+                ClientEvent::Response { head, body, .. } => {
+                    let declared = match body {
+                        ResponseFraming::None => Some(0),
+                        ResponseFraming::Length(n) => Some(n),
+                        ResponseFraming::Chunked | ResponseFraming::CloseDelimited => None,
+                    };
+                    let (sender, stream) = request_body(declared);
+                    let (parts, ()) = head.into_parts();
+                    current.answered = true;
+                    current
+                        .exchange
+                        .borrow_mut()
+                        .respond(Ok(Response::from_parts(parts, stream)));
+                    current.body = Some(sender);
+                }
+                ClientEvent::Body { data, .. } => {
+                    if let Some(body) = &current.body {
+                        body.push(data);
+                    }
+                }
+                ClientEvent::BodyEnd { .. } => {
+                    if let Some(body) = &current.body {
+                        body.finish();
+                    }
+                    // The exchange is over (a server may answer before the upload ends;
+                    // the engine then does not reuse the connection).
+                    self.current = None;
+                    self.idle_since = Some(now);
+                }
+                ClientEvent::Failed { error, .. } => {
+                    let error = ClientError::Protocol(error.to_string());
+                    if let Some(c) = self.current.take() {
+                        if let Some(body) = &c.body {
+                            body.fail(crate::service::BodyError::Incomplete(error.to_string()));
+                        }
+                        c.exchange.borrow_mut().fail(error.clone());
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(any)
+    }
+}

@@ -1,0 +1,283 @@
+//! `tapir get` through a TAP device against a server the project did not write: nginx on
+//! the kernel side of the namespace, with its own self-signed certificate.
+//!
+//! Each test makes its own namespace and needs root (and nginx, openssl); without them it
+//! prints `SKIPPED <test>: ...` and returns.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::netns::{have_tool, require_root, tapir_bin, ChildGuard, Netns, KERNEL_V4, TAP};
+use sha2::{Digest, Sha256};
+
+/// An nginx serving `root` on the kernel side (10.7.0.1), HTTP on 80 and HTTPS (h2 and
+/// http/1.1 by ALPN) on 443.
+struct Nginx {
+    _child: ChildGuard,
+    cert: PathBuf,
+    root: PathBuf,
+}
+
+fn sha256_file(path: &Path) -> String {
+    let data = fs::read(path).expect("read file");
+    format!("{:x}", Sha256::digest(&data))
+}
+
+/// A self-signed server certificate (not a CA: WebPKI refuses a CA as the end entity) for
+/// `name` and the kernel side's address.
+fn make_cert(dir: &Path, name: &str, cert: &Path, key: &Path) {
+    let config = dir.join(format!("{name}.cnf"));
+    let text = format!(
+        "[req]\ndistinguished_name = dn\nx509_extensions = v3\nprompt = no\n[dn]\nCN = {name}\n\
+         [v3]\nbasicConstraints = critical,CA:FALSE\nkeyUsage = digitalSignature\n\
+         extendedKeyUsage = serverAuth\nsubjectAltName = DNS:{name},IP:{KERNEL_V4}\n"
+    );
+    fs::write(&config, text).unwrap();
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "2", "-config"])
+        .arg(&config)
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success(), "openssl made the certificate");
+}
+
+fn start_nginx(ns: &Netns) -> Nginx {
+    let dir = ns.dir().join("nginx");
+    let root = dir.join("root");
+    fs::create_dir_all(dir.join("logs")).unwrap();
+    fs::create_dir_all(&root).unwrap();
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    make_cert(&dir, "origin.test", &cert, &key);
+    fs::write(root.join("index.html"), "<p>hello from nginx</p>\n").unwrap();
+    let conf = format!(
+        "daemon off;\nmaster_process off;\nuser root;\npid {dir}/nginx.pid;\nerror_log {dir}/logs/error.log;\n\
+         events {{ worker_connections 256; }}\n\
+         http {{\n  log_format port '$remote_port $request';\n  access_log {dir}/logs/access.log port;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n\
+           fastcgi_temp_path {dir}/fastcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n\
+           server {{\n    listen {ip}:80;\n    listen {ip}:443 ssl http2;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    root {root};\n  }}\n}}\n",
+        dir = dir.display(),
+        ip = KERNEL_V4,
+        cert = cert.display(),
+        key = key.display(),
+        root = root.display(),
+    );
+    let conf_path = dir.join("nginx.conf");
+    fs::write(&conf_path, conf).unwrap();
+    let child: Child = ns
+        .exec(&[
+            "nginx",
+            "-c",
+            conf_path.to_str().unwrap(),
+            "-p",
+            dir.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    let guard = ChildGuard(child);
+    // Wait until nginx answers on the kernel side.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = ns
+            .exec(&[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "--max-time",
+                "1",
+                &format!("http://{KERNEL_V4}/"),
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nginx did not start");
+        thread::sleep(Duration::from_millis(100));
+    }
+    Nginx {
+        _child: guard,
+        cert,
+        root,
+    }
+}
+
+fn ready(test: &str) -> bool {
+    if !require_root(test) {
+        return false;
+    }
+    for tool in ["nginx", "openssl", "curl"] {
+        if !have_tool(tool) {
+            println!("SKIPPED {test}: needs {tool}");
+            eprintln!("SKIPPED {test}: needs {tool}");
+            return false;
+        }
+    }
+    true
+}
+
+/// Runs `tapir get` in the namespace with `args`.
+fn get(ns: &Netns, args: &[&str]) -> Output {
+    let bin = tapir_bin();
+    let mut command = ns.exec(&[bin.to_str().unwrap(), "get", "--tap", TAP, "--log", "warn"]);
+    command.args(args).env("NO_COLOR", "1").stdin(Stdio::null());
+    command.output().expect("run tapir get")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn get_from_nginx_over_http1_https_h1_and_h2() {
+    if !ready("get_from_nginx_over_http1_https_h1_and_h2") {
+        return;
+    }
+    let ns = Netns::up("get");
+    let nginx = start_nginx(&ns);
+    let cert = nginx.cert.to_str().unwrap().to_string();
+    let base_http = format!("http://{KERNEL_V4}/");
+    let base_https = format!("https://{KERNEL_V4}/");
+
+    let out = get(&ns, &[&base_http]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "<p>hello from nginx</p>\n"
+    );
+    assert!(stderr(&out).contains("< HTTP/1.1 200"), "{}", stderr(&out));
+
+    let out = get(&ns, &["--http1.1", "--cacert", &cert, &base_https]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("< HTTP/1.1 200"), "{}", stderr(&out));
+
+    let out = get(&ns, &["--cacert", &cert, &base_https]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("< HTTP/2 200"),
+        "ALPN chose h2: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "<p>hello from nginx</p>\n"
+    );
+
+    // Several URLs on one origin: one connection, seen in nginx's access log as one
+    // client port for both requests.
+    let out = get(
+        &ns,
+        &["--http1.1", &base_http, &format!("{base_http}index.html")],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = fs::read_to_string(ns.dir().join("nginx/logs/access.log")).unwrap_or_default();
+    eprintln!("nginx access log:\n{log}");
+    let last: Vec<&str> = log.lines().rev().take(2).collect();
+    assert_eq!(last.len(), 2, "{log}");
+    let port = |line: &str| line.split_whitespace().next().unwrap_or("").to_string();
+    assert_eq!(port(last[0]), port(last[1]), "both requests came on one connection: {log}");
+}
+
+#[test]
+fn get_100_mib_from_nginx_with_sha256_equal() {
+    if !ready("get_100_mib_from_nginx_with_sha256_equal") {
+        return;
+    }
+    let ns = Netns::up("get-big");
+    let nginx = start_nginx(&ns);
+    let mut data = vec![0u8; 100 * 1024 * 1024];
+    fastrand::Rng::with_seed(8).fill(&mut data);
+    fs::write(nginx.root.join("big.bin"), &data).unwrap();
+    let want = format!("{:x}", Sha256::digest(&data));
+    drop(data);
+    let cert = nginx.cert.to_str().unwrap().to_string();
+    for (label, args) in [
+        (
+            "http/1.1",
+            vec![
+                "--http1.1".to_string(),
+                format!("http://{KERNEL_V4}/big.bin"),
+            ],
+        ),
+        (
+            "https h2",
+            vec![
+                "--cacert".to_string(),
+                cert.clone(),
+                format!("https://{KERNEL_V4}/big.bin"),
+            ],
+        ),
+    ] {
+        let out_path = ns
+            .dir()
+            .join(format!("big-{}.bin", label.replace(['/', ' '], "-")));
+        let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+        all.extend(["-o", out_path.to_str().unwrap()]);
+        let out = get(&ns, &all);
+        assert!(out.status.success(), "{label}: {}", stderr(&out));
+        assert_eq!(
+            sha256_file(&out_path),
+            want,
+            "{label}: sha256 of the download"
+        );
+    }
+}
+
+#[test]
+fn wrong_ca_is_refused_with_a_clear_error() {
+    if !ready("wrong_ca_is_refused_with_a_clear_error") {
+        return;
+    }
+    let ns = Netns::up("get-ca");
+    let _nginx = start_nginx(&ns);
+    // A different self-signed certificate as the only trusted CA.
+    let other = ns.dir().join("other.pem");
+    let other_key = ns.dir().join("other-key.pem");
+    make_cert(ns.dir(), "other.test", &other, &other_key);
+    let started = Instant::now();
+    let out = get(
+        &ns,
+        &[
+            "--cacert",
+            other.to_str().unwrap(),
+            &format!("https://{KERNEL_V4}/"),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("certificate"),
+        "the error names the certificate problem: {err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "fails fast");
+    // No certificate option at all: the public roots do not know nginx's certificate.
+    let out = get(&ns, &[&format!("https://{KERNEL_V4}/")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("UnknownIssuer"), "{}", stderr(&out));
+    // A port nobody listens on: refused.
+    let out = get(&ns, &[&format!("http://{KERNEL_V4}:81/")]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
+}
