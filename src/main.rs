@@ -62,6 +62,12 @@ enum Command {
         #[command(flatten)]
         get: get::GetArgs,
     },
+    /// Replay a capture into a fresh in-process server and compare what it sends.
+    ///
+    /// With --exact (the mode available now), FILE must be a capture recorded in
+    /// deterministic mode, like those in captures/golden/: the server's frames must come back
+    /// byte for byte; the first difference is printed with both frames decoded.
+    Replay(ReplayArgs),
     /// TCP echo server: sends every byte back (RFC 862).
     Echo {
         #[command(flatten)]
@@ -70,6 +76,58 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         port: u16,
     },
+}
+
+/// Flags of `tapir replay`.
+#[derive(Debug, clap::Args)]
+struct ReplayArgs {
+    /// The capture (pcap or pcapng).
+    file: std::path::PathBuf,
+    /// Byte-exact replay of a deterministic capture (required: the only mode so far).
+    #[arg(long, required = true)]
+    exact: bool,
+    /// The server's stack seed when the capture was recorded.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// The server's MAC address in the capture.
+    #[arg(long, default_value = "02:00:00:00:00:02")]
+    mac: cli::Mac,
+    /// The server's address in the capture.
+    #[arg(long = "ip", default_value = "10.7.0.2/24")]
+    ip: cli::Cidr,
+    /// The server's HTTP port.
+    #[arg(long, default_value_t = 80)]
+    http: u16,
+    /// The IP MTU of the recorded link.
+    #[arg(long, default_value_t = 1500)]
+    mtu: usize,
+}
+
+fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
+    let frames = tapir::device::pcap_reader::read_capture(&args.file)?;
+    let config = tapir::replay::ExactConfig {
+        server_mac: args.mac.0,
+        addresses: vec![args.ip.0],
+        seed: args.seed,
+        http_port: args.http,
+        mtu: args.mtu,
+    };
+    let report = tapir::replay::replay_exact(&frames, &config)?;
+    match report.mismatch {
+        None => {
+            println!(
+                "{}: {} client frames replayed, {} server frames identical",
+                args.file.display(),
+                report.fed,
+                report.compared
+            );
+            Ok(())
+        }
+        Some(mismatch) => {
+            print!("{mismatch}");
+            anyhow::bail!("{} does not replay exactly", args.file.display())
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -100,6 +158,7 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Replay(args) => replay(&args),
         Command::Serve { net, http } => live(&net, |stack| serve(stack, &http)).map(|_| ()),
         Command::Get { net, get } => {
             let app = get::Get::new(get)?;

@@ -31,6 +31,8 @@ pub struct ExactConfig {
     pub seed: u64,
     /// The cleartext HTTP port (built-in site).
     pub http_port: u16,
+    /// The IP MTU of the server's link (it sets the MSS the server announces).
+    pub mtu: usize,
 }
 
 impl Default for ExactConfig {
@@ -40,6 +42,7 @@ impl Default for ExactConfig {
             addresses: vec![IpCidr::new(IpAddress::v4(10, 7, 0, 2), 24)],
             seed: 1,
             http_port: 80,
+            mtu: 1500,
         }
     }
 }
@@ -165,7 +168,7 @@ pub fn replay_exact(
         .collect();
     let fed = input.len();
     let mut sim = Sim::new();
-    let mut device = ReplayDevice::new(input, 65535)?;
+    let mut device = ReplayDevice::new(input, config.mtu)?;
     let mut stack = Stack::new(config.stack_config(), &mut device, sim.now())?;
     let server = config.server(&mut stack)?;
     let mut node = Node::new(stack, device, server);

@@ -29,7 +29,7 @@ impl Scheduled for crate::device::replay::ReplayDevice {
     }
 }
 
-impl<D: Scheduled> Scheduled for crate::device::capture::Capture<D> {
+impl<D: Scheduled, W: std::io::Write> Scheduled for crate::device::capture::Capture<D, W> {
     fn next_arrival(&self) -> Option<Instant> {
         self.inner().next_arrival()
     }
