@@ -197,7 +197,11 @@ fn get_from_nginx_over_http1_https_h1_and_h2() {
     let last: Vec<&str> = log.lines().rev().take(2).collect();
     assert_eq!(last.len(), 2, "{log}");
     let port = |line: &str| line.split_whitespace().next().unwrap_or("").to_string();
-    assert_eq!(port(last[0]), port(last[1]), "both requests came on one connection: {log}");
+    assert_eq!(
+        port(last[0]),
+        port(last[1]),
+        "both requests came on one connection: {log}"
+    );
 }
 
 #[test]
