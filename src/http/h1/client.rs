@@ -69,6 +69,7 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
+use super::body::BodyDecoder;
 use super::chunked::{self, ChunkedDecoder, ChunkedError};
 use super::head;
 
@@ -287,13 +288,6 @@ struct Sending {
 }
 
 /// How the response body is being decoded.
-#[derive(Debug)]
-enum BodyDecoder {
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    Close,
-}
-
 #[derive(Debug)]
 enum ReadState {
     /// Waiting for or accumulating a response head.
@@ -776,29 +770,11 @@ impl ClientConn {
         if self.body_acc.is_empty() {
             self.body_acc_id = id;
         }
-        let (consumed, done) = match decoder {
-            BodyDecoder::Length(remaining) => {
-                let take = usize::try_from(*remaining)
-                    .unwrap_or(usize::MAX)
-                    .min(rest.len())
-                    .min(room);
-                self.body_acc
-                    .extend_from_slice(rest.get(..take).unwrap_or(&[]));
-                *remaining -= take as u64;
-                (take, *remaining == 0)
-            }
-            BodyDecoder::Chunked(d) => match d.decode(rest, &mut self.body_acc, room) {
-                Ok(n) => (n, d.is_done()),
-                Err(e) => {
-                    self.fail(Some(id), ClientError::Chunked(e));
-                    return 0;
-                }
-            },
-            BodyDecoder::Close => {
-                let take = rest.len().min(room);
-                self.body_acc
-                    .extend_from_slice(rest.get(..take).unwrap_or(&[]));
-                (take, false)
+        let (consumed, done) = match decoder.decode(rest, &mut self.body_acc, room) {
+            Ok(result) => result,
+            Err(e) => {
+                self.fail(Some(id), ClientError::Chunked(e));
+                return 0;
             }
         };
         if done {

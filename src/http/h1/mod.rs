@@ -30,6 +30,7 @@
 //! `server` (the connection state machine). Sibling modules are referenced
 //! only through `super::`.
 
+mod body;
 mod chunked;
 mod client;
 mod head;

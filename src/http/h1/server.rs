@@ -54,6 +54,7 @@ use core::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode, Version};
 
+use super::body::BodyDecoder;
 use super::chunked::{self, ChunkedDecoder};
 use super::head::{self, FramingHeader};
 use super::{AbortReason, BodyFraming, H1Config, H1Error, RejectReason};
@@ -111,12 +112,6 @@ pub enum ServerEvent {
 }
 
 /// How the request body is being decoded.
-#[derive(Debug)]
-enum BodyDecoder {
-    Length(u64),
-    Chunked(ChunkedDecoder),
-}
-
 #[derive(Debug)]
 enum ReadState {
     /// Waiting for or accumulating a request head.
@@ -799,21 +794,9 @@ impl ServerConn {
             self.body_acc_id = id;
         }
         let before = self.body_acc.len();
-        let (consumed, done, err) = match decoder {
-            BodyDecoder::Length(remaining) => {
-                let take = usize::try_from(*remaining)
-                    .unwrap_or(usize::MAX)
-                    .min(rest.len())
-                    .min(room);
-                self.body_acc
-                    .extend_from_slice(rest.get(..take).unwrap_or(&[]));
-                *remaining -= take as u64;
-                (take, *remaining == 0, None)
-            }
-            BodyDecoder::Chunked(d) => match d.decode(rest, &mut self.body_acc, room) {
-                Ok(n) => (n, d.is_done(), None),
-                Err(e) => (0, false, Some(e)),
-            },
+        let (consumed, done, err) = match decoder.decode(rest, &mut self.body_acc, room) {
+            Ok((n, done)) => (n, done, None),
+            Err(e) => (0, false, Some(e)),
         };
         let produced = (self.body_acc.len() - before) as u64;
         if let Some(slot) = self.slot_mut(id) {
