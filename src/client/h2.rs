@@ -17,7 +17,8 @@ use smoltcp::time::Instant;
 use super::{ClientError, ExchangeRef, Scheme, Target};
 use crate::http::h2io::{H2Io, H2Pipes};
 use crate::http::CONNECTION_HEADERS;
-use crate::service::body::{request_body, BodySender, BodyStream};
+use crate::service::body::{request_body, BodySender};
+use crate::service::h2::{send_body, Pumped};
 use crate::service::Body;
 use crate::stack::Stack;
 use crate::transport::Transport;
@@ -25,7 +26,6 @@ use crate::transport::Transport;
 const TURNS: usize = 16;
 /// Response bytes buffered per stream before its window stays closed.
 const STREAM_BODY_BUFFER: usize = 64 * 1024;
-const SEND_CHUNK: usize = 64 * 1024;
 
 type Handshake =
     Pin<Box<dyn Future<Output = Result<(SendRequest<Bytes>, Connection<H2Io, Bytes>), h2::Error>>>>;
@@ -307,44 +307,22 @@ fn advance(stream: &mut Stream, cx: &mut Context<'_>) -> bool {
     let mut progress = false;
     // Upload the request body within the send window.
     if let Some((send, body)) = stream.upload.as_mut() {
-        loop {
-            if send.capacity() == 0 {
-                send.reserve_capacity(SEND_CHUNK);
-                match send.poll_capacity(cx) {
-                    Poll::Ready(Some(Ok(n))) if n > 0 => {}
-                    Poll::Ready(Some(Ok(_))) | Poll::Pending => break,
-                    Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
-                        stream.upload = None;
-                        break;
-                    }
-                }
+        let (pumped, sent) = send_body(send, body, cx, h2::Reason::CANCEL);
+        progress |= sent > 0;
+        match pumped {
+            Pumped::Blocked => {}
+            Pumped::Finished | Pumped::PeerGone => {
+                progress = true;
+                stream.upload = None;
             }
-            match body.poll_chunk(cx, send.capacity()) {
-                Poll::Pending => break,
-                Poll::Ready(Some(Ok(chunk))) => {
-                    progress = true;
-                    if send.send_data(chunk, false).is_err() {
-                        stream.upload = None;
-                        break;
-                    }
-                }
-                Poll::Ready(None) => {
-                    progress = true;
-                    let _ = send.send_data(Bytes::new(), true);
-                    stream.upload = None;
-                    break;
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    progress = true;
-                    send.send_reset(h2::Reason::CANCEL);
-                    stream
-                        .exchange
-                        .borrow_mut()
-                        .fail(ClientError::Protocol(format!("request body: {e}")));
-                    stream.upload = None;
-                    stream.response = None;
-                    break;
-                }
+            Pumped::Failed(e) => {
+                progress = true;
+                stream
+                    .exchange
+                    .borrow_mut()
+                    .fail(ClientError::Protocol(format!("request body: {e}")));
+                stream.upload = None;
+                stream.response = None;
             }
         }
     }

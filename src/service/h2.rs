@@ -467,40 +467,73 @@ fn advance_stream(
                 }
             },
             Stage::Streaming(send, body) => {
-                if send.capacity() == 0 {
-                    send.reserve_capacity(SEND_CHUNK);
-                    match send.poll_capacity(cx) {
-                        Poll::Ready(Some(Ok(n))) if n > 0 => {}
-                        Poll::Ready(Some(Ok(_))) | Poll::Pending => return progress,
-                        Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
-                            // The client reset the stream or the connection is gone.
-                            task.stage = Stage::Done;
-                            continue;
-                        }
-                    }
-                }
-                let room = send.capacity();
-                match body.poll_chunk(cx, room) {
-                    Poll::Pending => return progress,
-                    Poll::Ready(Some(Ok(chunk))) => {
+                let (pumped, sent) = send_body(send, body, cx, Reason::INTERNAL_ERROR);
+                task.body_bytes += sent;
+                progress |= sent > 0;
+                match pumped {
+                    Pumped::Blocked => return progress,
+                    Pumped::Finished | Pumped::PeerGone => {
                         progress = true;
-                        task.body_bytes += chunk.len() as u64;
-                        if send.send_data(chunk, false).is_err() {
-                            task.stage = Stage::Done;
-                        }
-                    }
-                    Poll::Ready(None) => {
-                        progress = true;
-                        let _ = send.send_data(Bytes::new(), true);
                         task.stage = Stage::Done;
                     }
-                    Poll::Ready(Some(Err(e))) => {
+                    Pumped::Failed(e) => {
                         progress = true;
                         tracing::warn!("HTTP/2 response body failed: {e}");
-                        send.send_reset(Reason::INTERNAL_ERROR);
                         task.stage = Stage::Done;
                     }
                 }
+            }
+        }
+    }
+}
+
+/// How far [`send_body`] got.
+#[derive(Debug)]
+pub(crate) enum Pumped {
+    /// Waiting for window or for the body; a waker is registered.
+    Blocked,
+    /// The body was sent, with END_STREAM.
+    Finished,
+    /// The peer reset the stream or the connection is gone.
+    PeerGone,
+    /// The body failed; the stream was reset with the given reason.
+    Failed(BodyError),
+}
+
+/// Sends `body` on `send` as far as the flow-control window allows: reserves capacity in
+/// chunks and pulls at most that much from the body, so a peer that does not open its
+/// window never makes memory grow. Returns how far it got and the body bytes sent.
+pub(crate) fn send_body(
+    send: &mut SendStream<Bytes>,
+    body: &mut dyn BodyStream,
+    cx: &mut Context<'_>,
+    on_error: Reason,
+) -> (Pumped, u64) {
+    let mut sent = 0u64;
+    loop {
+        if send.capacity() == 0 {
+            send.reserve_capacity(SEND_CHUNK);
+            match send.poll_capacity(cx) {
+                Poll::Ready(Some(Ok(n))) if n > 0 => {}
+                Poll::Ready(Some(Ok(_))) | Poll::Pending => return (Pumped::Blocked, sent),
+                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => return (Pumped::PeerGone, sent),
+            }
+        }
+        match body.poll_chunk(cx, send.capacity()) {
+            Poll::Pending => return (Pumped::Blocked, sent),
+            Poll::Ready(Some(Ok(chunk))) => {
+                sent += chunk.len() as u64;
+                if send.send_data(chunk, false).is_err() {
+                    return (Pumped::PeerGone, sent);
+                }
+            }
+            Poll::Ready(None) => {
+                let _ = send.send_data(Bytes::new(), true);
+                return (Pumped::Finished, sent);
+            }
+            Poll::Ready(Some(Err(e))) => {
+                send.send_reset(on_error);
+                return (Pumped::Failed(e), sent);
             }
         }
     }

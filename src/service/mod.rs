@@ -9,7 +9,7 @@ pub mod body;
 pub mod builtin;
 pub mod files;
 mod h1;
-mod h2;
+pub(crate) mod h2;
 pub mod server;
 
 use std::fmt;
