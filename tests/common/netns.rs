@@ -61,8 +61,7 @@ pub fn have_tool(program: &str) -> bool {
 /// false; the test should return at once, so a run without root says what it skipped
 /// instead of passing silently.
 pub fn require_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = effective_uid() == Some(0);
     if !root {
         announce(&format!(
             "SKIPPED {test}: needs root for TAP devices and network namespaces"
@@ -258,10 +257,9 @@ impl TapirProcess {
         // Fields 14 and 15 of stat(5); `fields` starts at field 3 (state).
         let utime: u64 = fields[11].parse().expect("utime");
         let stime: u64 = fields[12].parse().expect("stime");
-        // SAFETY: sysconf has no preconditions.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        assert!(ticks > 0, "sysconf(_SC_CLK_TCK) failed");
-        Duration::from_secs_f64((utime + stime) as f64 / ticks as f64)
+        // /proc/PID/stat counts in USER_HZ, which is 100 on Linux whatever the kernel's HZ.
+        const USER_HZ: f64 = 100.0;
+        Duration::from_secs_f64((utime + stime) as f64 / USER_HZ)
     }
 
     /// Waits up to `timeout` for tapir to exit on its own; returns its status, or None if
@@ -326,16 +324,23 @@ impl Drop for ChildGuard {
     }
 }
 
+/// The effective user id of this process, from /proc (no `unsafe` outside the device
+/// module, tests included).
+fn effective_uid() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    // Uid: real effective saved filesystem
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Sends `signal` (a number, like `libc::SIGTERM`) to `pid` with kill(1).
 fn signal(pid: u32, signal: libc::c_int) {
-    let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
-    // SAFETY: kill has no memory-safety preconditions; the pid is our own unreaped child.
-    let rc = unsafe { libc::kill(pid, signal) };
-    assert_eq!(
-        rc,
-        0,
-        "kill({pid}, {signal}): {}",
-        std::io::Error::last_os_error()
-    );
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
 }
 
 /// The fields of a /proc/PID/stat line after the command name (which may hold spaces and
