@@ -107,6 +107,9 @@ fn parse_resolve(entry: &str) -> anyhow::Result<Pin> {
 struct Output {
     out: Rc<RefCell<Box<dyn Write>>>,
     head_only: bool,
+    /// Following redirects (-L): a redirect's own body is not written.
+    follow: bool,
+    skip_body: bool,
     status: Option<http::StatusCode>,
     location: Option<String>,
     progress: Option<ProgressBar>,
@@ -127,6 +130,8 @@ impl Sink for Output {
             .get(http::header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        self.skip_body =
+            self.follow && response.status().is_redirection() && self.location.is_some();
         if self.head_only {
             let mut out = self.out.borrow_mut();
             let _ = writeln!(out, "{version} {}", response.status());
@@ -154,6 +159,9 @@ impl Sink for Output {
     fn data(&mut self, data: &[u8]) -> std::io::Result<()> {
         if let Some(bar) = &self.progress {
             bar.inc(data.len() as u64);
+        }
+        if self.skip_body {
+            return Ok(());
         }
         self.out.borrow_mut().write_all(data)
     }
@@ -273,6 +281,8 @@ impl Get {
                 let sink = Output {
                     out: self.out.clone(),
                     head_only: self.args.head,
+                    follow: self.args.location,
+                    skip_body: false,
                     status: None,
                     location: None,
                     progress: None,

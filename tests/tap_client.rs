@@ -74,7 +74,7 @@ fn start_nginx(ns: &Netns) -> Nginx {
          events {{ worker_connections 256; }}\n\
          http {{\n  log_format port '$remote_port $request';\n  access_log {dir}/logs/access.log port;\n  client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n\
            fastcgi_temp_path {dir}/fastcgi;\n  uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n\
-           server {{\n    listen {ip}:80;\n    listen {ip}:443 ssl http2;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    root {root};\n  }}\n}}\n",
+           server {{\n    listen {ip}:80;\n    location = /old {{ return 302 /index.html; }}\n    listen {ip}:443 ssl http2;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    root {root};\n  }}\n}}\n",
         dir = dir.display(),
         ip = KERNEL_V4,
         cert = cert.display(),
@@ -284,4 +284,97 @@ fn wrong_ca_is_refused_with_a_clear_error() {
     let out = get(&ns, &[&format!("http://{KERNEL_V4}:81/")]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
+}
+
+#[test]
+fn get_follows_redirects_and_looks_names_up_by_dns() {
+    if !ready("get_follows_redirects_and_looks_names_up_by_dns") {
+        return;
+    }
+    if !have_tool("dnsmasq") {
+        println!("SKIPPED get_follows_redirects_and_looks_names_up_by_dns: needs dnsmasq");
+        eprintln!("SKIPPED get_follows_redirects_and_looks_names_up_by_dns: needs dnsmasq");
+        return;
+    }
+    let ns = Netns::up("get-dns");
+    let _nginx = start_nginx(&ns);
+    // A DNS server on the kernel side that knows origin.test and nothing else.
+    let dns = ns
+        .exec(&[
+            "dnsmasq",
+            "--no-daemon",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            &format!("--listen-address={KERNEL_V4}"),
+            &format!("--address=/origin.test/{KERNEL_V4}"),
+            &format!("--pid-file={}", ns.dir().join("dnsmasq.pid").display()),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start dnsmasq");
+    let _dns = ChildGuard(dns);
+    thread::sleep(Duration::from_millis(300));
+
+    // Redirect followed with -L: /old answers 302 to /index.html.
+    let out = get(&ns, &["-L", &format!("http://{KERNEL_V4}/old")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("< HTTP/1.1 302"), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "<p>hello from nginx</p>\n"
+    );
+    // Without -L the redirect is the answer.
+    let out = get(&ns, &[&format!("http://{KERNEL_V4}/old")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("hello"));
+    // --max-redirs 0 refuses to follow.
+    let out = get(
+        &ns,
+        &[
+            "-L",
+            "--max-redirs",
+            "0",
+            &format!("http://{KERNEL_V4}/old"),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("redirects"), "{}", stderr(&out));
+
+    // The name through smoltcp's DNS socket.
+    let out = get(&ns, &["--dns", KERNEL_V4, "http://origin.test/"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("origin.test is 10.7.0.1"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "<p>hello from nginx</p>\n"
+    );
+    // An unknown name is a clear error.
+    let out = get(
+        &ns,
+        &[
+            "--dns",
+            KERNEL_V4,
+            "--max-time",
+            "20",
+            "http://nowhere.test/",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("nowhere.test"), "{}", stderr(&out));
+    // --resolve pins a name without DNS.
+    let out = get(
+        &ns,
+        &[
+            "--resolve",
+            &format!("pinned.test:80:{KERNEL_V4}"),
+            "http://pinned.test/",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
 }
