@@ -54,7 +54,7 @@ pub struct NetArgs {
     #[arg(long, default_value_t = 16_384, value_name = "N")]
     pub max_connections: usize,
 
-    /// TCP receive and send buffer per connection, in KiB.
+    /// TCP receive and send buffer per connection, in KiB (4 to 1023).
     #[arg(long, default_value_t = 64, value_name = "KIB")]
     pub tcp_buffer: usize,
 

@@ -62,11 +62,19 @@ enum Command {
         #[command(flatten)]
         get: get::GetArgs,
     },
-    /// Replay a capture into a fresh in-process server and compare what it sends.
+    /// Replay a capture into a fresh in-process server.
     ///
-    /// With --exact (the mode available now), FILE must be a capture recorded in
-    /// deterministic mode, like those in captures/golden/: the server's frames must come back
-    /// byte for byte; the first difference is printed with both frames decoded.
+    /// Live replay (the default): the client side of every TCP flow of FILE (any client,
+    /// any server, IPv4 or IPv6, pcap or pcapng) is sent on a fresh connection of tapir's
+    /// own client stack to an in-process `tapir serve` (built-in site, or --root DIR) over
+    /// the in-memory link, paced by the capture's timestamps on a virtual clock (no wall
+    /// time). Prints per flow the HTTP exchanges that came back; --expect compares them with
+    /// the capture's responses (status always; body length for 2xx with Content-Length)
+    /// and fails on a difference.
+    ///
+    /// With --exact, FILE must be a capture recorded in deterministic mode, like those in
+    /// captures/golden/: the server's frames must come back byte for byte; the first
+    /// difference is printed with both frames decoded.
     Replay(ReplayArgs),
     /// TCP echo server: sends every byte back (RFC 862).
     Echo {
@@ -81,29 +89,47 @@ enum Command {
 /// Flags of `tapir replay`.
 #[derive(Debug, clap::Args)]
 struct ReplayArgs {
-    /// The capture (pcap or pcapng).
+    /// The capture (pcap or pcapng; Ethernet or Linux cooked).
     file: std::path::PathBuf,
-    /// Byte-exact replay of a deterministic capture (required: the only mode so far).
-    #[arg(long, required = true)]
+    /// Byte-exact replay of a deterministic capture (default: live replay).
+    #[arg(long)]
     exact: bool,
-    /// The server's stack seed when the capture was recorded.
+    /// Live: replay only flows to this server address [default: every flow with a SYN].
+    #[arg(long, value_name = "IP", conflicts_with = "exact")]
+    server_ip: Option<std::net::IpAddr>,
+    /// Live: scale the capture's time by this factor (2 = twice as fast).
+    #[arg(long, default_value_t = 1.0, value_name = "N", conflicts_with_all = ["fast", "exact"])]
+    speed: f64,
+    /// Live: send the client bytes as fast as the stack takes them.
+    #[arg(long, conflicts_with = "exact")]
+    fast: bool,
+    /// Live: compare the answers with the capture's; exit non-zero on a difference.
+    #[arg(long, conflicts_with = "exact")]
+    expect: bool,
+    /// Live: serve static files from this directory instead of the built-in site.
+    #[arg(long, value_name = "DIR", conflicts_with = "exact")]
+    root: Option<std::path::PathBuf>,
+    /// Exact: the server's stack seed when the capture was recorded.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// The server's MAC address in the capture.
+    /// Exact: the server's MAC address in the capture.
     #[arg(long, default_value = "02:00:00:00:00:02")]
     mac: cli::Mac,
-    /// The server's address in the capture.
+    /// Exact: the server's address in the capture.
     #[arg(long = "ip", default_value = "10.7.0.2/24")]
     ip: cli::Cidr,
-    /// The server's HTTP port.
-    #[arg(long, default_value_t = 80)]
+    /// The server's HTTP port (live: every flow is replayed to it).
+    #[arg(long, default_value_t = 80, value_name = "PORT")]
     http: u16,
-    /// The IP MTU of the recorded link.
+    /// Exact: the IP MTU of the recorded link.
     #[arg(long, default_value_t = 1500)]
     mtu: usize,
 }
 
 fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
+    if !args.exact {
+        return replay_live(args);
+    }
     let frames = tapir::device::pcap_reader::read_capture(&args.file)?;
     let config = tapir::replay::ExactConfig {
         server_mac: args.mac.0,
@@ -128,6 +154,57 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
             anyhow::bail!("{} does not replay exactly", args.file.display())
         }
     }
+}
+
+fn replay_live(args: &ReplayArgs) -> anyhow::Result<()> {
+    use tapir::replay::live::{self, LiveConfig, Pace, Site};
+    let frames = tapir::device::pcap_reader::read_capture(&args.file)?;
+    let config = LiveConfig {
+        site: match &args.root {
+            Some(root) => Site::Files(root.clone()),
+            None => Site::Builtin,
+        },
+        http_port: args.http,
+        server_ip: args.server_ip,
+        pace: if args.fast {
+            Pace::Fast
+        } else {
+            Pace::Speed(args.speed)
+        },
+        ..LiveConfig::default()
+    };
+    let report = live::replay_live(&frames, &config)?;
+    for note in &report.notes {
+        println!("note: {note}");
+    }
+    for flow in &report.flows {
+        print!("{flow}");
+    }
+    let exchanges: usize = report.flows.iter().map(|f| f.exchanges.len()).sum();
+    println!(
+        "{}: {} flows replayed, {exchanges} exchanges, {} of virtual time",
+        args.file.display(),
+        report.flows.len(),
+        report.elapsed
+    );
+    if args.expect {
+        let mismatches = report.mismatches();
+        if !mismatches.is_empty() {
+            for m in &mismatches {
+                println!("MISMATCH {m}");
+            }
+            anyhow::bail!(
+                "{} of {} compared exchanges differ from the capture",
+                mismatches.len(),
+                report.compared()
+            );
+        }
+        println!(
+            "expect: {} exchanges compared, all match the capture",
+            report.compared()
+        );
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -6,6 +6,8 @@
 //! answer with the very same frames, byte for byte and at the same times; the first
 //! difference is reported with both frames decoded.
 
+pub mod live;
+
 use std::fmt;
 
 use smoltcp::time::{Duration, Instant};

@@ -28,6 +28,8 @@ use listener::{progress, Listener, Progress};
 
 /// Frames processed per [`Stack::poll`] before the stack yields back to its driver.
 const INGRESS_BUDGET: usize = 1024;
+/// TCP buffers must stay below this size (see [`Stack::new`]).
+pub const MAX_TCP_BUFFER: usize = 1 << 20;
 /// Ephemeral ports for outgoing connections (RFC 6335).
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
 

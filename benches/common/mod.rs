@@ -1,0 +1,607 @@
+//! Shared pieces of the in-memory benchmarks: a tapir server (built-in site) and a client
+//! application on two stacks joined by the in-memory link, and a driver stepping both on a
+//! virtual clock.
+//!
+//! The driver is the loop of `tapir::runtime::sim::Sim::run_until`, written out here so that
+//! the stop condition can look at the concrete applications (open connections, answered
+//! requests). Virtual time costs nothing, so a benchmark iteration measures the CPU work of
+//! both stacks, TLS and HTTP — client and server together, on one core.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use http::{Request, Response};
+use smoltcp::socket::tcp::State;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
+use tapir::client::{Client, ClientConfig, ResponseFuture, Scheme, Target, Version};
+use tapir::device::memlink::{self, LinkConfig, MemDevice};
+use tapir::runtime::sim::{Node, SimNode, EPOCH_MICROS};
+use tapir::runtime::Application;
+use tapir::service::builtin::Builtin;
+use tapir::service::server::StatsHandle;
+use tapir::service::{Body, BodyStream, ConnInfo, RequestBody, ResponseBody, Server, ServerConfig};
+use tapir::stack::{Stack, StackConfig, TcpHandle};
+use tapir::transport::certs::{self, Roots};
+
+/// The server's address on the link.
+pub const SERVER_IP: Ipv4Address = Ipv4Address::new(10, 7, 0, 2);
+/// The client's address on the link.
+pub const CLIENT_IP: Ipv4Address = Ipv4Address::new(10, 7, 0, 1);
+/// Cleartext HTTP port (HTTP/1.1 and h2c).
+pub const HTTP_PORT: u16 = 80;
+/// HTTPS port (ALPN h2, http/1.1).
+pub const HTTPS_PORT: u16 = 443;
+
+/// The handler type of the benchmark server: the built-in site.
+pub type BoxHandler = Box<dyn Fn(Request<RequestBody>, &ConnInfo) -> Response<Body>>;
+/// The benchmark server.
+pub type Srv = Server<BoxHandler>;
+
+/// A stack configuration for one end of the link.
+pub fn stack_config(ip: Ipv4Address, mac_last: u8, seed: u64) -> StackConfig {
+    let mut config = StackConfig::new(
+        EthernetAddress([0x02, 0, 0, 0, 0, mac_last]),
+        vec![IpCidr::new(IpAddress::Ipv4(ip), 24)],
+    );
+    config.seed = seed;
+    config
+}
+
+/// A rustls server configuration with a fresh self-signed certificate, offering h2 and
+/// http/1.1 by ALPN.
+pub fn tls_server_config() -> Arc<rustls::ServerConfig> {
+    let cert = certs::self_signed(
+        &["bench.test".to_string()],
+        &[std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 7, 0, 2))],
+    )
+    .expect("self-signed certificate");
+    certs::server_config(
+        cert.chain,
+        cert.key,
+        &[b"h2".to_vec(), b"http/1.1".to_vec()],
+    )
+    .expect("server TLS config")
+}
+
+/// A server node and a client node joined by a perfect in-memory link, and their clock.
+pub struct Pair<C: Application> {
+    /// The virtual time.
+    pub now: Instant,
+    /// tapir's server with the built-in site on port 80 (and 443 with `tls`).
+    pub server: Node<MemDevice, Srv>,
+    /// The client application on its own stack.
+    pub client: Node<MemDevice, C>,
+}
+
+impl<C: Application> Pair<C> {
+    /// Builds the pair. `tune` adjusts both stack configurations; `make_client` builds the
+    /// client application on the client stack.
+    pub fn new(
+        link: LinkConfig,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        tune: impl Fn(&mut StackConfig),
+        make_client: impl FnOnce(&mut Stack) -> C,
+    ) -> Self {
+        let now = Instant::from_micros(EPOCH_MICROS);
+        let (mut s_dev, mut c_dev) = memlink::pair(link).expect("valid link");
+        let mut s_config = stack_config(SERVER_IP, 2, 21);
+        let mut c_config = stack_config(CLIENT_IP, 1, 22);
+        tune(&mut s_config);
+        tune(&mut c_config);
+        let mut s_stack = Stack::new(s_config, &mut s_dev, now).expect("server stack");
+        let mut c_stack = Stack::new(c_config, &mut c_dev, now).expect("client stack");
+        let stats = StatsHandle::default();
+        let builtin = Builtin::new(stats.clone());
+        let handler: BoxHandler = Box::new(move |req, info: &ConnInfo| builtin.handle(req, info));
+        let mut server = Server::with_stats(handler, ServerConfig::default(), stats);
+        server
+            .bind_http(&mut s_stack, HTTP_PORT)
+            .expect("bind http");
+        if let Some(tls) = tls {
+            server
+                .bind_https(&mut s_stack, HTTPS_PORT, tls)
+                .expect("bind https");
+        }
+        let app = make_client(&mut c_stack);
+        Pair {
+            now,
+            server: Node::new(s_stack, s_dev, server),
+            client: Node::new(c_stack, c_dev, app),
+        }
+    }
+
+    /// Steps both nodes until `done` holds (checked after every step) or `limit` of virtual
+    /// time passes. `before` is called before each node's turn with `true` for the server
+    /// (the memory benchmark uses it to attribute allocations).
+    pub fn drive_tagged(
+        &mut self,
+        limit: Duration,
+        mut before: impl FnMut(bool),
+        mut done: impl FnMut(&Node<MemDevice, Srv>, &Node<MemDevice, C>) -> bool,
+    ) -> Result<Duration, String> {
+        let start = self.now;
+        let deadline = start + limit;
+        loop {
+            before(true);
+            let mut activity = self.server.step(self.now);
+            before(false);
+            activity |= self.client.step(self.now);
+            if done(&self.server, &self.client) {
+                return Ok(self.now - start);
+            }
+            if activity {
+                continue;
+            }
+            let next = [
+                self.server.next_event(self.now),
+                self.client.next_event(self.now),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            match next {
+                Some(at) if at > self.now => self.now = at,
+                Some(_) => self.now += Duration::from_millis(1),
+                None => return Err(format!("stalled at {}", self.now - start)),
+            }
+            if self.now > deadline {
+                return Err(format!("not done within {limit} of virtual time"));
+            }
+        }
+    }
+
+    /// Steps both nodes for `period` of virtual time, whatever happens.
+    pub fn run_for(&mut self, period: Duration, mut before: impl FnMut(bool)) {
+        let end = self.now + period;
+        loop {
+            before(true);
+            let mut activity = self.server.step(self.now);
+            before(false);
+            activity |= self.client.step(self.now);
+            if activity {
+                continue;
+            }
+            let next = [
+                self.server.next_event(self.now),
+                self.client.next_event(self.now),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            match next {
+                Some(at) if at > end => break,
+                Some(at) if at > self.now => self.now = at,
+                Some(_) => self.now += Duration::from_millis(1),
+                None => break,
+            }
+        }
+        self.now = end;
+    }
+
+    /// [`Pair::drive_tagged`] without the hook.
+    pub fn drive(
+        &mut self,
+        limit: Duration,
+        done: impl FnMut(&Node<MemDevice, Srv>, &Node<MemDevice, C>) -> bool,
+    ) -> Result<Duration, String> {
+        self.drive_tagged(limit, |_| {}, done)
+    }
+}
+
+/// Where a streaming HTTP/1.1 response parser is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parse {
+    Head,
+    Body(u64),
+    ChunkSize,
+    ChunkData(u64),
+    ChunkEnd(u8),
+    Trailer,
+}
+
+/// One keep-alive HTTP/1.1 connection of [`H1Clients`].
+struct H1Conn {
+    handle: Option<TcpHandle>,
+    /// Requests still to send in this round.
+    to_send: u64,
+    /// A request is out and its response not complete.
+    waiting: bool,
+    state: Parse,
+    line: Vec<u8>,
+    status: u16,
+}
+
+impl H1Conn {
+    /// Feeds received bytes; returns the number of responses completed and body bytes seen.
+    fn feed(&mut self, mut data: &[u8]) -> Result<(u64, u64), String> {
+        let mut done = 0;
+        let mut body = 0;
+        while !data.is_empty() {
+            match self.state {
+                Parse::Head => {
+                    let old = self.line.len();
+                    self.line.extend_from_slice(data);
+                    let from = old.saturating_sub(3);
+                    let Some(pos) = find(&self.line[from..], b"\r\n\r\n") else {
+                        if self.line.len() > 64 * 1024 {
+                            return Err("response head over 64 KiB".into());
+                        }
+                        break;
+                    };
+                    let end = from + pos + 4;
+                    data = &data[end - old..];
+                    let mut headers = [httparse::EMPTY_HEADER; 32];
+                    let mut response = httparse::Response::new(&mut headers);
+                    match response.parse(&self.line[..end]) {
+                        Ok(httparse::Status::Complete(_)) => {}
+                        other => return Err(format!("bad response head: {other:?}")),
+                    }
+                    self.status = response.code.unwrap_or(0);
+                    let mut length = None;
+                    let mut chunked = false;
+                    for h in response.headers.iter() {
+                        if h.name.eq_ignore_ascii_case("content-length") {
+                            length = std::str::from_utf8(h.value)
+                                .ok()
+                                .and_then(|v| v.trim().parse::<u64>().ok());
+                        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                            chunked = h.value.eq_ignore_ascii_case(b"chunked");
+                        }
+                    }
+                    self.line.clear();
+                    self.state = match (length, chunked) {
+                        (_, true) => Parse::ChunkSize,
+                        (Some(0), false) => {
+                            done += 1;
+                            Parse::Head
+                        }
+                        (Some(n), false) => Parse::Body(n),
+                        (None, false) => return Err("response without a length".into()),
+                    };
+                }
+                Parse::Body(n) | Parse::ChunkData(n) => {
+                    let k = (data.len() as u64).min(n);
+                    body += k;
+                    data = &data[k as usize..];
+                    let left = n - k;
+                    self.state = match (self.state, left) {
+                        (Parse::Body(_), 0) => {
+                            done += 1;
+                            Parse::Head
+                        }
+                        (Parse::Body(_), _) => Parse::Body(left),
+                        (_, 0) => Parse::ChunkEnd(2),
+                        (_, _) => Parse::ChunkData(left),
+                    };
+                }
+                Parse::ChunkEnd(k) => {
+                    let skip = (k as usize).min(data.len());
+                    data = &data[skip..];
+                    self.state = if skip == k as usize {
+                        Parse::ChunkSize
+                    } else {
+                        Parse::ChunkEnd(k - skip as u8)
+                    };
+                }
+                Parse::ChunkSize | Parse::Trailer => {
+                    let Some(pos) = find(data, b"\n") else {
+                        self.line.extend_from_slice(data);
+                        break;
+                    };
+                    self.line.extend_from_slice(&data[..pos + 1]);
+                    data = &data[pos + 1..];
+                    let text = String::from_utf8_lossy(&self.line);
+                    let text = text.trim();
+                    if self.state == Parse::Trailer {
+                        if text.is_empty() {
+                            done += 1;
+                            self.state = Parse::Head;
+                        }
+                    } else {
+                        let size = text.split(';').next().unwrap_or("").trim();
+                        let size = u64::from_str_radix(size, 16)
+                            .map_err(|_| format!("bad chunk size line {text:?}"))?;
+                        self.state = if size == 0 {
+                            Parse::Trailer
+                        } else {
+                            Parse::ChunkData(size)
+                        };
+                    }
+                    self.line.clear();
+                }
+            }
+        }
+        Ok((done, body))
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A minimal keep-alive HTTP/1.1 client on raw stack sockets (tapir's client speaks HTTP/2
+/// only): each connection sends one request, reads the whole response, sends the next.
+/// Responses are parsed (Content-Length or chunked) and their bodies counted, not kept.
+pub struct H1Clients {
+    conns: Vec<H1Conn>,
+    request: Vec<u8>,
+    /// Responses completed since the start.
+    pub completed: u64,
+    /// Body bytes received since the start.
+    pub body_bytes: u64,
+    /// Bytes received since the start (heads, framing and bodies).
+    pub wire_bytes: u64,
+    /// Responses whose status was not 200.
+    pub bad_status: u64,
+    /// Broken connections and parse errors.
+    pub errors: Vec<String>,
+}
+
+impl H1Clients {
+    /// Opens `connections` connections to the server's HTTP port; each will ask for `path`.
+    pub fn connect(stack: &mut Stack, connections: usize, path: &str) -> Self {
+        let server = IpEndpoint::new(IpAddress::Ipv4(SERVER_IP), HTTP_PORT);
+        let conns = (0..connections)
+            .map(|_| H1Conn {
+                handle: Some(stack.connect(server).expect("connect")),
+                to_send: 0,
+                waiting: false,
+                state: Parse::Head,
+                line: Vec::new(),
+                status: 0,
+            })
+            .collect();
+        H1Clients {
+            conns,
+            request: format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").into_bytes(),
+            completed: 0,
+            body_bytes: 0,
+            wire_bytes: 0,
+            bad_status: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    /// No connections yet: [`H1Clients::open`] adds them.
+    pub fn connect_later() -> Self {
+        H1Clients {
+            conns: Vec::new(),
+            request: Vec::new(),
+            completed: 0,
+            body_bytes: 0,
+            wire_bytes: 0,
+            bad_status: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Opens `connections` more connections, each to send `requests` requests for `path`
+    /// (every connection asks for the `path` given last).
+    pub fn open(&mut self, stack: &mut Stack, connections: usize, path: &str, requests: u64) {
+        let mut more = H1Clients::connect(stack, connections, path);
+        more.round(requests);
+        self.conns.extend(more.conns);
+        self.request = more.request;
+    }
+
+    /// Starts a round: every connection sends `requests` more requests, one at a time.
+    pub fn round(&mut self, requests: u64) {
+        for c in &mut self.conns {
+            c.to_send += requests;
+        }
+    }
+
+    /// True when every request of the round has its response.
+    pub fn round_done(&self) -> bool {
+        !self.errors.is_empty() || self.conns.iter().all(|c| c.to_send == 0 && !c.waiting)
+    }
+
+    /// Closes every connection.
+    pub fn close_all(&mut self, stack: &mut Stack) {
+        for c in &mut self.conns {
+            if let Some(h) = c.handle.take() {
+                stack.close(h);
+            }
+        }
+    }
+}
+
+impl Application for H1Clients {
+    fn poll(&mut self, stack: &mut Stack, _now: Instant) -> bool {
+        let mut progress = false;
+        for c in &mut self.conns {
+            let Some(handle) = c.handle.as_ref() else {
+                continue;
+            };
+            let socket = stack.socket(handle);
+            if matches!(socket.state(), State::Closed | State::CloseWait) && c.to_send > 0 {
+                self.errors
+                    .push(format!("connection closed: {}", socket.state()));
+                c.to_send = 0;
+                c.waiting = false;
+                continue;
+            }
+            while socket.can_recv() {
+                let result = socket.recv(|buf| (buf.len(), (buf.len(), c.feed(buf))));
+                match result {
+                    Ok((n, Ok((done, bytes)))) => {
+                        progress = true;
+                        self.wire_bytes += n as u64;
+                        self.body_bytes += bytes;
+                        if done > 0 {
+                            if c.status != 200 {
+                                self.bad_status += done;
+                            }
+                            self.completed += done;
+                            c.waiting = false;
+                        }
+                    }
+                    Ok((_, Err(e))) => {
+                        self.errors.push(e);
+                        break;
+                    }
+                    Err(e) => {
+                        self.errors.push(format!("recv: {e}"));
+                        break;
+                    }
+                }
+            }
+            if !c.waiting && c.to_send > 0 && socket.may_send() {
+                let room = socket.send_capacity() - socket.send_queue();
+                if room >= self.request.len() {
+                    let n = socket.send_slice(&self.request).expect("send");
+                    debug_assert_eq!(n, self.request.len());
+                    c.to_send -= 1;
+                    c.waiting = true;
+                    progress = true;
+                }
+            }
+        }
+        progress
+    }
+
+    fn is_finished(&self) -> bool {
+        self.round_done()
+    }
+}
+
+enum InFlight {
+    Waiting(ResponseFuture),
+    Body(ResponseBody),
+}
+
+/// tapir's own client ([`Client`]) with requests in flight: responses are read to the end
+/// and counted.
+pub struct Fetcher {
+    /// The client.
+    pub client: Client,
+    inflight: Vec<InFlight>,
+    /// Responses completed since the start.
+    pub completed: u64,
+    /// Body bytes received since the start.
+    pub body_bytes: u64,
+    /// Failed requests.
+    pub errors: Vec<String>,
+}
+
+impl Fetcher {
+    /// A fetcher with a client of `version` trusting any certificate.
+    pub fn new(version: Version) -> Self {
+        let config = ClientConfig {
+            version,
+            roots: Roots::Insecure,
+            max_connections_per_origin: 1,
+            ..ClientConfig::default()
+        };
+        Fetcher {
+            client: Client::new(config).expect("client"),
+            inflight: Vec::new(),
+            completed: 0,
+            body_bytes: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Sends `GET path` to the server under the name `host` (a new name is a new origin,
+    /// so a new connection).
+    pub fn get(&mut self, scheme: Scheme, host: &str, path: &str) {
+        let target = Target {
+            scheme,
+            host: host.to_string(),
+            port: match scheme {
+                Scheme::Http => HTTP_PORT,
+                Scheme::Https => HTTPS_PORT,
+            },
+            addr: IpAddress::Ipv4(SERVER_IP),
+        };
+        let request = Request::get(path).body(Body::empty()).expect("request");
+        let future = self.client.send(&target, request);
+        self.inflight.push(InFlight::Waiting(future));
+    }
+
+    /// True when no request is in flight.
+    pub fn idle(&self) -> bool {
+        self.inflight.is_empty()
+    }
+
+    fn advance(&mut self) -> bool {
+        let mut progress = false;
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut i = 0;
+        while i < self.inflight.len() {
+            let mut finished = false;
+            if let InFlight::Waiting(future) = &mut self.inflight[i] {
+                match future.try_take() {
+                    None => {}
+                    Some(Ok(response)) => {
+                        progress = true;
+                        self.inflight[i] = InFlight::Body(response.into_body());
+                    }
+                    Some(Err(e)) => {
+                        progress = true;
+                        self.errors.push(e.to_string());
+                        finished = true;
+                    }
+                }
+            }
+            if let InFlight::Body(body) = &mut self.inflight[i] {
+                loop {
+                    match body.poll_chunk(&mut cx, 256 * 1024) {
+                        Poll::Pending => break,
+                        Poll::Ready(Some(Ok(chunk))) => {
+                            progress = true;
+                            self.body_bytes += chunk.len() as u64;
+                        }
+                        Poll::Ready(Some(Err(e))) => {
+                            progress = true;
+                            self.errors.push(e.to_string());
+                            finished = true;
+                            break;
+                        }
+                        Poll::Ready(None) => {
+                            progress = true;
+                            self.completed += 1;
+                            finished = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if finished {
+                self.inflight.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        progress
+    }
+}
+
+impl Application for Fetcher {
+    fn poll(&mut self, stack: &mut Stack, now: Instant) -> bool {
+        let mut progress = false;
+        for _ in 0..8 {
+            let mut turn = self.client.poll(stack, now);
+            turn |= self.advance();
+            progress |= turn;
+            if !turn {
+                break;
+            }
+        }
+        progress
+    }
+
+    fn poll_at(&self, now: Instant) -> Option<Instant> {
+        self.client.poll_at(now)
+    }
+
+    fn shutdown(&mut self, stack: &mut Stack, now: Instant) {
+        self.client.shutdown(stack, now);
+    }
+
+    fn is_finished(&self) -> bool {
+        self.idle()
+    }
+}

@@ -1,0 +1,530 @@
+#!/usr/bin/env bash
+# Benchmarks tapir on a real TAP device against baselines measured in the same run on the
+# same machine, and prints a table (figure, tapir, baseline, ratio).
+#
+#   sudo scripts/bench.sh [--quick]
+#
+# Every client runs inside network namespaces this script makes (unique names, removed on
+# exit, also on failure); no traffic goes anywhere else:
+#   tb<PID>-tap    TAP device tap0: tapir on one side, the kernel's clients (wrk, h2load,
+#                  curl, python) on the other (10.7.0.1 -> 10.7.0.2)
+#   tb<PID>-srv/-cli  nginx in -srv, the same clients in -cli, joined by a veth pair with the
+#                  same addresses (10.7.0.1 -> 10.7.0.2): the baseline server
+#   tb<PID>-smol   TAP device tap0 for smoltcp's own examples/benchmark.rs (raw TCP through
+#                  the same stack, the ceiling of bulk throughput)
+# Figures: HTTP/1.1 keep-alive req/s and latency (wrk), h2 over TLS req/s (h2load), new TLS
+# connections/s (h2load, Connection: close), bulk download MB/s at MTU 1500 and
+# 65000 (curl), req/s against concurrent connections, and RSS with idle connections.
+# Results: target/bench/report.json, target/bench/scaling.svg, logs in target/bench/logs/.
+# --quick: 2 s runs, up to 1,000 connections, 128 MiB downloads (about 3 minutes).
+set -euo pipefail
+
+PROG=$(basename "$0")
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+HELPER="$REPO/scripts/bench_helper.py"
+OUT="$REPO/target/bench"
+LOGS="$OUT/logs"
+QUICK=0
+
+usage() {
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+for arg in "$@"; do
+    case $arg in
+    --quick) QUICK=1 ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *)
+        echo "$PROG: unknown argument '$arg'" >&2
+        usage >&2
+        exit 2
+        ;;
+    esac
+done
+
+die() {
+    echo "$PROG: $*" >&2
+    exit 1
+}
+
+[[ $(id -u) -eq 0 ]] || die "must run as root (network namespaces and TAP devices); try: sudo $0 $*"
+
+if ((QUICK)); then
+    DUR=2              # seconds per wrk/h2load run
+    BULK=$((128 << 20)) # bytes per download
+    SCALE=(10 100 1000)
+    IDLE=1000          # idle connections for the RSS figure
+    NEWCONN=2000       # new TLS connections
+else
+    DUR=10
+    BULK=$((1 << 30))
+    SCALE=(10 100 1000 10000)
+    IDLE=10000
+    NEWCONN=30000
+fi
+SMALL=/bytes/100
+BIG=/bytes/$BULK
+IP_SERVER=10.7.0.2
+IP_CLIENT=10.7.0.1
+
+# --- tools ------------------------------------------------------------------------------
+need() { # program package
+    command -v "$1" >/dev/null && return 0
+    if command -v apt-get >/dev/null; then
+        echo "$PROG: installing $2 for $1" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null ||
+            { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null; } ||
+            die "'$1' is missing and installing $2 failed: apt-get install $2"
+    fi
+    command -v "$1" >/dev/null || die "'$1' is missing: apt-get install $2"
+}
+need ip iproute2
+need wrk wrk
+need h2load nghttp2-client
+need curl curl
+need openssl openssl
+need python3 python3
+if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
+    need nginx nginx-light
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+PY=$(command -v python3)
+CARGO=${CARGO:-cargo}
+
+# --- namespaces and cleanup ----------------------------------------------------------------
+TAG="tb$$"
+NAMESPACES=()
+PIDS=()
+WORK=$(mktemp -d "/tmp/tapir-bench.XXXXXX")
+chmod 755 "$WORK" # nginx's worker runs as nobody and must read the files in it
+# Open files: as many as the hard limit allows (raising it needs CAP_SYS_RESOURCE).
+NOFILE=$(ulimit -Hn)
+[[ $NOFILE == unlimited || $NOFILE -gt 1048576 ]] && NOFILE=1048576
+
+cleanup() {
+    local status=$?
+    set +e
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null
+    done
+    for ns in "${NAMESPACES[@]}"; do
+        "$REPO/scripts/netns.sh" down "$ns" >/dev/null 2>&1 || ip netns del "$ns" 2>/dev/null
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null
+    done
+    rm -rf "$WORK"
+    exit $status
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+tune_ns() { # raise client-side limits inside a namespace of ours
+    ip netns exec "$1" sysctl -q -w net.ipv4.ip_local_port_range="1024 65535" \
+        net.ipv4.tcp_tw_reuse=1 net.core.somaxconn=4096 net.ipv4.tcp_max_syn_backlog=4096 >/dev/null
+}
+
+tap_ns() { # NAME MTU: namespace with tap0 (kernel 10.7.0.1/24), made by scripts/netns.sh
+    local ns=$1 mtu=$2
+    NAMESPACES+=("$ns")
+    "$REPO/scripts/netns.sh" up "$ns" tap0 --mtu "$mtu" >/dev/null
+    tune_ns "$ns"
+}
+
+veth_ns() { # SRV CLI MTU: two namespaces joined by a veth pair, 10.7.0.2 (srv) <-> 10.7.0.1 (cli)
+    local srv=$1 cli=$2 mtu=$3
+    NAMESPACES+=("$srv" "$cli")
+    ip netns add "$srv"
+    ip netns add "$cli"
+    ip -n "$srv" link set lo up
+    ip -n "$cli" link set lo up
+    ip -n "$srv" link add veth0 mtu "$mtu" type veth peer name veth1 mtu "$mtu" netns "$cli"
+    ip -n "$srv" addr add "$IP_SERVER/24" dev veth0
+    ip -n "$cli" addr add "$IP_CLIENT/24" dev veth1
+    ip -n "$srv" link set veth0 up
+    ip -n "$cli" link set veth1 up
+    tune_ns "$srv"
+    tune_ns "$cli"
+}
+
+drop_ns() {
+    "$REPO/scripts/netns.sh" down "$1" >/dev/null 2>&1 || true
+}
+
+wait_http() { # NS URL: until the server answers (10 s)
+    for _ in $(seq 100); do
+        ip netns exec "$1" curl -s -o /dev/null --max-time 1 "$2" && return 0
+        sleep 0.1
+    done
+    die "no answer from $2 in namespace $1 (see $LOGS)"
+}
+
+rss_kib() { # PID... : summed VmRSS in KiB
+    local total=0 v
+    for pid in "$@"; do
+        v=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+
+# --- results ------------------------------------------------------------------------------
+RESULTS="$OUT/results.jsonl"
+mkdir -p "$OUT" "$LOGS"
+rm -f "$RESULTS" "$LOGS"/*
+
+json_get() { # JSON KEY
+    "$PY" -c 'import json,sys; v=json.loads(sys.argv[1]).get(sys.argv[2]); print("null" if v is None else v)' "$1" "$2"
+}
+
+declare -A T B # tapir and baseline values of each figure, filled as measurements come in
+record() { # FIGURE UNIT BASELINE_NAME TAPIR BASELINE COMMAND [EXTRA_JSON]
+    "$PY" - "$@" >>"$RESULTS" <<'PYEOF'
+import json, sys
+figure, unit, base_name, tapir, base, command = sys.argv[1:7]
+extra = json.loads(sys.argv[7]) if len(sys.argv) > 7 else {}
+num = lambda s: None if s in ("", "null", "None") else float(s)
+row = {"kind": "figure", "figure": figure, "unit": unit, "tapir": num(tapir),
+       "baseline_name": base_name, "baseline": num(base), "command": command}
+row.update(extra)
+print(json.dumps(row))
+PYEOF
+}
+
+# --- build --------------------------------------------------------------------------------
+echo "== building tapir (release)"
+(cd "$REPO" && "$CARGO" build --release --quiet --bin tapir)
+TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+TAPIR="$TARGET_DIR/release/tapir"
+[[ -x $TAPIR ]] || die "no tapir binary at $TAPIR"
+
+echo "== building smoltcp's examples/benchmark.rs"
+SMOL_SRC=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/smoltcp-0.14.0 2>/dev/null | head -1 || true)
+SMOL_BIN=""
+SMOL_WHY=""
+if [[ -z $SMOL_SRC ]]; then
+    SMOL_WHY="smoltcp-0.14.0 source not in the cargo registry (run cargo fetch)"
+else
+    SMOL_DIR="$OUT/smoltcp-benchmark"
+    mkdir -p "$SMOL_DIR/src"
+    cp "$SMOL_SRC/examples/benchmark.rs" "$SMOL_DIR/src/main.rs"
+    cp "$SMOL_SRC/examples/utils.rs" "$SMOL_DIR/src/utils.rs"
+    cat >"$SMOL_DIR/Cargo.toml" <<'TOML'
+[package]
+name = "smoltcp-benchmark"
+version = "0.0.0"
+edition = "2021"
+publish = false
+
+[dependencies]
+smoltcp = { version = "=0.14.0", default-features = false, features = [
+    "std", "log", "medium-ethernet", "medium-ip", "medium-ieee802154", "phy-tuntap_interface",
+    "proto-ipv4", "socket-raw", "socket-udp", "socket-tcp",
+] }
+getopts = "0.2"
+rand = "0.8"
+
+# The example's own cfg(feature = ...) switches: the TAP device on, env_logger off.
+[features]
+default = ["phy-tuntap_interface"]
+phy-tuntap_interface = []
+log = []
+
+[lints.rust]
+unexpected_cfgs = "allow"
+
+[profile.release]
+debug = "line-tables-only"
+
+[workspace]
+TOML
+    if (cd "$SMOL_DIR" && "$CARGO" build --release --quiet --target-dir "$SMOL_DIR/target") >"$LOGS/smoltcp-build.log" 2>&1; then
+        SMOL_BIN="$SMOL_DIR/target/release/smoltcp-benchmark"
+    else
+        SMOL_WHY="building it failed (see $LOGS/smoltcp-build.log)"
+    fi
+fi
+[[ -n $SMOL_WHY ]] && echo "   smoltcp benchmark unavailable: $SMOL_WHY"
+
+# --- metadata -----------------------------------------------------------------------------
+"$PY" - "$QUICK" "$DUR" "$BULK" >"$RESULTS" <<'PYEOF'
+import json, os, platform, subprocess, sys, datetime
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+def ver(cmd):
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (r.stdout + r.stderr).strip().splitlines()[0]
+    except Exception:
+        return "?"
+print(json.dumps({"kind": "meta", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "quick": sys.argv[1] == "1", "seconds_per_run": int(sys.argv[2]), "bulk_bytes": int(sys.argv[3]),
+    "nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+    "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
+    "tools": {"wrk": ver(["wrk", "-v"]), "h2load": ver(["h2load", "--version"]), "nginx": ver(["nginx", "-v"]),
+              "curl": ver(["curl", "--version"])}}))
+PYEOF
+
+# --- servers ------------------------------------------------------------------------------
+TAPIR_PID=""
+start_tapir() { # NS MTU LOGNAME [extra args]
+    local ns=$1 mtu=$2 name=$3
+    shift 3
+    ip netns exec "$ns" bash -c 'ulimit -n "$0"; exec "$@"' "$NOFILE" \
+        "$TAPIR" --log warn serve --tap tap0 --mtu "$mtu" "$@" >"$LOGS/$name.log" 2>&1 &
+    TAPIR_PID=$!
+    PIDS+=("$TAPIR_PID")
+    wait_http "$ns" "http://$IP_SERVER/"
+}
+
+stop_pid() {
+    kill -TERM "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+# nginx: one worker (tapir is one thread), the same paths as tapir's built-in site
+# (/bytes/100 and /bytes/$BULK hold tapir's exact bytes), TLS 1.3 with a self-signed
+# ECDSA P-256 certificate (what tapir makes), h2 by ALPN, no session resumption.
+WWW="$WORK/www"
+mkdir -p "$WWW/bytes" "$WORK/nginx"
+"$PY" "$HELPER" pattern-file "$WWW/bytes/100" 100
+"$PY" "$HELPER" pattern-file "$WWW/bytes/$BULK" "$BULK"
+echo '<!doctype html><p>nginx</p>' >"$WWW/index.html"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj "/CN=$IP_SERVER" -addext "subjectAltName=IP:$IP_SERVER" \
+    -keyout "$WORK/nginx/key.pem" -out "$WORK/nginx/cert.pem" >/dev/null 2>&1
+NGINX_PIDS=()
+start_nginx() { # NS CLIENT_NS LOGNAME
+    local ns=$1 cli=$2 name=$3 conf="$WORK/nginx/$3.conf"
+    cat >"$conf" <<CONF
+worker_processes 1;
+worker_rlimit_nofile $NOFILE;
+pid $WORK/nginx/$name.pid;
+error_log $LOGS/$name-error.log warn;
+events { worker_connections $((NOFILE - 100)); }
+http {
+    access_log off;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 120s;
+    keepalive_requests 100000000;
+    client_body_temp_path $WORK/nginx/body;
+    proxy_temp_path $WORK/nginx/proxy;
+    fastcgi_temp_path $WORK/nginx/fastcgi;
+    uwsgi_temp_path $WORK/nginx/uwsgi;
+    scgi_temp_path $WORK/nginx/scgi;
+    server {
+        listen 80 backlog=4096;
+        listen 443 ssl http2 backlog=4096;
+        ssl_certificate $WORK/nginx/cert.pem;
+        ssl_certificate_key $WORK/nginx/key.pem;
+        ssl_protocols TLSv1.3;
+        ssl_session_cache off;
+        ssl_session_tickets off;
+        root $WWW;
+    }
+}
+CONF
+    ip netns exec "$ns" bash -c 'ulimit -n "$0"; exec "$@"' "$NOFILE" \
+        "$NGINX" -c "$conf" -g 'daemon off;' >"$LOGS/$name.log" 2>&1 &
+    NGINX_PIDS=("$!")
+    PIDS+=("$!")
+    wait_http "$cli" "http://$IP_SERVER/"
+    # The worker: the master's child.
+    local worker
+    worker=$(pgrep -P "${NGINX_PIDS[0]}" | head -1 || true)
+    [[ -n $worker ]] && NGINX_PIDS+=("$worker")
+}
+
+# --- the measurements ---------------------------------------------------------------------
+# Each function runs in the client namespace CLI against 10.7.0.2 and leaves its raw output
+# in $LOGS/<server>-<what>.txt.
+in_ns() { # NS CMD...: with a high file limit
+    local ns=$1
+    shift
+    ip netns exec "$ns" bash -c 'ulimit -n "$0"; exec "$@"' "$NOFILE" "$@"
+}
+
+run_wrk() { # CLI SERVER CONNS: HTTP/1.1 keep-alive on /bytes/100
+    local f="$LOGS/$2-wrk-c$3.txt"
+    in_ns "$1" wrk -t1 -c"$3" -d"${DUR}s" --timeout 10s --latency "http://$IP_SERVER$SMALL" >"$f" 2>&1 || true
+    "$PY" "$HELPER" wrk "$f"
+}
+
+run_h2tls() { # CLI SERVER: h2 over TLS, 64 connections x 10 streams
+    local f="$LOGS/$2-h2load-tls.txt"
+    in_ns "$1" h2load -c64 -m10 -D "$DUR" "https://$IP_SERVER$SMALL" >"$f" 2>&1 || true
+    "$PY" "$HELPER" h2load "$f"
+}
+
+# New TLS connection per request: h2load in HTTP/1.1 mode (ALPN http/1.1) with
+# "Connection: close", so the server closes after each response and h2load reconnects: a
+# closed loop of 32 clients where every request pays a full TCP + TLS 1.3 handshake. h2load
+# makes a new SSL object per connection and does not resume sessions (and nginx has session
+# caches and tickets off), so each handshake is a full one. req/s is then connections/s.
+# (A fixed count with -n, not a duration: h2load -D hangs at the end of the duration when its
+# clients reconnect.)
+run_conns() { # CLI SERVER
+    local f="$LOGS/$2-h2load-newconn.txt"
+    in_ns "$1" timeout 120 h2load --h1 -c32 -n "$NEWCONN" -H 'Connection: close' \
+        "https://$IP_SERVER$SMALL" >"$f" 2>&1 || true
+    "$PY" "$HELPER" h2load "$f"
+}
+
+run_bulk() { # CLI SERVER TAG: one download of $BULK bytes, MB/s
+    local f="$LOGS/$2-curl-$3.txt"
+    in_ns "$1" curl -sS -o /dev/null --max-time 300 -w '%{speed_download} %{size_download}\n' \
+        "http://$IP_SERVER$BIG" >"$f" 2>&1 || true
+    awk -v want="$BULK" 'NF == 2 && $2 == want { printf "%.3f\n", $1 / 1e6; found = 1 } END { if (!found) print "null" }' "$f"
+}
+
+# Sets IDLE_RESULT (JSON). Not called in $(...): the background python must not hold the
+# substitution's pipe, and its PID must reach PIDS for the cleanup.
+run_idle() { # CLI SERVER PIDS...: RSS (KiB) before and with $IDLE idle connections
+    local cli=$1 name=$2
+    shift 2
+    local ready="$WORK/$name-idle.json" before after py open
+    before=$(rss_kib "$@")
+    rm -f "$ready"
+    ip netns exec "$cli" bash -c 'ulimit -n "$0"; exec "$@"' "$NOFILE" \
+        "$PY" "$HELPER" idle "$IP_SERVER" 80 "$IDLE" "$ready" >"$LOGS/$name-idle-client.txt" 2>&1 &
+    py=$!
+    PIDS+=("$py")
+    for _ in $(seq 1200); do
+        [[ -f $ready ]] && break
+        kill -0 "$py" 2>/dev/null || break
+        sleep 0.1
+    done
+    sleep 1
+    after=$(rss_kib "$@")
+    open=$(cat "$ready" 2>/dev/null || echo '{"open": 0, "failed": null}')
+    stop_pid "$py"
+    IDLE_RESULT="{\"before_kib\": $before, \"after_kib\": $after, \"conns\": $open}"
+}
+
+declare -A R # raw JSON results: R[server.figure]
+
+measure_server() { # SERVER CLI_NS: figures 1, 2, 3 and 5 against a running server
+    local server=$1 cli=$2
+    echo "   $server: HTTP/1.1 keep-alive, wrk -c64"
+    R[$server.wrk64]=$(run_wrk "$cli" "$server" 64)
+    echo "   $server: h2 over TLS, h2load -c64 -m10"
+    R[$server.h2tls]=$(run_h2tls "$cli" "$server")
+    echo "   $server: scaling, wrk -c ${SCALE[*]}"
+    for c in "${SCALE[@]}"; do
+        R[$server.scale$c]=$(run_wrk "$cli" "$server" "$c")
+    done
+    echo "   $server: new TLS connection per request, h2load --h1 -c32 + Connection: close"
+    R[$server.conns]=$(run_conns "$cli" "$server")
+    echo "   $server: bulk $((BULK >> 20)) MiB, MTU 1500"
+    R[$server.bulk1500]=$(run_bulk "$cli" "$server" mtu1500)
+}
+
+echo "== tapir on a TAP device, MTU 1500 (namespace $TAG-tap)"
+tap_ns "$TAG-tap" 1500
+start_tapir "$TAG-tap" 1500 tapir --max-connections 30000 --backlog 1024
+measure_server tapir "$TAG-tap"
+stop_pid "$TAPIR_PID"
+echo "   tapir: RSS with $IDLE idle keep-alive connections (fresh process)"
+start_tapir "$TAG-tap" 1500 tapir-idle --max-connections 30000 --backlog 1024
+run_idle "$TAG-tap" tapir "$TAPIR_PID"
+R[tapir.idle]=$IDLE_RESULT
+stop_pid "$TAPIR_PID"
+drop_ns "$TAG-tap"
+
+echo "== nginx over veth, MTU 1500 (namespaces $TAG-srv, $TAG-cli)"
+veth_ns "$TAG-srv" "$TAG-cli" 1500
+start_nginx "$TAG-srv" "$TAG-cli" nginx
+measure_server nginx "$TAG-cli"
+stop_pid "${NGINX_PIDS[0]}"
+echo "   nginx: RSS with $IDLE idle keep-alive connections (fresh process)"
+start_nginx "$TAG-srv" "$TAG-cli" nginx-idle
+run_idle "$TAG-cli" nginx "${NGINX_PIDS[@]}"
+R[nginx.idle]=$IDLE_RESULT
+stop_pid "${NGINX_PIDS[0]}"
+drop_ns "$TAG-srv"
+drop_ns "$TAG-cli"
+
+echo "== bulk at MTU 65000"
+tap_ns "$TAG-tap65" 65000
+start_tapir "$TAG-tap65" 65000 tapir-65000
+R[tapir.bulk65000]=$(run_bulk "$TAG-tap65" tapir mtu65000)
+stop_pid "$TAPIR_PID"
+drop_ns "$TAG-tap65"
+veth_ns "$TAG-srv65" "$TAG-cli65" 65000
+start_nginx "$TAG-srv65" "$TAG-cli65" nginx-65000
+R[nginx.bulk65000]=$(run_bulk "$TAG-cli65" nginx mtu65000)
+stop_pid "${NGINX_PIDS[0]}"
+drop_ns "$TAG-srv65"
+drop_ns "$TAG-cli65"
+
+# smoltcp's benchmark: `benchmark --tap tap0 reader` serves 1e9 bytes on 192.168.69.1:1234
+# and reads them with a kernel socket from a thread of the same process; the kernel side of
+# tap0 needs 192.168.69.100/24 (smoltcp's README setup). Same netns.sh TAP setup as tapir.
+for mtu in 1500 65000; do
+    R[smoltcp.bulk$mtu]='null'
+    [[ -n $SMOL_BIN ]] || continue
+    echo "== smoltcp examples/benchmark.rs reader, MTU $mtu"
+    ns="$TAG-smol$mtu"
+    tap_ns "$ns" "$mtu"
+    ip -n "$ns" addr add 192.168.69.100/24 dev tap0
+    f="$LOGS/smoltcp-benchmark-mtu$mtu.txt"
+    # Its client thread connects at once and is refused when the SYN beats the first
+    # listen() of the poll loop; try again (up to 3 times) in that case.
+    for _ in 1 2 3; do
+        ip netns exec "$ns" timeout 120 "$SMOL_BIN" --tap tap0 reader >"$f" 2>&1 || true
+        R[smoltcp.bulk$mtu]=$(json_get "$("$PY" "$HELPER" smoltcp "$f")" mbps)
+        [[ ${R[smoltcp.bulk$mtu]} != null ]] && break
+        sleep 0.5
+    done
+    [[ ${R[smoltcp.bulk$mtu]} != null ]] || SMOL_WHY="it ran but reported no throughput (see $f)"
+    drop_ns "$ns"
+done
+
+# --- the table ----------------------------------------------------------------------------
+g() { json_get "${R[$1]}" "$2"; }
+record "HTTP/1.1 keep-alive, wrk -c64, req/s" "req/s" "nginx" "$(g tapir.wrk64 rps)" "$(g nginx.wrk64 rps)" \
+    "wrk -t1 -c64 -d${DUR}s --latency http://$IP_SERVER$SMALL"
+record "HTTP/1.1 keep-alive, wrk -c64, latency p50" "ms" "nginx" "$(g tapir.wrk64 p50_ms)" "$(g nginx.wrk64 p50_ms)" \
+    "same run"
+record "HTTP/1.1 keep-alive, wrk -c64, latency p99" "ms" "nginx" "$(g tapir.wrk64 p99_ms)" "$(g nginx.wrk64 p99_ms)" \
+    "same run"
+record "h2 over TLS, h2load -c64 -m10, req/s" "req/s" "nginx" "$(g tapir.h2tls rps)" "$(g nginx.h2tls rps)" \
+    "h2load -c64 -m10 -D $DUR https://$IP_SERVER$SMALL"
+record "new TLS connection per request, conn/s" "conn/s" "nginx" "$(g tapir.conns rps)" "$(g nginx.conns rps)" \
+    "h2load --h1 -c32 -n $NEWCONN -H 'Connection: close' https://$IP_SERVER$SMALL" \
+    "{\"tapir_succeeded\": $(g tapir.conns succeeded), \"baseline_succeeded\": $(g nginx.conns succeeded)}"
+T_B1500=${R[tapir.bulk1500]}
+record "bulk $((BULK >> 20)) MiB download, MTU 1500" "MB/s" "nginx" "$T_B1500" "${R[nginx.bulk1500]}" \
+    "curl -o /dev/null http://$IP_SERVER$BIG"
+record "bulk, MTU 1500, vs raw TCP through smoltcp" "MB/s" "smoltcp benchmark" "$T_B1500" "${R[smoltcp.bulk1500]}" \
+    "smoltcp examples/benchmark.rs --tap tap0 reader (1e9 bytes)"
+record "bulk $((BULK >> 20)) MiB download, MTU 65000" "MB/s" "nginx" "${R[tapir.bulk65000]}" "${R[nginx.bulk65000]}" \
+    "curl -o /dev/null http://$IP_SERVER$BIG (tapir --mtu 65000, ip link set mtu 65000)"
+record "bulk, MTU 65000, vs raw TCP through smoltcp" "MB/s" "smoltcp benchmark" "${R[tapir.bulk65000]}" "${R[smoltcp.bulk65000]}" \
+    "smoltcp examples/benchmark.rs --tap tap0 reader (1e9 bytes)"
+for c in "${SCALE[@]}"; do
+    record "scaling: wrk -c$c, req/s" "req/s" "nginx" "$(g tapir.scale$c rps)" "$(g nginx.scale$c rps)" \
+        "wrk -t1 -c$c -d${DUR}s http://$IP_SERVER$SMALL" "{\"series\": \"scaling\", \"connections\": $c}"
+done
+ti=${R[tapir.idle]}
+ni=${R[nginx.idle]}
+record "RSS with $IDLE idle keep-alive conns" "MiB" "nginx (master+worker)" \
+    "$(awk -v k="$(json_get "$ti" after_kib)" 'BEGIN { printf "%.1f", k / 1024 }')" \
+    "$(awk -v k="$(json_get "$ni" after_kib)" 'BEGIN { printf "%.1f", k / 1024 }')" \
+    "python3 scripts/bench_helper.py idle (one request per connection, then idle); VmRSS" \
+    "{\"tapir_idle\": $ti, \"baseline_idle\": $ni}"
+record "RSS growth per idle conn" "KiB/conn" "nginx (master+worker)" \
+    "$(awk -v a="$(json_get "$ti" after_kib)" -v b="$(json_get "$ti" before_kib)" -v n="$IDLE" 'BEGIN { printf "%.2f", (a - b) / n }')" \
+    "$(awk -v a="$(json_get "$ni" after_kib)" -v b="$(json_get "$ni" before_kib)" -v n="$IDLE" 'BEGIN { printf "%.2f", (a - b) / n }')" \
+    "(RSS with - RSS before) / connections"
+
+echo
+echo "== results ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo))"
+"$PY" "$HELPER" report "$RESULTS" "$OUT"
+[[ -n $SMOL_WHY ]] && echo "smoltcp benchmark baseline: unavailable: $SMOL_WHY"
+echo "ratio = tapir / baseline (higher is better for req/s, conn/s, MB/s; lower for ms, MiB, KiB/conn)"
+echo "report: $OUT/report.json   plot: $OUT/scaling.svg   raw outputs: $LOGS/"
