@@ -12,8 +12,8 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use common::netns::{
-    json_u64, output_text, require_root, require_tool, sha256_file_hex, write_random_file, Netns,
-    TapirProcess, TAPIR_V4,
+    count_before, json_u64, output_text, require_root, require_tool, sha256_file_hex,
+    write_random_file, Netns, TapirProcess, TAPIR_V4,
 };
 
 const BASE: &str = "http://10.7.0.2";
@@ -23,12 +23,6 @@ fn start(ns: &Netns, extra: &[&str]) -> TapirProcess {
     let mut args = vec!["--no-https"];
     args.extend_from_slice(extra);
     ns.spawn_serve(&args)
-}
-
-/// Stops tapir with SIGTERM and checks it exits 0.
-fn stop(tapir: TapirProcess) {
-    let (status, log) = tapir.terminate();
-    assert!(status.success(), "tapir exited with {status}; log:\n{log}");
 }
 
 /// Waits (up to 5 s) until `/stats` shows only the stats request's own connection open and
@@ -126,7 +120,7 @@ fn get_and_head_of_the_index() {
     );
 
     assert_no_leak(&ns);
-    stop(tapir);
+    tapir.stop();
 }
 
 #[test]
@@ -173,7 +167,7 @@ fn chunked_upload_of_50_mib_echoes_back() {
     );
     eprintln!("50 MiB chunked upload echoed in {:?}", started.elapsed());
     assert_no_leak(&ns);
-    stop(tapir);
+    tapir.stop();
 }
 
 #[test]
@@ -215,7 +209,7 @@ fn keep_alive_reuses_one_connection() {
         urls.len()
     );
     assert_no_leak(&ns);
-    stop(tapir);
+    tapir.stop();
 }
 
 /// Sends N GET /bytes/i requests (i = 0..N, the last with `Connection: close`) in one
@@ -280,7 +274,7 @@ fn hundred_pipelined_requests_answer_in_order() {
     assert!(out.status.success(), "pipelining client failed:\n{text}");
     assert!(text.contains("pipelined 100 responses in order"), "{text}");
     assert_no_leak(&ns);
-    stop(tapir);
+    tapir.stop();
 }
 
 #[test]
@@ -318,7 +312,7 @@ fn wrk_load_has_no_errors() {
         .unwrap_or_else(|| panic!("no 'N requests in' line:\n{text}"));
     assert!(requests > 0, "wrk made no requests:\n{text}");
     assert_no_leak(&ns);
-    stop(tapir);
+    tapir.stop();
 }
 
 #[test]
@@ -401,22 +395,12 @@ fn static_file_of_200_mib_and_a_range() {
 
 /// Stops tapir and checks its final line says every accepted connection was closed.
 fn stop_and_check_closed(tapir: TapirProcess) {
-    let (status, log) = tapir.terminate();
-    assert!(status.success(), "tapir exited with {status}; log:\n{log}");
+    let log = tapir.stop();
     let line = log
         .lines()
         .find(|l| l.contains("stopped ("))
         .unwrap_or_else(|| panic!("no 'stopped (' line:\n{log}"));
-    let count = |word: &str| -> u64 {
-        let at = line
-            .find(&format!(" {word}"))
-            .unwrap_or_else(|| panic!("no '{word}' in '{line}'"));
-        line[..at]
-            .rsplit(' ')
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no count before '{word}' in '{line}'"))
-    };
+    let count = |word: &str| count_before(line, word);
     assert_eq!(
         count("accepted"),
         count("closed"),
@@ -458,5 +442,5 @@ fn nothing_leaks_after_mixed_clients() {
         "no connections left {:?} after the clients",
         started.elapsed()
     );
-    stop(tapir);
+    tapir.stop();
 }

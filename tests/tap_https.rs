@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::netns::{
-    json_u64, output_text, require_root, require_tool, sha256_file_hex, sha256_pattern_hex,
-    write_random_file, ChildGuard, Netns, TapirProcess, TAP, TAPIR_V4,
+    count_before, json_u64, output_text, require_root, require_tool, sha256_file_hex,
+    sha256_pattern_hex, write_random_file, ChildGuard, Netns, TapirProcess, TAP, TAPIR_V4,
 };
 
 const HTTP: &str = "http://10.7.0.2";
@@ -29,12 +29,6 @@ fn start(ns: &Netns) -> (TapirProcess, PathBuf) {
     let tapir = ns.spawn_serve(&["--save-cert", cert.to_str().unwrap()]);
     assert!(cert.exists(), "--save-cert wrote no {}", cert.display());
     (tapir, cert)
-}
-
-/// Stops tapir with SIGTERM and checks it exits 0.
-fn stop(tapir: TapirProcess) {
-    let (status, log) = tapir.terminate();
-    assert!(status.success(), "tapir exited with {status}; log:\n{log}");
 }
 
 /// `curl -sS --cacert CERT ARGS... -w '\n%{http_version} %{http_code}'`; returns (body,
@@ -115,7 +109,7 @@ fn alpn_picks_http2_or_http1_for_curl() {
     );
 
     assert_tcp_back_to_baseline(&ns);
-    stop(tapir);
+    tapir.stop();
 }
 
 #[test]
@@ -148,7 +142,7 @@ fn nghttp_sees_h2_and_max_concurrent_streams_128() {
         "server SETTINGS without MAX_CONCURRENT_STREAMS 128:\n{frame}"
     );
     assert!(text.contains(":status: 200"), "no 200 response:\n{text}");
-    stop(tapir);
+    tapir.stop();
 }
 
 /// `openssl s_client -connect 10.7.0.2:443 -alpn PROTO` with stdin closed.
@@ -194,7 +188,7 @@ fn openssl_alpn_h2_http11_and_unknown() {
     );
     assert!(!text.contains("ALPN protocol: foo"), "{text}");
     assert_tcp_back_to_baseline(&ns);
-    stop(tapir);
+    tapir.stop();
 }
 
 /// The `requests:` summary line of h2load: (succeeded, failed, errored).
@@ -203,16 +197,7 @@ fn h2load_counts(text: &str) -> (u64, u64, u64) {
         .lines()
         .find(|l| l.starts_with("requests:"))
         .unwrap_or_else(|| panic!("no 'requests:' line in h2load's output:\n{text}"));
-    let count = |word: &str| -> u64 {
-        let at = line
-            .find(&format!(" {word}"))
-            .unwrap_or_else(|| panic!("no '{word}' in '{line}'"));
-        line[..at]
-            .rsplit(' ')
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no count before '{word}' in '{line}'"))
-    };
+    let count = |word: &str| count_before(line, word);
     (count("succeeded"), count("failed"), count("errored"))
 }
 
@@ -269,7 +254,7 @@ fn h2load_over_tls_and_h2c_without_failures() {
     );
 
     assert_tcp_back_to_baseline(&ns);
-    stop(tapir);
+    tapir.stop();
 }
 
 #[test]
@@ -339,7 +324,7 @@ fn hundred_mib_each_way_over_h2() {
     fs::remove_file(&got).unwrap();
 
     assert_tcp_back_to_baseline(&ns);
-    stop(tapir);
+    tapir.stop();
 }
 
 /// Four bad clients on port 443 at once, each reporting how the server ended it:
@@ -463,7 +448,7 @@ fn bad_input_on_443_is_closed_while_good_clients_succeed() {
     assert!(ok >= 5, "only {ok} curl requests ran during the bad input");
     eprintln!("{ok} curl requests succeeded meanwhile");
     assert_tcp_back_to_baseline(&ns);
-    stop(tapir);
+    tapir.stop();
 }
 
 #[test]
@@ -621,5 +606,5 @@ fn missing_cert_or_mismatched_key_fails_fast() {
 
     // The matching pair works.
     let tapir = ns.spawn_serve(&["--cert", &cert_a, "--key", &key_a]);
-    stop(tapir);
+    tapir.stop();
 }

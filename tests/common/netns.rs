@@ -262,6 +262,13 @@ impl TapirProcess {
         Duration::from_secs_f64((utime + stime) as f64 / USER_HZ)
     }
 
+    /// Stops tapir with SIGTERM, checks it exited with status 0, and returns its log.
+    pub fn stop(self) -> String {
+        let (status, log) = self.terminate();
+        assert!(status.success(), "tapir exited with {status}; log:\n{log}");
+        log
+    }
+
     /// Waits up to `timeout` for tapir to exit on its own; returns its status, or None if
     /// it is still running.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
@@ -479,4 +486,17 @@ pub fn sha256_pattern_hex(len: u64) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The number just before ` word` in `line` (as in tapir's `... 9 accepted, 9 closed` or
+/// h2load's `... 20000 succeeded, 0 failed`).
+pub fn count_before(line: &str, word: &str) -> u64 {
+    let at = line
+        .find(&format!(" {word}"))
+        .unwrap_or_else(|| panic!("no '{word}' in '{line}'"));
+    line[..at]
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count before '{word}' in '{line}'"))
 }
