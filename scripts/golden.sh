@@ -5,4 +5,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 TAPIR_REGENERATE_GOLDEN=1 cargo test --release --test golden -- --test-threads=1
+# The TLS one needs the seeded crypto provider (never in a normal build).
+TAPIR_REGENERATE_GOLDEN=1 cargo test --release --features deterministic-crypto --test golden_tls
 ls -l captures/golden/

@@ -16,3 +16,6 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 cargo test --release "$@"
+# The TLS golden capture needs the seeded, insecure crypto provider of the
+# `deterministic-crypto` feature, so it is its own test target, built only with it.
+cargo test --release --features deterministic-crypto --test golden_tls "$@"

@@ -137,6 +137,7 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
         seed: args.seed,
         http_port: args.http,
         mtu: args.mtu,
+        https: None,
     };
     let report = tapir::replay::replay_exact(&frames, &config)?;
     match report.mismatch {

@@ -194,3 +194,22 @@ fn syn_flood_fills_the_backlog_and_the_server_recovers() {
     assert_eq!(stats.handshake_timeouts, 16, "{stats:?}");
     assert_eq!(stats.accepted, 2);
 }
+
+#[test]
+fn unusable_stack_settings_are_clear_errors() {
+    use tapir::device::memlink;
+    let (mut dev, _peer) = memlink::pair(LinkConfig::default()).unwrap();
+    let now = Sim::new().now();
+    let mut too_big = config(SERVER_IP, 2, 1);
+    too_big.tcp.tx_buffer = 1 << 20;
+    let err = tapir::stack::Stack::new(too_big, &mut dev, now)
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("smaller than 1024 KiB"), "{err}");
+    let mut no_backlog = config(SERVER_IP, 2, 1);
+    no_backlog.tcp.backlog = 0;
+    assert!(tapir::stack::Stack::new(no_backlog, &mut dev, now).is_err());
+    let mut multicast = config(SERVER_IP, 2, 1);
+    multicast.mac = EthernetAddress([0x01, 0, 0x5e, 0, 0, 1]);
+    assert!(tapir::stack::Stack::new(multicast, &mut dev, now).is_err());
+}

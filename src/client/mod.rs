@@ -103,6 +103,10 @@ pub struct ClientConfig {
     pub max_connections_per_origin: usize,
     /// How long an idle keep-alive connection is kept for reuse.
     pub idle_timeout: Duration,
+    /// A ready TLS configuration to use instead of building one from `roots` (whose ALPN
+    /// protocols are then used as they are, whatever `version` says); `None`: built from
+    /// `roots` and `version`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ClientConfig {
@@ -114,6 +118,7 @@ impl Default for ClientConfig {
             request_timeout: None,
             max_connections_per_origin: 6,
             idle_timeout: Duration::from_secs(60),
+            tls: None,
         }
     }
 }
@@ -318,15 +323,18 @@ impl fmt::Debug for Client {
 
 impl Client {
     /// A client with the given settings. Fails when the trusted certificates cannot be
-    /// loaded.
+    /// loaded (unless `config.tls` is given).
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
         let alpn: Vec<Vec<u8>> = match config.version {
             Version::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             Version::Http1 => vec![b"http/1.1".to_vec()],
             Version::Http2 => vec![b"h2".to_vec()],
         };
-        let tls = certs::client_config(&config.roots, &alpn)
-            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        let tls = match &config.tls {
+            Some(tls) => tls.clone(),
+            None => certs::client_config(&config.roots, &alpn)
+                .map_err(|e| ClientError::Tls(e.to_string()))?,
+        };
         Ok(Client {
             config,
             tls,

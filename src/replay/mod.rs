@@ -9,6 +9,7 @@
 pub mod live;
 
 use std::fmt;
+use std::sync::Arc;
 
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, EthernetFrame, IpAddress, IpCidr, PrettyPrinter};
@@ -20,6 +21,36 @@ use crate::service::builtin::Builtin;
 use crate::service::server::StatsHandle;
 use crate::service::{ConnInfo, Server, ServerConfig};
 use crate::stack::{Stack, StackConfig, StackError};
+use crate::transport::certs::CertError;
+
+/// Builds a server TLS configuration.
+pub type TlsFactory = dyn Fn() -> Result<Arc<rustls::ServerConfig>, CertError> + Send + Sync;
+
+/// The HTTPS port of a deterministic capture's server.
+#[derive(Clone)]
+pub struct ExactHttps {
+    /// The port (built-in site over TLS).
+    pub port: u16,
+    /// Builds the server's TLS configuration, afresh for each server: a deterministic
+    /// provider's generator must start over from its seed for every recording and replay
+    /// (see `transport::certs::deterministic`, feature `deterministic-crypto`).
+    pub tls: Arc<TlsFactory>,
+}
+
+impl fmt::Debug for ExactHttps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ExactHttps")
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for ExactHttps {
+    /// Same port and the very same factory.
+    fn eq(&self, other: &Self) -> bool {
+        self.port == other.port && Arc::ptr_eq(&self.tls, &other.tls)
+    }
+}
 
 /// How the server of a deterministic capture was set up. The defaults are those of the
 /// golden captures in `captures/golden/`.
@@ -35,6 +66,8 @@ pub struct ExactConfig {
     pub http_port: u16,
     /// The IP MTU of the server's link (it sets the MSS the server announces).
     pub mtu: usize,
+    /// An HTTPS port too, if any (`None` for the cleartext golden captures).
+    pub https: Option<ExactHttps>,
 }
 
 impl Default for ExactConfig {
@@ -45,6 +78,7 @@ impl Default for ExactConfig {
             seed: 1,
             http_port: 80,
             mtu: 1500,
+            https: None,
         }
     }
 }
@@ -57,12 +91,16 @@ impl ExactConfig {
         config
     }
 
-    /// The server: the built-in site on the HTTP port, with the default settings.
-    pub fn server(&self, stack: &mut Stack) -> Result<Server<BuiltinHandler>, StackError> {
+    /// The server: the built-in site on the HTTP port (and on the HTTPS port, if any, with a
+    /// freshly built TLS configuration), with the default settings.
+    pub fn server(&self, stack: &mut Stack) -> Result<Server<BuiltinHandler>, ReplayError> {
         let stats = StatsHandle::default();
         let handler = BuiltinHandler(Builtin::new(stats.clone()));
         let mut server = Server::with_stats(handler, ServerConfig::default(), stats);
         server.bind_http(stack, self.http_port)?;
+        if let Some(https) = &self.https {
+            server.bind_https(stack, https.port, (https.tls)()?)?;
+        }
         Ok(server)
     }
 }
@@ -92,6 +130,9 @@ pub enum ReplayError {
     /// A device could not be set up.
     #[error(transparent)]
     Device(#[from] crate::device::DeviceError),
+    /// The server's TLS configuration could not be built.
+    #[error(transparent)]
+    Tls(#[from] CertError),
 }
 
 /// The first difference between what the server sent and what the capture holds.

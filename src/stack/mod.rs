@@ -297,6 +297,15 @@ impl Stack {
                 "TCP buffers must be at least 1 KiB".into(),
             ));
         }
+        // An HTTP/1.1 download over a TAP device stalls for good once it has sent exactly a
+        // 1 MiB send buffer (1023 KiB works; HTTP/2 does not stall). Until the cause is found,
+        // refuse such buffers rather than hang.
+        if config.tcp.rx_buffer >= MAX_TCP_BUFFER || config.tcp.tx_buffer >= MAX_TCP_BUFFER {
+            return Err(StackError::Config(format!(
+                "TCP buffers must be smaller than {} KiB",
+                MAX_TCP_BUFFER / 1024
+            )));
+        }
         let mut iface_config = Config::new(HardwareAddress::Ethernet(config.mac));
         iface_config.random_seed = config.seed;
         let mut iface = Interface::new(iface_config, device, now);

@@ -72,6 +72,9 @@ pub enum CertError {
     Generate(#[from] rcgen::Error),
 }
 
+#[cfg(feature = "deterministic-crypto")]
+pub mod deterministic;
+
 /// The crypto provider used for everything TLS in tapir.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -217,10 +220,22 @@ pub fn server_config_with_versions(
     alpn: &[Vec<u8>],
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Result<Arc<rustls::ServerConfig>, CertError> {
+    server_config_with_provider(provider(), chain, key, alpn, versions)
+}
+
+/// Like [`server_config_with_versions`], on `provider` instead of [`provider()`] (for
+/// instance the seeded one of golden captures, `deterministic::provider`, with the
+/// `deterministic-crypto` feature).
+pub fn server_config_with_provider(
+    provider: Arc<CryptoProvider>,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    alpn: &[Vec<u8>],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<Arc<rustls::ServerConfig>, CertError> {
     if chain.is_empty() {
         return Err(CertError::EmptyChain);
     }
-    let provider = provider();
     let signing_key =
         provider
             .key_provider
@@ -274,7 +289,18 @@ pub fn client_config_with_versions(
     alpn: &[Vec<u8>],
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> Result<Arc<rustls::ClientConfig>, CertError> {
-    let provider = provider();
+    client_config_with_provider(provider(), roots, alpn, versions)
+}
+
+/// Like [`client_config_with_versions`], on `provider` instead of [`provider()`] (for
+/// instance the seeded one of golden captures, `deterministic::provider`, with the
+/// `deterministic-crypto` feature).
+pub fn client_config_with_provider(
+    provider: Arc<CryptoProvider>,
+    roots: &Roots,
+    alpn: &[Vec<u8>],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<Arc<rustls::ClientConfig>, CertError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)?;
     let mut config = match roots {
