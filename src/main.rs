@@ -107,15 +107,27 @@ struct ReplayArgs {
     #[arg(long, conflicts_with = "exact")]
     expect: bool,
     /// Live: serve static files from this directory instead of the built-in site.
-    #[arg(long, value_name = "DIR", conflicts_with = "exact")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["exact", "tap"])]
     root: Option<std::path::PathBuf>,
+    /// Live: replay through this TAP device (on the wall clock) to the server at --target,
+    /// instead of an in-process server; the stack takes the --ip address.
+    #[arg(
+        long,
+        value_name = "NAME",
+        conflicts_with = "exact",
+        requires = "target"
+    )]
+    tap: Option<String>,
+    /// Live, with --tap: the server across the TAP device that every flow is replayed to.
+    #[arg(long, value_name = "IP", requires = "tap")]
+    target: Option<std::net::IpAddr>,
     /// Exact: the server's stack seed when the capture was recorded.
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Exact: the server's MAC address in the capture.
     #[arg(long, default_value = "02:00:00:00:00:02")]
     mac: cli::Mac,
-    /// Exact: the server's address in the capture.
+    /// Exact: the server's address in the capture. With --tap: the replaying stack's own.
     #[arg(long = "ip", default_value = "10.7.0.2/24")]
     ip: cli::Cidr,
     /// The server's HTTP port (live: every flow is replayed to it).
@@ -174,7 +186,20 @@ fn replay_live(args: &ReplayArgs) -> anyhow::Result<()> {
         },
         ..LiveConfig::default()
     };
-    let report = live::replay_live(&frames, &config)?;
+    let report = match (&args.tap, args.target) {
+        (Some(tap), Some(target)) => {
+            let mut device = TapDevice::open(tap, 1500)?;
+            let mut rng = fastrand::Rng::new();
+            let mut stack_config = tapir::stack::StackConfig::new(
+                tapir::device::random_mac(&mut rng),
+                vec![args.ip.0],
+            );
+            stack_config.seed = rng.u64(..);
+            let mut stack = Stack::new(stack_config, &mut device, WallClock::new().now())?;
+            live::replay_live_on(&mut device, &mut stack, &frames, &config, target)?
+        }
+        _ => live::replay_live(&frames, &config)?,
+    };
     for note in &report.notes {
         println!("note: {note}");
     }
@@ -183,7 +208,7 @@ fn replay_live(args: &ReplayArgs) -> anyhow::Result<()> {
     }
     let exchanges: usize = report.flows.iter().map(|f| f.exchanges.len()).sum();
     println!(
-        "{}: {} flows replayed, {exchanges} exchanges, {} of virtual time",
+        "{}: {} flows replayed, {exchanges} exchanges, in {}",
         args.file.display(),
         report.flows.len(),
         report.elapsed

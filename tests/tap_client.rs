@@ -378,3 +378,58 @@ fn get_follows_redirects_and_looks_names_up_by_dns() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// Copies the files under `from` into `to` (one level of subdirectories is enough for the
+/// capture site).
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            fs::create_dir_all(&target).unwrap();
+            copy_tree(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn real_captures_replay_through_the_tap_to_nginx() {
+    if !ready("real_captures_replay_through_the_tap_to_nginx") {
+        return;
+    }
+    let ns = Netns::up("replay-tap");
+    let nginx = start_nginx(&ns);
+    let captures = common::netns::repo_root().join("captures/real");
+    copy_tree(&captures.join("site"), &nginx.root);
+    let bin = tapir_bin();
+    for name in [
+        "curl-get-nginx.pcap",
+        "curl-keepalive-nginx.pcap",
+        "wget-nginx.pcap",
+        "ab-nginx.pcap",
+        "python-nginx.pcap",
+    ] {
+        let file = captures.join(name);
+        let out = ns
+            .exec(&[
+                bin.to_str().unwrap(),
+                "replay",
+                file.to_str().unwrap(),
+                "--tap",
+                TAP,
+                "--target",
+                KERNEL_V4,
+                "--expect",
+                "--log",
+                "warn",
+            ])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tapir replay");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+        assert!(out.status.success(), "{name}:\n{text}");
+        assert!(text.contains("all match the capture"), "{name}:\n{text}");
+    }
+}

@@ -30,8 +30,11 @@ use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address,
 
 use crate::device::memlink::{self, LinkConfig};
 use crate::device::pcap_reader::CapturedFrame;
+use crate::device::FdDevice;
+use crate::runtime::event_loop::{self, Ended, LoopOptions, RunError};
 use crate::runtime::sim::{Node, Sim, SimNode};
 use crate::runtime::Application;
+use crate::runtime::{StopHandle, WallClock};
 use crate::service::builtin::Builtin;
 use crate::service::files::{FilesError, StaticFiles};
 use crate::service::server::StatsHandle;
@@ -108,6 +111,9 @@ pub enum LiveError {
     /// The link could not be set up.
     #[error(transparent)]
     Device(#[from] crate::device::DeviceError),
+    /// The live event loop failed (TAP replay).
+    #[error(transparent)]
+    Run(#[from] RunError),
 }
 
 /// One exchange of a replayed flow.
@@ -551,7 +557,8 @@ fn capture_notes(flow: &Flow) -> Vec<String> {
 
 /// Replays the client side of every flow of `frames` against a fresh server and reports
 /// what came back (and what the capture's server had answered).
-pub fn replay_live(frames: &[CapturedFrame], config: &LiveConfig) -> Result<LiveReport, LiveError> {
+/// The flows of a capture that will be replayed (after `--server-ip`), with notes.
+fn select(frames: &[CapturedFrame], config: &LiveConfig) -> Result<flows::Flows, LiveError> {
     if let Pace::Speed(s) = config.pace {
         if !(s.is_finite() && s > 0.0) {
             return Err(LiveError::BadSpeed(s));
@@ -579,45 +586,29 @@ pub fn replay_live(frames: &[CapturedFrame], config: &LiveConfig) -> Result<Live
         }
         return Err(LiveError::NoFlows(why));
     }
-    let files = match &config.site {
-        Site::Files(root) => Some(StaticFiles::new(root, false)?),
-        Site::Builtin => None,
-    };
+    Ok(extracted)
+}
 
-    let mut sim = Sim::new();
-    let t0 = sim.now();
-    let (mut s_dev, mut c_dev) = memlink::pair(LinkConfig::default())?;
-    let mut s_stack = Stack::new(stack_config(SERVER_V4, SERVER_V6, 2, 1), &mut s_dev, t0)?;
-    let c_stack = Stack::new(stack_config(CLIENT_V4, CLIENT_V6, 1, 2), &mut c_dev, t0)?;
-    let stats = StatsHandle::default();
-    let builtin = Builtin::new(stats.clone());
-    let handler = move |request: Request<RequestBody>, info: &ConnInfo| -> Response<Body> {
-        match &files {
-            Some(files) => files.handle(&request),
-            None => builtin.handle(request, info),
-        }
-    };
-    let mut server = Server::with_stats(handler, config.server.clone(), stats);
-    server.bind_http(&mut s_stack, config.http_port)?;
-
+/// The client side of every flow, scheduled from `t0` with the flow's server at `remote`.
+fn live_flows(
+    extracted: &flows::Flows,
+    t0: Instant,
+    pace: Pace,
+    remote: impl Fn(&Flow) -> IpEndpoint,
+) -> Vec<LiveFlow> {
     let capture_start = extracted
         .flows
         .iter()
         .map(|f| f.start)
         .min()
         .unwrap_or_default();
-    let live: Vec<LiveFlow> = extracted
+    extracted
         .flows
         .iter()
         .map(|flow| {
-            let at =
-                |t: std::time::Duration| t0 + scaled(t.saturating_sub(capture_start), config.pace);
-            let remote_ip = match flow.server.ip() {
-                IpAddr::V4(_) => IpAddress::Ipv4(SERVER_V4),
-                IpAddr::V6(_) => IpAddress::Ipv6(SERVER_V6),
-            };
+            let at = |t: std::time::Duration| t0 + scaled(t.saturating_sub(capture_start), pace);
             LiveFlow {
-                remote: IpEndpoint::new(remote_ip, config.http_port),
+                remote: remote(flow),
                 start: at(flow.start),
                 data: flow.to_server.data.clone(),
                 schedule: flow
@@ -639,13 +630,57 @@ pub fn replay_live(frames: &[CapturedFrame], config: &LiveConfig) -> Result<Live
                 notes: Vec::new(),
             }
         })
-        .collect();
+        .collect()
+}
+
+/// How long the capture lasts once paced.
+fn paced_span(extracted: &flows::Flows, pace: Pace) -> Duration {
+    let first = extracted
+        .flows
+        .iter()
+        .map(|f| f.start)
+        .min()
+        .unwrap_or_default();
     let last = extracted
         .flows
         .iter()
         .map(|f| f.end)
         .max()
         .unwrap_or_default();
+    scaled(last.saturating_sub(first), pace)
+}
+
+/// Replays every flow of `frames` against an in-process server on the in-memory link
+/// (virtual clock: pacing costs no wall time).
+pub fn replay_live(frames: &[CapturedFrame], config: &LiveConfig) -> Result<LiveReport, LiveError> {
+    let mut extracted = select(frames, config)?;
+    let files = match &config.site {
+        Site::Files(root) => Some(StaticFiles::new(root, false)?),
+        Site::Builtin => None,
+    };
+    let mut sim = Sim::new();
+    let t0 = sim.now();
+    let (mut s_dev, mut c_dev) = memlink::pair(LinkConfig::default())?;
+    let mut s_stack = Stack::new(stack_config(SERVER_V4, SERVER_V6, 2, 1), &mut s_dev, t0)?;
+    let c_stack = Stack::new(stack_config(CLIENT_V4, CLIENT_V6, 1, 2), &mut c_dev, t0)?;
+    let stats = StatsHandle::default();
+    let builtin = Builtin::new(stats.clone());
+    let handler = move |request: Request<RequestBody>, info: &ConnInfo| -> Response<Body> {
+        match &files {
+            Some(files) => files.handle(&request),
+            None => builtin.handle(request, info),
+        }
+    };
+    let mut server = Server::with_stats(handler, config.server.clone(), stats);
+    server.bind_http(&mut s_stack, config.http_port)?;
+    let port = config.http_port;
+    let live = live_flows(&extracted, t0, config.pace, |flow| {
+        let ip = match flow.server.ip() {
+            IpAddr::V4(_) => IpAddress::Ipv4(SERVER_V4),
+            IpAddr::V6(_) => IpAddress::Ipv6(SERVER_V6),
+        };
+        IpEndpoint::new(ip, port)
+    });
     let client = ReplayClient {
         flows: live,
         fast: config.pace == Pace::Fast,
@@ -654,7 +689,7 @@ pub fn replay_live(frames: &[CapturedFrame], config: &LiveConfig) -> Result<Live
     };
     let mut server = Node::new(s_stack, s_dev, server);
     let mut client = Node::new(c_stack, c_dev, client);
-    let limit = scaled(last.saturating_sub(capture_start), config.pace) + Duration::from_secs(600);
+    let limit = paced_span(&extracted, config.pace) + Duration::from_secs(600);
     let run = sim.run_until(
         &mut [&mut server as &mut dyn SimNode, &mut client],
         limit,
@@ -666,9 +701,48 @@ pub fn replay_live(frames: &[CapturedFrame], config: &LiveConfig) -> Result<Live
             .notes
             .push(format!("the replay did not finish: {e}"));
     }
+    Ok(report(extracted, client.app.flows, elapsed))
+}
 
+/// Replays every flow of `frames` through a live device (a TAP interface) from `stack`, to
+/// the server at `target` (its port: `config.http_port`), on the wall clock. `config.site`
+/// is unused: the server is whatever answers at `target`.
+pub fn replay_live_on<D: FdDevice>(
+    device: &mut D,
+    stack: &mut Stack,
+    frames: &[CapturedFrame],
+    config: &LiveConfig,
+    target: IpAddr,
+) -> Result<LiveReport, LiveError> {
+    let mut extracted = select(frames, config)?;
+    let clock = WallClock::new();
+    let t0 = clock.now();
+    let remote = IpEndpoint::new(IpAddress::from(target), config.http_port);
+    let live = live_flows(&extracted, t0, config.pace, |_| remote);
+    let mut client = ReplayClient {
+        flows: live,
+        fast: config.pace == Pace::Fast,
+        quiet: config.quiet,
+        buf: vec![0; 64 * 1024],
+    };
+    let options = LoopOptions {
+        handle_signals: true,
+        ..LoopOptions::default()
+    };
+    let ended = event_loop::run(device, stack, &mut client, &StopHandle::new(), &options)?;
+    if ended != Ended::Finished {
+        extracted
+            .notes
+            .push(format!("the replay was stopped ({ended:?})"));
+    }
+    let elapsed = clock.now() - t0;
+    Ok(report(extracted, client.flows, elapsed))
+}
+
+/// Compares what came back on each flow with what the capture holds.
+fn report(extracted: flows::Flows, live_flows: Vec<LiveFlow>, elapsed: Duration) -> LiveReport {
     let mut reports = Vec::new();
-    for (flow, live) in extracted.flows.iter().zip(client.app.flows) {
+    for (flow, live) in extracted.flows.iter().zip(live_flows) {
         let mut notes = capture_notes(flow);
         notes.extend(live.notes.iter().cloned());
         if !live.done {
@@ -705,9 +779,9 @@ pub fn replay_live(frames: &[CapturedFrame], config: &LiveConfig) -> Result<Live
             notes,
         });
     }
-    Ok(LiveReport {
+    LiveReport {
         flows: reports,
         notes: extracted.notes,
         elapsed,
-    })
+    }
 }
