@@ -6,85 +6,28 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
-use common::{config, CLIENT_IP, SERVER_IP};
+use common::golden::{check, record};
+use common::SERVER_IP;
 use http::{Method, Request};
-use smoltcp::time::Duration;
 use smoltcp::wire::IpAddress;
-use tapir::client::fetch::{Fetch, Job, Sink};
-use tapir::client::{Client, ClientConfig, Scheme, Target, Version};
-use tapir::device::capture::Capture;
-use tapir::device::memlink::{self, LinkConfig};
+use tapir::client::{ClientConfig, Scheme, Target, Version};
 use tapir::device::pcap_reader::read_capture;
 use tapir::replay::{replay_exact, ExactConfig};
-use tapir::runtime::sim::{Node, Sim, SimNode};
-use tapir::service::{Body, ResponseBody};
-use tapir::stack::Stack;
+use tapir::service::Body;
 
-struct Discard;
-
-impl Sink for Discard {
-    fn head(&mut self, _: &http::Response<ResponseBody>) {}
-    fn data(&mut self, _: &[u8]) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/golden")
-}
-
-/// Records a conversation between tapir's client and tapir's server (the golden server
-/// setup) and returns the pcap bytes captured at the server's device.
-fn record(version: Version, requests: Vec<Request<Body>>) -> Vec<u8> {
-    let exact = ExactConfig::default();
-    let mut sim = Sim::new();
-    let link = LinkConfig {
-        latency: Duration::from_micros(250),
-        ..LinkConfig::default()
-    };
-    let (server_dev, mut client_dev) = memlink::pair(link).unwrap();
-    let mut server_dev = Capture::with_writer(server_dev, Vec::new(), Path::new("golden")).unwrap();
-    let mut server_stack = Stack::new(exact.stack_config(), &mut server_dev, sim.now()).unwrap();
-    let server = exact.server(&mut server_stack).unwrap();
-    let client_stack = Stack::new(config(CLIENT_IP, 1, 2), &mut client_dev, sim.now()).unwrap();
+/// Records a conversation with the golden (cleartext) server setup.
+fn record_http(version: Version, requests: Vec<Request<Body>>) -> Vec<u8> {
     let target = Target {
         scheme: Scheme::Http,
         host: SERVER_IP.to_string(),
         port: 80,
         addr: IpAddress::Ipv4(SERVER_IP),
     };
-    let jobs = requests
-        .into_iter()
-        .map(|r| Job::new(target.clone(), r, Discard))
-        .collect();
-    let client = Client::new(ClientConfig {
+    let client = ClientConfig {
         version,
         ..ClientConfig::default()
-    })
-    .unwrap();
-    let mut server = Node::new(server_stack, server_dev, server);
-    let mut client = Node::new(client_stack, client_dev, Fetch::new(client, jobs, false));
-    sim.run_until(
-        &mut [&mut server as &mut dyn SimNode, &mut client],
-        Duration::from_secs(60),
-        |nodes| nodes[1].finished(),
-    )
-    .expect("the conversation completes");
-    assert!(
-        client.app.failures().is_empty(),
-        "{:?}",
-        client.app.failures()
-    );
-    // Let the last ACKs and FINs go by.
-    let _ = sim.run_until(
-        &mut [&mut server as &mut dyn SimNode, &mut client],
-        Duration::from_millis(500),
-        |_| false,
-    );
-    let (_, bytes) = server.device.finish().unwrap();
-    bytes
+    };
+    record(&ExactConfig::default(), &target, client, requests)
 }
 
 fn http1_conversation() -> Vec<u8> {
@@ -98,7 +41,7 @@ fn http1_conversation() -> Vec<u8> {
             .unwrap(),
         Request::head("/stats").body(Body::empty()).unwrap(),
     ];
-    record(Version::Http1, requests)
+    record_http(Version::Http1, requests)
 }
 
 fn h2c_conversation() -> Vec<u8> {
@@ -111,41 +54,17 @@ fn h2c_conversation() -> Vec<u8> {
             .body(Body::from(vec![7u8; 30000]))
             .unwrap(),
     ];
-    record(Version::Http2, requests)
-}
-
-/// Compares a fresh recording with the checked-in file (or writes it when regenerating),
-/// then replays the checked-in file exactly.
-fn check(name: &str, recorded: Vec<u8>) {
-    let path = golden_dir().join(name);
-    if std::env::var_os("TAPIR_REGENERATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(golden_dir()).unwrap();
-        std::fs::write(&path, &recorded).unwrap();
-        eprintln!("wrote {}", path.display());
-    }
-    let stored = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/golden.sh)", path.display()));
-    assert!(stored.len() < 1 << 20, "golden captures stay small");
-    assert_eq!(
-        recorded, stored,
-        "recording {name} again gives the same bytes (determinism); regenerate with scripts/golden.sh after intended changes"
-    );
-    let frames = read_capture(&path).unwrap();
-    let report = replay_exact(&frames, &ExactConfig::default()).unwrap();
-    assert!(report.fed > 5 && report.compared > 5, "{report:?}");
-    if let Some(mismatch) = &report.mismatch {
-        panic!("{name} does not replay exactly:\n{mismatch}");
-    }
+    record_http(Version::Http2, requests)
 }
 
 #[test]
 fn http1_golden_capture_replays_byte_exactly() {
-    check("http1.pcap", http1_conversation());
+    check("http1.pcap", &http1_conversation(), &ExactConfig::default());
 }
 
 #[test]
 fn h2c_golden_capture_replays_byte_exactly() {
-    check("h2c.pcap", h2c_conversation());
+    check("h2c.pcap", &h2c_conversation(), &ExactConfig::default());
 }
 
 #[test]

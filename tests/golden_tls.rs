@@ -12,22 +12,16 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{config, CLIENT_IP, SERVER_IP};
+use common::golden::{check, golden_dir, record};
+use common::SERVER_IP;
 use http::{Method, Request};
-use smoltcp::time::Duration;
 use smoltcp::wire::IpAddress;
-use tapir::client::fetch::{Fetch, Job, Sink};
-use tapir::client::{Client, ClientConfig, Scheme, Target, Version};
-use tapir::device::capture::Capture;
-use tapir::device::memlink::{self, LinkConfig};
+use tapir::client::{ClientConfig, Scheme, Target, Version};
 use tapir::device::pcap_reader::read_capture;
 use tapir::replay::{replay_exact, ExactConfig, ExactHttps};
-use tapir::runtime::sim::{Node, Sim, SimNode};
-use tapir::service::{Body, ResponseBody};
-use tapir::stack::Stack;
+use tapir::service::Body;
 use tapir::transport::certs::{self, deterministic, CertError, Roots};
 
 /// The server's crypto seed (its randoms, session tickets and X25519 shares).
@@ -36,19 +30,6 @@ const SERVER_CRYPTO_SEED: u64 = 0x7a91_0001;
 const CLIENT_CRYPTO_SEED: u64 = 0x7a91_0002;
 /// The HTTPS port.
 const HTTPS_PORT: u16 = 443;
-
-struct Discard;
-
-impl Sink for Discard {
-    fn head(&mut self, _: &http::Response<ResponseBody>) {}
-    fn data(&mut self, _: &[u8]) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn golden_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("captures/golden")
-}
 
 /// The golden server's TLS configuration: the checked-in Ed25519 certificate, ALPN h2 then
 /// http/1.1, on a seeded provider started afresh.
@@ -76,19 +57,7 @@ fn exact() -> ExactConfig {
 }
 
 /// Records the conversation and returns the pcap bytes captured at the server's device.
-fn record() -> Vec<u8> {
-    let exact = exact();
-    let mut sim = Sim::new();
-    let link = LinkConfig {
-        latency: Duration::from_micros(250),
-        ..LinkConfig::default()
-    };
-    let (server_dev, mut client_dev) = memlink::pair(link).unwrap();
-    let mut server_dev =
-        Capture::with_writer(server_dev, Vec::new(), Path::new("golden-tls")).unwrap();
-    let mut server_stack = Stack::new(exact.stack_config(), &mut server_dev, sim.now()).unwrap();
-    let server = exact.server(&mut server_stack).unwrap();
-    let client_stack = Stack::new(config(CLIENT_IP, 1, 2), &mut client_dev, sim.now()).unwrap();
+fn record_tls() -> Vec<u8> {
     let target = Target {
         scheme: Scheme::Https,
         host: SERVER_IP.to_string(),
@@ -104,10 +73,6 @@ fn record() -> Vec<u8> {
             .body(Body::from(vec![9u8; 5000]))
             .unwrap(),
     ];
-    let jobs = requests
-        .into_iter()
-        .map(|r| Job::new(target.clone(), r, Discard))
-        .collect();
     // The certificate is the only root: the client checks it names 10.7.0.2.
     let tls = certs::client_config_with_provider(
         deterministic::provider(CLIENT_CRYPTO_SEED),
@@ -116,62 +81,24 @@ fn record() -> Vec<u8> {
         rustls::DEFAULT_VERSIONS,
     )
     .unwrap();
-    let client = Client::new(ClientConfig {
+    let client = ClientConfig {
         version: Version::Http2,
         tls: Some(tls),
         ..ClientConfig::default()
-    })
-    .unwrap();
-    let mut server = Node::new(server_stack, server_dev, server);
-    let mut client = Node::new(client_stack, client_dev, Fetch::new(client, jobs, false));
-    sim.run_until(
-        &mut [&mut server as &mut dyn SimNode, &mut client],
-        Duration::from_secs(60),
-        |nodes| nodes[1].finished(),
-    )
-    .expect("the conversation completes");
-    assert!(
-        client.app.failures().is_empty(),
-        "{:?}",
-        client.app.failures()
-    );
-    // Let the last ACKs, close_notify alerts and FINs go by.
-    let _ = sim.run_until(
-        &mut [&mut server as &mut dyn SimNode, &mut client],
-        Duration::from_millis(500),
-        |_| false,
-    );
-    let (_, bytes) = server.device.finish().unwrap();
-    bytes
+    };
+    record(&exact(), &target, client, requests)
 }
 
 #[test]
 fn tls_h2_golden_capture_replays_byte_exactly() {
-    let name = "tls-h2.pcap";
-    let path = golden_dir().join(name);
-    let recorded = record();
+    let recorded = record_tls();
     assert_eq!(
         recorded,
-        record(),
+        record_tls(),
         "two recordings in one process are identical (determinism)"
     );
-    if std::env::var_os("TAPIR_REGENERATE_GOLDEN").is_some() {
-        std::fs::write(&path, &recorded).unwrap();
-        eprintln!("wrote {}", path.display());
-    }
-    let stored = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/golden.sh)", path.display()));
-    assert!(stored.len() < 1 << 20, "golden captures stay small");
-    assert_eq!(
-        recorded, stored,
-        "recording {name} again gives the same bytes (determinism); regenerate with scripts/golden.sh after intended changes"
-    );
-    let frames = read_capture(&path).unwrap();
-    let report = replay_exact(&frames, &exact()).unwrap();
-    assert!(report.fed > 5 && report.compared > 5, "{report:?}");
-    if let Some(mismatch) = &report.mismatch {
-        panic!("{name} does not replay exactly:\n{mismatch}");
-    }
+    check("tls-h2.pcap", &recorded, &exact());
+    let frames = read_capture(&golden_dir().join("tls-h2.pcap")).unwrap();
     // Without the seeded provider the server's answer differs at its first TLS record:
     // the capture really pins the handshake.
     let unseeded = ExactConfig {

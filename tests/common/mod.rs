@@ -2,6 +2,7 @@
 //! applications that drive them.
 #![allow(dead_code)]
 
+pub mod golden;
 pub mod http;
 pub mod netns;
 
