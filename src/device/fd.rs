@@ -4,10 +4,10 @@
 
 use std::io;
 
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::time::Instant;
 
-use super::{DeviceStats, ETHERNET_HEADER_LEN};
+use super::{ethernet_caps, DeviceStats, ETHERNET_HEADER_LEN};
 
 /// Something that moves whole Ethernet frames: a TAP fd, a datagram socket.
 pub trait FramePort {
@@ -110,10 +110,7 @@ impl<P: FramePort> phy::Device for FdFrames<P> {
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = self.mtu + ETHERNET_HEADER_LEN;
-        caps
+        ethernet_caps(self.mtu)
     }
 }
 

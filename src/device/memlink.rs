@@ -9,10 +9,10 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::rc::Rc;
 
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::time::{Duration, Instant};
 
-use super::{check_mtu, DeviceError, DeviceStats, ETHERNET_HEADER_LEN};
+use super::{check_mtu, ethernet_caps, DeviceError, DeviceStats};
 
 /// How the link behaves. The default is a perfect link with a 1500-byte MTU.
 #[derive(Debug, Clone, PartialEq)]
@@ -245,10 +245,7 @@ impl phy::Device for MemDevice {
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = self.mtu + ETHERNET_HEADER_LEN;
-        caps
+        ethernet_caps(self.mtu)
     }
 }
 

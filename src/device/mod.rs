@@ -60,6 +60,15 @@ pub fn check_mtu(mtu: usize) -> Result<usize, DeviceError> {
     }
 }
 
+/// The capabilities of an Ethernet device with IP MTU `mtu` (smoltcp counts the Ethernet
+/// header in its MTU).
+pub fn ethernet_caps(mtu: usize) -> smoltcp::phy::DeviceCapabilities {
+    let mut caps = smoltcp::phy::DeviceCapabilities::default();
+    caps.medium = smoltcp::phy::Medium::Ethernet;
+    caps.max_transmission_unit = mtu + ETHERNET_HEADER_LEN;
+    caps
+}
+
 /// A random, locally administered, unicast MAC address.
 pub fn random_mac(rng: &mut fastrand::Rng) -> EthernetAddress {
     let mut bytes = [0u8; 6];

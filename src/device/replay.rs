@@ -5,10 +5,10 @@
 
 use std::collections::VecDeque;
 
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::time::Instant;
 
-use super::{check_mtu, DeviceError, ETHERNET_HEADER_LEN};
+use super::{check_mtu, ethernet_caps, DeviceError};
 
 /// A frame with the time it crossed the device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,10 +79,7 @@ impl phy::Device for ReplayDevice {
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ethernet;
-        caps.max_transmission_unit = self.mtu + ETHERNET_HEADER_LEN;
-        caps
+        ethernet_caps(self.mtu)
     }
 }
 
