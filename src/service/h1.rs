@@ -211,11 +211,7 @@ impl<T: Transport> H1Conn<T> {
                 .fail(super::BodyError::Incomplete("connection closed".into()));
         }
         if let Some(t) = self.transport.take() {
-            if reset {
-                t.abort(stack);
-            } else {
-                t.close(stack);
-            }
+            t.end(stack, reset);
         }
         Drive::Closed
     }

@@ -262,11 +262,7 @@ impl<T: Transport> H2Conn<T> {
         }
         self.state = State::Closed;
         if let Some(t) = self.transport.take() {
-            if reset {
-                t.abort(stack);
-            } else {
-                t.close(stack);
-            }
+            t.end(stack, reset);
         }
         Drive::Closed
     }

@@ -65,4 +65,16 @@ pub trait Transport {
 
     /// Resets the connection.
     fn abort(self, stack: &mut Stack);
+
+    /// Resets the connection when `reset`, else closes it gracefully.
+    fn end(self, stack: &mut Stack, reset: bool)
+    where
+        Self: Sized,
+    {
+        if reset {
+            self.abort(stack)
+        } else {
+            self.close(stack)
+        }
+    }
 }
