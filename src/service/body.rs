@@ -308,6 +308,11 @@ impl BodySender {
         self.pipe.borrow_mut().writer = Some(waker.clone());
     }
 
+    /// True once the reader was dropped (whatever is pushed now is thrown away).
+    pub(crate) fn abandoned(&self) -> bool {
+        self.pipe.borrow().abandoned
+    }
+
     /// True once the handler tried to read (or dropped the body).
     pub(crate) fn demanded(&self) -> bool {
         let pipe = self.pipe.borrow();
@@ -343,6 +348,12 @@ impl IncomingBody {
         sender.push(bytes);
         sender.finish();
         body
+    }
+
+    /// True once the body ended (or failed) and every byte was read.
+    pub fn is_finished(&self) -> bool {
+        let pipe = self.pipe.borrow();
+        pipe.ended && pipe.chunks.is_empty()
     }
 
     /// The declared length (Content-Length), if the request had one.

@@ -147,7 +147,7 @@ fn escape(s: &str) -> String {
 /// The counters as a JSON object.
 pub fn stats_json(s: &ServerStats) -> String {
     let mut out = String::from("{\n");
-    let fields: [(&str, u64); 18] = [
+    let fields: [(&str, u64); 20] = [
         ("connections_open", s.connections_open),
         ("connections_total", s.connections_total),
         ("requests_http1", s.requests_http1),
@@ -155,6 +155,8 @@ pub fn stats_json(s: &ServerStats) -> String {
         ("requests_rejected", s.rejected),
         ("bytes_in", s.bytes_in),
         ("bytes_out", s.bytes_out),
+        ("tunnels_total", s.tunnels_total),
+        ("tunnels_open", s.tunnels_open),
         ("tcp_connections", s.stack.connections as u64),
         ("tcp_listening", s.stack.listening as u64),
         ("tcp_accepted", s.stack.accepted),

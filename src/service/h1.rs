@@ -9,12 +9,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
 use smoltcp::time::Instant;
 
 use super::body::{request_body, BodySender, BodyStream};
 use super::server::Shared;
-use super::{Body, ConnInfo, Handler, Protocol, Reply};
+use super::tunnel::{Pump, PumpState, Tunnel, TunnelTask, TUNNEL_BUFFER, TUNNEL_IDLE_TIMEOUT};
+use super::{Answer, Body, ConnInfo, Handler, Protocol};
 use crate::http::h1::{BodyFraming, H1Config, RequestId, ServerConn, ServerEvent};
 use crate::stack::Stack;
 use crate::transport::{ReadStatus, Transport};
@@ -24,7 +26,7 @@ const TURNS: usize = 16;
 
 enum Stage {
     /// Waiting for the handler's future.
-    Waiting(Pin<Box<dyn Future<Output = Response<Body>>>>),
+    Waiting(Pin<Box<dyn Future<Output = Answer>>>),
     /// Sending the body.
     Streaming(Body),
     /// Response complete.
@@ -72,6 +74,10 @@ pub(crate) struct H1Conn<T: Transport> {
     body_buffer: usize,
     /// Bytes read before the engine existed (while sniffing for HTTP/2), fed first.
     prefix: Vec<u8>,
+    /// The task that takes the connection after a switching response.
+    switch_task: Option<TunnelTask>,
+    /// After the switch: the connection is a tunnel.
+    pump: Option<Pump<T>>,
 }
 
 impl<T: Transport> H1Conn<T> {
@@ -91,12 +97,17 @@ impl<T: Transport> H1Conn<T> {
             tasks: VecDeque::new(),
             body_buffer,
             prefix: prefix.to_vec(),
+            switch_task: None,
+            pump: None,
         }
     }
 
     /// When the engine's timers (head, idle) next fire.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.engine.poll_timeout().map(stack_time)
+        match &self.pump {
+            Some(pump) => pump.deadline(),
+            None => self.engine.poll_timeout().map(stack_time),
+        }
     }
 
     /// Feeds the time to the engine's timers.
@@ -106,14 +117,18 @@ impl<T: Transport> H1Conn<T> {
 
     /// Closes an idle connection gracefully (shutdown).
     pub(crate) fn close(&mut self, stack: &mut Stack) {
+        if let Some(pump) = self.pump.as_mut() {
+            pump.close(stack, "server shutting down");
+        }
         if let Some(t) = self.transport.take() {
             t.close(stack);
         }
     }
 
-    /// True when the connection has no request in progress (safe to close on shutdown).
+    /// True when the connection has no request in progress (safe to close on shutdown); a
+    /// tunnel counts as idle: it has no end a shutdown could wait for.
     pub(crate) fn is_idle(&self) -> bool {
-        self.tasks.is_empty() && self.engine.pending_output().is_empty()
+        self.pump.is_some() || (self.tasks.is_empty() && self.engine.pending_output().is_empty())
     }
 
     fn body_backpressure(&self) -> bool {
@@ -131,6 +146,9 @@ impl<T: Transport> H1Conn<T> {
         handler: &H,
         shared: &Shared,
     ) -> Drive {
+        if self.pump.is_some() {
+            return self.drive_pump_once(stack, cx, now, shared);
+        }
         let t = engine_time(now);
         for _ in 0..TURNS {
             let mut progress = false;
@@ -193,6 +211,9 @@ impl<T: Transport> H1Conn<T> {
             if self.engine.is_closed() && self.engine.pending_output().is_empty() {
                 return self.finish(stack, false);
             }
+            if self.engine.is_upgraded() {
+                return self.switch(stack, cx, now, shared);
+            }
             if !progress {
                 break;
             }
@@ -201,6 +222,61 @@ impl<T: Transport> H1Conn<T> {
             let read = self.engine.wants_input();
             let write = !self.engine.pending_output().is_empty();
             transport.register(stack, cx.waker(), read, write);
+        }
+        Drive::Open
+    }
+
+    /// The switching response is out: the connection becomes a tunnel run by the handler's
+    /// task (no task: it closes).
+    fn switch(
+        &mut self,
+        stack: &mut Stack,
+        cx: &mut Context<'_>,
+        now: Instant,
+        shared: &Shared,
+    ) -> Drive {
+        let Some(transport) = self.transport.take() else {
+            return Drive::Closed;
+        };
+        let (user, end) = Tunnel::pair(TUNNEL_BUFFER);
+        let task = self.switch_task.take().map(|task| task(user));
+        let prefix = Bytes::from(std::mem::take(&mut self.prefix));
+        {
+            let mut stats = shared.stats.borrow_mut();
+            stats.tunnels_total += 1;
+            stats.tunnels_open += 1;
+        }
+        tracing::debug!("{}: connection switched to a tunnel", self.info.peer);
+        self.pump = Some(Pump::new(
+            transport,
+            end,
+            prefix,
+            task,
+            TUNNEL_IDLE_TIMEOUT,
+            now,
+        ));
+        self.drive_pump_once(stack, cx, now, shared)
+    }
+
+    fn drive_pump_once(
+        &mut self,
+        stack: &mut Stack,
+        cx: &mut Context<'_>,
+        now: Instant,
+        shared: &Shared,
+    ) -> Drive {
+        let Some(pump) = self.pump.as_mut() else {
+            return Drive::Closed;
+        };
+        let (bytes_in, bytes_out) = (pump.bytes_in, pump.bytes_out);
+        let state = pump.drive(stack, cx, now);
+        let mut stats = shared.stats.borrow_mut();
+        stats.bytes_in += pump.bytes_in - bytes_in;
+        stats.bytes_out += pump.bytes_out - bytes_out;
+        if state == PumpState::Closed {
+            stats.tunnels_open = stats.tunnels_open.saturating_sub(1);
+            self.pump = None;
+            return Drive::Closed;
         }
         Drive::Open
     }
@@ -250,12 +326,7 @@ impl<T: Transport> H1Conn<T> {
                     info.protocol = protocol;
                     shared.stats.borrow_mut().note_request(protocol);
                     let request = Request::from_parts(parts, request_body);
-                    let stage = match handler.call(request, &info) {
-                        Reply::Now(response) => {
-                            Stage::Waiting(Box::pin(std::future::ready(response)))
-                        }
-                        Reply::Later(future) => Stage::Waiting(future),
-                    };
+                    let stage = Stage::Waiting(handler.call(request, &info).into_answer());
                     self.tasks.push_back(Task {
                         id,
                         method,
@@ -315,15 +386,19 @@ impl<T: Transport> H1Conn<T> {
             match &mut task.stage {
                 Stage::Waiting(future) => match future.as_mut().poll(cx) {
                     Poll::Pending => return any,
-                    Poll::Ready(response) => {
+                    Poll::Ready(answer) => {
                         any = true;
-                        let (mut parts, body) = response.into_parts();
+                        let (mut parts, body) = answer.response.into_parts();
                         shared.stamp(&mut parts.headers, now);
                         task.status = parts.status;
                         let len = body.len();
                         if self.engine.send_response(task.id, parts, len).is_err() {
                             // The connection is closing (rejected or closed by the client):
                             // this response can no longer be sent.
+                            task.stage = Stage::Done;
+                        } else if self.engine.has_switched() {
+                            // The stream is the tunnel's once the response is out.
+                            self.switch_task = answer.tunnel;
                             task.stage = Stage::Done;
                         } else if task.method == Method::HEAD || body.is_empty() {
                             let _ = self.engine.finish_response(task.id);

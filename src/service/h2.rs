@@ -18,10 +18,11 @@ use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST};
 use http::{Method, Request, Response, StatusCode};
 use smoltcp::time::Instant;
 
-use super::body::{request_body, BodySender, BodyStream};
+use super::body::{request_body, BodySender, BodyStream, IncomingBody};
 use super::h1::Drive;
 use super::server::Shared;
-use super::{Body, BodyError, ConnInfo, Handler, Protocol, Reply};
+use super::tunnel::{ConnectProtocol, Tunnel, TUNNEL_BUFFER};
+use super::{Answer, Body, BodyError, ConnInfo, Handler, Protocol};
 use crate::http::h2io::{H2Io, H2Pipes};
 use crate::http::CONNECTION_HEADERS;
 use crate::stack::Stack;
@@ -82,13 +83,15 @@ impl H2Config {
             .initial_connection_window_size(self.initial_connection_window_size)
             .max_send_buffer_size(self.max_send_buffer_size)
             .max_pending_accept_reset_streams(self.max_pending_accept_reset_streams)
-            .max_local_error_reset_streams(Some(self.max_local_error_reset_streams));
+            .max_local_error_reset_streams(Some(self.max_local_error_reset_streams))
+            // RFC 8441: CONNECT with a `:protocol` (WebSockets over HTTP/2).
+            .enable_connect_protocol();
         b
     }
 }
 
 enum Stage {
-    Waiting(Pin<Box<dyn Future<Output = Response<Body>>>>),
+    Waiting(Pin<Box<dyn Future<Output = Answer>>>),
     Streaming(SendStream<Bytes>, Body),
     Done,
 }
@@ -103,6 +106,12 @@ struct StreamTask {
     sender: BodySender,
     respond: Option<SendResponse<Bytes>>,
     stage: Stage,
+    /// For `CONNECT`: the request body, kept to become the tunnel's incoming side.
+    tunnel_rx: Option<IncomingBody>,
+    /// The handler's tunnel task, once the stream switched.
+    tunnel: Option<Pin<Box<dyn Future<Output = ()>>>>,
+    /// The stream carries a tunnel (counted in the stats until it ends).
+    tunnelled: bool,
 }
 
 enum State {
@@ -321,6 +330,10 @@ impl<T: Transport> H2Conn<T> {
             progress |= advance_stream(&mut self.streams[i], cx, shared, now);
             if matches!(self.streams[i].stage, Stage::Done) && self.streams[i].recv.is_none() {
                 let task = self.streams.swap_remove(i);
+                if task.tunnelled {
+                    let mut stats = shared.stats.borrow_mut();
+                    stats.tunnels_open = stats.tunnels_open.saturating_sub(1);
+                }
                 log_access(info, &task, now);
             } else {
                 i += 1;
@@ -348,6 +361,11 @@ fn start_stream<H: Handler + ?Sized>(
     now: Instant,
 ) -> StreamTask {
     let (mut parts, recv) = request.into_parts();
+    if let Some(protocol) = parts.extensions.remove::<h2::ext::Protocol>() {
+        parts
+            .extensions
+            .insert(ConnectProtocol(protocol.as_str().to_string()));
+    }
     // Handlers see the same request as over HTTP/1.1: `:authority` becomes Host.
     if !parts.headers.contains_key(HOST) {
         if let Some(value) = parts
@@ -374,10 +392,8 @@ fn start_stream<H: Handler + ?Sized>(
         .path_and_query()
         .map_or_else(|| "/".to_string(), |p| p.to_string());
     shared.stats.borrow_mut().note_request(Protocol::Http2);
-    let stage = match handler.call(Request::from_parts(parts, body), info) {
-        Reply::Now(response) => Stage::Waiting(Box::pin(std::future::ready(response))),
-        Reply::Later(future) => Stage::Waiting(future),
-    };
+    let tunnel_rx = (method == Method::CONNECT).then(|| body.clone());
+    let stage = Stage::Waiting(handler.call(Request::from_parts(parts, body), info).into_answer());
     StreamTask {
         method,
         target,
@@ -388,6 +404,9 @@ fn start_stream<H: Handler + ?Sized>(
         sender,
         respond: Some(respond),
         stage,
+        tunnel_rx,
+        tunnel: None,
+        tunnelled: false,
     }
 }
 
@@ -399,6 +418,12 @@ fn advance_stream(
     now: Instant,
 ) -> bool {
     let mut progress = false;
+    if let Some(tunnel) = task.tunnel.as_mut() {
+        if tunnel.as_mut().poll(cx).is_ready() {
+            task.tunnel = None;
+            progress = true;
+        }
+    }
     // Request body → pipe, releasing flow-control capacity as it goes in.
     while let Some(recv) = task.recv.as_mut() {
         if task.sender.buffered() >= STREAM_BODY_BUFFER {
@@ -430,9 +455,22 @@ fn advance_stream(
             Stage::Done => return progress,
             Stage::Waiting(future) => match future.as_mut().poll(cx) {
                 Poll::Pending => return progress,
-                Poll::Ready(response) => {
+                Poll::Ready(answer) => {
                     progress = true;
-                    let (mut parts, body) = response.into_parts();
+                    let (mut parts, mut body) = answer.response.into_parts();
+                    // A 2xx to CONNECT makes the stream a tunnel (RFC 9113 §8.5): DATA
+                    // frames both ways, the response never declares a length.
+                    let rx = task.tunnel_rx.take();
+                    if let Some(rx) = rx.filter(|_| parts.status.is_success()) {
+                        let (tx, outgoing) = request_body(None);
+                        let user = Tunnel::from_parts(rx, tx, TUNNEL_BUFFER);
+                        task.tunnel = answer.tunnel.map(|start| start(user));
+                        body = Body::stream(outgoing);
+                        task.tunnelled = true;
+                        let mut stats = shared.stats.borrow_mut();
+                        stats.tunnels_total += 1;
+                        stats.tunnels_open += 1;
+                    }
                     shared.stamp(&mut parts.headers, now);
                     for name in CONNECTION_HEADERS {
                         parts.headers.remove(HeaderName::from_static(name));

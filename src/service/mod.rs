@@ -11,6 +11,7 @@ pub mod files;
 mod h1;
 pub(crate) mod h2;
 pub mod server;
+pub mod tunnel;
 
 use std::fmt;
 use std::future::Future;
@@ -22,6 +23,7 @@ use smoltcp::wire::IpEndpoint;
 pub use body::{Body, BodyError, BodyStream, IncomingBody, RequestBody, ResponseBody};
 pub use h2::H2Config;
 pub use server::{Server, ServerConfig, ServerStats};
+pub use tunnel::{ConnectProtocol, Tunnel, TunnelError, TunnelTask};
 
 /// The HTTP version a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,6 +68,8 @@ pub enum Reply {
     /// The response comes when the future completes (it is polled on the event loop
     /// thread and woken through its `Context`).
     Later(Pin<Box<dyn Future<Output = Response<Body>>>>),
+    /// An [`Answer`] that may hand the connection to a tunnel, when the future completes.
+    Switch(Pin<Box<dyn Future<Output = Answer>>>),
 }
 
 impl fmt::Debug for Reply {
@@ -73,6 +77,7 @@ impl fmt::Debug for Reply {
         match self {
             Reply::Now(r) => write!(f, "Reply::Now({})", r.status()),
             Reply::Later(_) => f.write_str("Reply::Later"),
+            Reply::Switch(_) => f.write_str("Reply::Switch"),
         }
     }
 }
@@ -82,11 +87,80 @@ impl Reply {
     pub fn later(future: impl Future<Output = Response<Body>> + 'static) -> Self {
         Reply::Later(Box::pin(future))
     }
+
+    /// A switching response now — `2xx` to `CONNECT` (HTTP/1.1 and HTTP/2), `101` to an
+    /// HTTP/1.1 request with `Upgrade` — whose connection (or HTTP/2 stream) `task` takes
+    /// over once the response is written. Any other status is sent as a normal response
+    /// and the task is dropped.
+    pub fn tunnel<F, Fut>(response: Response<Body>, task: F) -> Self
+    where
+        F: FnOnce(Tunnel) -> Fut + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let answer = Answer::tunnel(response, task);
+        Reply::Switch(Box::pin(std::future::ready(answer)))
+    }
+
+    /// An [`Answer`] (maybe with a tunnel) from a future: a proxy connects to the origin
+    /// first, then answers `200` with a tunnel or `502` without.
+    pub fn later_answer(future: impl Future<Output = Answer> + 'static) -> Self {
+        Reply::Switch(Box::pin(future))
+    }
+
+    /// The reply as one future of an [`Answer`].
+    pub(crate) fn into_answer(self) -> Pin<Box<dyn Future<Output = Answer>>> {
+        match self {
+            Reply::Now(response) => Box::pin(std::future::ready(Answer::from(response))),
+            Reply::Later(future) => Box::pin(async move { Answer::from(future.await) }),
+            Reply::Switch(future) => future,
+        }
+    }
 }
 
 impl From<Response<Body>> for Reply {
     fn from(response: Response<Body>) -> Self {
         Reply::Now(response)
+    }
+}
+
+/// A response, and the task that takes over the connection if the response switches
+/// protocols (see [`tunnel`]).
+pub struct Answer {
+    /// The response.
+    pub response: Response<Body>,
+    /// Runs with the tunnel after a switching response.
+    pub tunnel: Option<TunnelTask>,
+}
+
+impl fmt::Debug for Answer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Answer")
+            .field("status", &self.response.status())
+            .field("tunnel", &self.tunnel.is_some())
+            .finish()
+    }
+}
+
+impl Answer {
+    /// A response with a tunnel task.
+    pub fn tunnel<F, Fut>(response: Response<Body>, task: F) -> Self
+    where
+        F: FnOnce(Tunnel) -> Fut + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        Answer {
+            response,
+            tunnel: Some(tunnel::tunnel_task(task)),
+        }
+    }
+}
+
+impl From<Response<Body>> for Answer {
+    fn from(response: Response<Body>) -> Self {
+        Answer {
+            response,
+            tunnel: None,
+        }
     }
 }
 

@@ -75,6 +75,10 @@ pub struct ServerStats {
     pub bytes_in: u64,
     /// Bytes written to connections (plaintext).
     pub bytes_out: u64,
+    /// Connections and HTTP/2 streams handed to tunnels since start.
+    pub tunnels_total: u64,
+    /// Tunnels open now.
+    pub tunnels_open: u64,
     /// The stack's counters as of the last turn.
     pub stack: StackStats,
 }

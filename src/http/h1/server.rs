@@ -40,6 +40,14 @@
 //!   empty lines included) to its end; `idle_timeout` runs while nothing is in
 //!   progress (no partial head, no outstanding request, output drained). There
 //!   is no body or write timeout here; the caller may add one.
+//! * **Switching protocols.** After a `CONNECT` request, or an HTTP/1.1
+//!   request carrying `Upgrade`, and its body, parsing pauses until the
+//!   application answers it. A `2xx` to `CONNECT` or a `101` to an `Upgrade`
+//!   request is written without framing headers and switches the connection:
+//!   the engine consumes no more input (bytes after that request stay with
+//!   the caller) and, once [`ServerConn::is_upgraded`] and the output is
+//!   written, the stream belongs to the caller. Any other answer resumes
+//!   HTTP parsing.
 //! * **Responses.** Always `HTTP/1.1` status lines. 1xx via `send_response`
 //!   is refused (use `send_continue`). For HEAD, 204 and 304 no body is
 //!   written: `send_body` data is discarded and the declared length is not
@@ -138,10 +146,20 @@ enum RespState {
     Finished,
 }
 
+/// How a request may switch the connection to another protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Switch {
+    /// `CONNECT`: a `2xx` makes the connection a tunnel.
+    Connect,
+    /// `Upgrade`: a `101` hands the connection to the new protocol.
+    Upgrade,
+}
+
 /// Per-request response bookkeeping.
 #[derive(Debug)]
 struct Slot {
     id: RequestId,
+    switch: Option<Switch>,
     head_req: bool,
     version: Version,
     keep_alive: bool,
@@ -229,6 +247,10 @@ pub struct ServerConn {
     close_after: Option<RequestId>,
     write_done: bool,
     closed_now: bool,
+    /// Parsing waits for the answer to this request (`CONNECT` / `Upgrade`).
+    switch_wait: Option<RequestId>,
+    /// A switching response was sent: the stream is the caller's.
+    upgraded: bool,
 }
 
 impl ServerConn {
@@ -254,6 +276,8 @@ impl ServerConn {
             close_after: None,
             write_done: false,
             closed_now: false,
+            switch_wait: None,
+            upgraded: false,
         }
     }
 
@@ -262,6 +286,10 @@ impl ServerConn {
     /// offers them again later). When closing, input is consumed and dropped.
     pub fn handle_input(&mut self, data: &[u8], now: Duration) -> usize {
         self.now = now;
+        if self.upgraded {
+            // Everything after the switching request belongs to the caller.
+            return 0;
+        }
         if self.is_closed() {
             return data.len();
         }
@@ -274,7 +302,10 @@ impl ServerConn {
                     break;
                 }
                 ReadState::Head => {
-                    if rest.is_empty() || self.slots.len() >= self.config.max_pipelined.max(1) {
+                    if rest.is_empty()
+                        || self.switch_wait.is_some()
+                        || self.slots.len() >= self.config.max_pipelined.max(1)
+                    {
                         break;
                     }
                     self.read_head(rest)
@@ -299,7 +330,7 @@ impl ServerConn {
     /// connection closes; in the middle of a body the connection is aborted.
     pub fn handle_eof(&mut self, now: Duration) {
         self.now = now;
-        if self.is_closed() {
+        if self.is_closed() || self.upgraded {
             return;
         }
         match self.read {
@@ -369,19 +400,49 @@ impl ServerConn {
             return Err(H1Error::Closed);
         }
         let status = head.status;
-        if status.is_informational() {
+        let waiting = self.switch_wait == Some(id);
+        let switch = self.slot_mut(id).and_then(|s| s.switch);
+        let switching = waiting
+            && match switch {
+                Some(Switch::Connect) => status.is_success(),
+                Some(Switch::Upgrade) => status == StatusCode::SWITCHING_PROTOCOLS,
+                None => false,
+            };
+        if status.is_informational() && !switching {
             return Err(H1Error::InformationalStatus(status));
         }
         if self.close_after.is_some_and(|c| id > c) && id < self.next_id {
             return Err(H1Error::Closed);
         }
         let close_after = self.close_after;
+        if waiting && !switching {
+            // Not switching after all: HTTP parsing resumes.
+            self.switch_wait = None;
+        }
         let slot = self.slot_mut(id).ok_or(H1Error::UnknownRequest(id))?;
         if slot.engine_owned {
             return Err(H1Error::RequestRejected(id));
         }
         if slot.resp != RespState::NotStarted {
             return Err(H1Error::ResponseAlreadyStarted(id));
+        }
+        if switching {
+            // No framing and no persistence headers: after this head the bytes are the
+            // new protocol's (RFC 9110 §9.3.6, §15.2.2).
+            head::write_response_head(
+                &mut slot.buf,
+                status,
+                &head.headers,
+                FramingHeader::None,
+                false,
+                false,
+            );
+            slot.resp = RespState::Finished;
+            self.switch_wait = None;
+            self.upgraded = true;
+            self.flush();
+            self.update_idle();
+            return Ok(());
         }
         let no_body =
             slot.head_req || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
@@ -575,7 +636,7 @@ impl ServerConn {
 
     /// Absolute deadline of the next timer (head or idle timeout), if any.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        if self.is_closed() || self.write_done {
+        if self.is_closed() || self.write_done || self.upgraded {
             return None;
         }
         if matches!(self.read, ReadState::Head) {
@@ -591,7 +652,7 @@ impl ServerConn {
     /// expired idle timeout closes the connection silently.
     pub fn handle_timeout(&mut self, now: Duration) {
         self.now = now;
-        if self.is_closed() || self.write_done {
+        if self.is_closed() || self.write_done || self.upgraded {
             return;
         }
         let head_expired = matches!(self.read, ReadState::Head)
@@ -612,16 +673,30 @@ impl ServerConn {
 
     /// True when the engine wants more input (no backpressure, not closing).
     pub fn wants_input(&self) -> bool {
-        if self.is_closed() || self.write_done {
+        if self.is_closed() || self.write_done || self.upgraded {
             return false;
         }
         match self.read {
-            ReadState::Head => self.slots.len() < self.config.max_pipelined.max(1),
+            ReadState::Head => {
+                self.switch_wait.is_none() && self.slots.len() < self.config.max_pipelined.max(1)
+            }
             ReadState::Body { .. } => {
                 self.body_buffered + self.body_acc.len() < self.config.max_body_buffer
             }
             ReadState::Discard => false,
         }
+    }
+
+    /// True once a switching response (`2xx` to `CONNECT`, `101`) and everything before it
+    /// was written: the connection's byte stream now belongs to the caller, starting with the
+    /// input the engine did not consume.
+    pub fn is_upgraded(&self) -> bool {
+        self.upgraded && !self.is_closed() && self.slots.is_empty() && self.pending_output().is_empty()
+    }
+
+    /// True once a switching response was queued (see [`is_upgraded`](Self::is_upgraded)).
+    pub fn has_switched(&self) -> bool {
+        self.upgraded
     }
 
     /// True once everything is written and the caller should close the connection.
@@ -738,8 +813,18 @@ impl ServerConn {
         };
         let id = self.next_id;
         self.next_id += 1;
+        let switch = if p.request.method() == Method::CONNECT {
+            Some(Switch::Connect)
+        } else if p.request.version() == Version::HTTP_11
+            && p.request.headers().contains_key(http::header::UPGRADE)
+        {
+            Some(Switch::Upgrade)
+        } else {
+            None
+        };
         self.slots.push_back(Slot {
             id,
+            switch,
             head_req: p.request.method() == Method::HEAD,
             version: p.request.version(),
             keep_alive: p.keep_alive,
@@ -751,7 +836,9 @@ impl ServerConn {
             resp: RespState::NotStarted,
             buf: Vec::new(),
         });
-        if !p.keep_alive {
+        // A `CONNECT` from an HTTP/1.0 client without keep-alive may still become a
+        // tunnel; if it does not, its response closes the connection.
+        if !p.keep_alive && switch != Some(Switch::Connect) {
             self.set_close_after(id);
         }
         self.events.push_back(ServerEvent::Request {
@@ -829,12 +916,17 @@ impl ServerConn {
     fn end_body(&mut self, id: RequestId) {
         self.flush_body_acc();
         self.events.push_back(ServerEvent::BodyEnd { id });
+        let mut switch = None;
         if let Some(slot) = self.slot_mut(id) {
             slot.body_done = true;
+            switch = slot.switch;
         }
         self.read = if self.close_after.is_some_and(|c| c <= id) || self.write_done {
             ReadState::Discard
         } else {
+            if switch.is_some() {
+                self.switch_wait = Some(id);
+            }
             ReadState::Head
         };
     }
@@ -890,6 +982,7 @@ impl ServerConn {
         self.next_id += 1;
         self.slots.push_back(Slot {
             id,
+            switch: None,
             head_req: false,
             version: Version::HTTP_11,
             keep_alive: false,
@@ -2322,5 +2415,129 @@ GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
         }
         assert_eq!(got, all);
         assert_eq!(parse_all(&got)[0].body.len(), 10000);
+    }
+
+    fn request_ids(events: &[ServerEvent]) -> Vec<RequestId> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                ServerEvent::Request { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn connect_2xx_switches_and_leaves_tunnel_bytes_unconsumed() {
+        let mut h = H::new();
+        let head = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n";
+        let mut input = head.to_vec();
+        input.extend_from_slice(b"\x16\x03\x01tls bytes GET / HTTP/1.1\r\n\r\n");
+        // Only the head is consumed; parsing waits for the answer.
+        assert_eq!(h.feed(&input), head.len());
+        assert_eq!(request_ids(&h.events()), vec![0]);
+        assert!(!h.c.wants_input());
+        assert_eq!(h.feed(&input[head.len()..]), 0);
+        h.c.send_response(0, parts(200), None).unwrap();
+        let out = h.out();
+        let (resp, used) = parse_resp(&out, true);
+        assert_eq!(used, out.len());
+        assert_eq!(resp.status, 200);
+        assert!(resp.header("content-length").is_none());
+        assert!(resp.header("transfer-encoding").is_none());
+        assert!(resp.header("connection").is_none());
+        assert!(h.c.is_upgraded());
+        assert!(!h.c.is_closed());
+        assert!(!h.c.wants_input());
+        assert_eq!(h.c.poll_timeout(), None);
+        // Nothing more is consumed, even at EOF or after timeouts.
+        assert_eq!(h.feed(&input[head.len()..]), 0);
+        h.c.handle_eof(h.now);
+        h.c.handle_timeout(h.now + 3600 * SEC);
+        assert!(h.c.is_upgraded());
+        assert!(h.events().is_empty());
+    }
+
+    #[test]
+    fn connect_refused_resumes_http() {
+        let mut h = H::new();
+        h.feed_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
+        assert_eq!(request_ids(&h.events()), vec![0]);
+        assert_eq!(h.feed(&get("/next")), 0);
+        h.respond(0, 403, b"denied");
+        let r = parse_all(&h.out());
+        assert_eq!(r[0].status, 403);
+        assert!(!r[0].closes());
+        assert!(!h.c.is_upgraded());
+        h.feed_all(&get("/next"));
+        assert_eq!(request_ids(&h.events()), vec![1]);
+    }
+
+    #[test]
+    fn upgrade_101_switches_after_earlier_pipelined_responses() {
+        let mut h = H::new();
+        let mut input = get("/first");
+        let up = b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n";
+        input.extend_from_slice(up);
+        let consumed = input.len();
+        input.extend_from_slice(b"frames");
+        assert_eq!(h.feed(&input), consumed);
+        assert_eq!(request_ids(&h.events()), vec![0, 1]);
+        let mut head = parts(101);
+        head.headers.insert(http::header::UPGRADE, "echo".parse().unwrap());
+        head.headers
+            .insert(http::header::CONNECTION, "upgrade".parse().unwrap());
+        // The switch waits behind the first response.
+        h.c.send_response(1, head, None).unwrap();
+        assert!(!h.c.is_upgraded());
+        h.respond(0, 200, b"one");
+        let out = h.out();
+        let (first, n) = parse_resp(&out, false);
+        assert_eq!(first.body, b"one");
+        let (second, m) = parse_resp(&out[n..], false);
+        assert_eq!(n + m, out.len());
+        assert_eq!(second.status, 101);
+        assert_eq!(second.header("upgrade"), Some("echo"));
+        assert_eq!(second.header("connection"), Some("upgrade"));
+        assert!(h.c.is_upgraded());
+        assert_eq!(h.feed(b"frames"), 0);
+    }
+
+    #[test]
+    fn upgrade_ignored_answers_normally_and_101_is_refused_without_upgrade() {
+        let mut h = H::new();
+        h.feed_all(b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: echo\r\n\r\n");
+        h.events();
+        // A 2xx to an Upgrade request is an ordinary response.
+        h.respond(0, 200, b"plain");
+        assert_eq!(parse_all(&h.out())[0].body, b"plain");
+        assert!(!h.c.is_upgraded());
+        h.feed_all(&get("/x"));
+        h.events();
+        assert_eq!(
+            h.c.send_response(1, parts(101), None).unwrap_err(),
+            H1Error::InformationalStatus(StatusCode::SWITCHING_PROTOCOLS)
+        );
+        // A 2xx to a GET without Upgrade never switches.
+        h.respond(1, 200, b"ok");
+        assert!(!h.c.is_upgraded());
+    }
+
+    #[test]
+    fn http10_connect_may_tunnel_but_closes_when_refused() {
+        let mut h = H::new();
+        h.feed_all(b"CONNECT 10.0.0.1:443 HTTP/1.0\r\n\r\n");
+        h.events();
+        h.c.send_response(0, parts(200), None).unwrap();
+        h.out();
+        assert!(h.c.is_upgraded());
+
+        let mut h = H::new();
+        h.feed_all(b"CONNECT 10.0.0.1:443 HTTP/1.0\r\n\r\n");
+        h.events();
+        h.respond(0, 502, b"no");
+        let r = parse_all(&h.out());
+        assert!(r[0].closes());
+        assert!(h.c.is_closed());
     }
 }
