@@ -10,12 +10,13 @@ use http::header::{HeaderValue, HOST};
 use http::{Response, Uri};
 use smoltcp::time::Instant;
 
-use super::{ClientError, ExchangeRef, Target};
+use super::{ClientError, ExchangeRef, Mode, Target};
 use crate::http::h1::{
     ClientConfig as H1Config, ClientConn, ClientEvent, ExchangeId, ResponseFraming,
 };
 use crate::service::body::{request_body, BodySender, BodyStream};
-use crate::service::Body;
+use crate::service::tunnel::{Pump, PumpState, Tunnel, TUNNEL_BUFFER, TUNNEL_IDLE_TIMEOUT};
+use crate::service::{Body, ResponseBody};
 use crate::stack::Stack;
 use crate::transport::{ReadStatus, Transport};
 
@@ -37,6 +38,11 @@ pub(crate) struct H1Client<T: Transport> {
     current: Option<Current>,
     authority: HeaderValue,
     idle_since: Option<Instant>,
+    /// After a switching response: the connection's end of the caller's tunnel, until the
+    /// pump takes over.
+    switched: Option<Tunnel>,
+    /// The connection is a tunnel.
+    pump: Option<Pump<T>>,
 }
 
 impl<T: Transport> H1Client<T> {
@@ -49,6 +55,8 @@ impl<T: Transport> H1Client<T> {
             current: None,
             authority,
             idle_since: Some(now),
+            switched: None,
+            pump: None,
         }
     }
 
@@ -93,12 +101,17 @@ impl<T: Transport> H1Client<T> {
 
     /// When the idle timer fires.
     pub(crate) fn deadline(&self, idle: Duration) -> Option<Instant> {
-        self.idle_since.map(|since| since + idle.into())
+        match &self.pump {
+            Some(pump) => pump.deadline(),
+            None => self.idle_since.map(|since| since + idle.into()),
+        }
     }
 
     pub(crate) fn idle_expired(&self, now: Instant, idle: Duration) -> bool {
-        self.idle_since
-            .is_some_and(|since| now >= since + idle.into())
+        self.pump.is_none()
+            && self
+                .idle_since
+                .is_some_and(|since| now >= since + idle.into())
     }
 
     /// Fails the request if its response head did not come within `limit`.
@@ -114,6 +127,9 @@ impl<T: Transport> H1Client<T> {
     }
 
     pub(crate) fn close(&mut self, stack: &mut Stack) {
+        if let Some(pump) = self.pump.as_mut() {
+            pump.close(stack, "client shut down");
+        }
         if let Some(c) = self.current.take() {
             c.exchange
                 .borrow_mut()
@@ -144,6 +160,9 @@ impl<T: Transport> H1Client<T> {
         cx: &mut Context<'_>,
         now: Instant,
     ) -> Result<bool, ClientError> {
+        if let Some(pump) = self.pump.as_mut() {
+            return Ok(pump.drive(stack, cx, now) == PumpState::Open);
+        }
         for _ in 0..TURNS {
             let mut progress = false;
             // Upload the request body within the engine's output buffer.
@@ -219,6 +238,29 @@ impl<T: Transport> H1Client<T> {
                 }
             }
             progress |= self.events(now)?;
+            if self.engine.is_upgraded() && self.engine.pending_output().is_empty() {
+                if let (Some(end), Some(transport)) = (self.switched.take(), self.transport.take())
+                {
+                    // The rest of the stream, starting with any bytes after the response
+                    // head (left unread by the engine), is the tunnel's.
+                    let mut pump = Pump::new(
+                        transport,
+                        end,
+                        bytes::Bytes::new(),
+                        None,
+                        TUNNEL_IDLE_TIMEOUT,
+                        now,
+                    );
+                    let state = pump.drive(stack, cx, now);
+                    self.pump = Some(pump);
+                    return Ok(state == PumpState::Open);
+                }
+                // Switched without anyone to take the stream: close.
+                if let Some(t) = self.transport.take() {
+                    t.close(stack);
+                }
+                return Ok(false);
+            }
             if self.engine.is_closed() && self.engine.pending_output().is_empty() {
                 if let Some(t) = self.transport.take() {
                     t.close(stack);
@@ -268,6 +310,20 @@ impl<T: Transport> H1Client<T> {
             };
             match event {
                 ClientEvent::Interim { .. } => {}
+                ClientEvent::Response { head, .. }
+                    if self.engine.is_upgraded()
+                        && current.exchange.borrow().mode == Mode::Upgrade =>
+                {
+                    // 101, or 2xx to CONNECT: the caller gets the stream as a tunnel.
+                    let (user, end) = Tunnel::pair(TUNNEL_BUFFER);
+                    let (parts, ()) = head.into_parts();
+                    current.answered = true;
+                    let mut ex = current.exchange.borrow_mut();
+                    ex.tunnel = Some(user);
+                    ex.respond(Ok(Response::from_parts(parts, ResponseBody::empty())));
+                    drop(ex);
+                    self.switched = Some(end);
+                }
                 ClientEvent::Response { head, body, .. } => {
                     let declared = match body {
                         ResponseFraming::None => Some(0),

@@ -19,13 +19,15 @@ use crate::http::h2io::{H2Io, H2Pipes};
 use crate::http::CONNECTION_HEADERS;
 use crate::service::body::{request_body, BodySender};
 use crate::service::h2::{send_body, Pumped};
-use crate::service::Body;
+use crate::service::{Body, ConnectProtocol};
 use crate::stack::Stack;
 use crate::transport::Transport;
 
 const TURNS: usize = 16;
 /// Response bytes buffered per stream before its window stays closed.
 const STREAM_BODY_BUFFER: usize = 64 * 1024;
+/// How long an extended CONNECT waits for the server's SETTINGS to allow it.
+const EXTENDED_CONNECT_WAIT: Duration = Duration::from_secs(2);
 
 type Handshake =
     Pin<Box<dyn Future<Output = Result<(SendRequest<Bytes>, Connection<H2Io, Bytes>), h2::Error>>>>;
@@ -61,6 +63,8 @@ pub(crate) struct H2Client<T: Transport> {
     scheme: &'static str,
     authority: String,
     idle_since: Option<Instant>,
+    /// When the HTTP/2 handshake completed.
+    opened: Option<Instant>,
 }
 
 impl<T: Transport> H2Client<T> {
@@ -85,6 +89,7 @@ impl<T: Transport> H2Client<T> {
             },
             authority: target.authority(),
             idle_since: None,
+            opened: None,
         }
     }
 
@@ -215,6 +220,7 @@ impl<T: Transport> H2Client<T> {
                 Poll::Pending => return Ok(false),
                 Poll::Ready(Ok((send, conn))) => {
                     self.state = State::Open(Box::new((send, conn)));
+                    self.opened = Some(now);
                     progress = true;
                 }
                 Poll::Ready(Err(e)) => {
@@ -242,25 +248,54 @@ impl<T: Transport> H2Client<T> {
                 Poll::Ready(Err(e)) => return Err(ClientError::Protocol(e.to_string())),
                 Poll::Ready(Ok(())) => {}
             }
-            let Some(exchange) = self.pending.pop_front() else {
+            let Some(exchange) = self.pending.front().cloned() else {
                 break;
             };
+            // An extended CONNECT (RFC 8441) waits until the server's SETTINGS allow it.
+            let extended = exchange
+                .borrow()
+                .request
+                .as_ref()
+                .is_some_and(|r| r.extensions().get::<ConnectProtocol>().is_some());
+            if extended && !send.is_extended_connect_protocol_enabled() {
+                let opened = self.opened.unwrap_or(now);
+                if now < opened + EXTENDED_CONNECT_WAIT.into() {
+                    break;
+                }
+                self.pending.pop_front();
+                exchange.borrow_mut().fail(ClientError::Protocol(
+                    "the server does not allow extended CONNECT (RFC 8441)".into(),
+                ));
+                continue;
+            }
+            self.pending.pop_front();
             progress = true;
             let request = exchange.borrow_mut().request.take();
             let Some(request) = request else { continue };
             let (mut parts, body) = request.into_parts();
-            let path = parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| "/".to_string(), |p| p.to_string());
-            let uri = format!("{}://{}{}", self.scheme, self.authority, path);
-            match uri.parse::<Uri>() {
-                Ok(uri) => parts.uri = uri,
-                Err(e) => {
-                    exchange
-                        .borrow_mut()
-                        .fail(ClientError::Protocol(format!("bad request URI: {e}")));
-                    continue;
+            let protocol = parts.extensions.remove::<ConnectProtocol>();
+            let plain_connect = parts.method == http::Method::CONNECT && protocol.is_none();
+            if let Some(protocol) = protocol {
+                parts
+                    .extensions
+                    .insert(h2::ext::Protocol::from(protocol.0.as_str()));
+            }
+            // A plain CONNECT names its target as an authority (RFC 9113 §8.5); everything
+            // else goes to this origin.
+            if !(plain_connect && parts.uri.authority().is_some()) {
+                let path = parts
+                    .uri
+                    .path_and_query()
+                    .map_or_else(|| "/".to_string(), |p| p.to_string());
+                let uri = format!("{}://{}{}", self.scheme, self.authority, path);
+                match uri.parse::<Uri>() {
+                    Ok(uri) => parts.uri = uri,
+                    Err(e) => {
+                        exchange
+                            .borrow_mut()
+                            .fail(ClientError::Protocol(format!("bad request URI: {e}")));
+                        continue;
+                    }
                 }
             }
             parts.version = http::Version::HTTP_2;

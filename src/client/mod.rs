@@ -7,6 +7,11 @@
 //! arrives as a [`ResponseBody`] stream with backpressure. HTTP/1.1 connections are kept
 //! alive and reused for later requests to the same origin; HTTP/2 requests to an origin
 //! share one connection as concurrent streams.
+//!
+//! Connections can outlive HTTP: [`Client::upgrade`] sends a `CONNECT` (to a proxy) or an
+//! `Upgrade` request on a connection of its own and, on a `2xx` / `101`, hands over the byte
+//! stream as a [`Tunnel`]; [`Client::connect_tunnel`] opens a bare TCP (or TLS) connection as a
+//! tunnel, which is what a proxy's `CONNECT` needs towards the origin.
 
 pub mod fetch;
 mod h1;
@@ -30,7 +35,8 @@ use smoltcp::wire::{IpAddress, IpEndpoint};
 
 use crate::runtime::wake::{ConnWaker, ReadyQueue};
 use crate::runtime::Application;
-use crate::service::body::BodySender;
+use crate::service::body::{request_body, BodySender};
+use crate::service::tunnel::{Pump, PumpState, Tunnel, TUNNEL_BUFFER, TUNNEL_IDLE_TIMEOUT};
 use crate::service::{Body, ResponseBody};
 use crate::stack::{Stack, StackError};
 use crate::transport::any::AnyStream;
@@ -214,8 +220,25 @@ impl Target {
     }
 }
 
+/// What a caller wants from a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// An HTTP exchange on a shared (pooled or multiplexed) connection.
+    Http,
+    /// An HTTP/1.1 exchange on a connection of its own that may switch to a tunnel.
+    Upgrade,
+    /// No HTTP at all: the connection is a tunnel as soon as it is open.
+    Raw,
+}
+
 /// What a request turns into, shared between the client and the [`ResponseFuture`].
 pub(crate) struct Exchange {
+    pub(crate) mode: Mode,
+    /// The tunnel, after a switching response (or at once in [`Mode::Raw`]).
+    pub(crate) tunnel: Option<Tunnel>,
+    /// An HTTP/2 `CONNECT`: what the caller sends once the stream is a tunnel (the
+    /// request body's writer).
+    pub(crate) stream_tunnel: Option<BodySender>,
     pub(crate) request: Option<Request<Body>>,
     pub(crate) target: Target,
     pub(crate) result: Option<Result<Response<ResponseBody>, ClientError>>,
@@ -268,6 +291,82 @@ impl ResponseFuture {
     }
 }
 
+/// The outcome of [`Client::upgrade`].
+#[derive(Debug)]
+pub struct Upgrade {
+    /// The response (for a switch: the `101` or `2xx` head, with an empty body).
+    pub response: Response<ResponseBody>,
+    /// The connection's byte stream, when the server switched.
+    pub tunnel: Option<Tunnel>,
+}
+
+/// The future of [`Client::upgrade`].
+#[derive(Debug)]
+pub struct UpgradeFuture {
+    inner: ResponseFuture,
+}
+
+impl Future for UpgradeFuture {
+    type Output = Result<Upgrade, ClientError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(response)) => {
+                let mut ex = this.inner.exchange.borrow_mut();
+                if let Some(tx) = ex.stream_tunnel.take() {
+                    // HTTP/2: a 2xx makes the stream the tunnel; the response body is what
+                    // the server sends.
+                    if response.status().is_success() {
+                        let (parts, rx) = response.into_parts();
+                        let tunnel = Tunnel::from_parts(rx, tx, TUNNEL_BUFFER);
+                        let response = Response::from_parts(parts, ResponseBody::empty());
+                        return Poll::Ready(Ok(Upgrade {
+                            response,
+                            tunnel: Some(tunnel),
+                        }));
+                    }
+                    tx.finish();
+                    return Poll::Ready(Ok(Upgrade {
+                        response,
+                        tunnel: None,
+                    }));
+                }
+                let tunnel = ex.tunnel.take();
+                Poll::Ready(Ok(Upgrade { response, tunnel }))
+            }
+        }
+    }
+}
+
+/// The future of [`Client::connect_tunnel`].
+#[derive(Debug)]
+pub struct TunnelFuture {
+    inner: ResponseFuture,
+}
+
+impl Future for TunnelFuture {
+    type Output = Result<Tunnel, ClientError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(_)) => Poll::Ready(
+                this.inner
+                    .exchange
+                    .borrow_mut()
+                    .tunnel
+                    .take()
+                    .ok_or_else(|| ClientError::Connection("the tunnel was lost".into())),
+            ),
+        }
+    }
+}
+
 impl Future for ResponseFuture {
     type Output = Result<Response<ResponseBody>, ClientError>;
 
@@ -291,11 +390,15 @@ enum Engine {
     Tls(Option<Box<ClientTls>>),
     H1(Box<H1Client<AnyStream>>),
     H2(Box<H2Client<AnyStream>>),
+    /// A bare connection carrying a tunnel.
+    Tunnel(Box<Pump<AnyStream>>),
 }
 
 struct Conn {
     target: Target,
     engine: Engine,
+    /// The exchange this connection was opened for alone ([`Mode::Upgrade`], [`Mode::Raw`]).
+    dedicated: Option<ExchangeRef>,
     waker: Arc<ConnWaker>,
     since: Instant,
     timer: Option<Instant>,
@@ -305,6 +408,10 @@ struct Conn {
 pub struct Client {
     config: ClientConfig,
     tls: Arc<rustls::ClientConfig>,
+    /// The same trust with ALPN `http/1.1` only (upgrades).
+    tls_h1: Arc<rustls::ClientConfig>,
+    /// The same trust with no ALPN (bare tunnels).
+    tls_raw: Arc<rustls::ClientConfig>,
     conns: Slab<Conn>,
     ready: Arc<ReadyQueue>,
     queue: Vec<ExchangeRef>,
@@ -335,9 +442,18 @@ impl Client {
             None => certs::client_config(&config.roots, &alpn)
                 .map_err(|e| ClientError::Tls(e.to_string()))?,
         };
+        let with_alpn = |alpn: Vec<Vec<u8>>| {
+            let mut c = (*tls).clone();
+            c.alpn_protocols = alpn;
+            Arc::new(c)
+        };
+        let tls_h1 = with_alpn(vec![b"http/1.1".to_vec()]);
+        let tls_raw = with_alpn(Vec::new());
         Ok(Client {
             config,
             tls,
+            tls_h1,
+            tls_raw,
             conns: Slab::new(),
             ready: ReadyQueue::new(),
             queue: Vec::new(),
@@ -349,8 +465,52 @@ impl Client {
     /// Queues `request` for `target`. The request's URI may be a path or an absolute URL;
     /// Host (HTTP/1.1) or `:authority` (HTTP/2) come from the target.
     pub fn send(&mut self, target: &Target, request: Request<Body>) -> ResponseFuture {
+        self.queue_exchange(target, Some(request), Mode::Http)
+    }
+
+    /// Sends `request` over HTTP/1.1 on a connection of its own: `CONNECT host:port` (the
+    /// target is then a proxy) or a request with `Upgrade` and `Connection: upgrade`. When
+    /// the server answers `2xx` to `CONNECT` or `101`, the connection becomes the returned
+    /// [`Tunnel`] (see [`crate::service::tunnel`]); any other answer comes back as a normal
+    /// response and the connection closes after it.
+    ///
+    /// With [`Version::Http2`] the request goes on an HTTP/2 stream instead: a `CONNECT`
+    /// (RFC 9113 §8.5), or with a [`ConnectProtocol`](crate::service::ConnectProtocol)
+    /// extension an extended `CONNECT` (RFC 8441, e.g. WebSockets over HTTP/2); on a `2xx`
+    /// the stream is the tunnel. The request's own body is not sent.
+    pub fn upgrade(&mut self, target: &Target, request: Request<Body>) -> UpgradeFuture {
+        if self.config.version == Version::Http2 {
+            let (parts, _) = request.into_parts();
+            let (tx, outgoing) = request_body(None);
+            let request = Request::from_parts(parts, Body::stream(outgoing));
+            let inner = self.queue_exchange(target, Some(request), Mode::Http);
+            inner.exchange.borrow_mut().stream_tunnel = Some(tx);
+            return UpgradeFuture { inner };
+        }
+        UpgradeFuture {
+            inner: self.queue_exchange(target, Some(request), Mode::Upgrade),
+        }
+    }
+
+    /// Opens a connection to `target` that is a [`Tunnel`] from the start: bare TCP for
+    /// `http`, TLS (no ALPN) for `https`. A proxy's `CONNECT` uses this towards the origin.
+    pub fn connect_tunnel(&mut self, target: &Target) -> TunnelFuture {
+        TunnelFuture {
+            inner: self.queue_exchange(target, None, Mode::Raw),
+        }
+    }
+
+    fn queue_exchange(
+        &mut self,
+        target: &Target,
+        request: Option<Request<Body>>,
+        mode: Mode,
+    ) -> ResponseFuture {
         let exchange = Rc::new(RefCell::new(Exchange {
-            request: Some(request),
+            mode,
+            tunnel: None,
+            stream_tunnel: None,
+            request,
             target: target.clone(),
             result: None,
             waker: None,
@@ -371,6 +531,7 @@ impl Client {
         stack: &mut Stack,
         target: &Target,
         now: Instant,
+        dedicated: Option<ExchangeRef>,
     ) -> Result<(), ClientError> {
         let handle = stack.connect(target.endpoint()).map_err(|e| match e {
             StackError::Connect { .. } => ClientError::Connect(e.to_string()),
@@ -382,6 +543,7 @@ impl Client {
         entry.insert(Conn {
             target: target.clone(),
             engine: Engine::Connecting(Some(TcpStream::new(handle))),
+            dedicated,
             waker,
             since: now,
             timer: None,
@@ -394,7 +556,18 @@ impl Client {
         let mut progress = false;
         let queue = std::mem::take(&mut self.queue);
         for exchange in queue {
-            let target = exchange.borrow().target.clone();
+            let (target, mode) = {
+                let ex = exchange.borrow();
+                (ex.target.clone(), ex.mode)
+            };
+            if mode != Mode::Http {
+                // Upgrades and bare tunnels get a connection of their own.
+                if let Err(e) = self.open(stack, &target, now, Some(exchange.clone())) {
+                    exchange.borrow_mut().fail(e);
+                }
+                progress = true;
+                continue;
+            }
             // An established HTTP/2 connection to the origin takes every request.
             let h2 = self
                 .conns
@@ -416,7 +589,11 @@ impl Client {
                 .conns
                 .iter_mut()
                 .find_map(|(_, c)| match &mut c.engine {
-                    Engine::H1(h1) if c.target == target && h1.is_idle() => Some((h1, &c.waker)),
+                    Engine::H1(h1)
+                        if c.target == target && c.dedicated.is_none() && h1.is_idle() =>
+                    {
+                        Some((h1, &c.waker))
+                    }
                     _ => None,
                 });
             if let Some((h1, waker)) = h1 {
@@ -426,15 +603,19 @@ impl Client {
                 continue;
             }
             let connecting = self.conns.iter().any(|(_, c)| {
-                c.target == target && matches!(c.engine, Engine::Connecting(_) | Engine::Tls(_))
+                c.target == target
+                    && c.dedicated.is_none()
+                    && matches!(c.engine, Engine::Connecting(_) | Engine::Tls(_))
             });
             let h1_count = self
                 .conns
                 .iter()
-                .filter(|(_, c)| c.target == target && matches!(c.engine, Engine::H1(_)))
+                .filter(|(_, c)| {
+                    c.target == target && c.dedicated.is_none() && matches!(c.engine, Engine::H1(_))
+                })
                 .count();
             if !connecting && h1_count < self.config.max_connections_per_origin {
-                if let Err(e) = self.open(stack, &target, now) {
+                if let Err(e) = self.open(stack, &target, now, None) {
                     exchange.borrow_mut().fail(e);
                     progress = true;
                     continue;
@@ -490,15 +671,23 @@ impl Client {
                 }
                 Some(_) => {
                     // Established: TLS first for https, else pick the protocol.
+                    let mode = conn
+                        .dedicated
+                        .as_ref()
+                        .map_or(Mode::Http, |ex| ex.borrow().mode);
                     if let Some(s) = stream.take() {
                         match conn.target.scheme {
                             Scheme::Https => {
+                                let tls = match mode {
+                                    Mode::Http => self.tls.clone(),
+                                    Mode::Upgrade => self.tls_h1.clone(),
+                                    Mode::Raw => self.tls_raw.clone(),
+                                };
                                 let name = rustls_pki_types::ServerName::try_from(
                                     conn.target.host.clone(),
                                 );
                                 match name {
-                                    Ok(name) => match ClientTls::connect(s, self.tls.clone(), name)
-                                    {
+                                    Ok(name) => match ClientTls::connect(s, tls, name) {
                                         Ok(tls) => conn.engine = Engine::Tls(Some(Box::new(tls))),
                                         Err(e) => {
                                             failure = Some(ClientError::Tls(e.error().to_string()));
@@ -513,6 +702,9 @@ impl Client {
                                         s.abort(stack);
                                     }
                                 }
+                            }
+                            Scheme::Http if mode != Mode::Http => {
+                                conn.engine = dedicated_engine(AnyStream::from(s), conn, mode, now);
                             }
                             Scheme::Http => match self.config.version {
                                 Version::Http2 => {
@@ -541,9 +733,15 @@ impl Client {
             };
             match result {
                 Ok(true) => {
+                    let mode = conn
+                        .dedicated
+                        .as_ref()
+                        .map_or(Mode::Http, |ex| ex.borrow().mode);
                     if let Some(t) = tls.take() {
                         let h2 = t.alpn_protocol() == Some(b"h2");
-                        if h2 {
+                        if mode != Mode::Http {
+                            conn.engine = dedicated_engine(AnyStream::from(*t), conn, mode, now);
+                        } else if h2 {
                             conn.engine = Engine::H2(Box::new(H2Client::new(
                                 AnyStream::from(*t),
                                 &conn.target,
@@ -595,8 +793,27 @@ impl Client {
                 s.abort(stack);
             }
             let target = conn.target.clone();
+            if let Some(ex) = conn.dedicated.take() {
+                ex.borrow_mut().fail(error);
+                self.conns.remove(key);
+                return true;
+            }
             self.conns.remove(key);
             self.fail_queued(&target, &error);
+            return true;
+        }
+        if let Engine::Tunnel(pump) = &mut conn.engine {
+            match pump.drive(stack, &mut cx, now) {
+                PumpState::Open => {
+                    if let Some(at) = pump.deadline() {
+                        conn.timer = Some(at);
+                        self.timers.insert((at, key));
+                    }
+                }
+                PumpState::Closed => {
+                    self.conns.remove(key);
+                }
+            }
             return true;
         }
         // Newly ready HTTP/2 connections take the queue at once.
@@ -632,7 +849,9 @@ impl Client {
             }
         }
         if let Engine::H1(h1) = &mut conn.engine {
-            if h1.idle_expired(now, self.config.idle_timeout) {
+            // A dedicated connection whose exchange ended without a switch is done.
+            let spent = conn.dedicated.is_some() && h1.is_idle();
+            if spent || h1.idle_expired(now, self.config.idle_timeout) {
                 h1.close(stack);
                 self.conns.remove(key);
                 return true;
@@ -641,7 +860,7 @@ impl Client {
                 .queue
                 .iter()
                 .position(|ex| ex.borrow().target == conn.target);
-            if h1.is_idle() {
+            if h1.is_idle() && conn.dedicated.is_none() {
                 if let Some(i) = queued {
                     let ex = self.queue.remove(i);
                     h1.assign(ex, now);
@@ -669,6 +888,36 @@ impl Client {
             }
         }
         true
+    }
+}
+
+/// The engine of a connection opened for one exchange: a tunnel at once ([`Mode::Raw`]) or
+/// HTTP/1.1 with the exchange's request sent first ([`Mode::Upgrade`]).
+fn dedicated_engine(stream: AnyStream, conn: &mut Conn, mode: Mode, now: Instant) -> Engine {
+    match mode {
+        Mode::Raw => {
+            let (user, end) = Tunnel::pair(TUNNEL_BUFFER);
+            if let Some(ex) = &conn.dedicated {
+                let mut ex = ex.borrow_mut();
+                ex.tunnel = Some(user);
+                ex.respond(Ok(Response::new(ResponseBody::empty())));
+            }
+            Engine::Tunnel(Box::new(Pump::new(
+                stream,
+                end,
+                bytes::Bytes::new(),
+                None,
+                TUNNEL_IDLE_TIMEOUT,
+                now,
+            )))
+        }
+        Mode::Upgrade | Mode::Http => {
+            let mut h1 = H1Client::new(stream, &conn.target, now);
+            if let Some(ex) = conn.dedicated.clone() {
+                h1.assign(ex, now);
+            }
+            Engine::H1(Box::new(h1))
+        }
     }
 }
 
@@ -717,6 +966,7 @@ impl Application for Client {
                 Engine::Connecting(None) | Engine::Tls(None) => {}
                 Engine::H1(mut h1) => h1.close(stack),
                 Engine::H2(mut h2) => h2.close(stack),
+                Engine::Tunnel(mut pump) => pump.close(stack, "client shut down"),
             }
         }
     }

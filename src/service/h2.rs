@@ -393,7 +393,11 @@ fn start_stream<H: Handler + ?Sized>(
         .map_or_else(|| "/".to_string(), |p| p.to_string());
     shared.stats.borrow_mut().note_request(Protocol::Http2);
     let tunnel_rx = (method == Method::CONNECT).then(|| body.clone());
-    let stage = Stage::Waiting(handler.call(Request::from_parts(parts, body), info).into_answer());
+    let stage = Stage::Waiting(
+        handler
+            .call(Request::from_parts(parts, body), info)
+            .into_answer(),
+    );
     StreamTask {
         method,
         target,

@@ -8,10 +8,12 @@
 //! On HTTP/2 the same happens on one stream (RFC 9113 §8.5 `CONNECT`, RFC 8441 extended
 //! `CONNECT` with a `:protocol`, see [`ConnectProtocol`]): DATA frames are the tunnel.
 //!
-//! The HTTP layer never closes a tunnelled connection behind the task's back: the connection
-//! ends when the task closes (or drops) its tunnel, when the peer resets it, or after the
-//! tunnel's idle timeout; when the peer closes its side, the task reads the end of the stream
-//! and decides. The client side ([`Client::upgrade`](crate::client::Client::upgrade),
+//! The HTTP layer never closes a tunnelled connection behind the task's back. Each side closes
+//! its own direction: when the task closes (or drops) its tunnel, FIN (TLS: `close_notify`)
+//! follows the queued bytes while reading goes on; when the peer closes its side, the task
+//! reads the end of the stream and may go on sending. The connection is closed for real once
+//! both directions ended, at once when the peer resets it, and after the tunnel's idle
+//! timeout. The client side ([`Client::upgrade`](crate::client::Client::upgrade),
 //! [`Client::connect_tunnel`](crate::client::Client::connect_tunnel)) gives the same type.
 
 use std::fmt;
@@ -354,6 +356,10 @@ pub(crate) struct Pump<T: Transport> {
     /// The task holding the user's end (server side), polled with the connection's waker.
     task: Option<Pin<Box<dyn Future<Output = ()>>>>,
     peer_eof: bool,
+    /// The task closed its sending side; FIN (or `close_notify`) went out.
+    write_closed: bool,
+    /// The task closed its side, FIN not yet sent (queued bytes first).
+    task_done: bool,
     idle_timeout: Duration,
     last_activity: Instant,
     /// Bytes moved in (from the peer) and out (to the peer).
@@ -379,6 +385,8 @@ impl<T: Transport> Pump<T> {
             out: None,
             task,
             peer_eof: false,
+            write_closed: false,
+            task_done: false,
             idle_timeout,
             last_activity: now,
             bytes_in: 0,
@@ -457,11 +465,7 @@ impl<T: Transport> Pump<T> {
                         let _ = self.end.send(chunk);
                         progress = true;
                     } else if let Some(transport) = self.transport.as_mut() {
-                        let room = if gone {
-                            TUNNEL_BUFFER
-                        } else {
-                            self.end.room()
-                        };
+                        let room = if gone { TUNNEL_BUFFER } else { self.end.room() };
                         let mut buf = BytesMut::new();
                         let status = transport.read_with(stack, &mut |data| {
                             let take = data.len().min(room - buf.len());
@@ -488,14 +492,16 @@ impl<T: Transport> Pump<T> {
                 }
             }
             // Tunnel → peer.
-            loop {
+            while !self.task_done {
                 if self.out.is_none() {
                     match self.end.poll_read(cx, TUNNEL_BUFFER) {
                         Poll::Pending => break,
                         Poll::Ready(Some(Ok(chunk))) => self.out = Some(chunk),
                         Poll::Ready(None) => {
-                            // The task closed its side: the connection ends here.
-                            return self.finish(stack, None);
+                            // The task closed its side: FIN once everything is out.
+                            self.task_done = true;
+                            progress = true;
+                            break;
                         }
                         Poll::Ready(Some(Err(e))) => {
                             return self.finish(stack, Some(e.to_string()));
@@ -521,6 +527,17 @@ impl<T: Transport> Pump<T> {
                     Err(e) => return self.finish(stack, Some(e.to_string())),
                 }
             }
+            if self.task_done && self.out.is_none() && !self.write_closed {
+                if let Some(t) = self.transport.as_mut() {
+                    t.shutdown_write(stack);
+                }
+                self.write_closed = true;
+                progress = true;
+            }
+            // Both directions ended: the connection is done.
+            if self.write_closed && self.peer_eof {
+                return self.finish(stack, None);
+            }
             if progress {
                 self.last_activity = now;
             } else {
@@ -529,7 +546,7 @@ impl<T: Transport> Pump<T> {
         }
         if let Some(t) = self.transport.as_mut() {
             let read = !self.peer_eof;
-            let write = self.out.is_some();
+            let write = self.out.is_some() || (self.task_done && !self.write_closed);
             t.register(stack, cx.waker(), read, write);
         }
         PumpState::Open

@@ -72,6 +72,10 @@ impl Transport for AnyStream {
         each!(self, s => s.register(stack, waker, read, write))
     }
 
+    fn shutdown_write(&mut self, stack: &mut Stack) {
+        each!(self, s => s.shutdown_write(stack))
+    }
+
     fn close(self, stack: &mut Stack) {
         each!(self, s => s.close(stack))
     }

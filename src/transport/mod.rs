@@ -60,6 +60,11 @@ pub trait Transport {
     /// Arranges for `waker` to fire when the stream becomes readable or writable.
     fn register(&mut self, stack: &mut Stack, waker: &Waker, read: bool, write: bool);
 
+    /// Ends our sending side after the queued bytes (TCP FIN; TLS `close_notify` first)
+    /// while reading goes on: the half-close a tunnel needs. [`close`](Self::close) still
+    /// has to give the connection back later.
+    fn shutdown_write(&mut self, stack: &mut Stack);
+
     /// Closes gracefully (after queued bytes) and gives the connection back to the stack.
     fn close(self, stack: &mut Stack);
 

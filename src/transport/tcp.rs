@@ -107,6 +107,11 @@ impl Transport for TcpStream {
         }
     }
 
+    fn shutdown_write(&mut self, stack: &mut Stack) {
+        // smoltcp's close() sends FIN after the send buffer and keeps receiving.
+        stack.socket(&self.handle).close();
+    }
+
     fn close(self, stack: &mut Stack) {
         stack.close(self.handle);
     }

@@ -531,6 +531,14 @@ impl<C: Side> Transport for TlsStream<C> {
         }
     }
 
+    fn shutdown_write(&mut self, stack: &mut Stack) {
+        self.conn.send_close_notify();
+        // Room for the alert is always kept free in the socket (CLOSE_RESERVE).
+        if self.flush(stack).is_ok() && !self.conn.wants_write() {
+            self.tcp.shutdown_write(stack);
+        }
+    }
+
     fn close(mut self, stack: &mut Stack) {
         self.conn.send_close_notify();
         if self.flush(stack).is_ok() && self.conn.wants_write() {

@@ -691,7 +691,10 @@ impl ServerConn {
     /// was written: the connection's byte stream now belongs to the caller, starting with the
     /// input the engine did not consume.
     pub fn is_upgraded(&self) -> bool {
-        self.upgraded && !self.is_closed() && self.slots.is_empty() && self.pending_output().is_empty()
+        self.upgraded
+            && !self.is_closed()
+            && self.slots.is_empty()
+            && self.pending_output().is_empty()
     }
 
     /// True once a switching response was queued (see [`is_upgraded`](Self::is_upgraded)).
@@ -2484,7 +2487,8 @@ GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
         assert_eq!(h.feed(&input), consumed);
         assert_eq!(request_ids(&h.events()), vec![0, 1]);
         let mut head = parts(101);
-        head.headers.insert(http::header::UPGRADE, "echo".parse().unwrap());
+        head.headers
+            .insert(http::header::UPGRADE, "echo".parse().unwrap());
         head.headers
             .insert(http::header::CONNECTION, "upgrade".parse().unwrap());
         // The switch waits behind the first response.
