@@ -312,3 +312,112 @@ impl HttpArgs {
         Ok(config)
     }
 }
+
+/// An allow-list entry: `CIDR`, `CIDR:PORT` or `CIDR:FIRST-LAST` (e.g. `10.7.0.0/24:443`).
+#[derive(Debug, Clone)]
+pub struct AllowArg(pub tapir::proxy::Allow);
+
+impl FromStr for AllowArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // The port follows the prefix length: `a.b.c.d/n:p` or `v6::/n:p`.
+        let (cidr, ports) = match s.rsplit_once('/') {
+            Some((addr, rest)) => match rest.split_once(':') {
+                Some((len, ports)) => (format!("{addr}/{len}"), Some(ports)),
+                None => (s.to_string(), None),
+            },
+            None => return Err(format!("'{s}' needs a prefix length, like 10.7.0.0/24")),
+        };
+        let Cidr(raw) = cidr.parse::<Cidr>().or_else(|_| {
+            // Networks may have the unspecified address (0.0.0.0/0); parse by hand.
+            let (addr, len) = cidr.split_once('/').ok_or("bad network")?;
+            let addr: IpAddr = addr
+                .parse()
+                .map_err(|_| format!("'{addr}' is not an address"))?;
+            let len: u8 = len
+                .parse()
+                .map_err(|_| format!("'{len}' is not a prefix length"))?;
+            Ok::<Cidr, String>(Cidr(IpCidr::new(IpAddress::from(addr), len)))
+        })?;
+        let net = raw;
+        let port = |p: &str| {
+            p.parse::<u16>()
+                .map_err(|_| format!("'{p}' is not a port number"))
+        };
+        let ports = match ports {
+            None => None,
+            Some(p) => match p.split_once('-') {
+                Some((a, b)) => {
+                    let (a, b) = (port(a)?, port(b)?);
+                    if a > b {
+                        return Err(format!("port range {a}-{b} is empty"));
+                    }
+                    Some(a..=b)
+                }
+                None => {
+                    let p = port(p)?;
+                    Some(p..=p)
+                }
+            },
+        };
+        Ok(AllowArg(tapir::proxy::Allow { net, ports }))
+    }
+}
+
+/// Flags of `tapir proxy`.
+#[derive(Debug, clap::Args)]
+pub struct ProxyArgs {
+    /// Port the proxy listens on (HTTP; CONNECT and absolute-form requests in forward mode).
+    #[arg(long, default_value_t = 3128, value_name = "PORT")]
+    pub listen: u16,
+    /// Forward mode: targets the proxy may reach, `CIDR[:PORT[-PORT]]`, repeatable
+    /// [default: the stack's own subnets, any port]. Everything else gets 403.
+    #[arg(
+        long = "allow",
+        value_name = "CIDR[:PORTS]",
+        conflicts_with = "upstream"
+    )]
+    pub allow: Vec<AllowArg>,
+    /// Forward mode: a name the proxy resolves, `HOST:ADDR`, repeatable (address literals
+    /// need none).
+    #[arg(
+        long = "resolve",
+        value_name = "HOST:ADDR",
+        conflicts_with = "upstream"
+    )]
+    pub resolve: Vec<String>,
+    /// Reverse mode: forward every request to this origin (http:// or https://).
+    #[arg(long, value_name = "URL")]
+    pub upstream: Option<http::Uri>,
+    /// Speak HTTP/2 to origins (ALPN h2 over TLS, prior knowledge on cleartext) instead of
+    /// HTTP/1.1 with keep-alive.
+    #[arg(long = "upstream-http2")]
+    pub upstream_http2: bool,
+    /// Trust the certificates of this PEM file for HTTPS origins.
+    #[arg(long, value_name = "PEM", conflicts_with = "insecure")]
+    pub cacert: Option<std::path::PathBuf>,
+    /// Do not check the certificates of HTTPS origins (tests only).
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+impl ProxyArgs {
+    /// The `--resolve` entries as a map.
+    pub fn hosts(&self) -> anyhow::Result<std::collections::HashMap<String, IpAddress>> {
+        let mut hosts = std::collections::HashMap::new();
+        for entry in &self.resolve {
+            let (host, addr) = entry
+                .split_once(':')
+                .filter(|(h, _)| !h.is_empty())
+                .ok_or_else(|| anyhow::anyhow!("--resolve '{entry}': expected HOST:ADDR"))?;
+            let addr: IpAddr = addr
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--resolve '{entry}': '{addr}' is not an address"))?;
+            hosts.insert(host.to_ascii_lowercase(), IpAddress::from(addr));
+        }
+        Ok(hosts)
+    }
+}

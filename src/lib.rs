@@ -17,6 +17,7 @@ pub mod app;
 pub mod client;
 pub mod device;
 pub mod http;
+pub mod proxy;
 pub mod replay;
 pub mod runtime;
 pub mod service;

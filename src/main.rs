@@ -76,6 +76,19 @@ enum Command {
     /// captures/golden/: the server's frames must come back byte for byte; the first
     /// difference is printed with both frames decoded.
     Replay(ReplayArgs),
+    /// HTTP proxy on the userspace stack: forward (CONNECT tunnels and absolute-form
+    /// requests to the allowed networks) or, with --upstream, reverse.
+    ///
+    /// Forward: `curl -x http://ADDR:3128 https://10.7.0.1/` reaches the origin through
+    /// tapir's own client side; targets off the allow-list (default: the stack's own
+    /// subnets) get 403. Reverse: every request goes to the --upstream origin, over HTTP/1.1
+    /// keep-alive or (--upstream-http2) one HTTP/2 connection, whatever the client speaks.
+    Proxy {
+        #[command(flatten)]
+        net: NetArgs,
+        #[command(flatten)]
+        proxy: cli::ProxyArgs,
+    },
     /// TCP echo server: sends every byte back (RFC 862).
     Echo {
         #[command(flatten)]
@@ -275,6 +288,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 anyhow::bail!("{} of the requests failed", app.failures.len())
             }
         }
+        Command::Proxy { net, proxy } => live(&net, |stack| start_proxy(stack, &proxy)).map(|_| ()),
         Command::Echo { net, port } => live(&net, |stack| {
             let app = EchoServer::bind(stack, port)?;
             tracing::info!("ready: echo on port {port}");
@@ -282,6 +296,67 @@ fn run(command: Command) -> anyhow::Result<()> {
         })
         .map(|_| ()),
     }
+}
+
+/// The proxy `tapir proxy` runs.
+fn start_proxy(stack: &mut Stack, args: &cli::ProxyArgs) -> anyhow::Result<tapir::proxy::Proxy> {
+    use tapir::client::{Client, ClientConfig, Target, Version};
+    use tapir::proxy::{Allow, Proxy, ProxyMode};
+    let roots = if args.insecure {
+        certs::Roots::Insecure
+    } else if let Some(ca) = &args.cacert {
+        certs::Roots::CaFile(ca.clone())
+    } else {
+        certs::Roots::WebPki
+    };
+    let client = Client::new(ClientConfig {
+        version: if args.upstream_http2 {
+            Version::Http2
+        } else {
+            Version::Http1
+        },
+        roots,
+        ..ClientConfig::default()
+    })?;
+    let mode = match &args.upstream {
+        Some(url) => {
+            let host = url
+                .host()
+                .ok_or_else(|| anyhow::anyhow!("--upstream {url}: no host"))?;
+            let addr: std::net::IpAddr = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--upstream {url}: the host must be an address"))?;
+            let upstream = Target::from_uri(url, smoltcp::wire::IpAddress::from(addr))?;
+            tracing::info!("reverse proxy to {upstream}");
+            ProxyMode::Reverse { upstream }
+        }
+        None => {
+            let allow: Vec<Allow> = if args.allow.is_empty() {
+                stack
+                    .addresses()
+                    .iter()
+                    .map(|cidr| Allow {
+                        net: *cidr,
+                        ports: None,
+                    })
+                    .collect()
+            } else {
+                args.allow.iter().map(|a| a.0.clone()).collect()
+            };
+            let list: Vec<String> = allow.iter().map(|a| a.to_string()).collect();
+            tracing::info!("forward proxy; allowed targets: {}", list.join(", "));
+            ProxyMode::Forward {
+                allow,
+                hosts: args.hosts()?,
+            }
+        }
+    };
+    let mut proxy = Proxy::new(mode, client, tapir::service::ServerConfig::default());
+    proxy.bind_http(stack, args.listen)?;
+    tracing::info!("ready: proxy on port {}", args.listen);
+    Ok(proxy)
 }
 
 /// What `tapir serve` answers with.

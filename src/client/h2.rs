@@ -40,11 +40,16 @@ enum State {
 
 struct Stream {
     exchange: ExchangeRef,
+    /// The head of a request without a body, to send again on another connection if the
+    /// server's GOAWAY says it never processed this stream (RFC 9113 §8.1.4).
+    retry: Option<http::request::Parts>,
     response: Option<ResponseFuture>,
     upload: Option<(SendStream<Bytes>, Body)>,
     recv: Option<RecvStream>,
     body: Option<BodySender>,
     started: Instant,
+    /// The server refused the stream unprocessed (GOAWAY).
+    refused: bool,
 }
 
 impl Stream {
@@ -65,6 +70,10 @@ pub(crate) struct H2Client<T: Transport> {
     idle_since: Option<Instant>,
     /// When the HTTP/2 handshake completed.
     opened: Option<Instant>,
+    /// The server sent GOAWAY: no new streams here.
+    going_away: bool,
+    /// Exchanges the server did not process, to be sent on another connection.
+    requeued: Vec<ExchangeRef>,
 }
 
 impl<T: Transport> H2Client<T> {
@@ -90,12 +99,19 @@ impl<T: Transport> H2Client<T> {
             authority: target.authority(),
             idle_since: None,
             opened: None,
+            going_away: false,
+            requeued: Vec::new(),
         }
     }
 
     /// True while new requests can be sent on this connection.
     pub(crate) fn accepts_streams(&self) -> bool {
-        !matches!(self.state, State::Closed) && self.transport.is_some()
+        !self.going_away && !matches!(self.state, State::Closed) && self.transport.is_some()
+    }
+
+    /// Exchanges to send again elsewhere (refused by the server's GOAWAY, unprocessed).
+    pub(crate) fn take_requeued(&mut self) -> Vec<ExchangeRef> {
+        std::mem::take(&mut self.requeued)
     }
 
     /// Queues a request.
@@ -173,6 +189,9 @@ impl<T: Transport> H2Client<T> {
                 Err(e) => return self.fail(stack, ClientError::Connection(e.to_string())),
             }
             if matches!(self.state, State::Closed) {
+                // Requests never sent here go to another connection.
+                self.going_away = true;
+                self.requeued.extend(self.pending.drain(..));
                 self.fail_all(&ClientError::Connection(
                     "the server closed the HTTP/2 connection".into(),
                 ));
@@ -233,18 +252,26 @@ impl<T: Transport> H2Client<T> {
         };
         let (send, conn) = &mut **open;
         // The connection future reads and writes frames.
-        match Pin::new(&mut *conn).poll(cx) {
+        // When it ends (after a GOAWAY), the streams still learn how they ended below.
+        let ended = match Pin::new(&mut *conn).poll(cx) {
             Poll::Ready(Ok(())) => {
-                self.state = State::Closed;
-                return Ok(true);
+                progress = true;
+                true
             }
             Poll::Ready(Err(e)) => return Err(ClientError::Protocol(e.to_string())),
-            Poll::Pending => {}
-        }
+            Poll::Pending => false,
+        };
         // New requests, as long as the server allows more streams.
-        while !self.pending.is_empty() {
+        while !ended && !self.pending.is_empty() {
             match send.poll_ready(cx) {
                 Poll::Pending => break,
+                Poll::Ready(Err(e)) if e.is_go_away() => {
+                    // Not sent yet: every pending request goes to another connection.
+                    self.going_away = true;
+                    self.requeued.extend(self.pending.drain(..));
+                    progress = true;
+                    break;
+                }
                 Poll::Ready(Err(e)) => return Err(ClientError::Protocol(e.to_string())),
                 Poll::Ready(Ok(())) => {}
             }
@@ -308,15 +335,27 @@ impl<T: Transport> H2Client<T> {
                 parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
             }
             let end = len == Some(0);
+            let retry = end.then(|| parts.clone());
+            let again = parts.clone();
             match send.send_request(Request::from_parts(parts, ()), end) {
                 Ok((response, upload)) => self.streams.push(Stream {
                     exchange,
+                    retry,
                     response: Some(response),
                     upload: (!end).then_some((upload, body)),
                     recv: None,
                     body: None,
                     started: now,
+                    refused: false,
                 }),
+                Err(e) if e.is_go_away() => {
+                    // The server is going away: this request was not sent.
+                    exchange.borrow_mut().request = Some(Request::from_parts(again, body));
+                    self.requeued.push(exchange);
+                    self.requeued.extend(self.pending.drain(..));
+                    self.going_away = true;
+                    break;
+                }
                 Err(e) => exchange
                     .borrow_mut()
                     .fail(ClientError::Protocol(e.to_string())),
@@ -324,8 +363,23 @@ impl<T: Transport> H2Client<T> {
         }
         for stream in &mut self.streams {
             progress |= advance(stream, cx);
+            let retry = if stream.refused {
+                stream.retry.take()
+            } else {
+                None
+            };
+            if let Some(parts) = retry {
+                stream.exchange.borrow_mut().request =
+                    Some(Request::from_parts(parts, Body::empty()));
+                self.requeued.push(stream.exchange.clone());
+                self.going_away = true;
+            }
         }
         self.streams.retain(|s| !s.finished());
+        if ended {
+            self.state = State::Closed;
+            return Ok(true);
+        }
         if progress {
             // Push out frames the streams queued.
             if let State::Open(open) = &mut self.state {
@@ -365,6 +419,16 @@ fn advance(stream: &mut Stream, cx: &mut Context<'_>) -> bool {
     if let Some(response) = stream.response.as_mut() {
         match Pin::new(response).poll(cx) {
             Poll::Pending => {}
+            Poll::Ready(Err(e))
+                if stream.retry.is_some()
+                    && ((e.is_go_away() && e.is_remote())
+                        || e.reason() == Some(h2::Reason::REFUSED_STREAM)) =>
+            {
+                // Above the GOAWAY's last stream id: never processed, safe to send again.
+                progress = true;
+                stream.response = None;
+                stream.refused = true;
+            }
             Poll::Ready(Err(e)) => {
                 progress = true;
                 stream.response = None;
@@ -376,6 +440,7 @@ fn advance(stream: &mut Stream, cx: &mut Context<'_>) -> bool {
             Poll::Ready(Ok(response)) => {
                 progress = true;
                 stream.response = None;
+                stream.retry = None;
                 let (parts, recv) = response.into_parts();
                 let declared = parts
                     .headers

@@ -833,7 +833,14 @@ impl Client {
                 }
             }
             self.queue = rest;
-            match h2.drive(stack, &mut cx, now) {
+            let result = h2.drive(stack, &mut cx, now);
+            // Requests the server refused unprocessed go back to the queue for another
+            // connection.
+            let requeued = h2.take_requeued();
+            if !requeued.is_empty() {
+                self.queue.extend(requeued);
+            }
+            match result {
                 Ok(true) => {}
                 Ok(false) => closed = true,
                 Err(e) => {

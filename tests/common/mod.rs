@@ -5,6 +5,7 @@
 pub mod golden;
 pub mod http;
 pub mod netns;
+pub mod nginx;
 
 use sha2::{Digest, Sha256};
 use smoltcp::time::Instant;
