@@ -38,6 +38,18 @@ fn proxy_url() -> String {
     format!("http://{TAPIR_V4}:{PROXY_PORT}")
 }
 
+/// What curl's `-w` format `what` says of `url` fetched through the proxy (body dropped).
+fn via_proxy(ns: &Netns, what: &str, url: &str) -> (bool, String) {
+    let out = curl(
+        ns,
+        &["-x", &proxy_url(), "-o", "/dev/null", "-w", what, url],
+    );
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 #[test]
 fn forward_proxy_carries_https_by_connect_and_http_by_forwarding() {
     let test = "forward_proxy_carries_https_by_connect_and_http_by_forwarding";
@@ -118,33 +130,11 @@ fn forward_proxy_carries_https_by_connect_and_http_by_forwarding() {
 
     // Targets off the allow-list (the stack's own subnet) get 403, for both kinds. Nothing
     // is sent to them: the proxy refuses before connecting.
-    let out = curl(
-        &ns,
-        &[
-            "-x",
-            &proxy,
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "http://192.0.2.1/",
-        ],
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
-    let out = curl(
-        &ns,
-        &[
-            "-x",
-            &proxy,
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_connect}",
-            "https://192.0.2.1/",
-        ],
-    );
-    assert!(!out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
+    let (_, code) = via_proxy(&ns, "%{http_code}", "http://192.0.2.1/");
+    assert_eq!(code, "403");
+    let (ok, code) = via_proxy(&ns, "%{http_connect}", "https://192.0.2.1/");
+    assert!(!ok, "curl fails when CONNECT is refused");
+    assert_eq!(code, "403");
     // An unknown name: 502 with the reason.
     let out = curl(&ns, &["-x", &proxy, "http://nowhere.test/"]);
     assert!(
@@ -153,19 +143,8 @@ fn forward_proxy_carries_https_by_connect_and_http_by_forwarding() {
         output_text(&out)
     );
     // A closed port on an allowed host: 502.
-    let out = curl(
-        &ns,
-        &[
-            "-x",
-            &proxy,
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &format!("http://{KERNEL_V4}:81/"),
-        ],
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "502");
+    let (_, code) = via_proxy(&ns, "%{http_code}", &format!("http://{KERNEL_V4}:81/"));
+    assert_eq!(code, "502");
 
     let (status, log) = tapir.terminate();
     assert!(status.success(), "tapir proxy exit: {status:?}\n{log}");
@@ -198,23 +177,12 @@ fn forward_proxy_allow_list_flag_limits_ports() {
         String::from_utf8_lossy(&out.stdout),
         "<p>hello from nginx</p>\n"
     );
-    let out = curl(
+    let (_, code) = via_proxy(
         &ns,
-        &[
-            "-x",
-            &proxy,
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &format!("http://{KERNEL_V4}/index.html"),
-        ],
+        "%{http_code}",
+        &format!("http://{KERNEL_V4}/index.html"),
     );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "403",
-        "port 80 is not allowed"
-    );
+    assert_eq!(code, "403", "port 80 is not allowed");
     let (status, log) = tapir.terminate();
     assert!(status.success(), "{log}");
 }
