@@ -561,3 +561,48 @@ fn upgrade_to_a_refused_port_is_a_clear_error() {
     ));
     assert!(error.contains(&expected.to_string()), "{error}");
 }
+
+#[test]
+fn server_shutdown_ends_open_tunnels_and_frees_everything() {
+    let mut sim = Sim::new();
+    let (mut s_stack, s_dev, c_stack, c_dev) = linked(
+        LinkConfig::default(),
+        config(SERVER_IP, 2, 51),
+        config(CLIENT_IP, 1, 52),
+        &sim,
+    );
+    let stats = StatsHandle::default();
+    let handler: BoxHandler = Box::new(handler);
+    let mut server = Server::with_stats(handler, ServerConfig::default(), stats.clone());
+    server.bind_http(&mut s_stack, 80).unwrap();
+    // Far more messages than get through before the stop.
+    let app = Talk::new(
+        Client::new(ClientConfig::default()).unwrap(),
+        target(Scheme::Http, &SERVER_IP.to_string(), 80),
+        upgrade_request(),
+        1_000_000,
+    );
+    let mut server: Node<MemDevice, Server<BoxHandler>> = Node::new(s_stack, s_dev, server);
+    let mut client = Node::new(c_stack, c_dev, app);
+    let mut nodes = [&mut server as &mut dyn SimNode, &mut client];
+    sim.run_until(&mut nodes, Duration::from_secs(60), |_| {
+        stats.get().tunnels_open == 1 && stats.get().bytes_out > 1_000_000
+    })
+    .expect("the tunnel carries data");
+    let now = sim.now();
+    server.app.shutdown(&mut server.stack, now);
+    let mut nodes = [&mut server as &mut dyn SimNode, &mut client];
+    sim.run_until(&mut nodes, Duration::from_secs(60), |nodes| {
+        nodes[0].finished() && nodes[1].finished()
+    })
+    .expect("the server finishes and the client sees the end");
+    let outcome = &client.app.outcome;
+    assert!(outcome.tunnel);
+    assert!(outcome.echoed > 100, "{outcome:?}");
+    assert!(outcome.echoed < 1_000_000, "{outcome:?}");
+    assert!(outcome.closed_by_server, "{outcome:?}");
+    let s = stats.get();
+    assert_eq!((s.tunnels_total, s.tunnels_open), (1, 0), "{s:?}");
+    assert_eq!(s.connections_open, 0, "{s:?}");
+    assert_eq!(client.app.client.open_connections(), 0);
+}

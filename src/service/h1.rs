@@ -116,9 +116,11 @@ impl<T: Transport> H1Conn<T> {
     }
 
     /// Closes an idle connection gracefully (shutdown).
-    pub(crate) fn close(&mut self, stack: &mut Stack) {
-        if let Some(pump) = self.pump.as_mut() {
+    pub(crate) fn close(&mut self, stack: &mut Stack, shared: &Shared) {
+        if let Some(mut pump) = self.pump.take() {
             pump.close(stack, "server shutting down");
+            let mut stats = shared.stats.borrow_mut();
+            stats.tunnels_open = stats.tunnels_open.saturating_sub(1);
         }
         if let Some(t) = self.transport.take() {
             t.close(stack);

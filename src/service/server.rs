@@ -564,7 +564,7 @@ impl<H: Handler + ?Sized> Application for Server<H> {
                         tls.abort(stack);
                     }
                 }
-                Engine::H1(mut h1) => h1.close(stack),
+                Engine::H1(mut h1) => h1.close(stack, &self.shared),
                 Engine::H2(mut h2) => h2.abort(stack),
             }
         }
