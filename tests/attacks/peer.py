@@ -157,6 +157,7 @@ class Conn:
         self.synack = threading.Event()
         self.segments = []  # (time, seq, len, flags, window) of every segment from tapir
         self.accept_data = True
+        self.ooo = {}  # out-of-order segments from tapir, by sequence number
         peer.conns[(self.sport, dport)] = self
 
     def ip(self):
@@ -219,17 +220,30 @@ class Conn:
         if self.rcv_nxt is None:
             return
         if payload and self.accept_data:
-            skip = (self.rcv_nxt - t.seq) % 2**32
-            if skip < len(payload):
-                self.data += payload[skip:]
-                self.rcv_nxt = (self.rcv_nxt + len(payload) - skip) % 2**32
+            ahead = (t.seq - self.rcv_nxt) % 2**32
+            if 0 < ahead < 2**31:
+                self.ooo[t.seq] = payload  # a gap before it: keep for later
+            else:
+                self._take(t.seq, payload)
+            while self.ooo:
+                usable = [q for q in self.ooo if (self.rcv_nxt - q) % 2**32 < 2**31]
+                if not usable:
+                    break
+                for q in usable:
+                    self._take(q, self.ooo.pop(q))
         if "F" in flags and (t.seq + len(payload)) % 2**32 == self.rcv_nxt and not self.fin:
             self.fin = True
             self.rcv_nxt = (self.rcv_nxt + 1) % 2**32
         if payload or "F" in flags:
             self.ack_now()
 
-    def response(self, timeout=5):
+    def _take(self, seq, payload):
+        skip = (self.rcv_nxt - seq) % 2**32
+        if skip < len(payload):
+            self.data += payload[skip:]
+            self.rcv_nxt = (self.rcv_nxt + len(payload) - skip) % 2**32
+
+    def response(self, timeout=10):
         """Waits for one complete HTTP response with Content-Length; returns (head, body)."""
 
         def complete():
@@ -242,7 +256,7 @@ class Conn:
             return False
 
         if not wait_until(complete, timeout):
-            raise AssertionError("no complete response; got %r" % bytes(self.data[:300]))
+            raise AssertionError("no complete response; got %d bytes: %r" % (len(self.data), bytes(self.data[:300])))
         head, _, body = bytes(self.data).partition(b"\r\n\r\n")
         return head.decode("latin-1"), body
 
