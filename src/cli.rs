@@ -54,6 +54,11 @@ pub struct NetArgs {
     #[arg(long, default_value_t = 16_384, value_name = "N")]
     pub max_connections: usize,
 
+    /// Seconds a TCP handshake may take before the half-open connection is dropped (its
+    /// backlog slot is freed; this bounds how long a SYN flood holds a listener).
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub handshake_timeout: u64,
+
     /// TCP receive and send buffer per connection, in KiB (4 to 1023).
     #[arg(long, default_value_t = 64, value_name = "KIB")]
     pub tcp_buffer: usize,
@@ -92,6 +97,9 @@ impl NetArgs {
             .tcp_buffer
             .checked_mul(1024)
             .ok_or_else(|| anyhow::anyhow!("--tcp-buffer {} KiB is too large", self.tcp_buffer))?;
+        if self.handshake_timeout == 0 {
+            anyhow::bail!("--handshake-timeout must be at least 1 second");
+        }
         let mut config = StackConfig::new(mac, addresses);
         config.gateways = self.gateway.iter().map(|g| IpAddress::from(*g)).collect();
         config.dhcp = self.dhcp;
@@ -101,6 +109,7 @@ impl NetArgs {
             tx_buffer: kib,
             backlog: self.backlog,
             max_connections: self.max_connections,
+            handshake_timeout: smoltcp::time::Duration::from_secs(self.handshake_timeout),
             ..TcpConfig::default()
         };
         Ok(config)
@@ -259,6 +268,10 @@ pub struct HttpArgs {
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub head_timeout: u64,
 
+    /// Seconds a client may take to complete the TLS handshake on the HTTPS port.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub tls_handshake_timeout: u64,
+
     /// Seconds an idle keep-alive connection stays open.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub idle_timeout: u64,
@@ -297,6 +310,9 @@ impl HttpArgs {
         if !self.no_http && !self.no_https && self.http == self.https {
             anyhow::bail!("--http and --https are both {}", self.http);
         }
+        if self.tls_handshake_timeout == 0 {
+            anyhow::bail!("--tls-handshake-timeout must be at least 1 second");
+        }
         if self.max_pipelined == 0 || self.max_headers == 0 {
             anyhow::bail!("--max-pipelined and --max-headers must be at least 1");
         }
@@ -309,6 +325,7 @@ impl HttpArgs {
         h1.head_timeout = std::time::Duration::from_secs(self.head_timeout);
         h1.idle_timeout = std::time::Duration::from_secs(self.idle_timeout);
         h1.max_pipelined = self.max_pipelined;
+        config.tls_handshake_timeout = std::time::Duration::from_secs(self.tls_handshake_timeout);
         Ok(config)
     }
 }

@@ -20,15 +20,21 @@ const CLIENT_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 1]);
 
 /// A well-formed Ethernet/IPv4/TCP SYN to the server's port 7.
 fn syn_frame(src_port: u16) -> Vec<u8> {
+    tcp_frame(src_port, TcpControl::Syn, 1000, Some(1460))
+}
+
+/// A well-formed Ethernet/IPv4/TCP segment without payload from the client's `src_port`
+/// to the server's port 7.
+fn tcp_frame(src_port: u16, control: TcpControl, seq: i32, mss: Option<u16>) -> Vec<u8> {
     let tcp = TcpRepr {
         src_port,
         dst_port: 7,
-        control: TcpControl::Syn,
-        seq_number: TcpSeqNumber(1000),
+        control,
+        seq_number: TcpSeqNumber(seq),
         ack_number: None,
         window_len: 1024,
         window_scale: None,
-        max_seg_size: Some(1460),
+        max_seg_size: mss,
         sack_permitted: false,
         sack_ranges: [None; 3],
         timestamp: None,
@@ -193,6 +199,75 @@ fn syn_flood_fills_the_backlog_and_the_server_recovers() {
     assert!(stats.syn_dropped >= 200 - 16, "{stats:?}");
     assert_eq!(stats.handshake_timeouts, 16, "{stats:?}");
     assert_eq!(stats.accepted, 2);
+}
+
+/// RFC 5961: an RST whose sequence number is inside the receive window but not exactly the
+/// next expected one must not close the connection (smoltcp alone closes it). Blind RSTs
+/// spread over the whole sequence space, some of which land in the window, leave an echo
+/// in progress intact.
+#[test]
+fn blind_rsts_in_the_window_do_not_reset_a_connection() {
+    let mut sim = Sim::new();
+    let (mut s_stack, s_dev, mut c_stack, c_dev) = linked(
+        LinkConfig {
+            // Room for all the injected RSTs at once.
+            queue_limit: 300_000,
+            ..LinkConfig::default()
+        },
+        config(SERVER_IP, 2, 11),
+        config(CLIENT_IP, 1, 12),
+        &sim,
+    );
+    let echo = EchoServer::bind(&mut s_stack, 7).unwrap();
+    let client = EchoClient::connect(
+        &mut c_stack,
+        IpEndpoint::new(IpAddress::Ipv4(SERVER_IP), 7),
+        1,
+        4_000_000,
+    );
+    // The client's ephemeral port, from the diagnostics line of its one connection.
+    let line = c_stack
+        .describe_connections()
+        .pop()
+        .expect("one connection");
+    let port: u16 = line
+        .split(" -> ")
+        .next()
+        .and_then(|l| l.rsplit("port: ").next())
+        .and_then(|p| p.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no local port in {line}"));
+    let mut server = Node::new(s_stack, s_dev, echo);
+    let mut client = Node::new(c_stack, c_dev, client);
+    // Let the echo get going (a few steps: the in-memory link moves it at once).
+    let mut steps = 0;
+    let _ = sim.run_until(
+        &mut [&mut server as &mut dyn SimNode, &mut client],
+        Duration::from_secs(1),
+        |_| {
+            steps += 1;
+            steps > 20
+        },
+    );
+    assert!(!client.finished(), "the echo must still be running");
+    // One RST every 16 KiB of sequence space: several fall inside a 64 KiB window.
+    for k in 0..(1u64 << 32) / 16384 {
+        let seq = (k * 16384 + 7777) as u32 as i32;
+        server
+            .device
+            .inject(&tcp_frame(port, TcpControl::Rst, seq, None), sim.now());
+    }
+    sim.run_until(
+        &mut [&mut server as &mut dyn SimNode, &mut client],
+        Duration::from_secs(120),
+        |nodes| nodes[1].finished(),
+    )
+    .expect("the echo finishes");
+    assert!(client.app.failures.is_empty(), "{:?}", client.app.failures);
+    let (sent, sent_hash, received, recv_hash) = client.app.results()[0];
+    assert_eq!((sent, received), (4_000_000, 4_000_000));
+    assert_eq!(sent_hash, recv_hash);
+    let stats = server.stack.stats();
+    assert_eq!(stats.rst_dropped, (1u64 << 32) / 16384, "{stats:?}");
 }
 
 #[test]

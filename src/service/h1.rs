@@ -201,7 +201,10 @@ impl<T: Transport> H1Conn<T> {
             };
             while !self.engine.pending_output().is_empty() {
                 match transport.write(stack, self.engine.pending_output()) {
-                    Ok(0) => break,
+                    Ok(0) => {
+                        self.engine.output_blocked(t);
+                        break;
+                    }
                     Ok(n) => {
                         self.engine.consume_output(n, t);
                         shared.stats.borrow_mut().bytes_out += n as u64;
@@ -211,7 +214,9 @@ impl<T: Transport> H1Conn<T> {
                 }
             }
             if self.engine.is_closed() && self.engine.pending_output().is_empty() {
-                return self.finish(stack, false);
+                // A stalled connection (its peer stopped reading) is reset: its unsent
+                // data would otherwise hold the socket until the close timeout.
+                return self.finish(stack, self.engine.is_stalled());
             }
             if self.engine.is_upgraded() {
                 return self.switch(stack, cx, now, shared);

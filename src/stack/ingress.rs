@@ -1,11 +1,21 @@
 //! The stack's view of the device: counts every frame, drops malformed ones with a reason,
 //! and holds back SYNs to a listening port whose backlog is full.
 //!
+//! It also checks the sequence number of every RST (RFC 5961, section 3.2): smoltcp closes
+//! a connection on any RST whose sequence number falls inside the receive window, so a
+//! blind attacker who guesses within the window could reset it. The ingress remembers the
+//! acknowledgement number of the last segment the stack sent on each connection (the
+//! receiver's next expected sequence number, as the peer last learned it) and drops an RST
+//! whose sequence number differs. A real peer's RST either carries exactly that number
+//! (the RFC 793 reply to our segment: SEQ = SEG.ACK) or is repeated with it when our next
+//! segment reaches a peer that no longer knows the connection.
+//!
 //! smoltcp drops bad frames silently; wrapping the device lets us count them and keep
 //! the decision in one place. A dropped frame is handed to smoltcp as an empty buffer,
 //! which it discards without further work.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 
 use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::time::Instant;
@@ -135,7 +145,19 @@ pub struct Tally {
     rx_bad_checksum: Cell<u64>,
     syn_dropped: Cell<u64>,
     syn_port: Cell<Option<u16>>,
+    rst_dropped: Cell<u64>,
+    /// The acknowledgement number of the last segment sent on each connection.
+    last_ack: RefCell<HashMap<TcpKey, u32>>,
 }
+
+/// A TCP connection as seen from the stack: (local address, local port, remote address,
+/// remote port).
+pub type TcpKey = (IpAddress, u16, IpAddress, u16);
+
+/// Most connections whose last acknowledgement number is remembered; past this the table is
+/// pruned to the live connections (see [`Tally::prune_acks`]), and cleared if that is not
+/// enough (RSTs on forgotten connections then go unchecked until we send on them again).
+const MAX_TRACKED: usize = 1 << 17;
 
 fn bump(cell: &Cell<u64>, by: u64) {
     cell.set(cell.get().wrapping_add(by));
@@ -151,12 +173,104 @@ impl Tally {
         stats.rx_malformed = self.rx_malformed.get();
         stats.rx_bad_checksum = self.rx_bad_checksum.get();
         stats.syn_dropped = self.syn_dropped.get();
+        stats.rst_dropped = self.rst_dropped.get();
+    }
+
+    /// How many connections have a remembered acknowledgement number.
+    pub fn tracked(&self) -> usize {
+        self.last_ack.borrow().len()
+    }
+
+    /// Forgets the connections for which `live` is false.
+    pub fn prune_acks(&self, live: impl Fn(&TcpKey) -> bool) {
+        self.last_ack.borrow_mut().retain(|key, _| live(key));
+    }
+
+    /// Notes the acknowledgement number of a TCP segment the stack sends (or forgets the
+    /// connection when the segment is an RST).
+    fn note_sent(&self, frame: &[u8]) {
+        let Some((key, tcp)) = tcp_segment(frame, false) else {
+            return;
+        };
+        let mut map = self.last_ack.borrow_mut();
+        if tcp.rst {
+            map.remove(&key);
+        } else if let Some(ack) = tcp.ack {
+            if map.len() >= MAX_TRACKED && !map.contains_key(&key) {
+                map.clear();
+            }
+            map.insert(key, ack);
+        }
+    }
+
+    /// True when `frame` is an RST on a connection we sent on, whose sequence number is not
+    /// the acknowledgement number we last sent there.
+    fn is_blind_rst(&self, frame: &[u8]) -> bool {
+        let Some((key, tcp)) = tcp_segment(frame, true) else {
+            return false;
+        };
+        if !tcp.rst {
+            return false;
+        }
+        matches!(self.last_ack.borrow().get(&key), Some(&ack) if ack != tcp.seq)
     }
 
     /// The port of the last SYN passed to a listener since the previous call, if any.
     pub fn take_syn_port(&self) -> Option<u16> {
         self.syn_port.take()
     }
+}
+
+/// The fields of a TCP segment the RST check needs.
+struct SegmentInfo {
+    seq: u32,
+    ack: Option<u32>,
+    rst: bool,
+}
+
+/// The connection and header fields of a TCP segment in an Ethernet frame (unfragmented
+/// IPv4 or IPv6 without extension headers); `incoming` says which end is local.
+fn tcp_segment(frame: &[u8], incoming: bool) -> Option<(TcpKey, SegmentInfo)> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    match eth.ethertype() {
+        EthernetProtocol::Ipv4 => {
+            let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != IpProtocol::Tcp || ip.more_frags() || ip.frag_offset() != 0 {
+                return None;
+            }
+            let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
+            segment_info(ip.payload(), src, dst, incoming)
+        }
+        EthernetProtocol::Ipv6 => {
+            let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+            if ip.next_header() != IpProtocol::Tcp {
+                return None;
+            }
+            let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
+            segment_info(ip.payload(), src, dst, incoming)
+        }
+        _ => None,
+    }
+}
+
+fn segment_info(
+    segment: &[u8],
+    src: IpAddress,
+    dst: IpAddress,
+    incoming: bool,
+) -> Option<(TcpKey, SegmentInfo)> {
+    let tcp = TcpPacket::new_checked(segment).ok()?;
+    let key = if incoming {
+        (dst, tcp.dst_port(), src, tcp.src_port())
+    } else {
+        (src, tcp.src_port(), dst, tcp.dst_port())
+    };
+    let info = SegmentInfo {
+        seq: tcp.seq_number().0 as u32,
+        ack: tcp.ack().then(|| tcp.ack_number().0 as u32),
+        rst: tcp.rst(),
+    };
+    Some((key, info))
 }
 
 /// The device as the stack sees it: the real device plus inspection and counting.
@@ -221,6 +335,10 @@ impl<T: phy::RxToken, G: SynGate> phy::RxToken for RxToken<'_, T, G> {
             bump(&tally.rx_frames, 1);
             bump(&tally.rx_bytes, frame.len() as u64);
             match inspect(frame) {
+                Verdict::Pass if tally.is_blind_rst(frame) => {
+                    bump(&tally.rst_dropped, 1);
+                    f(&[])
+                }
                 Verdict::Pass => f(frame),
                 Verdict::Syn(port) if gate.is_full(port) => {
                     bump(&tally.syn_dropped, 1);
@@ -257,7 +375,12 @@ impl<T: phy::TxToken> phy::TxToken for TxToken<'_, T> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         bump(&self.tally.tx_frames, 1);
         bump(&self.tally.tx_bytes, len as u64);
-        self.inner.consume(len, f)
+        let tally = self.tally;
+        self.inner.consume(len, |buf| {
+            let r = f(buf);
+            tally.note_sent(buf);
+            r
+        })
     }
 
     fn set_meta(&mut self, meta: phy::PacketMeta) {

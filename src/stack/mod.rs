@@ -69,6 +69,12 @@ pub enum StackError {
     },
 }
 
+/// How long an incomplete IP datagram may hold smoltcp's fragment reassembly buffer.
+/// smoltcp has one such buffer and keeps an incomplete datagram for 60 s by default, so a
+/// single stray fragment would block every fragmented datagram for a minute; fragments
+/// of one datagram arrive within milliseconds of each other.
+pub const REASSEMBLY_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// TCP settings shared by every socket of a stack.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TcpConfig {
@@ -157,6 +163,8 @@ pub struct StackStats {
     pub rx_bad_checksum: u64,
     /// SYNs dropped because the listener's backlog or the connection cap was full.
     pub syn_dropped: u64,
+    /// RSTs dropped because their sequence number was not the one expected (RFC 5961).
+    pub rst_dropped: u64,
     /// Connections whose handshake completed on a listener.
     pub accepted: u64,
     /// Half-open connections dropped at the handshake timeout.
@@ -309,6 +317,7 @@ impl Stack {
         let mut iface_config = Config::new(HardwareAddress::Ethernet(config.mac));
         iface_config.random_seed = config.seed;
         let mut iface = Interface::new(iface_config, device, now);
+        iface.set_reassembly_timeout(REASSEMBLY_TIMEOUT);
 
         let mut addresses = config.addresses.clone();
         let ll = IpCidr::new(IpAddress::Ipv6(link_local(config.mac)), 64);
@@ -719,6 +728,22 @@ impl Stack {
 
     /// Promotes completed handshakes, expires stale ones, frees closed sockets, handles DHCP.
     fn maintain(&mut self, now: Instant) {
+        // The RST check's table: forget connections that are gone once it has grown well
+        // past the live ones (amortised: at most once per doubling).
+        if self.tally.tracked() > 2 * self.connection_count() + 1024 {
+            let live: HashSet<ingress::TcpKey> = self
+                .sockets
+                .iter()
+                .filter_map(|(_, socket)| match socket {
+                    smoltcp::socket::Socket::Tcp(tcp) => {
+                        let (local, remote) = (tcp.local_endpoint()?, tcp.remote_endpoint()?);
+                        Some((local.addr, local.port, remote.addr, remote.port))
+                    }
+                    _ => None,
+                })
+                .collect();
+            self.tally.prune_acks(|key| live.contains(key));
+        }
         let ports: Vec<u16> = self.listeners.keys().copied().collect();
         let handshake = self.config.tcp.handshake_timeout;
         for port in ports {

@@ -58,7 +58,9 @@ pub struct H1Config {
     pub max_body_size: u64,
     /// Time allowed from the first byte of a request head to its end; expiry → 408.
     pub head_timeout: Duration,
-    /// Keep-alive idle time after which the connection is closed silently.
+    /// Keep-alive idle time after which the connection is closed silently; also the
+    /// longest a response's output may wait without any of it being written (a peer that
+    /// stops reading) before the connection is ended.
     pub idle_timeout: Duration,
     /// Maximum requests parsed but not yet fully answered (pipelining depth).
     pub max_pipelined: usize,

@@ -236,6 +236,11 @@ pub struct ServerConn {
     lead_cr: bool,
     head_started: Option<Duration>,
     idle_since: Option<Duration>,
+    /// Since when output has been blocked (the caller found no room for it) without any
+    /// of it being written since; a stall longer than the idle timeout ends the
+    /// connection.
+    output_since: Option<Duration>,
+    stalled: bool,
     next_id: RequestId,
     slots: VecDeque<Slot>,
     events: VecDeque<ServerEvent>,
@@ -265,6 +270,8 @@ impl ServerConn {
             lead_cr: false,
             head_started: None,
             idle_since: Some(now),
+            output_since: None,
+            stalled: false,
             next_id: 0,
             slots: VecDeque::new(),
             events: VecDeque::new(),
@@ -489,7 +496,6 @@ impl ServerConn {
             }
         }
         self.flush();
-        self.update_idle();
         Ok(())
     }
 
@@ -535,6 +541,7 @@ impl ServerConn {
             OutFraming::CloseDelimited => slot.buf.extend_from_slice(data),
         }
         self.flush();
+        self.update_idle();
         Ok(())
     }
 
@@ -624,6 +631,9 @@ impl ServerConn {
     pub fn consume_output(&mut self, n: usize, now: Duration) {
         self.now = now;
         self.out_pos = self.out_pos.saturating_add(n).min(self.output.len());
+        if n > 0 {
+            self.output_since = None;
+        }
         if self.out_pos == self.output.len() {
             self.output.clear();
             self.out_pos = 0;
@@ -634,25 +644,64 @@ impl ServerConn {
         self.update_idle();
     }
 
-    /// Absolute deadline of the next timer (head or idle timeout), if any.
+    /// Absolute deadline of the next timer (head, idle or output stall timeout), if any.
     pub fn poll_timeout(&self) -> Option<Duration> {
-        if self.is_closed() || self.write_done || self.upgraded {
+        if self.closed_now || self.upgraded {
             return None;
         }
-        if matches!(self.read, ReadState::Head) {
-            if let Some(t) = self.head_started {
-                return Some(t.saturating_add(self.config.head_timeout));
-            }
+        let stall = self
+            .output_since
+            .map(|t| t.saturating_add(self.config.idle_timeout));
+        if self.is_closed() || self.write_done {
+            return stall;
         }
-        self.idle_since
-            .map(|t| t.saturating_add(self.config.idle_timeout))
+        let other = match (&self.read, self.head_started) {
+            (ReadState::Head, Some(t)) => Some(t.saturating_add(self.config.head_timeout)),
+            _ => self
+                .idle_since
+                .map(|t| t.saturating_add(self.config.idle_timeout)),
+        };
+        match (stall, other) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Reports that the caller could write none of [`pending_output`](Self::pending_output)
+    /// (the peer's window is full or closed). Starts the output stall timer unless it runs.
+    pub fn output_blocked(&mut self, now: Duration) {
+        self.now = now;
+        if self.output_since.is_none() && !self.pending_output().is_empty() {
+            self.output_since = Some(now);
+        }
+    }
+
+    /// True when the connection was ended because its output made no progress for the
+    /// idle timeout (a peer that stopped reading, e.g. a window that stays closed): the
+    /// caller should reset it rather than close it gracefully.
+    pub fn is_stalled(&self) -> bool {
+        self.stalled
     }
 
     /// Fires expired timers: an expired head timeout rejects with 408; an
     /// expired idle timeout closes the connection silently.
     pub fn handle_timeout(&mut self, now: Duration) {
         self.now = now;
-        if self.is_closed() || self.write_done || self.upgraded {
+        if self.upgraded {
+            return;
+        }
+        let stalled = !self.closed_now
+            && !self.pending_output().is_empty()
+            && self
+                .output_since
+                .is_some_and(|t| now >= t.saturating_add(self.config.idle_timeout));
+        if stalled {
+            self.stalled = true;
+            self.close_immediately();
+            self.update_idle();
+            return;
+        }
+        if self.is_closed() || self.write_done {
             return;
         }
         let head_expired = matches!(self.read, ReadState::Head)
@@ -726,6 +775,9 @@ impl ServerConn {
     }
 
     fn update_idle(&mut self) {
+        if self.pending_output().is_empty() {
+            self.output_since = None;
+        }
         if self.is_idle() {
             if self.idle_since.is_none() {
                 self.idle_since = Some(self.now);
@@ -2212,6 +2264,40 @@ GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
         h.c.handle_timeout(160 * SEC);
         assert!(h.c.pending_output().is_empty());
         h.assert_dead();
+    }
+
+    /// A response whose output makes no progress for the idle timeout (the peer stopped
+    /// reading: a window that never opens) ends the connection, marked as stalled so the
+    /// caller resets it; output that moves restarts the timer.
+    #[test]
+    fn output_stall_ends_the_connection() {
+        let mut h = H::new();
+        h.feed_all(&get("/"));
+        h.events();
+        h.c.send_response(0, parts(200), Some(100_000)).unwrap();
+        h.c.send_body(0, &[b'x'; 1000]).unwrap();
+        // No timer while the caller has not found the output blocked.
+        assert_eq!(h.c.poll_timeout(), None);
+        h.c.output_blocked(Duration::ZERO);
+        assert_eq!(h.c.poll_timeout(), Some(60 * SEC));
+        h.c.output_blocked(30 * SEC);
+        assert_eq!(
+            h.c.poll_timeout(),
+            Some(60 * SEC),
+            "blocking again moves nothing"
+        );
+        // Some output moves at 50 s, then blocks again: the timer restarts from there.
+        h.c.consume_output(10, 50 * SEC);
+        assert_eq!(h.c.poll_timeout(), None);
+        h.c.output_blocked(50 * SEC);
+        assert_eq!(h.c.poll_timeout(), Some(110 * SEC));
+        h.c.handle_timeout(109 * SEC);
+        assert!(!h.c.is_closed() && !h.c.is_stalled());
+        h.c.handle_timeout(110 * SEC);
+        assert!(h.c.is_stalled());
+        assert!(h.c.is_closed());
+        assert!(h.c.pending_output().is_empty());
+        assert_eq!(h.c.poll_timeout(), None);
     }
 
     #[test]
