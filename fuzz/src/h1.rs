@@ -197,11 +197,16 @@ pub fn run(data: &[u8]) {
     if *seed != 0 {
         let split = drive(input, *seed, early, expire);
         assert_eq!(whole.seen, split.seen, "same events whole and split");
-        assert_eq!(
-            String::from_utf8_lossy(&whole.output),
-            String::from_utf8_lossy(&split.output),
-            "same response bytes whole and split"
-        );
+        // Answering at the head races the body: a body error after the answer started
+        // cannot get its 400, which depends on where the input was cut. Answering at the
+        // body's end, the bytes must not depend on it.
+        if !early {
+            assert_eq!(
+                String::from_utf8_lossy(&whole.output),
+                String::from_utf8_lossy(&split.output),
+                "same response bytes whole and split"
+            );
+        }
         assert!(split.conn.is_closed());
     }
 }
