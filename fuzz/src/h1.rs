@@ -196,11 +196,21 @@ pub fn run(data: &[u8]) {
     );
     if *seed != 0 {
         let split = drive(input, *seed, early, expire);
-        assert_eq!(whole.seen, split.seen, "same events whole and split");
-        // Answering at the head races the body: a body error after the answer started
-        // cannot get its 400, which depends on where the input was cut. Answering at the
-        // body's end, the bytes must not depend on it.
-        if !early {
+        // Answering at the head races the body: once an answer has started, a body error
+        // cannot get its 400, and once a closing answer (HTTP/1.0) is finished the rest of
+        // the body is dropped; how much of the body came first depends on where the input
+        // was cut. So in that mode only the request heads must be the same. Answering at
+        // the body's end, every event and every response byte must be.
+        if early {
+            let heads = |seen: &[Seen]| {
+                seen.iter()
+                    .filter(|e| matches!(e, Seen::Request { .. }))
+                    .map(|e| format!("{e:?}"))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(heads(&whole.seen), heads(&split.seen), "same heads");
+        } else {
+            assert_eq!(whole.seen, split.seen, "same events whole and split");
             assert_eq!(
                 String::from_utf8_lossy(&whole.output),
                 String::from_utf8_lossy(&split.output),
