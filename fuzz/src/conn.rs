@@ -39,7 +39,8 @@ fn stack_config(ip: Ipv4Address, mac_last: u8, seed: u64) -> StackConfig {
     config
 }
 
-/// The client: writes its segments one at a time, then closes; reads everything.
+/// The client: writes its segments one at a time (until the server closes its side), then
+/// closes; reads everything.
 struct Client {
     conn: Option<TcpHandle>,
     segments: VecDeque<Vec<u8>>,
@@ -69,6 +70,11 @@ impl Application for Client {
             }
             return true;
         }
+        if socket.state() == State::CloseWait && !self.segments.is_empty() {
+            // The server has closed its side: the rest of the input would only be
+            // acknowledged and dropped, one round trip per segment.
+            self.segments.clear();
+        }
         if socket.may_send() && socket.send_queue() == 0 {
             if let Some(mut segment) = self.segments.pop_front() {
                 let n = socket.send_slice(&segment).unwrap_or(0);
@@ -95,6 +101,12 @@ impl Application for Client {
     fn is_finished(&self) -> bool {
         self.conn.is_none()
     }
+}
+
+/// `TAPIR_FUZZ_DEBUG=1`: print what each run did.
+fn debug() -> bool {
+    static DEBUG: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DEBUG.get_or_init(|| std::env::var_os("TAPIR_FUZZ_DEBUG").is_some())
 }
 
 /// The target: `[split seed] client bytes...`, sent after the h2c preface when `h2c`.
@@ -145,6 +157,14 @@ pub fn run(data: &[u8], h2c: bool) {
             nodes[1].finished() && s.connections_open == 0 && s.stack.connections == 0
         },
     );
+    if debug() {
+        eprintln!(
+            "conn: {result:?}, {} steps, {} bytes received, server stats {:?}",
+            sim.steps,
+            client.app.received,
+            stats.get()
+        );
+    }
     assert!(
         result.is_ok()
             && server.app.open_connections() == 0
