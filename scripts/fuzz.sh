@@ -68,18 +68,21 @@ for target in "${TARGETS[@]}"; do
     fi
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
+    first=$(grep -m1 -E '^#[0-9]+.*INITED' "$log" || true)
+    cov0=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$first")
     last=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)
     cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
     ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$last")
     corpus=$(sed -n 's/.* corp: \([0-9]*\)\/.*/\1/p' <<<"$last")
-    RESULT[$target]=$(printf '%-10s %12s %8s %7s %7s %7s  %s' "$target" "${execs:-?}" \
-        "${rate:-?}" "${cov:-?}" "${ft:-?}" "${corpus:-?}" "$status")
+    RESULT[$target]=$(printf '%-10s %12s %8s %9s %7s %7s %7s  %s' "$target" "${execs:-?}" \
+        "${rate:-?}" "${cov0:-?}" "${cov:-?}" "${ft:-?}" "${corpus:-?}" "$status")
     echo "${RESULT[$target]}"
 done
 
 echo
 echo "== summary: ${SECONDS_PER_TARGET}s per target, sanitizer $SANITIZER"
-printf '%-10s %12s %8s %7s %7s %7s  %s\n' target execs exec/s cov ft corpus result
+# cov at start: the corpus's coverage when the target started (the seeds, on a first run).
+printf '%-10s %12s %8s %9s %7s %7s %7s  %s\n' target execs exec/s "cov start" cov ft corpus result
 for target in "${TARGETS[@]}"; do
     echo "${RESULT[$target]}"
 done
