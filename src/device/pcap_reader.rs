@@ -88,6 +88,23 @@ pub fn read_capture(path: &Path) -> Result<Vec<CapturedFrame>, CaptureReadError>
     }
 }
 
+/// Reads every frame of a capture held in memory (pcap or pcapng, told apart by the magic
+/// number as [`read_capture`] does); `name` labels the errors. Broken input is an error,
+/// never a panic.
+pub fn read_capture_bytes(
+    bytes: &[u8],
+    name: &str,
+) -> Result<Vec<CapturedFrame>, CaptureReadError> {
+    match bytes.get(..4) {
+        None => Err(CaptureReadError::Format {
+            path: name.to_string(),
+            reason: "shorter than a capture header".into(),
+        }),
+        Some([0x0a, 0x0d, 0x0d, 0x0a]) => read_pcapng(bytes, name),
+        Some(_) => read_pcap(bytes, name),
+    }
+}
+
 fn read_pcap<R: Read>(reader: R, name: &str) -> Result<Vec<CapturedFrame>, CaptureReadError> {
     let mut pcap = PcapReader::new(reader).map_err(|e| CaptureReadError::Format {
         path: name.to_string(),
@@ -229,6 +246,25 @@ mod tests {
         ));
         std::fs::remove_file(short).ok();
         std::fs::remove_file(junk).ok();
+    }
+
+    #[test]
+    fn captures_in_memory_read_like_files() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("captures");
+        for file in ["golden/http1.pcap", "real/curl-ipv6-tapir.pcapng"] {
+            let path = dir.join(file);
+            let from_file = read_capture(&path).unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            let from_bytes = read_capture_bytes(&bytes, file).unwrap();
+            assert!(!from_bytes.is_empty(), "{file}");
+            assert_eq!(from_bytes, from_file, "{file}");
+        }
+        assert!(matches!(
+            read_capture_bytes(b"\xd4\xc3", "short"),
+            Err(CaptureReadError::Format { .. })
+        ));
+        let err = read_capture_bytes(&[0x55; 64], "junk").unwrap_err();
+        assert!(err.to_string().contains("not a pcap"), "{err}");
     }
 
     #[test]

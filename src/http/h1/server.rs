@@ -186,7 +186,9 @@ struct HeadScan {
 
 impl HeadScan {
     /// Scans new bytes of `buf`; returns the end offset of the head if found.
-    fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, RejectReason> {
+    /// The request-target's length is checked at each of its bytes, so the verdict on a
+    /// head never depends on where the input was cut.
+    fn scan(&mut self, buf: &[u8], max_uri_len: usize) -> Result<Option<usize>, RejectReason> {
         while let Some(&b) = buf.get(self.pos) {
             let i = self.pos;
             self.pos += 1;
@@ -208,20 +210,18 @@ impl HeadScan {
                         self.sp2 = Some(i);
                     }
                 }
-                _ => {}
+                b'\r' => {}
+                _ => {
+                    // A byte of the request-target: bytes sp1+1..=i so far.
+                    if let (Some(a), None, false) = (self.sp1, self.sp2, self.line_done) {
+                        if i - a > max_uri_len {
+                            return Err(RejectReason::UriTooLong);
+                        }
+                    }
+                }
             }
         }
         Ok(None)
-    }
-
-    /// Length of the request-target seen so far (a lower bound while the
-    /// request line is incomplete).
-    fn target_len(&self, buf_len: usize) -> usize {
-        match (self.sp1, self.sp2) {
-            (Some(a), Some(b)) => b.saturating_sub(a + 1),
-            (Some(a), None) if !self.line_done => buf_len.saturating_sub(a + 1),
-            _ => 0,
-        }
     }
 }
 
@@ -824,15 +824,9 @@ impl ServerConn {
         if self.head_started.is_none() {
             self.head_started = Some(self.now);
         }
-        let scanned = self.scan.scan(&self.head_buf);
-        let too_long_uri = self.scan.target_len(self.head_buf.len()) > self.config.max_uri_len;
-        match scanned {
+        match self.scan.scan(&self.head_buf, self.config.max_uri_len) {
             Err(reason) => {
                 self.reject_head(reason);
-                i + take
-            }
-            Ok(_) if too_long_uri => {
-                self.reject_head(RejectReason::UriTooLong);
                 i + take
             }
             Ok(Some(end)) => {
@@ -1459,6 +1453,47 @@ mod tests {
         };
         let long = format!("GET /{} HTTP/1.1\r\n", "b".repeat(200));
         expect_reject_cfg(cfg, long.as_bytes(), 414);
+    }
+
+    /// Found by fuzzing (fuzz/ target h1_engine): a too-long request-target in a request
+    /// line without a version was answered 414 when the line arrived in pieces but not when
+    /// it arrived at once (the head then timed out: 408). The verdict must not depend on
+    /// where the input is cut.
+    #[test]
+    fn uri_verdict_does_not_depend_on_how_input_is_cut() {
+        let cfg = H1Config {
+            max_uri_len: 256,
+            ..H1Config::default()
+        };
+        let target = format!("/{}", "x".repeat(300));
+        let cases = [
+            // No version: one space only, the line ends.
+            (format!("GET {target}\r\nHost: a\r\n"), 414),
+            (format!("GET {target}\r\nHost: a\r\n\r\n"), 414),
+            // A bare LF after the limit was crossed: the limit comes first either way.
+            (format!("GET {target}\nHost: a\r\n\r\n"), 414),
+            // A bare LF before it.
+            (format!("GET /x\n{target} HTTP/1.1\r\n\r\n"), 400),
+            // Exactly at the limit, no version: not a URI problem.
+            (format!("GET /{}\r\nHost: a\r\n\r\n", "x".repeat(255)), 400),
+        ];
+        for (input, status) in cases {
+            let whole = expect_reject_cfg(cfg.clone(), input.as_bytes(), status);
+            drop(whole);
+            let mut h = H::with(cfg.clone());
+            for b in input.as_bytes() {
+                if h.c.is_closed() || !h.c.wants_input() {
+                    break;
+                }
+                h.feed(std::slice::from_ref(b));
+            }
+            match h.events().last() {
+                Some(ServerEvent::Rejected { status: s, .. }) => {
+                    assert_eq!(s.as_u16(), status, "byte by byte: {input:?}")
+                }
+                other => panic!("byte by byte: {input:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]
