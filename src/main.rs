@@ -472,6 +472,13 @@ where
     A: Application,
     F: FnOnce(&mut Stack) -> anyhow::Result<A>,
 {
+    // A stop signal that arrives while the device, stack and application are being set up
+    // (before the event loop listens for signals) is kept, not fatal, and honoured at once.
+    let early_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, early_stop.clone())
+            .context("installing the signal handlers")?;
+    }
     let mut rng = fastrand::Rng::new();
     let config = net.stack_config(&mut rng)?;
     let clock = WallClock::new();
@@ -486,6 +493,10 @@ where
     );
     let mut app = make_app(&mut stack)?;
     let stop = StopHandle::new();
+    if early_stop.load(std::sync::atomic::Ordering::SeqCst) {
+        tracing::info!("stop signal received during start-up");
+        stop.stop();
+    }
     let ended = event_loop::run(
         &mut device,
         &mut stack,
