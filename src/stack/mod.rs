@@ -76,7 +76,7 @@ pub struct TcpConfig {
     pub rx_buffer: usize,
     /// Send buffer per connection, in bytes.
     pub tx_buffer: usize,
-    /// LISTEN plus half-open sockets per listening port.
+    /// Half-open connections (plus the few LISTEN sockets) per listening port.
     pub backlog: usize,
     /// Cap on connections (half-open, established and closing) of the whole stack.
     pub max_connections: usize,
@@ -571,8 +571,8 @@ impl Stack {
         stats
     }
 
-    /// Starts accepting connections on `port` (every local address), keeping `backlog`
-    /// sockets ready for SYNs.
+    /// Starts accepting connections on `port` (every local address), with up to `backlog`
+    /// handshakes in progress.
     pub fn listen(&mut self, port: u16) -> Result<(), StackError> {
         if port == 0 {
             return Err(StackError::PortZero);
