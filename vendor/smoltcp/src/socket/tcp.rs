@@ -539,6 +539,10 @@ pub struct Socket<'a> {
     /// The congestion control algorithm.
     congestion_controller: congestion::AnyController,
 
+    /// tapir patch: the receive capacity the window scale is chosen for, when larger than
+    /// the receive buffer (see `set_window_capacity`).
+    window_capacity: usize,
+
     /// tsval generator - if some, tcp timestamp is enabled
     tsval_generator: Option<TcpTimestampGenerator>,
 
@@ -621,6 +625,7 @@ impl<'a> Socket<'a> {
             tsval_generator: None,
             last_remote_tsval: 0,
             congestion_controller: congestion::AnyController::new(),
+            window_capacity: 0,
 
             #[cfg(feature = "async")]
             rx_waker: WakerRegistration::new(),
@@ -902,8 +907,8 @@ impl<'a> Socket<'a> {
     }
 
     fn reset(&mut self) {
-        let rx_cap_log2 =
-            mem::size_of::<usize>() * 8 - self.rx_buffer.capacity().leading_zeros() as usize;
+        let rx_capacity = self.rx_buffer.capacity().max(self.window_capacity);
+        let rx_cap_log2 = mem::size_of::<usize>() * 8 - rx_capacity.leading_zeros() as usize;
 
         self.state = State::Closed;
         self.timer = Timer::new();
@@ -932,6 +937,51 @@ impl<'a> Socket<'a> {
             self.rx_waker.wake();
             self.tx_waker.wake();
         }
+    }
+
+    /// tapir patch: chooses the window scale (at the next `listen` or `connect`) for a receive
+    /// buffer of `capacity` bytes rather than for the current one, so that a socket whose
+    /// buffers start small and grow with [`Socket::replace_buffers`] can still advertise
+    /// its full window once grown. Capped at 1 GiB, like buffers given to [`Socket::new`].
+    pub fn set_window_capacity(&mut self, capacity: usize) {
+        self.window_capacity = capacity.min(1 << 30);
+    }
+
+    /// tapir patch: swaps in larger receive and send buffers, moving the queued data over.
+    /// Sequence numbers, timers and the window scale stay as they are; the larger receive
+    /// window is announced with the next segment (at once when it doubled).
+    ///
+    /// The new buffers must be empty and at least as large as the ones they replace, and no
+    /// out-of-order data may be held (it lives past the queue in the old receive buffer);
+    /// otherwise both are handed back untouched. On success the old buffers are returned.
+    #[allow(clippy::type_complexity)]
+    pub fn replace_buffers(
+        &mut self,
+        mut rx_buffer: SocketBuffer<'a>,
+        mut tx_buffer: SocketBuffer<'a>,
+    ) -> Result<(SocketBuffer<'a>, SocketBuffer<'a>), (SocketBuffer<'a>, SocketBuffer<'a>)> {
+        if !rx_buffer.is_empty()
+            || !tx_buffer.is_empty()
+            || rx_buffer.capacity() < self.rx_buffer.capacity()
+            || tx_buffer.capacity() < self.tx_buffer.capacity()
+            || !self.assembler.is_empty()
+        {
+            return Err((rx_buffer, tx_buffer));
+        }
+        fn move_queue(from: &SocketBuffer<'_>, to: &mut SocketBuffer<'_>) {
+            let mut offset = 0;
+            while offset < from.len() {
+                let chunk = from.get_allocated(offset, from.len() - offset);
+                let moved = to.enqueue_slice(chunk);
+                debug_assert_eq!(moved, chunk.len());
+                offset += chunk.len();
+            }
+        }
+        move_queue(&self.rx_buffer, &mut rx_buffer);
+        move_queue(&self.tx_buffer, &mut tx_buffer);
+        let old_rx = mem::replace(&mut self.rx_buffer, rx_buffer);
+        let old_tx = mem::replace(&mut self.tx_buffer, tx_buffer);
+        Ok((old_rx, old_tx))
     }
 
     /// Start listening on the given endpoint.
@@ -6541,6 +6591,58 @@ mod test {
             payload: &data[..1024],
             ..RECV_TEMPL
         }));
+    }
+
+    #[test]
+    fn test_replace_buffers_keeps_queues_and_opens_window() {
+        // tapir patch: buffers grown mid-connection keep what they hold.
+        let mut s = socket_established_with_buffer_sizes(6, 6);
+        s.set_ack_delay(None);
+        s.send_slice(b"abcdef").unwrap();
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"xyz"[..],
+                ..SEND_TEMPL
+            }
+        );
+        // Out-of-order data, or smaller or non-empty buffers, are refused.
+        assert!(s
+            .replace_buffers(SocketBuffer::new(vec![0; 4]), SocketBuffer::new(vec![0; 64]))
+            .is_err());
+        let (old_rx, old_tx) = s
+            .replace_buffers(SocketBuffer::new(vec![0; 64]), SocketBuffer::new(vec![0; 64]))
+            .unwrap();
+        assert_eq!((old_rx.capacity(), old_tx.capacity()), (6, 6));
+        assert_eq!((s.recv_capacity(), s.send_capacity()), (64, 64));
+        assert_eq!(s.recv_queue(), 3);
+        assert_eq!(s.send_queue(), 6);
+        s.send_slice(b"0123456789").unwrap();
+        let mut got = [0; 8];
+        assert_eq!(s.recv_slice(&mut got), Ok(3));
+        assert_eq!(&got[..3], b"xyz");
+        // The queued bytes go out in order, with the data after them, and the ACK for
+        // "xyz" announces the larger window.
+        recv!(
+            s,
+            Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 3),
+                window_len: 64,
+                payload: &b"abcdef0123456789"[..],
+                ..RECV_TEMPL
+            })
+        );
+    }
+
+    #[test]
+    fn test_window_capacity_sets_the_scale() {
+        let mut s = Socket::new(SocketBuffer::new(vec![0; 64]), SocketBuffer::new(vec![0; 64]));
+        s.set_window_capacity(1 << 20);
+        s.listen(LISTEN_END).unwrap();
+        assert_eq!(s.remote_win_shift, 5);
     }
 
     #[test]
