@@ -76,6 +76,10 @@ pub struct TcpConfig {
     pub rx_buffer: usize,
     /// Send buffer per connection, in bytes.
     pub tx_buffer: usize,
+    /// Both buffers of a new connection start at this size (when smaller than the above)
+    /// and grow to `rx_buffer` and `tx_buffer` once a transfer fills them (see
+    /// [`Stack::socket`]), so idle and small request/response connections stay small.
+    pub initial_buffer: usize,
     /// Half-open connections (plus the few LISTEN sockets) per listening port.
     pub backlog: usize,
     /// Cap on connections (half-open, established and closing) of the whole stack.
@@ -98,6 +102,7 @@ impl Default for TcpConfig {
         TcpConfig {
             rx_buffer: 64 * 1024,
             tx_buffer: 64 * 1024,
+            initial_buffer: 4 * 1024,
             backlog: 128,
             max_connections: 16_384,
             handshake_timeout: Duration::from_secs(10),
@@ -292,7 +297,10 @@ impl Stack {
                 "backlog and max-connections must be at least 1".into(),
             ));
         }
-        if config.tcp.rx_buffer < 1024 || config.tcp.tx_buffer < 1024 {
+        if config.tcp.rx_buffer < 1024
+            || config.tcp.tx_buffer < 1024
+            || config.tcp.initial_buffer < 1024
+        {
             return Err(StackError::Config(
                 "TCP buffers must be at least 1 KiB".into(),
             ));
@@ -637,8 +645,25 @@ impl Stack {
     }
 
     /// The socket of a connection, to read, write and query.
+    ///
+    /// A connection starts with small buffers ([`TcpConfig::initial_buffer`]); here, when
+    /// the application comes back to a send buffer it left (almost) full, or finds the
+    /// receive buffer half full, both are swapped for full-size ones, their contents kept.
+    /// A writer that loops until the socket takes nothing more thus grows it at once.
     pub fn socket(&mut self, handle: &TcpHandle) -> &mut tcp::Socket<'static> {
-        self.sockets.get_mut::<tcp::Socket>(handle.0)
+        let (rx_full, tx_full) = (self.config.tcp.rx_buffer, self.config.tcp.tx_buffer);
+        let socket = self.sockets.get_mut::<tcp::Socket>(handle.0);
+        let (rx_cap, tx_cap) = (socket.recv_capacity(), socket.send_capacity());
+        let small = rx_cap < rx_full || tx_cap < tx_full;
+        if small
+            && (4 * (tx_cap - socket.send_queue()) < tx_cap || 2 * socket.recv_queue() >= rx_cap)
+        {
+            let rx = tcp::SocketBuffer::new(vec![0; rx_full.max(rx_cap)]);
+            let tx = tcp::SocketBuffer::new(vec![0; tx_full.max(tx_cap)]);
+            // Refused only while out-of-order data is held; the next access tries again.
+            let _ = socket.replace_buffers(rx, tx);
+        }
+        socket
     }
 
     /// The socket of a connection, read-only.
@@ -666,9 +691,11 @@ impl Stack {
 
     fn new_socket(&self) -> tcp::Socket<'static> {
         let tcp = &self.config.tcp;
-        let rx = tcp::SocketBuffer::new(vec![0; tcp.rx_buffer]);
-        let tx = tcp::SocketBuffer::new(vec![0; tcp.tx_buffer]);
+        let rx = tcp::SocketBuffer::new(vec![0; tcp.initial_buffer.min(tcp.rx_buffer)]);
+        let tx = tcp::SocketBuffer::new(vec![0; tcp.initial_buffer.min(tcp.tx_buffer)]);
         let mut socket = tcp::Socket::new(rx, tx);
+        // The window scale (chosen at the handshake) must suit the grown buffer.
+        socket.set_window_capacity(tcp.rx_buffer);
         socket.set_nagle_enabled(tcp.nagle);
         socket.set_ack_delay(tcp.ack_delay);
         socket.set_keep_alive(tcp.keep_alive);
