@@ -13,9 +13,10 @@
 
 use std::collections::VecDeque;
 
-use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::State;
 use smoltcp::time::Instant;
+
+use super::shards::Slot as SocketHandle;
 
 /// Most LISTEN sockets kept per port. The stack replaces a LISTEN socket right after the
 /// frame whose SYN took it, so a handful covers any burst; more only cost time per frame.

@@ -7,14 +7,13 @@
 
 mod ingress;
 mod listener;
+mod shards;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use smoltcp::iface::{
-    Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet,
-};
-use smoltcp::phy::Device;
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult};
+use smoltcp::phy::{Device, RxToken};
 use smoltcp::socket::{dhcpv4, dns, tcp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
@@ -25,6 +24,7 @@ use smoltcp::wire::{
 pub use ingress::{inspect, Verdict};
 use ingress::{Ingress, SynGate, Tally};
 use listener::{progress, Listener, Progress};
+use shards::{OneFrame, Shards, Slot as SocketHandle};
 
 /// Frames processed per [`Stack::poll`] before the stack yields back to its driver.
 const INGRESS_BUDGET: usize = 1024;
@@ -245,7 +245,9 @@ pub struct PollOutcome {
 /// A userspace TCP/IP stack on one Ethernet interface.
 pub struct Stack {
     iface: Interface,
-    sockets: SocketSet<'static>,
+    sockets: Shards,
+    /// The frame being routed to its shard.
+    frame: Vec<u8>,
     config: StackConfig,
     listeners: HashMap<u16, Listener>,
     /// Connections the application holds (accepted or connected).
@@ -347,11 +349,14 @@ impl Stack {
             }
         }
 
-        let mut sockets = SocketSet::new(Vec::new());
-        let dhcp = config.dhcp.then(|| sockets.add(dhcpv4::Socket::new()));
+        let mut sockets = Shards::new();
+        let dhcp = config
+            .dhcp
+            .then(|| sockets.add_control(dhcpv4::Socket::new()));
         Ok(Stack {
             iface,
             sockets,
+            frame: Vec::new(),
             rng: fastrand::Rng::with_seed(config.seed ^ 0x0074_6170_6972),
             config,
             listeners: HashMap::new(),
@@ -414,7 +419,7 @@ impl Stack {
             Some(h) => h,
             None => {
                 let socket = dns::Socket::new(&servers, vec![None, None, None, None]);
-                let h = self.sockets.add(socket);
+                let h = self.sockets.add_control(socket);
                 self.dns = Some(h);
                 h
             }
@@ -467,14 +472,28 @@ impl Stack {
                 listeners: &self.listeners,
                 at_cap: self.connection_count() >= self.config.tcp.max_connections,
             };
-            let mut dev = Ingress {
+            // Read the frame first, to hand smoltcp only the shard of its connection.
+            let Some((rx, _)) = device.receive(now) else {
+                break;
+            };
+            let frame = &mut self.frame;
+            rx.consume(|data| {
+                frame.clear();
+                frame.extend_from_slice(data);
+            });
+            let shard = self.sockets.route(&self.frame);
+            let mut one = OneFrame {
+                frame: Some(&self.frame),
                 inner: &mut *device,
+            };
+            let mut dev = Ingress {
+                inner: &mut one,
                 tally: &self.tally,
                 gate: &gate,
             };
             match self
                 .iface
-                .poll_ingress_single(now, &mut dev, &mut self.sockets)
+                .poll_ingress_single(now, &mut dev, self.sockets.set_for_ingress(shard))
             {
                 PollIngressSingleResult::None => break,
                 PollIngressSingleResult::PacketProcessed => {}
@@ -509,16 +528,14 @@ impl Stack {
             tally: &self.tally,
             gate: &gate,
         };
-        while self.iface.poll_egress(now, &mut dev, &mut self.sockets)
-            == PollResult::SocketStateChanged
-        {
+        if self.sockets.egress(&mut self.iface, now, &mut dev) {
             outcome.activity = true;
         }
     }
 
     /// When the stack next needs a poll even if no frame arrives (`None`: only on input).
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        let mut at = self.iface.poll_at(now, &self.sockets);
+        let mut at = self.sockets.poll_at(&mut self.iface, now);
         let mut earliest = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
         let handshake = self.config.tcp.handshake_timeout;
         for listener in self.listeners.values() {
@@ -567,7 +584,7 @@ impl Stack {
 
     /// Every socket in the set: listening, connected, closing, and the DHCP socket.
     pub fn socket_count(&self) -> usize {
-        self.sockets.iter().count()
+        self.sockets.len()
     }
 
     /// Counters, with the current connection and listening-socket counts.
@@ -636,7 +653,7 @@ impl Stack {
         socket
             .connect(self.iface.context(), remote, port)
             .map_err(|reason| StackError::Connect { remote, reason })?;
-        let handle = self.sockets.add(socket);
+        let handle = self.sockets.add_connection(socket);
         self.ports_in_use.insert(port);
         self.client_ports.insert(handle, port);
         self.held += 1;
@@ -734,7 +751,7 @@ impl Stack {
             {
                 break;
             }
-            listener.listening.push(self.sockets.add(socket));
+            listener.listening.push(self.sockets.add_control(socket));
         }
         while listener.listening.len() > wanted {
             if let Some(handle) = listener.listening.pop() {
@@ -760,6 +777,8 @@ impl Stack {
                 match progress(socket.state()) {
                     Progress::Established => {
                         listener.half_open.swap_remove(i);
+                        // From the handshake shard to a data shard of its own.
+                        let handle = self.sockets.promote(handle);
                         listener.ready.push_back(handle);
                         self.stats.accepted += 1;
                     }
