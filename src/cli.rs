@@ -46,7 +46,7 @@ pub struct NetArgs {
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
 
-    /// Sockets kept ready for new connections per listening port (half-open ones count).
+    /// Half-open connections per listening port; SYNs beyond are dropped until some complete.
     #[arg(long, default_value_t = 128, value_name = "N")]
     pub backlog: usize,
 

@@ -1,17 +1,26 @@
 //! A listening port with a backlog: a pool of smoltcp LISTEN sockets.
 //!
 //! smoltcp has no accept queue: a SYN goes to the first LISTEN socket on its port, or gets a
-//! RST. A [`Listener`] keeps up to `backlog` sockets listening, moves each one that takes a
-//! SYN to the half-open list, replaces it, and queues it for the application once the
-//! handshake completes. Half-open plus listening sockets never exceed the backlog, so a SYN
-//! flood fills the pool and further SYNs are dropped (the client retries) rather than
-//! growing memory.
+//! RST. A [`Listener`] keeps a few sockets listening ([`LISTEN_POOL`]), moves each one that
+//! takes a SYN to the half-open list, replaces it at once (the stack refills after every SYN
+//! it passes), and queues it for the application once the handshake completes. Half-open
+//! plus listening sockets never exceed the backlog, so a SYN flood fills the backlog and
+//! further SYNs are dropped (the client retries) rather than growing memory.
+//!
+//! The pool is small on purpose: smoltcp walks every socket of the set for each frame in and
+//! out, so a pool of `backlog` idle LISTEN sockets (1,024 of them, say) made every frame of
+//! every connection several times dearer, and each one held full-size buffers.
 
 use std::collections::VecDeque;
 
-use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp::State;
 use smoltcp::time::Instant;
+
+use super::shards::Slot as SocketHandle;
+
+/// Most LISTEN sockets kept per port. The stack replaces a LISTEN socket right after the
+/// frame whose SYN took it, so a handful covers any burst; more only cost time per frame.
+pub const LISTEN_POOL: usize = 4;
 
 /// The per-port bookkeeping. The sockets themselves live in the stack's socket set.
 #[derive(Debug, Default)]
@@ -49,7 +58,10 @@ impl Listener {
     /// How many LISTEN sockets this listener should hold, given the backlog and how many
     /// more connections the stack may take.
     pub fn wanted(&self, backlog: usize, room: usize) -> usize {
-        backlog.saturating_sub(self.half_open.len()).min(room)
+        backlog
+            .saturating_sub(self.half_open.len())
+            .min(room)
+            .min(LISTEN_POOL)
     }
 
     /// True when no socket is free for a SYN.

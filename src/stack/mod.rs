@@ -7,14 +7,13 @@
 
 mod ingress;
 mod listener;
+mod shards;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use smoltcp::iface::{
-    Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet,
-};
-use smoltcp::phy::Device;
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult};
+use smoltcp::phy::{Device, RxToken};
 use smoltcp::socket::{dhcpv4, dns, tcp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
@@ -25,6 +24,7 @@ use smoltcp::wire::{
 pub use ingress::{inspect, Verdict};
 use ingress::{Ingress, SynGate, Tally};
 use listener::{progress, Listener, Progress};
+use shards::{OneFrame, Shards, Slot as SocketHandle};
 
 /// Frames processed per [`Stack::poll`] before the stack yields back to its driver.
 const INGRESS_BUDGET: usize = 1024;
@@ -82,7 +82,11 @@ pub struct TcpConfig {
     pub rx_buffer: usize,
     /// Send buffer per connection, in bytes.
     pub tx_buffer: usize,
-    /// LISTEN plus half-open sockets per listening port.
+    /// Both buffers of a new connection start at this size (when smaller than the above)
+    /// and grow to `rx_buffer` and `tx_buffer` once a transfer fills them (see
+    /// [`Stack::socket`]), so idle and small request/response connections stay small.
+    pub initial_buffer: usize,
+    /// Half-open connections (plus the few LISTEN sockets) per listening port.
     pub backlog: usize,
     /// Cap on connections (half-open, established and closing) of the whole stack.
     pub max_connections: usize,
@@ -104,6 +108,7 @@ impl Default for TcpConfig {
         TcpConfig {
             rx_buffer: 64 * 1024,
             tx_buffer: 64 * 1024,
+            initial_buffer: 4 * 1024,
             backlog: 128,
             max_connections: 16_384,
             handshake_timeout: Duration::from_secs(10),
@@ -248,7 +253,9 @@ pub struct PollOutcome {
 /// A userspace TCP/IP stack on one Ethernet interface.
 pub struct Stack {
     iface: Interface,
-    sockets: SocketSet<'static>,
+    sockets: Shards,
+    /// The frame being routed to its shard.
+    frame: Vec<u8>,
     config: StackConfig,
     listeners: HashMap<u16, Listener>,
     /// Connections the application holds (accepted or connected).
@@ -300,7 +307,10 @@ impl Stack {
                 "backlog and max-connections must be at least 1".into(),
             ));
         }
-        if config.tcp.rx_buffer < 1024 || config.tcp.tx_buffer < 1024 {
+        if config.tcp.rx_buffer < 1024
+            || config.tcp.tx_buffer < 1024
+            || config.tcp.initial_buffer < 1024
+        {
             return Err(StackError::Config(
                 "TCP buffers must be at least 1 KiB".into(),
             ));
@@ -348,11 +358,14 @@ impl Stack {
             }
         }
 
-        let mut sockets = SocketSet::new(Vec::new());
-        let dhcp = config.dhcp.then(|| sockets.add(dhcpv4::Socket::new()));
+        let mut sockets = Shards::new();
+        let dhcp = config
+            .dhcp
+            .then(|| sockets.add_control(dhcpv4::Socket::new()));
         Ok(Stack {
             iface,
             sockets,
+            frame: Vec::new(),
             rng: fastrand::Rng::with_seed(config.seed ^ 0x0074_6170_6972),
             config,
             listeners: HashMap::new(),
@@ -415,7 +428,7 @@ impl Stack {
             Some(h) => h,
             None => {
                 let socket = dns::Socket::new(&servers, vec![None, None, None, None]);
-                let h = self.sockets.add(socket);
+                let h = self.sockets.add_control(socket);
                 self.dns = Some(h);
                 h
             }
@@ -468,14 +481,28 @@ impl Stack {
                 listeners: &self.listeners,
                 at_cap: self.connection_count() >= self.config.tcp.max_connections,
             };
-            let mut dev = Ingress {
+            // Read the frame first, to hand smoltcp only the shard of its connection.
+            let Some((rx, _)) = device.receive(now) else {
+                break;
+            };
+            let frame = &mut self.frame;
+            rx.consume(|data| {
+                frame.clear();
+                frame.extend_from_slice(data);
+            });
+            let shard = self.sockets.route(&self.frame);
+            let mut one = OneFrame {
+                frame: Some(&self.frame),
                 inner: &mut *device,
+            };
+            let mut dev = Ingress {
+                inner: &mut one,
                 tally: &self.tally,
                 gate: &gate,
             };
             match self
                 .iface
-                .poll_ingress_single(now, &mut dev, &mut self.sockets)
+                .poll_ingress_single(now, &mut dev, self.sockets.set_for_ingress(shard))
             {
                 PollIngressSingleResult::None => break,
                 PollIngressSingleResult::PacketProcessed => {}
@@ -510,16 +537,14 @@ impl Stack {
             tally: &self.tally,
             gate: &gate,
         };
-        while self.iface.poll_egress(now, &mut dev, &mut self.sockets)
-            == PollResult::SocketStateChanged
-        {
+        if self.sockets.egress(&mut self.iface, now, &mut dev) {
             outcome.activity = true;
         }
     }
 
     /// When the stack next needs a poll even if no frame arrives (`None`: only on input).
     pub fn poll_at(&mut self, now: Instant) -> Option<Instant> {
-        let mut at = self.iface.poll_at(now, &self.sockets);
+        let mut at = self.sockets.poll_at(&mut self.iface, now);
         let mut earliest = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
         let handshake = self.config.tcp.handshake_timeout;
         for listener in self.listeners.values() {
@@ -568,7 +593,7 @@ impl Stack {
 
     /// Every socket in the set: listening, connected, closing, and the DHCP socket.
     pub fn socket_count(&self) -> usize {
-        self.sockets.iter().count()
+        self.sockets.len()
     }
 
     /// Counters, with the current connection and listening-socket counts.
@@ -580,8 +605,8 @@ impl Stack {
         stats
     }
 
-    /// Starts accepting connections on `port` (every local address), keeping `backlog`
-    /// sockets ready for SYNs.
+    /// Starts accepting connections on `port` (every local address), with up to `backlog`
+    /// handshakes in progress.
     pub fn listen(&mut self, port: u16) -> Result<(), StackError> {
         if port == 0 {
             return Err(StackError::PortZero);
@@ -637,7 +662,7 @@ impl Stack {
         socket
             .connect(self.iface.context(), remote, port)
             .map_err(|reason| StackError::Connect { remote, reason })?;
-        let handle = self.sockets.add(socket);
+        let handle = self.sockets.add_connection(socket);
         self.ports_in_use.insert(port);
         self.client_ports.insert(handle, port);
         self.held += 1;
@@ -646,8 +671,25 @@ impl Stack {
     }
 
     /// The socket of a connection, to read, write and query.
+    ///
+    /// A connection starts with small buffers ([`TcpConfig::initial_buffer`]); here, when
+    /// the application comes back to a send buffer it left (almost) full, or finds the
+    /// receive buffer half full, both are swapped for full-size ones, their contents kept.
+    /// A writer that loops until the socket takes nothing more thus grows it at once.
     pub fn socket(&mut self, handle: &TcpHandle) -> &mut tcp::Socket<'static> {
-        self.sockets.get_mut::<tcp::Socket>(handle.0)
+        let (rx_full, tx_full) = (self.config.tcp.rx_buffer, self.config.tcp.tx_buffer);
+        let socket = self.sockets.get_mut::<tcp::Socket>(handle.0);
+        let (rx_cap, tx_cap) = (socket.recv_capacity(), socket.send_capacity());
+        let small = rx_cap < rx_full || tx_cap < tx_full;
+        if small
+            && (4 * (tx_cap - socket.send_queue()) < tx_cap || 2 * socket.recv_queue() >= rx_cap)
+        {
+            let rx = tcp::SocketBuffer::new(vec![0; rx_full.max(rx_cap)]);
+            let tx = tcp::SocketBuffer::new(vec![0; tx_full.max(tx_cap)]);
+            // Refused only while out-of-order data is held; the next access tries again.
+            let _ = socket.replace_buffers(rx, tx);
+        }
+        socket
     }
 
     /// The socket of a connection, read-only.
@@ -675,9 +717,11 @@ impl Stack {
 
     fn new_socket(&self) -> tcp::Socket<'static> {
         let tcp = &self.config.tcp;
-        let rx = tcp::SocketBuffer::new(vec![0; tcp.rx_buffer]);
-        let tx = tcp::SocketBuffer::new(vec![0; tcp.tx_buffer]);
+        let rx = tcp::SocketBuffer::new(vec![0; tcp.initial_buffer.min(tcp.rx_buffer)]);
+        let tx = tcp::SocketBuffer::new(vec![0; tcp.initial_buffer.min(tcp.tx_buffer)]);
         let mut socket = tcp::Socket::new(rx, tx);
+        // The window scale (chosen at the handshake) must suit the grown buffer.
+        socket.set_window_capacity(tcp.rx_buffer);
         socket.set_nagle_enabled(tcp.nagle);
         socket.set_ack_delay(tcp.ack_delay);
         socket.set_keep_alive(tcp.keep_alive);
@@ -716,7 +760,7 @@ impl Stack {
             {
                 break;
             }
-            listener.listening.push(self.sockets.add(socket));
+            listener.listening.push(self.sockets.add_control(socket));
         }
         while listener.listening.len() > wanted {
             if let Some(handle) = listener.listening.pop() {
@@ -758,6 +802,8 @@ impl Stack {
                 match progress(socket.state()) {
                     Progress::Established => {
                         listener.half_open.swap_remove(i);
+                        // From the handshake shard to a data shard of its own.
+                        let handle = self.sockets.promote(handle);
                         listener.ready.push_back(handle);
                         self.stats.accepted += 1;
                     }

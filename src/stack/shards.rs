@@ -1,0 +1,323 @@
+//! The stack's sockets, kept in many small smoltcp socket sets instead of one.
+//!
+//! smoltcp walks every socket of the set it is given for each frame in (to find the socket
+//! that accepts it) and out (to let each socket send), and to compute the next timer: a
+//! stack with 10,000 connections paid 10,000 socket visits per frame. Here, shard 0 holds
+//! the few sockets that are not one connection yet or not TCP (LISTEN pools, half-open
+//! handshakes, DHCP, DNS); every connection, once established (or opened by us), lives in
+//! one of the data shards of at most [`SHARD_SIZE`] sockets, found through our own index
+//! on its 4-tuple. A received frame is read first, its TCP 4-tuple looked up, and only
+//! that shard is handed to smoltcp with it; egress visits only the shards that received
+//! a frame, were touched by the application, or have a timer due.
+//!
+//! A frame the index does not know (a SYN, a stray segment, ARP, ICMP, fragments) goes to
+//! shard 0, where smoltcp answers as it always did (LISTEN sockets, RST). IP fragments of a
+//! TCP segment to an established connection would reach shard 0 too; TCP's MSS keeps
+//! segments below the MTU, so they do not happen in practice.
+
+use std::collections::HashMap;
+
+use smoltcp::iface::{Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{self, Device, DeviceCapabilities};
+use smoltcp::socket::{tcp, AnySocket, Socket};
+use smoltcp::time::Instant;
+use smoltcp::wire::{
+    EthernetFrame, EthernetProtocol, IpAddress, IpEndpoint, IpProtocol, Ipv4Packet, Ipv6Packet,
+    TcpPacket,
+};
+
+/// Most sockets per data shard: small enough that a frame costs few socket visits, large
+/// enough that the shards themselves stay few.
+pub const SHARD_SIZE: usize = 64;
+
+/// Where a socket lives: its shard and its handle in that shard's set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Slot {
+    shard: u32,
+    handle: SocketHandle,
+}
+
+impl std::fmt::Display for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.shard, self.handle)
+    }
+}
+
+/// (local, remote) endpoints of a connection.
+type Key = (IpEndpoint, IpEndpoint);
+
+struct Shard {
+    set: SocketSet<'static>,
+    len: usize,
+    /// Touched since its last egress: received a frame, or the application used a socket.
+    dirty: bool,
+    /// smoltcp's next timer for this shard, as of its last egress.
+    next_at: Option<Instant>,
+}
+
+impl Shard {
+    fn new() -> Self {
+        Shard {
+            set: SocketSet::new(Vec::new()),
+            len: 0,
+            dirty: false,
+            next_at: None,
+        }
+    }
+}
+
+/// Every socket of a stack.
+pub struct Shards {
+    shards: Vec<Shard>,
+    index: HashMap<Key, u32>,
+    keys: HashMap<Slot, Key>,
+    /// Data shards with room, so placing a connection costs no scan.
+    roomy: Vec<u32>,
+}
+
+impl Shards {
+    /// Shard 0 only.
+    pub fn new() -> Self {
+        Shards {
+            shards: vec![Shard::new()],
+            index: HashMap::new(),
+            keys: HashMap::new(),
+            roomy: Vec::new(),
+        }
+    }
+
+    /// Adds a socket to shard 0 (listening, connecting from a listener, DHCP, DNS).
+    pub fn add_control<T: AnySocket<'static>>(&mut self, socket: T) -> Slot {
+        let shard = &mut self.shards[0];
+        shard.len += 1;
+        shard.dirty = true;
+        Slot {
+            shard: 0,
+            handle: shard.set.add(socket),
+        }
+    }
+
+    /// Adds a TCP socket that has its endpoints (connected, or connecting from us) to a
+    /// data shard, indexed by its 4-tuple.
+    pub fn add_connection(&mut self, socket: tcp::Socket<'static>) -> Slot {
+        let key = socket.local_endpoint().zip(socket.remote_endpoint());
+        let shard = match self.roomy.last() {
+            Some(&s) => s,
+            None => {
+                self.shards.push(Shard::new());
+                let s = (self.shards.len() - 1) as u32;
+                self.roomy.push(s);
+                s
+            }
+        };
+        let entry = &mut self.shards[shard as usize];
+        entry.len += 1;
+        entry.dirty = true;
+        if entry.len >= SHARD_SIZE {
+            self.roomy.pop();
+        }
+        let slot = Slot {
+            shard,
+            handle: entry.set.add(socket),
+        };
+        if let Some(key) = key {
+            self.index.insert(key, shard);
+            self.keys.insert(slot, key);
+        }
+        slot
+    }
+
+    /// Moves an established socket from shard 0 to a data shard.
+    pub fn promote(&mut self, slot: Slot) -> Slot {
+        match self.remove(slot) {
+            Socket::Tcp(socket) => self.add_connection(socket),
+            // Only TCP sockets are promoted; anything else goes back where it was.
+            other => self.add_control(other),
+        }
+    }
+
+    /// Takes a socket out of its shard.
+    pub fn remove(&mut self, slot: Slot) -> Socket<'static> {
+        if let Some(key) = self.keys.remove(&slot) {
+            if self.index.get(&key) == Some(&slot.shard) {
+                self.index.remove(&key);
+            }
+        }
+        let shard = &mut self.shards[slot.shard as usize];
+        shard.len -= 1;
+        shard.dirty = true;
+        if slot.shard != 0 && shard.len == SHARD_SIZE - 1 {
+            self.roomy.push(slot.shard);
+        }
+        shard.set.remove(slot.handle)
+    }
+
+    /// A socket, to use (its shard will be polled for output).
+    pub fn get_mut<T: AnySocket<'static>>(&mut self, slot: Slot) -> &mut T {
+        let shard = &mut self.shards[slot.shard as usize];
+        shard.dirty = true;
+        shard.set.get_mut::<T>(slot.handle)
+    }
+
+    /// A socket, to look at.
+    pub fn get<T: AnySocket<'static>>(&self, slot: Slot) -> &T {
+        self.shards[slot.shard as usize].set.get::<T>(slot.handle)
+    }
+
+    /// Every socket, with its slot.
+    pub fn iter(&self) -> impl Iterator<Item = (Slot, &Socket<'static>)> {
+        self.shards.iter().enumerate().flat_map(|(i, shard)| {
+            shard.set.iter().map(move |(handle, socket)| {
+                (
+                    Slot {
+                        shard: i as u32,
+                        handle,
+                    },
+                    socket,
+                )
+            })
+        })
+    }
+
+    /// How many sockets there are.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.len).sum()
+    }
+
+    /// The shard that must see `frame`: the one holding the TCP connection it belongs
+    /// to, or shard 0.
+    pub fn route(&self, frame: &[u8]) -> usize {
+        tcp_key(frame)
+            .and_then(|key| self.index.get(&key))
+            .map_or(0, |&s| s as usize)
+    }
+
+    /// The socket set of a shard, marked for output.
+    pub fn set_for_ingress(&mut self, shard: usize) -> &mut SocketSet<'static> {
+        let shard = &mut self.shards[shard];
+        shard.dirty = true;
+        &mut shard.set
+    }
+
+    /// Lets every shard that was touched or has a timer due send, as smoltcp's
+    /// `poll_egress` would for one set. Returns true when a socket's state changed.
+    pub fn egress<D: Device>(
+        &mut self,
+        iface: &mut Interface,
+        now: Instant,
+        device: &mut D,
+    ) -> bool {
+        let mut changed = false;
+        for shard in &mut self.shards {
+            if !shard.dirty && shard.next_at.is_none_or(|at| at > now) {
+                continue;
+            }
+            while iface.poll_egress(now, device, &mut shard.set)
+                == smoltcp::iface::PollResult::SocketStateChanged
+            {
+                changed = true;
+            }
+            shard.dirty = false;
+            shard.next_at = iface.poll_at(now, &shard.set);
+        }
+        changed
+    }
+
+    /// The earliest time a shard needs a poll. A shard touched since its last egress is
+    /// asked again (only those: an application that looks at every socket each turn
+    /// must not make the loop spin, nor cost a walk of every shard).
+    pub fn poll_at(&mut self, iface: &mut Interface, now: Instant) -> Option<Instant> {
+        let mut at: Option<Instant> = None;
+        for shard in &mut self.shards {
+            if shard.dirty {
+                shard.next_at = iface.poll_at(now, &shard.set);
+                shard.dirty = false;
+            }
+            if let Some(t) = shard.next_at {
+                at = Some(at.map_or(t, |a| a.min(t)));
+            }
+        }
+        at
+    }
+}
+
+/// (local, remote) of a TCP segment in an Ethernet frame, if it is one (unfragmented).
+fn tcp_key(frame: &[u8]) -> Option<Key> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let (src, dst, proto, payload): (IpAddress, IpAddress, IpProtocol, &[u8]) =
+        match eth.ethertype() {
+            EthernetProtocol::Ipv4 => {
+                let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+                if ip.more_frags() || ip.frag_offset() != 0 {
+                    return None;
+                }
+                (
+                    ip.src_addr().into(),
+                    ip.dst_addr().into(),
+                    ip.next_header(),
+                    ip.payload(),
+                )
+            }
+            EthernetProtocol::Ipv6 => {
+                let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
+                (
+                    ip.src_addr().into(),
+                    ip.dst_addr().into(),
+                    ip.next_header(),
+                    ip.payload(),
+                )
+            }
+            _ => return None,
+        };
+    if proto != IpProtocol::Tcp {
+        return None;
+    }
+    let tcp = TcpPacket::new_checked(payload).ok()?;
+    Some((
+        IpEndpoint::new(dst, tcp.dst_port()),
+        IpEndpoint::new(src, tcp.src_port()),
+    ))
+}
+
+/// A device that yields one frame already read from `inner` (so it could be routed), and
+/// sends through `inner`.
+pub struct OneFrame<'a, D> {
+    /// The frame, until smoltcp takes it.
+    pub frame: Option<&'a [u8]>,
+    /// The real device.
+    pub inner: &'a mut D,
+}
+
+impl<D: Device> Device for OneFrame<'_, D> {
+    type RxToken<'b>
+        = FrameToken<'b>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = D::TxToken<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let frame = self.frame.take()?;
+        let tx = self.inner.transmit(timestamp)?;
+        Some((FrameToken(frame), tx))
+    }
+
+    fn transmit(&mut self, timestamp: Instant) -> Option<Self::TxToken<'_>> {
+        self.inner.transmit(timestamp)
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.inner.capabilities()
+    }
+}
+
+/// The frame of a [`OneFrame`].
+pub struct FrameToken<'a>(&'a [u8]);
+
+impl phy::RxToken for FrameToken<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.0)
+    }
+}
