@@ -10,10 +10,13 @@
 //! that shard is handed to smoltcp with it; egress visits only the shards that received
 //! a frame, were touched by the application, or have a timer due.
 //!
-//! A frame the index does not know (a SYN, a stray segment, ARP, ICMP, fragments) goes to
-//! shard 0, where smoltcp answers as it always did (LISTEN sockets, RST). IP fragments of a
-//! TCP segment to an established connection would reach shard 0 too; TCP's MSS keeps
-//! segments below the MTU, so they do not happen in practice.
+//! A frame the index does not know (a SYN, a stray segment, ARP, ICMP) goes to shard 0,
+//! where smoltcp answers as it always did (LISTEN sockets, RST). IPv4 fragments of a TCP
+//! segment follow their datagram: the first fragment carries the ports, so its shard is
+//! remembered by (source, destination, identification) and every later fragment of the
+//! datagram goes there too — whichever fragment completes the reassembly (in smoltcp's one
+//! interface-wide buffer) then meets the connection's socket. Fragments that come before the
+//! first one only fill the buffer, wherever they are routed.
 
 use std::collections::HashMap;
 
@@ -70,6 +73,8 @@ impl Shard {
 pub struct Shards {
     shards: Vec<Shard>,
     index: HashMap<Key, u32>,
+    /// The shard of each IPv4 datagram being reassembled, learned from its first fragment.
+    fragments: HashMap<FragmentKey, u32>,
     keys: HashMap<Slot, Key>,
     /// Data shards with room, so placing a connection costs no scan.
     roomy: Vec<u32>,
@@ -81,6 +86,7 @@ impl Shards {
         Shards {
             shards: vec![Shard::new()],
             index: HashMap::new(),
+            fragments: HashMap::new(),
             keys: HashMap::new(),
             roomy: Vec::new(),
         }
@@ -186,10 +192,21 @@ impl Shards {
 
     /// The shard that must see `frame`: the one holding the TCP connection it belongs
     /// to, or shard 0.
-    pub fn route(&self, frame: &[u8]) -> usize {
-        tcp_key(frame)
-            .and_then(|key| self.index.get(&key))
-            .map_or(0, |&s| s as usize)
+    pub fn route(&mut self, frame: &[u8]) -> usize {
+        match classify(frame) {
+            Routing::Segment(key) => self.index.get(&key).map_or(0, |&s| s as usize),
+            Routing::FirstFragment(id, key) => {
+                let shard = self.index.get(&key).copied().unwrap_or(0);
+                if self.fragments.len() >= MAX_FRAGMENTED_DATAGRAMS {
+                    // smoltcp reassembles one datagram at a time; old entries are stale.
+                    self.fragments.clear();
+                }
+                self.fragments.insert(id, shard);
+                shard as usize
+            }
+            Routing::LaterFragment(id) => self.fragments.get(&id).map_or(0, |&s| s as usize),
+            Routing::Other => 0,
+        }
     }
 
     /// The socket set of a shard, marked for output.
@@ -238,6 +255,63 @@ impl Shards {
             }
         }
         at
+    }
+}
+
+/// An IPv4 datagram being reassembled: (source, destination, identification).
+type FragmentKey = (IpAddress, IpAddress, u16);
+
+/// Datagrams whose first fragment's shard is remembered at most.
+const MAX_FRAGMENTED_DATAGRAMS: usize = 64;
+
+/// What decides a frame's shard.
+enum Routing {
+    /// An unfragmented TCP segment of this connection.
+    Segment(Key),
+    /// The first fragment of a TCP segment of this connection.
+    FirstFragment(FragmentKey, Key),
+    /// A later fragment of a datagram.
+    LaterFragment(FragmentKey),
+    /// Anything else.
+    Other,
+}
+
+fn classify(frame: &[u8]) -> Routing {
+    if let Some(key) = tcp_key(frame) {
+        return Routing::Segment(key);
+    }
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return Routing::Other;
+    };
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return Routing::Other;
+    }
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+        return Routing::Other;
+    };
+    if !ip.more_frags() && ip.frag_offset() == 0 {
+        return Routing::Other;
+    }
+    let id = (ip.src_addr().into(), ip.dst_addr().into(), ip.ident());
+    if ip.frag_offset() != 0 {
+        return Routing::LaterFragment(id);
+    }
+    if ip.next_header() != IpProtocol::Tcp {
+        return Routing::Other;
+    }
+    // The first fragment holds the TCP header (at least its ports).
+    let payload = ip.payload();
+    match (payload.get(0..2), payload.get(2..4)) {
+        (Some(sp), Some(dp)) => {
+            let src_port = u16::from_be_bytes([sp[0], sp[1]]);
+            let dst_port = u16::from_be_bytes([dp[0], dp[1]]);
+            let key = (
+                IpEndpoint::new(ip.dst_addr().into(), dst_port),
+                IpEndpoint::new(ip.src_addr().into(), src_port),
+            );
+            Routing::FirstFragment(id, key)
+        }
+        _ => Routing::Other,
     }
 }
 
