@@ -522,7 +522,7 @@ impl<H: Handler + ?Sized> Application for Server<H> {
         self.timers.first().map(|(at, _)| *at)
     }
 
-    fn shutdown(&mut self, stack: &mut Stack, _now: Instant) {
+    fn shutdown(&mut self, stack: &mut Stack, now: Instant) {
         self.accepting = false;
         for (port, _) in &self.ports {
             stack.unlisten(*port);
@@ -538,7 +538,7 @@ impl<H: Handler + ?Sized> Application for Server<H> {
                     Engine::Sniff(_) | Engine::Tls(_) => Some(k),
                     Engine::H1(h1) => h1.is_idle().then_some(k),
                     Engine::H2(h2) => {
-                        h2.shutdown();
+                        h2.shutdown(now);
                         None
                     }
                 }
