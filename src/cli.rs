@@ -62,6 +62,16 @@ pub struct NetArgs {
     /// reproducible.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+
+    /// Seconds of silence (no segment, not even an answer to a keep-alive probe) after
+    /// which a peer counts as vanished and its connection is aborted (0: never).
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub tcp_timeout: u64,
+
+    /// Seconds of idleness before a TCP keep-alive probe; must be less than --tcp-timeout
+    /// (0: off, only with --tcp-timeout 0).
+    #[arg(long, default_value_t = 20, value_name = "SECS")]
+    pub tcp_keepalive: u64,
 }
 
 impl NetArgs {
@@ -92,6 +102,15 @@ impl NetArgs {
             .tcp_buffer
             .checked_mul(1024)
             .ok_or_else(|| anyhow::anyhow!("--tcp-buffer {} KiB is too large", self.tcp_buffer))?;
+        if self.tcp_timeout > 0 && !(1..self.tcp_timeout).contains(&self.tcp_keepalive) {
+            anyhow::bail!(
+                "--tcp-keepalive ({}) must be between 1 and --tcp-timeout ({}) less 1: \
+                 without probes answered in time, idle connections would be aborted",
+                self.tcp_keepalive,
+                self.tcp_timeout
+            );
+        }
+        let secs = |s: u64| (s > 0).then(|| tapir::smoltcp::time::Duration::from_secs(s));
         let mut config = StackConfig::new(mac, addresses);
         config.gateways = self.gateway.iter().map(|g| IpAddress::from(*g)).collect();
         config.dhcp = self.dhcp;
@@ -101,6 +120,8 @@ impl NetArgs {
             tx_buffer: kib,
             backlog: self.backlog,
             max_connections: self.max_connections,
+            timeout: secs(self.tcp_timeout),
+            keep_alive: secs(self.tcp_keepalive),
             ..TcpConfig::default()
         };
         Ok(config)
@@ -266,6 +287,15 @@ pub struct HttpArgs {
     /// Pipelined requests read ahead per connection before reading pauses.
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub max_pipelined: usize,
+
+    /// Seconds an HTTP/2 connection may wait on its client (for request data, for window,
+    /// for it to read) with nothing moving before it is closed with GOAWAY.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub h2_stall_timeout: u64,
+
+    /// Seconds a client may take for its TLS handshake.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub tls_handshake_timeout: u64,
 }
 
 impl HttpArgs {
@@ -309,6 +339,11 @@ impl HttpArgs {
         h1.head_timeout = std::time::Duration::from_secs(self.head_timeout);
         h1.idle_timeout = std::time::Duration::from_secs(self.idle_timeout);
         h1.max_pipelined = self.max_pipelined;
+        if self.h2_stall_timeout == 0 || self.tls_handshake_timeout == 0 {
+            anyhow::bail!("--h2-stall-timeout and --tls-handshake-timeout must be at least 1");
+        }
+        config.h2.stall_timeout = std::time::Duration::from_secs(self.h2_stall_timeout);
+        config.tls_handshake_timeout = std::time::Duration::from_secs(self.tls_handshake_timeout);
         Ok(config)
     }
 }
