@@ -111,6 +111,17 @@ impl<T: Transport> H1Conn<T> {
         }
     }
 
+    /// Resets the connection (the shutdown grace period is over).
+    pub(crate) fn abort(&mut self, stack: &mut Stack) {
+        for t in &self.tasks {
+            t.sender
+                .fail(super::BodyError::Incomplete("server shutting down".into()));
+        }
+        if let Some(t) = self.transport.take() {
+            t.abort(stack);
+        }
+    }
+
     /// True when the connection has no request in progress (safe to close on shutdown).
     pub(crate) fn is_idle(&self) -> bool {
         self.tasks.is_empty() && self.engine.pending_output().is_empty()

@@ -566,6 +566,30 @@ impl<H: Handler + ?Sized> Application for Server<H> {
         }
     }
 
+    fn abort(&mut self, stack: &mut Stack) {
+        if !self.conns.is_empty() {
+            tracing::info!("resetting {} connections still open", self.conns.len());
+        }
+        for conn in self.conns.drain() {
+            match conn.engine {
+                Engine::Sniff(mut sniff) => {
+                    if let Some(stream) = sniff.stream.take() {
+                        stream.abort(stack);
+                    }
+                }
+                Engine::Tls(mut hs) => {
+                    if let Some(tls) = hs.stream.take() {
+                        tls.abort(stack);
+                    }
+                }
+                Engine::H1(mut h1) => h1.abort(stack),
+                Engine::H2(mut h2) => h2.abort(stack),
+            }
+        }
+        self.timers.clear();
+        self.shared.stats.borrow_mut().connections_open = 0;
+    }
+
     fn is_finished(&self) -> bool {
         !self.accepting && self.conns.is_empty()
     }
