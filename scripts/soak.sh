@@ -168,6 +168,7 @@ s.close()
 '
 
 abort_worker() { # clients that go away mid-way, one kind after the other
+    # (`ip netns exec` execs its command, so $! is the client's own PID for the kill)
     local n=0
     while (($(left) > 2)); do
         n=$((n + 1))
@@ -176,14 +177,14 @@ abort_worker() { # clients that go away mid-way, one kind after the other
         0) nsx curl -s -o /dev/null --http2 --cacert "$CERT" --max-time "0.$((RANDOM % 9 + 1))" \
             "$HTTPS/bytes/500000000" || true ;;
         1)
-            nsx curl -s -o /dev/null --limit-rate 4M "$HTTP/bytes/500000000" &
+            ip netns exec "$NS" curl -s -o /dev/null --limit-rate 4M "$HTTP/bytes/500000000" &
             p=$!
             sleep "0.$((RANDOM % 9 + 1))"
             kill -9 "$p" 2>/dev/null
             wait "$p" 2>/dev/null || true
             ;;
         2)
-            nsx curl -s -o /dev/null --http2-prior-knowledge --limit-rate 4M -T "$WORK/big.bin" "$HTTP/echo" &
+            ip netns exec "$NS" curl -s -o /dev/null --http2-prior-knowledge --limit-rate 4M -T "$WORK/big.bin" "$HTTP/echo" &
             p=$!
             sleep "0.$((RANDOM % 9 + 1))"
             kill -9 "$p" 2>/dev/null
@@ -193,7 +194,7 @@ abort_worker() { # clients that go away mid-way, one kind after the other
         4) (timeout -s KILL 0.3 ip netns exec "$NS" openssl s_client -connect 10.7.0.2:443 \
             -alpn h2 </dev/null >/dev/null 2>&1 || true) 2>/dev/null ;;
         5)
-            nsx curl -s -o /dev/null --http2 --cacert "$CERT" --limit-rate 4M -T "$WORK/big.bin" "$HTTPS/echo" &
+            ip netns exec "$NS" curl -s -o /dev/null --http2 --cacert "$CERT" --limit-rate 4M -T "$WORK/big.bin" "$HTTPS/echo" &
             p=$!
             sleep "0.$((RANDOM % 9 + 1))"
             kill -9 "$p" 2>/dev/null
