@@ -67,6 +67,16 @@ pub struct NetArgs {
     /// reproducible.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+
+    /// Seconds of silence (no segment, not even an answer to a keep-alive probe) after
+    /// which a peer counts as vanished and its connection is aborted (0: never).
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub tcp_timeout: u64,
+
+    /// Seconds of idleness before a TCP keep-alive probe; must be less than --tcp-timeout
+    /// (0: off, only with --tcp-timeout 0).
+    #[arg(long, default_value_t = 20, value_name = "SECS")]
+    pub tcp_keepalive: u64,
 }
 
 impl NetArgs {
@@ -100,6 +110,15 @@ impl NetArgs {
         if self.handshake_timeout == 0 {
             anyhow::bail!("--handshake-timeout must be at least 1 second");
         }
+        if self.tcp_timeout > 0 && !(1..self.tcp_timeout).contains(&self.tcp_keepalive) {
+            anyhow::bail!(
+                "--tcp-keepalive ({}) must be between 1 and --tcp-timeout ({}) less 1: \
+                 without probes answered in time, idle connections would be aborted",
+                self.tcp_keepalive,
+                self.tcp_timeout
+            );
+        }
+        let secs = |s: u64| (s > 0).then(|| tapir::smoltcp::time::Duration::from_secs(s));
         let mut config = StackConfig::new(mac, addresses);
         config.gateways = self.gateway.iter().map(|g| IpAddress::from(*g)).collect();
         config.dhcp = self.dhcp;
@@ -110,6 +129,8 @@ impl NetArgs {
             backlog: self.backlog,
             max_connections: self.max_connections,
             handshake_timeout: smoltcp::time::Duration::from_secs(self.handshake_timeout),
+            timeout: secs(self.tcp_timeout),
+            keep_alive: secs(self.tcp_keepalive),
             ..TcpConfig::default()
         };
         Ok(config)
@@ -279,6 +300,11 @@ pub struct HttpArgs {
     /// Pipelined requests read ahead per connection before reading pauses.
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub max_pipelined: usize,
+
+    /// Seconds an HTTP/2 connection may wait on its client (for request data, for window,
+    /// for it to read) with nothing moving before it is closed with GOAWAY.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub h2_stall_timeout: u64,
 }
 
 impl HttpArgs {
@@ -325,6 +351,10 @@ impl HttpArgs {
         h1.head_timeout = std::time::Duration::from_secs(self.head_timeout);
         h1.idle_timeout = std::time::Duration::from_secs(self.idle_timeout);
         h1.max_pipelined = self.max_pipelined;
+        if self.h2_stall_timeout == 0 {
+            anyhow::bail!("--h2-stall-timeout must be at least 1 second");
+        }
+        config.h2.stall_timeout = std::time::Duration::from_secs(self.h2_stall_timeout);
         config.tls_handshake_timeout = std::time::Duration::from_secs(self.tls_handshake_timeout);
         Ok(config)
     }

@@ -127,12 +127,24 @@ impl H2Pipes {
         transport: &mut T,
         stack: &mut Stack,
     ) -> Result<Moved, TransportError> {
+        self.fill_from_inspect(transport, stack, &mut |_| {})
+    }
+
+    /// Like [`H2Pipes::fill_from`]; `inspect` sees every byte taken, in order, before `h2`
+    /// does (the server counts frames with it).
+    pub fn fill_from_inspect<T: Transport>(
+        &self,
+        transport: &mut T,
+        stack: &mut Stack,
+        inspect: &mut dyn FnMut(&[u8]),
+    ) -> Result<Moved, TransportError> {
         if self.rx_room() == 0 || self.rx_eof() {
             return Ok(Moved::default());
         }
         let mut bytes = 0;
         let status = transport.read_with(stack, &mut |data| {
             let n = self.push_rx(data);
+            inspect(&data[..n]);
             bytes += n;
             n
         })?;

@@ -144,6 +144,11 @@ where
             });
         }
         if shutdown_deadline.is_some_and(|deadline| now >= deadline) {
+            app.abort(stack);
+            stack.flush(now, device);
+            if let Some(e) = device.take_failure() {
+                return Err(RunError::Device(e));
+            }
             return Ok(Ended::GraceExpired);
         }
 

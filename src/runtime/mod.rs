@@ -32,6 +32,11 @@ pub trait Application {
     /// until [`Application::is_finished`] or its shutdown deadline.
     fn shutdown(&mut self, _stack: &mut Stack, _now: Instant) {}
 
+    /// The shutdown grace period ended with work left: reset every connection still open,
+    /// so its peer gets an error at once instead of waiting on a stack that is gone. The
+    /// driver sends the resets before it returns.
+    fn abort(&mut self, _stack: &mut Stack) {}
+
     /// True when there is nothing left to do (a client got its answers, a server that was
     /// shut down has closed every connection).
     fn is_finished(&self) -> bool {

@@ -127,6 +127,22 @@ impl<T: Transport> H1Conn<T> {
         }
     }
 
+    /// Resets the connection (the shutdown grace period is over); an open tunnel too.
+    pub(crate) fn abort(&mut self, stack: &mut Stack, shared: &Shared) {
+        for t in &self.tasks {
+            t.sender
+                .fail(super::BodyError::Incomplete("server shutting down".into()));
+        }
+        if let Some(mut pump) = self.pump.take() {
+            pump.abort(stack, "server shutting down");
+            let mut stats = shared.stats.borrow_mut();
+            stats.tunnels_open = stats.tunnels_open.saturating_sub(1);
+        }
+        if let Some(t) = self.transport.take() {
+            t.abort(stack);
+        }
+    }
+
     /// True when the connection has no request in progress (safe to close on shutdown); a
     /// tunnel counts as idle: it has no end a shutdown could wait for.
     pub(crate) fn is_idle(&self) -> bool {

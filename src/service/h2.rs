@@ -20,11 +20,12 @@ use smoltcp::time::Instant;
 
 use super::body::{request_body, BodySender, BodyStream, IncomingBody};
 use super::h1::Drive;
+use super::h2guard::FrameGuard;
 use super::server::Shared;
 use super::tunnel::{ConnectProtocol, Tunnel, TUNNEL_BUFFER};
 use super::{Answer, Body, BodyError, ConnInfo, Handler, Protocol};
 use crate::http::h2io::{H2Io, H2Pipes};
-use crate::http::CONNECTION_HEADERS;
+use crate::http::{CONNECTION_HEADERS, H2_PREFACE};
 use crate::stack::Stack;
 use crate::transport::Transport;
 
@@ -56,6 +57,17 @@ pub struct H2Config {
     pub handshake_timeout: Duration,
     /// A connection with no open stream for this long is closed with GOAWAY.
     pub idle_timeout: Duration,
+    /// A connection whose streams wait on the client (for request data, for flow-control
+    /// window, or for it to read what was written) with nothing moving for this long is
+    /// closed with GOAWAY (`ENHANCE_YOUR_CALM`), and reset if even that cannot be sent
+    /// within the same time. A GOAWAY'd connection the client does not finish is reset
+    /// after this long too.
+    pub stall_timeout: Duration,
+    /// PING, SETTINGS, PRIORITY and RST_STREAM frames a client may send in a burst.
+    pub max_control_frames: u32,
+    /// PING, SETTINGS, PRIORITY and RST_STREAM frames per second a client may send after
+    /// its burst; beyond, the connection is closed with GOAWAY (`ENHANCE_YOUR_CALM`).
+    pub control_frames_per_sec: u32,
 }
 
 impl Default for H2Config {
@@ -70,6 +82,9 @@ impl Default for H2Config {
             max_local_error_reset_streams: 1024,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            stall_timeout: Duration::from_secs(60),
+            max_control_frames: 500,
+            control_frames_per_sec: 100,
         }
     }
 }
@@ -132,6 +147,18 @@ pub(crate) struct H2Conn<T: Transport> {
     idle_since: Instant,
     created: Instant,
     going_away: bool,
+    /// Counts the client's control frames (PING/SETTINGS floods, rapid reset).
+    guard: FrameGuard,
+    /// GOAWAY to send as soon as the connection is open (a flood during the handshake).
+    pending_abrupt: Option<Reason>,
+    /// Since when every open stream waits on the client with nothing moving.
+    waiting_since: Option<Instant>,
+    /// Since when a GOAWAY'd connection has had no stream left.
+    away_since: Option<Instant>,
+    /// Reset the connection on the next drive (a GOAWAY'd or stalled peer did not finish).
+    kill: bool,
+    /// A GOAWAY with an error was queued.
+    aborted: bool,
 }
 
 impl<T: Transport> H2Conn<T> {
@@ -157,22 +184,66 @@ impl<T: Transport> H2Conn<T> {
             idle_since: now,
             created: now,
             going_away: false,
+            guard: FrameGuard::new(
+                config.max_control_frames,
+                config.control_frames_per_sec,
+                H2_PREFACE.len().saturating_sub(prefix.len()),
+                now,
+            ),
+            pending_abrupt: None,
+            waiting_since: None,
+            away_since: None,
+            kill: false,
+            aborted: false,
         }
     }
 
-    /// When the handshake or idle timer fires.
+    /// When the handshake, idle or stall timer fires.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        match self.state {
+        let stall: smoltcp::time::Duration = self.config.stall_timeout.into();
+        let timer = match self.state {
             State::Handshaking(_) => Some(self.created + self.config.handshake_timeout.into()),
             State::Open(_) if self.streams.is_empty() && !self.going_away => {
                 Some(self.idle_since + self.config.idle_timeout.into())
             }
             _ => None,
-        }
+        };
+        [
+            timer,
+            self.waiting_since.map(|t| t + stall),
+            self.away_since.map(|t| t + stall),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Acts on expired timers.
     pub(crate) fn on_timeout(&mut self, now: Instant) {
+        let stall: smoltcp::time::Duration = self.config.stall_timeout.into();
+        if self.away_since.is_some_and(|t| now >= t + stall) {
+            tracing::info!(
+                "{}: HTTP/2 peer did not finish after GOAWAY, resetting",
+                self.info.peer
+            );
+            self.kill = true;
+            return;
+        }
+        if self.waiting_since.is_some_and(|t| now >= t + stall) {
+            tracing::info!(
+                "{}: HTTP/2 connection stalled for {:?} waiting on the client, closing",
+                self.info.peer,
+                self.config.stall_timeout
+            );
+            self.waiting_since = None;
+            if self.aborted {
+                // Not even the GOAWAY got out.
+                self.kill = true;
+            } else {
+                self.abrupt(Reason::ENHANCE_YOUR_CALM, now);
+            }
+            return;
+        }
         match &mut self.state {
             State::Handshaking(_) if now >= self.created + self.config.handshake_timeout.into() => {
                 tracing::debug!("{}: HTTP/2 handshake timed out", self.info.peer);
@@ -185,17 +256,52 @@ impl<T: Transport> H2Conn<T> {
                 tracing::debug!("{}: HTTP/2 connection idle, sending GOAWAY", self.info.peer);
                 conn.graceful_shutdown();
                 self.going_away = true;
+                self.away_since.get_or_insert(now);
             }
             _ => {}
         }
     }
 
+    /// Closes the connection with GOAWAY carrying `reason`; streams end at once.
+    fn abrupt(&mut self, reason: Reason, now: Instant) {
+        self.aborted = true;
+        match &mut self.state {
+            State::Open(conn) => {
+                conn.abrupt_shutdown(reason);
+                self.going_away = true;
+                self.away_since.get_or_insert(now);
+            }
+            State::Handshaking(_) => {
+                self.pending_abrupt = Some(reason);
+                self.away_since.get_or_insert(now);
+            }
+            State::Closed => {}
+        }
+    }
+
+    /// True when some stream waits on the client: for request data it has room for, for
+    /// flow-control window, or for the client to read what was written.
+    fn waiting_on_peer(&self) -> bool {
+        self.pipes.tx_pending() > 0
+            || self.streams.iter().any(|s| {
+                // A quiet tunnel waits on its peer by nature; it is not a stall.
+                if s.tunnelled {
+                    return false;
+                }
+                let wants_data = s.recv.is_some() && s.sender.buffered() < STREAM_BODY_BUFFER;
+                let wants_window =
+                    matches!(&s.stage, Stage::Streaming(send, _) if send.capacity() == 0);
+                wants_data || wants_window
+            })
+    }
+
     /// Starts a graceful shutdown: GOAWAY, in-flight streams finish.
-    pub(crate) fn shutdown(&mut self) {
+    pub(crate) fn shutdown(&mut self, now: Instant) {
         match &mut self.state {
             State::Open(conn) => {
                 conn.graceful_shutdown();
                 self.going_away = true;
+                self.away_since.get_or_insert(now);
             }
             State::Handshaking(_) => self.state = State::Closed,
             State::Closed => {}
@@ -221,20 +327,36 @@ impl<T: Transport> H2Conn<T> {
         handler: &H,
         shared: &Shared,
     ) -> Drive {
+        if self.kill {
+            return self.finish(stack, true);
+        }
+        let mut moved_streams = false;
         for _ in 0..TURNS {
             let Some(transport) = self.transport.as_mut() else {
                 return Drive::Closed;
             };
             let mut progress = false;
-            // Transport → h2.
-            match self.pipes.fill_from(transport, stack) {
+            // Transport → h2, counting the client's control frames on the way.
+            let guard = &mut self.guard;
+            let mut inspect = |data: &[u8]| guard.inspect(data, now);
+            match self.pipes.fill_from_inspect(transport, stack, &mut inspect) {
                 Ok(moved) => {
                     shared.stats.borrow_mut().bytes_in += moved.bytes as u64;
                     progress |= moved.any();
                 }
                 Err(_) => return self.finish(stack, true),
             }
-            progress |= self.poll_h2(cx, handler, shared, now);
+            if self.guard.flooded() && !self.going_away && self.pending_abrupt.is_none() {
+                tracing::info!(
+                    "{}: HTTP/2 control frame flood (PING/SETTINGS/PRIORITY/RST_STREAM), \
+                     closing with ENHANCE_YOUR_CALM",
+                    self.info.peer
+                );
+                self.abrupt(Reason::ENHANCE_YOUR_CALM, now);
+            }
+            let moved = self.poll_h2(cx, handler, shared, now);
+            moved_streams |= moved;
+            progress |= moved;
             // h2 → transport.
             let Some(transport) = self.transport.as_mut() else {
                 return Drive::Closed;
@@ -255,6 +377,16 @@ impl<T: Transport> H2Conn<T> {
         }
         if !self.streams.is_empty() {
             self.idle_since = now;
+        }
+        // The stall timer runs while streams wait on the client and nothing moves.
+        if !self.waiting_on_peer() {
+            self.waiting_since = None;
+        } else if moved_streams || self.waiting_since.is_none() {
+            self.waiting_since = Some(now);
+        }
+        // After GOAWAY, the reset timer runs once the last stream is gone.
+        if self.away_since.is_some() && !self.streams.is_empty() {
+            self.away_since = Some(now);
         }
         if let Some(transport) = self.transport.as_mut() {
             let read = !self.pipes.rx_eof();
@@ -288,7 +420,11 @@ impl<T: Transport> H2Conn<T> {
         if let State::Handshaking(handshake) = &mut self.state {
             match Pin::new(handshake).poll(cx) {
                 Poll::Pending => return false,
-                Poll::Ready(Ok(conn)) => {
+                Poll::Ready(Ok(mut conn)) => {
+                    if let Some(reason) = self.pending_abrupt.take() {
+                        conn.abrupt_shutdown(reason);
+                        self.going_away = true;
+                    }
                     self.state = State::Open(conn);
                     progress = true;
                 }

@@ -526,7 +526,7 @@ impl<H: Handler + ?Sized> Application for Server<H> {
         self.timers.first().map(|(at, _)| *at)
     }
 
-    fn shutdown(&mut self, stack: &mut Stack, _now: Instant) {
+    fn shutdown(&mut self, stack: &mut Stack, now: Instant) {
         self.accepting = false;
         for (port, _) in &self.ports {
             stack.unlisten(*port);
@@ -542,7 +542,7 @@ impl<H: Handler + ?Sized> Application for Server<H> {
                     Engine::Sniff(_) | Engine::Tls(_) => Some(k),
                     Engine::H1(h1) => h1.is_idle().then_some(k),
                     Engine::H2(h2) => {
-                        h2.shutdown();
+                        h2.shutdown(now);
                         None
                     }
                 }
@@ -568,6 +568,30 @@ impl<H: Handler + ?Sized> Application for Server<H> {
                 Engine::H2(mut h2) => h2.abort(stack),
             }
         }
+    }
+
+    fn abort(&mut self, stack: &mut Stack) {
+        if !self.conns.is_empty() {
+            tracing::info!("resetting {} connections still open", self.conns.len());
+        }
+        for conn in self.conns.drain() {
+            match conn.engine {
+                Engine::Sniff(mut sniff) => {
+                    if let Some(stream) = sniff.stream.take() {
+                        stream.abort(stack);
+                    }
+                }
+                Engine::Tls(mut hs) => {
+                    if let Some(tls) = hs.stream.take() {
+                        tls.abort(stack);
+                    }
+                }
+                Engine::H1(mut h1) => h1.abort(stack, &self.shared),
+                Engine::H2(mut h2) => h2.abort(stack),
+            }
+        }
+        self.timers.clear();
+        self.shared.stats.borrow_mut().connections_open = 0;
     }
 
     fn is_finished(&self) -> bool {

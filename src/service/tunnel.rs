@@ -410,6 +410,11 @@ impl<T: Transport> Pump<T> {
         }
     }
 
+    /// Resets the connection now; the task reads an error.
+    pub(crate) fn abort(&mut self, stack: &mut Stack, reason: &str) {
+        self.finish(stack, Some(reason.to_string()));
+    }
+
     fn finish(&mut self, stack: &mut Stack, reset: Option<String>) -> PumpState {
         match reset {
             Some(reason) => {

@@ -101,6 +101,11 @@ pub struct TcpConfig {
     /// Keep-alive probe interval of an idle connection (off by default: idle connections
     /// cost no wake-ups; application idle timeouts close them instead).
     pub keep_alive: Option<Duration>,
+    /// A connection whose peer sends nothing for this long is aborted, so a peer that
+    /// vanished without a FIN or RST is freed instead of retransmitted to (or waited on)
+    /// forever. smoltcp counts from the peer's last segment even on an idle connection, so
+    /// set `keep_alive` below it or idle connections are aborted too (off by default).
+    pub timeout: Option<Duration>,
 }
 
 impl Default for TcpConfig {
@@ -116,6 +121,7 @@ impl Default for TcpConfig {
             nagle: false,
             ack_delay: Some(Duration::from_millis(10)),
             keep_alive: None,
+            timeout: None,
         }
     }
 }
@@ -725,6 +731,7 @@ impl Stack {
         socket.set_nagle_enabled(tcp.nagle);
         socket.set_ack_delay(tcp.ack_delay);
         socket.set_keep_alive(tcp.keep_alive);
+        socket.set_timeout(tcp.timeout);
         socket
     }
 

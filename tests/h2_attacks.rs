@@ -1,0 +1,632 @@
+//! HTTP/2 attacks over the in-memory link, with hand-made frames: rapid reset,
+//! CONTINUATION flood, SETTINGS and PING floods, an HPACK bomb and a zero-window stall.
+//! Each time the offender's connection is closed with GOAWAY and the expected error code,
+//! the server holds bounded state, and a well-behaved client on another connection is
+//! answered all along.
+
+mod common;
+
+use common::{config, linked, CLIENT_IP, SERVER_IP};
+use smoltcp::socket::tcp::State;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{IpAddress, IpEndpoint};
+use tapir::device::memlink::{LinkConfig, MemDevice};
+use tapir::runtime::sim::{Node, Sim, SimNode};
+use tapir::runtime::Application;
+use tapir::service::builtin::Builtin;
+use tapir::service::server::StatsHandle;
+use tapir::service::{Body, ConnInfo, RequestBody, Server, ServerConfig};
+use tapir::stack::{Stack, TcpHandle};
+
+const PORT: u16 = 80;
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+const DATA: u8 = 0;
+const HEADERS: u8 = 1;
+const RST_STREAM: u8 = 3;
+const SETTINGS: u8 = 4;
+const PING: u8 = 6;
+const GOAWAY: u8 = 7;
+const WINDOW_UPDATE: u8 = 8;
+const CONTINUATION: u8 = 9;
+
+const END_STREAM: u8 = 0x1;
+const ACK: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+
+const PROTOCOL_ERROR: u32 = 0x1;
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).expect("small frame");
+    let mut f = len.to_be_bytes()[1..].to_vec();
+    f.push(kind);
+    f.push(flags);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An HPACK integer with an `n`-bit prefix whose high bits are `first`.
+fn hpack_int(first: u8, n: u32, mut value: usize, out: &mut Vec<u8>) {
+    let max = (1usize << n) - 1;
+    if value < max {
+        out.push(first | value as u8);
+        return;
+    }
+    out.push(first | max as u8);
+    value -= max;
+    while value >= 128 {
+        out.push((value % 128) as u8 | 0x80);
+        value /= 128;
+    }
+    out.push(value as u8);
+}
+
+fn hpack_str(s: &[u8], out: &mut Vec<u8>) {
+    hpack_int(0, 7, s.len(), out);
+    out.extend_from_slice(s);
+}
+
+/// The header block of `GET path` (static-table names, literals without indexing).
+fn get_block(path: &str) -> Vec<u8> {
+    let mut b = vec![0x82, 0x86]; // :method GET, :scheme http
+    hpack_int(0, 4, 4, &mut b); // :path, literal without indexing
+    hpack_str(path.as_bytes(), &mut b);
+    hpack_int(0, 4, 1, &mut b); // :authority
+    hpack_str(b"test", &mut b);
+    b
+}
+
+fn client_start(settings: &[(u16, u32)]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    for (id, value) in settings {
+        payload.extend_from_slice(&id.to_be_bytes());
+        payload.extend_from_slice(&value.to_be_bytes());
+    }
+    let mut out = PREFACE.to_vec();
+    out.extend(frame(SETTINGS, 0, 0, &payload));
+    out
+}
+
+/// What one raw connection does.
+enum Role {
+    /// Sends `bytes` as fast as the socket takes them; reads everything.
+    Attacker { bytes: Vec<u8>, sent: usize },
+    /// Sends one of `chunks` every `interval` (after the first, sent at once).
+    Paced {
+        chunks: Vec<Vec<u8>>,
+        next: usize,
+        interval: Duration,
+        next_at: Option<Instant>,
+    },
+    /// Sends GET requests one after the other, answering SETTINGS and opening windows.
+    Legit { wanted: usize, next_stream: u32 },
+}
+
+struct RawConn {
+    handle: Option<TcpHandle>,
+    role: Role,
+    out: Vec<u8>,
+    inbuf: Vec<u8>,
+    /// GOAWAY (last stream, error code) received.
+    goaway: Option<(u32, u32)>,
+    /// Complete 200 responses received (legit role).
+    answered: usize,
+    /// Streams the server reset (RST_STREAM received).
+    resets: usize,
+    /// The server closed or reset the connection.
+    closed_at: Option<Instant>,
+    /// Response HEADERS were seen on the current stream, with status 200.
+    status_ok: bool,
+}
+
+impl RawConn {
+    fn new(stack: &mut Stack, role: Role) -> Self {
+        let server = IpEndpoint::new(IpAddress::Ipv4(SERVER_IP), PORT);
+        let out = match &role {
+            Role::Legit { .. } => client_start(&[]),
+            Role::Attacker { .. } | Role::Paced { .. } => Vec::new(),
+        };
+        RawConn {
+            handle: Some(stack.connect(server).expect("connect")),
+            role,
+            out,
+            inbuf: Vec::new(),
+            goaway: None,
+            answered: 0,
+            resets: 0,
+            closed_at: None,
+            status_ok: false,
+        }
+    }
+
+    fn request_next(&mut self) {
+        if let Role::Legit {
+            wanted,
+            next_stream,
+        } = &mut self.role
+        {
+            if self.answered < *wanted {
+                let id = *next_stream;
+                *next_stream += 2;
+                let path = format!("/bytes/{}", 1000 + self.answered);
+                self.out.extend(frame(
+                    HEADERS,
+                    END_STREAM | END_HEADERS,
+                    id,
+                    &get_block(&path),
+                ));
+                self.status_ok = false;
+            }
+        }
+    }
+
+    fn on_frame(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        let legit = matches!(self.role, Role::Legit { .. });
+        match kind {
+            GOAWAY if payload.len() >= 8 => {
+                let last = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                let code = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
+                self.goaway = Some((last & 0x7fff_ffff, code));
+            }
+            RST_STREAM => self.resets += 1,
+            SETTINGS if flags & ACK == 0 && legit => {
+                self.out.extend(frame(SETTINGS, ACK, 0, &[]));
+                if self.answered == 0 && stream == 0 {
+                    self.request_next();
+                }
+            }
+            HEADERS if legit => {
+                // The server's encoder sends `:status: 200` as static index 8.
+                self.status_ok = payload.first() == Some(&0x88);
+                if flags & END_STREAM != 0 {
+                    self.end_of_response();
+                }
+            }
+            DATA if legit => {
+                if !payload.is_empty() {
+                    let n = (payload.len() as u32).to_be_bytes();
+                    self.out.extend(frame(WINDOW_UPDATE, 0, 0, &n));
+                    self.out.extend(frame(WINDOW_UPDATE, 0, stream, &n));
+                }
+                if flags & END_STREAM != 0 {
+                    self.end_of_response();
+                }
+            }
+            PING if flags & ACK == 0 && legit => {
+                self.out.extend(frame(PING, ACK, 0, payload));
+            }
+            _ => {}
+        }
+    }
+
+    fn end_of_response(&mut self) {
+        if self.status_ok {
+            self.answered += 1;
+        }
+        self.request_next();
+    }
+
+    fn poll(&mut self, stack: &mut Stack, now: Instant) -> bool {
+        let Some(handle) = self.handle.take() else {
+            return false;
+        };
+        let progress = self.poll_socket(stack, &handle, now);
+        self.handle = Some(handle);
+        progress
+    }
+
+    fn poll_socket(&mut self, stack: &mut Stack, handle: &TcpHandle, now: Instant) -> bool {
+        let mut progress = false;
+        let socket = stack.socket(handle);
+        if !socket.is_active() || socket.state() == State::CloseWait {
+            // FIN or RST from the server (or never connected).
+            if self.closed_at.is_none() && socket.state() != State::SynSent {
+                self.closed_at = Some(now);
+                progress = true;
+            }
+        }
+        let mut buf = [0u8; 16384];
+        while socket.can_recv() {
+            let n = socket.recv_slice(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            self.inbuf.extend_from_slice(&buf[..n]);
+            progress = true;
+        }
+        // Parse complete frames.
+        let mut at = 0;
+        while self.inbuf.len() - at >= 9 {
+            let h = &self.inbuf[at..at + 9];
+            let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+            if self.inbuf.len() - at < 9 + len {
+                break;
+            }
+            let (kind, flags) = (h[3], h[4]);
+            let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+            let payload = self.inbuf[at + 9..at + 9 + len].to_vec();
+            self.on_frame(kind, flags, stream, &payload);
+            at += 9 + len;
+        }
+        self.inbuf.drain(..at);
+        let socket = stack.socket(handle);
+        if let Role::Attacker { bytes, sent } = &mut self.role {
+            while *sent < bytes.len() && socket.can_send() {
+                let n = socket.send_slice(&bytes[*sent..]).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                *sent += n;
+                progress = true;
+            }
+        }
+        if let Role::Paced {
+            chunks,
+            next,
+            interval,
+            next_at,
+        } = &mut self.role
+        {
+            if *next < chunks.len() && next_at.is_none_or(|t| now >= t) && socket.can_send() {
+                let chunk = &chunks[*next];
+                if socket.send_capacity() - socket.send_queue() >= chunk.len() {
+                    socket.send_slice(chunk).expect("room was checked");
+                    *next += 1;
+                    *next_at = Some(now + *interval);
+                    progress = true;
+                }
+            }
+        }
+        while !self.out.is_empty() && socket.can_send() {
+            let n = socket.send_slice(&self.out).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            self.out.drain(..n);
+            progress = true;
+        }
+        progress
+    }
+}
+
+struct Clients {
+    conns: Vec<RawConn>,
+}
+
+impl Application for Clients {
+    fn poll(&mut self, stack: &mut Stack, now: Instant) -> bool {
+        let mut progress = false;
+        for c in &mut self.conns {
+            progress |= c.poll(stack, now);
+        }
+        progress
+    }
+
+    fn poll_at(&self, _now: Instant) -> Option<Instant> {
+        self.conns
+            .iter()
+            .filter_map(|c| match &c.role {
+                Role::Paced {
+                    chunks,
+                    next,
+                    next_at,
+                    ..
+                } if *next < chunks.len() && c.closed_at.is_none() => *next_at,
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Done when the attacker was shut out and the legitimate client has its answers.
+    fn is_finished(&self) -> bool {
+        let attacker = &self.conns[0];
+        let legit = &self.conns[1];
+        let wanted = match legit.role {
+            Role::Legit { wanted, .. } => wanted,
+            Role::Attacker { .. } | Role::Paced { .. } => 0,
+        };
+        attacker.closed_at.is_some() && legit.answered >= wanted
+    }
+}
+
+type Handler = Box<dyn Fn(http::Request<RequestBody>, &ConnInfo) -> http::Response<Body>>;
+
+struct Outcome {
+    attacker: RawConn,
+    legit: RawConn,
+    server: Node<MemDevice, Server<Handler>>,
+    /// Virtual time from the start to the attacker's connection being closed.
+    closed_after: Duration,
+}
+
+/// Runs `attack` (the bytes after the TCP handshake) against a server with the built-in
+/// site while a legitimate client asks for `legit_requests` responses one after the other
+/// on its own connection; returns once the attacker is shut out and the client answered.
+fn run(attack: Vec<u8>, legit_requests: usize, server_config: ServerConfig) -> Outcome {
+    run_role(
+        Role::Attacker {
+            bytes: attack,
+            sent: 0,
+        },
+        legit_requests,
+        server_config,
+    )
+}
+
+/// Like [`run`] with any attacker role.
+fn run_role(role: Role, legit_requests: usize, server_config: ServerConfig) -> Outcome {
+    let mut sim = Sim::new();
+    let (mut s_stack, s_dev, mut c_stack, c_dev) = linked(
+        LinkConfig::default(),
+        config(SERVER_IP, 2, 31),
+        config(CLIENT_IP, 1, 32),
+        &sim,
+    );
+    let stats = StatsHandle::default();
+    let builtin = Builtin::new(stats.clone());
+    let handler: Handler = Box::new(move |req, info: &ConnInfo| builtin.handle(req, info));
+    let mut server = Server::with_stats(handler, server_config, stats);
+    server.bind_http(&mut s_stack, PORT).unwrap();
+    let attacker = RawConn::new(&mut c_stack, role);
+    let legit = RawConn::new(
+        &mut c_stack,
+        Role::Legit {
+            wanted: legit_requests,
+            next_stream: 1,
+        },
+    );
+    let mut server = Node::new(s_stack, s_dev, server);
+    let mut client = Node::new(
+        c_stack,
+        c_dev,
+        Clients {
+            conns: vec![attacker, legit],
+        },
+    );
+    let start = sim.now();
+    let outcome = sim.run_until(
+        &mut [&mut server as &mut dyn SimNode, &mut client],
+        Duration::from_secs(300),
+        |nodes| nodes[1].finished(),
+    );
+    let legit = client.app.conns.pop().expect("legit");
+    let attacker = client.app.conns.pop().expect("attacker");
+    if let Err(e) = outcome {
+        panic!(
+            "attacker shut out and legit client answered: {e}; attacker goaway {:?} closed {:?}, \
+             legit answered {} goaway {:?}; server {:?}",
+            attacker.goaway,
+            attacker.closed_at,
+            legit.answered,
+            legit.goaway,
+            server.app.stats_handle().get()
+        );
+    }
+    let closed_after = attacker.closed_at.map_or(Duration::ZERO, |t| t - start);
+    Outcome {
+        attacker,
+        legit,
+        server,
+        closed_after,
+    }
+}
+
+/// What every attack must end with: GOAWAY `code` to the attacker, its connection gone
+/// from the server, the legitimate client answered every time without a GOAWAY.
+fn assert_shut_out(o: &Outcome, code: u32, legit_requests: usize) {
+    let (_, got) = o.attacker.goaway.expect("the attacker gets a GOAWAY");
+    assert_eq!(got, code, "GOAWAY error code");
+    assert!(
+        o.attacker.closed_at.is_some(),
+        "the attacker's connection is closed"
+    );
+    assert_eq!(
+        o.legit.answered, legit_requests,
+        "every legitimate request answered"
+    );
+    assert_eq!(
+        o.legit.goaway, None,
+        "the legitimate client keeps its connection"
+    );
+    assert_eq!(o.legit.resets, 0);
+    assert_eq!(
+        o.server.app.open_connections(),
+        1,
+        "only the legitimate connection is left on the server"
+    );
+}
+
+fn legit_requests_while(attack_frames: usize) -> usize {
+    // Enough to overlap the attack, few enough to keep the test quick.
+    (attack_frames / 1000).clamp(20, 50)
+}
+
+#[test]
+fn rapid_reset_is_shut_out_with_enhance_your_calm() {
+    let mut attack = client_start(&[]);
+    let pairs = 20_000u32;
+    for i in 0..pairs {
+        let id = 2 * i + 1;
+        attack.extend(frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            id,
+            &get_block("/bytes/100000"),
+        ));
+        attack.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes())); // CANCEL
+    }
+    let n = legit_requests_while(pairs as usize);
+    let o = run(attack, n, ServerConfig::default());
+    assert_shut_out(&o, ENHANCE_YOUR_CALM, n);
+    let stats = o.server.app.stats_handle().get();
+    // The handler ran for a bounded number of the attacker's streams.
+    let attacker_requests = stats.requests_http2 - n as u64;
+    assert!(
+        attacker_requests <= 600,
+        "{attacker_requests} of {pairs} reset streams reached the handler"
+    );
+}
+
+#[test]
+fn paced_rapid_reset_is_shut_out_too() {
+    // One HEADERS+RST_STREAM pair per TCP segment, each stream accepted before its reset:
+    // h2's pending-accept limit never sees them; the control-frame budget does.
+    let mut config = ServerConfig::default();
+    config.h2.max_control_frames = 50;
+    config.h2.control_frames_per_sec = 10;
+    let mut chunks = vec![client_start(&[])];
+    for i in 0..5_000u32 {
+        let id = 2 * i + 1;
+        let mut pair = frame(HEADERS, END_STREAM | END_HEADERS, id, &get_block("/"));
+        pair.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
+        chunks.push(pair);
+    }
+    let n = 20;
+    let role = Role::Paced {
+        chunks,
+        next: 0,
+        interval: Duration::from_millis(1),
+        next_at: None,
+    };
+    let o = run_role(role, n, config);
+    assert_shut_out(&o, ENHANCE_YOUR_CALM, n);
+    let stats = o.server.app.stats_handle().get();
+    // 50 at once, then 10 a second: the attacker got about 50 streams through.
+    let attacker_requests = stats.requests_http2 - n as u64;
+    assert!(
+        attacker_requests <= 60,
+        "{attacker_requests} reset streams handled"
+    );
+}
+
+#[test]
+fn continuation_flood_is_shut_out() {
+    let mut attack = client_start(&[]);
+    let frames = 50_000;
+    // An open header block, then CONTINUATION frames that never end it.
+    attack.extend(frame(HEADERS, END_STREAM, 1, &get_block("/")));
+    for _ in 0..frames {
+        attack.extend(frame(CONTINUATION, 0, 1, &[]));
+    }
+    let n = legit_requests_while(frames);
+    let o = run(attack, n, ServerConfig::default());
+    assert_shut_out(&o, ENHANCE_YOUR_CALM, n);
+    let stats = o.server.app.stats_handle().get();
+    assert_eq!(
+        stats.requests_http2, n as u64,
+        "the open block never became a request"
+    );
+    assert!(
+        stats.bytes_in < 1 << 20,
+        "the server stopped reading the flood early: {} bytes",
+        stats.bytes_in
+    );
+}
+
+#[test]
+fn settings_flood_is_shut_out() {
+    let mut attack = client_start(&[]);
+    let frames = 100_000;
+    for _ in 0..frames {
+        attack.extend(frame(SETTINGS, 0, 0, &[0, 3, 0, 0, 0, 100])); // MAX_CONCURRENT_STREAMS
+    }
+    let n = legit_requests_while(frames);
+    let o = run(attack, n, ServerConfig::default());
+    assert_shut_out(&o, ENHANCE_YOUR_CALM, n);
+    let stats = o.server.app.stats_handle().get();
+    assert!(
+        stats.bytes_in < 1 << 20,
+        "{} bytes read of the flood",
+        stats.bytes_in
+    );
+    assert!(
+        stats.bytes_out < 1 << 20,
+        "{} bytes written (SETTINGS acks)",
+        stats.bytes_out
+    );
+}
+
+#[test]
+fn ping_flood_is_shut_out() {
+    let mut attack = client_start(&[]);
+    let frames = 100_000;
+    for i in 0..frames as u64 {
+        attack.extend(frame(PING, 0, 0, &i.to_be_bytes()));
+    }
+    let n = legit_requests_while(frames);
+    let o = run(attack, n, ServerConfig::default());
+    assert_shut_out(&o, ENHANCE_YOUR_CALM, n);
+    let stats = o.server.app.stats_handle().get();
+    assert!(stats.bytes_in < 1 << 20, "{} bytes read", stats.bytes_in);
+    assert!(
+        stats.bytes_out < 1 << 20,
+        "{} bytes of PING acks",
+        stats.bytes_out
+    );
+}
+
+#[test]
+fn hpack_bomb_is_shut_out() {
+    // One 4,000-byte header goes into the dynamic table, then 4,000 one-byte references
+    // to it: 16 MB of decoded headers from a 4 KB frame.
+    let mut block = get_block("/");
+    block.push(0x40); // literal with incremental indexing, new name
+    hpack_str(b"x-bomb", &mut block);
+    hpack_str(&[b'a'; 4000], &mut block);
+    block.extend(std::iter::repeat_n(0xbe, 4000)); // indexed: dynamic entry 62
+    let mut attack = client_start(&[]);
+    attack.extend(frame(HEADERS, END_STREAM | END_HEADERS, 1, &block));
+    let n = 20;
+    let o = run(attack, n, ServerConfig::default());
+    assert_shut_out(&o, ENHANCE_YOUR_CALM, n);
+    assert_eq!(
+        o.server.app.stats_handle().get().requests_http2,
+        n as u64,
+        "the bomb never reached the handler"
+    );
+}
+
+#[test]
+fn a_header_block_on_stream_zero_is_a_protocol_error() {
+    // Not an attack, a control: the helper sees other GOAWAY codes as they are.
+    let mut attack = client_start(&[]);
+    attack.extend(frame(HEADERS, END_STREAM | END_HEADERS, 0, &get_block("/")));
+    let o = run(attack, 5, ServerConfig::default());
+    assert_shut_out(&o, PROTOCOL_ERROR, 5);
+}
+
+#[test]
+fn zero_window_stall_is_bounded_and_closed_by_the_stall_timeout() {
+    let mut config = ServerConfig::default();
+    config.h2.stall_timeout = std::time::Duration::from_secs(5);
+    // INITIAL_WINDOW_SIZE 0 and never a WINDOW_UPDATE, asking for 100 MB on 10 streams.
+    let mut attack = client_start(&[(0x4, 0)]);
+    attack.extend(frame(SETTINGS, ACK, 0, &[]));
+    for i in 0..10u32 {
+        attack.extend(frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            2 * i + 1,
+            &get_block("/bytes/100000000"),
+        ));
+    }
+    let n = 30;
+    let o = run(attack, n, config);
+    assert_shut_out(&o, ENHANCE_YOUR_CALM, n);
+    assert!(
+        o.closed_after >= Duration::from_secs(5) && o.closed_after < Duration::from_secs(15),
+        "closed by the 5 s stall timeout, after {}",
+        o.closed_after
+    );
+    let stats = o.server.app.stats_handle().get();
+    // Nothing of the 1 GB was produced or buffered: the legitimate responses and frame
+    // overhead are all that went out.
+    let legit_bytes: u64 = (0..n as u64).map(|i| 1000 + i).sum();
+    assert!(
+        stats.bytes_out < legit_bytes + 64 * 1024,
+        "{} bytes written",
+        stats.bytes_out
+    );
+}
