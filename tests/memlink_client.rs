@@ -215,6 +215,60 @@ fn h2c_upload_is_echoed() {
     );
 }
 
+/// 3 MB h2c uploads (the soak test's size, with a content-length) through loss and
+/// reordering: the server's cleartext receive path (sniffed preface as prefix, ring-buffer
+/// wrap, buffer growth, frame inspector) must hand h2 every byte exactly once, or h2 resets
+/// the stream with "content-length overflow" and the echo differs.
+#[test]
+fn h2c_3_mb_uploads_through_loss_keep_every_byte_once() {
+    for seed in [5, 6, 7] {
+        let link = LinkConfig {
+            loss: 0.02,
+            reorder: 0.02,
+            latency: Duration::from_micros(100),
+            seed,
+            ..LinkConfig::default()
+        };
+        let config = ClientConfig {
+            version: Version::Http2,
+            ..ClientConfig::default()
+        };
+        let mut data = vec![0u8; 3_000_000];
+        fastrand::Rng::with_seed(seed).fill(&mut data);
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/echo")
+            .header(http::header::CONTENT_LENGTH, data.len())
+            .body(Body::from(data.clone()))
+            .unwrap();
+        let jobs = vec![Job::new(target(Scheme::Http, 80), request, Hash::default())];
+        let (client, server) = fetch(link, config, jobs, false);
+        assert!(
+            client.app.failures().is_empty(),
+            "seed {seed}: {:?}",
+            client.app.failures()
+        );
+        assert_eq!(
+            client.app.jobs[0].outcome,
+            Some(Outcome::Done {
+                status: http::StatusCode::OK,
+                bytes: data.len() as u64
+            }),
+            "seed {seed}"
+        );
+        assert_eq!(
+            client.app.jobs[0].sink.sha.clone().finalize(),
+            Sha256::digest(&data),
+            "seed {seed}"
+        );
+        let stats = server.app.stats_handle().get();
+        assert!(
+            stats.bytes_in >= data.len() as u64,
+            "seed {seed}: {stats:?}"
+        );
+    }
+}
+
 #[test]
 fn refused_connection_is_a_clear_error() {
     let config = ClientConfig {
