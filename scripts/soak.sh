@@ -31,7 +31,7 @@ MINUTES=${1:-10}
     echo "$0: needs root (network namespace and TAP device)" >&2
     exit 2
 }
-for tool in curl h2load wrk python3 openssl ss; do
+for tool in curl nghttp h2load wrk python3 openssl ss; do
     command -v "$tool" >/dev/null || {
         echo "$0: needs $tool" >&2
         exit 2
@@ -143,12 +143,24 @@ checked_worker() { # well-formed requests whose answers are verified; failures l
         1) args=(--http2-prior-knowledge) url=$HTTP/bytes/1000000 want_sha=$pattern_sha ;;
         2) args=(--http2 --cacert "$CERT") url=$HTTPS/bytes/1000000 want_sha=$pattern_sha ;;
         3) args=(--http1.1 --cacert "$CERT" --data-binary "@$WORK/upload.bin") url=$HTTPS/echo want_sha=$UPLOAD_SHA ;;
-        4) args=(--http2-prior-knowledge --data-binary "@$WORK/upload.bin") url=$HTTP/echo want_sha=$UPLOAD_SHA ;;
+        # h2c uploads go through nghttp: curl 7.88 (Debian 12) sends a 64 KiB block of an h2c
+        # upload twice when a send blocks (seen in a capture of its own TCP stream; fixed in
+        # later curl), and the server then rightly resets the stream (content-length overflow).
+        4) args=(nghttp) url=$HTTP/echo want_sha=$UPLOAD_SHA ;;
         5) args=(--http2 --cacert "$CERT" --data-binary "@$WORK/upload.bin") url=$HTTPS/echo want_sha=$UPLOAD_SHA ;;
         esac
         local code
         : >"$out"
-        code=$(nsx curl -sS --max-time 20 -o "$out" -w '%{http_code}' "${args[@]}" "$url" 2>>"$WORK/checked.err") || code="curl-exit-$?"
+        if [[ ${args[0]} == nghttp ]]; then
+            # h2c with prior knowledge; the echoed body's SHA-256 is the check.
+            if nsx nghttp -t 20 -d "$WORK/upload.bin" "$url" >"$out" 2>>"$WORK/checked.err"; then
+                code=200
+            else
+                code="nghttp-exit-$?"
+            fi
+        else
+            code=$(nsx curl -sS --max-time 20 -o "$out" -w '%{http_code}' "${args[@]}" "$url" 2>>"$WORK/checked.err") || code="curl-exit-$?"
+        fi
         local sha
         sha=$(sha256sum "$out" | cut -d' ' -f1)
         if [[ $code != 200 || $sha != "$want_sha" ]]; then
@@ -264,9 +276,10 @@ for f in "$WORK"/wrk.*.txt; do
     errs=$(sed -n 's/.*Socket errors: connect \([0-9]*\), read \([0-9]*\), write \([0-9]*\), timeout \([0-9]*\).*/\1+\2+\3+\4/p' "$f")
     WRK_BAD=$((WRK_BAD + ${bad:-0} + ${errs:-0}))
 done
-CHECKED=$(wc -l <"$WORK/checked.count" 2>/dev/null || echo 0)
-CHECKED_BAD=$(wc -l <"$WORK/checked.failures" 2>/dev/null || echo 0)
-ABORTS=$(wc -l <"$WORK/aborts.count" 2>/dev/null || echo 0)
+touch "$WORK/checked.count" "$WORK/checked.failures" "$WORK/aborts.count"
+CHECKED=$(wc -l <"$WORK/checked.count")
+CHECKED_BAD=$(wc -l <"$WORK/checked.failures")
+ABORTS=$(wc -l <"$WORK/aborts.count")
 ERRORS=$(grep -c -E ' ERROR |panicked' "$WORK/tapir.log" || true)
 WARNS=$(grep -c ' WARN ' "$WORK/tapir.log" || true)
 
