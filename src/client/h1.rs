@@ -15,7 +15,7 @@ use crate::http::h1::{
     ClientConfig as H1Config, ClientConn, ClientEvent, ExchangeId, ResponseFraming,
 };
 use crate::service::body::{request_body, BodySender, BodyStream};
-use crate::service::tunnel::{Pump, PumpState, Tunnel, TUNNEL_BUFFER, TUNNEL_IDLE_TIMEOUT};
+use crate::service::tunnel::{Pump, PumpState, Tunnel, TUNNEL_BUFFER};
 use crate::service::{Body, ResponseBody};
 use crate::stack::Stack;
 use crate::transport::{ReadStatus, Transport};
@@ -243,14 +243,7 @@ impl<T: Transport> H1Client<T> {
                 {
                     // The rest of the stream, starting with any bytes after the response
                     // head (left unread by the engine), is the tunnel's.
-                    let mut pump = Pump::new(
-                        transport,
-                        end,
-                        bytes::Bytes::new(),
-                        None,
-                        TUNNEL_IDLE_TIMEOUT,
-                        now,
-                    );
+                    let mut pump = Pump::new(transport, end, bytes::Bytes::new(), None, now);
                     let state = pump.drive(stack, cx, now);
                     self.pump = Some(pump);
                     return Ok(state == PumpState::Open);

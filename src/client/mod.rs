@@ -36,7 +36,7 @@ use smoltcp::wire::{IpAddress, IpEndpoint};
 use crate::runtime::wake::{ConnWaker, ReadyQueue};
 use crate::runtime::Application;
 use crate::service::body::{request_body, BodySender};
-use crate::service::tunnel::{Pump, PumpState, Tunnel, TUNNEL_BUFFER, TUNNEL_IDLE_TIMEOUT};
+use crate::service::tunnel::{Pump, PumpState, Tunnel, TUNNEL_BUFFER};
 use crate::service::{Body, ResponseBody};
 use crate::stack::{Stack, StackError};
 use crate::transport::any::AnyStream;
@@ -914,7 +914,6 @@ fn dedicated_engine(stream: AnyStream, conn: &mut Conn, mode: Mode, now: Instant
                 end,
                 bytes::Bytes::new(),
                 None,
-                TUNNEL_IDLE_TIMEOUT,
                 now,
             )))
         }

@@ -15,7 +15,7 @@ use smoltcp::time::Instant;
 
 use super::body::{request_body, BodySender, BodyStream};
 use super::server::Shared;
-use super::tunnel::{Pump, PumpState, Tunnel, TunnelTask, TUNNEL_BUFFER, TUNNEL_IDLE_TIMEOUT};
+use super::tunnel::{Pump, PumpState, Tunnel, TunnelTask, TUNNEL_BUFFER};
 use super::{Answer, Body, ConnInfo, Handler, Protocol};
 use crate::http::h1::{BodyFraming, H1Config, RequestId, ServerConn, ServerEvent};
 use crate::stack::Stack;
@@ -119,8 +119,7 @@ impl<T: Transport> H1Conn<T> {
     pub(crate) fn close(&mut self, stack: &mut Stack, shared: &Shared) {
         if let Some(mut pump) = self.pump.take() {
             pump.close(stack, "server shutting down");
-            let mut stats = shared.stats.borrow_mut();
-            stats.tunnels_open = stats.tunnels_open.saturating_sub(1);
+            shared.stats.borrow_mut().tunnel_closed();
         }
         if let Some(t) = self.transport.take() {
             t.close(stack);
@@ -135,8 +134,7 @@ impl<T: Transport> H1Conn<T> {
         }
         if let Some(mut pump) = self.pump.take() {
             pump.abort(stack, "server shutting down");
-            let mut stats = shared.stats.borrow_mut();
-            stats.tunnels_open = stats.tunnels_open.saturating_sub(1);
+            shared.stats.borrow_mut().tunnel_closed();
         }
         if let Some(t) = self.transport.take() {
             t.abort(stack);
@@ -264,20 +262,9 @@ impl<T: Transport> H1Conn<T> {
         let (user, end) = Tunnel::pair(TUNNEL_BUFFER);
         let task = self.switch_task.take().map(|task| task(user));
         let prefix = Bytes::from(std::mem::take(&mut self.prefix));
-        {
-            let mut stats = shared.stats.borrow_mut();
-            stats.tunnels_total += 1;
-            stats.tunnels_open += 1;
-        }
+        shared.stats.borrow_mut().tunnel_opened();
         tracing::debug!("{}: connection switched to a tunnel", self.info.peer);
-        self.pump = Some(Pump::new(
-            transport,
-            end,
-            prefix,
-            task,
-            TUNNEL_IDLE_TIMEOUT,
-            now,
-        ));
+        self.pump = Some(Pump::new(transport, end, prefix, task, now));
         self.drive_pump_once(stack, cx, now, shared)
     }
 
@@ -297,7 +284,7 @@ impl<T: Transport> H1Conn<T> {
         stats.bytes_in += pump.bytes_in - bytes_in;
         stats.bytes_out += pump.bytes_out - bytes_out;
         if state == PumpState::Closed {
-            stats.tunnels_open = stats.tunnels_open.saturating_sub(1);
+            stats.tunnel_closed();
             self.pump = None;
             return Drive::Closed;
         }

@@ -467,8 +467,7 @@ impl<T: Transport> H2Conn<T> {
             if matches!(self.streams[i].stage, Stage::Done) && self.streams[i].recv.is_none() {
                 let task = self.streams.swap_remove(i);
                 if task.tunnelled {
-                    let mut stats = shared.stats.borrow_mut();
-                    stats.tunnels_open = stats.tunnels_open.saturating_sub(1);
+                    shared.stats.borrow_mut().tunnel_closed();
                 }
                 log_access(info, &task, now);
             } else {
@@ -607,9 +606,7 @@ fn advance_stream(
                         task.tunnel = answer.tunnel.map(|start| start(user));
                         body = Body::stream(outgoing);
                         task.tunnelled = true;
-                        let mut stats = shared.stats.borrow_mut();
-                        stats.tunnels_total += 1;
-                        stats.tunnels_open += 1;
+                        shared.stats.borrow_mut().tunnel_opened();
                     }
                     shared.stamp(&mut parts.headers, now);
                     for name in CONNECTION_HEADERS {

@@ -84,6 +84,17 @@ pub struct ServerStats {
 }
 
 impl ServerStats {
+    /// A connection or HTTP/2 stream became a tunnel.
+    pub(crate) fn tunnel_opened(&mut self) {
+        self.tunnels_total += 1;
+        self.tunnels_open += 1;
+    }
+
+    /// A tunnel ended.
+    pub(crate) fn tunnel_closed(&mut self) {
+        self.tunnels_open = self.tunnels_open.saturating_sub(1);
+    }
+
     pub(crate) fn note_request(&mut self, protocol: Protocol) {
         match protocol {
             Protocol::Http10 | Protocol::Http11 => self.requests_http1 += 1,

@@ -360,7 +360,6 @@ pub(crate) struct Pump<T: Transport> {
     write_closed: bool,
     /// The task closed its side, FIN not yet sent (queued bytes first).
     task_done: bool,
-    idle_timeout: Duration,
     last_activity: Instant,
     /// Bytes moved in (from the peer) and out (to the peer).
     pub(crate) bytes_in: u64,
@@ -375,7 +374,6 @@ impl<T: Transport> Pump<T> {
         end: Tunnel,
         prefix: Bytes,
         task: Option<Pin<Box<dyn Future<Output = ()>>>>,
-        idle_timeout: Duration,
         now: Instant,
     ) -> Self {
         Pump {
@@ -387,7 +385,6 @@ impl<T: Transport> Pump<T> {
             peer_eof: false,
             write_closed: false,
             task_done: false,
-            idle_timeout,
             last_activity: now,
             bytes_in: 0,
             bytes_out: 0,
@@ -398,7 +395,7 @@ impl<T: Transport> Pump<T> {
     pub(crate) fn deadline(&self) -> Option<Instant> {
         self.transport
             .as_ref()
-            .map(|_| self.last_activity + self.idle_timeout.into())
+            .map(|_| self.last_activity + TUNNEL_IDLE_TIMEOUT.into())
     }
 
     /// Ends the tunnel now (server shutdown, client close): the task reads an error.
@@ -444,8 +441,8 @@ impl<T: Transport> Pump<T> {
         if self.transport.is_none() {
             return PumpState::Closed;
         }
-        if now >= self.last_activity + self.idle_timeout.into() {
-            tracing::debug!("tunnel idle for {:?}: closing", self.idle_timeout);
+        if now >= self.last_activity + TUNNEL_IDLE_TIMEOUT.into() {
+            tracing::debug!("tunnel idle for {TUNNEL_IDLE_TIMEOUT:?}: closing");
             return self.finish(stack, Some("tunnel idle timeout".into()));
         }
         for _ in 0..TURNS {
