@@ -141,23 +141,29 @@ impl NetArgs {
 #[derive(Debug, Clone, Copy)]
 pub struct Cidr(pub IpCidr);
 
+/// An address with a prefix length (any address: a network, too).
+fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
+    let (addr, len) = s
+        .split_once('/')
+        .ok_or_else(|| format!("'{s}' needs a prefix length, like 10.7.0.2/24"))?;
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("'{addr}' is not an IPv4 or IPv6 address"))?;
+    let len: u8 = len
+        .parse()
+        .map_err(|_| format!("'{len}' is not a prefix length"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    if len > max {
+        return Err(format!("prefix length {len} is more than {max}"));
+    }
+    Ok((addr, len))
+}
+
 impl FromStr for Cidr {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (addr, len) = s
-            .split_once('/')
-            .ok_or_else(|| format!("'{s}' needs a prefix length, like 10.7.0.2/24"))?;
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("'{addr}' is not an IPv4 or IPv6 address"))?;
-        let len: u8 = len
-            .parse()
-            .map_err(|_| format!("'{len}' is not a prefix length"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        if len > max {
-            return Err(format!("prefix length {len} is more than {max}"));
-        }
+        let (addr, len) = parse_cidr(s)?;
         if addr.is_unspecified() || addr.is_multicast() {
             return Err(format!("{addr} cannot be the stack's own address"));
         }
@@ -208,6 +214,20 @@ mod tests {
         assert!(Cidr::from_str("fd00::1/129").is_err());
         assert!(Cidr::from_str("banana/24").is_err());
         assert!(Cidr::from_str("0.0.0.0/0").is_err());
+    }
+
+    #[test]
+    fn allow_entries_parse_and_reject() {
+        let a = AllowArg::from_str("10.7.0.0/24:80-443").unwrap().0;
+        assert_eq!(a.to_string(), "10.7.0.0/24:80-443");
+        let any = AllowArg::from_str("0.0.0.0/0").unwrap().0;
+        assert_eq!(any.ports, None);
+        assert!(AllowArg::from_str("fd00:7::/64:443").is_ok());
+        // An over-long prefix is an error, never a panic in smoltcp's constructor.
+        assert!(AllowArg::from_str("10.0.0.0/40").is_err());
+        assert!(AllowArg::from_str("10.0.0.0/8:443-80").is_err());
+        assert!(AllowArg::from_str("10.0.0.0/8:http").is_err());
+        assert!(AllowArg::from_str("10.0.0.0").is_err());
     }
 
     #[test]
@@ -376,18 +396,9 @@ impl FromStr for AllowArg {
             },
             None => return Err(format!("'{s}' needs a prefix length, like 10.7.0.0/24")),
         };
-        let Cidr(raw) = cidr.parse::<Cidr>().or_else(|_| {
-            // Networks may have the unspecified address (0.0.0.0/0); parse by hand.
-            let (addr, len) = cidr.split_once('/').ok_or("bad network")?;
-            let addr: IpAddr = addr
-                .parse()
-                .map_err(|_| format!("'{addr}' is not an address"))?;
-            let len: u8 = len
-                .parse()
-                .map_err(|_| format!("'{len}' is not a prefix length"))?;
-            Ok::<Cidr, String>(Cidr(IpCidr::new(IpAddress::from(addr), len)))
-        })?;
-        let net = raw;
+        // A network may be 0.0.0.0/0: no check for the stack's own address here.
+        let (addr, len) = parse_cidr(&cidr)?;
+        let net = IpCidr::new(IpAddress::from(addr), len);
         let port = |p: &str| {
             p.parse::<u16>()
                 .map_err(|_| format!("'{p}' is not a port number"))
