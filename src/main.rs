@@ -320,15 +320,9 @@ fn start_proxy(stack: &mut Stack, args: &cli::ProxyArgs) -> anyhow::Result<tapir
     })?;
     let mode = match &args.upstream {
         Some(url) => {
-            let host = url
-                .host()
-                .ok_or_else(|| anyhow::anyhow!("--upstream {url}: no host"))?;
-            let addr: std::net::IpAddr = host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse()
-                .map_err(|_| anyhow::anyhow!("--upstream {url}: the host must be an address"))?;
-            let upstream = Target::from_uri(url, smoltcp::wire::IpAddress::from(addr))?;
+            let addr = Target::literal_addr(url)
+                .ok_or_else(|| anyhow::anyhow!("--upstream {url}: the host must be an address"))?;
+            let upstream = Target::from_uri(url, addr)?;
             tracing::info!("reverse proxy to {upstream}");
             ProxyMode::Reverse { upstream }
         }

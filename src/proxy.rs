@@ -350,40 +350,24 @@ impl Handler for ProxyHandler {
                 if request.method() == Method::CONNECT {
                     return self.connect(&request, allow, hosts);
                 }
-                let uri = request.uri().clone();
-                let scheme = match uri.scheme_str() {
-                    Some("http") => Scheme::Http,
-                    Some("https") => Scheme::Https,
-                    Some(other) => {
-                        return Reply::Now(text_response(
-                            StatusCode::BAD_REQUEST,
-                            format!("cannot proxy {other} URLs\n"),
-                        ))
-                    }
-                    None => return Reply::Now(text_response(
+                if request.uri().scheme().is_none() {
+                    return Reply::Now(text_response(
                         StatusCode::BAD_REQUEST,
                         "this is a proxy: send an absolute URL (GET http://host/path) or CONNECT\n",
-                    )),
+                    ));
+                }
+                // The origin's scheme, host and port as the client side reads any URL; its
+                // address once the allow-list agrees.
+                let unresolved = IpAddress::Ipv4(smoltcp::wire::Ipv4Address::UNSPECIFIED);
+                let mut target = match Target::from_uri(request.uri(), unresolved) {
+                    Ok(target) => target,
+                    Err(e) => {
+                        return Reply::Now(text_response(StatusCode::BAD_REQUEST, format!("{e}\n")))
+                    }
                 };
-                let Some(host) = uri.host() else {
-                    return Reply::Now(text_response(StatusCode::BAD_REQUEST, "no host\n"));
-                };
-                let port = uri.port_u16().unwrap_or(match scheme {
-                    Scheme::Http => 80,
-                    Scheme::Https => 443,
-                });
-                let addr = match self.resolve(host, port, allow, hosts) {
+                target.addr = match self.resolve(&target.host, target.port, allow, hosts) {
                     Ok(addr) => addr,
                     Err(refusal) => return Reply::Now(refusal.response()),
-                };
-                let target = Target {
-                    scheme,
-                    host: host
-                        .trim_start_matches('[')
-                        .trim_end_matches(']')
-                        .to_string(),
-                    port,
-                    addr,
                 };
                 self.forward(request, target)
             }
