@@ -335,12 +335,13 @@ impl<T: Transport> H2Client<T> {
                 parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
             }
             let end = len == Some(0);
-            let retry = end.then(|| parts.clone());
+            // One copy of the head: to requeue the request if GOAWAY stops it, and to send a
+            // bodiless request again if the server leaves it unprocessed.
             let again = parts.clone();
             match send.send_request(Request::from_parts(parts, ()), end) {
                 Ok((response, upload)) => self.streams.push(Stream {
                     exchange,
-                    retry,
+                    retry: end.then_some(again),
                     response: Some(response),
                     upload: (!end).then_some((upload, body)),
                     recv: None,
