@@ -35,6 +35,11 @@ pub(super) trait Controller {
 
     /// Set the maximum segment size.
     fn set_mss(&mut self, mss: usize) {}
+
+    /// tapir patch: the slow start threshold, which fast recovery reduces the window to.
+    fn ssthresh(&self) -> usize {
+        usize::MAX
+    }
 }
 
 #[derive(Debug)]
