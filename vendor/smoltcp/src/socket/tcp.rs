@@ -151,7 +151,8 @@ const RTTE_MIN_MARGIN: u32 = 5;
 const RTTE_K: u32 = 4;
 
 // RFC 6298 (2.4): Whenever RTO is computed, if it is less than 1 second, then the
-// RTO SHOULD be rounded up to 1 second.
+// RTO SHOULD be rounded up to 1 second. This is the default; `Socket::set_min_rto`
+// lowers it (Linux uses 200 ms).
 const RTTE_MIN_RTO: u32 = 1000;
 
 // RFC 6298 (2.5) A maximum value MAY be placed on RTO provided it is at least 60
@@ -173,6 +174,8 @@ struct RttEstimator {
     timestamp: Option<(Instant, TcpSeqNumber)>,
     max_seq_sent: Option<TcpSeqNumber>,
     rto_count: u8,
+    /// Lower bound of the computed RTO, in milliseconds (see `Socket::set_min_rto`).
+    min_rto: u32,
 }
 
 impl Default for RttEstimator {
@@ -185,6 +188,7 @@ impl Default for RttEstimator {
             timestamp: None,
             max_seq_sent: None,
             rto_count: 0,
+            min_rto: RTTE_MIN_RTO,
         }
     }
 }
@@ -212,9 +216,7 @@ impl RttEstimator {
             self.rttvar = new_rtt / 2;
         }
 
-        // RFC 6298 (2.2), (2.3)
-        let margin = RTTE_MIN_MARGIN.max(self.rttvar * RTTE_K);
-        self.rto = (self.srtt + margin).clamp(RTTE_MIN_RTO, RTTE_MAX_RTO);
+        self.rto = self.computed_rto();
 
         self.rto_count = 0;
 
@@ -225,6 +227,24 @@ impl RttEstimator {
             self.rttvar,
             self.rto
         );
+    }
+
+    /// RFC 6298 (2.2), (2.3), (2.4): SRTT + max(G, K*RTTVAR), bounded by the minimum
+    /// and maximum RTO.
+    fn computed_rto(&self) -> u32 {
+        let margin = RTTE_MIN_MARGIN.max(self.rttvar * RTTE_K);
+        (self.srtt + margin).clamp(self.min_rto, RTTE_MAX_RTO)
+    }
+
+    fn set_min_rto(&mut self, min_rto: u32) {
+        self.min_rto = min_rto.min(RTTE_MAX_RTO);
+        // RFC 6298 (2.1): the initial RTO stays 1 second (or the minimum, if larger)
+        // until the first measurement.
+        self.rto = if self.have_measurement {
+            self.computed_rto()
+        } else {
+            RTTE_INITIAL_RTO.max(self.min_rto)
+        };
     }
 
     fn on_send(&mut self, timestamp: Instant, seq: TcpSeqNumber) {
@@ -802,6 +822,25 @@ impl<'a> Socket<'a> {
     ///     the specified duration between any two packets it sends.
     pub fn set_timeout(&mut self, duration: Option<Duration>) {
         self.timeout = duration
+    }
+
+    /// Set the minimum retransmission timeout (RTO).
+    ///
+    /// The RTO is computed from the measured round-trip time as in RFC 6298 and is never
+    /// less than this. By default it is 1 second, as RFC 6298 (2.4) recommends; Linux uses
+    /// 200 ms. Values above 60 seconds (the maximum RTO) are capped. Until the first
+    /// round-trip time is measured, the RTO stays at its initial value of 1 second
+    /// (RFC 6298 (2.1)), or at this minimum if that is larger.
+    pub fn set_min_rto(&mut self, duration: Duration) {
+        let millis = u32::try_from(duration.total_millis()).unwrap_or(u32::MAX);
+        self.rtte.set_min_rto(millis);
+    }
+
+    /// Return the minimum retransmission timeout.
+    ///
+    /// See also the [set_min_rto](#method.set_min_rto) method.
+    pub fn min_rto(&self) -> Duration {
+        Duration::from_millis(self.rtte.min_rto as _)
     }
 
     /// Set the ACK delay duration.
@@ -9684,6 +9723,119 @@ mod test {
             r.sample(2000);
             assert_eq!(r.retransmission_timeout(), Duration::from_millis(rto));
         }
+    }
+
+    #[test]
+    fn test_rtt_estimator_min_rto() {
+        let mut r = RttEstimator::default();
+        r.set_min_rto(200);
+        // RFC 6298 (2.1): no measurement yet, the RTO stays 1 second.
+        assert_eq!(r.retransmission_timeout(), Duration::from_millis(1000));
+
+        // A 50 ms path: SRTT + 4*RTTVAR falls below the minimum, which then applies.
+        for _ in 0..20 {
+            r.sample(50);
+        }
+        assert_eq!(r.retransmission_timeout(), Duration::from_millis(200));
+
+        // A 300 ms path is above the minimum: SRTT + max(G, 4*RTTVAR).
+        let mut r = RttEstimator::default();
+        r.set_min_rto(200);
+        r.sample(300);
+        assert_eq!(r.retransmission_timeout(), Duration::from_millis(300 + 4 * 150));
+
+        // The default minimum is RFC 6298's 1 second.
+        let mut r = RttEstimator::default();
+        for _ in 0..20 {
+            r.sample(50);
+        }
+        assert_eq!(r.retransmission_timeout(), Duration::from_millis(1000));
+
+        // Changing the minimum after measurements recomputes the RTO at once.
+        r.set_min_rto(100);
+        assert_eq!(r.retransmission_timeout(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn test_min_rto_retransmits_after_measured_rto() {
+        let mut s = socket_established();
+        s.set_min_rto(Duration::from_millis(200));
+        assert_eq!(s.min_rto(), Duration::from_millis(200));
+
+        // First segment: the RTO is still the initial 1 s.
+        s.send_slice(b"abc").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abc"[..],
+            ..RECV_TEMPL
+        }));
+        // An ACK 20 ms later gives the first RTT sample.
+        send!(s, time 20, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 3),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.rtte.retransmission_timeout(), Duration::from_millis(200));
+
+        s.send_slice(b"def").unwrap();
+        recv!(s, time 100, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"def"[..],
+            ..RECV_TEMPL
+        }));
+        // Lost: retransmitted 200 ms later, not after smoltcp's default 1 s.
+        recv_nothing!(s, time 299);
+        recv!(s, time 300, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"def"[..],
+            ..RECV_TEMPL
+        }));
+        // Backed off (RFC 6298 (5.5)): the next retransmission is 400 ms later.
+        recv_nothing!(s, time 699);
+        recv!(s, time 700, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"def"[..],
+            ..RECV_TEMPL
+        }));
+
+        // Karn's rule: the ACK of the retransmitted segment gives no RTT sample, so the
+        // backed-off RTO stands.
+        send!(s, time 705, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 6),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.rtte.retransmission_timeout(), Duration::from_millis(800));
+    }
+
+    #[test]
+    fn test_min_rto_keeps_initial_syn_rto() {
+        let mut s = socket_syn_sent();
+        s.set_min_rto(Duration::from_millis(200));
+        recv!(s, time 0, Ok(TcpRepr {
+            control: TcpControl::Syn,
+            seq_number: LOCAL_SEQ,
+            ack_number: None,
+            max_seg_size: Some(BASE_MSS),
+            window_scale: Some(0),
+            sack_permitted: true,
+            ..RECV_TEMPL
+        }));
+        // RFC 6298 (2.1): the SYN is retransmitted after 1 s, not after the minimum.
+        recv_nothing!(s, time 999);
+        recv!(s, time 1000, Ok(TcpRepr {
+            control: TcpControl::Syn,
+            seq_number: LOCAL_SEQ,
+            ack_number: None,
+            max_seg_size: Some(BASE_MSS),
+            window_scale: Some(0),
+            sack_permitted: true,
+            ..RECV_TEMPL
+        }));
     }
 
     #[test]
