@@ -1800,6 +1800,8 @@ impl<'a> Socket<'a> {
         };
         let segment_start = repr.seq_number;
         let segment_end = repr.seq_number + repr.payload.len();
+        // tapir patch: an unacceptable segment whose ACK field is processed all the same.
+        let mut zero_window_ack = false;
 
         let (payload, payload_offset) = match self.state {
             // In LISTEN and SYN-SENT states, we have not yet synchronized with the remote end.
@@ -1858,7 +1860,33 @@ impl<'a> Socket<'a> {
                     }
                 };
 
-                if segment_in_window {
+                if !segment_in_window
+                    && window_start == window_end
+                    && repr.ack_number.is_some()
+                    && matches!(
+                        repr.control,
+                        TcpControl::None | TcpControl::Psh | TcpControl::Fin
+                    )
+                    && matches!(
+                        self.state,
+                        State::Established
+                            | State::FinWait1
+                            | State::FinWait2
+                            | State::CloseWait
+                            | State::Closing
+                            | State::LastAck
+                    )
+                {
+                    // tapir patch: RFC 9293 (3.10.7.4): "If the RCV.WND is zero, no
+                    // segments will be acceptable, but special allowance should be made
+                    // to accept valid ACKs". Without it two peers whose receive windows
+                    // are both zero deadlock, each dropping the ACKs of the other. The
+                    // ACK number was validated above; take it and the window, drop the
+                    // data and FIN, and reply below as to any unacceptable segment.
+                    net_debug!("zero receive window: processing the ACK field only");
+                    zero_window_ack = true;
+                    (&[][..], 0)
+                } else if segment_in_window {
                     let overlap_start = window_start.max(segment_start);
                     let overlap_end = window_end.min(segment_end);
 
@@ -1952,6 +1980,9 @@ impl<'a> Socket<'a> {
         // Disregard control flags we don't care about or shouldn't act on yet.
         let mut control = repr.control;
         control = control.quash_psh();
+        if zero_window_ack {
+            control = TcpControl::None;
+        }
 
         // If a FIN is received at the end of the current segment, but
         // we have a hole in the assembler before the current segment, disregard this FIN.
@@ -2290,6 +2321,14 @@ impl<'a> Socket<'a> {
         if self.remote_win_len != 0 && self.timer.is_zero_window_probe() {
             tcp_trace!("stopping zero-window-probe timer");
             self.timer.set_for_idle(cx.now(), self.keep_alive);
+        }
+
+        if zero_window_ack {
+            return if repr.payload.is_empty() {
+                self.challenge_ack_reply(cx, ip_repr, repr)
+            } else {
+                Some(self.ack_reply(ip_repr, repr))
+            };
         }
 
         let payload_len = payload.len();
@@ -8017,6 +8056,75 @@ mod test {
                 ..RECV_TEMPL
             })
         );
+    }
+
+    #[test]
+    fn test_zero_window_accepts_valid_ack() {
+        // RFC 9293 (3.10.7.4): with RCV.WND zero no segment is acceptable, "but special
+        // allowance should be made to accept valid ACKs". Two peers with full buffers
+        // otherwise deadlock: each drops the ACK field of the other's segments.
+        let mut s = socket_established();
+        s.rx_buffer = SocketBuffer::new(vec![0; 6]);
+        s.assembler = Assembler::new();
+        s.send_slice(b"xyz").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            window_len: 6,
+            payload: &b"xyz"[..],
+            ..RECV_TEMPL
+        }));
+        // The remote fills our receive window.
+        send!(s, time 10, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload: &b"abcdef"[..],
+            ..SEND_TEMPL
+        });
+        recv!(s, time 10, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1 + 6),
+            window_len: 0,
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.send_queue(), 3);
+
+        // A data segment past the zero window that acknowledges our data: the data is
+        // dropped (and ACKed with a zero window), the acknowledgement is taken.
+        send!(s, time 20, TcpRepr {
+            seq_number: REMOTE_SEQ + 1 + 6,
+            ack_number: Some(LOCAL_SEQ + 1 + 2),
+            window_len: 128,
+            payload: &b"ghi"[..],
+            ..SEND_TEMPL
+        }, Some(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1 + 6),
+            window_len: 0,
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.send_queue(), 1);
+        assert_eq!(s.remote_win_len, 128);
+        assert_eq!(s.recv_queue(), 6);
+
+        // A pure ACK whose sequence number is one past the zero window (the remote sent
+        // a byte beyond it earlier) still acknowledges the rest, and its FIN is ignored.
+        // The reply is the (rate-limited) challenge ACK of any unacceptable segment.
+        send!(s, time 30, TcpRepr {
+            control: TcpControl::Fin,
+            seq_number: REMOTE_SEQ + 1 + 7,
+            ack_number: Some(LOCAL_SEQ + 1 + 3),
+            ..SEND_TEMPL
+        }, Some(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1 + 6),
+            window_len: 0,
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.send_queue(), 0);
+        assert_eq!(s.state, State::Established);
+        assert_eq!(s.recv_queue(), 6);
+        assert!(s.timer.is_idle());
     }
 
     #[test]
