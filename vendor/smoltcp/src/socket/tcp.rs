@@ -698,6 +698,12 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-cubic")]
             CongestionControl::Cubic => AnyController::Cubic(cubic::Cubic::new()),
+        };
+        // tapir patch: a controller chosen after the handshake starts from the remote's MSS.
+        if !matches!(self.state, State::Closed | State::Listen | State::SynSent) {
+            self.congestion_controller
+                .inner_mut()
+                .set_mss(self.remote_mss);
         }
     }
 
@@ -952,6 +958,9 @@ impl<'a> Socket<'a> {
         self.state = State::Closed;
         self.timer = Timer::new();
         self.rtte = RttEstimator::default();
+        // tapir patch: a new connection starts with a fresh congestion controller of the
+        // same kind (its window, ssthresh and CUBIC state belong to the old one).
+        self.set_congestion_control(self.congestion_control());
         self.assembler = Assembler::new();
         self.tx_buffer.clear();
         self.rx_buffer.clear();
@@ -1480,6 +1489,20 @@ impl<'a> Socket<'a> {
     /// Note that the Berkeley sockets interface does not have an equivalent of this API.
     pub fn send_queue(&self) -> usize {
         self.tx_buffer.len()
+    }
+
+    /// tapir patch: the payload of a full-sized segment we send (the smaller of the
+    /// remote's MSS and our MTU's, less the timestamp option), for congestion control.
+    fn send_mss(&self, cx: &Context, ip_repr: &IpRepr) -> usize {
+        let options_len = if self.tsval_generator.is_some() { 12 } else { 0 };
+        let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
+        local_mss.min(self.remote_mss).saturating_sub(options_len)
+    }
+
+    /// Return the congestion window in octets: how much unacknowledged data congestion
+    /// control lets be in flight (`usize::MAX` without congestion control).
+    pub fn congestion_window(&self) -> usize {
+        self.congestion_controller.inner().window()
     }
 
     /// Number of octets transmitted but not yet ACKed.
@@ -2026,9 +2049,6 @@ impl<'a> Socket<'a> {
                     // Treat a zero MSS as if the option were absent, like Linux does.
                     if max_seg_size != 0 {
                         self.remote_mss = (max_seg_size as usize).max(MIN_REMOTE_MSS);
-                        self.congestion_controller
-                            .inner_mut()
-                            .set_mss(self.remote_mss);
                     }
                 }
 
@@ -2049,6 +2069,8 @@ impl<'a> Socket<'a> {
                 if repr.timestamp.is_none() {
                     self.tsval_generator = None;
                 }
+                let mss = self.send_mss(cx, ip_repr);
+                self.congestion_controller.inner_mut().set_mss(mss);
                 self.set_state(State::SynReceived);
                 self.timer.set_for_idle(cx.now(), self.keep_alive);
             }
@@ -2079,9 +2101,6 @@ impl<'a> Socket<'a> {
                     // Treat a zero MSS as if the option were absent, like Linux does.
                     if max_seg_size != 0 {
                         self.remote_mss = (max_seg_size as usize).max(MIN_REMOTE_MSS);
-                        self.congestion_controller
-                            .inner_mut()
-                            .set_mss(self.remote_mss);
                     }
                 }
 
@@ -2098,6 +2117,8 @@ impl<'a> Socket<'a> {
                 if repr.timestamp.is_none() {
                     self.tsval_generator = None;
                 }
+                let mss = self.send_mss(cx, ip_repr);
+                self.congestion_controller.inner_mut().set_mss(mss);
 
                 if repr.ack_number.is_some() {
                     self.set_state(State::Established);
@@ -6564,31 +6585,93 @@ mod test {
         }));
     }
 
+    /// RFC 6928 initial window once the handshake gives the MSS, RFC 5681 loss window
+    /// (1 segment) after a retransmission timeout.
+    #[cfg(any(feature = "socket-tcp-reno", feature = "socket-tcp-cubic"))]
+    fn initial_and_loss_window(cc: CongestionControl, remote_mss: Option<u16>) {
+        let mut s = socket_syn_sent_with_buffer_sizes(32768, 64);
+        s.set_congestion_control(cc);
+        recv!(s, [TcpRepr {
+            control: TcpControl::Syn,
+            seq_number: LOCAL_SEQ,
+            ack_number: None,
+            max_seg_size: Some(BASE_MSS),
+            window_scale: Some(0),
+            sack_permitted: true,
+            ..RECV_TEMPL
+        }]);
+        send!(s, TcpRepr {
+            control: TcpControl::Syn,
+            seq_number: REMOTE_SEQ,
+            ack_number: Some(LOCAL_SEQ + 1),
+            max_seg_size: remote_mss,
+            window_scale: Some(0),
+            window_len: 65535,
+            ..SEND_TEMPL
+        });
+        let mss = remote_mss.map_or(DEFAULT_MSS, usize::from);
+        assert_eq!(s.congestion_window(), 10 * mss);
+
+        let data = [b'x'; 32768];
+        s.send_slice(&data).unwrap();
+        for i in 0..10 {
+            recv!(s, time 0, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * mss,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 64,
+                payload: &data[..mss],
+                ..RECV_TEMPL
+            }));
+        }
+        recv_nothing!(s, time 0);
+
+        // The RTO leaves one segment in flight: only the first is retransmitted.
+        recv!(s, time 1000, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            window_len: 64,
+            payload: &data[..mss],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 1000);
+        assert_eq!(s.congestion_window(), mss);
+    }
+
+    #[test]
+    #[cfg(feature = "socket-tcp-reno")]
+    fn test_reno_initial_window_is_ten_segments() {
+        initial_and_loss_window(CongestionControl::Reno, Some(BASE_MSS));
+        initial_and_loss_window(CongestionControl::Reno, None);
+    }
+
+    #[test]
+    #[cfg(feature = "socket-tcp-cubic")]
+    fn test_cubic_initial_window_is_ten_segments() {
+        initial_and_loss_window(CongestionControl::Cubic, Some(BASE_MSS));
+        initial_and_loss_window(CongestionControl::Cubic, None);
+    }
+
     #[test]
     #[cfg(feature = "socket-tcp-reno")]
     fn test_congestion_window_limits_data_in_flight() {
-        let mut s = socket_established_with_buffer_sizes(8192, 64);
-        s.set_congestion_control(CongestionControl::Reno);
+        let mut s = socket_established_with_buffer_sizes(16384, 64);
         s.remote_win_len = 65535;
         s.remote_mss = 1024;
+        s.set_congestion_control(CongestionControl::Reno);
 
-        let data = [b'x'; 8192];
+        let data = [b'x'; 16384];
         s.send_slice(&data[..]).unwrap();
 
-        // Reno's initial congestion window is 2048 bytes: only two
+        // Reno's initial congestion window is 10 segments (RFC 6928): only ten
         // 1024-byte segments may be in flight, the rest must wait for ACKs.
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 1024,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
+        for i in 0..10 {
+            recv!(s, time 0, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * 1024,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &data[..1024],
+                ..RECV_TEMPL
+            }));
+        }
         recv_nothing!(s, time 0);
 
         // ACKing one segment frees congestion window space and grows
@@ -6600,7 +6683,7 @@ mod test {
             ..SEND_TEMPL
         });
         recv!(s, time 10, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 2048,
+            seq_number: LOCAL_SEQ + 1 + 10240,
             ack_number: Some(REMOTE_SEQ + 1),
             payload: &data[..1024],
             ..RECV_TEMPL
@@ -6610,10 +6693,10 @@ mod test {
     #[test]
     #[cfg(feature = "socket-tcp-reno")]
     fn test_congestion_window_doesnt_limit_fast_retransmit() {
-        let mut s = socket_established_with_buffer_sizes(8192, 64);
-        s.set_congestion_control(CongestionControl::Reno);
+        let mut s = socket_established_with_buffer_sizes(16384, 64);
         s.remote_win_len = 65535;
         s.remote_mss = 1024;
+        s.set_congestion_control(CongestionControl::Reno);
 
         // Normal ACK of previously received segment
         send!(s, time 0, TcpRepr {
@@ -6623,23 +6706,18 @@ mod test {
             ..SEND_TEMPL
         });
 
-        let data = [b'x'; 8192];
+        let data = [b'x'; 16384];
         s.send_slice(&data[..]).unwrap();
 
-        // Reno's initial congestion window is 2048 bytes, allowing 2 segments
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
-
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 1024,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
+        // Reno's initial congestion window is 10 segments (RFC 6928)
+        for i in 0..10 {
+            recv!(s, time 0, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * 1024,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &data[..1024],
+                ..RECV_TEMPL
+            }));
+        }
         recv_nothing!(s, time 0);
 
         // Send three duplicate ACKS, treating the first segment as lost
@@ -8580,28 +8658,24 @@ mod test {
     #[test]
     #[cfg(feature = "socket-tcp-reno")]
     fn test_zero_window_probe_not_capped_by_cwnd() {
-        let mut s = socket_established_with_buffer_sizes(8192, 64);
-        s.set_congestion_control(CongestionControl::Reno);
+        let mut s = socket_established_with_buffer_sizes(16384, 64);
         s.remote_win_len = 65535;
         s.remote_mss = 1024;
+        s.set_congestion_control(CongestionControl::Reno);
 
-        let data = [b'x'; 4096];
+        let data = [b'x'; 16384];
         s.send_slice(&data[..]).unwrap();
 
-        // Reno's initial cwnd is 2048: two segments fill the congestion window
+        // Reno's initial cwnd is 10 segments: they fill the congestion window
         // exactly, leaving cwnd_remaining() == 0.
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 1024,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
+        for i in 0..10 {
+            recv!(s, time 0, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * 1024,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &data[..1024],
+                ..RECV_TEMPL
+            }));
+        }
         recv_nothing!(s, time 0);
 
         // The remote closes its window without acknowledging anything new, so
@@ -8624,7 +8698,7 @@ mod test {
         // sequence space and elicits no reply, so the connection would stall
         // if the remote's window update got lost.
         recv!(s, time 110, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 2048,
+            seq_number: LOCAL_SEQ + 1 + 10240,
             ack_number: Some(REMOTE_SEQ + 1),
             payload: &data[..1],
             ..RECV_TEMPL
