@@ -957,7 +957,10 @@ impl<'a> Socket<'a> {
 
         self.state = State::Closed;
         self.timer = Timer::new();
+        // tapir patch: the minimum RTO is a setting of the socket, kept across connections.
+        let min_rto = self.rtte.min_rto;
         self.rtte = RttEstimator::default();
+        self.rtte.set_min_rto(min_rto);
         // tapir patch: a new connection starts with a fresh congestion controller of the
         // same kind (its window, ssthresh and CUBIC state belong to the old one).
         self.set_congestion_control(self.congestion_control());
@@ -9992,6 +9995,16 @@ mod test {
             ..SEND_TEMPL
         });
         assert_eq!(s.rtte.retransmission_timeout(), Duration::from_millis(800));
+    }
+
+    #[test]
+    fn test_min_rto_survives_connect() {
+        let mut s = socket();
+        s.set_min_rto(Duration::from_millis(200));
+        s.socket.connect(&mut s.cx, REMOTE_END, LOCAL_END).unwrap();
+        assert_eq!(s.min_rto(), Duration::from_millis(200));
+        s.rtte.sample(10);
+        assert_eq!(s.rtte.retransmission_timeout(), Duration::from_millis(200));
     }
 
     #[test]
