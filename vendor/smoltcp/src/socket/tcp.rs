@@ -1508,6 +1508,17 @@ impl<'a> Socket<'a> {
         self.congestion_controller.inner().window()
     }
 
+    /// tapir patch: the sequence number of a segment without data or flags: the highest
+    /// sent, as Linux's `tcp_acceptable_seq`. A retransmission timeout rewinds SND.NXT
+    /// (go-back-N) below what the remote may already hold; an ACK carrying the rewound
+    /// number is below the remote's RCV.NXT, unacceptable there, and its ACK is dropped.
+    fn ack_seq_number(&self) -> TcpSeqNumber {
+        match self.rtte.max_seq_sent {
+            Some(max_seq_sent) => max_seq_sent.max(self.remote_last_seq),
+            None => self.remote_last_seq,
+        }
+    }
+
     /// Number of octets transmitted but not yet ACKed.
     fn flight_size(&self) -> usize {
         self.remote_last_seq - self.local_seq_no
@@ -1597,7 +1608,7 @@ impl<'a> Socket<'a> {
         // [...] an empty acknowledgment segment containing the current send-sequence number
         // and an acknowledgment indicating the next sequence number expected
         // to be received.
-        reply_repr.seq_number = self.remote_last_seq;
+        reply_repr.seq_number = self.ack_seq_number();
         reply_repr.ack_number = Some(self.remote_seq_no + self.rx_buffer.len());
         self.remote_last_ack = reply_repr.ack_number;
 
@@ -2894,6 +2905,11 @@ impl<'a> Socket<'a> {
         // has expired, and we also have data in transmit buffer. Since any packet that occupies
         // sequence space will elicit an ACK, we only need to send an explicit packet if we
         // couldn't fill the sequence space with anything.
+        // tapir patch: see `ack_seq_number`.
+        if repr.payload.is_empty() && repr.control == TcpControl::None {
+            repr.seq_number = self.ack_seq_number();
+        }
+
         let is_keep_alive;
         if self.timer.should_keep_alive(cx.now()) && repr.is_empty() {
             repr.seq_number = repr.seq_number - 1;
@@ -8206,6 +8222,48 @@ mod test {
         assert_eq!(s.state, State::Established);
         assert_eq!(s.recv_queue(), 6);
         assert!(s.timer.is_idle());
+    }
+
+    #[test]
+    fn test_pure_ack_after_rto_carries_highest_seq_sent() {
+        // After an RTO rewinds SND.NXT (go-back-N), the remote may already hold data past
+        // it. A pure ACK must still be acceptable there: it carries the highest sequence
+        // number sent, not the rewound one that is below the remote's RCV.NXT.
+        let mut s = socket_established();
+        s.remote_mss = 6;
+        s.send_slice(b"abcdef123456").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"abcdef"[..],
+            ..RECV_TEMPL
+        }));
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"123456"[..],
+            ..RECV_TEMPL
+        }));
+        recv!(s, time 1000, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"abcdef"[..],
+            ..RECV_TEMPL
+        }));
+        // The remote's window leaves no room for more: the reply is a pure ACK.
+        send!(s, time 1001, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            window_len: 6,
+            payload: &b"xyz"[..],
+            ..SEND_TEMPL
+        });
+        recv!(s, time 1001, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1 + 3),
+            window_len: 61,
+            ..RECV_TEMPL
+        }));
     }
 
     #[test]
