@@ -768,6 +768,12 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-cubic")]
             CongestionControl::Cubic => AnyController::Cubic(cubic::Cubic::new()),
+        };
+        // tapir patch: a controller chosen after the handshake starts from the remote's MSS.
+        if !matches!(self.state, State::Closed | State::Listen | State::SynSent) {
+            self.congestion_controller
+                .inner_mut()
+                .set_mss(self.remote_mss);
         }
     }
 
@@ -1021,7 +1027,13 @@ impl<'a> Socket<'a> {
 
         self.state = State::Closed;
         self.timer = Timer::new();
+        // tapir patch: the minimum RTO is a setting of the socket, kept across connections.
+        let min_rto = self.rtte.min_rto;
         self.rtte = RttEstimator::default();
+        self.rtte.set_min_rto(min_rto);
+        // tapir patch: a new connection starts with a fresh congestion controller of the
+        // same kind (its window, ssthresh and CUBIC state belong to the old one).
+        self.set_congestion_control(self.congestion_control());
         self.assembler = Assembler::new();
         self.tx_buffer.clear();
         self.rx_buffer.clear();
@@ -1557,6 +1569,35 @@ impl<'a> Socket<'a> {
         self.tx_buffer.len()
     }
 
+    /// tapir patch: the payload of a full-sized segment we send (the smaller of the
+    /// remote's MSS and our MTU's, less the timestamp option), for congestion control.
+    fn send_mss(&self, cx: &Context, ip_repr: &IpRepr) -> usize {
+        let options_len = if self.tsval_generator.is_some() {
+            12
+        } else {
+            0
+        };
+        let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
+        local_mss.min(self.remote_mss).saturating_sub(options_len)
+    }
+
+    /// Return the congestion window in octets: how much unacknowledged data congestion
+    /// control lets be in flight (`usize::MAX` without congestion control).
+    pub fn congestion_window(&self) -> usize {
+        self.congestion_controller.inner().window()
+    }
+
+    /// tapir patch: the sequence number of a segment without data or flags: the highest
+    /// sent, as Linux's `tcp_acceptable_seq`. A retransmission timeout rewinds SND.NXT
+    /// (go-back-N) below what the remote may already hold; an ACK carrying the rewound
+    /// number is below the remote's RCV.NXT, unacceptable there, and its ACK is dropped.
+    fn ack_seq_number(&self) -> TcpSeqNumber {
+        match self.rtte.max_seq_sent {
+            Some(max_seq_sent) => max_seq_sent.max(self.remote_last_seq),
+            None => self.remote_last_seq,
+        }
+    }
+
     /// Number of octets transmitted but not yet ACKed.
     fn flight_size(&self) -> usize {
         self.remote_last_seq - self.local_seq_no
@@ -1600,27 +1641,36 @@ impl<'a> Socket<'a> {
         self.tx_buffer.len() > self.flight_size() && win_right_edge > self.remote_last_seq
     }
 
-    /// tapir patch: the segment to retransmit now, if any: the lowest one judged lost, or
-    /// the highest one when a tail loss probe is due and no new data can go instead.
-    fn next_retransmission(&mut self) -> Option<(TcpSeqNumber, usize)> {
-        if !self.in_data_state() || self.cwnd_remaining() == 0 {
+    /// tapir patch: the segment to retransmit, if any: the lowest one judged lost, or the
+    /// highest one when a tail loss probe is due and no new data can go instead. Like
+    /// Linux, a segment that starts past the peer's (shrunk) window waits, unless it is
+    /// the first unacknowledged one.
+    fn retransmission_candidate(&self) -> Option<(TcpSeqNumber, usize)> {
+        if !self.in_data_state() {
             return None;
         }
-        if let Some(lost) = self.scoreboard.first_lost() {
-            return Some(lost);
-        }
-        if self.tlp.due && !self.new_data_sendable() {
-            return self.scoreboard.last_segment();
-        }
-        None
+        let candidate = match self.scoreboard.first_lost() {
+            Some(lost) => lost,
+            None if self.tlp.due && !self.new_data_sendable() => self.scoreboard.last_segment()?,
+            None => return None,
+        };
+        let in_window = candidate.0 == self.local_seq_no
+            || candidate.0 - self.local_seq_no < self.remote_win_len;
+        in_window.then_some(candidate)
     }
 
-    /// tapir patch: whether a retransmission is due and allowed (see `next_retransmission`).
+    /// tapir patch: the segment to retransmit now (see `retransmission_candidate`), when
+    /// the congestion window lets it go.
+    fn next_retransmission(&self) -> Option<(TcpSeqNumber, usize)> {
+        if self.cwnd_remaining() == 0 {
+            return None;
+        }
+        self.retransmission_candidate()
+    }
+
+    /// tapir patch: whether a retransmission is due and allowed now.
     fn retransmission_due(&self) -> bool {
-        self.in_data_state()
-            && (self.scoreboard.lost_bytes() > 0
-                || (self.tlp.due && !self.scoreboard.is_empty() && !self.new_data_sendable()))
-            && self.cwnd_remaining() > 0
+        self.next_retransmission().is_some()
     }
 
     /// tapir patch: RACK's reordering window (RFC 8985 §6.2 step 4): a quarter of the
@@ -1757,7 +1807,7 @@ impl<'a> Socket<'a> {
         // [...] an empty acknowledgment segment containing the current send-sequence number
         // and an acknowledgment indicating the next sequence number expected
         // to be received.
-        reply_repr.seq_number = self.remote_last_seq;
+        reply_repr.seq_number = self.ack_seq_number();
         reply_repr.ack_number = Some(self.remote_seq_no + self.rx_buffer.len());
         self.remote_last_ack = reply_repr.ack_number;
 
@@ -2212,9 +2262,6 @@ impl<'a> Socket<'a> {
                     // Treat a zero MSS as if the option were absent, like Linux does.
                     if max_seg_size != 0 {
                         self.remote_mss = (max_seg_size as usize).max(MIN_REMOTE_MSS);
-                        self.congestion_controller
-                            .inner_mut()
-                            .set_mss(self.remote_mss);
                     }
                 }
 
@@ -2235,6 +2282,8 @@ impl<'a> Socket<'a> {
                 if repr.timestamp.is_none() {
                     self.tsval_generator = None;
                 }
+                let mss = self.send_mss(cx, ip_repr);
+                self.congestion_controller.inner_mut().set_mss(mss);
                 self.set_state(State::SynReceived);
                 self.timer.set_for_idle(cx.now(), self.keep_alive);
             }
@@ -2265,9 +2314,6 @@ impl<'a> Socket<'a> {
                     // Treat a zero MSS as if the option were absent, like Linux does.
                     if max_seg_size != 0 {
                         self.remote_mss = (max_seg_size as usize).max(MIN_REMOTE_MSS);
-                        self.congestion_controller
-                            .inner_mut()
-                            .set_mss(self.remote_mss);
                     }
                 }
 
@@ -2284,6 +2330,8 @@ impl<'a> Socket<'a> {
                 if repr.timestamp.is_none() {
                     self.tsval_generator = None;
                 }
+                let mss = self.send_mss(cx, ip_repr);
+                self.congestion_controller.inner_mut().set_mss(mss);
 
                 if repr.ack_number.is_some() {
                     self.set_state(State::Established);
@@ -3102,6 +3150,11 @@ impl<'a> Socket<'a> {
         // has expired, and we also have data in transmit buffer. Since any packet that occupies
         // sequence space will elicit an ACK, we only need to send an explicit packet if we
         // couldn't fill the sequence space with anything.
+        // tapir patch: see `ack_seq_number`.
+        if repr.payload.is_empty() && repr.control == TcpControl::None {
+            repr.seq_number = self.ack_seq_number();
+        }
+
         let is_keep_alive;
         if self.timer.should_keep_alive(cx.now()) && repr.is_empty() {
             repr.seq_number = repr.seq_number - 1;
@@ -6828,31 +6881,99 @@ mod test {
         }));
     }
 
+    /// RFC 6928 initial window once the handshake gives the MSS, RFC 5681 loss window
+    /// (1 segment) after a retransmission timeout.
+    #[cfg(any(feature = "socket-tcp-reno", feature = "socket-tcp-cubic"))]
+    fn initial_and_loss_window(cc: CongestionControl, remote_mss: Option<u16>) {
+        let mut s = socket_syn_sent_with_buffer_sizes(32768, 64);
+        s.set_congestion_control(cc);
+        recv!(
+            s,
+            [TcpRepr {
+                control: TcpControl::Syn,
+                seq_number: LOCAL_SEQ,
+                ack_number: None,
+                max_seg_size: Some(BASE_MSS),
+                window_scale: Some(0),
+                sack_permitted: true,
+                ..RECV_TEMPL
+            }]
+        );
+        send!(
+            s,
+            TcpRepr {
+                control: TcpControl::Syn,
+                seq_number: REMOTE_SEQ,
+                ack_number: Some(LOCAL_SEQ + 1),
+                max_seg_size: remote_mss,
+                window_scale: Some(0),
+                window_len: 65535,
+                ..SEND_TEMPL
+            }
+        );
+        let mss = remote_mss.map_or(DEFAULT_MSS, usize::from);
+        assert_eq!(s.congestion_window(), 10 * mss);
+
+        let data = [b'x'; 32768];
+        s.send_slice(&data).unwrap();
+        for i in 0..10 {
+            recv!(s, time 0, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * mss,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 64,
+                payload: &data[..mss],
+                ..RECV_TEMPL
+            }));
+        }
+        recv_nothing!(s, time 0);
+
+        // The RTO leaves one segment in flight: only the first is retransmitted.
+        recv!(s, time 1000, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            window_len: 64,
+            payload: &data[..mss],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 1000);
+        assert_eq!(s.congestion_window(), mss);
+    }
+
+    #[test]
+    #[cfg(feature = "socket-tcp-reno")]
+    fn test_reno_initial_window_is_ten_segments() {
+        initial_and_loss_window(CongestionControl::Reno, Some(BASE_MSS));
+        initial_and_loss_window(CongestionControl::Reno, None);
+    }
+
+    #[test]
+    #[cfg(feature = "socket-tcp-cubic")]
+    fn test_cubic_initial_window_is_ten_segments() {
+        initial_and_loss_window(CongestionControl::Cubic, Some(BASE_MSS));
+        initial_and_loss_window(CongestionControl::Cubic, None);
+    }
+
     #[test]
     #[cfg(feature = "socket-tcp-reno")]
     fn test_congestion_window_limits_data_in_flight() {
-        let mut s = socket_established_with_buffer_sizes(8192, 64);
-        s.set_congestion_control(CongestionControl::Reno);
+        let mut s = socket_established_with_buffer_sizes(16384, 64);
         s.remote_win_len = 65535;
         s.remote_mss = 1024;
+        s.set_congestion_control(CongestionControl::Reno);
 
-        let data = [b'x'; 8192];
+        let data = [b'x'; 16384];
         s.send_slice(&data[..]).unwrap();
 
-        // Reno's initial congestion window is 2048 bytes: only two
+        // Reno's initial congestion window is 10 segments (RFC 6928): only ten
         // 1024-byte segments may be in flight, the rest must wait for ACKs.
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 1024,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
+        for i in 0..10 {
+            recv!(s, time 0, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * 1024,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &data[..1024],
+                ..RECV_TEMPL
+            }));
+        }
         recv_nothing!(s, time 0);
 
         // ACKing one segment frees congestion window space and grows
@@ -6864,7 +6985,7 @@ mod test {
             ..SEND_TEMPL
         });
         recv!(s, time 10, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 2048,
+            seq_number: LOCAL_SEQ + 1 + 10240,
             ack_number: Some(REMOTE_SEQ + 1),
             payload: &data[..1024],
             ..RECV_TEMPL
@@ -6874,10 +6995,10 @@ mod test {
     #[test]
     #[cfg(feature = "socket-tcp-reno")]
     fn test_congestion_window_doesnt_limit_fast_retransmit() {
-        let mut s = socket_established_with_buffer_sizes(8192, 64);
-        s.set_congestion_control(CongestionControl::Reno);
+        let mut s = socket_established_with_buffer_sizes(16384, 64);
         s.remote_win_len = 65535;
         s.remote_mss = 1024;
+        s.set_congestion_control(CongestionControl::Reno);
 
         // Normal ACK of previously received segment
         send!(s, time 0, TcpRepr {
@@ -6887,23 +7008,18 @@ mod test {
             ..SEND_TEMPL
         });
 
-        let data = [b'x'; 8192];
+        let data = [b'x'; 16384];
         s.send_slice(&data[..]).unwrap();
 
-        // Reno's initial congestion window is 2048 bytes, allowing 2 segments
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
-
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 1024,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
+        // Reno's initial congestion window is 10 segments (RFC 6928)
+        for i in 0..10 {
+            recv!(s, time 0, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * 1024,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &data[..1024],
+                ..RECV_TEMPL
+            }));
+        }
         recv_nothing!(s, time 0);
 
         // Send three duplicate ACKS, treating the first segment as lost
@@ -8402,6 +8518,48 @@ mod test {
     }
 
     #[test]
+    fn test_pure_ack_after_rto_carries_highest_seq_sent() {
+        // After an RTO rewinds SND.NXT (go-back-N), the remote may already hold data past
+        // it. A pure ACK must still be acceptable there: it carries the highest sequence
+        // number sent, not the rewound one that is below the remote's RCV.NXT.
+        let mut s = socket_established();
+        s.remote_mss = 6;
+        s.send_slice(b"abcdef123456").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"abcdef"[..],
+            ..RECV_TEMPL
+        }));
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"123456"[..],
+            ..RECV_TEMPL
+        }));
+        recv!(s, time 1000, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"abcdef"[..],
+            ..RECV_TEMPL
+        }));
+        // The remote's window leaves no room for more: the reply is a pure ACK.
+        send!(s, time 1001, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            window_len: 6,
+            payload: &b"xyz"[..],
+            ..SEND_TEMPL
+        });
+        recv!(s, time 1001, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1 + 3),
+            window_len: 61,
+            ..RECV_TEMPL
+        }));
+    }
+
+    #[test]
     fn test_zero_window_ack_not_rate_limited() {
         let mut s = socket_established();
         s.rx_buffer = SocketBuffer::new(vec![0; 6]);
@@ -8854,28 +9012,24 @@ mod test {
     #[test]
     #[cfg(feature = "socket-tcp-reno")]
     fn test_zero_window_probe_not_capped_by_cwnd() {
-        let mut s = socket_established_with_buffer_sizes(8192, 64);
-        s.set_congestion_control(CongestionControl::Reno);
+        let mut s = socket_established_with_buffer_sizes(16384, 64);
         s.remote_win_len = 65535;
         s.remote_mss = 1024;
+        s.set_congestion_control(CongestionControl::Reno);
 
-        let data = [b'x'; 4096];
+        let data = [b'x'; 16384];
         s.send_slice(&data[..]).unwrap();
 
-        // Reno's initial cwnd is 2048: two segments fill the congestion window
+        // Reno's initial cwnd is 10 segments: they fill the congestion window
         // exactly, leaving cwnd_remaining() == 0.
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 1024,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
+        for i in 0..10 {
+            recv!(s, time 0, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * 1024,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &data[..1024],
+                ..RECV_TEMPL
+            }));
+        }
         recv_nothing!(s, time 0);
 
         // The remote closes its window without acknowledging anything new, so
@@ -8898,7 +9052,7 @@ mod test {
         // sequence space and elicits no reply, so the connection would stall
         // if the remote's window update got lost.
         recv!(s, time 110, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 2048,
+            seq_number: LOCAL_SEQ + 1 + 10240,
             ack_number: Some(REMOTE_SEQ + 1),
             payload: &data[..1],
             ..RECV_TEMPL
@@ -10195,6 +10349,16 @@ mod test {
             ..SEND_TEMPL
         });
         assert_eq!(s.rtte.retransmission_timeout(), Duration::from_millis(800));
+    }
+
+    #[test]
+    fn test_min_rto_survives_connect() {
+        let mut s = socket();
+        s.set_min_rto(Duration::from_millis(200));
+        s.socket.connect(&mut s.cx, REMOTE_END, LOCAL_END).unwrap();
+        assert_eq!(s.min_rto(), Duration::from_millis(200));
+        s.rtte.sample(10);
+        assert_eq!(s.rtte.retransmission_timeout(), Duration::from_millis(200));
     }
 
     #[test]

@@ -171,6 +171,10 @@ impl Scoreboard {
         if seg.lost {
             seg.lost = false;
             self.lost_bytes -= seg.len();
+            // Lost segments are retransmitted lowest first: none is left below this one.
+            if self.lost_hint <= start {
+                self.lost_hint = seg.end;
+            }
         }
     }
 
@@ -435,20 +439,15 @@ impl Scoreboard {
     }
 
     /// The lowest segment marked lost, as its start and length.
-    pub(crate) fn first_lost(&mut self) -> Option<(TcpSeqNumber, usize)> {
+    pub(crate) fn first_lost(&self) -> Option<(TcpSeqNumber, usize)> {
         if self.lost_bytes == 0 {
             return None;
         }
         let i = self.segs.partition_point(|s| s.start < self.lost_hint);
-        let found = self
-            .segs
+        self.segs
             .range(i..)
             .find(|s| s.lost)
-            .map(|s| (s.start, s.len()));
-        if let Some((start, _)) = found {
-            self.lost_hint = start;
-        }
-        found
+            .map(|s| (s.start, s.len()))
     }
 }
 
