@@ -106,6 +106,9 @@ pub struct TcpConfig {
     /// forever. smoltcp counts from the peer's last segment even on an idle connection, so
     /// set `keep_alive` below it or idle connections are aborted too (off by default).
     pub timeout: Option<Duration>,
+    /// Floor of the retransmission timeout computed from the measured RTT (RFC 6298);
+    /// 200 ms like Linux (smoltcp's own default is RFC 6298's 1 s).
+    pub min_rto: Duration,
 }
 
 impl Default for TcpConfig {
@@ -122,6 +125,7 @@ impl Default for TcpConfig {
             ack_delay: Some(Duration::from_millis(10)),
             keep_alive: None,
             timeout: None,
+            min_rto: Duration::from_millis(200),
         }
     }
 }
@@ -732,6 +736,7 @@ impl Stack {
         socket.set_ack_delay(tcp.ack_delay);
         socket.set_keep_alive(tcp.keep_alive);
         socket.set_timeout(tcp.timeout);
+        socket.set_min_rto(tcp.min_rto);
         socket
     }
 
