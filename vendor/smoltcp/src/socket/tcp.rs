@@ -536,6 +536,22 @@ pub enum CongestionControl {
     Cubic,
 }
 
+/// tapir patch: what Linux's dynamic right-sizing measures on the receive side
+/// (`tcp_rcv_rtt_measure` and `tcp_rcv_space_adjust`), without timestamps.
+#[derive(Debug, Clone, Copy, Default)]
+struct RcvTune {
+    /// The sequence number that ends the receive-RTT sample in progress, and its start.
+    rtt_mark: Option<(TcpSeqNumber, Instant)>,
+    /// Smallest receive-RTT sample, in microseconds (0: none yet).
+    rtt_us: i64,
+    /// Where (bytes read by the application) and when the current per-RTT count began.
+    space_mark: Option<(TcpSeqNumber, Instant)>,
+    /// Bytes the application read in the last measured RTT (Linux `rcvq_space.space`).
+    space: usize,
+    /// The receive buffer the measurements ask for (0: none yet).
+    wanted: usize,
+}
+
 /// A Transmission Control Protocol socket.
 ///
 /// A TCP socket may passively listen for connections or actively connect to another endpoint.
@@ -629,6 +645,9 @@ pub struct Socket<'a> {
     /// the receive buffer (see `set_window_capacity`).
     window_capacity: usize,
 
+    /// tapir patch: receive-side measurements for buffer autotuning (see `receive_rtt`).
+    rcv_tune: RcvTune,
+
     /// tsval generator - if some, tcp timestamp is enabled
     tsval_generator: Option<TcpTimestampGenerator>,
 
@@ -716,6 +735,7 @@ impl<'a> Socket<'a> {
             last_remote_tsval: 0,
             congestion_controller: congestion::AnyController::new(),
             window_capacity: 0,
+            rcv_tune: RcvTune::default(),
 
             #[cfg(feature = "async")]
             rx_waker: WakerRegistration::new(),
@@ -1057,6 +1077,7 @@ impl<'a> Socket<'a> {
         self.rto_point = None;
         self.rack_timer = None;
         self.tlp = Tlp::default();
+        self.rcv_tune = RcvTune::default();
 
         #[cfg(feature = "async")]
         {
@@ -1073,24 +1094,35 @@ impl<'a> Socket<'a> {
         self.window_capacity = capacity.min(1 << 30);
     }
 
-    /// tapir patch: swaps in larger receive and send buffers, moving the queued data over.
-    /// Sequence numbers, timers and the window scale stay as they are; the larger receive
+    /// tapir patch: swaps in new receive and send buffers, moving what they hold over
+    /// (received-but-unread and out-of-order data; unacknowledged and unsent data).
+    /// Sequence numbers, timers and the window scale stay as they are; a larger receive
     /// window is announced with the next segment (at once when it doubled).
     ///
-    /// The new buffers must be empty and at least as large as the ones they replace, and no
-    /// out-of-order data may be held (it lives past the queue in the old receive buffer);
-    /// otherwise both are handed back untouched. On success the old buffers are returned.
+    /// The new buffers must be empty and hold what the old ones hold: the queued bytes, and
+    /// when out-of-order data is held (it lives past the queue in the receive buffer) the
+    /// whole old receive buffer; otherwise both are handed back untouched. On success the
+    /// old buffers are returned.
+    ///
+    /// A smaller receive buffer shrinks the window the next segment advertises, which
+    /// RFC 9293 (3.8.6.2.2) asks receivers not to do: do it only when the peer has nothing
+    /// in flight (an idle connection). Bytes it then sends past the new window are dropped
+    /// and retransmitted, as for any shrunk window, which senders must cope with.
     #[allow(clippy::type_complexity)]
     pub fn replace_buffers(
         &mut self,
         mut rx_buffer: SocketBuffer<'a>,
         mut tx_buffer: SocketBuffer<'a>,
     ) -> Result<(SocketBuffer<'a>, SocketBuffer<'a>), (SocketBuffer<'a>, SocketBuffer<'a>)> {
+        let rx_needed = if self.assembler.is_empty() {
+            self.rx_buffer.len()
+        } else {
+            self.rx_buffer.capacity()
+        };
         if !rx_buffer.is_empty()
             || !tx_buffer.is_empty()
-            || rx_buffer.capacity() < self.rx_buffer.capacity()
-            || tx_buffer.capacity() < self.tx_buffer.capacity()
-            || !self.assembler.is_empty()
+            || rx_buffer.capacity() < rx_needed
+            || tx_buffer.capacity() < self.tx_buffer.len()
         {
             return Err((rx_buffer, tx_buffer));
         }
@@ -1105,9 +1137,92 @@ impl<'a> Socket<'a> {
         }
         move_queue(&self.rx_buffer, &mut rx_buffer);
         move_queue(&self.tx_buffer, &mut tx_buffer);
+        if !self.assembler.is_empty() {
+            // Out-of-order bytes sit at offsets past the queue: copy that whole region.
+            let mut offset = 0;
+            while offset < self.rx_buffer.window() {
+                let chunk = self
+                    .rx_buffer
+                    .get_unallocated(offset, self.rx_buffer.window() - offset);
+                let written = rx_buffer.write_unallocated(offset, chunk);
+                debug_assert_eq!(written, chunk.len());
+                offset += chunk.len();
+            }
+        }
+        if rx_buffer.capacity() < self.rx_buffer.capacity() {
+            // Measure afresh for the small buffer, or it would be grown again at once.
+            self.rcv_tune.space_mark = None;
+            self.rcv_tune.wanted = 0;
+        }
         let old_rx = mem::replace(&mut self.rx_buffer, rx_buffer);
         let old_tx = mem::replace(&mut self.tx_buffer, tx_buffer);
         Ok((old_rx, old_tx))
+    }
+
+    /// tapir patch: the receiver's estimate of the round-trip time, for a connection that
+    /// may only receive (no RTT samples of its own): as Linux's `tcp_rcv_rtt_measure`, the
+    /// shortest time taken to receive one advertised window beyond the edge it advertised.
+    /// `None` before the first sample.
+    pub fn receive_rtt(&self) -> Option<Duration> {
+        (self.rcv_tune.rtt_us > 0).then(|| Duration::from_micros(self.rcv_tune.rtt_us as u64))
+    }
+
+    /// tapir patch: the receive buffer Linux's dynamic right-sizing (`tcp_rcv_space_adjust`)
+    /// would give this connection now: twice the bytes the application read in the last
+    /// receive RTT plus 16 segments, and more while that count grows, so that a sender in
+    /// slow start is not limited by the window. 0 before the first measurement; never
+    /// smaller than a previous answer until the receive buffer is replaced by a smaller one.
+    pub fn receive_space_wanted(&self) -> usize {
+        self.rcv_tune.wanted
+    }
+
+    /// tapir patch: where the stream is in each direction: the next sequence number
+    /// expected from the peer, and the oldest one of ours not yet acknowledged. Both stay
+    /// the same while nothing is received or acknowledged.
+    pub fn stream_marks(&self) -> (TcpSeqNumber, TcpSeqNumber) {
+        (self.remote_seq_no + self.rx_buffer.len(), self.local_seq_no)
+    }
+
+    /// tapir patch: updates the receive-side measurements when in-order data arrived.
+    fn rcv_tune_on_data(&mut self, now: Instant) {
+        let rcv_nxt = self.remote_seq_no + self.rx_buffer.len();
+        let window = (self.remote_last_win as usize) << self.remote_win_shift;
+        let initial_space = self.rx_buffer.capacity().min(10 * self.remote_mss);
+        let read = self.remote_seq_no;
+        let mss = self.remote_mss;
+        let t = &mut self.rcv_tune;
+        // tcp_rcv_rtt_measure: data past rcv_nxt + window (as of this instant) can only
+        // be sent once our next ACK arrived, so the sample is at least one RTT.
+        match t.rtt_mark {
+            Some((seq, _)) if rcv_nxt < seq => {}
+            mark => {
+                if let Some((_, start)) = mark {
+                    let sample = (now - start).total_micros().max(1) as i64;
+                    if t.rtt_us == 0 || sample < t.rtt_us {
+                        t.rtt_us = sample;
+                    }
+                }
+                t.rtt_mark = (window > 0).then_some((rcv_nxt + window, now));
+            }
+        }
+        // tcp_rcv_space_adjust, once per receive RTT.
+        let Some((seq, start)) = t.space_mark else {
+            t.space_mark = Some((read, now));
+            t.space = initial_space.max(1);
+            return;
+        };
+        if t.rtt_us == 0 || (now - start).total_micros() < t.rtt_us as u64 || read < seq {
+            return;
+        }
+        let copied = read - seq;
+        if copied > t.space {
+            let mut wanted = 2 * copied + 16 * mss;
+            // A sender growing its window (slow start): the next RTT brings more.
+            wanted += 2 * (wanted.saturating_mul(copied - t.space) / t.space);
+            t.wanted = t.wanted.max(wanted);
+            t.space = copied;
+        }
+        t.space_mark = Some((read, now));
     }
 
     /// Start listening on the given endpoint.
@@ -2642,6 +2757,7 @@ impl<'a> Socket<'a> {
             // There's new data in rx_buffer, notify waiting task if any.
             #[cfg(feature = "async")]
             self.rx_waker.wake();
+            self.rcv_tune_on_data(cx.now());
         }
 
         if !self.assembler.is_empty() {
@@ -7066,11 +7182,18 @@ mod test {
                 ..SEND_TEMPL
             }
         );
-        // Out-of-order data, or smaller or non-empty buffers, are refused.
+        // Buffers too small for what is queued are refused.
         assert!(
             s.replace_buffers(
-                SocketBuffer::new(vec![0; 4]),
+                SocketBuffer::new(vec![0; 2]),
                 SocketBuffer::new(vec![0; 64])
+            )
+            .is_err()
+        );
+        assert!(
+            s.replace_buffers(
+                SocketBuffer::new(vec![0; 64]),
+                SocketBuffer::new(vec![0; 5])
             )
             .is_err()
         );
@@ -7100,6 +7223,151 @@ mod test {
                 ..RECV_TEMPL
             })
         );
+    }
+
+    #[test]
+    fn test_replace_buffers_moves_out_of_order_data() {
+        // tapir patch: growing while holding out-of-order data keeps it.
+        let mut s = socket_established_with_buffer_sizes(64, 8);
+        s.set_ack_delay(None);
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 3,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"defgh"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 8,
+                ..RECV_TEMPL
+            })
+        );
+        // The whole old receive buffer must fit.
+        assert!(
+            s.replace_buffers(
+                SocketBuffer::new(vec![0; 7]),
+                SocketBuffer::new(vec![0; 64])
+            )
+            .is_err()
+        );
+        s.replace_buffers(
+            SocketBuffer::new(vec![0; 32]),
+            SocketBuffer::new(vec![0; 64]),
+        )
+        .unwrap();
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abc"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 8),
+                window_len: 24,
+                ..RECV_TEMPL
+            })
+        );
+        let mut got = [0; 16];
+        assert_eq!(s.recv_slice(&mut got), Ok(8));
+        assert_eq!(&got[..8], b"abcdefgh");
+    }
+
+    #[test]
+    fn test_replace_buffers_shrinks_when_empty() {
+        // tapir patch: an idle connection gives its large buffers back.
+        let mut s = socket_established_with_buffer_sizes(64, 64);
+        s.set_ack_delay(None);
+        s.replace_buffers(SocketBuffer::new(vec![0; 8]), SocketBuffer::new(vec![0; 8]))
+            .unwrap();
+        assert_eq!((s.recv_capacity(), s.send_capacity()), (8, 8));
+        // The smaller window goes out with the next segment.
+        s.send_slice(b"abcdefghij").unwrap();
+        recv!(
+            s,
+            Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 8,
+                payload: &b"abcdefgh"[..],
+                ..RECV_TEMPL
+            })
+        );
+    }
+
+    #[test]
+    fn test_receive_rtt_and_space_wanted() {
+        // tapir patch: a receiver that only receives measures the RTT (the time to receive
+        // one window past the edge it advertised) and the buffer the application's reads
+        // per RTT ask for. The peer sends a window per 10 ms round trip.
+        let mut s = socket_established_with_buffer_sizes(64, 1000);
+        s.set_ack_delay(None);
+        let mut seq = REMOTE_SEQ + 1;
+        let mut flight = |s: &mut TestSocket, time: i64, len: usize| {
+            let data = vec![7; len];
+            let segment = TcpRepr {
+                seq_number: seq,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &data,
+                ..SEND_TEMPL
+            };
+            assert_eq!(send(s, Instant::from_millis(time), &segment), None);
+            seq += len;
+            let mut buf = vec![0; len];
+            assert_eq!(s.recv_slice(&mut buf), Ok(len));
+            // The ACK advertises the window the next flight fills.
+            recv(s, Instant::from_millis(time), |_| {});
+        };
+        flight(&mut s, 0, 1000);
+        assert_eq!(s.receive_rtt(), None);
+        flight(&mut s, 10, 1000);
+        assert_eq!(s.receive_rtt(), Some(Duration::from_millis(10)));
+        assert_eq!(s.receive_space_wanted(), 0);
+        s.replace_buffers(
+            SocketBuffer::new(vec![0; 4000]),
+            SocketBuffer::new(vec![0; 64]),
+        )
+        .unwrap();
+        recv(&mut s, Instant::from_millis(10), |_| {});
+        flight(&mut s, 20, 4000);
+        // 1000 bytes read in the last RTT, no more than the first one: no growth yet.
+        assert_eq!(s.receive_space_wanted(), 0);
+        flight(&mut s, 30, 4000);
+        // 4000 read in one RTT after 1000: 2 × 4000 + 16 segments, plus twice that times
+        // the growth (3000 / 1000).
+        assert_eq!(s.receive_rtt(), Some(Duration::from_millis(10)));
+        let base = 2 * 4000 + 16 * DEFAULT_MSS;
+        assert_eq!(s.receive_space_wanted(), base + 2 * base * 3);
+        // A smaller buffer starts the measurement again.
+        s.replace_buffers(
+            SocketBuffer::new(vec![0; 500]),
+            SocketBuffer::new(vec![0; 64]),
+        )
+        .unwrap();
+        assert_eq!(s.receive_space_wanted(), 0);
+        assert_eq!(s.receive_rtt(), Some(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn test_congestion_window_and_stream_marks() {
+        let mut s = socket_established();
+        assert!(s.congestion_window() > 0);
+        assert_eq!(s.stream_marks(), (REMOTE_SEQ + 1, LOCAL_SEQ + 1));
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abc"[..],
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.stream_marks(), (REMOTE_SEQ + 1 + 3, LOCAL_SEQ + 1));
     }
 
     #[test]
