@@ -26,6 +26,13 @@ fn echo_16_mib_with_reno() {
     echo_16_mib(1, CongestionControl::Reno);
 }
 
+/// A TCP receiver holds 32 out-of-order blocks (smoltcp's default, 4, dropped every
+/// segment past the fourth hole, to be sent again).
+#[test]
+fn tcp_receivers_hold_32_out_of_order_blocks() {
+    assert_eq!(smoltcp::config::ASSEMBLER_MAX_SEGMENT_COUNT, 32);
+}
+
 #[test]
 fn tcp_settings_reach_every_connection() {
     let sim = Sim::new();
