@@ -1502,7 +1502,11 @@ impl<'a> Socket<'a> {
     /// tapir patch: the payload of a full-sized segment we send (the smaller of the
     /// remote's MSS and our MTU's, less the timestamp option), for congestion control.
     fn send_mss(&self, cx: &Context, ip_repr: &IpRepr) -> usize {
-        let options_len = if self.tsval_generator.is_some() { 12 } else { 0 };
+        let options_len = if self.tsval_generator.is_some() {
+            12
+        } else {
+            0
+        };
         let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
         local_mss.min(self.remote_mss).saturating_sub(options_len)
     }
@@ -1529,10 +1533,7 @@ impl<'a> Socket<'a> {
     /// segments before it (the most recently reported blocks), then any other block held,
     /// lowest first, up to the three that fit. A D-SACK block (RFC 2883), when given, goes
     /// first. Empty without out-of-order data.
-    fn sack_ranges(
-        &self,
-        dsack: Option<(TcpSeqNumber, TcpSeqNumber)>,
-    ) -> [Option<(u32, u32)>; 3] {
+    fn sack_ranges(&self, dsack: Option<(TcpSeqNumber, TcpSeqNumber)>) -> [Option<(u32, u32)>; 3] {
         let mut ranges = [None; 3];
         let ack = self.remote_seq_no + self.rx_buffer.len();
         let blocks = || {
@@ -1540,9 +1541,11 @@ impl<'a> Socket<'a> {
                 .iter_data()
                 .map(move |(left, right)| (ack + left, ack + right))
         };
-        let recent = self.sack_recent.iter().flatten().filter_map(|&seq| {
-            blocks().find(|&(left, right)| left <= seq && seq < right)
-        });
+        let recent = self
+            .sack_recent
+            .iter()
+            .flatten()
+            .filter_map(|&seq| blocks().find(|&(left, right)| left <= seq && seq < right));
         let mut n = 0;
         for (left, right) in dsack.into_iter().chain(recent).chain(blocks()) {
             let range = Some((left.0 as u32, right.0 as u32));
@@ -1567,9 +1570,11 @@ impl<'a> Socket<'a> {
             .map(|(left, right)| (ack + left, ack + right))
             .find(|&(left, right)| left <= seq && seq < right);
         let mut recent = [Some(seq), None, None];
-        let older = self.sack_recent.iter().flatten().filter(|&&old| {
-            block.is_none_or(|(left, right)| old < left || right <= old)
-        });
+        let older = self
+            .sack_recent
+            .iter()
+            .flatten()
+            .filter(|&&old| block.is_none_or(|(left, right)| old < left || right <= old));
         for (slot, &old) in recent[1..].iter_mut().zip(older) {
             *slot = Some(old);
         }
@@ -4912,40 +4917,60 @@ mod test {
         //   8000        5500   8000   8500   7000   7500   6000   6500
         let (mut s, segment) = setup_rfc2018_cases();
         let seq = |n: usize| REMOTE_SEQ.0 as u32 + 1 + n as u32;
-        send!(s, TcpRepr {
-            seq_number: REMOTE_SEQ + 1 + 5000,
-            ack_number: Some(LOCAL_SEQ + 1),
-            payload: &segment,
-            ..SEND_TEMPL
-        });
-        recv!(s, [TcpRepr {
-            seq_number: LOCAL_SEQ + 1,
-            ack_number: Some(REMOTE_SEQ + 1 + 5500),
-            window_len: 3500,
-            ..RECV_TEMPL
-        }]);
-        let expected = [
-            (6000, [Some((seq(6000), seq(6500))), None, None]),
-            (7000, [Some((seq(7000), seq(7500))), Some((seq(6000), seq(6500))), None]),
-            (8000, [
-                Some((seq(8000), seq(8500))),
-                Some((seq(7000), seq(7500))),
-                Some((seq(6000), seq(6500))),
-            ]),
-        ];
-        for (offset, sack_ranges) in expected {
-            send!(s, TcpRepr {
-                seq_number: REMOTE_SEQ + 1 + offset,
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 5000,
                 ack_number: Some(LOCAL_SEQ + 1),
                 payload: &segment,
                 ..SEND_TEMPL
-            }, Some(TcpRepr {
+            }
+        );
+        recv!(
+            s,
+            [TcpRepr {
                 seq_number: LOCAL_SEQ + 1,
                 ack_number: Some(REMOTE_SEQ + 1 + 5500),
                 window_len: 3500,
-                sack_ranges,
                 ..RECV_TEMPL
-            }));
+            }]
+        );
+        let expected = [
+            (6000, [Some((seq(6000), seq(6500))), None, None]),
+            (
+                7000,
+                [
+                    Some((seq(7000), seq(7500))),
+                    Some((seq(6000), seq(6500))),
+                    None,
+                ],
+            ),
+            (
+                8000,
+                [
+                    Some((seq(8000), seq(8500))),
+                    Some((seq(7000), seq(7500))),
+                    Some((seq(6000), seq(6500))),
+                ],
+            ),
+        ];
+        for (offset, sack_ranges) in expected {
+            send!(
+                s,
+                TcpRepr {
+                    seq_number: REMOTE_SEQ + 1 + offset,
+                    ack_number: Some(LOCAL_SEQ + 1),
+                    payload: &segment,
+                    ..SEND_TEMPL
+                },
+                Some(TcpRepr {
+                    seq_number: LOCAL_SEQ + 1,
+                    ack_number: Some(REMOTE_SEQ + 1 + 5500),
+                    window_len: 3500,
+                    sack_ranges,
+                    ..RECV_TEMPL
+                })
+            );
         }
     }
 
@@ -4958,31 +4983,45 @@ mod test {
         let seq = |n: usize| REMOTE_SEQ.0 as u32 + 1 + n as u32;
         let mut last = None;
         for offset in [30, 10, 70, 50] {
-            last = send(&mut s, Instant::from_millis(0), &TcpRepr {
-                seq_number: REMOTE_SEQ + 1 + offset,
+            last = send(
+                &mut s,
+                Instant::from_millis(0),
+                &TcpRepr {
+                    seq_number: REMOTE_SEQ + 1 + offset,
+                    ack_number: Some(LOCAL_SEQ + 1),
+                    payload: &b"01234"[..],
+                    ..SEND_TEMPL
+                },
+            );
+        }
+        assert_eq!(
+            last.unwrap().sack_ranges,
+            [
+                Some((seq(50), seq(55))),
+                Some((seq(70), seq(75))),
+                Some((seq(10), seq(15))),
+            ]
+        );
+        // A segment extending the block at 10 makes it the first block; the blocks that
+        // follow are the most recent others.
+        let reply = send(
+            &mut s,
+            Instant::from_millis(0),
+            &TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 15,
                 ack_number: Some(LOCAL_SEQ + 1),
                 payload: &b"01234"[..],
                 ..SEND_TEMPL
-            });
-        }
-        assert_eq!(last.unwrap().sack_ranges, [
-            Some((seq(50), seq(55))),
-            Some((seq(70), seq(75))),
-            Some((seq(10), seq(15))),
-        ]);
-        // A segment extending the block at 10 makes it the first block; the blocks that
-        // follow are the most recent others.
-        let reply = send(&mut s, Instant::from_millis(0), &TcpRepr {
-            seq_number: REMOTE_SEQ + 1 + 15,
-            ack_number: Some(LOCAL_SEQ + 1),
-            payload: &b"01234"[..],
-            ..SEND_TEMPL
-        });
-        assert_eq!(reply.unwrap().sack_ranges, [
-            Some((seq(10), seq(20))),
-            Some((seq(50), seq(55))),
-            Some((seq(70), seq(75))),
-        ]);
+            },
+        );
+        assert_eq!(
+            reply.unwrap().sack_ranges,
+            [
+                Some((seq(10), seq(20))),
+                Some((seq(50), seq(55))),
+                Some((seq(70), seq(75))),
+            ]
+        );
     }
 
     #[test]
@@ -4991,53 +5030,69 @@ mod test {
         s.remote_has_sack = true;
         let seq = |n: usize| REMOTE_SEQ.0 as u32 + 1 + n as u32;
         // 40 bytes in order, then a block past a 4-byte hole.
-        send!(s, TcpRepr {
-            seq_number: REMOTE_SEQ + 1,
-            ack_number: Some(LOCAL_SEQ + 1),
-            payload: &[b'x'; 40][..],
-            ..SEND_TEMPL
-        });
-        recv!(s, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1,
-            ack_number: Some(REMOTE_SEQ + 1 + 40),
-            window_len: 24,
-            ..RECV_TEMPL
-        }));
-        send!(s, TcpRepr {
-            seq_number: REMOTE_SEQ + 1 + 44,
-            ack_number: Some(LOCAL_SEQ + 1),
-            payload: &b"abcde"[..],
-            ..SEND_TEMPL
-        }, Some(TcpRepr {
-            seq_number: LOCAL_SEQ + 1,
-            ack_number: Some(REMOTE_SEQ + 1 + 40),
-            window_len: 24,
-            sack_ranges: [Some((seq(44), seq(49))), None, None],
-            ..RECV_TEMPL
-        }));
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &[b'x'; 40][..],
+                ..SEND_TEMPL
+            }
+        );
+        recv!(
+            s,
+            Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 40),
+                window_len: 24,
+                ..RECV_TEMPL
+            })
+        );
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 44,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abcde"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 40),
+                window_len: 24,
+                sack_ranges: [Some((seq(44), seq(49))), None, None],
+                ..RECV_TEMPL
+            })
+        );
 
         // The application reads: the window update carries the block.
         s.recv(|data| (data.len(), ())).unwrap();
-        recv!(s, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1,
-            ack_number: Some(REMOTE_SEQ + 1 + 40),
-            window_len: 64,
-            sack_ranges: [Some((seq(44), seq(49))), None, None],
-            ..RECV_TEMPL
-        }));
+        recv!(
+            s,
+            Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 40),
+                window_len: 64,
+                sack_ranges: [Some((seq(44), seq(49))), None, None],
+                ..RECV_TEMPL
+            })
+        );
 
         // Data we send carries it too, and gives up room for it: with a 20-byte MSS and a
         // one-block SACK option (10 bytes, padded to 12), 8 bytes of payload.
         s.remote_mss = 20;
         s.send_slice(&[b'y'; 20]).unwrap();
-        recv!(s, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1,
-            ack_number: Some(REMOTE_SEQ + 1 + 40),
-            window_len: 64,
-            sack_ranges: [Some((seq(44), seq(49))), None, None],
-            payload: &[b'y'; 8][..],
-            ..RECV_TEMPL
-        }));
+        recv!(
+            s,
+            Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 40),
+                window_len: 64,
+                sack_ranges: [Some((seq(44), seq(49))), None, None],
+                payload: &[b'y'; 8][..],
+                ..RECV_TEMPL
+            })
+        );
     }
 
     #[test]
@@ -5047,37 +5102,48 @@ mod test {
         let mut s = socket_established_with_buffer_sizes(64, 64);
         s.remote_has_sack = true;
         let seq = |n: usize| REMOTE_SEQ.0 as u32 + 1 + n as u32;
-        send!(s, TcpRepr {
-            seq_number: REMOTE_SEQ + 1,
-            ack_number: Some(LOCAL_SEQ + 1),
-            payload: &b"abcdef"[..],
-            ..SEND_TEMPL
-        });
-        send!(s, TcpRepr {
-            seq_number: REMOTE_SEQ + 1 + 10,
-            ack_number: Some(LOCAL_SEQ + 1),
-            payload: &b"klm"[..],
-            ..SEND_TEMPL
-        }, Some(TcpRepr {
-            seq_number: LOCAL_SEQ + 1,
-            ack_number: Some(REMOTE_SEQ + 1 + 6),
-            window_len: 58,
-            sack_ranges: [Some((seq(10), seq(13))), None, None],
-            ..RECV_TEMPL
-        }));
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abcdef"[..],
+                ..SEND_TEMPL
+            }
+        );
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 10,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"klm"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 6),
+                window_len: 58,
+                sack_ranges: [Some((seq(10), seq(13))), None, None],
+                ..RECV_TEMPL
+            })
+        );
         // The first segment again: all of it is a duplicate.
-        send!(s, TcpRepr {
-            seq_number: REMOTE_SEQ + 1,
-            ack_number: Some(LOCAL_SEQ + 1),
-            payload: &b"abcdef"[..],
-            ..SEND_TEMPL
-        }, Some(TcpRepr {
-            seq_number: LOCAL_SEQ + 1,
-            ack_number: Some(REMOTE_SEQ + 1 + 6),
-            window_len: 58,
-            sack_ranges: [Some((seq(0), seq(6))), Some((seq(10), seq(13))), None],
-            ..RECV_TEMPL
-        }));
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abcdef"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 6),
+                window_len: 58,
+                sack_ranges: [Some((seq(0), seq(6))), Some((seq(10), seq(13))), None],
+                ..RECV_TEMPL
+            })
+        );
     }
 
     #[test]
@@ -6841,24 +6907,30 @@ mod test {
     fn initial_and_loss_window(cc: CongestionControl, remote_mss: Option<u16>) {
         let mut s = socket_syn_sent_with_buffer_sizes(32768, 64);
         s.set_congestion_control(cc);
-        recv!(s, [TcpRepr {
-            control: TcpControl::Syn,
-            seq_number: LOCAL_SEQ,
-            ack_number: None,
-            max_seg_size: Some(BASE_MSS),
-            window_scale: Some(0),
-            sack_permitted: true,
-            ..RECV_TEMPL
-        }]);
-        send!(s, TcpRepr {
-            control: TcpControl::Syn,
-            seq_number: REMOTE_SEQ,
-            ack_number: Some(LOCAL_SEQ + 1),
-            max_seg_size: remote_mss,
-            window_scale: Some(0),
-            window_len: 65535,
-            ..SEND_TEMPL
-        });
+        recv!(
+            s,
+            [TcpRepr {
+                control: TcpControl::Syn,
+                seq_number: LOCAL_SEQ,
+                ack_number: None,
+                max_seg_size: Some(BASE_MSS),
+                window_scale: Some(0),
+                sack_permitted: true,
+                ..RECV_TEMPL
+            }]
+        );
+        send!(
+            s,
+            TcpRepr {
+                control: TcpControl::Syn,
+                seq_number: REMOTE_SEQ,
+                ack_number: Some(LOCAL_SEQ + 1),
+                max_seg_size: remote_mss,
+                window_scale: Some(0),
+                window_len: 65535,
+                ..SEND_TEMPL
+            }
+        );
         let mss = remote_mss.map_or(DEFAULT_MSS, usize::from);
         assert_eq!(s.congestion_window(), 10 * mss);
 
@@ -10216,7 +10288,10 @@ mod test {
         let mut r = RttEstimator::default();
         r.set_min_rto(200);
         r.sample(300);
-        assert_eq!(r.retransmission_timeout(), Duration::from_millis(300 + 4 * 150));
+        assert_eq!(
+            r.retransmission_timeout(),
+            Duration::from_millis(300 + 4 * 150)
+        );
 
         // The default minimum is RFC 6298's 1 second.
         let mut r = RttEstimator::default();
