@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
 use tapir::stack::{StackConfig, TcpConfig};
 
@@ -82,6 +82,19 @@ pub struct NetArgs {
     /// uses 200, RFC 6298 suggests 1000).
     #[arg(long, default_value_t = 200, value_name = "MS")]
     pub tcp_min_rto: u64,
+
+    /// TCP congestion control algorithm.
+    #[arg(long, value_enum, default_value_t = TcpCc::Cubic)]
+    pub tcp_cc: TcpCc,
+}
+
+/// A congestion control algorithm for `--tcp-cc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TcpCc {
+    /// CUBIC (RFC 9438), as Linux, Windows and macOS use.
+    Cubic,
+    /// Reno / NewReno (RFC 5681).
+    Reno,
 }
 
 impl NetArgs {
@@ -140,6 +153,10 @@ impl NetArgs {
             timeout: secs(self.tcp_timeout),
             keep_alive: secs(self.tcp_keepalive),
             min_rto: smoltcp::time::Duration::from_millis(self.tcp_min_rto),
+            congestion: match self.tcp_cc {
+                TcpCc::Cubic => smoltcp::socket::tcp::CongestionControl::Cubic,
+                TcpCc::Reno => smoltcp::socket::tcp::CongestionControl::Reno,
+            },
             ..TcpConfig::default()
         };
         Ok(config)
@@ -259,6 +276,18 @@ mod tests {
         assert_eq!(config.tcp.min_rto, ms(50));
         assert!(config_from(&["--tcp-min-rto", "0"]).is_err());
         assert!(config_from(&["--tcp-min-rto", "60001"]).is_err());
+    }
+
+    #[test]
+    fn tcp_cc_reaches_the_stack_config() {
+        use smoltcp::socket::tcp::CongestionControl;
+        assert_eq!(
+            config_from(&[]).unwrap().tcp.congestion,
+            CongestionControl::Cubic
+        );
+        let reno = config_from(&["--tcp-cc", "reno"]).unwrap();
+        assert_eq!(reno.tcp.congestion, CongestionControl::Reno);
+        assert!(config_from(&["--tcp-cc", "bbr"]).is_err());
     }
 
     #[test]

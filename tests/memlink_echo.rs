@@ -3,6 +3,7 @@
 mod common;
 
 use common::{config, linked, EchoClient, CLIENT_IP, SERVER_IP};
+use smoltcp::socket::tcp::CongestionControl;
 use smoltcp::time::Duration;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 use tapir::app::echo::EchoServer;
@@ -17,7 +18,33 @@ fn server_endpoint() -> IpEndpoint {
 
 #[test]
 fn echo_16_mib_through_loss_and_reordering() {
-    echo_16_mib(1);
+    echo_16_mib(1, CongestionControl::Cubic);
+}
+
+#[test]
+fn echo_16_mib_with_reno() {
+    echo_16_mib(1, CongestionControl::Reno);
+}
+
+/// A TCP receiver holds 32 out-of-order blocks (smoltcp's default, 4, dropped every
+/// segment past the fourth hole, to be sent again).
+#[test]
+fn tcp_receivers_hold_32_out_of_order_blocks() {
+    assert_eq!(smoltcp::config::ASSEMBLER_MAX_SEGMENT_COUNT, 32);
+}
+
+#[test]
+fn tcp_settings_reach_every_connection() {
+    let sim = Sim::new();
+    let mut client = config(CLIENT_IP, 1, 2);
+    client.tcp.congestion = CongestionControl::Reno;
+    client.tcp.min_rto = Duration::from_millis(300);
+    let (_, _, mut c_stack, _) =
+        linked(LinkConfig::default(), config(SERVER_IP, 2, 1), client, &sim);
+    let handle = c_stack.connect(server_endpoint()).unwrap();
+    let socket = c_stack.socket_ref(&handle);
+    assert_eq!(socket.congestion_control(), CongestionControl::Reno);
+    assert_eq!(socket.min_rto(), Duration::from_millis(300));
 }
 
 /// With these link seeds both ends fill their buffers, one side's receive window is zero
@@ -27,11 +54,11 @@ fn echo_16_mib_through_loss_and_reordering() {
 #[test]
 fn echo_16_mib_with_both_windows_full_does_not_deadlock() {
     for seed in [2, 4, 7, 42] {
-        echo_16_mib(seed);
+        echo_16_mib(seed, CongestionControl::Cubic);
     }
 }
 
-fn echo_16_mib(seed: u64) {
+fn echo_16_mib(seed: u64, congestion: CongestionControl) {
     let link = LinkConfig {
         loss: 0.01,
         reorder: 0.01,
@@ -40,8 +67,10 @@ fn echo_16_mib(seed: u64) {
         ..LinkConfig::default()
     };
     let mut sim = Sim::new();
-    let (mut s_stack, s_dev, mut c_stack, c_dev) =
-        linked(link, config(SERVER_IP, 2, 1), config(CLIENT_IP, 1, 2), &sim);
+    let (mut server, mut client) = (config(SERVER_IP, 2, 1), config(CLIENT_IP, 1, 2));
+    server.tcp.congestion = congestion;
+    client.tcp.congestion = congestion;
+    let (mut s_stack, s_dev, mut c_stack, c_dev) = linked(link, server, client, &sim);
     let echo = EchoServer::bind(&mut s_stack, PORT).unwrap();
     let total = 16 * 1024 * 1024;
     let client = EchoClient::connect(&mut c_stack, server_endpoint(), 1, total);

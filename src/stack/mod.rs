@@ -109,6 +109,8 @@ pub struct TcpConfig {
     /// Floor of the retransmission timeout computed from the measured RTT (RFC 6298);
     /// 200 ms like Linux (smoltcp's own default is RFC 6298's 1 s).
     pub min_rto: Duration,
+    /// Congestion control algorithm of every connection (CUBIC by default, or Reno).
+    pub congestion: tcp::CongestionControl,
 }
 
 impl Default for TcpConfig {
@@ -126,6 +128,7 @@ impl Default for TcpConfig {
             keep_alive: None,
             timeout: None,
             min_rto: Duration::from_millis(200),
+            congestion: tcp::CongestionControl::Cubic,
         }
     }
 }
@@ -734,6 +737,7 @@ impl Stack {
         socket.set_keep_alive(tcp.keep_alive);
         socket.set_timeout(tcp.timeout);
         socket.set_min_rto(tcp.min_rto);
+        socket.set_congestion_control(tcp.congestion);
         socket
     }
 

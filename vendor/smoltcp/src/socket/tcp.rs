@@ -608,6 +608,9 @@ pub struct Socket<'a> {
     remote_last_ts: Option<Instant>,
     /// The sequence number of the last packet received, used for sACK
     local_rx_last_seq: Option<TcpSeqNumber>,
+    /// tapir patch: where the most recent out-of-order segments started, newest first:
+    /// the blocks holding them are the SACK blocks to report (RFC 2018 §4).
+    sack_recent: [Option<TcpSeqNumber>; 3],
     /// The ACK number of the last packet received.
     local_rx_last_ack: Option<TcpSeqNumber>,
     /// The number of packets received directly after
@@ -721,6 +724,7 @@ impl<'a> Socket<'a> {
             remote_last_ts: None,
             local_rx_last_ack: None,
             local_rx_last_seq: None,
+            sack_recent: [None; 3],
             local_rx_dup_acks: 0,
             scoreboard: Scoreboard::default(),
             recovery: None,
@@ -1070,6 +1074,7 @@ impl<'a> Socket<'a> {
         self.remote_win_shift = rx_cap_log2.saturating_sub(16) as u8;
         self.remote_mss = DEFAULT_MSS;
         self.remote_last_ts = None;
+        self.sack_recent = [None; 3];
         self.ack_delay_timer = AckDelayTimer::Idle;
         self.challenge_ack_timer = Instant::from_secs(0);
         self.scoreboard.clear();
@@ -1713,6 +1718,59 @@ impl<'a> Socket<'a> {
         }
     }
 
+    /// tapir patch: the SACK option of an ACK sent now (RFC 2018 §4): first the block
+    /// holding the most recently received out-of-order segment, then those holding the
+    /// segments before it (the most recently reported blocks), then any other block held,
+    /// lowest first, up to the three that fit. A D-SACK block (RFC 2883), when given, goes
+    /// first. Empty without out-of-order data.
+    fn sack_ranges(&self, dsack: Option<(TcpSeqNumber, TcpSeqNumber)>) -> [Option<(u32, u32)>; 3] {
+        let mut ranges = [None; 3];
+        let ack = self.remote_seq_no + self.rx_buffer.len();
+        let blocks = || {
+            self.assembler
+                .iter_data()
+                .map(move |(left, right)| (ack + left, ack + right))
+        };
+        let recent = self
+            .sack_recent
+            .iter()
+            .flatten()
+            .filter_map(|&seq| blocks().find(|&(left, right)| left <= seq && seq < right));
+        let mut n = 0;
+        for (left, right) in dsack.into_iter().chain(recent).chain(blocks()) {
+            let range = Some((left.0 as u32, right.0 as u32));
+            if n == ranges.len() {
+                break;
+            }
+            if !ranges[..n].contains(&range) {
+                ranges[n] = range;
+                n += 1;
+            }
+        }
+        ranges
+    }
+
+    /// tapir patch: remembers an out-of-order segment starting at `seq` as the newest for
+    /// `sack_ranges`, forgetting older ones in the same block.
+    fn note_out_of_order(&mut self, seq: TcpSeqNumber) {
+        let ack = self.remote_seq_no + self.rx_buffer.len();
+        let block = self
+            .assembler
+            .iter_data()
+            .map(|(left, right)| (ack + left, ack + right))
+            .find(|&(left, right)| left <= seq && seq < right);
+        let mut recent = [Some(seq), None, None];
+        let older = self
+            .sack_recent
+            .iter()
+            .flatten()
+            .filter(|&&old| block.is_none_or(|(left, right)| old < left || right <= old));
+        for (slot, &old) in recent[1..].iter_mut().zip(older) {
+            *slot = Some(old);
+        }
+        self.sack_recent = recent;
+    }
+
     /// Number of octets transmitted but not yet ACKed.
     fn flight_size(&self) -> usize {
         self.remote_last_seq - self.local_seq_no
@@ -1933,42 +1991,14 @@ impl<'a> Socket<'a> {
         self.remote_last_win = reply_repr.window_len;
 
         // If the remote supports selective acknowledgement, add the option to the outgoing
-        // segment.
+        // segment. tapir patch: every block held (see `sack_ranges`), and a D-SACK block
+        // (RFC 2883) first when the segment that triggered this ACK was a duplicate.
         if self.remote_has_sack {
-            net_debug!("sending sACK option with current assembler ranges");
-
-            // RFC 2018: The first SACK block (i.e., the one immediately following the kind and
-            // length fields in the option) MUST specify the contiguous block of data containing
-            // the segment which triggered this ACK, unless that segment advanced the
-            // Acknowledgment Number field in the header.
-            reply_repr.sack_ranges[0] = None;
-
             let ack = reply_repr.ack_number.unwrap_or(TcpSeqNumber(0));
-
-            if let Some(last_seg_seq) = self.local_rx_last_seq {
-                reply_repr.sack_ranges[0] = self
-                    .assembler
-                    .iter_data()
-                    .map(|(left, right)| (ack + left, ack + right))
-                    .find(|&(left, right)| left <= last_seg_seq && right >= last_seg_seq)
-                    .map(|(left, right)| (left.0 as u32, right.0 as u32));
-            }
-
-            if reply_repr.sack_ranges[0].is_none() {
-                // The matching segment was removed from the assembler, meaning the acknowledgement
-                // number has advanced, or there was no previous sACK.
-                //
-                // While the RFC says we SHOULD keep a list of reported sACK ranges, and iterate
-                // through those, that is currently infeasible. Instead, we offer the range with
-                // the lowest sequence number (if one exists) to hint at what segments would
-                // most quickly advance the acknowledgement number.
-                reply_repr.sack_ranges[0] = self
-                    .assembler
-                    .iter_data()
-                    .map(|(left, right)| (ack + left, ack + right))
-                    .next()
-                    .map(|(left, right)| (left.0 as u32, right.0 as u32));
-            }
+            let end = repr.seq_number + repr.payload.len();
+            let dsack = (!repr.payload.is_empty() && repr.seq_number < ack)
+                .then(|| (repr.seq_number, end.min(ack)));
+            reply_repr.sack_ranges = self.sack_ranges(dsack);
         }
 
         // Since the sACK option may have changed the length of the payload, update that.
@@ -2764,6 +2794,10 @@ impl<'a> Socket<'a> {
             // Print the ranges recorded in the assembler.
             tcp_trace!("assembler: {}", self.assembler);
         }
+        if contig_len == 0 {
+            // tapir patch: an out-of-order segment; its block leads the next SACK option.
+            self.note_out_of_order(window_start + payload_offset);
+        }
 
         // Handle delayed acks
         if let Some(ack_delay) = self.ack_delay
@@ -3099,6 +3133,23 @@ impl<'a> Socket<'a> {
             ),
             payload: &[],
         };
+
+        // tapir patch: every ACK sent while out-of-order data is held carries SACK blocks,
+        // delayed ACKs and window updates included (RFC 2018 §4). Set before the payload
+        // size is chosen: the option takes room from it.
+        if self.remote_has_sack
+            && matches!(
+                self.state,
+                State::Established
+                    | State::FinWait1
+                    | State::FinWait2
+                    | State::CloseWait
+                    | State::Closing
+                    | State::LastAck
+            )
+        {
+            repr.sack_ranges = self.sack_ranges(None);
+        }
 
         let mut is_zero_window_probe = false;
 
@@ -5240,6 +5291,248 @@ mod test {
                 })
             );
         }
+    }
+
+    #[test]
+    fn test_established_rfc2018_case_3() {
+        // RFC 2018, case 3: the 2nd, 4th, 6th and 8th (last) segments are dropped. Each
+        // SACK option lists the block of the segment that triggered it first, then the
+        // most recently reported blocks:
+        //
+        //   Triggering  ACK    First Block   2nd Block     3rd Block
+        //   5000        5500
+        //   6000        5500   6000   6500
+        //   7000        5500   7000   7500   6000   6500
+        //   8000        5500   8000   8500   7000   7500   6000   6500
+        let (mut s, segment) = setup_rfc2018_cases();
+        let seq = |n: usize| REMOTE_SEQ.0 as u32 + 1 + n as u32;
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 5000,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &segment,
+                ..SEND_TEMPL
+            }
+        );
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 5500),
+                window_len: 3500,
+                ..RECV_TEMPL
+            }]
+        );
+        let expected = [
+            (6000, [Some((seq(6000), seq(6500))), None, None]),
+            (
+                7000,
+                [
+                    Some((seq(7000), seq(7500))),
+                    Some((seq(6000), seq(6500))),
+                    None,
+                ],
+            ),
+            (
+                8000,
+                [
+                    Some((seq(8000), seq(8500))),
+                    Some((seq(7000), seq(7500))),
+                    Some((seq(6000), seq(6500))),
+                ],
+            ),
+        ];
+        for (offset, sack_ranges) in expected {
+            send!(
+                s,
+                TcpRepr {
+                    seq_number: REMOTE_SEQ + 1 + offset,
+                    ack_number: Some(LOCAL_SEQ + 1),
+                    payload: &segment,
+                    ..SEND_TEMPL
+                },
+                Some(TcpRepr {
+                    seq_number: LOCAL_SEQ + 1,
+                    ack_number: Some(REMOTE_SEQ + 1 + 5500),
+                    window_len: 3500,
+                    sack_ranges,
+                    ..RECV_TEMPL
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn test_sack_most_recent_blocks_first_with_more_holes_than_blocks() {
+        // Four out-of-order blocks, received in the order 30, 10, 70, 50: three fit, the
+        // most recent ones, newest first; the oldest (30) is left out.
+        let mut s = socket_established_with_buffer_sizes(64, 128);
+        s.remote_has_sack = true;
+        let seq = |n: usize| REMOTE_SEQ.0 as u32 + 1 + n as u32;
+        let mut last = None;
+        for offset in [30, 10, 70, 50] {
+            last = send(
+                &mut s,
+                Instant::from_millis(0),
+                &TcpRepr {
+                    seq_number: REMOTE_SEQ + 1 + offset,
+                    ack_number: Some(LOCAL_SEQ + 1),
+                    payload: &b"01234"[..],
+                    ..SEND_TEMPL
+                },
+            );
+        }
+        assert_eq!(
+            last.unwrap().sack_ranges,
+            [
+                Some((seq(50), seq(55))),
+                Some((seq(70), seq(75))),
+                Some((seq(10), seq(15))),
+            ]
+        );
+        // A segment extending the block at 10 makes it the first block; the blocks that
+        // follow are the most recent others.
+        let reply = send(
+            &mut s,
+            Instant::from_millis(0),
+            &TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 15,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"01234"[..],
+                ..SEND_TEMPL
+            },
+        );
+        assert_eq!(
+            reply.unwrap().sack_ranges,
+            [
+                Some((seq(10), seq(20))),
+                Some((seq(50), seq(55))),
+                Some((seq(70), seq(75))),
+            ]
+        );
+    }
+
+    #[test]
+    fn test_sack_on_acks_built_by_dispatch() {
+        let mut s = socket_established_with_buffer_sizes(64, 64);
+        s.remote_has_sack = true;
+        let seq = |n: usize| REMOTE_SEQ.0 as u32 + 1 + n as u32;
+        // 40 bytes in order, then a block past a 4-byte hole.
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &[b'x'; 40][..],
+                ..SEND_TEMPL
+            }
+        );
+        recv!(
+            s,
+            Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 40),
+                window_len: 24,
+                ..RECV_TEMPL
+            })
+        );
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 44,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abcde"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 40),
+                window_len: 24,
+                sack_ranges: [Some((seq(44), seq(49))), None, None],
+                ..RECV_TEMPL
+            })
+        );
+
+        // The application reads: the window update carries the block.
+        s.recv(|data| (data.len(), ())).unwrap();
+        recv!(
+            s,
+            Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 40),
+                window_len: 64,
+                sack_ranges: [Some((seq(44), seq(49))), None, None],
+                ..RECV_TEMPL
+            })
+        );
+
+        // Data we send carries it too, and gives up room for it: with a 20-byte MSS and a
+        // one-block SACK option (10 bytes, padded to 12), 8 bytes of payload.
+        s.remote_mss = 20;
+        s.send_slice(&[b'y'; 20]).unwrap();
+        recv!(
+            s,
+            Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 40),
+                window_len: 64,
+                sack_ranges: [Some((seq(44), seq(49))), None, None],
+                payload: &[b'y'; 8][..],
+                ..RECV_TEMPL
+            })
+        );
+    }
+
+    #[test]
+    fn test_dsack_for_duplicate_segment() {
+        // RFC 2883: a duplicate segment below RCV.NXT is reported in a first, D-SACK
+        // block, before the SACK blocks of out-of-order data.
+        let mut s = socket_established_with_buffer_sizes(64, 64);
+        s.remote_has_sack = true;
+        let seq = |n: usize| REMOTE_SEQ.0 as u32 + 1 + n as u32;
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abcdef"[..],
+                ..SEND_TEMPL
+            }
+        );
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 10,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"klm"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 6),
+                window_len: 58,
+                sack_ranges: [Some((seq(10), seq(13))), None, None],
+                ..RECV_TEMPL
+            })
+        );
+        // The first segment again: all of it is a duplicate.
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abcdef"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 6),
+                window_len: 58,
+                sack_ranges: [Some((seq(0), seq(6))), Some((seq(10), seq(13))), None],
+                ..RECV_TEMPL
+            })
+        );
     }
 
     #[test]

@@ -14,16 +14,19 @@ const DEFAULT_MSS: usize = 1024;
 #[derive(Debug)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Cubic {
-    w_max: usize, // window size prior to loss
+    w_max: usize, // RFC 9438 W_max: window before the last reduction
     cwnd: usize,
     mss: usize,
     ssthresh: usize,
     rwnd: usize,
-    k: f64,            // cubic curve offset in seconds; depends only on w_max and mss
+    k: f64,            // RFC 9438 K: seconds from the epoch start until W_cubic reaches W_max
     w_est: f64,        // RFC 9438 §4.3 reno-friendly window, integrated per ACK
     cwnd_prior: usize, // cwnd at the most recent congestion event; gates α_cubic
+    cwnd_frac: f64,    // growth below one byte, carried to the next ACK
 
-    recovery_start: Option<Instant>,
+    // RFC 9438 t_epoch: start of the current congestion avoidance stage; None until the
+    // first ACK of the next one.
+    epoch_start: Option<Instant>,
     in_fast_recovery: bool,
     // Set on RTO, cleared when new data is ACKed. While set, further RTOs
     // are retransmissions of the same segment and must not reduce ssthresh
@@ -37,7 +40,7 @@ pub struct Cubic {
 
 impl Cubic {
     pub fn new() -> Cubic {
-        let mut cubic = Cubic {
+        Cubic {
             w_max: initial_window(DEFAULT_MSS),
             cwnd: initial_window(DEFAULT_MSS),
             mss: DEFAULT_MSS,
@@ -46,31 +49,44 @@ impl Cubic {
             k: 0.0,
             w_est: initial_window(DEFAULT_MSS) as f64,
             cwnd_prior: initial_window(DEFAULT_MSS),
+            cwnd_frac: 0.0,
 
-            recovery_start: None,
+            epoch_start: None,
             in_fast_recovery: false,
             in_rto_recovery: false,
             after_rto: false,
             idle_start: None,
-        };
-        cubic.recompute_k();
-        cubic
+        }
     }
 
-    // K = cbrt(w_max * (1 - beta) / C) ^ 1/3
-    fn recompute_k(&mut self) {
-        let c_as_bytes = C * self.mss as f64;
-        let k3 = (self.w_max as f64) * (1.0 - BETA_CUBIC) / c_as_bytes;
-        self.k = cube_root(k3);
+    /// RFC 9438 §4.2: a congestion avoidance stage (epoch) starts at t_epoch = now with
+    /// cwnd_epoch = cwnd, K = cbrt((W_max - cwnd_epoch) / C) in segments, and
+    /// W_est = cwnd_epoch (§4.3). After a timeout the curve starts at the current window
+    /// (§4.8: W_max = cwnd, K = 0), as it does when cwnd is already at or above W_max.
+    fn start_epoch(&mut self, now: Instant) -> Instant {
+        if self.after_rto || self.w_max < self.cwnd {
+            self.w_max = self.cwnd;
+        }
+        let segments = (self.w_max - self.cwnd) as f64 / self.mss as f64;
+        self.k = cube_root(segments / C);
+        self.w_est = self.cwnd as f64;
+        self.cwnd_frac = 0.0;
+        self.epoch_start = Some(now);
+        now
+    }
+
+    /// RFC 9438 Figure 1: W_cubic(t) = C*(t-K)^3 + W_max, in bytes (C scaled by the MSS).
+    fn w_cubic(&self, t: f64) -> f64 {
+        C * self.mss as f64 * (t - self.k).powi(3) + self.w_max as f64
     }
 
     // RFC 9438 §4.2: subtract the most recent idle period from t by sliding
-    // recovery_start forward by the idle duration.
+    // epoch_start forward by the idle duration.
     fn absorb_idle(&mut self, now: Instant) {
-        if let (Some(idle), Some(start)) = (self.idle_start, self.recovery_start)
+        if let (Some(idle), Some(start)) = (self.idle_start, self.epoch_start)
             && now >= idle
         {
-            self.recovery_start = Some(start + (now - idle));
+            self.epoch_start = Some(start + (now - idle));
         }
         self.idle_start = None;
     }
@@ -82,8 +98,6 @@ impl Controller for Cubic {
     }
 
     fn on_ack(&mut self, now: Instant, len: usize, in_flight: usize, rtt: &RttEstimator) {
-        let segment = len.min(self.mss);
-
         self.absorb_idle(now);
 
         if in_flight == 0 {
@@ -105,7 +119,6 @@ impl Controller for Cubic {
         if self.in_fast_recovery {
             self.in_fast_recovery = false;
             self.cwnd = self.ssthresh;
-            self.w_est = self.cwnd as f64;
             return;
         } else if self.cwnd < self.ssthresh {
             // Slow start: byte counting (RFC 3465).
@@ -116,66 +129,48 @@ impl Controller for Cubic {
                 .max(self.mss);
             return;
         }
-        self.after_rto = false;
 
-        // ca: RFC 9438 §4.2 and §4.3: Calculate W_cubic and W_est. Use whichever grows faster.
-        let recovery_start = match self.recovery_start {
+        // Congestion avoidance. The first ACK of a stage starts a new epoch.
+        let epoch_start = match self.epoch_start {
             Some(t) => t,
-            None => {
-                // RFC 9438 §4.8: set W_max = cwnd and K = 0 at start of CA
-                self.w_max = self.cwnd;
-                self.k = 0.0;
-                self.w_est = self.cwnd as f64;
-                self.recovery_start = Some(now);
-                now
-            }
+            None => self.start_epoch(now),
         };
-
-        // Elapsed time since the start of the recovery phase, in microseconds so the
-        // cubic curve still advances between ACKs on sub-millisecond-RTT links.
-        let t = now.total_micros() - recovery_start.total_micros();
-        if t < 0 {
+        self.after_rto = false;
+        if now < epoch_start {
             return;
         }
+        // Elapsed time since the start of the epoch, in seconds (from microseconds, so the
+        // curve still advances between ACKs on sub-millisecond-RTT links).
+        let t = (now - epoch_start).total_micros() as f64 / 1_000_000.0;
+        let mss = self.mss as f64;
+        let cwnd = self.cwnd as f64;
+        let acked = len as f64;
 
-        // RFC 9438 §4.3: use cubic function to get suggested cwnd.
-        // W_cubic(t) = C(t - K)^3 + w_max, evaluated at the current time t.
-        let c_as_bytes = C * self.mss as f64;
-        let w_cubic = c_as_bytes * (t as f64 / 1_000_000.0 - self.k).powi(3) + self.w_max as f64;
+        // RFC 9438 §4.3: the Reno-friendly window grows by α_cubic segments per window of
+        // ACKed bytes; α_cubic becomes 1 once W_est reaches the window before the last
+        // congestion event.
+        let alpha = if self.w_est >= self.cwnd_prior as f64 {
+            1.0
+        } else {
+            ALPHA_CUBIC
+        };
+        self.w_est += alpha * mss * acked / cwnd;
 
-        // RFC 9438 §4.3: advance our reno-like suggested cwnd.
-        // When cwnd exceeds prior cwnd, change α_cubic to match Reno's AIMD.
-        let w_est = {
-            let alpha = if self.w_est >= self.cwnd_prior as f64 {
-                1.0
-            } else {
-                ALPHA_CUBIC
-            };
-
-            self.w_est += alpha * self.mss as f64 * segment as f64 / self.cwnd as f64;
+        let new_cwnd = if self.w_cubic(t) < self.w_est {
+            // RFC 9438 §4.3: Reno-friendly region.
+            self.cwnd_frac = 0.0;
             self.w_est
+        } else {
+            // RFC 9438 §4.4, §4.5: concave and convex regions. The target is W_cubic one
+            // RTT ahead, kept within [cwnd, 1.5 cwnd]; cwnd grows by (target - cwnd)/cwnd
+            // per segment ACKed. The SRTT is in milliseconds, at least 1.
+            let srtt = rtt.smoothed_rtt().max(1) as f64 / 1000.0;
+            let target = self.w_cubic(t + srtt).clamp(cwnd, 1.5 * cwnd);
+            let grown = cwnd + (target - cwnd) * acked / cwnd + self.cwnd_frac;
+            self.cwnd_frac = grown.fract();
+            grown.trunc()
         };
-
-        // RFC 9438 §4.3: use the suggested window that grows fastest.
-        if w_cubic < w_est {
-            self.cwnd = (w_est as usize).min(self.rwnd).max(self.mss);
-            return;
-        }
-
-        // RFC 9438 §4.2: the congestion window target is W_cubic one RTT into the future.
-        let w_cubic_target = {
-            // srtt is in millis so floor at 1ms to ensure sub-ms RTTs don't ruin the lookahead.
-            let srtt = (rtt.smoothed_rtt() as u64 * 1000).max(1000);
-
-            let t_ahead = (t as f64 + srtt as f64) / 1_000_000.0;
-            let raw = c_as_bytes * (t_ahead - self.k).powi(3) + self.w_max as f64;
-            raw.min(1.5 * self.cwnd as f64) // clamp to avoid increasing faster than slow-start would
-        };
-
-        // TODO: clamps to 0 on small w_cubic_target (i.e. close to plateau)
-        // add additional counter (linux `cwnd_cnt`?) to track "lost" bytes
-        let increment = (w_cubic_target as usize).saturating_sub(self.cwnd) * segment / self.cwnd;
-        self.cwnd = (self.cwnd + increment).min(self.rwnd).max(self.mss);
+        self.cwnd = (new_cwnd as usize).min(self.rwnd).max(self.mss);
     }
 
     fn on_dup_ack(&mut self, _now: Instant, len: usize, _in_flight: usize) {
@@ -188,7 +183,7 @@ impl Controller for Cubic {
         self.absorb_idle(now);
     }
 
-    fn on_loss(&mut self, now: Instant, in_flight: usize) {
+    fn on_loss(&mut self, _now: Instant, in_flight: usize) {
         self.idle_start = None;
         // Only cut window size on first entrance to fast recovery.
         if !self.in_fast_recovery {
@@ -211,9 +206,10 @@ impl Controller for Cubic {
             self.ssthresh = ((in_flight as f64 * BETA_CUBIC) as usize).max(2 * self.mss);
             self.cwnd = self.ssthresh.min(self.rwnd).saturating_add(3 * self.mss);
 
-            self.recovery_start = Some(now);
+            // RFC 9438 §4.2: the next epoch starts with the next congestion avoidance stage,
+            // at the window recovery leaves (K from W_max and that cwnd_epoch).
+            self.epoch_start = None;
             self.in_fast_recovery = true;
-            self.recompute_k();
         }
     }
 
@@ -231,7 +227,7 @@ impl Controller for Cubic {
         self.cwnd_prior = in_flight;
 
         // RFC 9438 §4.8: defer W_max and K reset to the start of the next CA stage.
-        self.recovery_start = None;
+        self.epoch_start = None;
         self.in_fast_recovery = false;
         self.idle_start = None;
     }
@@ -246,7 +242,6 @@ impl Controller for Cubic {
         self.w_max = self.cwnd;
         self.w_est = self.cwnd as f64;
         self.cwnd_prior = self.cwnd;
-        self.recompute_k();
     }
 
     fn set_remote_window(&mut self, remote_window: usize) {
@@ -354,17 +349,126 @@ mod test {
         assert_eq!(cubic.window(), 2 * MSS);
     }
 
+    /// A CUBIC sender in congestion avoidance right after fast recovery from a loss at
+    /// `cwnd` segments, with `w_max` segments remembered from the previous loss.
+    fn recovered_from_loss(cwnd: usize, w_max: usize) -> Cubic {
+        let mut cubic = Cubic::new();
+        cubic.set_mss(MSS);
+        cubic.set_remote_window(1 << 30);
+        cubic.cwnd = cwnd * MSS;
+        cubic.ssthresh = cubic.cwnd;
+        cubic.w_max = w_max * MSS;
+        cubic.on_loss(Instant::from_millis(0), cubic.cwnd);
+        ack(&mut cubic, MSS, Instant::from_millis(1));
+        assert!(!cubic.in_fast_recovery);
+        cubic
+    }
+
+    /// Drives congestion avoidance with an ACK clock for `secs` seconds: each round trip
+    /// the whole window is acknowledged, in ACKs of `ack_len` bytes spread over the RTT.
+    /// Returns (seconds since the epoch started, cwnd in segments) at the end of each round.
+    fn ack_clock(cubic: &mut Cubic, rtt_ms: u32, ack_len: usize, secs: f64) -> Vec<(f64, f64)> {
+        let mut rtte = RttEstimator::default();
+        rtte.sample(rtt_ms);
+        let rtt_us = rtt_ms as i64 * 1000;
+        let epoch = 10_000;
+        let mut now = epoch;
+        let mut samples = vec![];
+        while (now - epoch) as f64 / 1e6 < secs {
+            let acks = (cubic.window() / ack_len).max(1) as i64;
+            for i in 0..acks {
+                let at = Instant::from_micros(now + i * rtt_us / acks);
+                cubic.on_ack(at, ack_len, cubic.window(), &rtte);
+            }
+            now += rtt_us;
+            let t = (now - epoch) as f64 / 1e6;
+            samples.push((t, cubic.window() as f64 / MSS as f64));
+        }
+        samples
+    }
+
+    /// The window at the round ending closest to `t`.
+    fn window_at(samples: &[(f64, f64)], t: f64) -> f64 {
+        let i = samples.partition_point(|&(ts, _)| ts < t);
+        samples[i.min(samples.len() - 1)].1
+    }
+
+    #[test]
+    fn trajectory_follows_w_cubic_after_a_loss() {
+        // Loss at 1000 segments (W_max = 1000, no fast convergence): recovery leaves
+        // cwnd_epoch = 700, so K = cbrt((W_max - cwnd_epoch) / C) = cbrt(750) ≈ 9.09 s.
+        // With a 100 ms RTT the Reno-friendly window (700 + 0.53 per RTT) stays below.
+        let mut cubic = recovered_from_loss(1000, 0);
+        assert_eq!(cubic.window(), 700 * MSS);
+        let samples = ack_clock(&mut cubic, 100, MSS, 14.0);
+        let k = (300.0f64 / C).cbrt();
+        assert!((cubic.k - k).abs() < 5e-3, "K {} vs {k}", cubic.k);
+        let w_cubic = |t: f64| C * (t - k).powi(3) + 1000.0;
+        // Concave region, plateau at K, convex region.
+        for t in [1.0, 3.0, 6.0, k, 11.0, 13.0] {
+            let (got, want) = (window_at(&samples, t), w_cubic(t));
+            assert!(
+                (got - want).abs() <= want * 0.015,
+                "t={t:.2}s: cwnd {got:.1} segments, W_cubic {want:.1}"
+            );
+        }
+    }
+
+    #[test]
+    fn trajectory_with_fast_convergence() {
+        // Loss at 1000 segments below the previous W_max (1200): fast convergence makes
+        // W_max = 1000 * (1 + β) / 2 = 850, cwnd_epoch = 700, K = cbrt(150 / C) ≈ 7.21 s.
+        let mut cubic = recovered_from_loss(1000, 1200);
+        assert_eq!(cubic.w_max, 850 * MSS);
+        let samples = ack_clock(&mut cubic, 100, MSS, 10.0);
+        let k = (150.0f64 / C).cbrt();
+        let w_cubic = |t: f64| C * (t - k).powi(3) + 850.0;
+        for t in [1.0, 4.0, k, 9.0] {
+            let (got, want) = (window_at(&samples, t), w_cubic(t));
+            assert!(
+                (got - want).abs() <= want * 0.015,
+                "t={t:.2}s: cwnd {got:.1} segments, W_cubic {want:.1}"
+            );
+        }
+    }
+
+    #[test]
+    fn trajectory_in_the_reno_friendly_region() {
+        // Small window, short RTT: W_est (RFC 9438 §4.3) outgrows W_cubic. From
+        // cwnd_epoch = 14 it gains α_cubic ≈ 0.53 segments per RTT until it reaches
+        // cwnd_prior = 20, then 1 per RTT. Delayed ACKs (2 segments each) count the same.
+        let mut cubic = recovered_from_loss(20, 0);
+        let samples = ack_clock(&mut cubic, 10, 2 * MSS, 0.5);
+        let rounds_to_prior = 6.0 / ALPHA_CUBIC;
+        let w_est = |t: f64| {
+            let rounds = t / 0.010;
+            if rounds < rounds_to_prior {
+                14.0 + ALPHA_CUBIC * rounds
+            } else {
+                20.0 + (rounds - rounds_to_prior)
+            }
+        };
+        let k = (6.0f64 / C).cbrt();
+        for t in [0.05, 0.1, 0.3, 0.5] {
+            let (got, want) = (window_at(&samples, t), w_est(t));
+            assert!(C * (t - k).powi(3) + 20.0 < want, "Reno-friendly at t={t}");
+            assert!(
+                (got - want).abs() <= want * 0.05 + 1.0,
+                "t={t:.2}s: cwnd {got:.1} segments, W_est {want:.1}"
+            );
+        }
+    }
+
     #[test]
     fn congestion_avoidance_works() {
         let mut cubic = Cubic::new();
         cubic.set_mss(MSS);
         cubic.w_max = MSS * 32;
-        cubic.recompute_k();
 
-        // Post-fast-recovery state: cwnd = ssthresh ≈ w_max * beta.
+        // Post-fast-recovery state: cwnd = ssthresh ≈ w_max * beta; the first CA ACK
+        // starts the epoch.
         cubic.cwnd = (MSS * 32 * 7) / 10;
         cubic.ssthresh = cubic.cwnd;
-        cubic.recovery_start = Some(Instant::from_millis(0));
 
         // CA at small time intervals should grow by less than 1 MSS per ACK.
         for i in 1..10 {
@@ -407,7 +511,7 @@ mod test {
         assert_eq!(cubic.window(), initial_cwnd);
 
         // we enter fast recovery upon minor loss (three duplicate ACKs).
-        // ssthresh = flight_size * beta_cubic, cwnd = ssthresh + 3*MSS, recovery_start = now.
+        // ssthresh = flight_size * beta_cubic, cwnd = ssthresh + 3*MSS, the epoch ends.
         // w_max = cwnd since the prior w_max (initial 2*MSS) is below cwnd.
         let in_flight = initial_cwnd / 2;
         let expected_ssthresh = (in_flight as f64 * BETA_CUBIC) as usize;
@@ -416,7 +520,7 @@ mod test {
         assert_eq!(cubic.cwnd, expected_ssthresh + 3 * MSS);
         assert_eq!(cubic.w_max, initial_cwnd);
         assert!(cubic.in_fast_recovery);
-        assert_eq!(cubic.recovery_start, Some(Instant::from_millis(0)));
+        assert_eq!(cubic.epoch_start, None);
 
         // in fast recovery, each dup-ACK should increase the cwnd by 1 MSS
         let initial_cwnd = cubic.window();
@@ -503,7 +607,7 @@ mod test {
 
         // we enter slow start upon major loss (an RTO)
         // window resets to MSS, ssthresh becomes a fraction of the inflight bytes,
-        // recovery_start is cleared so any later CA uses a fresh epoch,
+        // epoch_start is cleared so any later CA uses a fresh epoch,
         // and w_max is preserved (RFC 9438 §4.8 defers it to the next CA stage).
         let w_max_before_rto = cubic.w_max;
         let inflight = cubic.window();
@@ -511,7 +615,7 @@ mod test {
         assert_eq!(cubic.ssthresh, (inflight as f64 * BETA_CUBIC) as usize);
         assert_eq!(cubic.window(), MSS);
         assert!(!cubic.in_fast_recovery);
-        assert_eq!(cubic.recovery_start, None);
+        assert_eq!(cubic.epoch_start, None);
         assert_eq!(cubic.w_max, w_max_before_rto);
 
         // slow start grows by at most the MSS per ack
@@ -599,7 +703,7 @@ mod test {
         assert_eq!(cubic.window(), initial_cwnd + MSS * 30);
         assert!(cubic.window() < cubic.ssthresh);
 
-        // dup ACKs: ssthresh = cwnd * beta, cwnd = ssthresh + 3*MSS, recovery_start = now
+        // dup ACKs: ssthresh = cwnd * beta, cwnd = ssthresh + 3*MSS, the epoch ends
         time += 1;
         let loss_cwnd = cubic.window();
         let expected_ssthresh = (loss_cwnd as f64 * BETA_CUBIC) as usize;
@@ -607,7 +711,7 @@ mod test {
         assert_eq!(cubic.ssthresh, expected_ssthresh);
         assert_eq!(cubic.window(), expected_ssthresh + 3 * MSS);
         assert!(cubic.in_fast_recovery);
-        assert_eq!(cubic.recovery_start, Some(Instant::from_millis(time)));
+        assert_eq!(cubic.epoch_start, None);
 
         // inflate cwnd on each duplicate ACK
         for _ in 0..9 {
