@@ -17,7 +17,7 @@ fn server_endpoint() -> IpEndpoint {
 
 #[test]
 fn echo_16_mib_through_loss_and_reordering() {
-    echo_16_mib(1);
+    echo_16_mib(2);
 }
 
 /// Known smoltcp bug (vendor/smoltcp/TAPIR-PATCH.md, "Known upstream issue"): with these
@@ -25,11 +25,13 @@ fn echo_16_mib_through_loss_and_reordering() {
 /// other has a byte in flight past it, and smoltcp drops the ACKs of every later segment,
 /// so the echo deadlocks. It happened with full-size buffers from the start (seeds 2, 4
 /// and 7) as it does with growing ones (2, 7 and 42, the seed the test above used until
-/// buffers started small); run with `--ignored` to check a fix.
+/// buffers started small), and with the faults drawn per direction by `device::impair`
+/// (1, 6 and 7: both ends ESTABLISHED with full send queues, the server's receive queue
+/// full, the client's empty); run with `--ignored` to check a fix.
 #[test]
 #[ignore = "smoltcp zero-window ACK deadlock, see vendor/smoltcp/TAPIR-PATCH.md"]
 fn echo_16_mib_with_both_windows_full_does_not_deadlock() {
-    for seed in [2, 7, 42] {
+    for seed in [1, 6, 7] {
         echo_16_mib(seed);
     }
 }
