@@ -32,6 +32,11 @@ pub struct LinkConfig {
     pub duplicate: f64,
     /// Frames queued per direction before the link drops at the tail.
     pub queue_limit: usize,
+    /// Bottleneck rate of each direction in bytes per second (0: unlimited).
+    pub rate: u64,
+    /// Bytes the bottleneck queues before it drops (with a `rate`; 0: one
+    /// bandwidth-delay product at the link's latency, at least 64 KiB).
+    pub rate_queue: usize,
     /// Seed of the fault generator.
     pub seed: u64,
 }
@@ -46,6 +51,15 @@ impl LinkConfig {
             reorder_delay: self.reorder_delay,
             duplicate: self.duplicate,
             limit: self.queue_limit,
+            rate: self.rate,
+            queue_bytes: match self.rate_queue {
+                0 => {
+                    let bdp =
+                        self.rate as u128 * 2 * self.latency.total_micros() as u128 / 1_000_000;
+                    bdp.max(64 * 1024) as usize
+                }
+                n => n,
+            },
             ..Impairment::default()
         }
     }
@@ -61,6 +75,8 @@ impl Default for LinkConfig {
             reorder_delay: Duration::from_millis(1),
             duplicate: 0.0,
             queue_limit: 4096,
+            rate: 0,
+            rate_queue: 0,
             seed: 0,
         }
     }
