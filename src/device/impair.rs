@@ -4,7 +4,8 @@
 //! [`Line`] is the sans-IO core: one direction of a path, frames in with [`Line::offer`],
 //! out with [`Line::pop_due`] once their time has come. [`Impaired`] wraps any smoltcp
 //! [`Device`] with one line per direction (in the style of smoltcp's
-//! `phy::FaultInjector`); `tapir link` puts two lines between two TAP devices. Nothing here
+//! `phy::FaultInjector`); `tapir link` puts two lines between two TAP devices, moving
+//! frames with [`take`] and [`deliver`]. Nothing here
 //! reads the wall clock, so on a virtual clock the same seed gives the same run.
 
 use std::cmp::Reverse;
@@ -329,25 +330,42 @@ impl<D: Device> Impaired<D> {
     /// line, and sent frames now due go out through the inner device.
     pub fn poll(&mut self, now: Instant) {
         if let Some(rx) = self.rx.as_mut() {
-            while let Some((token, _)) = self.inner.receive(now) {
-                let mut frame = rx.buffer();
-                phy::RxToken::consume(token, |data| frame.extend_from_slice(data));
-                rx.offer(now, frame);
-            }
+            take(&mut self.inner, rx, now);
         }
         if let Some(tx) = self.tx.as_mut() {
-            while tx.next_due().is_some_and(|at| at <= now) {
-                let Some(token) = self.inner.transmit(now) else {
-                    break;
-                };
-                let Some(frame) = tx.pop_due(now) else {
-                    break;
-                };
-                phy::TxToken::consume(token, frame.len(), |buf| buf.copy_from_slice(&frame));
-                tx.recycle(frame);
-            }
+            deliver(tx, &mut self.inner, now);
         }
     }
+}
+
+/// Takes every frame `from` has received onto `line`, as sent at `now`. Returns how many.
+pub fn take<D: Device + ?Sized>(from: &mut D, line: &mut Line, now: Instant) -> usize {
+    let mut n = 0;
+    while let Some((token, _)) = from.receive(now) {
+        let mut frame = line.buffer();
+        phy::RxToken::consume(token, |data| frame.extend_from_slice(data));
+        line.offer(now, frame);
+        n += 1;
+    }
+    n
+}
+
+/// Sends every frame of `line` due at `now` through `to` (while it has room). Returns how
+/// many.
+pub fn deliver<D: Device + ?Sized>(line: &mut Line, to: &mut D, now: Instant) -> usize {
+    let mut n = 0;
+    while line.next_due().is_some_and(|at| at <= now) {
+        let Some(token) = to.transmit(now) else {
+            break;
+        };
+        let Some(frame) = line.pop_due(now) else {
+            break;
+        };
+        phy::TxToken::consume(token, frame.len(), |buf| buf.copy_from_slice(&frame));
+        line.recycle(frame);
+        n += 1;
+    }
+    n
 }
 
 impl<D: Device> Device for Impaired<D> {
@@ -663,6 +681,35 @@ mod tests {
         offer_n(&mut line, ms(0), 5, 60);
         assert_eq!(drain(&mut line, ms(1)), vec![0, 1, 2]);
         assert_eq!(line.stats().overflowed, 2);
+    }
+
+    #[test]
+    fn take_and_deliver_bridge_two_devices_through_a_line() {
+        use crate::device::memlink::{pair, LinkConfig};
+        use smoltcp::phy::TxToken as _;
+        // host_a <-> bridge_a ... line ... bridge_b <-> host_b
+        let (mut host_a, mut bridge_a) = pair(LinkConfig::default()).unwrap();
+        let (mut bridge_b, mut host_b) = pair(LinkConfig::default()).unwrap();
+        let config = Impairment {
+            delay: Duration::from_millis(4),
+            ..Impairment::default()
+        };
+        let mut line = Line::new(config, 1);
+        for i in 0..3u8 {
+            host_a.transmit(ms(0)).unwrap().consume(60, |f| f[0] = i);
+        }
+        bridge_a.poll(ms(0));
+        assert_eq!(take(&mut bridge_a, &mut line, ms(0)), 3);
+        assert_eq!(deliver(&mut line, &mut bridge_b, ms(3)), 0);
+        assert_eq!(deliver(&mut line, &mut bridge_b, ms(4)), 3);
+        host_b.poll(ms(4));
+        let got: Vec<u8> = std::iter::from_fn(|| {
+            host_b
+                .receive(ms(4))
+                .map(|(rx, _)| phy::RxToken::consume(rx, |f| f[0]))
+        })
+        .collect();
+        assert_eq!(got, vec![0, 1, 2]);
     }
 
     #[test]
