@@ -273,7 +273,7 @@ fi
 [[ -n $SMOL_WHY ]] && echo "   smoltcp benchmark unavailable: $SMOL_WHY"
 
 # --- metadata -----------------------------------------------------------------------------
-"$PY" - "$QUICK" "$DUR" "$BULK" >"$RESULTS" <<'PYEOF'
+"$PY" - "$QUICK" "$DUR" "$BULK" "$MATRIX_ONLY" "${M_BYTES}" >"$RESULTS" <<'PYEOF'
 import json, os, platform, subprocess, sys, datetime
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 def ver(cmd):
@@ -284,6 +284,7 @@ def ver(cmd):
         return "?"
 print(json.dumps({"kind": "meta", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     "quick": sys.argv[1] == "1", "seconds_per_run": int(sys.argv[2]), "bulk_bytes": int(sys.argv[3]),
+    "tcp_matrix_only": sys.argv[4] == "1", "tcp_matrix_bytes": int(sys.argv[5]),
     "nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
     "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
     "tools": {"wrk": ver(["wrk", "-v"]), "h2load": ver(["h2load", "--version"]), "nginx": ver(["nginx", "-v"]),

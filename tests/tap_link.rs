@@ -110,15 +110,17 @@ fn ping_and_curl_see_the_configured_round_trip() {
         .collect();
     rtts.sort_by(f64::total_cmp);
     // Never early; late by the timer's millisecond per direction, and by scheduling on a
-    // loaded machine (so the median, not the mean, and a loose bound).
-    let (min, median) = (rtts[0], rtts[rtts.len() / 2]);
+    // loaded machine (load averages of 15 on 2 CPUs are common here), so only a fifth of
+    // the samples need to be close.
     assert!(
-        (20.0..23.0).contains(&min),
-        "fastest RTT {min} ms, configured 2 x 10 ms: {rtts:?}"
+        rtts[0] >= 20.0,
+        "an RTT below the configured 2 x 10 ms: {rtts:?}"
     );
+    let close = rtts.iter().filter(|r| **r < 25.0).count();
     assert!(
-        median < 30.0,
-        "median RTT {median} ms, configured 20 ms: {rtts:?}"
+        close * 5 >= rtts.len(),
+        "only {close} of {} RTTs within 20..25 ms: {rtts:?}",
+        rtts.len()
     );
 
     // tapir's TCP behind the link: the handshake takes one round trip.

@@ -36,14 +36,7 @@ impl TapDevice {
     /// `mtu` is the IP MTU; the kernel side is set to match when it differs and we may.
     pub fn open(name: &str, mtu: usize) -> Result<Self, DeviceError> {
         let mtu = check_mtu(mtu)?;
-        let err = |action: &'static str| {
-            let name = name.to_string();
-            move |source| DeviceError::Tap {
-                name,
-                action,
-                source,
-            }
-        };
+        let err = |action| tap_error(name, action);
         if name.is_empty() || name.len() >= libc::IFNAMSIZ {
             return Err(err("checking the name")(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -79,14 +72,7 @@ impl TapDevice {
     /// made, under /var/run/netns). The device stays bound to that namespace; the calling
     /// thread returns to its own namespace before this returns. Needs CAP_SYS_ADMIN.
     pub fn open_in_netns(netns: &str, name: &str, mtu: usize) -> Result<Self, DeviceError> {
-        let err = |action: &'static str| {
-            let name = name.to_string();
-            move |source| DeviceError::Tap {
-                name,
-                action,
-                source,
-            }
-        };
+        let err = |action| tap_error(name, action);
         let own = std::fs::File::open("/proc/thread-self/ns/net")
             .map_err(err("opening the current network namespace"))?;
         let target = std::fs::File::open(std::path::Path::new("/var/run/netns").join(netns))
@@ -112,6 +98,16 @@ impl TapDevice {
     /// The event loop checks this after every poll and stops cleanly.
     pub fn take_failure(&mut self) -> Option<io::Error> {
         self.frames.take_failure()
+    }
+}
+
+/// A [`DeviceError::Tap`] maker for `action` on TAP `name`.
+fn tap_error(name: &str, action: &'static str) -> impl FnOnce(io::Error) -> DeviceError {
+    let name = name.to_string();
+    move |source| DeviceError::Tap {
+        name,
+        action,
+        source,
     }
 }
 
