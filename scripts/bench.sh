@@ -2,7 +2,7 @@
 # Benchmarks tapir on a real TAP device against baselines measured in the same run on the
 # same machine, and prints a table (figure, tapir, baseline, ratio).
 #
-#   sudo scripts/bench.sh [--quick]
+#   sudo scripts/bench.sh [--quick] [--tcp-matrix]
 #
 # Every client runs inside network namespaces this script makes (unique names, removed on
 # exit, also on failure); no traffic goes anywhere else:
@@ -15,8 +15,14 @@
 # Figures: HTTP/1.1 keep-alive req/s and latency (wrk), h2 over TLS req/s (h2load), new TLS
 # connections/s (h2load, Connection: close), bulk download MB/s at MTU 1500 and
 # 65000 (curl), req/s against concurrent connections, and RSS with idle connections.
+# TCP path matrix (also alone with --tcp-matrix): tb<PID>-lp-c / -lp-s from
+# scripts/linkpath.sh, joined only by `tapir link` (delay RTT/2 each way, loss p each way);
+# for each RTT x loss: down = tapir serve -> curl, up = nginx -> tapir get, baseline =
+# nginx -> curl over the same link; tapir runs with default flags. Plus a 100 KiB response
+# on a new connection at 20 and 100 ms, and a long download at 100 ms without loss.
 # Results: target/bench/report.json, target/bench/scaling.svg, logs in target/bench/logs/.
-# --quick: 2 s runs, up to 1,000 connections, 128 MiB downloads (about 3 minutes).
+# --quick: 2 s runs, up to 1,000 connections, 128 MiB downloads (about 3 minutes); matrix
+# RTT {20, 100} ms x loss {0, 1%}, 16 MiB per cell, 32 MiB long download.
 set -euo pipefail
 
 PROG=$(basename "$0")
@@ -25,14 +31,16 @@ HELPER="$REPO/scripts/bench_helper.py"
 OUT="$REPO/target/bench"
 LOGS="$OUT/logs"
 QUICK=0
+MATRIX_ONLY=0
 
 usage() {
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 for arg in "$@"; do
     case $arg in
     --quick) QUICK=1 ;;
+    --tcp-matrix) MATRIX_ONLY=1 ;;
     -h | --help)
         usage
         exit 0
@@ -58,12 +66,22 @@ if ((QUICK)); then
     SCALE=(10 100 1000)
     IDLE=1000          # idle connections for the RSS figure
     NEWCONN=2000       # new TLS connections
+    M_RTTS=(20 100)    # TCP path matrix: round-trip times (ms)
+    M_LOSSES=(0 1)     # and loss (%, each direction)
+    M_BYTES=$((16 << 20))
+    M_LONG=$((32 << 20))
+    M_TIMEOUT=60       # seconds per transfer (a slower one counts what arrived)
 else
     DUR=10
     BULK=$((1 << 30))
     SCALE=(10 100 1000 10000)
     IDLE=10000
     NEWCONN=30000
+    M_RTTS=(1 20 50 100)
+    M_LOSSES=(0 0.1 1 3)
+    M_BYTES=$((16 << 20))
+    M_LONG=$((256 << 20))
+    M_TIMEOUT=180
 fi
 SMALL=/bytes/100
 BIG=/bytes/$BULK
@@ -104,12 +122,15 @@ chmod 755 "$WORK" # nginx's worker runs as nobody and must read the files in it
 NOFILE=$(ulimit -Hn)
 [[ $NOFILE == unlimited || $NOFILE -gt 1048576 ]] && NOFILE=1048576
 
+LINKPATH="" # the matrix's namespaces, while they exist
+
 cleanup() {
     local status=$?
     set +e
     for pid in "${PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null
     done
+    [[ -n $LINKPATH ]] && "$REPO/scripts/linkpath.sh" down "$LINKPATH" >/dev/null 2>&1
     for ns in "${NAMESPACES[@]}"; do
         "$REPO/scripts/netns.sh" down "$ns" >/dev/null 2>&1 || ip netns del "$ns" 2>/dev/null
     done
@@ -201,13 +222,15 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 TAPIR="$TARGET_DIR/release/tapir"
 [[ -x $TAPIR ]] || die "no tapir binary at $TAPIR"
 
-echo "== building smoltcp's examples/benchmark.rs"
 SMOL_SRC=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/smoltcp-0.14.0 2>/dev/null | head -1 || true)
 SMOL_BIN=""
 SMOL_WHY=""
-if [[ -z $SMOL_SRC ]]; then
+if ((MATRIX_ONLY)); then
+    : # the matrix alone needs no smoltcp benchmark
+elif [[ -z $SMOL_SRC ]]; then
     SMOL_WHY="smoltcp-0.14.0 source not in the cargo registry (run cargo fetch)"
 else
+    echo "== building smoltcp's examples/benchmark.rs"
     SMOL_DIR="$OUT/smoltcp-benchmark"
     mkdir -p "$SMOL_DIR/src"
     cp "$SMOL_SRC/examples/benchmark.rs" "$SMOL_DIR/src/main.rs"
@@ -250,7 +273,7 @@ fi
 [[ -n $SMOL_WHY ]] && echo "   smoltcp benchmark unavailable: $SMOL_WHY"
 
 # --- metadata -----------------------------------------------------------------------------
-"$PY" - "$QUICK" "$DUR" "$BULK" >"$RESULTS" <<'PYEOF'
+"$PY" - "$QUICK" "$DUR" "$BULK" "$MATRIX_ONLY" "${M_BYTES}" >"$RESULTS" <<'PYEOF'
 import json, os, platform, subprocess, sys, datetime
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 def ver(cmd):
@@ -261,6 +284,7 @@ def ver(cmd):
         return "?"
 print(json.dumps({"kind": "meta", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     "quick": sys.argv[1] == "1", "seconds_per_run": int(sys.argv[2]), "bulk_bytes": int(sys.argv[3]),
+    "tcp_matrix_only": sys.argv[4] == "1", "tcp_matrix_bytes": int(sys.argv[5]),
     "nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
     "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
     "tools": {"wrk": ver(["wrk", "-v"]), "h2load": ver(["h2load", "--version"]), "nginx": ver(["nginx", "-v"]),
@@ -290,7 +314,7 @@ stop_pid() {
 WWW="$WORK/www"
 mkdir -p "$WWW/bytes" "$WORK/nginx"
 "$PY" "$HELPER" pattern-file "$WWW/bytes/100" 100
-"$PY" "$HELPER" pattern-file "$WWW/bytes/$BULK" "$BULK"
+((MATRIX_ONLY)) || "$PY" "$HELPER" pattern-file "$WWW/bytes/$BULK" "$BULK"
 echo '<!doctype html><p>nginx</p>' >"$WWW/index.html"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -subj "/CN=$IP_SERVER" -addext "subjectAltName=IP:$IP_SERVER" \
@@ -423,6 +447,130 @@ measure_server() { # SERVER CLI_NS: figures 1, 2, 3 and 5 against a running serv
     R[$server.bulk1500]=$(run_bulk "$cli" "$server" mtu1500)
 }
 
+# --- TCP path matrix ----------------------------------------------------------------------
+# scripts/linkpath.sh: client namespace (curl; tapir get on tapg, 10.9.0.3) and server
+# namespace (nginx on br0, 10.9.0.2; tapir serve on taps, 10.9.0.4), joined only by
+# `tapir link`, restarted for each cell with that cell's delay and loss.
+M_KERNEL=10.9.0.2
+M_TAPIR=10.9.0.4
+M_GET_IP=10.9.0.3/24
+LINK_PID=""
+
+start_link() { # RTT_MS LOSS_PCT
+    local delay
+    delay=$(awk -v r="$1" 'BEGIN { printf "%gus", r * 500 }')
+    ip netns exec "$LINKPATH-c" "$TAPIR" --log warn link --netns-b "$LINKPATH-s" tapl tapl \
+        --delay "$delay" --loss "$2%" --seed "$((RANDOM + 1))" >>"$LOGS/link.log" 2>&1 &
+    LINK_PID=$!
+    PIDS+=("$LINK_PID")
+    # Up when the kernel side answers a ping through it (ARP is re-learnt on the way).
+    for _ in $(seq 50); do
+        ip netns exec "$LINKPATH-c" ping -c 1 -W 1 -q "$M_KERNEL" >/dev/null 2>&1 && return 0
+    done
+    die "no ping through tapir link (see $LOGS/link.log)"
+}
+
+# MB/s of one download with curl from the client namespace; a transfer still running after
+# $M_TIMEOUT s counts the bytes that arrived ("partial" in the log).
+curl_mbps() { # URL TAG
+    local f="$LOGS/matrix-curl-$2.txt"
+    ip netns exec "$LINKPATH-c" curl -sS -o /dev/null --max-time "$M_TIMEOUT" \
+        -w '%{speed_download} %{size_download} %{time_total}\n' "$1" >"$f" 2>&1 || true
+    awk 'NF == 3 && $1 ~ /^[0-9.]+$/ { printf "%.3f\n", $1 / 1e6; found = 1 } END { if (!found) print "null" }' "$f"
+}
+
+# MB/s of one download by `tapir get` (default flags) on tapg, wall time from start to exit
+# (so it includes the process start and one ARP round trip, which curl does not pay).
+get_mbps() { # URL TAG
+    local f="$LOGS/matrix-get-$2.txt" out="$WORK/get.out" t0 t1
+    rm -f "$out"
+    t0=$(date +%s.%N)
+    ip netns exec "$LINKPATH-c" timeout "$M_TIMEOUT" "$TAPIR" --log warn get --tap tapg \
+        --ip "$M_GET_IP" -o "$out" "$1" >"$f" 2>&1 || echo "exit $?" >>"$f"
+    t1=$(date +%s.%N)
+    awk -v t0="$t0" -v t1="$t1" -v n="$(stat -c %s "$out" 2>/dev/null || echo 0)" \
+        'BEGIN { if (n > 0) printf "%.3f\n", n / (t1 - t0) / 1e6; else print "null" }'
+}
+
+curl_seconds() { # URL TAG: time of one request on a new connection
+    local f="$LOGS/matrix-curl-$2.txt"
+    ip netns exec "$LINKPATH-c" curl -sS -o /dev/null --max-time "$M_TIMEOUT" \
+        -w '%{time_total}\n' "$1" >"$f" 2>&1 || true
+    awk 'NF == 1 && $1 ~ /^[0-9.]+$/ { printf "%.1f\n", $1 * 1e3; found = 1 } END { if (!found) print "null" }' "$f"
+}
+
+tcp_matrix() {
+    local IP_SERVER=$M_KERNEL # start_nginx waits on it
+    local rtt loss cell tapir_down tapir_up kernel extra
+    echo "== TCP path matrix through tapir link: RTT ${M_RTTS[*]} ms x loss ${M_LOSSES[*]} %, $((M_BYTES >> 20)) MiB"
+    for n in "$M_BYTES" "$M_LONG" 102400; do
+        "$PY" "$HELPER" pattern-file "$WWW/bytes/$n" "$n"
+    done
+    LINKPATH="$TAG-lp"
+    "$REPO/scripts/linkpath.sh" up "$LINKPATH"
+    start_link 1 0
+    start_nginx "$LINKPATH-s" "$LINKPATH-c" nginx-matrix
+    ip netns exec "$LINKPATH-s" "$TAPIR" --log warn serve --tap taps --ip "$M_TAPIR/24" \
+        --no-https >"$LOGS/tapir-matrix.log" 2>&1 &
+    PIDS+=("$!")
+    wait_http "$LINKPATH-c" "http://$M_TAPIR/"
+    stop_pid "$LINK_PID"
+    for rtt in "${M_RTTS[@]}"; do
+        for loss in "${M_LOSSES[@]}"; do
+            cell="rtt${rtt}-loss${loss}"
+            start_link "$rtt" "$loss"
+            tapir_down=$(curl_mbps "http://$M_TAPIR/bytes/$M_BYTES" "tapir-$cell")
+            tapir_up=$(get_mbps "http://$M_KERNEL/bytes/$M_BYTES" "$cell")
+            kernel=$(curl_mbps "http://$M_KERNEL/bytes/$M_BYTES" "nginx-$cell")
+            stop_pid "$LINK_PID"
+            echo "   RTT $rtt ms, loss $loss%: down tapir $tapir_down, up tapir $tapir_up, kernel $kernel MB/s"
+            extra="{\"series\": \"tcp_matrix\", \"rtt_ms\": $rtt, \"loss_pct\": $loss, \"bytes\": $M_BYTES"
+            record "TCP matrix RTT $rtt ms loss $loss%, down (tapir serve -> curl)" "MB/s" \
+                "kernel (nginx -> curl)" "$tapir_down" "$kernel" \
+                "curl -o /dev/null http://$M_TAPIR/bytes/$M_BYTES through tapir link" \
+                "$extra, \"direction\": \"down\"}"
+            record "TCP matrix RTT $rtt ms loss $loss%, up (nginx -> tapir get)" "MB/s" \
+                "kernel (nginx -> curl)" "$tapir_up" "$kernel" \
+                "tapir get -o FILE http://$M_KERNEL/bytes/$M_BYTES through tapir link" \
+                "$extra, \"direction\": \"up\"}"
+        done
+    done
+    for rtt in 20 100; do
+        start_link "$rtt" 0
+        # Warm the neighbour entries so both servers pay only TCP's round trips.
+        ip netns exec "$LINKPATH-c" ping -c 1 -W 1 -q "$M_TAPIR" >/dev/null 2>&1 || true
+        local t k
+        t=$(curl_seconds "http://$M_TAPIR/bytes/102400" "tapir-100k-rtt$rtt")
+        k=$(curl_seconds "http://$M_KERNEL/bytes/102400" "nginx-100k-rtt$rtt")
+        echo "   100 KiB on a new connection, RTT $rtt ms: tapir $t ms, kernel $k ms"
+        record "TCP 100 KiB response, new connection, RTT $rtt ms" "ms" "kernel (nginx -> curl)" \
+            "$t" "$k" "curl -o /dev/null http://SERVER/bytes/102400 through tapir link" \
+            "{\"series\": \"tcp_matrix\", \"rtt_ms\": $rtt, \"loss_pct\": 0}"
+        if [[ $rtt == 100 ]]; then
+            t=$(curl_mbps "http://$M_TAPIR/bytes/$M_LONG" "tapir-long")
+            k=$(curl_mbps "http://$M_KERNEL/bytes/$M_LONG" "nginx-long")
+            echo "   $((M_LONG >> 20)) MiB download, RTT 100 ms: tapir $t, kernel $k MB/s"
+            record "TCP $((M_LONG >> 20)) MiB download, RTT 100 ms, no loss" "MB/s" \
+                "kernel (nginx -> curl)" "$t" "$k" \
+                "curl -o /dev/null http://SERVER/bytes/$M_LONG through tapir link" \
+                "{\"series\": \"tcp_matrix\", \"rtt_ms\": 100, \"loss_pct\": 0, \"bytes\": $M_LONG}"
+        fi
+        stop_pid "$LINK_PID"
+    done
+    "$REPO/scripts/linkpath.sh" down "$LINKPATH"
+    LINKPATH=""
+}
+
+if ((MATRIX_ONLY)); then
+    tcp_matrix
+    echo
+    echo "== results ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs)"
+    "$PY" "$HELPER" report "$RESULTS" "$OUT"
+    echo "ratio = tapir / kernel (higher is better for MB/s, lower for ms)"
+    echo "report: $OUT/report.json   raw outputs: $LOGS/"
+    exit 0
+fi
+
 echo "== tapir on a TAP device, MTU 1500 (namespace $TAG-tap)"
 tap_ns "$TAG-tap" 1500
 start_tapir "$TAG-tap" 1500 tapir --max-connections 30000 --backlog 1024
@@ -521,6 +669,8 @@ record "RSS growth per idle conn" "KiB/conn" "nginx (master+worker)" \
     "$(awk -v a="$(json_get "$ti" after_kib)" -v b="$(json_get "$ti" before_kib)" -v n="$IDLE" 'BEGIN { printf "%.2f", (a - b) / n }')" \
     "$(awk -v a="$(json_get "$ni" after_kib)" -v b="$(json_get "$ni" before_kib)" -v n="$IDLE" 'BEGIN { printf "%.2f", (a - b) / n }')" \
     "(RSS with - RSS before) / connections"
+
+tcp_matrix
 
 echo
 echo "== results ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo))"

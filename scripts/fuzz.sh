@@ -20,7 +20,7 @@ cd "$ROOT"
 
 SECONDS_PER_TARGET=${1:-60}
 shift || true
-ALL_TARGETS=(frames h1_engine chunked conn_h1 conn_h2c pcap)
+ALL_TARGETS=(frames h1_engine chunked conn_h1 conn_h2c pcap tcp_segments)
 TARGETS=("$@")
 [[ ${#TARGETS[@]} -gt 0 ]] || TARGETS=("${ALL_TARGETS[@]}")
 SANITIZER=${FUZZ_SANITIZER:-address}

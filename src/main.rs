@@ -2,6 +2,7 @@
 
 mod cli;
 mod get;
+mod link;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -97,6 +98,12 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         port: u16,
     },
+    /// Bridge two TAP devices through an impaired path (delay, jitter, loss, reordering,
+    /// duplication, a rate limit), each direction on its own.
+    ///
+    /// For measuring TCP on a slow or lossy path without sch_netem: put the kernel's TCP or
+    /// tapir behind each TAP device. Prints each direction's counters on SIGINT/SIGTERM.
+    Link(link::LinkArgs),
 }
 
 /// Flags of `tapir replay`.
@@ -275,6 +282,7 @@ fn init_logging(filter: &str) -> anyhow::Result<()> {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Replay(args) => replay(&args),
+        Command::Link(args) => link::run(&args),
         Command::Serve { net, http } => live(&net, |stack| serve(stack, &http)).map(|_| ()),
         Command::Get { net, get } => {
             let app = get::Get::new(get)?;

@@ -103,7 +103,7 @@ fn broken_frames() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
 #[test]
 fn broken_frames_are_counted_and_dropped_and_the_stack_keeps_serving() {
     let mut sim = Sim::new();
-    let (mut s_stack, s_dev, mut c_stack, c_dev) = linked(
+    let (mut s_stack, mut s_dev, mut c_stack, c_dev) = linked(
         LinkConfig::default(),
         config(SERVER_IP, 2, 5),
         config(CLIENT_IP, 1, 6),
@@ -169,7 +169,7 @@ fn syn_flood_fills_the_backlog_and_the_server_recovers() {
     let mut server_config = config(SERVER_IP, 2, 7);
     server_config.tcp.backlog = 16;
     server_config.tcp.handshake_timeout = Duration::from_secs(3);
-    let (mut s_stack, s_dev, mut c_stack, c_dev) = linked(
+    let (mut s_stack, mut s_dev, mut c_stack, c_dev) = linked(
         LinkConfig::default(),
         server_config,
         config(CLIENT_IP, 1, 8),

@@ -53,7 +53,7 @@ fn tcp_settings_reach_every_connection() {
 /// (RFC 9293 3.10.7.4, vendor/smoltcp/TAPIR-PATCH.md).
 #[test]
 fn echo_16_mib_with_both_windows_full_does_not_deadlock() {
-    for seed in [2, 4, 7, 42] {
+    for seed in [1, 2, 4, 6, 7, 42] {
         echo_16_mib(seed, CongestionControl::Cubic);
     }
 }

@@ -7,6 +7,7 @@ pub mod conn;
 pub mod frames;
 pub mod h1;
 pub mod pcap;
+pub mod tcp_segments;
 
 /// Cuts `data` into segments whose sizes are drawn from a generator seeded with `seed`:
 /// 0 keeps it whole; otherwise the low two bits pick the size range (up to 8, 64, 1460 or

@@ -1,17 +1,18 @@
 //! An in-memory Ethernet link joining two stacks in one process.
 //!
-//! Each direction is a queue ordered by delivery time, so the link can add latency and,
-//! from a seeded generator, lose, duplicate and reorder frames. The same seed gives the same
-//! faults, which keeps tests reproducible. Both ends live on one thread (the event loop's).
+//! The link itself is perfect: each direction is a queue of frames. Its faults (latency,
+//! loss, duplication, reordering, a bounded queue) come from an [`Impaired`] wrapper on the
+//! receiving side of each end, seeded, so the same seed gives the same faults, which keeps
+//! tests reproducible. Both ends live on one thread (the event loop's).
 
 use std::cell::RefCell;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::time::{Duration, Instant};
 
+use super::impair::{ImpairStats, Impaired, Impairment};
 use super::{check_mtu, ethernet_caps, DeviceError, DeviceStats};
 
 /// How the link behaves. The default is a perfect link with a 1500-byte MTU.
@@ -31,8 +32,37 @@ pub struct LinkConfig {
     pub duplicate: f64,
     /// Frames queued per direction before the link drops at the tail.
     pub queue_limit: usize,
+    /// Bottleneck rate of each direction in bytes per second (0: unlimited).
+    pub rate: u64,
+    /// Bytes the bottleneck queues before it drops (with a `rate`; 0: one
+    /// bandwidth-delay product at the link's latency, at least 64 KiB).
+    pub rate_queue: usize,
     /// Seed of the fault generator.
     pub seed: u64,
+}
+
+impl LinkConfig {
+    /// The impairment of each direction.
+    pub fn impairment(&self) -> Impairment {
+        Impairment {
+            delay: self.latency,
+            loss: self.loss,
+            reorder: self.reorder,
+            reorder_delay: self.reorder_delay,
+            duplicate: self.duplicate,
+            limit: self.queue_limit,
+            rate: self.rate,
+            queue_bytes: match self.rate_queue {
+                0 => {
+                    let bdp =
+                        self.rate as u128 * 2 * self.latency.total_micros() as u128 / 1_000_000;
+                    bdp.max(64 * 1024) as usize
+                }
+                n => n,
+            },
+            ..Impairment::default()
+        }
+    }
 }
 
 impl Default for LinkConfig {
@@ -45,189 +75,87 @@ impl Default for LinkConfig {
             reorder_delay: Duration::from_millis(1),
             duplicate: 0.0,
             queue_limit: 4096,
+            rate: 0,
+            rate_queue: 0,
             seed: 0,
         }
     }
 }
 
-/// Counters of the whole link.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct LinkStats {
-    /// Frames offered to the link.
-    pub sent: u64,
-    /// Frames lost on purpose.
-    pub lost: u64,
-    /// Frames held back to be reordered.
-    pub reordered: u64,
-    /// Extra copies delivered.
-    pub duplicated: u64,
-    /// Frames dropped because a direction's queue was full.
-    pub overflowed: u64,
-}
+/// Counters of one direction of the link.
+pub type LinkStats = ImpairStats;
 
-struct Queued {
-    at: Instant,
-    seq: u64,
-    frame: Vec<u8>,
-}
+/// `queues[i]` holds the frames travelling towards end `i`, with the time they were sent.
+type Queues = Rc<RefCell<[VecDeque<(Instant, Vec<u8>)>; 2]>>;
 
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
-struct Link {
-    config: LinkConfig,
-    rng: fastrand::Rng,
-    /// `queues[i]` holds the frames travelling towards end `i`.
-    queues: [BinaryHeap<Reverse<Queued>>; 2],
-    seq: u64,
-    spare: Vec<Vec<u8>>,
-    stats: LinkStats,
-}
-
-impl Link {
-    fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && self.rng.f64() < p
-    }
-
-    fn buffer(&mut self) -> Vec<u8> {
-        self.spare.pop().unwrap_or_default()
-    }
-
-    fn recycle(&mut self, mut frame: Vec<u8>) {
-        if self.spare.len() < 64 {
-            frame.clear();
-            self.spare.push(frame);
-        }
-    }
-
-    fn enqueue(&mut self, towards: usize, now: Instant, frame: Vec<u8>) {
-        self.stats.sent += 1;
-        if self.chance(self.config.loss) {
-            self.stats.lost += 1;
-            self.recycle(frame);
-            return;
-        }
-        let mut at = now + self.config.latency;
-        if self.chance(self.config.reorder) {
-            self.stats.reordered += 1;
-            at += self.config.reorder_delay;
-        }
-        if self.chance(self.config.duplicate) {
-            self.stats.duplicated += 1;
-            let copy = frame.clone();
-            self.push(towards, at, copy);
-        }
-        self.push(towards, at, frame);
-    }
-
-    fn push(&mut self, towards: usize, at: Instant, frame: Vec<u8>) {
-        if self.queues[towards].len() >= self.config.queue_limit {
-            self.stats.overflowed += 1;
-            self.recycle(frame);
-            return;
-        }
-        self.seq += 1;
-        let seq = self.seq;
-        self.queues[towards].push(Reverse(Queued { at, seq, frame }));
-    }
-
-    fn pop_due(&mut self, towards: usize, now: Instant) -> Option<Vec<u8>> {
-        let queue = &mut self.queues[towards];
-        match queue.peek() {
-            Some(Reverse(q)) if q.at <= now => queue.pop().map(|Reverse(q)| q.frame),
-            _ => None,
-        }
-    }
-}
-
-/// One end of an in-memory link. Create both ends with [`pair`].
-pub struct MemDevice {
-    link: Rc<RefCell<Link>>,
+/// One end of a perfect in-memory link.
+pub struct LinkEnd {
+    queues: Queues,
     side: usize,
     mtu: usize,
     stats: DeviceStats,
 }
 
-/// Creates the two ends of a link.
+/// One end of an in-memory link with its faults. Create both ends with [`pair`].
+pub type MemDevice = Impaired<LinkEnd>;
+
+/// Creates the two ends of a link; each direction's faults come from its own stream,
+/// derived from the config's seed.
 pub fn pair(config: LinkConfig) -> Result<(MemDevice, MemDevice), DeviceError> {
     let mtu = check_mtu(config.mtu)?;
-    let link = Rc::new(RefCell::new(Link {
-        rng: fastrand::Rng::with_seed(config.seed),
-        config,
-        queues: [BinaryHeap::new(), BinaryHeap::new()],
-        seq: 0,
-        spare: Vec::new(),
-        stats: LinkStats::default(),
-    }));
-    let end = |side| MemDevice {
-        link: link.clone(),
-        side,
-        mtu,
-        stats: DeviceStats::default(),
+    let queues: Queues = Rc::new(RefCell::new([VecDeque::new(), VecDeque::new()]));
+    let end = |side: usize| {
+        let end = LinkEnd {
+            queues: queues.clone(),
+            side,
+            mtu,
+            stats: DeviceStats::default(),
+        };
+        let seed = config.seed.wrapping_add(side as u64);
+        Impaired::new(end, Some(config.impairment()), None, seed)
     };
     Ok((end(0), end(1)))
 }
 
-impl MemDevice {
-    /// When the next frame for this end becomes deliverable, if any is in flight.
+impl LinkEnd {
+    /// When the next frame for this end was sent, if any is waiting.
     pub fn next_arrival(&self) -> Option<Instant> {
-        self.link.borrow().queues[self.side]
-            .peek()
-            .map(|Reverse(q)| q.at)
-    }
-
-    /// Frames in flight in both directions.
-    pub fn in_flight(&self) -> usize {
-        let link = self.link.borrow();
-        link.queues[0].len() + link.queues[1].len()
-    }
-
-    /// Counters of this end.
-    pub fn stats(&self) -> DeviceStats {
-        self.stats
-    }
-
-    /// Counters of the link (shared by both ends).
-    pub fn link_stats(&self) -> LinkStats {
-        self.link.borrow().stats
-    }
-
-    /// Puts a raw frame on the wire towards this end, as if the peer had sent it, bypassing
-    /// the fault generator. Tests use it to feed hand-made (and broken) frames.
-    pub fn inject(&self, frame: &[u8], at: Instant) {
-        self.link.borrow_mut().push(self.side, at, frame.to_vec());
+        self.queues.borrow()[self.side].front().map(|(at, _)| *at)
     }
 }
 
-impl phy::Device for MemDevice {
+impl Impaired<LinkEnd> {
+    /// Counters of this end's device.
+    pub fn stats(&self) -> DeviceStats {
+        self.inner().stats
+    }
+
+    /// Fault counters of the direction towards this end.
+    pub fn link_stats(&self) -> LinkStats {
+        self.rx_stats()
+    }
+
+    /// Puts a raw frame on the wire towards this end, due at `at`, as if the peer had sent
+    /// it, bypassing the faults. Tests use it to feed hand-made (and broken) frames.
+    pub fn inject(&mut self, frame: &[u8], at: Instant) {
+        if let Some(line) = self.rx_line() {
+            line.insert(at, frame.to_vec());
+        }
+    }
+}
+
+impl phy::Device for LinkEnd {
     type RxToken<'a> = RxToken;
     type TxToken<'a> = TxToken<'a>;
 
     fn receive(&mut self, timestamp: Instant) -> Option<(RxToken, TxToken<'_>)> {
-        let frame = self.link.borrow_mut().pop_due(self.side, timestamp)?;
+        let (_, frame) = self.queues.borrow_mut()[self.side].pop_front()?;
         self.stats.rx_frames += 1;
         self.stats.rx_bytes += frame.len() as u64;
         Some((
-            RxToken {
-                link: self.link.clone(),
-                frame,
-            },
+            RxToken { frame },
             TxToken {
-                link: &self.link,
+                queues: &self.queues,
                 towards: 1 - self.side,
                 now: timestamp,
                 stats: &mut self.stats,
@@ -237,7 +165,7 @@ impl phy::Device for MemDevice {
 
     fn transmit(&mut self, timestamp: Instant) -> Option<TxToken<'_>> {
         Some(TxToken {
-            link: &self.link,
+            queues: &self.queues,
             towards: 1 - self.side,
             now: timestamp,
             stats: &mut self.stats,
@@ -249,23 +177,20 @@ impl phy::Device for MemDevice {
     }
 }
 
-/// A frame taken off the link; its buffer goes back to the link's spare pool.
+/// A frame taken off the link.
 pub struct RxToken {
-    link: Rc<RefCell<Link>>,
     frame: Vec<u8>,
 }
 
 impl phy::RxToken for RxToken {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        let result = f(&self.frame);
-        self.link.borrow_mut().recycle(self.frame);
-        result
+        f(&self.frame)
     }
 }
 
 /// Room for one frame towards the other end.
 pub struct TxToken<'a> {
-    link: &'a Rc<RefCell<Link>>,
+    queues: &'a Queues,
     towards: usize,
     now: Instant,
     stats: &'a mut DeviceStats,
@@ -273,14 +198,11 @@ pub struct TxToken<'a> {
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut frame = self.link.borrow_mut().buffer();
-        frame.resize(len, 0);
+        let mut frame = vec![0; len];
         let result = f(&mut frame);
         self.stats.tx_frames += 1;
         self.stats.tx_bytes += len as u64;
-        self.link
-            .borrow_mut()
-            .enqueue(self.towards, self.now, frame);
+        self.queues.borrow_mut()[self.towards].push_back((self.now, frame));
         result
     }
 }
@@ -290,9 +212,12 @@ mod tests {
     use super::*;
     use smoltcp::phy::{Device, RxToken as _, TxToken as _};
 
-    fn send(dev: &mut MemDevice, now: Instant, byte: u8) {
+    /// Sends a frame from `dev` at `now`; the peer takes it onto its line at once, as the
+    /// simulation does.
+    fn send(dev: &mut MemDevice, peer: &mut MemDevice, now: Instant, byte: u8) {
         let tx = dev.transmit(now).expect("memlink always has room");
         tx.consume(60, |buf| buf.fill(byte));
+        peer.poll(now);
     }
 
     fn recv_all(dev: &mut MemDevice, now: Instant) -> Vec<u8> {
@@ -308,7 +233,7 @@ mod tests {
         let (mut a, mut b) = pair(LinkConfig::default()).unwrap();
         let t = Instant::from_millis(0);
         for i in 0..10 {
-            send(&mut a, t, i);
+            send(&mut a, &mut b, t, i);
         }
         assert_eq!(recv_all(&mut b, t), (0..10).collect::<Vec<u8>>());
         assert!(recv_all(&mut a, t).is_empty());
@@ -321,9 +246,9 @@ mod tests {
             ..LinkConfig::default()
         };
         let (mut a, mut b) = pair(config).unwrap();
-        send(&mut a, Instant::from_millis(0), 1);
+        send(&mut a, &mut b, Instant::from_millis(0), 1);
         assert!(recv_all(&mut b, Instant::from_millis(4)).is_empty());
-        assert_eq!(b.next_arrival(), Some(Instant::from_millis(5)));
+        assert_eq!(b.next_due(), Some(Instant::from_millis(5)));
         assert_eq!(recv_all(&mut b, Instant::from_millis(5)), vec![1]);
     }
 
@@ -339,9 +264,9 @@ mod tests {
         let run = |config: LinkConfig| {
             let (mut a, mut b) = pair(config).unwrap();
             for i in 0..200u8 {
-                send(&mut a, Instant::from_millis(0), i);
+                send(&mut a, &mut b, Instant::from_millis(0), i);
             }
-            (recv_all(&mut b, Instant::from_millis(10)), a.link_stats())
+            (recv_all(&mut b, Instant::from_millis(10)), b.link_stats())
         };
         let (first, stats) = run(config.clone());
         let (second, _) = run(config);
@@ -366,9 +291,14 @@ mod tests {
         };
         let (mut a, mut b) = pair(config).unwrap();
         for i in 0..5 {
-            send(&mut a, Instant::from_millis(0), i);
+            send(&mut a, &mut b, Instant::from_millis(0), i);
         }
         assert_eq!(recv_all(&mut b, Instant::from_millis(0)), vec![0, 1, 2]);
-        assert_eq!(a.link_stats().overflowed, 2);
+        assert_eq!(b.link_stats().overflowed, 2);
+        assert_eq!(
+            a.link_stats(),
+            LinkStats::default(),
+            "nothing went the other way"
+        );
     }
 }

@@ -2,12 +2,13 @@
 //!
 //! Every device implements smoltcp's [`smoltcp::phy::Device`], so the same stack runs on
 //! a real TAP interface ([`tap`]), an in-memory link between two stacks ([`memlink`]) and
-//! any of them wrapped in a pcap recorder ([`capture`]). Devices compose as middleware,
+//! any of them wrapped in a pcap recorder ([`capture`]) or in path impairments ([`impair`]). Devices compose as middleware,
 //! the way smoltcp's own `phy` module does.
 
 pub mod capture;
 pub mod dgram;
 pub mod fd;
+pub mod impair;
 pub mod memlink;
 pub mod pcap_reader;
 pub mod replay;

@@ -36,14 +36,7 @@ impl TapDevice {
     /// `mtu` is the IP MTU; the kernel side is set to match when it differs and we may.
     pub fn open(name: &str, mtu: usize) -> Result<Self, DeviceError> {
         let mtu = check_mtu(mtu)?;
-        let err = |action: &'static str| {
-            let name = name.to_string();
-            move |source| DeviceError::Tap {
-                name,
-                action,
-                source,
-            }
-        };
+        let err = |action| tap_error(name, action);
         if name.is_empty() || name.len() >= libc::IFNAMSIZ {
             return Err(err("checking the name")(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -75,6 +68,22 @@ impl TapDevice {
         })
     }
 
+    /// Like [`TapDevice::open`], inside the network namespace `netns` (a name `ip netns`
+    /// made, under /var/run/netns). The device stays bound to that namespace; the calling
+    /// thread returns to its own namespace before this returns. Needs CAP_SYS_ADMIN.
+    pub fn open_in_netns(netns: &str, name: &str, mtu: usize) -> Result<Self, DeviceError> {
+        let err = |action| tap_error(name, action);
+        let own = std::fs::File::open("/proc/thread-self/ns/net")
+            .map_err(err("opening the current network namespace"))?;
+        let target = std::fs::File::open(std::path::Path::new("/var/run/netns").join(netns))
+            .map_err(err("opening the network namespace"))?;
+        kernel::set_netns(&target).map_err(err("entering the network namespace"))?;
+        let opened = TapDevice::open(name, mtu);
+        // Back home whatever happened; failing that, this thread would be in the wrong place.
+        kernel::set_netns(&own).map_err(err("returning to the original network namespace"))?;
+        opened
+    }
+
     /// The interface name the kernel gave us.
     pub fn name(&self) -> &str {
         &self.name
@@ -89,6 +98,16 @@ impl TapDevice {
     /// The event loop checks this after every poll and stops cleanly.
     pub fn take_failure(&mut self) -> Option<io::Error> {
         self.frames.take_failure()
+    }
+}
+
+/// A [`DeviceError::Tap`] maker for `action` on TAP `name`.
+fn tap_error(name: &str, action: &'static str) -> impl FnOnce(io::Error) -> DeviceError {
+    let name = name.to_string();
+    move |source| DeviceError::Tap {
+        name,
+        action,
+        source,
     }
 }
 
@@ -177,6 +196,19 @@ mod kernel {
         req.ifr_ifru.ifru_mtu =
             libc::c_int::try_from(mtu).map_err(|_| io::Error::other("MTU too large"))?;
         ioctl(libc::SIOCSIFMTU, &mut req)
+    }
+
+    /// Moves the calling thread into the network namespace `ns` (an open nsfs file).
+    pub(super) fn set_netns(ns: &std::fs::File) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns(2) takes a descriptor, valid while `ns` is borrowed, and a flag; no
+        // pointers. A negative result is checked below.
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
     }
 
     pub(super) fn is_up(name: &str) -> io::Result<bool> {

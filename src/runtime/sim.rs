@@ -8,30 +8,42 @@ use smoltcp::phy::Device;
 use smoltcp::time::{Duration, Instant};
 
 use super::{run_until_quiet, Application};
-use crate::device::memlink::MemDevice;
+use crate::device::impair::Impaired;
+use crate::device::memlink::LinkEnd;
 use crate::stack::Stack;
 
 /// A device whose future arrivals are known (so the clock can jump to them).
 pub trait Scheduled: Device {
-    /// When the next frame becomes deliverable, if any is in flight.
-    fn next_arrival(&self) -> Option<Instant>;
+    /// When the next frame becomes deliverable, if any is in flight. `now` is the current
+    /// time: a device may first move what is due (an impairment takes frames onto its line).
+    fn next_arrival(&mut self, now: Instant) -> Option<Instant>;
 }
 
-impl Scheduled for MemDevice {
-    fn next_arrival(&self) -> Option<Instant> {
-        MemDevice::next_arrival(self)
+impl Scheduled for LinkEnd {
+    fn next_arrival(&mut self, _now: Instant) -> Option<Instant> {
+        LinkEnd::next_arrival(self)
+    }
+}
+
+impl<D: Scheduled> Scheduled for Impaired<D> {
+    fn next_arrival(&mut self, now: Instant) -> Option<Instant> {
+        self.poll(now);
+        [self.next_due(), self.inner_mut().next_arrival(now)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 
 impl Scheduled for crate::device::replay::ReplayDevice {
-    fn next_arrival(&self) -> Option<Instant> {
+    fn next_arrival(&mut self, _now: Instant) -> Option<Instant> {
         crate::device::replay::ReplayDevice::next_arrival(self)
     }
 }
 
 impl<D: Scheduled, W: std::io::Write> Scheduled for crate::device::capture::Capture<D, W> {
-    fn next_arrival(&self) -> Option<Instant> {
-        self.inner().next_arrival()
+    fn next_arrival(&mut self, now: Instant) -> Option<Instant> {
+        self.inner_mut().next_arrival(now)
     }
 }
 
@@ -72,7 +84,7 @@ impl<D: Scheduled, A: Application> SimNode for Node<D, A> {
         [
             self.stack.poll_at(now),
             self.app.poll_at(now),
-            self.device.next_arrival(),
+            self.device.next_arrival(now),
         ]
         .into_iter()
         .flatten()

@@ -6,6 +6,7 @@ pub mod golden;
 pub mod http;
 pub mod netns;
 pub mod nginx;
+pub mod transfer;
 
 use sha2::{Digest, Sha256};
 use smoltcp::time::Instant;

@@ -149,27 +149,33 @@ impl Netns {
     /// Starts the tapir binary with `args` (for example `["echo", "--tap", TAP]`) inside the
     /// namespace, its stderr (the log) going to a file in [`Netns::dir`].
     pub fn spawn_tapir(&self, args: &[&str]) -> TapirProcess {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let log = self.dir.join(format!("tapir-{n}.log"));
-        let stderr = File::create(&log).expect("create tapir's log file");
-        let bin = tapir_bin();
-        let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", &self.name])
-            .arg(&bin)
-            .args(args)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {} in {}: {e}", bin.display(), self.name));
-        TapirProcess {
-            pid: child.id(),
-            child: Some(child),
-            log,
-        }
+        spawn_tapir_in(&self.name, &self.dir, args)
+    }
+}
+
+/// Starts the tapir binary with `args` inside namespace `netns`, its stderr (the log) going
+/// to a file in `dir`.
+pub fn spawn_tapir_in(netns: &str, dir: &Path, args: &[&str]) -> TapirProcess {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let log = dir.join(format!("tapir-{n}.log"));
+    let stderr = File::create(&log).expect("create tapir's log file");
+    let bin = tapir_bin();
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", netns])
+        .arg(&bin)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    let child = command
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {} in {netns}: {e}", bin.display()));
+    TapirProcess {
+        pid: child.id(),
+        child: Some(child),
+        log,
     }
 }
 

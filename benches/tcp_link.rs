@@ -1,0 +1,55 @@
+//! tapir ↔ tapir TCP over an impaired in-memory link, on the virtual clock:
+//! `cargo bench --bench tcp_link`.
+//!
+//! Each case moves 4 MiB from one stack to the other across a 20 ms RTT path, without loss
+//! and with 1% loss in both directions (seeded, so every run sees the same losses). Two
+//! figures per case: the throughput in simulated time (bytes / virtual seconds, printed
+//! once per case: it is what the TCP algorithms achieve on that path, and it does not
+//! depend on the machine), and criterion's wall-clock time of a run (the CPU cost of
+//! simulating it).
+
+#[allow(dead_code)] // shared with the tests, which use all of it
+#[path = "../tests/common/transfer.rs"]
+mod transfer;
+
+use std::time::Duration as StdDuration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use smoltcp::time::Duration;
+use transfer::{transfer, Transfer};
+
+const BYTES: usize = 4 * 1024 * 1024;
+const RTT_MS: u64 = 20;
+const SEED: u64 = 1;
+
+fn tcp_link(c: &mut Criterion) {
+    let mut group = c.benchmark_group("tcp_link");
+    group.throughput(Throughput::Bytes(BYTES as u64));
+    group.sample_size(10);
+    group.measurement_time(StdDuration::from_secs(5));
+    group.warm_up_time(StdDuration::from_secs(1));
+    for (name, loss) in [("20ms_loss0", 0.0), ("20ms_loss1pct", 0.01)] {
+        let t = Transfer::new(Duration::from_millis(RTT_MS), loss, SEED, BYTES);
+        let report = transfer(&t);
+        assert!(report.intact, "{name}: {report:?}");
+        println!(
+            "tcp_link/{name}: {BYTES} bytes in {} virtual: {:.2} MB/s simulated \
+             (data link: {} frames, {} lost)",
+            report.duration,
+            report.throughput() / 1e6,
+            report.data_link.sent,
+            report.data_link.lost,
+        );
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let report = transfer(&t);
+                assert!(report.intact);
+                report.duration
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, tcp_link);
+criterion_main!(benches);
