@@ -59,7 +59,7 @@ pub struct NetArgs {
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub handshake_timeout: u64,
 
-    /// TCP receive and send buffer per connection, in KiB (4 to 1023).
+    /// TCP receive and send buffer per connection, in KiB (4 to 1,048,576).
     #[arg(long, default_value_t = 64, value_name = "KIB")]
     pub tcp_buffer: usize,
 

@@ -28,8 +28,8 @@ use shards::{OneFrame, Shards, Slot as SocketHandle};
 
 /// Frames processed per [`Stack::poll`] before the stack yields back to its driver.
 const INGRESS_BUDGET: usize = 1024;
-/// TCP buffers must stay below this size (see [`Stack::new`]).
-pub const MAX_TCP_BUFFER: usize = 1 << 20;
+/// Largest TCP buffer: a window scale of 14 (RFC 7323) reaches 1 GiB.
+pub const MAX_TCP_BUFFER: usize = 1 << 30;
 /// Ephemeral ports for outgoing connections (RFC 6335).
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
 
@@ -328,13 +328,10 @@ impl Stack {
                 "TCP buffers must be at least 1 KiB".into(),
             ));
         }
-        // An HTTP/1.1 download over a TAP device stalls for good once it has sent exactly a
-        // 1 MiB send buffer (1023 KiB works; HTTP/2 does not stall). Until the cause is found,
-        // refuse such buffers rather than hang.
-        if config.tcp.rx_buffer >= MAX_TCP_BUFFER || config.tcp.tx_buffer >= MAX_TCP_BUFFER {
+        if config.tcp.rx_buffer.max(config.tcp.tx_buffer) > MAX_TCP_BUFFER {
             return Err(StackError::Config(format!(
-                "TCP buffers must be smaller than {} KiB",
-                MAX_TCP_BUFFER / 1024
+                "TCP buffers must be at most {} MiB",
+                MAX_TCP_BUFFER >> 20
             )));
         }
         let mut iface_config = Config::new(HardwareAddress::Ethernet(config.mac));

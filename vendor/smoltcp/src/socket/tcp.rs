@@ -19,6 +19,9 @@ use crate::wire::{
 };
 
 mod congestion;
+mod scoreboard;
+
+use scoreboard::Scoreboard;
 
 macro_rules! tcp_trace {
     ($($arg:expr),*) => (net_log!(trace, $($arg),*));
@@ -198,6 +201,11 @@ impl RttEstimator {
         Duration::from_millis(self.rto as _)
     }
 
+    /// tapir patch: the smoothed RTT in milliseconds, once measured.
+    fn srtt(&self) -> Option<u32> {
+        self.have_measurement.then_some(self.srtt)
+    }
+
     #[cfg(feature = "socket-tcp-cubic")]
     fn smoothed_rtt(&self) -> u32 {
         if self.have_measurement { self.srtt } else { 0 }
@@ -307,7 +315,6 @@ enum Timer {
     Retransmit {
         expires_at: Instant,
     },
-    FastRetransmit,
     ZeroWindowProbe {
         expires_at: Instant,
         delay: Duration,
@@ -339,7 +346,6 @@ impl Timer {
     fn should_retransmit(&self, timestamp: Instant) -> bool {
         match *self {
             Timer::Retransmit { expires_at } if timestamp >= expires_at => true,
-            Timer::FastRetransmit => true,
             _ => false,
         }
     }
@@ -368,7 +374,6 @@ impl Timer {
             } => PollAt::Ingress,
             Timer::ZeroWindowProbe { expires_at, .. } => PollAt::Time(expires_at),
             Timer::Retransmit { expires_at, .. } => PollAt::Time(expires_at),
-            Timer::FastRetransmit => PollAt::Now,
             Timer::Close { expires_at } => PollAt::Time(expires_at),
         }
     }
@@ -395,20 +400,13 @@ impl Timer {
 
     fn set_for_retransmit(&mut self, timestamp: Instant, delay: Duration) {
         match *self {
-            Timer::Idle { .. }
-            | Timer::FastRetransmit
-            | Timer::Retransmit { .. }
-            | Timer::ZeroWindowProbe { .. } => {
+            Timer::Idle { .. } | Timer::Retransmit { .. } | Timer::ZeroWindowProbe { .. } => {
                 *self = Timer::Retransmit {
                     expires_at: timestamp + delay,
                 }
             }
             Timer::Close { .. } => (),
         }
-    }
-
-    fn set_for_fast_retransmit(&mut self) {
-        *self = Timer::FastRetransmit
     }
 
     fn set_for_close(&mut self, timestamp: Instant) {
@@ -443,9 +441,67 @@ impl Timer {
     }
 
     fn is_retransmit(&self) -> bool {
-        matches!(self, Timer::Retransmit { .. } | Timer::FastRetransmit)
+        matches!(self, Timer::Retransmit { .. })
     }
 }
+
+/// tapir patch: a fast recovery episode (RFC 6675 §5) paced by proportional rate
+/// reduction (RFC 6937).
+#[derive(Debug, Clone, Copy)]
+struct Recovery {
+    /// RFC 6675's RecoveryPoint: the episode ends once this is acknowledged.
+    point: TcpSeqNumber,
+    /// The slow start threshold the congestion controller chose on entry.
+    ssthresh: usize,
+    /// RFC 6937's RecoverFS, prr_delivered and prr_out, in bytes.
+    recover_fs: usize,
+    prr_delivered: usize,
+    prr_out: usize,
+    /// Bytes the latest ACK delivered (RFC 6937's DeliveredData).
+    delivered: usize,
+}
+
+impl Recovery {
+    /// RFC 6937 §3: how many bytes may be sent now, with `pipe` bytes in the network.
+    fn allowance(&self, pipe: usize, mss: usize) -> usize {
+        let quota = if pipe > self.ssthresh {
+            // Proportional rate reduction: send ssthresh/RecoverFS of what is delivered.
+            let allowed = (self.prr_delivered as u64 * self.ssthresh as u64)
+                .div_ceil(self.recover_fs.max(1) as u64);
+            (allowed as usize).saturating_sub(self.prr_out)
+        } else {
+            // Slow start reduction bound (PRR-SSRB): grow back to ssthresh, at most one
+            // segment faster than the data is delivered.
+            let limit = self
+                .prr_delivered
+                .saturating_sub(self.prr_out)
+                .max(self.delivered)
+                + mss;
+            (self.ssthresh - pipe).min(limit)
+        };
+        // RFC 6675 §5 step 4.2: the first lost segment is retransmitted at once.
+        if self.prr_out == 0 {
+            quota.max(mss)
+        } else {
+            quota
+        }
+    }
+}
+
+/// tapir patch: the tail loss probe (RFC 8985 §7).
+#[derive(Debug, Clone, Copy, Default)]
+struct Tlp {
+    /// When the probe timeout (PTO) expires.
+    at: Option<Instant>,
+    /// The PTO expired: one segment may go out past the congestion window.
+    due: bool,
+}
+
+/// tapir patch: extra wait for the probe when one segment is in flight (RFC 8985 §7.2,
+/// a delayed ACK's worst case).
+const TLP_DELAYED_ACK: Duration = Duration::from_millis(200);
+/// tapir patch: the smallest probe timeout.
+const TLP_MIN_PTO: Duration = Duration::from_millis(10);
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 enum AckDelayTimer {
@@ -478,6 +534,22 @@ pub enum CongestionControl {
 
     #[cfg(feature = "socket-tcp-cubic")]
     Cubic,
+}
+
+/// tapir patch: what Linux's dynamic right-sizing measures on the receive side
+/// (`tcp_rcv_rtt_measure` and `tcp_rcv_space_adjust`), without timestamps.
+#[derive(Debug, Clone, Copy, Default)]
+struct RcvTune {
+    /// The sequence number that ends the receive-RTT sample in progress, and its start.
+    rtt_mark: Option<(TcpSeqNumber, Instant)>,
+    /// Smallest receive-RTT sample, in microseconds (0: none yet).
+    rtt_us: i64,
+    /// Where (bytes read by the application) and when the current per-RTT count began.
+    space_mark: Option<(TcpSeqNumber, Instant)>,
+    /// Bytes the application read in the last measured RTT (Linux `rcvq_space.space`).
+    space: usize,
+    /// The receive buffer the measurements ask for (0: none yet).
+    wanted: usize,
 }
 
 /// A Transmission Control Protocol socket.
@@ -544,8 +616,18 @@ pub struct Socket<'a> {
     /// The number of packets received directly after
     /// each other which have the same ACK number.
     local_rx_dup_acks: u8,
-    /// If a fast retransmit needs to occur
-    pending_fast_retransmit: bool,
+    /// tapir patch: the segments in flight, what SACK said of them and which are lost.
+    scoreboard: Scoreboard,
+    /// tapir patch: the fast recovery in progress, if any.
+    recovery: Option<Recovery>,
+    /// tapir patch: after a retransmission timeout, the highest sequence number sent then;
+    /// lost data is retransmitted in slow start until it is acknowledged.
+    rto_point: Option<TcpSeqNumber>,
+    /// tapir patch: when RACK's reordering window runs out for a segment not yet known
+    /// to be delivered (RFC 8985 §6.3).
+    rack_timer: Option<Instant>,
+    /// tapir patch: the tail loss probe.
+    tlp: Tlp,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -565,6 +647,9 @@ pub struct Socket<'a> {
     /// tapir patch: the receive capacity the window scale is chosen for, when larger than
     /// the receive buffer (see `set_window_capacity`).
     window_capacity: usize,
+
+    /// tapir patch: receive-side measurements for buffer autotuning (see `receive_rtt`).
+    rcv_tune: RcvTune,
 
     /// tsval generator - if some, tcp timestamp is enabled
     tsval_generator: Option<TcpTimestampGenerator>,
@@ -641,7 +726,11 @@ impl<'a> Socket<'a> {
             local_rx_last_seq: None,
             sack_recent: [None; 3],
             local_rx_dup_acks: 0,
-            pending_fast_retransmit: false,
+            scoreboard: Scoreboard::default(),
+            recovery: None,
+            rto_point: None,
+            rack_timer: None,
+            tlp: Tlp::default(),
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -650,6 +739,7 @@ impl<'a> Socket<'a> {
             last_remote_tsval: 0,
             congestion_controller: congestion::AnyController::new(),
             window_capacity: 0,
+            rcv_tune: RcvTune::default(),
 
             #[cfg(feature = "async")]
             rx_waker: WakerRegistration::new(),
@@ -987,6 +1077,12 @@ impl<'a> Socket<'a> {
         self.sack_recent = [None; 3];
         self.ack_delay_timer = AckDelayTimer::Idle;
         self.challenge_ack_timer = Instant::from_secs(0);
+        self.scoreboard.clear();
+        self.recovery = None;
+        self.rto_point = None;
+        self.rack_timer = None;
+        self.tlp = Tlp::default();
+        self.rcv_tune = RcvTune::default();
 
         #[cfg(feature = "async")]
         {
@@ -1003,24 +1099,35 @@ impl<'a> Socket<'a> {
         self.window_capacity = capacity.min(1 << 30);
     }
 
-    /// tapir patch: swaps in larger receive and send buffers, moving the queued data over.
-    /// Sequence numbers, timers and the window scale stay as they are; the larger receive
+    /// tapir patch: swaps in new receive and send buffers, moving what they hold over
+    /// (received-but-unread and out-of-order data; unacknowledged and unsent data).
+    /// Sequence numbers, timers and the window scale stay as they are; a larger receive
     /// window is announced with the next segment (at once when it doubled).
     ///
-    /// The new buffers must be empty and at least as large as the ones they replace, and no
-    /// out-of-order data may be held (it lives past the queue in the old receive buffer);
-    /// otherwise both are handed back untouched. On success the old buffers are returned.
+    /// The new buffers must be empty and hold what the old ones hold: the queued bytes, and
+    /// when out-of-order data is held (it lives past the queue in the receive buffer) the
+    /// whole old receive buffer; otherwise both are handed back untouched. On success the
+    /// old buffers are returned.
+    ///
+    /// A smaller receive buffer shrinks the window the next segment advertises, which
+    /// RFC 9293 (3.8.6.2.2) asks receivers not to do: do it only when the peer has nothing
+    /// in flight (an idle connection). Bytes it then sends past the new window are dropped
+    /// and retransmitted, as for any shrunk window, which senders must cope with.
     #[allow(clippy::type_complexity)]
     pub fn replace_buffers(
         &mut self,
         mut rx_buffer: SocketBuffer<'a>,
         mut tx_buffer: SocketBuffer<'a>,
     ) -> Result<(SocketBuffer<'a>, SocketBuffer<'a>), (SocketBuffer<'a>, SocketBuffer<'a>)> {
+        let rx_needed = if self.assembler.is_empty() {
+            self.rx_buffer.len()
+        } else {
+            self.rx_buffer.capacity()
+        };
         if !rx_buffer.is_empty()
             || !tx_buffer.is_empty()
-            || rx_buffer.capacity() < self.rx_buffer.capacity()
-            || tx_buffer.capacity() < self.tx_buffer.capacity()
-            || !self.assembler.is_empty()
+            || rx_buffer.capacity() < rx_needed
+            || tx_buffer.capacity() < self.tx_buffer.len()
         {
             return Err((rx_buffer, tx_buffer));
         }
@@ -1035,9 +1142,92 @@ impl<'a> Socket<'a> {
         }
         move_queue(&self.rx_buffer, &mut rx_buffer);
         move_queue(&self.tx_buffer, &mut tx_buffer);
+        if !self.assembler.is_empty() {
+            // Out-of-order bytes sit at offsets past the queue: copy that whole region.
+            let mut offset = 0;
+            while offset < self.rx_buffer.window() {
+                let chunk = self
+                    .rx_buffer
+                    .get_unallocated(offset, self.rx_buffer.window() - offset);
+                let written = rx_buffer.write_unallocated(offset, chunk);
+                debug_assert_eq!(written, chunk.len());
+                offset += chunk.len();
+            }
+        }
+        if rx_buffer.capacity() < self.rx_buffer.capacity() {
+            // Measure afresh for the small buffer, or it would be grown again at once.
+            self.rcv_tune.space_mark = None;
+            self.rcv_tune.wanted = 0;
+        }
         let old_rx = mem::replace(&mut self.rx_buffer, rx_buffer);
         let old_tx = mem::replace(&mut self.tx_buffer, tx_buffer);
         Ok((old_rx, old_tx))
+    }
+
+    /// tapir patch: the receiver's estimate of the round-trip time, for a connection that
+    /// may only receive (no RTT samples of its own): as Linux's `tcp_rcv_rtt_measure`, the
+    /// shortest time taken to receive one advertised window beyond the edge it advertised.
+    /// `None` before the first sample.
+    pub fn receive_rtt(&self) -> Option<Duration> {
+        (self.rcv_tune.rtt_us > 0).then(|| Duration::from_micros(self.rcv_tune.rtt_us as u64))
+    }
+
+    /// tapir patch: the receive buffer Linux's dynamic right-sizing (`tcp_rcv_space_adjust`)
+    /// would give this connection now: twice the bytes the application read in the last
+    /// receive RTT plus 16 segments, and more while that count grows, so that a sender in
+    /// slow start is not limited by the window. 0 before the first measurement; never
+    /// smaller than a previous answer until the receive buffer is replaced by a smaller one.
+    pub fn receive_space_wanted(&self) -> usize {
+        self.rcv_tune.wanted
+    }
+
+    /// tapir patch: where the stream is in each direction: the next sequence number
+    /// expected from the peer, and the oldest one of ours not yet acknowledged. Both stay
+    /// the same while nothing is received or acknowledged.
+    pub fn stream_marks(&self) -> (TcpSeqNumber, TcpSeqNumber) {
+        (self.remote_seq_no + self.rx_buffer.len(), self.local_seq_no)
+    }
+
+    /// tapir patch: updates the receive-side measurements when in-order data arrived.
+    fn rcv_tune_on_data(&mut self, now: Instant) {
+        let rcv_nxt = self.remote_seq_no + self.rx_buffer.len();
+        let window = (self.remote_last_win as usize) << self.remote_win_shift;
+        let initial_space = self.rx_buffer.capacity().min(10 * self.remote_mss);
+        let read = self.remote_seq_no;
+        let mss = self.remote_mss;
+        let t = &mut self.rcv_tune;
+        // tcp_rcv_rtt_measure: data past rcv_nxt + window (as of this instant) can only
+        // be sent once our next ACK arrived, so the sample is at least one RTT.
+        match t.rtt_mark {
+            Some((seq, _)) if rcv_nxt < seq => {}
+            mark => {
+                if let Some((_, start)) = mark {
+                    let sample = (now - start).total_micros().max(1) as i64;
+                    if t.rtt_us == 0 || sample < t.rtt_us {
+                        t.rtt_us = sample;
+                    }
+                }
+                t.rtt_mark = (window > 0).then_some((rcv_nxt + window, now));
+            }
+        }
+        // tcp_rcv_space_adjust, once per receive RTT.
+        let Some((seq, start)) = t.space_mark else {
+            t.space_mark = Some((read, now));
+            t.space = initial_space.max(1);
+            return;
+        };
+        if t.rtt_us == 0 || (now - start).total_micros() < t.rtt_us as u64 || read < seq {
+            return;
+        }
+        let copied = read - seq;
+        if copied > t.space {
+            let mut wanted = 2 * copied + 16 * mss;
+            // A sender growing its window (slow start): the next RTT brings more.
+            wanted += 2 * (wanted.saturating_mul(copied - t.space) / t.space);
+            t.wanted = t.wanted.max(wanted);
+            t.space = copied;
+        }
+        t.space_mark = Some((read, now));
     }
 
     /// Start listening on the given endpoint.
@@ -1586,11 +1776,131 @@ impl<'a> Socket<'a> {
         self.remote_last_seq - self.local_seq_no
     }
 
+    /// tapir patch: the bytes the congestion window lets us send now. Data in the network
+    /// is the scoreboard's pipe (RFC 6675), not everything unacknowledged: SACKed and lost
+    /// segments have left it. During fast recovery, RFC 6937 decides.
     fn cwnd_remaining(&self) -> usize {
-        self.congestion_controller
-            .inner()
-            .window()
-            .saturating_sub(self.flight_size())
+        let pipe = self.scoreboard.pipe();
+        let allowance = match &self.recovery {
+            Some(recovery) => recovery.allowance(pipe, self.remote_mss),
+            None => self
+                .congestion_controller
+                .inner()
+                .window()
+                .saturating_sub(pipe),
+        };
+        if self.tlp.due {
+            allowance.max(self.remote_mss)
+        } else {
+            allowance
+        }
+    }
+
+    /// tapir patch: whether the state lets us send data.
+    fn in_data_state(&self) -> bool {
+        matches!(
+            self.state,
+            State::Established
+                | State::FinWait1
+                | State::Closing
+                | State::CloseWait
+                | State::LastAck
+        )
+    }
+
+    /// tapir patch: whether new data waits and the peer's window has room for it.
+    fn new_data_sendable(&self) -> bool {
+        let win_right_edge = self.local_seq_no + self.remote_win_len;
+        self.tx_buffer.len() > self.flight_size() && win_right_edge > self.remote_last_seq
+    }
+
+    /// tapir patch: the segment to retransmit, if any: the lowest one judged lost, or the
+    /// highest one when a tail loss probe is due and no new data can go instead. Like
+    /// Linux, a segment that starts past the peer's (shrunk) window waits, unless it is
+    /// the first unacknowledged one.
+    fn retransmission_candidate(&self) -> Option<(TcpSeqNumber, usize)> {
+        if !self.in_data_state() {
+            return None;
+        }
+        let candidate = match self.scoreboard.first_lost() {
+            Some(lost) => lost,
+            None if self.tlp.due && !self.new_data_sendable() => self.scoreboard.last_segment()?,
+            None => return None,
+        };
+        let in_window = candidate.0 == self.local_seq_no
+            || candidate.0 - self.local_seq_no < self.remote_win_len;
+        in_window.then_some(candidate)
+    }
+
+    /// tapir patch: the segment to retransmit now (see `retransmission_candidate`), when
+    /// the congestion window lets it go.
+    fn next_retransmission(&self) -> Option<(TcpSeqNumber, usize)> {
+        if self.cwnd_remaining() == 0 {
+            return None;
+        }
+        self.retransmission_candidate()
+    }
+
+    /// tapir patch: whether a retransmission is due and allowed now.
+    fn retransmission_due(&self) -> bool {
+        self.next_retransmission().is_some()
+    }
+
+    /// tapir patch: RACK's reordering window (RFC 8985 §6.2 step 4): a quarter of the
+    /// minimum RTT, no more than the smoothed RTT.
+    fn rack_reo_wnd(&self) -> Duration {
+        let quarter = self
+            .scoreboard
+            .min_rtt()
+            .map_or(Duration::ZERO, |rtt| rtt / 4);
+        match self.rtte.srtt() {
+            Some(srtt) => quarter.min(Duration::from_millis(srtt as u64)),
+            None => quarter,
+        }
+    }
+
+    /// tapir patch: starts fast recovery once the scoreboard holds a lost segment, unless
+    /// a recovery (fast, or after a timeout) is already under way.
+    fn maybe_enter_recovery(&mut self, now: Instant) {
+        if self.scoreboard.lost_bytes() == 0 || self.recovery.is_some() || self.rto_point.is_some()
+        {
+            return;
+        }
+        let flight = self.scoreboard.out_bytes();
+        let controller = self.congestion_controller.inner_mut();
+        controller.on_loss(now, flight);
+        let ssthresh = controller.ssthresh();
+        net_debug!("entering fast recovery, ssthresh {}", ssthresh);
+        self.recovery = Some(Recovery {
+            point: self.remote_last_seq,
+            ssthresh,
+            recover_fs: flight,
+            prr_delivered: 0,
+            prr_out: 0,
+            delivered: 0,
+        });
+        self.tlp = Tlp::default();
+    }
+
+    /// tapir patch: arms the tail loss probe (RFC 8985 §7.2) while data is in flight
+    /// outside recovery: PTO = 2·SRTT, plus a delayed ACK's wait for a lone segment.
+    fn arm_tlp(&mut self, now: Instant) {
+        self.tlp.at = None;
+        if !self.remote_has_sack
+            || self.recovery.is_some()
+            || self.rto_point.is_some()
+            || self.scoreboard.is_empty()
+        {
+            return;
+        }
+        let Some(srtt) = self.rtte.srtt() else {
+            return;
+        };
+        let mut pto = Duration::from_millis(2 * srtt as u64);
+        if self.scoreboard.out_bytes() <= self.remote_mss {
+            pto += TLP_DELAYED_ACK;
+        }
+        self.tlp.at = Some(now + pto.max(TLP_MIN_PTO));
     }
 
     /// Return the amount of octets queued in the receive buffer. This value can be larger than
@@ -2278,13 +2588,16 @@ impl<'a> Socket<'a> {
         }
 
         if let Some(ack_number) = repr.ack_number {
-            // TODO: When flow control is implemented,
-            // refractor the following block within that implementation
+            // tapir patch: the scoreboard learns what this ACK delivered, cumulatively and
+            // by SACK; RACK and RFC 6675 find what was lost; fast recovery starts or ends.
+            let now = cx.now();
+            let mut delivered = self.scoreboard.on_cumulative_ack(ack_number, now);
+            if self.remote_has_sack {
+                delivered += self.scoreboard.on_sack(&repr.sack_ranges, ack_number, now);
+            }
 
             match self.local_rx_last_ack {
-                // Duplicate ACK if payload empty and ACK doesn't move send window ->
-                // Increment duplicate ACK count, notify congestion controller and
-                // set for retransmit if we just received the third duplicate ACK
+                // Duplicate ACK if payload empty and ACK doesn't move send window.
                 Some(last_rx_ack)
                     if repr.payload.is_empty()
                         && last_rx_ack == ack_number
@@ -2305,18 +2618,18 @@ impl<'a> Socket<'a> {
                         }
                     );
 
-                    if self.local_rx_dup_acks == 3 {
-                        self.timer.set_for_fast_retransmit();
-                        net_debug!("started fast retransmit");
+                    if !self.remote_has_sack {
+                        // Without SACK the third duplicate ACK marks the first segment
+                        // lost (RFC 5681 §3.2), and during recovery each duplicate ACK
+                        // stands for one segment delivered (RFC 6937 §3).
+                        if self.local_rx_dup_acks == 3 {
+                            self.scoreboard.mark_first_lost();
+                            net_debug!("started fast retransmit");
+                        }
+                        if self.recovery.is_some() {
+                            delivered += self.remote_mss;
+                        }
                     }
-
-                    // Notify of duplicate ACK
-                    let in_flight = self.flight_size();
-                    self.congestion_controller.inner_mut().on_dup_ack(
-                        cx.now(),
-                        self.remote_mss,
-                        in_flight,
-                    );
                 }
 
                 // No duplicate ACK means we reset the duplicate ACK count
@@ -2329,16 +2642,49 @@ impl<'a> Socket<'a> {
                     self.local_rx_last_ack = Some(ack_number);
 
                     // Notify of fresh ACK
-                    self.rtte.on_ack(cx.now(), ack_number);
-                    let new_flight_size = self.flight_size().saturating_sub(ack_len);
-                    self.congestion_controller.inner_mut().on_ack(
-                        cx.now(),
-                        ack_len,
-                        new_flight_size,
-                        &self.rtte,
-                    );
+                    self.rtte.on_ack(now, ack_number);
+                    if self.recovery.is_none() {
+                        let pipe = self.scoreboard.pipe();
+                        self.congestion_controller
+                            .inner_mut()
+                            .on_ack(now, ack_len, pipe, &self.rtte);
+                    }
                 }
             };
+
+            if self.rto_point.is_some_and(|point| ack_number >= point) {
+                self.rto_point = None;
+            }
+            if let Some(recovery) = self.recovery.as_mut() {
+                if ack_number >= recovery.point {
+                    // Recovery is over: the controller deflates the window to ssthresh.
+                    net_debug!("fast recovery done");
+                    self.recovery = None;
+                    let pipe = self.scoreboard.pipe();
+                    self.congestion_controller.inner_mut().on_ack(
+                        now,
+                        ack_len.max(1),
+                        pipe,
+                        &self.rtte,
+                    );
+                } else {
+                    recovery.prr_delivered += delivered;
+                    recovery.delivered = delivered;
+                    if !self.remote_has_sack && ack_len > 0 {
+                        // A partial ACK: the next segment was lost too (RFC 6582).
+                        self.scoreboard.mark_first_lost();
+                    }
+                }
+            }
+
+            let reo_wnd = self.rack_reo_wnd();
+            let (_, rack_timer) = self.scoreboard.detect_loss(now, self.remote_mss, reo_wnd);
+            self.rack_timer = rack_timer;
+            self.maybe_enter_recovery(now);
+            if delivered > 0 || ack_len > 0 {
+                self.tlp.due = false;
+                self.arm_tlp(now);
+            }
 
             // We've processed everything in the incoming segment, so advance the local
             // sequence number past it.
@@ -2361,7 +2707,7 @@ impl<'a> Socket<'a> {
 
         // update timers.
         match self.timer {
-            Timer::Retransmit { .. } | Timer::FastRetransmit => {
+            Timer::Retransmit { .. } => {
                 if ack_all {
                     // RFC 6298: (5.2) ACK of all outstanding data turn off the retransmit timer.
                     self.timer.set_for_idle(cx.now(), self.keep_alive);
@@ -2441,6 +2787,7 @@ impl<'a> Socket<'a> {
             // There's new data in rx_buffer, notify waiting task if any.
             #[cfg(feature = "async")]
             self.rx_waker.wake();
+            self.rcv_tune_on_data(cx.now());
         }
 
         if !self.assembler.is_empty() {
@@ -2498,8 +2845,8 @@ impl<'a> Socket<'a> {
     }
 
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
-        // Fast retransmits should always send, even if later congestion checks would disallow
-        if self.pending_fast_retransmit && !self.tx_buffer.is_empty() {
+        // tapir patch: a segment judged lost goes out as soon as the window lets it.
+        if self.retransmission_due() {
             return true;
         }
 
@@ -2667,41 +3014,53 @@ impl<'a> Socket<'a> {
             .inner_mut()
             .pre_transmit(cx.now());
 
+        // tapir patch: RACK's reordering timer and the tail loss probe.
+        let now = cx.now();
+        if self.rack_timer.is_some_and(|at| now >= at) {
+            let reo_wnd = self.rack_reo_wnd();
+            let (_, rack_timer) = self.scoreboard.detect_loss(now, self.remote_mss, reo_wnd);
+            self.rack_timer = rack_timer;
+            self.maybe_enter_recovery(now);
+        }
+        if self.tlp.at.is_some_and(|at| now >= at) {
+            net_debug!("tail loss probe due");
+            self.tlp = Tlp {
+                at: None,
+                due: true,
+            };
+        }
+
         // Check if any state needs to be changed because of a timer.
         if self.timed_out(cx.now()) {
             // If a timeout expires, we should abort the connection.
             net_debug!("timeout exceeded");
             self.set_state(State::Closed);
         } else if self.timer.should_retransmit(cx.now()) {
-            if let Timer::Retransmit { .. } = self.timer {
-                // If a retransmit timer expired, we should resend data starting at the last ACK.
-                net_debug!("retransmitting after rto");
+            net_debug!("retransmitting after rto");
 
-                // Inform the congestion controller that we're retransmitting and should enter the slow start state
-                let in_flight = self.flight_size();
-                self.congestion_controller
-                    .inner_mut()
-                    .on_rto(cx.now(), in_flight);
+            // Inform the congestion controller that we're retransmitting and should enter the slow start state
+            let in_flight = self.flight_size();
+            self.congestion_controller
+                .inner_mut()
+                .on_rto(cx.now(), in_flight);
 
-                // Rewind "last sequence number sent", as if we never
-                // had sent them. This will cause all data in the queue
-                // to be sent again.
+            if self.scoreboard.is_empty() {
+                // Only a SYN or a FIN is unacknowledged: rewind "last sequence number
+                // sent" so that it is sent again.
                 self.remote_last_seq = self.local_seq_no;
-
-                // Inform RTTE, so that it can can handle RTO backoff
-                self.rtte.on_rto();
             } else {
-                // If a fast rentrasmit timer expired, we should resend only the earliest unAcked segment
-                net_debug!("retransmitting for fast-retransmit");
-
-                // Inform the congestion controller that we're doing a fast retransmit and should enter the fast recovery state
-                let in_flight = self.flight_size();
-                self.congestion_controller
-                    .inner_mut()
-                    .on_loss(cx.now(), in_flight);
-
-                self.pending_fast_retransmit = true;
+                // tapir patch: retransmit what SACK says is missing, not the whole window
+                // (RFC 6675 §5.1). After repeated timeouts SACK is forgotten: the peer
+                // may have discarded what it SACKed (RFC 2018 §8).
+                self.scoreboard.on_rto(self.rtte.rto_count > 0);
+                self.rto_point = Some(self.remote_last_seq);
             }
+            self.recovery = None;
+            self.rack_timer = None;
+            self.tlp = Tlp::default();
+
+            // Inform RTTE, so that it can can handle RTO backoff
+            self.rtte.on_rto();
 
             // Clear the `should_retransmit` state. If we can't retransmit right
             // now for whatever reason (like zero window), this avoids an
@@ -2849,14 +3208,12 @@ impl<'a> Socket<'a> {
                 let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
                 let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
-                let offset = if self.pending_fast_retransmit {
-                    let size = effective_mss.min(self.tx_buffer.len());
-                    repr.seq_number = self.local_seq_no;
-                    repr.payload = self.tx_buffer.get_allocated(0, size);
-
-                    self.pending_fast_retransmit = false;
-
-                    0
+                let offset = if let Some((start, len)) = self.next_retransmission() {
+                    // tapir patch: retransmit a segment of the scoreboard.
+                    let offset = start - self.local_seq_no;
+                    repr.seq_number = start;
+                    repr.payload = self.tx_buffer.get_allocated(offset, len.min(effective_mss));
+                    offset
                 } else {
                     // Right edge of window, ie the max sequence number we're allowed to send.
                     let win_right_edge = self.local_seq_no + self.remote_win_len;
@@ -3041,6 +3398,24 @@ impl<'a> Socket<'a> {
             return Ok(());
         }
 
+        // tapir patch: record the data in the scoreboard.
+        let mut arm_tlp = false;
+        if !repr.payload.is_empty() && self.in_data_state() {
+            let now = cx.now();
+            let len = repr.payload.len();
+            if repr.seq_number < self.remote_last_seq {
+                self.scoreboard.on_retransmit(repr.seq_number, len, now);
+                self.rtte.on_retransmit();
+            } else {
+                self.scoreboard.on_send(repr.seq_number, len, now);
+                arm_tlp = self.tlp.at.is_none();
+            }
+            if let Some(recovery) = self.recovery.as_mut() {
+                recovery.prr_out += len;
+            }
+            self.tlp.due = false;
+        }
+
         // We've sent a packet successfully, so we can update the internal state now.
         // Use max() so a fast-retransmit segment (whose seq_number is local_seq_no, well
         // behind the current frontier) doesn't rewind the tracked "highest sent" sequence.
@@ -3064,6 +3439,10 @@ impl<'a> Socket<'a> {
             // so that it will expire after RTO seconds.
             let rto = self.rtte.retransmission_timeout();
             self.timer.set_for_retransmit(cx.now(), rto);
+        }
+
+        if arm_tlp {
+            self.arm_tlp(cx.now());
         }
 
         if self.state == State::Closed {
@@ -3115,11 +3494,21 @@ impl<'a> Socket<'a> {
                 (_, _) => PollAt::Ingress,
             };
 
+            // tapir patch: RACK's reordering timer and the tail loss probe.
+            let rack_poll_at = self.rack_timer.map_or(PollAt::Ingress, PollAt::Time);
+            let tlp_poll_at = self.tlp.at.map_or(PollAt::Ingress, PollAt::Time);
+
             // We wait for the earliest of our timers to fire.
-            *[self.timer.poll_at(), timeout_poll_at, delayed_ack_poll_at]
-                .iter()
-                .min()
-                .unwrap_or(&PollAt::Ingress)
+            *[
+                self.timer.poll_at(),
+                timeout_poll_at,
+                delayed_ack_poll_at,
+                rack_poll_at,
+                tlp_poll_at,
+            ]
+            .iter()
+            .min()
+            .unwrap_or(&PollAt::Ingress)
         }
     }
 }
@@ -7086,12 +7475,26 @@ mod test {
                 ..SEND_TEMPL
             }
         );
-        // Out-of-order data, or smaller or non-empty buffers, are refused.
-        assert!(s
-            .replace_buffers(SocketBuffer::new(vec![0; 4]), SocketBuffer::new(vec![0; 64]))
-            .is_err());
+        // Buffers too small for what is queued are refused.
+        assert!(
+            s.replace_buffers(
+                SocketBuffer::new(vec![0; 2]),
+                SocketBuffer::new(vec![0; 64])
+            )
+            .is_err()
+        );
+        assert!(
+            s.replace_buffers(
+                SocketBuffer::new(vec![0; 64]),
+                SocketBuffer::new(vec![0; 5])
+            )
+            .is_err()
+        );
         let (old_rx, old_tx) = s
-            .replace_buffers(SocketBuffer::new(vec![0; 64]), SocketBuffer::new(vec![0; 64]))
+            .replace_buffers(
+                SocketBuffer::new(vec![0; 64]),
+                SocketBuffer::new(vec![0; 64]),
+            )
             .unwrap();
         assert_eq!((old_rx.capacity(), old_tx.capacity()), (6, 6));
         assert_eq!((s.recv_capacity(), s.send_capacity()), (64, 64));
@@ -7116,8 +7519,156 @@ mod test {
     }
 
     #[test]
+    fn test_replace_buffers_moves_out_of_order_data() {
+        // tapir patch: growing while holding out-of-order data keeps it.
+        let mut s = socket_established_with_buffer_sizes(64, 8);
+        s.set_ack_delay(None);
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 3,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"defgh"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 8,
+                ..RECV_TEMPL
+            })
+        );
+        // The whole old receive buffer must fit.
+        assert!(
+            s.replace_buffers(
+                SocketBuffer::new(vec![0; 7]),
+                SocketBuffer::new(vec![0; 64])
+            )
+            .is_err()
+        );
+        s.replace_buffers(
+            SocketBuffer::new(vec![0; 32]),
+            SocketBuffer::new(vec![0; 64]),
+        )
+        .unwrap();
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abc"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 8),
+                window_len: 24,
+                ..RECV_TEMPL
+            })
+        );
+        let mut got = [0; 16];
+        assert_eq!(s.recv_slice(&mut got), Ok(8));
+        assert_eq!(&got[..8], b"abcdefgh");
+    }
+
+    #[test]
+    fn test_replace_buffers_shrinks_when_empty() {
+        // tapir patch: an idle connection gives its large buffers back.
+        let mut s = socket_established_with_buffer_sizes(64, 64);
+        s.set_ack_delay(None);
+        s.replace_buffers(SocketBuffer::new(vec![0; 8]), SocketBuffer::new(vec![0; 8]))
+            .unwrap();
+        assert_eq!((s.recv_capacity(), s.send_capacity()), (8, 8));
+        // The smaller window goes out with the next segment.
+        s.send_slice(b"abcdefghij").unwrap();
+        recv!(
+            s,
+            Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 8,
+                payload: &b"abcdefgh"[..],
+                ..RECV_TEMPL
+            })
+        );
+    }
+
+    #[test]
+    fn test_receive_rtt_and_space_wanted() {
+        // tapir patch: a receiver that only receives measures the RTT (the time to receive
+        // one window past the edge it advertised) and the buffer the application's reads
+        // per RTT ask for. The peer sends a window per 10 ms round trip.
+        let mut s = socket_established_with_buffer_sizes(64, 1000);
+        s.set_ack_delay(None);
+        let mut seq = REMOTE_SEQ + 1;
+        let mut flight = |s: &mut TestSocket, time: i64, len: usize| {
+            let data = vec![7; len];
+            let segment = TcpRepr {
+                seq_number: seq,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &data,
+                ..SEND_TEMPL
+            };
+            assert_eq!(send(s, Instant::from_millis(time), &segment), None);
+            seq += len;
+            let mut buf = vec![0; len];
+            assert_eq!(s.recv_slice(&mut buf), Ok(len));
+            // The ACK advertises the window the next flight fills.
+            recv(s, Instant::from_millis(time), |_| {});
+        };
+        flight(&mut s, 0, 1000);
+        assert_eq!(s.receive_rtt(), None);
+        flight(&mut s, 10, 1000);
+        assert_eq!(s.receive_rtt(), Some(Duration::from_millis(10)));
+        assert_eq!(s.receive_space_wanted(), 0);
+        s.replace_buffers(
+            SocketBuffer::new(vec![0; 4000]),
+            SocketBuffer::new(vec![0; 64]),
+        )
+        .unwrap();
+        recv(&mut s, Instant::from_millis(10), |_| {});
+        flight(&mut s, 20, 4000);
+        // 1000 bytes read in the last RTT, no more than the first one: no growth yet.
+        assert_eq!(s.receive_space_wanted(), 0);
+        flight(&mut s, 30, 4000);
+        // 4000 read in one RTT after 1000: 2 × 4000 + 16 segments, plus twice that times
+        // the growth (3000 / 1000).
+        assert_eq!(s.receive_rtt(), Some(Duration::from_millis(10)));
+        let base = 2 * 4000 + 16 * DEFAULT_MSS;
+        assert_eq!(s.receive_space_wanted(), base + 2 * base * 3);
+        // A smaller buffer starts the measurement again.
+        s.replace_buffers(
+            SocketBuffer::new(vec![0; 500]),
+            SocketBuffer::new(vec![0; 64]),
+        )
+        .unwrap();
+        assert_eq!(s.receive_space_wanted(), 0);
+        assert_eq!(s.receive_rtt(), Some(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn test_congestion_window_and_stream_marks() {
+        let mut s = socket_established();
+        assert!(s.congestion_window() > 0);
+        assert_eq!(s.stream_marks(), (REMOTE_SEQ + 1, LOCAL_SEQ + 1));
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abc"[..],
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.stream_marks(), (REMOTE_SEQ + 1 + 3, LOCAL_SEQ + 1));
+    }
+
+    #[test]
     fn test_window_capacity_sets_the_scale() {
-        let mut s = Socket::new(SocketBuffer::new(vec![0; 64]), SocketBuffer::new(vec![0; 64]));
+        let mut s = Socket::new(
+            SocketBuffer::new(vec![0; 64]),
+            SocketBuffer::new(vec![0; 64]),
+        );
         s.set_window_capacity(1 << 20);
         s.listen(LISTEN_END).unwrap();
         assert_eq!(s.remote_win_shift, 5);
@@ -10684,5 +11235,225 @@ mod test {
         s.send_slice(b"def").unwrap();
         recv_nothing!(s);
         assert_eq!(s.state, State::Closed);
+    }
+
+    // =========================================================================================//
+    // tapir patch: SACK loss recovery (RFC 6675, RFC 6937) and RACK-TLP (RFC 8985)
+    // =========================================================================================//
+
+    /// An established socket whose peer negotiated SACK, with 10-byte segments and no
+    /// congestion control, so that only loss recovery decides what is sent.
+    fn socket_established_sack() -> TestSocket {
+        let mut s = socket_established_with_buffer_sizes(256, 64);
+        s.remote_has_sack = true;
+        s.remote_mss = 10;
+        s.set_congestion_control(CongestionControl::None);
+        s
+    }
+
+    fn sack_block(from: usize, to: usize) -> Option<(u32, u32)> {
+        Some((
+            (LOCAL_SEQ + 1 + from).0 as u32,
+            (LOCAL_SEQ + 1 + to).0 as u32,
+        ))
+    }
+
+    /// Sends `data` in 10-byte segments at `time` and checks them on the wire.
+    fn send_segments(s: &mut TestSocket, time: i64, data: &'static [u8], sent_before: usize) {
+        s.send_slice(data).unwrap();
+        for (i, chunk) in data.chunks(10).enumerate() {
+            let seq = LOCAL_SEQ + 1 + sent_before + i * 10;
+            let expected = TcpRepr {
+                seq_number: seq,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: chunk,
+                control: if (i + 1) * 10 >= data.len() {
+                    TcpControl::Psh
+                } else {
+                    TcpControl::None
+                },
+                ..RECV_TEMPL
+            };
+            recv(s, Instant::from_millis(time), |result| {
+                assert_eq!(result, Ok(expected))
+            });
+        }
+    }
+
+    fn ack_with_sack(s: &mut TestSocket, time: i64, ack: usize, blocks: [Option<(u32, u32)>; 3]) {
+        let repr = TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + ack),
+            sack_ranges: blocks,
+            ..SEND_TEMPL
+        };
+        assert_eq!(send(s, Instant::from_millis(time), &repr), None);
+    }
+
+    #[test]
+    fn test_sack_one_loss_is_repaired_within_an_rtt() {
+        let mut s = socket_established_sack();
+        send_segments(
+            &mut s,
+            0,
+            b"0000000000111111111122222222223333333333444444444455555555556666666666",
+            0,
+        );
+        // Segment 2 is lost. One RTT (20 ms) later the ACKs come back: two advance, the
+        // next three SACK what lies beyond the hole.
+        ack_with_sack(&mut s, 20, 10, [None, None, None]);
+        ack_with_sack(&mut s, 20, 20, [None, None, None]);
+        ack_with_sack(&mut s, 20, 20, [sack_block(30, 40), None, None]);
+        ack_with_sack(&mut s, 20, 20, [sack_block(30, 50), None, None]);
+        recv_nothing!(s, time 20);
+        // More than 2 segments SACKed above the hole: it is lost, and retransmitted at
+        // once, long before any retransmission timeout.
+        ack_with_sack(&mut s, 20, 20, [sack_block(30, 60), None, None]);
+        assert!(s.recovery.is_some());
+        recv!(s, time 20, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 20,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"2222222222"[..],
+            ..RECV_TEMPL
+        }));
+        // Only that segment: nothing else is missing.
+        ack_with_sack(&mut s, 21, 20, [sack_block(30, 70), None, None]);
+        recv_nothing!(s, time 21);
+        // The retransmission arrives: everything is acknowledged, recovery ends.
+        ack_with_sack(&mut s, 40, 70, [None, None, None]);
+        assert!(s.recovery.is_none());
+        assert!(s.scoreboard.is_empty());
+        recv_nothing!(s, time 40);
+    }
+
+    #[test]
+    fn test_sack_several_holes_are_retransmitted_in_order() {
+        let mut s = socket_established_sack();
+        send_segments(
+            &mut s,
+            0,
+            b"00000000001111111111222222222233333333334444444444555555555566666666667777777777",
+            0,
+        );
+        // Segments 1 and 4 are lost.
+        ack_with_sack(&mut s, 20, 10, [None, None, None]);
+        ack_with_sack(&mut s, 20, 10, [sack_block(20, 30), None, None]);
+        ack_with_sack(&mut s, 20, 10, [sack_block(20, 40), None, None]);
+        ack_with_sack(
+            &mut s,
+            20,
+            10,
+            [sack_block(50, 60), sack_block(20, 40), None],
+        );
+        ack_with_sack(
+            &mut s,
+            20,
+            10,
+            [sack_block(50, 70), sack_block(20, 40), None],
+        );
+        ack_with_sack(
+            &mut s,
+            20,
+            10,
+            [sack_block(50, 80), sack_block(20, 40), None],
+        );
+        for (seq, payload) in [(10, &b"1111111111"[..]), (40, &b"4444444444"[..])] {
+            recv!(s, time 20, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + seq,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload,
+                ..RECV_TEMPL
+            }));
+        }
+        recv_nothing!(s, time 20);
+        ack_with_sack(&mut s, 40, 80, [None, None, None]);
+        assert!(s.recovery.is_none());
+        assert!(s.scoreboard.is_empty());
+    }
+
+    #[test]
+    fn test_tail_loss_probe_repairs_a_lost_tail() {
+        let mut s = socket_established_sack();
+        // A first exchange gives an RTT sample of 20 ms.
+        send_segments(&mut s, 0, b"xxxxxxxxxx", 0);
+        ack_with_sack(&mut s, 20, 10, [None, None, None]);
+        // Four segments; the last two are lost.
+        send_segments(&mut s, 100, b"0000000000111111111122222222223333333333", 10);
+        ack_with_sack(&mut s, 120, 20, [None, None, None]);
+        ack_with_sack(&mut s, 120, 30, [None, None, None]);
+        // The probe timeout is 2 SRTT after the last ACK: at 160 ms the highest segment
+        // is sent again (there is no new data to probe with).
+        recv_nothing!(s, time 159);
+        recv!(s, time 160, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 40,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"3333333333"[..],
+            ..RECV_TEMPL
+        }));
+        // Its SACK shows the hole before it; RACK judges that segment lost (sent before
+        // one that was delivered, more than an RTT ago) and it is retransmitted at once.
+        ack_with_sack(&mut s, 180, 30, [sack_block(40, 50), None, None]);
+        recv!(s, time 180, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 30,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"2222222222"[..],
+            ..RECV_TEMPL
+        }));
+        ack_with_sack(&mut s, 200, 50, [None, None, None]);
+        assert!(s.scoreboard.is_empty());
+        // Repaired in 100 ms, five RTTs: no retransmission timeout (at least 1 s) fired.
+        assert_eq!(s.rtte.rto_count, 0);
+    }
+
+    #[test]
+    fn test_rto_retransmits_only_sack_holes() {
+        let mut s = socket_established_sack();
+        send_segments(&mut s, 0, b"0000000000111111111122222222223333333333", 0);
+        // Segments 0 and 1 are lost, 2 and 3 are SACKed; RACK marks the hole lost and it
+        // is retransmitted...
+        ack_with_sack(&mut s, 20, 0, [sack_block(20, 30), None, None]);
+        ack_with_sack(&mut s, 20, 0, [sack_block(20, 40), None, None]);
+        recv!(s, time 30, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"0000000000"[..],
+            ..RECV_TEMPL
+        }));
+        recv!(s, time 30, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 10,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"1111111111"[..],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 30);
+        // ... and the retransmissions are lost too: the retransmission timer fires. Only
+        // the holes are sent again, not the SACKed segments.
+        let rto = s.rtte.retransmission_timeout().total_millis() as i64;
+        recv!(s, time 30 + rto, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"0000000000"[..],
+            ..RECV_TEMPL
+        }));
+        recv!(s, time 30 + rto, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 10,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"1111111111"[..],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 30 + rto);
+        ack_with_sack(&mut s, 50 + rto, 40, [None, None, None]);
+        recv_nothing!(s, time 60 + rto);
+        assert!(s.scoreboard.is_empty());
+    }
+
+    #[test]
+    fn test_sack_ignored_when_not_negotiated() {
+        let mut s = socket_established_sack();
+        s.remote_has_sack = false;
+        send_segments(&mut s, 0, b"000000000011111111112222222222", 0);
+        ack_with_sack(&mut s, 20, 0, [sack_block(10, 30), None, None]);
+        assert_eq!(s.scoreboard.sacked_bytes(), 0);
+        recv_nothing!(s, time 20);
     }
 }

@@ -50,6 +50,11 @@ pub(super) trait Controller {
     /// Set the maximum segment size. Called when the handshake makes it known, before any
     /// data is sent; the window becomes the initial window for this MSS (RFC 6928).
     fn set_mss(&mut self, mss: usize) {}
+
+    /// tapir patch: the slow start threshold, which fast recovery reduces the window to.
+    fn ssthresh(&self) -> usize {
+        usize::MAX
+    }
 }
 
 #[derive(Debug)]

@@ -232,6 +232,10 @@ impl Controller for Cubic {
         self.idle_start = None;
     }
 
+    fn ssthresh(&self) -> usize {
+        self.ssthresh
+    }
+
     fn set_mss(&mut self, mss: usize) {
         self.mss = mss;
         self.cwnd = initial_window(mss);

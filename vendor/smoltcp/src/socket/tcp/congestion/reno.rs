@@ -106,6 +106,10 @@ impl Controller for Reno {
         self.in_fast_recovery = false
     }
 
+    fn ssthresh(&self) -> usize {
+        self.ssthresh
+    }
+
     fn set_mss(&mut self, mss: usize) {
         self.mss = mss;
         self.cwnd = initial_window(mss);
