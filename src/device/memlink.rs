@@ -31,6 +31,9 @@ pub struct LinkConfig {
     pub duplicate: f64,
     /// Frames queued per direction before the link drops at the tail.
     pub queue_limit: usize,
+    /// Bytes per second each direction carries (`None`: unlimited). Frames are sent one
+    /// after another, so a burst arrives spread out as on a real link, not all at once.
+    pub rate: Option<u64>,
     /// Seed of the fault generator.
     pub seed: u64,
 }
@@ -45,6 +48,7 @@ impl Default for LinkConfig {
             reorder_delay: Duration::from_millis(1),
             duplicate: 0.0,
             queue_limit: 4096,
+            rate: None,
             seed: 0,
         }
     }
@@ -93,6 +97,8 @@ struct Link {
     rng: fastrand::Rng,
     /// `queues[i]` holds the frames travelling towards end `i`.
     queues: [BinaryHeap<Reverse<Queued>>; 2],
+    /// When each direction finishes sending what it was given (with a `rate`).
+    busy_until: [Instant; 2],
     seq: u64,
     spare: Vec<Vec<u8>>,
     stats: LinkStats,
@@ -122,6 +128,12 @@ impl Link {
             return;
         }
         let mut at = now + self.config.latency;
+        if let Some(rate) = self.config.rate.filter(|r| *r > 0) {
+            let start = self.busy_until[towards].max(now);
+            let micros = (frame.len() as u64 * 1_000_000).div_ceil(rate);
+            self.busy_until[towards] = start + Duration::from_micros(micros);
+            at = self.busy_until[towards] + self.config.latency;
+        }
         if self.chance(self.config.reorder) {
             self.stats.reordered += 1;
             at += self.config.reorder_delay;
@@ -169,6 +181,7 @@ pub fn pair(config: LinkConfig) -> Result<(MemDevice, MemDevice), DeviceError> {
         rng: fastrand::Rng::with_seed(config.seed),
         config,
         queues: [BinaryHeap::new(), BinaryHeap::new()],
+        busy_until: [Instant::from_micros(0); 2],
         seq: 0,
         spare: Vec::new(),
         stats: LinkStats::default(),
