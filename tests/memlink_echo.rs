@@ -193,11 +193,12 @@ impl Application for Sink {
     }
 }
 
-/// A download of `total` bytes over `link` with default TCP settings: (sink node, source
-/// node, virtual time it took).
+/// A download of `total` bytes over `link` with default TCP settings, or buffers of at most
+/// `max_buffer`: (sink node, source node, virtual time it took).
 fn download(
     link: LinkConfig,
     total: usize,
+    max_buffer: Option<usize>,
 ) -> (
     Node<MemDevice, Sink>,
     Node<MemDevice, Source>,
@@ -205,8 +206,19 @@ fn download(
     Duration,
 ) {
     let mut sim = Sim::new();
-    let (mut s_stack, s_dev, mut c_stack, c_dev) =
-        linked(link, config(SERVER_IP, 2, 5), config(CLIENT_IP, 1, 6), &sim);
+    let capped = |mut c: tapir::stack::StackConfig| {
+        if let Some(max) = max_buffer {
+            c.tcp.rx_buffer = max;
+            c.tcp.tx_buffer = max;
+        }
+        c
+    };
+    let (mut s_stack, s_dev, mut c_stack, c_dev) = linked(
+        link,
+        capped(config(SERVER_IP, 2, 5)),
+        capped(config(CLIENT_IP, 1, 6)),
+        &sim,
+    );
     s_stack.listen(PORT).unwrap();
     let source = Source {
         port: PORT,
@@ -246,7 +258,7 @@ fn receive_window_grows_past_1_mib_on_a_long_fat_link_and_shrinks_when_idle() {
         ..LinkConfig::default()
     };
     let total = 32 * 1024 * 1024;
-    let (mut client, mut server, mut sim, took) = download(link, total);
+    let (mut client, mut server, mut sim, took) = download(link, total, None);
     assert_eq!(
         client.app.sha.clone().finalize(),
         server.app.sha.clone().finalize()
@@ -301,14 +313,18 @@ fn sixteen_mib_over_20_ms_rtt_arrive_intact_without_a_window_cap() {
         ..LinkConfig::default()
     };
     let total = 16 * 1024 * 1024;
-    let (client, server, _, took) = download(link, total);
+    let (client, server, _, took) = download(link.clone(), total, None);
     assert_eq!(
         client.app.sha.clone().finalize(),
         server.app.sha.clone().finalize()
     );
-    // A fixed 64 KiB window: 64 KiB per 20 ms, 5.1 s.
-    assert!(took < Duration::from_millis(2500), "16 MiB took {took}");
-    eprintln!("16 MiB over 20 ms RTT in {took}");
+    // The same with buffers capped at the old fixed 64 KiB: 64 KiB per 20 ms, over 5 s.
+    let (_, _, _, capped) = download(link, total, Some(64 * 1024));
+    assert!(
+        took * 4 < capped,
+        "16 MiB took {took}, {capped} with 64 KiB buffers"
+    );
+    eprintln!("16 MiB over 20 ms RTT in {took}; {capped} with 64 KiB buffers");
 }
 
 /// Records the most TCP buffer memory its stack had after each of its turns.
