@@ -607,12 +607,14 @@ impl Stack {
             .filter_map(|(handle, socket)| match socket {
                 smoltcp::socket::Socket::Tcp(tcp) if tcp.state() != tcp::State::Listen => {
                     Some(format!(
-                    "{handle}: {} {:?} -> {:?} send_queue={} recv_queue={} can_send={} can_recv={}",
+                    "{handle}: {} {:?} -> {:?} send_queue={}/{} recv_queue={}/{} can_send={} can_recv={}",
                     tcp.state(),
                     tcp.local_endpoint(),
                     tcp.remote_endpoint(),
                     tcp.send_queue(),
+                    tcp.send_capacity(),
                     tcp.recv_queue(),
+                    tcp.recv_capacity(),
                     tcp.can_send(),
                     tcp.can_recv()
                 ))
