@@ -59,9 +59,15 @@ pub struct NetArgs {
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub handshake_timeout: u64,
 
-    /// TCP receive and send buffer per connection, in KiB (4 to 1,048,576).
-    #[arg(long, default_value_t = 64, value_name = "KIB")]
+    /// Largest TCP receive and send buffer per connection, in KiB (4 to 1,048,576).
+    /// Buffers start at 4 KiB and grow with the measured bandwidth-delay product.
+    #[arg(long, default_value_t = 16 * 1024, value_name = "KIB")]
     pub tcp_buffer: usize,
+
+    /// Memory all TCP buffers together may take, in MiB; once reached, connections keep
+    /// the buffers they have and stop growing.
+    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    pub tcp_memory: usize,
 
     /// Seed for TCP sequence numbers and ports [default: random]. Fixed seeds make runs
     /// reproducible.
@@ -147,6 +153,9 @@ impl NetArgs {
         config.tcp = TcpConfig {
             rx_buffer: kib,
             tx_buffer: kib,
+            memory: self.tcp_memory.checked_mul(1 << 20).ok_or_else(|| {
+                anyhow::anyhow!("--tcp-memory {} MiB is too large", self.tcp_memory)
+            })?,
             backlog: self.backlog,
             max_connections: self.max_connections,
             handshake_timeout: smoltcp::time::Duration::from_secs(self.handshake_timeout),

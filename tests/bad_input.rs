@@ -276,11 +276,11 @@ fn unusable_stack_settings_are_clear_errors() {
     let (mut dev, _peer) = memlink::pair(LinkConfig::default()).unwrap();
     let now = Sim::new().now();
     let mut too_big = config(SERVER_IP, 2, 1);
-    too_big.tcp.tx_buffer = 1 << 20;
+    too_big.tcp.tx_buffer = (1 << 30) + 1;
     let err = tapir::stack::Stack::new(too_big, &mut dev, now)
         .err()
         .expect("refused");
-    assert!(err.to_string().contains("smaller than 1024 KiB"), "{err}");
+    assert!(err.to_string().contains("at most 1024 MiB"), "{err}");
     let mut no_backlog = config(SERVER_IP, 2, 1);
     no_backlog.tcp.backlog = 0;
     assert!(tapir::stack::Stack::new(no_backlog, &mut dev, now).is_err());

@@ -2,13 +2,16 @@
 
 mod common;
 
-use common::{config, linked, EchoClient, CLIENT_IP, SERVER_IP};
+use common::{config, linked, EchoClient, Pattern, CLIENT_IP, SERVER_IP};
+use sha2::{Digest, Sha256};
 use smoltcp::socket::tcp::CongestionControl;
-use smoltcp::time::Duration;
+use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpEndpoint};
 use tapir::app::echo::EchoServer;
-use tapir::device::memlink::LinkConfig;
+use tapir::device::memlink::{LinkConfig, MemDevice};
 use tapir::runtime::sim::{Node, Sim, SimNode};
+use tapir::runtime::Application;
+use tapir::stack::{Stack, TcpHandle};
 
 const PORT: u16 = 7;
 
@@ -146,4 +149,304 @@ fn thousand_clients_at_once_are_all_accepted_and_freed() {
     assert_eq!(stats.connections, 0, "{stats:?}");
     assert_eq!(server.stack.socket_count(), pool, "{stats:?}");
     assert_eq!(server.app.open_connections(), 0);
+}
+
+/// Sends `total` pattern bytes on every connection it accepts, hashing them; records its
+/// largest send buffer.
+struct Source {
+    port: u16,
+    total: usize,
+    conns: Vec<(TcpHandle, usize, Pattern)>,
+    sha: Sha256,
+    buf: Vec<u8>,
+    max_tx: usize,
+}
+
+impl Application for Source {
+    fn poll(&mut self, stack: &mut Stack, _now: Instant) -> bool {
+        let mut progressed = false;
+        while let Some(conn) = stack.accept(self.port) {
+            self.conns.push((conn, 0, Pattern::new(9)));
+        }
+        for (conn, sent, pattern) in &mut self.conns {
+            let socket = stack.socket(conn);
+            self.max_tx = self.max_tx.max(socket.send_capacity());
+            while *sent < self.total && socket.can_send() {
+                let room = socket.send_capacity() - socket.send_queue();
+                let n = room.min(self.total - *sent).min(self.buf.len());
+                pattern.fill(&mut self.buf[..n]);
+                let written = socket.send_slice(&self.buf[..n]).expect("send");
+                assert_eq!(written, n);
+                self.sha.update(&self.buf[..n]);
+                *sent += n;
+                progressed = true;
+            }
+        }
+        progressed
+    }
+}
+
+/// Reads one connection to its end of `total` bytes, hashing them, and keeps it open;
+/// records its largest receive buffer.
+struct Sink {
+    conn: TcpHandle,
+    received: usize,
+    total: usize,
+    sha: Sha256,
+    max_rx: usize,
+}
+
+impl Application for Sink {
+    fn poll(&mut self, stack: &mut Stack, _now: Instant) -> bool {
+        let socket = stack.socket(&self.conn);
+        self.max_rx = self.max_rx.max(socket.recv_capacity());
+        let mut progressed = false;
+        while let Ok(n) = socket.recv(|data| {
+            self.sha.update(&*data);
+            (data.len(), data.len())
+        }) {
+            if n == 0 {
+                break;
+            }
+            self.received += n;
+            progressed = true;
+        }
+        progressed
+    }
+
+    fn is_finished(&self) -> bool {
+        self.received >= self.total
+    }
+}
+
+/// A download of `total` bytes over `link` with default TCP settings, or buffers of at most
+/// `max_buffer`: (sink node, source node, virtual time it took).
+fn download(
+    link: LinkConfig,
+    total: usize,
+    max_buffer: Option<usize>,
+) -> (
+    Node<MemDevice, Sink>,
+    Node<MemDevice, Source>,
+    Sim,
+    Duration,
+) {
+    let mut sim = Sim::new();
+    let capped = |mut c: tapir::stack::StackConfig| {
+        if let Some(max) = max_buffer {
+            c.tcp.rx_buffer = max;
+            c.tcp.tx_buffer = max;
+        }
+        c
+    };
+    let (mut s_stack, s_dev, mut c_stack, c_dev) = linked(
+        link,
+        capped(config(SERVER_IP, 2, 5)),
+        capped(config(CLIENT_IP, 1, 6)),
+        &sim,
+    );
+    s_stack.listen(PORT).unwrap();
+    let source = Source {
+        port: PORT,
+        total,
+        conns: Vec::new(),
+        sha: Sha256::new(),
+        buf: vec![0; 64 * 1024],
+        max_tx: 0,
+    };
+    let sink = Sink {
+        conn: c_stack.connect(server_endpoint()).unwrap(),
+        received: 0,
+        total,
+        sha: Sha256::new(),
+        max_rx: 0,
+    };
+    let mut server = Node::new(s_stack, s_dev, source);
+    let mut client = Node::new(c_stack, c_dev, sink);
+    let took = sim
+        .run_until(
+            &mut [&mut server as &mut dyn SimNode, &mut client],
+            Duration::from_secs(600),
+            |nodes| nodes[1].finished(),
+        )
+        .expect("download completes");
+    (client, server, sim, took)
+}
+
+#[test]
+fn receive_window_grows_past_1_mib_on_a_long_fat_link_and_shrinks_when_idle() {
+    // 100 ms RTT at 1 Gbit/s: a fixed 64 KiB window would take 64 KiB per RTT, 51 s for
+    // 32 MiB.
+    let link = LinkConfig {
+        latency: Duration::from_millis(50),
+        rate: 125_000_000,
+        queue_limit: 1 << 20,
+        ..LinkConfig::default()
+    };
+    let total = 32 * 1024 * 1024;
+    let (mut client, mut server, mut sim, took) = download(link, total, None);
+    assert_eq!(
+        client.app.sha.clone().finalize(),
+        server.app.sha.clone().finalize()
+    );
+    assert!(
+        client.app.max_rx > 1 << 20,
+        "receive buffer grew to {} only",
+        client.app.max_rx
+    );
+    assert!(
+        server.app.max_tx > 1 << 20,
+        "send buffer {}",
+        server.app.max_tx
+    );
+    assert!(took < Duration::from_secs(10), "32 MiB took {took}");
+    let grown = client.stack.stats().tcp_memory;
+    assert!(grown > 1 << 20, "{grown}");
+    // Idle: both ends give their large buffers back.
+    let _ = sim.run_until(
+        &mut [&mut server as &mut dyn SimNode, &mut client],
+        Duration::from_secs(3),
+        |_| false,
+    );
+    let socket = client.stack.socket_ref(&client.app.conn);
+    assert_eq!(socket.state(), smoltcp::socket::tcp::State::Established);
+    assert_eq!(socket.recv_capacity(), 4096);
+    assert_eq!(
+        server
+            .stack
+            .socket_ref(&server.app.conns[0].0)
+            .send_capacity(),
+        4096
+    );
+    assert!(
+        client.stack.stats().tcp_memory < 64 * 1024,
+        "{:?}",
+        client.stack.stats()
+    );
+    eprintln!(
+        "32 MiB over 100 ms RTT in {took}; receive buffer up to {} KiB, send buffer up to {} KiB",
+        client.app.max_rx / 1024,
+        server.app.max_tx / 1024
+    );
+}
+
+#[test]
+fn sixteen_mib_over_20_ms_rtt_arrive_intact_without_a_window_cap() {
+    let link = LinkConfig {
+        latency: Duration::from_millis(10),
+        rate: 125_000_000,
+        queue_limit: 1 << 20,
+        ..LinkConfig::default()
+    };
+    let total = 16 * 1024 * 1024;
+    let (client, server, _, took) = download(link.clone(), total, None);
+    assert_eq!(
+        client.app.sha.clone().finalize(),
+        server.app.sha.clone().finalize()
+    );
+    // The same with buffers capped at the old fixed 64 KiB: 64 KiB per 20 ms, over 5 s.
+    let (_, _, _, capped) = download(link, total, Some(64 * 1024));
+    assert!(
+        took * 4 < capped,
+        "16 MiB took {took}, {capped} with 64 KiB buffers"
+    );
+    eprintln!("16 MiB over 20 ms RTT in {took}; {capped} with 64 KiB buffers");
+}
+
+/// Records the most TCP buffer memory its stack had after each of its turns.
+struct Watch<A> {
+    app: A,
+    max_memory: usize,
+}
+
+impl<A: Application> Application for Watch<A> {
+    fn poll(&mut self, stack: &mut Stack, now: Instant) -> bool {
+        let progressed = self.app.poll(stack, now);
+        self.max_memory = self.max_memory.max(stack.stats().tcp_memory);
+        progressed
+    }
+
+    fn poll_at(&self, now: Instant) -> Option<Instant> {
+        self.app.poll_at(now)
+    }
+
+    fn is_finished(&self) -> bool {
+        self.app.is_finished()
+    }
+}
+
+#[test]
+fn memory_budget_holds_with_a_thousand_connections_all_pushing() {
+    // The initial 4 KiB buffers of 1,000 connections take 8 MiB: half the budget is left
+    // for growth.
+    let budget = 16 << 20;
+    let budgeted = |ip, mac, seed| {
+        let mut c = config(ip, mac, seed);
+        c.tcp.memory = budget;
+        c
+    };
+    let link = LinkConfig {
+        latency: Duration::from_millis(5),
+        queue_limit: 1 << 20,
+        ..LinkConfig::default()
+    };
+    let mut sim = Sim::new();
+    let (mut s_stack, s_dev, mut c_stack, c_dev) = linked(
+        link,
+        budgeted(SERVER_IP, 2, 7),
+        budgeted(CLIENT_IP, 1, 8),
+        &sim,
+    );
+    let echo = EchoServer::bind(&mut s_stack, PORT).unwrap();
+    let total = 256 * 1024;
+    let client = EchoClient::connect(&mut c_stack, server_endpoint(), 1000, total);
+    let mut server = Node::new(
+        s_stack,
+        s_dev,
+        Watch {
+            app: echo,
+            max_memory: 0,
+        },
+    );
+    let mut client = Node::new(
+        c_stack,
+        c_dev,
+        Watch {
+            app: client,
+            max_memory: 0,
+        },
+    );
+    sim.run_until(
+        &mut [&mut server as &mut dyn SimNode, &mut client],
+        Duration::from_secs(600),
+        |nodes| nodes[1].finished(),
+    )
+    .expect("every echo completes");
+    let flows = &client.app.app;
+    assert!(
+        flows.failures.is_empty(),
+        "{:?}",
+        &flows.failures[..3.min(flows.failures.len())]
+    );
+    for (sent, sent_hash, received, recv_hash) in flows.results() {
+        assert_eq!((sent, received), (total, total));
+        assert_eq!(sent_hash, recv_hash);
+    }
+    for (side, watched) in [
+        ("server", server.app.max_memory),
+        ("client", client.app.max_memory),
+    ] {
+        assert!(
+            watched <= budget,
+            "{side}: {watched} bytes of buffers > {budget}"
+        );
+        // The budget, not the demand, was the limit: buffers grew until it was reached.
+        assert!(watched > budget * 3 / 4, "{side}: only {watched} bytes");
+    }
+    eprintln!(
+        "1,000 connections echoing 256 KiB each: at most {} / {} KiB of buffers (budget {} KiB)",
+        server.app.max_memory / 1024,
+        client.app.max_memory / 1024,
+        budget / 1024
+    );
 }

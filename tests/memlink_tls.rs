@@ -549,7 +549,13 @@ fn run_and_settle<A: Application>(
         .run_until(&mut [server as &mut dyn SimNode, client], limit, |nodes| {
             nodes[1].finished()
         })
-        .expect("client finishes");
+        .unwrap_or_else(|e| {
+            panic!(
+                "client finishes: {e}\nserver sockets {:#?}\nclient sockets {:#?}",
+                server.stack.describe_connections(),
+                client.stack.describe_connections()
+            )
+        });
     sim.run_until(
         &mut [server as &mut dyn SimNode, client],
         Duration::from_secs(60),

@@ -147,7 +147,7 @@ fn escape(s: &str) -> String {
 /// The counters as a JSON object.
 pub fn stats_json(s: &ServerStats) -> String {
     let mut out = String::from("{\n");
-    let fields: [(&str, u64); 21] = [
+    let fields: [(&str, u64); 22] = [
         ("connections_open", s.connections_open),
         ("connections_total", s.connections_total),
         ("requests_http1", s.requests_http1),
@@ -161,6 +161,7 @@ pub fn stats_json(s: &ServerStats) -> String {
         ("tcp_listening", s.stack.listening as u64),
         ("tcp_accepted", s.stack.accepted),
         ("tcp_closed", s.stack.closed),
+        ("tcp_memory", s.stack.tcp_memory as u64),
         ("frames_in", s.stack.rx_frames),
         ("frames_out", s.stack.tx_frames),
         ("drops_malformed", s.stack.rx_malformed),

@@ -18,7 +18,7 @@ use smoltcp::socket::{dhcpv4, dns, tcp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
     EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, Ipv4Cidr,
-    Ipv6Address,
+    Ipv6Address, TcpSeqNumber,
 };
 
 pub use ingress::{inspect, Verdict};
@@ -30,6 +30,11 @@ use shards::{OneFrame, Shards, Slot as SocketHandle};
 const INGRESS_BUDGET: usize = 1024;
 /// Largest TCP buffer: a window scale of 14 (RFC 7323) reaches 1 GiB.
 pub const MAX_TCP_BUFFER: usize = 1 << 30;
+/// The first size a connection's buffer grows to when a transfer fills its initial one.
+const FIRST_GROWTH: usize = 64 * 1024;
+/// A connection whose grown buffers stayed empty, with nothing received or acknowledged,
+/// for this long gets its initial buffers back.
+const IDLE_SHRINK: Duration = Duration::from_secs(1);
 /// Ephemeral ports for outgoing connections (RFC 6335).
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
 
@@ -78,14 +83,19 @@ pub const REASSEMBLY_TIMEOUT: Duration = Duration::from_secs(3);
 /// TCP settings shared by every socket of a stack.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TcpConfig {
-    /// Receive buffer per connection, in bytes (bounds the advertised window).
+    /// Largest receive buffer per connection, in bytes (bounds the advertised window; the
+    /// window scale is chosen for it).
     pub rx_buffer: usize,
-    /// Send buffer per connection, in bytes.
+    /// Largest send buffer per connection, in bytes.
     pub tx_buffer: usize,
     /// Both buffers of a new connection start at this size (when smaller than the above)
-    /// and grow to `rx_buffer` and `tx_buffer` once a transfer fills them (see
-    /// [`Stack::socket`]), so idle and small request/response connections stay small.
+    /// and grow with the measured bandwidth-delay product up to `rx_buffer` and
+    /// `tx_buffer` (see [`Stack::socket`]); an idle connection shrinks back to it. Idle
+    /// and small request/response connections stay small.
     pub initial_buffer: usize,
+    /// Bytes all TCP buffers of the stack together may take: once reached, connections
+    /// keep the buffers they have and stop growing.
+    pub memory: usize,
     /// Half-open connections (plus the few LISTEN sockets) per listening port.
     pub backlog: usize,
     /// Cap on connections (half-open, established and closing) of the whole stack.
@@ -116,9 +126,10 @@ pub struct TcpConfig {
 impl Default for TcpConfig {
     fn default() -> Self {
         TcpConfig {
-            rx_buffer: 64 * 1024,
-            tx_buffer: 64 * 1024,
+            rx_buffer: 16 << 20,
+            tx_buffer: 16 << 20,
             initial_buffer: 4 * 1024,
+            memory: 256 << 20,
             backlog: 128,
             max_connections: 16_384,
             handshake_timeout: Duration::from_secs(10),
@@ -197,6 +208,8 @@ pub struct StackStats {
     pub connections: usize,
     /// Sockets in LISTEN now.
     pub listening: usize,
+    /// Bytes of TCP buffers now (every socket's receive and send buffer).
+    pub tcp_memory: usize,
 }
 
 /// A connection owned by the application. Not `Clone`: closing it consumes the handle, so a
@@ -285,6 +298,16 @@ pub struct Stack {
     stats: StackStats,
     rng: fastrand::Rng,
     now: Instant,
+    /// Connections whose buffers grew past the initial size, watched for idleness.
+    grown: HashMap<SocketHandle, Activity>,
+    /// When [`Stack::shrink_idle`] next looks at them.
+    idle_check: Instant,
+}
+
+/// What a grown connection last did: its stream marks, and since when they stand still.
+struct Activity {
+    marks: (TcpSeqNumber, TcpSeqNumber),
+    since: Instant,
 }
 
 /// The IPv6 link-local address derived from a MAC (modified EUI-64, RFC 4291).
@@ -389,6 +412,8 @@ impl Stack {
             tally: Tally::default(),
             stats: StackStats::default(),
             now,
+            grown: HashMap::new(),
+            idle_check: now,
         })
     }
 
@@ -565,6 +590,9 @@ impl Stack {
         for (_, deadline) in &self.closing {
             earliest(*deadline);
         }
+        if !self.grown.is_empty() {
+            earliest(self.idle_check);
+        }
         at
     }
 
@@ -586,12 +614,14 @@ impl Stack {
             .filter_map(|(handle, socket)| match socket {
                 smoltcp::socket::Socket::Tcp(tcp) if tcp.state() != tcp::State::Listen => {
                     Some(format!(
-                    "{handle}: {} {:?} -> {:?} send_queue={} recv_queue={} can_send={} can_recv={}",
+                    "{handle}: {} {:?} -> {:?} send_queue={}/{} recv_queue={}/{} can_send={} can_recv={}",
                     tcp.state(),
                     tcp.local_endpoint(),
                     tcp.remote_endpoint(),
                     tcp.send_queue(),
+                    tcp.send_capacity(),
                     tcp.recv_queue(),
+                    tcp.recv_capacity(),
                     tcp.can_send(),
                     tcp.can_recv()
                 ))
@@ -612,6 +642,7 @@ impl Stack {
         self.tally.fill(&mut stats);
         stats.connections = self.connection_count();
         stats.listening = self.listeners.values().map(|l| l.listening.len()).sum();
+        stats.tcp_memory = self.sockets.memory();
         stats
     }
 
@@ -682,24 +713,96 @@ impl Stack {
 
     /// The socket of a connection, to read, write and query.
     ///
-    /// A connection starts with small buffers ([`TcpConfig::initial_buffer`]); here, when
-    /// the application comes back to a send buffer it left (almost) full, or finds the
-    /// receive buffer half full, both are swapped for full-size ones, their contents kept.
-    /// A writer that loops until the socket takes nothing more thus grows it at once.
+    /// A connection starts with small buffers ([`TcpConfig::initial_buffer`]); here, each
+    /// time the application comes back to it, they grow as Linux sizes its buffers: the
+    /// receive buffer to what the measured reads per round trip ask for
+    /// ([`tcp::Socket::receive_space_wanted`], about twice the bandwidth-delay product),
+    /// the send buffer to twice the congestion window when the application left it
+    /// (almost) full — the first step of either to 64 KiB — up to
+    /// [`TcpConfig::rx_buffer`] and [`TcpConfig::tx_buffer`] and within
+    /// [`TcpConfig::memory`]. The contents are kept. Idle connections shrink back (see
+    /// [`Stack::poll`]).
     pub fn socket(&mut self, handle: &TcpHandle) -> &mut tcp::Socket<'static> {
-        let (rx_full, tx_full) = (self.config.tcp.rx_buffer, self.config.tcp.tx_buffer);
-        let socket = self.sockets.get_mut::<tcp::Socket>(handle.0);
+        self.grow(handle.0);
+        self.sockets.get_mut::<tcp::Socket>(handle.0)
+    }
+
+    /// Grows a connection's buffers to what its measurements ask for, if the memory budget
+    /// allows.
+    fn grow(&mut self, slot: SocketHandle) {
+        let config = &self.config.tcp;
+        let socket = self.sockets.get::<tcp::Socket>(slot);
         let (rx_cap, tx_cap) = (socket.recv_capacity(), socket.send_capacity());
-        let small = rx_cap < rx_full || tx_cap < tx_full;
-        if small
-            && (4 * (tx_cap - socket.send_queue()) < tx_cap || 2 * socket.recv_queue() >= rx_cap)
-        {
-            let rx = tcp::SocketBuffer::new(vec![0; rx_full.max(rx_cap)]);
-            let tx = tcp::SocketBuffer::new(vec![0; tx_full.max(tx_cap)]);
-            // Refused only while out-of-order data is held; the next access tries again.
-            let _ = socket.replace_buffers(rx, tx);
+        let mut rx = socket.receive_space_wanted().next_power_of_two();
+        if 2 * socket.recv_queue() >= rx_cap {
+            rx = rx.max(FIRST_GROWTH);
         }
-        socket
+        let mut tx = 0;
+        if 4 * (tx_cap - socket.send_queue()) < tx_cap {
+            tx = FIRST_GROWTH.max(2 * socket.congestion_window().min(MAX_TCP_BUFFER));
+            tx = tx.next_power_of_two();
+        }
+        let rx = rx.min(config.rx_buffer).max(rx_cap);
+        let tx = tx.min(config.tx_buffer).max(tx_cap);
+        let added = (rx - rx_cap) + (tx - tx_cap);
+        if added == 0 || self.sockets.memory() + added > config.memory {
+            return;
+        }
+        let marks = socket.stream_marks();
+        let socket = self.sockets.get_mut::<tcp::Socket>(slot);
+        let buffers = (
+            tcp::SocketBuffer::new(vec![0; rx]),
+            tcp::SocketBuffer::new(vec![0; tx]),
+        );
+        // New buffers hold at least what the old ones do: never refused.
+        if socket.replace_buffers(buffers.0, buffers.1).is_ok() {
+            self.sockets.resized(rx_cap + tx_cap, rx + tx);
+            let now = self.now;
+            self.grown
+                .entry(slot)
+                .or_insert(Activity { marks, since: now });
+        }
+    }
+
+    /// Gives connections idle for [`IDLE_SHRINK`] (grown buffers empty, nothing received
+    /// or acknowledged) their initial buffers back. Their receive window shrinks with it,
+    /// which is safe only because the peer has nothing in flight (see
+    /// `vendor/smoltcp/TAPIR-PATCH.md`); a connection that becomes busy again grows anew.
+    fn shrink_idle(&mut self, now: Instant) {
+        if self.grown.is_empty() || now < self.idle_check {
+            return;
+        }
+        let tcp = &self.config.tcp;
+        let (rx, tx) = (
+            tcp.initial_buffer.min(tcp.rx_buffer),
+            tcp.initial_buffer.min(tcp.tx_buffer),
+        );
+        let sockets = &mut self.sockets;
+        let mut next = now + IDLE_SHRINK;
+        self.grown.retain(|&slot, activity| {
+            let socket = sockets.get::<tcp::Socket>(slot);
+            let marks = socket.stream_marks();
+            if marks != activity.marks || socket.recv_queue() > 0 || socket.send_queue() > 0 {
+                *activity = Activity { marks, since: now };
+                return true;
+            }
+            if now < activity.since + IDLE_SHRINK {
+                next = next.min(activity.since + IDLE_SHRINK);
+                return true;
+            }
+            let before = socket.recv_capacity() + socket.send_capacity();
+            let small = (
+                tcp::SocketBuffer::new(vec![0; rx]),
+                tcp::SocketBuffer::new(vec![0; tx]),
+            );
+            let socket = sockets.get_mut::<tcp::Socket>(slot);
+            if socket.replace_buffers(small.0, small.1).is_err() {
+                return true;
+            }
+            sockets.resized(before, rx + tx);
+            false
+        });
+        self.idle_check = next;
     }
 
     /// The socket of a connection, read-only.
@@ -722,6 +825,7 @@ impl Stack {
 
     fn release(&mut self, handle: TcpHandle, linger: Duration) {
         self.held = self.held.saturating_sub(1);
+        self.grown.remove(&handle.0);
         self.closing.push((handle.0, self.now + linger));
     }
 
@@ -859,6 +963,7 @@ impl Stack {
             }
         }
 
+        self.shrink_idle(now);
         self.poll_dhcp();
     }
 

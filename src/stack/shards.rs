@@ -78,6 +78,17 @@ pub struct Shards {
     keys: HashMap<Slot, Key>,
     /// Data shards with room, so placing a connection costs no scan.
     roomy: Vec<u32>,
+    /// Bytes of TCP buffers held by every socket.
+    memory: usize,
+}
+
+/// Bytes of a socket's TCP buffers (none for other sockets).
+fn buffer_bytes(socket: &Socket<'_>) -> usize {
+    match socket {
+        Socket::Tcp(tcp) => tcp.recv_capacity() + tcp.send_capacity(),
+        #[allow(unreachable_patterns)]
+        _ => 0,
+    }
 }
 
 impl Shards {
@@ -89,11 +100,24 @@ impl Shards {
             fragments: HashMap::new(),
             keys: HashMap::new(),
             roomy: Vec::new(),
+            memory: 0,
         }
+    }
+
+    /// Bytes of TCP buffers held by every socket.
+    pub fn memory(&self) -> usize {
+        self.memory
+    }
+
+    /// A socket's buffers were replaced: `before` bytes became `after`.
+    pub fn resized(&mut self, before: usize, after: usize) {
+        self.memory = self.memory - before + after;
     }
 
     /// Adds a socket to shard 0 (listening, connecting from a listener, DHCP, DNS).
     pub fn add_control<T: AnySocket<'static>>(&mut self, socket: T) -> Slot {
+        let socket = socket.upcast();
+        self.memory += buffer_bytes(&socket);
         let shard = &mut self.shards[0];
         shard.len += 1;
         shard.dirty = true;
@@ -107,6 +131,7 @@ impl Shards {
     /// data shard, indexed by its 4-tuple.
     pub fn add_connection(&mut self, socket: tcp::Socket<'static>) -> Slot {
         let key = socket.local_endpoint().zip(socket.remote_endpoint());
+        self.memory += socket.recv_capacity() + socket.send_capacity();
         let shard = match self.roomy.last() {
             Some(&s) => s,
             None => {
@@ -155,7 +180,9 @@ impl Shards {
         if slot.shard != 0 && shard.len == SHARD_SIZE - 1 {
             self.roomy.push(slot.shard);
         }
-        shard.set.remove(slot.handle)
+        let socket = shard.set.remove(slot.handle);
+        self.memory -= buffer_bytes(&socket);
+        socket
     }
 
     /// A socket, to use (its shard will be polled for output).

@@ -1100,14 +1100,13 @@ impl<'a> Socket<'a> {
     }
 
     /// tapir patch: swaps in new receive and send buffers, moving what they hold over
-    /// (received-but-unread and out-of-order data; unacknowledged and unsent data).
+    /// (received-but-unread data; unacknowledged and unsent data).
     /// Sequence numbers, timers and the window scale stay as they are; a larger receive
     /// window is announced with the next segment (at once when it doubled).
     ///
-    /// The new buffers must be empty and hold what the old ones hold: the queued bytes, and
-    /// when out-of-order data is held (it lives past the queue in the receive buffer) the
-    /// whole old receive buffer; otherwise both are handed back untouched. On success the
-    /// old buffers are returned.
+    /// The new buffers must be empty and large enough for the queued bytes, and no
+    /// out-of-order data may be held (it lives past the queue in the old receive buffer);
+    /// otherwise both are handed back untouched. On success the old buffers are returned.
     ///
     /// A smaller receive buffer shrinks the window the next segment advertises, which
     /// RFC 9293 (3.8.6.2.2) asks receivers not to do: do it only when the peer has nothing
@@ -1119,15 +1118,11 @@ impl<'a> Socket<'a> {
         mut rx_buffer: SocketBuffer<'a>,
         mut tx_buffer: SocketBuffer<'a>,
     ) -> Result<(SocketBuffer<'a>, SocketBuffer<'a>), (SocketBuffer<'a>, SocketBuffer<'a>)> {
-        let rx_needed = if self.assembler.is_empty() {
-            self.rx_buffer.len()
-        } else {
-            self.rx_buffer.capacity()
-        };
         if !rx_buffer.is_empty()
             || !tx_buffer.is_empty()
-            || rx_buffer.capacity() < rx_needed
+            || rx_buffer.capacity() < self.rx_buffer.len()
             || tx_buffer.capacity() < self.tx_buffer.len()
+            || !self.assembler.is_empty()
         {
             return Err((rx_buffer, tx_buffer));
         }
@@ -1142,18 +1137,6 @@ impl<'a> Socket<'a> {
         }
         move_queue(&self.rx_buffer, &mut rx_buffer);
         move_queue(&self.tx_buffer, &mut tx_buffer);
-        if !self.assembler.is_empty() {
-            // Out-of-order bytes sit at offsets past the queue: copy that whole region.
-            let mut offset = 0;
-            while offset < self.rx_buffer.window() {
-                let chunk = self
-                    .rx_buffer
-                    .get_unallocated(offset, self.rx_buffer.window() - offset);
-                let written = rx_buffer.write_unallocated(offset, chunk);
-                debug_assert_eq!(written, chunk.len());
-                offset += chunk.len();
-            }
-        }
         if rx_buffer.capacity() < self.rx_buffer.capacity() {
             // Measure afresh for the small buffer, or it would be grown again at once.
             self.rcv_tune.space_mark = None;
@@ -7519,8 +7502,9 @@ mod test {
     }
 
     #[test]
-    fn test_replace_buffers_moves_out_of_order_data() {
-        // tapir patch: growing while holding out-of-order data keeps it.
+    fn test_replace_buffers_waits_for_out_of_order_data() {
+        // tapir patch: out-of-order data lives past the queue in the old receive buffer:
+        // buffers are replaced once the hole is filled.
         let mut s = socket_established_with_buffer_sizes(64, 8);
         s.set_ack_delay(None);
         send!(
@@ -7538,19 +7522,13 @@ mod test {
                 ..RECV_TEMPL
             })
         );
-        // The whole old receive buffer must fit.
         assert!(
             s.replace_buffers(
-                SocketBuffer::new(vec![0; 7]),
+                SocketBuffer::new(vec![0; 32]),
                 SocketBuffer::new(vec![0; 64])
             )
             .is_err()
         );
-        s.replace_buffers(
-            SocketBuffer::new(vec![0; 32]),
-            SocketBuffer::new(vec![0; 64]),
-        )
-        .unwrap();
         send!(
             s,
             TcpRepr {
@@ -7562,10 +7540,15 @@ mod test {
             Some(TcpRepr {
                 seq_number: LOCAL_SEQ + 1,
                 ack_number: Some(REMOTE_SEQ + 1 + 8),
-                window_len: 24,
+                window_len: 0,
                 ..RECV_TEMPL
             })
         );
+        s.replace_buffers(
+            SocketBuffer::new(vec![0; 32]),
+            SocketBuffer::new(vec![0; 64]),
+        )
+        .unwrap();
         let mut got = [0; 16];
         assert_eq!(s.recv_slice(&mut got), Ok(8));
         assert_eq!(&got[..8], b"abcdefgh");
