@@ -628,6 +628,14 @@ fn rst_and_syn_injection_with_wrong_sequence_numbers_do_not_kill_a_download() {
         refused >= 10,
         "only {refused} injected RSTs were refused:\n{stats}"
     );
+    // In-window RSTs and SYNs on the live connection got challenge ACKs (RFC 5961 3.2,
+    // 4.2); the kernel, the real peer, ignored them and the download went on.
+    let challenges = json_u64(&stats, "challenge_acks");
+    eprintln!("{challenges} challenge ACKs sent");
+    assert!(
+        challenges >= 10,
+        "only {challenges} challenge ACKs for {injected} injected segments:\n{stats}"
+    );
     tapir.stop();
 }
 

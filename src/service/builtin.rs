@@ -147,7 +147,7 @@ fn escape(s: &str) -> String {
 /// The counters as a JSON object.
 pub fn stats_json(s: &ServerStats) -> String {
     let mut out = String::from("{\n");
-    let fields: [(&str, u64); 21] = [
+    let fields: [(&str, u64); 22] = [
         ("connections_open", s.connections_open),
         ("connections_total", s.connections_total),
         ("requests_http1", s.requests_http1),
@@ -167,6 +167,7 @@ pub fn stats_json(s: &ServerStats) -> String {
         ("drops_bad_checksum", s.stack.rx_bad_checksum),
         ("drops_syn_backlog", s.stack.syn_dropped),
         ("drops_rst_seq", s.stack.rst_dropped),
+        ("challenge_acks", s.stack.challenge_acks),
         ("handshake_timeouts", s.stack.handshake_timeouts),
         ("close_timeouts", s.stack.close_timeouts),
     ];

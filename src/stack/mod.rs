@@ -7,13 +7,16 @@
 
 mod ingress;
 mod listener;
+mod reply;
 mod shards;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use smoltcp::iface::{Config, Interface, PollIngressSingleResult};
-use smoltcp::phy::{Device, RxToken};
+use smoltcp::phy::{Device, RxToken, TxToken};
 use smoltcp::socket::{dhcpv4, dns, tcp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
@@ -21,7 +24,7 @@ use smoltcp::wire::{
     Ipv6Address,
 };
 
-pub use ingress::{inspect, Verdict};
+pub use ingress::{inspect, Verdict, CHALLENGE_ACKS_PER_SECOND};
 use ingress::{Ingress, SynGate, Tally};
 use listener::{progress, Listener, Progress};
 use shards::{OneFrame, Shards, Slot as SocketHandle};
@@ -176,6 +179,9 @@ pub struct StackStats {
     pub syn_dropped: u64,
     /// RSTs dropped because their sequence number was not the one expected (RFC 5961).
     pub rst_dropped: u64,
+    /// Challenge ACKs sent (RFC 5961): for in-window RSTs that are not exact and SYNs on
+    /// synchronized connections, at most [`CHALLENGE_ACKS_PER_SECOND`].
+    pub challenge_acks: u64,
     /// Connections whose handshake completed on a listener.
     pub accepted: u64,
     /// Half-open connections dropped at the handshake timeout.
@@ -497,6 +503,7 @@ impl Stack {
                 frame.extend_from_slice(data);
             });
             let shard = self.sockets.route(&self.frame);
+            self.tally.set_live(shard != 0);
             let mut one = OneFrame {
                 frame: Some(&self.frame),
                 inner: &mut *device,
@@ -517,12 +524,25 @@ impl Stack {
             if let Some(port) = self.tally.take_syn_port() {
                 self.refill(port, now);
             }
+            self.send_replies(now, device);
         }
         self.egress(now, device, &mut outcome);
         self.maintain(now);
         // Maintenance may have queued RSTs (aborted sockets) or opened listeners.
         self.egress(now, device, &mut outcome);
         outcome
+    }
+
+    /// Sends the segments the ingress answered on its own (challenge ACKs).
+    fn send_replies<D: Device>(&mut self, now: Instant, device: &mut D) {
+        for frame in self.tally.take_replies() {
+            let Some(tx) = device.transmit(now) else {
+                // The device is full: these are best-effort answers, like any lost frame.
+                break;
+            };
+            self.tally.count_sent(frame.len());
+            tx.consume(frame.len(), |buf| buf.copy_from_slice(&frame));
+        }
     }
 
     /// Sends whatever the sockets have queued, without reading the device.

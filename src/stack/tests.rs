@@ -1,0 +1,267 @@
+//! The stack against a hand-driven peer: frames are built and read here, so tests can send
+//! what a real TCP never would (blind RSTs, SYNs on live connections, forged cookies).
+
+use std::collections::VecDeque;
+
+use smoltcp::phy::{self, DeviceCapabilities};
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, IpAddress, IpCidr, Ipv4Address, TcpControl, TcpRepr, TcpSeqNumber,
+    TcpTimestampRepr,
+};
+
+use super::reply::Segment;
+use super::{Stack, StackConfig, TcpHandle};
+
+/// A device whose frames the test hands in and takes out.
+#[derive(Default)]
+pub struct QueueDevice {
+    pub rx: VecDeque<Vec<u8>>,
+    pub tx: Vec<Vec<u8>>,
+}
+
+pub struct Rx(Vec<u8>);
+pub struct Tx<'a>(&'a mut Vec<Vec<u8>>);
+
+impl phy::RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = vec![0; len];
+        let r = f(&mut buf);
+        self.0.push(buf);
+        r
+    }
+}
+
+impl phy::Device for QueueDevice {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+
+    fn receive(&mut self, _: Instant) -> Option<(Rx, Tx<'_>)> {
+        let frame = self.rx.pop_front()?;
+        Some((Rx(frame), Tx(&mut self.tx)))
+    }
+
+    fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
+        Some(Tx(&mut self.tx))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        crate::device::ethernet_caps(1500)
+    }
+}
+
+pub const SERVER_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 2]);
+pub const PEER_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 1]);
+pub const SERVER_IP: Ipv4Address = Ipv4Address::new(10, 9, 0, 2);
+pub const PEER_IP: Ipv4Address = Ipv4Address::new(10, 9, 0, 1);
+
+/// A server stack listening on port 80, and its device.
+pub struct Bench {
+    pub stack: Stack,
+    pub dev: QueueDevice,
+    pub now: Instant,
+}
+
+impl Bench {
+    pub fn new(tweak: impl FnOnce(&mut StackConfig)) -> Bench {
+        let mut config = StackConfig::new(
+            SERVER_MAC,
+            vec![IpCidr::new(IpAddress::Ipv4(SERVER_IP), 24)],
+        );
+        config.seed = 7;
+        tweak(&mut config);
+        let mut dev = QueueDevice::default();
+        let now = Instant::from_secs(100);
+        let mut stack = Stack::new(config, &mut dev, now).expect("stack");
+        stack.listen(80).expect("listen");
+        let mut bench = Bench { stack, dev, now };
+        // The peer introduces itself, so the server knows its MAC.
+        let mut arp = vec![0u8; 42];
+        let mut eth = EthernetFrame::new_unchecked(&mut arp[..]);
+        EthernetRepr {
+            src_addr: PEER_MAC,
+            dst_addr: EthernetAddress::BROADCAST,
+            ethertype: EthernetProtocol::Arp,
+        }
+        .emit(&mut eth);
+        ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: PEER_MAC,
+            source_protocol_addr: PEER_IP,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: SERVER_IP,
+        }
+        .emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
+        bench.send(arp);
+        bench.dev.tx.clear();
+        bench
+    }
+
+    /// Hands a frame to the stack and polls; returns the TCP segments it sent.
+    pub fn send(&mut self, frame: Vec<u8>) -> Vec<TcpRepr<'static>> {
+        self.dev.rx.push_back(frame);
+        self.poll()
+    }
+
+    /// Polls; returns the TCP segments sent.
+    pub fn poll(&mut self) -> Vec<TcpRepr<'static>> {
+        self.stack.poll(self.now, &mut self.dev);
+        let frames: Vec<Vec<u8>> = self.dev.tx.drain(..).collect();
+        frames
+            .iter()
+            .filter_map(|f| {
+                Segment::parse(f).map(|s| TcpRepr {
+                    payload: &[],
+                    ..s.tcp
+                })
+            })
+            .collect()
+    }
+
+    pub fn advance(&mut self, by: Duration) {
+        self.now += by;
+    }
+}
+
+/// A TCP segment from the peer's port `sport` to the server's port 80.
+pub fn segment(sport: u16, control: TcpControl, seq: u32, ack: Option<u32>) -> TcpRepr<'static> {
+    TcpRepr {
+        src_port: sport,
+        dst_port: 80,
+        control,
+        seq_number: TcpSeqNumber(seq as i32),
+        ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
+        window_len: 64240,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &[],
+    }
+}
+
+/// The frame carrying `tcp` from the peer (at `from`) to the server.
+pub fn frame_from(from: Ipv4Address, tcp: &TcpRepr) -> Vec<u8> {
+    // A reply to a segment the server would have sent is a segment from the peer.
+    Segment {
+        eth_src: SERVER_MAC,
+        eth_dst: PEER_MAC,
+        src: IpAddress::Ipv4(SERVER_IP),
+        dst: IpAddress::Ipv4(from),
+        tcp: TcpRepr {
+            src_port: tcp.dst_port,
+            dst_port: tcp.src_port,
+            ..*tcp
+        },
+    }
+    .reply(tcp)
+}
+
+pub fn seq(n: TcpSeqNumber) -> u32 {
+    n.0 as u32
+}
+
+/// Opens a connection from the peer's port `sport` with ISN `isn`; returns it (accepted)
+/// and the server's ISN.
+pub fn handshake(bench: &mut Bench, sport: u16, isn: u32) -> (TcpHandle, u32) {
+    let mut syn = segment(sport, TcpControl::Syn, isn, None);
+    syn.window_scale = Some(7);
+    syn.max_seg_size = Some(1460);
+    syn.timestamp = Some(TcpTimestampRepr::new(1, 0));
+    let out = bench.send(frame_from(PEER_IP, &syn));
+    let synack = out
+        .iter()
+        .find(|t| t.control == TcpControl::Syn && t.dst_port == sport)
+        .expect("SYN-ACK");
+    let server_isn = seq(synack.seq_number);
+    let mut ack = segment(sport, TcpControl::None, isn + 1, Some(server_isn + 1));
+    ack.timestamp = Some(TcpTimestampRepr::new(
+        2,
+        synack.timestamp.map_or(0, |t| t.tsval),
+    ));
+    bench.send(frame_from(PEER_IP, &ack));
+    let handle = bench.stack.accept(80).expect("accepted");
+    (handle, server_isn)
+}
+
+mod challenge_ack {
+    use super::*;
+    use smoltcp::socket::tcp::State;
+
+    #[test]
+    fn inexact_rst_in_window_and_syn_get_a_challenge_ack_exact_rst_resets() {
+        let mut b = Bench::new(|_| {});
+        let (conn, s_isn) = handshake(&mut b, 40000, 1000);
+        assert_eq!(b.stack.socket_ref(&conn).state(), State::Established);
+
+        // In the window, not exact: a challenge ACK with our numbers, the connection lives.
+        let out = b.send(frame_from(
+            PEER_IP,
+            &segment(40000, TcpControl::Rst, 1101, None),
+        ));
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].control, TcpControl::None);
+        assert_eq!(seq(out[0].seq_number), s_isn + 1);
+        assert_eq!(out[0].ack_number.map(seq), Some(1001));
+        assert_eq!(b.stack.socket_ref(&conn).state(), State::Established);
+
+        // Outside the window: dropped silently.
+        let far = 1001u32.wrapping_add(3_000_000_000);
+        let out = b.send(frame_from(
+            PEER_IP,
+            &segment(40000, TcpControl::Rst, far, None),
+        ));
+        assert!(out.is_empty(), "{out:?}");
+
+        // A SYN on the synchronized connection.
+        let out = b.send(frame_from(
+            PEER_IP,
+            &segment(40000, TcpControl::Syn, 77, None),
+        ));
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].control, TcpControl::None);
+        assert_eq!(out[0].ack_number.map(seq), Some(1001));
+        assert_eq!(b.stack.socket_ref(&conn).state(), State::Established);
+
+        let stats = b.stack.stats();
+        assert_eq!((stats.challenge_acks, stats.rst_dropped), (2, 2));
+
+        // The exact RST resets it.
+        b.send(frame_from(
+            PEER_IP,
+            &segment(40000, TcpControl::Rst, 1001, None),
+        ));
+        assert_eq!(b.stack.socket_ref(&conn).state(), State::Closed);
+    }
+
+    #[test]
+    fn challenge_acks_are_limited_stack_wide() {
+        let mut b = Bench::new(|_| {});
+        let (_a, _) = handshake(&mut b, 40001, 5000);
+        let (_b, _) = handshake(&mut b, 40002, 9000);
+        let mut sent = 0;
+        for i in 0..1500u32 {
+            let (port, isn) = if i % 2 == 0 {
+                (40001, 5001)
+            } else {
+                (40002, 9001)
+            };
+            let rst = segment(port, TcpControl::Rst, isn + 1 + i % 100, None);
+            sent += b.send(frame_from(PEER_IP, &rst)).len();
+        }
+        assert_eq!(sent, super::super::CHALLENGE_ACKS_PER_SECOND as usize);
+        assert_eq!(b.stack.stats().rst_dropped, 1500);
+        // The next second has a new budget.
+        b.advance(Duration::from_secs(1));
+        let rst = segment(40001, TcpControl::Rst, 5003, None);
+        assert_eq!(b.send(frame_from(PEER_IP, &rst)).len(), 1);
+    }
+}
