@@ -236,6 +236,12 @@ impl Tally {
         self.last_sent.borrow().len()
     }
 
+    /// True when the stack sent a segment with an ACK on the connection (for a half-open
+    /// one: its SYN-ACK left).
+    pub fn has_sent(&self, key: &TcpKey) -> bool {
+        self.last_sent.borrow().contains_key(key)
+    }
+
     /// Forgets the connections for which `live` is false.
     pub fn prune_acks(&self, live: impl Fn(&TcpKey) -> bool) {
         self.last_sent.borrow_mut().retain(|key, _| live(key));

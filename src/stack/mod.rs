@@ -33,6 +33,10 @@ use shards::{OneFrame, Shards, Slot as SocketHandle};
 const INGRESS_BUDGET: usize = 1024;
 /// TCP buffers must stay below this size (see [`Stack::new`]).
 pub const MAX_TCP_BUFFER: usize = 1 << 20;
+/// A half-open connection whose SYN-ACK could not be sent this long after its SYN (its
+/// neighbour never answered ARP or NDP: smoltcp asks again after a second) is dropped, so
+/// SYNs from silent addresses do not hold the backlog for the whole handshake timeout.
+const UNRESOLVED_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Ephemeral ports for outgoing connections (RFC 6335).
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
 
@@ -186,6 +190,9 @@ pub struct StackStats {
     pub accepted: u64,
     /// Half-open connections dropped at the handshake timeout.
     pub handshake_timeouts: u64,
+    /// Half-open connections dropped early because their SYN-ACK could never be sent (the
+    /// peer's address did not resolve).
+    pub handshake_unresolved: u64,
     /// Outgoing connections opened.
     pub connected: u64,
     /// Connections freed after closing.
@@ -284,6 +291,16 @@ pub struct Stack {
     stats: StackStats,
     rng: fastrand::Rng,
     now: Instant,
+}
+
+/// True when the stack sent a segment with an ACK on `socket`'s connection.
+fn sent_on(tally: &Tally, socket: &tcp::Socket) -> bool {
+    match (socket.local_endpoint(), socket.remote_endpoint()) {
+        (Some(local), Some(remote)) => {
+            tally.has_sent(&(local.addr, local.port, remote.addr, remote.port))
+        }
+        _ => false,
+    }
 }
 
 /// The IPv6 link-local address derived from a MAC (modified EUI-64, RFC 4291).
@@ -576,6 +593,11 @@ impl Stack {
         for listener in self.listeners.values() {
             for (_, since) in &listener.half_open {
                 earliest(*since + handshake);
+                // The check for a SYN-ACK that never left (past it, only the timeout).
+                let unresolved = *since + UNRESOLVED_TIMEOUT;
+                if unresolved > now {
+                    earliest(unresolved);
+                }
             }
         }
         for (_, deadline) in &self.closing {
@@ -842,6 +864,13 @@ impl Stack {
                         listener.half_open.swap_remove(i);
                         self.sockets.remove(handle);
                         self.stats.handshake_timeouts += 1;
+                    }
+                    Progress::Waiting
+                        if now >= since + UNRESOLVED_TIMEOUT && !sent_on(&self.tally, socket) =>
+                    {
+                        listener.half_open.swap_remove(i);
+                        self.sockets.remove(handle);
+                        self.stats.handshake_unresolved += 1;
                     }
                     Progress::Waiting => i += 1,
                 }

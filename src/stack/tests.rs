@@ -265,3 +265,43 @@ mod challenge_ack {
         assert_eq!(b.send(frame_from(PEER_IP, &rst)).len(), 1);
     }
 }
+
+mod half_open {
+    use super::*;
+
+    #[test]
+    fn a_syn_whose_syn_ack_cannot_leave_frees_its_slot_early() {
+        let mut b = Bench::new(|_| {});
+        // From an on-link address that never answers ARP: no SYN-ACK can be sent.
+        let silent = Ipv4Address::new(10, 9, 0, 77);
+        let out = b.send(frame_from(
+            silent,
+            &segment(41000, TcpControl::Syn, 1, None),
+        ));
+        assert!(out.is_empty(), "{out:?}");
+        // From the peer, which does answer: its SYN-ACK leaves, and it keeps its slot.
+        let out = b.send(frame_from(
+            PEER_IP,
+            &segment(41001, TcpControl::Syn, 1, None),
+        ));
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(b.stack.connection_count(), 2);
+        let wake = b
+            .stack
+            .poll_at(b.now)
+            .expect("a timer for the half-open ones");
+        assert!(wake <= b.now + super::super::UNRESOLVED_TIMEOUT, "{wake}");
+
+        b.advance(Duration::from_millis(1600));
+        b.poll();
+        assert_eq!(b.stack.connection_count(), 1, "the unresolved one is gone");
+        let stats = b.stack.stats();
+        assert_eq!(
+            (stats.handshake_unresolved, stats.handshake_timeouts),
+            (1, 0)
+        );
+        // Past that check, the next timer is the handshake timeout, not a busy loop.
+        let wake = b.stack.poll_at(b.now).expect("handshake timeout");
+        assert!(wake > b.now, "{wake} <= {}", b.now);
+    }
+}
