@@ -8,6 +8,7 @@ use smoltcp::wire::{IpAddress, IpEndpoint};
 use tapir::app::echo::EchoServer;
 use tapir::device::memlink::LinkConfig;
 use tapir::runtime::sim::{Node, Sim, SimNode};
+use tapir::stack::{CookiePolicy, StackStats};
 
 const PORT: u16 = 7;
 
@@ -17,7 +18,17 @@ fn server_endpoint() -> IpEndpoint {
 
 #[test]
 fn echo_16_mib_through_loss_and_reordering() {
-    echo_16_mib(1);
+    echo_16_mib(1, CookiePolicy::Overflow);
+}
+
+/// With `--syn-cookies always` the server keeps no state for the handshake: the connection
+/// is made from the cookie the client's ACK returns, and carries 16 MiB intact.
+#[test]
+fn echo_16_mib_over_a_syn_cookie_connection() {
+    let stats = echo_16_mib(1, CookiePolicy::Always);
+    assert!(stats.cookies_sent >= 1, "{stats:?}");
+    assert_eq!(stats.cookies_accepted, 1, "{stats:?}");
+    assert_eq!(stats.accepted, 1, "{stats:?}");
 }
 
 /// Known smoltcp bug (vendor/smoltcp/TAPIR-PATCH.md, "Known upstream issue"): with these
@@ -30,11 +41,11 @@ fn echo_16_mib_through_loss_and_reordering() {
 #[ignore = "smoltcp zero-window ACK deadlock, see vendor/smoltcp/TAPIR-PATCH.md"]
 fn echo_16_mib_with_both_windows_full_does_not_deadlock() {
     for seed in [2, 7, 42] {
-        echo_16_mib(seed);
+        echo_16_mib(seed, CookiePolicy::Overflow);
     }
 }
 
-fn echo_16_mib(seed: u64) {
+fn echo_16_mib(seed: u64, cookies: CookiePolicy) -> StackStats {
     let link = LinkConfig {
         loss: 0.01,
         reorder: 0.01,
@@ -43,8 +54,10 @@ fn echo_16_mib(seed: u64) {
         ..LinkConfig::default()
     };
     let mut sim = Sim::new();
+    let mut server_config = config(SERVER_IP, 2, 1);
+    server_config.tcp.syn_cookies = cookies;
     let (mut s_stack, s_dev, mut c_stack, c_dev) =
-        linked(link, config(SERVER_IP, 2, 1), config(CLIENT_IP, 1, 2), &sim);
+        linked(link, server_config, config(CLIENT_IP, 1, 2), &sim);
     let echo = EchoServer::bind(&mut s_stack, PORT).unwrap();
     let total = 16 * 1024 * 1024;
     let client = EchoClient::connect(&mut c_stack, server_endpoint(), 1, total);
@@ -73,6 +86,7 @@ fn echo_16_mib(seed: u64) {
         "faults were injected: {link:?}"
     );
     eprintln!("16 MiB echoed in {took} virtual, link {link:?}");
+    server.stack.stats()
 }
 
 #[test]

@@ -225,6 +225,17 @@ impl Tally {
         std::mem::take(&mut *self.replies.borrow_mut())
     }
 
+    /// Queues a frame the stack wants sent (see [`Tally::take_replies`]).
+    pub fn push_reply(&self, frame: Vec<u8>) {
+        self.replies.borrow_mut().push(frame);
+    }
+
+    /// Counts a frame the stack consumed without handing it to smoltcp.
+    pub fn count_received(&self, len: usize) {
+        bump(&self.rx_frames, 1);
+        bump(&self.rx_bytes, len as u64);
+    }
+
     /// Counts a frame the stack sent outside smoltcp.
     pub fn count_sent(&self, len: usize) {
         bump(&self.tx_frames, 1);

@@ -5,6 +5,7 @@
 //! The stack is sans-IO: [`Stack::poll`] takes the current time and a device, and does
 //! nothing else. Drivers (see [`crate::runtime`]) decide where frames and time come from.
 
+mod cookie;
 mod ingress;
 mod listener;
 mod reply;
@@ -20,13 +21,16 @@ use smoltcp::phy::{Device, RxToken, TxToken};
 use smoltcp::socket::{dhcpv4, dns, tcp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
-    EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, Ipv4Cidr,
-    Ipv6Address,
+    EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, IpVersion,
+    Ipv4Cidr, Ipv6Address, TcpControl, TcpRepr, TcpSeqNumber, TcpTimestampRepr,
 };
 
+pub use cookie::CookiePolicy;
+use cookie::Cookies;
 pub use ingress::{inspect, Verdict, CHALLENGE_ACKS_PER_SECOND};
 use ingress::{Ingress, SynGate, Tally};
 use listener::{progress, Listener, Progress};
+use reply::Segment;
 use shards::{OneFrame, Shards, Slot as SocketHandle};
 
 /// Frames processed per [`Stack::poll`] before the stack yields back to its driver.
@@ -95,6 +99,8 @@ pub struct TcpConfig {
     pub initial_buffer: usize,
     /// Half-open connections (plus the few LISTEN sockets) per listening port.
     pub backlog: usize,
+    /// When SYNs are answered with SYN cookies instead of taking a backlog slot.
+    pub syn_cookies: CookiePolicy,
     /// Cap on connections (half-open, established and closing) of the whole stack.
     pub max_connections: usize,
     /// A handshake not completed within this time is dropped.
@@ -122,6 +128,7 @@ impl Default for TcpConfig {
             tx_buffer: 64 * 1024,
             initial_buffer: 4 * 1024,
             backlog: 128,
+            syn_cookies: CookiePolicy::Overflow,
             max_connections: 16_384,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(30),
@@ -186,8 +193,15 @@ pub struct StackStats {
     /// Challenge ACKs sent (RFC 5961): for in-window RSTs that are not exact and SYNs on
     /// synchronized connections, at most [`CHALLENGE_ACKS_PER_SECOND`].
     pub challenge_acks: u64,
-    /// Connections whose handshake completed on a listener.
+    /// Connections whose handshake completed on a listener (SYN cookie ones included).
     pub accepted: u64,
+    /// SYN-ACKs sent with a SYN cookie.
+    pub cookies_sent: u64,
+    /// Connections opened from a valid SYN cookie.
+    pub cookies_accepted: u64,
+    /// ACKs whose SYN cookie was invalid (forged, stale, replayed) or came at the
+    /// connection cap.
+    pub cookies_rejected: u64,
     /// Half-open connections dropped at the handshake timeout.
     pub handshake_timeouts: u64,
     /// Half-open connections dropped early because their SYN-ACK could never be sent (the
@@ -260,6 +274,16 @@ impl SynGate for Gate<'_> {
     }
 }
 
+/// What the SYN cookie check did with a frame.
+enum CookieStep {
+    /// Nothing: smoltcp gets the frame.
+    Pass,
+    /// A SYN answered with a cookie: the frame is consumed.
+    Answered,
+    /// A valid cookie opened a connection: the frame goes to it.
+    Accepted,
+}
+
 /// What one [`Stack::poll`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PollOutcome {
@@ -288,6 +312,9 @@ pub struct Stack {
     dns_servers: Vec<IpAddress>,
     dns: Option<SocketHandle>,
     tally: Tally,
+    cookies: Cookies,
+    /// The device's IP MTU (for the MSS of cookie SYN-ACKs).
+    ip_mtu: usize,
     stats: StackStats,
     rng: fastrand::Rng,
     now: Instant,
@@ -406,6 +433,8 @@ impl Stack {
             dns_servers: Vec::new(),
             dns: None,
             tally: Tally::default(),
+            cookies: Cookies::default(),
+            ip_mtu: device.capabilities().ip_mtu(),
             stats: StackStats::default(),
             now,
         })
@@ -506,10 +535,6 @@ impl Stack {
                 break;
             }
             budget -= 1;
-            let gate = Gate {
-                listeners: &self.listeners,
-                at_cap: self.connection_count() >= self.config.tcp.max_connections,
-            };
             // Read the frame first, to hand smoltcp only the shard of its connection.
             let Some((rx, _)) = device.receive(now) else {
                 break;
@@ -519,8 +544,24 @@ impl Stack {
                 frame.clear();
                 frame.extend_from_slice(data);
             });
-            let shard = self.sockets.route(&self.frame);
+            let mut shard = self.sockets.route(&self.frame);
+            if shard == 0 && self.config.tcp.syn_cookies != CookiePolicy::Never {
+                match self.cookie_step(now) {
+                    CookieStep::Pass => {}
+                    CookieStep::Answered => {
+                        self.tally.count_received(self.frame.len());
+                        self.send_replies(now, device);
+                        continue;
+                    }
+                    // The ACK (and any data on it) goes to the new connection.
+                    CookieStep::Accepted => shard = self.sockets.route(&self.frame),
+                }
+            }
             self.tally.set_live(shard != 0);
+            let gate = Gate {
+                listeners: &self.listeners,
+                at_cap: self.connection_count() >= self.config.tcp.max_connections,
+            };
             let mut one = OneFrame {
                 frame: Some(&self.frame),
                 inner: &mut *device,
@@ -548,6 +589,153 @@ impl Stack {
         // Maintenance may have queued RSTs (aborted sockets) or opened listeners.
         self.egress(now, device, &mut outcome);
         outcome
+    }
+
+    /// Answers a SYN with a cookie, or opens a connection from an ACK's valid cookie (see
+    /// [`cookie`]), for the frame in `self.frame`, which no connection holds.
+    fn cookie_step(&mut self, now: Instant) -> CookieStep {
+        let frame = std::mem::take(&mut self.frame);
+        let step = self.cookie_frame(&frame, now);
+        self.frame = frame;
+        step
+    }
+
+    fn cookie_frame(&mut self, frame: &[u8], now: Instant) -> CookieStep {
+        if !matches!(inspect(frame), Verdict::Pass | Verdict::Syn(_)) {
+            return CookieStep::Pass;
+        }
+        let Some(seg) = Segment::parse(frame) else {
+            return CookieStep::Pass;
+        };
+        let tcp = &seg.tcp;
+        let Some(listener) = self.listeners.get(&tcp.dst_port) else {
+            return CookieStep::Pass;
+        };
+        if !self.iface.has_ip_addr(seg.dst) {
+            return CookieStep::Pass;
+        }
+        let policy = self.config.tcp.syn_cookies;
+        let (local, remote) = (
+            IpEndpoint::new(seg.dst, tcp.dst_port),
+            IpEndpoint::new(seg.src, tcp.src_port),
+        );
+        let at_cap = self.connection_count() >= self.config.tcp.max_connections;
+        match (tcp.control, tcp.ack_number) {
+            (TcpControl::Syn, None) => {
+                if policy == CookiePolicy::Overflow && !listener.is_full() && !at_cap {
+                    return CookieStep::Pass;
+                }
+                let syn = cookie::Syn {
+                    local,
+                    remote,
+                    isn: tcp.seq_number.0 as u32,
+                    mss: tcp.max_seg_size,
+                    window_scale: tcp.window_scale,
+                    sack_permitted: tcp.sack_permitted,
+                    tsval: tcp.timestamp.map(|t| t.tsval),
+                };
+                let answer = self.cookies.make(&syn, now, cookie::tsval_now());
+                let headers = if seg.dst.version() == IpVersion::Ipv4 {
+                    40
+                } else {
+                    60
+                };
+                let our_mss = self
+                    .ip_mtu
+                    .saturating_sub(headers)
+                    .min(usize::from(u16::MAX));
+                let synack = TcpRepr {
+                    src_port: tcp.dst_port,
+                    dst_port: tcp.src_port,
+                    control: TcpControl::Syn,
+                    seq_number: TcpSeqNumber(answer.iss as i32),
+                    ack_number: Some(tcp.seq_number + 1),
+                    window_len: self.syn_ack_window(),
+                    window_scale: answer.window_scale.map(|_| self.window_shift()),
+                    max_seg_size: Some(our_mss as u16),
+                    sack_permitted: answer.sack_permitted,
+                    sack_ranges: [None; 3],
+                    timestamp: answer
+                        .tsval
+                        .zip(syn.tsval)
+                        .map(|(ours, theirs)| TcpTimestampRepr::new(ours, theirs)),
+                    payload: &[],
+                };
+                self.tally.push_reply(seg.reply(&synack));
+                self.stats.cookies_sent += 1;
+                CookieStep::Answered
+            }
+            (TcpControl::None | TcpControl::Psh | TcpControl::Fin, Some(ack_number)) => {
+                if policy == CookiePolicy::Overflow && !self.cookies.recently_sent(now) {
+                    return CookieStep::Pass;
+                }
+                let sockets = &self.sockets;
+                let handshaking = listener.half_open.iter().any(|(h, _)| {
+                    let s = sockets.get::<tcp::Socket>(*h);
+                    s.local_endpoint() == Some(local) && s.remote_endpoint() == Some(remote)
+                });
+                if handshaking {
+                    return CookieStep::Pass;
+                }
+                let ack = cookie::Ack {
+                    local,
+                    remote,
+                    seq: tcp.seq_number.0 as u32,
+                    ack: ack_number.0 as u32,
+                    tsecr: tcp.timestamp.map(|t| t.tsecr),
+                };
+                let granted = match self.cookies.check(&ack, now) {
+                    Ok(granted) if !at_cap => granted,
+                    _ => {
+                        self.stats.cookies_rejected += 1;
+                        return CookieStep::Pass;
+                    }
+                };
+                let mut socket = self.new_socket();
+                let handshake = tcp::CookieHandshake {
+                    local,
+                    remote,
+                    iss: TcpSeqNumber(granted.iss as i32),
+                    irs: TcpSeqNumber(granted.irs as i32),
+                    mss: granted.mss,
+                    window_scale: granted.window_scale,
+                    local_window_shift: self.window_shift(),
+                    syn_ack_window: self.syn_ack_window(),
+                    window: tcp.window_len,
+                    sack_permitted: granted.sack_permitted,
+                    timestamp: tcp.timestamp.map(|t| t.tsval),
+                    tsval_generator: Some(cookie::tsval_now),
+                    now,
+                };
+                if socket.accept_cookie(&handshake).is_err() {
+                    self.stats.cookies_rejected += 1;
+                    return CookieStep::Pass;
+                }
+                let handle = self.sockets.add_connection(socket);
+                if let Some(listener) = self.listeners.get_mut(&local.port) {
+                    listener.ready.push_back(handle);
+                }
+                self.stats.accepted += 1;
+                self.stats.cookies_accepted += 1;
+                CookieStep::Accepted
+            }
+            _ => CookieStep::Pass,
+        }
+    }
+
+    /// The window field of a SYN-ACK: a new socket's receive buffer, unscaled.
+    fn syn_ack_window(&self) -> u16 {
+        let tcp = &self.config.tcp;
+        tcp.initial_buffer
+            .min(tcp.rx_buffer)
+            .min(usize::from(u16::MAX)) as u16
+    }
+
+    /// The window scale a new socket announces (smoltcp's rule, for the full buffer).
+    fn window_shift(&self) -> u8 {
+        let tcp = &self.config.tcp;
+        let capacity = tcp.rx_buffer.max(tcp.initial_buffer).min(1 << 30);
+        (usize::BITS - capacity.leading_zeros()).saturating_sub(16) as u8
     }
 
     /// Sends the segments the ingress answered on its own (challenge ACKs).

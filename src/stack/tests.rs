@@ -305,3 +305,107 @@ mod half_open {
         assert!(wake > b.now, "{wake} <= {}", b.now);
     }
 }
+
+mod syn_cookies {
+    use super::*;
+    use crate::stack::CookiePolicy;
+    use smoltcp::socket::tcp::State;
+
+    fn syn_with_options(sport: u16, isn: u32) -> TcpRepr<'static> {
+        let mut syn = segment(sport, TcpControl::Syn, isn, None);
+        syn.window_scale = Some(7);
+        syn.max_seg_size = Some(1400);
+        syn.sack_permitted = true;
+        syn.timestamp = Some(TcpTimestampRepr::new(1000, 0));
+        syn
+    }
+
+    #[test]
+    fn a_full_backlog_answers_with_cookies_and_a_valid_ack_opens_the_connection() {
+        let mut b = Bench::new(|c| c.tcp.backlog = 1);
+        // The one slot: a SYN whose handshake is never completed.
+        let out = b.send(frame_from(
+            PEER_IP,
+            &segment(42000, TcpControl::Syn, 5, None),
+        ));
+        assert_eq!(out.len(), 1);
+        assert_eq!(b.stack.stats().cookies_sent, 0);
+
+        // Full: the next SYN gets a cookie SYN-ACK, and no state.
+        let before = b.stack.connection_count();
+        let out = b.send(frame_from(PEER_IP, &syn_with_options(42001, 7000)));
+        assert_eq!(out.len(), 1, "{out:?}");
+        let synack = out[0];
+        assert_eq!(synack.control, TcpControl::Syn);
+        assert_eq!(synack.ack_number.map(seq), Some(7001));
+        assert_eq!(synack.max_seg_size, Some(1460));
+        assert!(synack.sack_permitted);
+        assert!(synack.window_scale.is_some());
+        let ts = synack.timestamp.expect("timestamps, carrying the options");
+        assert_eq!(ts.tsecr, 1000);
+        assert_eq!(b.stack.connection_count(), before);
+        assert_eq!(b.stack.stats().cookies_sent, 1);
+
+        let iss = seq(synack.seq_number);
+        let mut ack = segment(42001, TcpControl::None, 7001, Some(iss + 1));
+        ack.timestamp = Some(TcpTimestampRepr::new(1001, ts.tsval));
+
+        // Forged: another cookie value, or option bits changed in the echoed TSval.
+        let mut forged = ack;
+        forged.ack_number = Some(TcpSeqNumber(iss.wrapping_add(1 + (1 << 8)) as i32));
+        let out = b.send(frame_from(PEER_IP, &forged));
+        assert!(out.iter().all(|t| t.control == TcpControl::Rst), "{out:?}");
+        let mut forged = ack;
+        forged.timestamp = Some(TcpTimestampRepr::new(1001, ts.tsval ^ 0x10));
+        b.send(frame_from(PEER_IP, &forged));
+        assert_eq!(b.stack.stats().cookies_rejected, 2);
+        assert!(b.stack.accept(80).is_none());
+
+        // The real ACK, with the request on it.
+        ack.payload = b"hello";
+        b.send(frame_from(PEER_IP, &ack));
+        let conn = b.stack.accept(80).expect("a connection from the cookie");
+        let stats = b.stack.stats();
+        assert_eq!((stats.cookies_accepted, stats.accepted), (1, 1));
+        let socket = b.stack.socket(&conn);
+        assert_eq!(socket.state(), State::Established);
+        let mut got = [0u8; 5];
+        assert_eq!(socket.recv_slice(&mut got), Ok(5));
+        assert_eq!(&got, b"hello");
+        socket.send_slice(b"world").unwrap();
+        let out = b.poll();
+        let data = out
+            .iter()
+            .find(|t| t.seq_number == TcpSeqNumber((iss + 1) as i32));
+        assert!(data.is_some(), "our data follows the cookie ISN: {out:?}");
+        assert!(data.and_then(|t| t.timestamp).is_some(), "timestamps go on");
+
+        // After the connection is gone, the same ACK is a replay.
+        b.stack.abort(conn);
+        b.poll();
+        b.send(frame_from(PEER_IP, &ack));
+        assert!(b.stack.accept(80).is_none());
+        assert_eq!(b.stack.stats().cookies_rejected, 3);
+    }
+
+    #[test]
+    fn never_drops_and_always_answers_every_syn() {
+        let mut b = Bench::new(|c| {
+            c.tcp.backlog = 1;
+            c.tcp.syn_cookies = CookiePolicy::Never;
+        });
+        b.send(frame_from(
+            PEER_IP,
+            &segment(42000, TcpControl::Syn, 5, None),
+        ));
+        let out = b.send(frame_from(PEER_IP, &syn_with_options(42001, 9)));
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(b.stack.stats().syn_dropped, 1);
+
+        let mut b = Bench::new(|c| c.tcp.syn_cookies = CookiePolicy::Always);
+        let out = b.send(frame_from(PEER_IP, &syn_with_options(42001, 9)));
+        assert_eq!(out.len(), 1);
+        assert_eq!(b.stack.stats().cookies_sent, 1);
+        assert_eq!(b.stack.connection_count(), 0);
+    }
+}
