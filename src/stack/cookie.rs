@@ -18,7 +18,7 @@
 //! (536, 1220, 1440, 1460) at or below its own.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::IpEndpoint;
@@ -118,11 +118,14 @@ pub enum Refused {
     Replayed,
 }
 
+/// An accepted cookie: (our endpoint, the peer's, the cookie).
+type UsedCookie = (IpEndpoint, IpEndpoint, u32);
+
 /// The cookie secret and the accepted-cookie memory.
 pub struct Cookies {
     key: std::collections::hash_map::RandomState,
     /// Accepted cookies of the current and the previous generation, with their generation.
-    used: [(u64, HashSet<(IpEndpoint, IpEndpoint, u32)>); 2],
+    used: [(u64, HashSet<UsedCookie>); 2],
     /// The last time a cookie was sent (ACKs are checked only while cookies may be out).
     last_sent: Option<Instant>,
 }
@@ -234,9 +237,7 @@ impl Cookies {
         class: u32,
         options: u32,
     ) -> u32 {
-        let mut h = self.key.build_hasher();
-        (gen, local, remote, isn, class, options).hash(&mut h);
-        (h.finish() as u32) >> 3
+        (self.key.hash_one((gen, local, remote, isn, class, options)) as u32) >> 3
     }
 }
 
