@@ -119,6 +119,9 @@ pub struct TcpConfig {
     /// forever. smoltcp counts from the peer's last segment even on an idle connection, so
     /// set `keep_alive` below it or idle connections are aborted too (off by default).
     pub timeout: Option<Duration>,
+    /// Floor of the retransmission timeout computed from the measured RTT (RFC 6298);
+    /// 200 ms like Linux (smoltcp's own default is RFC 6298's 1 s).
+    pub min_rto: Duration,
 }
 
 impl Default for TcpConfig {
@@ -136,6 +139,7 @@ impl Default for TcpConfig {
             ack_delay: Some(Duration::from_millis(10)),
             keep_alive: None,
             timeout: None,
+            min_rto: Duration::from_millis(200),
         }
     }
 }
@@ -635,15 +639,7 @@ impl Stack {
                     tsval: tcp.timestamp.map(|t| t.tsval),
                 };
                 let answer = self.cookies.make(&syn, now, cookie::tsval_now());
-                let headers = if seg.dst.version() == IpVersion::Ipv4 {
-                    40
-                } else {
-                    60
-                };
-                let our_mss = self
-                    .ip_mtu
-                    .saturating_sub(headers)
-                    .min(usize::from(u16::MAX));
+                let our_mss = self.our_mss(seg.dst);
                 let synack = TcpRepr {
                     src_port: tcp.dst_port,
                     dst_port: tcp.src_port,
@@ -652,7 +648,7 @@ impl Stack {
                     ack_number: Some(tcp.seq_number + 1),
                     window_len: self.syn_ack_window(),
                     window_scale: answer.window_scale.map(|_| self.window_shift()),
-                    max_seg_size: Some(our_mss as u16),
+                    max_seg_size: Some(our_mss),
                     sack_permitted: answer.sack_permitted,
                     sack_ranges: [None; 3],
                     timestamp: answer
@@ -697,7 +693,7 @@ impl Stack {
                     remote,
                     iss: TcpSeqNumber(granted.iss as i32),
                     irs: TcpSeqNumber(granted.irs as i32),
-                    mss: granted.mss,
+                    mss: granted.mss.min(self.our_mss(local.addr)),
                     window_scale: granted.window_scale,
                     local_window_shift: self.window_shift(),
                     syn_ack_window: self.syn_ack_window(),
@@ -721,6 +717,18 @@ impl Stack {
             }
             _ => CookieStep::Pass,
         }
+    }
+
+    /// The MSS our MTU allows for a connection on local address `addr`.
+    fn our_mss(&self, addr: IpAddress) -> u16 {
+        let headers = if addr.version() == IpVersion::Ipv4 {
+            40
+        } else {
+            60
+        };
+        self.ip_mtu
+            .saturating_sub(headers)
+            .min(usize::from(u16::MAX)) as u16
     }
 
     /// The window field of a SYN-ACK: a new socket's receive buffer, unscaled.
@@ -962,6 +970,7 @@ impl Stack {
         socket.set_ack_delay(tcp.ack_delay);
         socket.set_keep_alive(tcp.keep_alive);
         socket.set_timeout(tcp.timeout);
+        socket.set_min_rto(tcp.min_rto);
         socket
     }
 
