@@ -389,6 +389,19 @@ def arpspoof(count):
     peer.close()
 
 
+def send_for(sock, frames, seconds):
+    """Sends `frames` round and round on `sock` for `seconds`, as fast as it goes; prints the
+    count and rate."""
+    start = time.time()
+    n = 0
+    while time.time() - start < seconds:
+        for f in frames[n % len(frames) : n % len(frames) + 200]:
+            sock.send(f)
+        n += 200
+    fact("syns_sent", n)
+    fact("rate", int(n / (time.time() - start)))
+
+
 def synflood(seconds, src):
     """SYNs from random source ports (and sequence numbers) of an address nobody answers
     for, for `seconds`."""
@@ -402,14 +415,7 @@ def synflood(seconds, src):
         for _ in range(4000)
     ]
     print("flooding", flush=True)
-    start = time.time()
-    n = 0
-    while time.time() - start < seconds:
-        for f in frames[n % 4000 : n % 4000 + 200]:
-            s.send(f)
-        n += 200
-    fact("syns_sent", n)
-    fact("rate", int(n / (time.time() - start)))
+    send_for(s, frames, seconds)
     print("flood over", flush=True)
     peer.close()
 
@@ -433,14 +439,7 @@ def silentflood(seconds):
         opts = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (random.randint(1, 2**31), 0)), ("NOP", None), ("WScale", 7)]
         frames.append(bytes(Ether(dst=peer.tapir_mac, src=mac) / IP(src=src, dst=TAPIR) / TCP(sport=random.randint(1024, 65535), dport=80, flags="S", seq=random.randint(0, 2**32 - 1), window=64240, options=opts)))
     print("open flood", flush=True)
-    start = time.time()
-    n = 0
-    while time.time() - start < seconds:
-        for f in frames[n % 4000 : n % 4000 + 200]:
-            s.send(f)
-        n += 200
-    fact("syns_sent", n)
-    fact("rate", int(n / (time.time() - start)))
+    send_for(s, frames, seconds)
     peer.close()
 
 
