@@ -734,10 +734,11 @@ fn rst_and_syn_injection_with_wrong_sequence_numbers_do_not_kill_a_download() {
     require_tool("curl", "curl");
     let ns = Netns::up("atk-inject");
     let tapir = start_http(&ns, &[]);
-    let len: u64 = 1_800_000;
+    let len: u64 = 4_000_000;
     let file = ns.dir().join("download.bin");
-    // A slow download (about 6 s, so it is still running when scapy, slow to start on a
-    // loaded machine, begins to watch) by the kernel's TCP, the victim of the injection. Small
+    // A slow download (several seconds, so it is still running when scapy, slow to start on
+    // a loaded machine, begins to watch; 1.8 MB took only 2.3 s once tapir's TCP got its
+    // initial window of 10 segments) by the kernel's TCP, the victim of the injection. Small
     // receive buffers (this namespace only) make curl's rate limit reach tapir.
     let sysctl = ns.run(&["sysctl", "-w", "net.ipv4.tcp_rmem=4096 16384 32768"]);
     assert!(sysctl.status.success(), "{}", output_text(&sysctl));
