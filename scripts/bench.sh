@@ -14,7 +14,8 @@
 #                  the same stack, the ceiling of bulk throughput)
 # Figures: HTTP/1.1 keep-alive req/s and latency (wrk), h2 over TLS req/s (h2load), new TLS
 # connections/s (h2load, Connection: close), bulk download MB/s at MTU 1500 and
-# 65000 (curl), req/s against concurrent connections, and RSS with idle connections.
+# 65000 (curl), req/s against concurrent connections, RSS with idle connections, and a
+# small `tapir get` against curl (wall time of a new process, neighbour resolution included).
 # TCP path matrix (also alone with --tcp-matrix): tb<PID>-lp-c / -lp-s from
 # scripts/linkpath.sh, joined only by `tapir link` (delay RTT/2 each way, loss p each way);
 # for each RTT x loss: down = tapir serve -> curl, up = nginx -> tapir get, baseline =
@@ -34,7 +35,7 @@ QUICK=0
 MATRIX_ONLY=0
 
 usage() {
-    sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 for arg in "$@"; do
@@ -609,6 +610,40 @@ stop_pid "${NGINX_PIDS[0]}"
 drop_ns "$TAG-srv65"
 drop_ns "$TAG-cli65"
 
+# `tapir get` of a 3-byte file from a kernel-side server, wall time including start-up and
+# the neighbour (ARP) resolution of a fresh process, against curl in the same setting over
+# a veth pair (python3 -m http.server on the far side in both; median of 20 runs).
+echo "== small GET: tapir get over tap0 vs curl over veth"
+printf abc >"$WWW/three"
+GET_RUNS=20
+median_ms() { # CMD...: median wall time of $GET_RUNS runs, in ms
+    local t0 t1 times=()
+    for _ in $(seq "$GET_RUNS"); do
+        t0=$EPOCHREALTIME
+        "$@" >/dev/null 2>&1 || { echo null; return; }
+        t1=$EPOCHREALTIME
+        times+=("$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (b - a) * 1000 }')")
+    done
+    printf '%s\n' "${times[@]}" | sort -n | awk '{ v[NR] = $1 } END { printf "%.2f", v[int((NR + 1) / 2)] }'
+}
+serve_www() { # NS ADDR: python3 -m http.server on ADDR:80 serving $WWW
+    ip netns exec "$1" "$PY" -m http.server --bind "$2" --directory "$WWW" 80 >"$LOGS/http-server-$1.log" 2>&1 &
+    PIDS+=("$!")
+    GET_SERVER=$!
+    wait_http "$1" "http://$2/three"
+}
+tap_ns "$TAG-get" 1500
+serve_www "$TAG-get" "$IP_CLIENT"
+R[tapir.get]=$(median_ms ip netns exec "$TAG-get" "$TAPIR" get --tap tap0 --log warn "http://$IP_CLIENT/three")
+stop_pid "$GET_SERVER"
+drop_ns "$TAG-get"
+veth_ns "$TAG-gsrv" "$TAG-gcli" 1500
+serve_www "$TAG-gcli" "$IP_CLIENT"
+R[curl.get]=$(median_ms ip netns exec "$TAG-gsrv" curl -sS -o /dev/null --max-time 5 "http://$IP_CLIENT/three")
+stop_pid "$GET_SERVER"
+drop_ns "$TAG-gsrv"
+drop_ns "$TAG-gcli"
+
 # smoltcp's benchmark: `benchmark --tap tap0 reader` serves 1e9 bytes on 192.168.69.1:1234
 # and reads them with a kernel socket from a thread of the same process; the kernel side of
 # tap0 needs 192.168.69.100/24 (smoltcp's README setup). Same netns.sh TAP setup as tapir.
@@ -658,6 +693,8 @@ for c in "${SCALE[@]}"; do
     record "scaling: wrk -c$c, req/s" "req/s" "nginx" "$(g tapir.scale$c rps)" "$(g nginx.scale$c rps)" \
         "wrk -t1 -c$c -d${DUR}s http://$IP_SERVER$SMALL" "{\"series\": \"scaling\", \"connections\": $c}"
 done
+record "small GET (3 bytes), new process, wall time (median of $GET_RUNS)" "ms" "curl" "${R[tapir.get]}" "${R[curl.get]}" \
+    "tapir get --tap tap0 http://$IP_CLIENT/three vs curl over veth; python3 -m http.server"
 ti=${R[tapir.idle]}
 ni=${R[nginx.idle]}
 record "RSS with $IDLE idle keep-alive conns" "MiB" "nginx (master+worker)" \

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use clap::{Args, ValueEnum};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
-use tapir::stack::{StackConfig, TcpConfig};
+use tapir::stack::{CookiePolicy, StackConfig, TcpConfig};
 
 /// The stack's addresses when none are given: the kernel side of `scripts/netns.sh` is
 /// 10.7.0.1 and fd00:7::1.
@@ -49,6 +49,13 @@ pub struct NetArgs {
     /// Half-open connections per listening port; SYNs beyond are dropped until some complete.
     #[arg(long, default_value_t = 128, value_name = "N")]
     pub backlog: usize,
+
+    /// When to answer SYNs with SYN cookies (no state kept until the peer's ACK proves the
+    /// handshake): `overflow` when the backlog or the connection cap is full, `always`, or
+    /// `never` (then SYNs beyond the backlog are dropped).
+    #[arg(long, default_value = "overflow", value_name = "WHEN",
+          value_parser = ["overflow", "always", "never"])]
+    pub syn_cookies: String,
 
     /// Most connections open at once; SYNs beyond are dropped until some close.
     #[arg(long, default_value_t = 16_384, value_name = "N")]
@@ -157,6 +164,11 @@ impl NetArgs {
                 anyhow::anyhow!("--tcp-memory {} MiB is too large", self.tcp_memory)
             })?,
             backlog: self.backlog,
+            syn_cookies: match self.syn_cookies.as_str() {
+                "always" => CookiePolicy::Always,
+                "never" => CookiePolicy::Never,
+                _ => CookiePolicy::Overflow,
+            },
             max_connections: self.max_connections,
             handshake_timeout: smoltcp::time::Duration::from_secs(self.handshake_timeout),
             timeout: secs(self.tcp_timeout),

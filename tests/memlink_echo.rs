@@ -12,6 +12,7 @@ use tapir::device::memlink::{LinkConfig, MemDevice};
 use tapir::runtime::sim::{Node, Sim, SimNode};
 use tapir::runtime::Application;
 use tapir::stack::{Stack, TcpHandle};
+use tapir::stack::{CookiePolicy, StackStats};
 
 const PORT: u16 = 7;
 
@@ -21,12 +22,12 @@ fn server_endpoint() -> IpEndpoint {
 
 #[test]
 fn echo_16_mib_through_loss_and_reordering() {
-    echo_16_mib(1, CongestionControl::Cubic);
+    echo_16_mib(1, CongestionControl::Cubic, CookiePolicy::Overflow);
 }
 
 #[test]
 fn echo_16_mib_with_reno() {
-    echo_16_mib(1, CongestionControl::Reno);
+    echo_16_mib(1, CongestionControl::Reno, CookiePolicy::Overflow);
 }
 
 /// A TCP receiver holds 32 out-of-order blocks (smoltcp's default, 4, dropped every
@@ -50,6 +51,16 @@ fn tcp_settings_reach_every_connection() {
     assert_eq!(socket.min_rto(), Duration::from_millis(300));
 }
 
+/// With `--syn-cookies always` the server keeps no state for the handshake: the connection
+/// is made from the cookie the client's ACK returns, and carries 16 MiB intact.
+#[test]
+fn echo_16_mib_over_a_syn_cookie_connection() {
+    let stats = echo_16_mib(1, CongestionControl::Cubic, CookiePolicy::Always);
+    assert!(stats.cookies_sent >= 1, "{stats:?}");
+    assert_eq!(stats.cookies_accepted, 1, "{stats:?}");
+    assert_eq!(stats.accepted, 1, "{stats:?}");
+}
+
 /// With these link seeds both ends fill their buffers, one side's receive window is zero
 /// while the other has a byte in flight past it. smoltcp used to drop the ACK field of
 /// every such segment and the echo deadlocked; it now takes valid ACKs at a zero window
@@ -57,11 +68,11 @@ fn tcp_settings_reach_every_connection() {
 #[test]
 fn echo_16_mib_with_both_windows_full_does_not_deadlock() {
     for seed in [1, 2, 4, 6, 7, 42] {
-        echo_16_mib(seed, CongestionControl::Cubic);
+        echo_16_mib(seed, CongestionControl::Cubic, CookiePolicy::Overflow);
     }
 }
 
-fn echo_16_mib(seed: u64, congestion: CongestionControl) {
+fn echo_16_mib(seed: u64, congestion: CongestionControl, cookies: CookiePolicy) -> StackStats {
     let link = LinkConfig {
         loss: 0.01,
         reorder: 0.01,
@@ -72,6 +83,7 @@ fn echo_16_mib(seed: u64, congestion: CongestionControl) {
     let mut sim = Sim::new();
     let (mut server, mut client) = (config(SERVER_IP, 2, 1), config(CLIENT_IP, 1, 2));
     server.tcp.congestion = congestion;
+    server.tcp.syn_cookies = cookies;
     client.tcp.congestion = congestion;
     let (mut s_stack, s_dev, mut c_stack, c_dev) = linked(link, server, client, &sim);
     let echo = EchoServer::bind(&mut s_stack, PORT).unwrap();
@@ -102,6 +114,7 @@ fn echo_16_mib(seed: u64, congestion: CongestionControl) {
         "faults were injected: {link:?}"
     );
     eprintln!("16 MiB echoed in {took} virtual, link {link:?}");
+    server.stack.stats()
 }
 
 #[test]

@@ -327,7 +327,11 @@ fn syn_flood_from_random_ports_fills_the_backlog_and_tapir_recovers() {
     require_tool("curl", "curl");
     let ns = Netns::up("atk-synflood");
     let cert = ns.dir().join("cert.pem");
+    // Without SYN cookies: this test is about the backlog itself (see
+    // `silent_syn_flood_is_answered_with_cookies_while_curl_connects` for the default).
     let tapir = ns.spawn_serve(&[
+        "--syn-cookies",
+        "never",
         "--backlog",
         "32",
         "--handshake-timeout",
@@ -355,7 +359,10 @@ fn syn_flood_from_random_ports_fills_the_backlog_and_tapir_recovers() {
     );
     let stats = assert_back_to_baseline(&ns, 2, Duration::from_secs(5));
     let dropped = json_u64(&stats, "drops_syn_backlog") - json_u64(&before, "drops_syn_backlog");
-    let timeouts = json_u64(&stats, "handshake_timeouts");
+    // Half-open entries end at the handshake timeout, or earlier when their SYN-ACK could
+    // never be sent (10.7.0.99 answers no ARP).
+    let timeouts =
+        json_u64(&stats, "handshake_timeouts") + json_u64(&stats, "handshake_unresolved");
     eprintln!(
         "{sent} SYNs sent; {dropped} dropped at the full backlog; {timeouts} half-open timed out"
     );
@@ -374,6 +381,147 @@ fn syn_flood_from_random_ports_fills_the_backlog_and_tapir_recovers() {
         json_u64(&stats, "connections_total"),
         "every accepted TCP connection is one the server took: no flood SYN got through:\n{stats}"
     );
+    tapir.stop();
+}
+
+/// One curl: its connect time (curl's `time_connect`, kernel side) when it got a 200.
+fn curl_connect(ns: &Netns, url: &str, connects: &mut Vec<Duration>, failures: &mut Vec<String>) {
+    let out = ns.run(&[
+        "curl",
+        "-sS",
+        "-o",
+        "/dev/null",
+        "--max-time",
+        "5",
+        "-w",
+        "%{http_code} %{time_connect}",
+        url,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    match text.split_once(' ') {
+        Some(("200", t)) if out.status.success() => match t.trim().parse::<f64>() {
+            Ok(secs) => connects.push(Duration::from_secs_f64(secs)),
+            Err(e) => failures.push(format!("{text}: {e}")),
+        },
+        _ => failures.push(output_text(&out)),
+    }
+}
+
+/// The 99th percentile (of 50 samples: the largest but none).
+fn p99(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[((samples.len() - 1) as f64 * 0.99).round() as usize]
+}
+
+/// A SYN flood from silent sources (on-link addresses that never answer ARP, off-link
+/// ones) at full speed for 10 s: the backlog fills at once and the stack answers with SYN
+/// cookies, keeping no state, while 50 curls connect one after another, each within 50 ms.
+#[test]
+fn silent_syn_flood_is_answered_with_cookies_while_curl_connects() {
+    if !require_root("silent_syn_flood_is_answered_with_cookies_while_curl_connects") {
+        return;
+    }
+    require_tool("curl", "curl");
+    let ns = Netns::up("atk-silent");
+    // The kernel's queue towards tapir holds 500 frames by default, 8 ms of this flood: on a
+    // shared 2-core machine tapir is off the CPU for longer than that now and then, and the
+    // kernel drops frames (a legitimate SYN among them, which curl resends a second later)
+    // before tapir sees them. A longer queue, as a server under attack would configure.
+    let qlen = ns.run(&["ip", "link", "set", "tap0", "txqueuelen", "10000"]);
+    assert!(qlen.status.success(), "{}", output_text(&qlen));
+    let tapir = ns.spawn_serve(&["--no-https"]);
+    let url = format!("{HTTP}/");
+    // Same run, no flood: what a connect costs on this machine now.
+    let mut base = Vec::new();
+    let mut failures = Vec::new();
+    for _ in 0..50 {
+        curl_connect(&ns, &url, &mut base, &mut failures);
+    }
+    assert!(failures.is_empty(), "curl before the flood: {failures:?}");
+    let base_p99 = p99(&mut base);
+    let before = ns.stats(HTTP);
+    let rss_before = rss_kib(&tapir);
+    let flood = script("tcpip.py");
+    let (mut child, lines) = spawn_script(&ns, &[scapy_python(), &flood, "silentflood", "10"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut connects = Vec::new();
+    let mut rss_during = 0;
+    for _ in 0..50 {
+        curl_connect(&ns, &url, &mut connects, &mut failures);
+        rss_during = rss_during.max(rss_kib(&tapir));
+        std::thread::sleep(Duration::from_millis(120));
+    }
+    let during = ns.stats(HTTP);
+    let out: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.0.wait().expect("wait for the flood");
+    let out = out.join("\n");
+    assert!(status.success(), "flood script failed:\n{out}");
+    let sent: u64 = fact(&out, "syns_sent").parse().unwrap();
+    eprintln!(
+        "{sent} SYNs sent, {} per second; tapir read {} frames, used {:?} CPU",
+        fact(&out, "rate"),
+        json_u64(&during, "frames_in") - json_u64(&before, "frames_in"),
+        tapir.cpu_time()
+    );
+    eprintln!(
+        "{}",
+        output_text(&ns.run(&["ip", "-s", "link", "show", "tap0"]))
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of 50 curls failed under the flood:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    let p99 = p99(&mut connects);
+    eprintln!(
+        "curl time_connect under the flood: p50 {:?}, p99 {p99:?}; same run without: p99 {base_p99:?}",
+        connects[connects.len() / 2],
+    );
+    // No connect waited for a SYN retransmission (1 s): the failure this test is about.
+    // The target is 50 ms at the 99th percentile; tapir itself uses under a tenth of a core
+    // for this flood, so what a connect costs beyond that is the machine's scheduling: the
+    // bound grows with the same run's connect time without the flood (under 1 ms on an idle
+    // machine, tens of ms when builds share its two cores).
+    let bound = Duration::from_millis(50) + base_p99 * 10;
+    assert!(
+        p99 < bound.min(Duration::from_millis(900)),
+        "p99 connect time {p99:?} (bound {bound:?}): {connects:?}"
+    );
+    // Cookies keep no state: memory stays flat (a half-open socket per SYN would be about
+    // 10 KiB each, gigabytes for this flood).
+    eprintln!("RSS before {rss_before} KiB, during {rss_during} KiB");
+    assert!(
+        rss_during < rss_before + 16 * 1024,
+        "RSS grew from {rss_before} to {rss_during} KiB"
+    );
+    let delta = |stats: &str, key: &str| json_u64(stats, key) - json_u64(&before, key);
+    let cookies = delta(&during, "syn_cookies_sent");
+    eprintln!(
+        "cookies sent {cookies}, accepted {}, rejected {}; backlog drops {}, unresolved half-open {}",
+        delta(&during, "syn_cookies_accepted"),
+        delta(&during, "syn_cookies_rejected"),
+        delta(&during, "drops_syn_backlog"),
+        delta(&during, "handshake_unresolved")
+    );
+    assert!(
+        cookies >= sent / 2,
+        "{sent} SYNs, {cookies} cookies:\n{during}"
+    );
+    assert_eq!(
+        delta(&during, "drops_syn_backlog"),
+        0,
+        "no SYN dropped:\n{during}"
+    );
+    assert_eq!(delta(&during, "syn_cookies_rejected"), 0, "{during}");
+    assert_eq!(
+        json_u64(&during, "tcp_accepted"),
+        json_u64(&during, "connections_total"),
+        "every accepted connection is one the server took (no flood SYN made one):\n{during}"
+    );
+    // The flood is over: nothing left behind (the half-open entries of the first SYNs,
+    // which could never be answered, are gone after 1.5 s).
+    assert_back_to_baseline(&ns, 2, Duration::from_secs(5));
     tapir.stop();
 }
 
@@ -586,10 +734,11 @@ fn rst_and_syn_injection_with_wrong_sequence_numbers_do_not_kill_a_download() {
     require_tool("curl", "curl");
     let ns = Netns::up("atk-inject");
     let tapir = start_http(&ns, &[]);
-    let len: u64 = 1_800_000;
+    let len: u64 = 4_000_000;
     let file = ns.dir().join("download.bin");
-    // A slow download (about 6 s, so it is still running when scapy, slow to start on a
-    // loaded machine, begins to watch) by the kernel's TCP, the victim of the injection. Small
+    // A slow download (several seconds, so it is still running when scapy, slow to start on
+    // a loaded machine, begins to watch; 1.8 MB took only 2.3 s once tapir's TCP got its
+    // initial window of 10 segments) by the kernel's TCP, the victim of the injection. Small
     // receive buffers (this namespace only) make curl's rate limit reach tapir.
     let sysctl = ns.run(&["sysctl", "-w", "net.ipv4.tcp_rmem=4096 16384 32768"]);
     assert!(sysctl.status.success(), "{}", output_text(&sysctl));
@@ -629,6 +778,14 @@ fn rst_and_syn_injection_with_wrong_sequence_numbers_do_not_kill_a_download() {
     assert!(
         refused >= 10,
         "only {refused} injected RSTs were refused:\n{stats}"
+    );
+    // In-window RSTs and SYNs on the live connection got challenge ACKs (RFC 5961 3.2,
+    // 4.2); the kernel, the real peer, ignored them and the download went on.
+    let challenges = json_u64(&stats, "challenge_acks");
+    eprintln!("{challenges} challenge ACKs sent");
+    assert!(
+        challenges >= 10,
+        "only {challenges} challenge ACKs for {injected} injected segments:\n{stats}"
     );
     tapir.stop();
 }

@@ -147,7 +147,7 @@ fn escape(s: &str) -> String {
 /// The counters as a JSON object.
 pub fn stats_json(s: &ServerStats) -> String {
     let mut out = String::from("{\n");
-    let fields: [(&str, u64); 22] = [
+    let fields: [(&str, u64); 27] = [
         ("connections_open", s.connections_open),
         ("connections_total", s.connections_total),
         ("requests_http1", s.requests_http1),
@@ -168,7 +168,12 @@ pub fn stats_json(s: &ServerStats) -> String {
         ("drops_bad_checksum", s.stack.rx_bad_checksum),
         ("drops_syn_backlog", s.stack.syn_dropped),
         ("drops_rst_seq", s.stack.rst_dropped),
+        ("challenge_acks", s.stack.challenge_acks),
+        ("syn_cookies_sent", s.stack.cookies_sent),
+        ("syn_cookies_accepted", s.stack.cookies_accepted),
+        ("syn_cookies_rejected", s.stack.cookies_rejected),
         ("handshake_timeouts", s.stack.handshake_timeouts),
+        ("handshake_unresolved", s.stack.handshake_unresolved),
         ("close_timeouts", s.stack.close_timeouts),
     ];
     for (i, (name, value)) in fields.iter().enumerate() {

@@ -10,6 +10,13 @@
 //! (the RFC 793 reply to our segment: SEQ = SEG.ACK) or is repeated with it when our next
 //! segment reaches a peer that no longer knows the connection.
 //!
+//! An RST whose sequence number is wrong but inside the window we last advertised, and a SYN
+//! on a synchronized connection, get a challenge ACK (RFC 5961 sections 3.2 and 4.2): an ACK
+//! carrying our current sequence and acknowledgement numbers, so a peer that really lost the
+//! connection answers with an exact RST, and a blind attacker learns nothing. Challenge ACKs
+//! are limited stack-wide to [`CHALLENGE_ACKS_PER_SECOND`] (Linux's default), so they
+//! cannot be turned into a flood.
+//!
 //! smoltcp drops bad frames silently; wrapping the device lets us count them and keep
 //! the decision in one place. A dropped frame is handed to smoltcp as an empty buffer,
 //! which it discards without further work.
@@ -24,8 +31,13 @@ use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
     UdpPacket,
 };
+use smoltcp::wire::{TcpControl, TcpOption, TcpRepr, TcpSeqNumber, TcpTimestampRepr};
 
+use super::reply::Segment;
 use super::StackStats;
+
+/// Most challenge ACKs the stack sends per second (Linux's `tcp_challenge_ack_limit`).
+pub const CHALLENGE_ACKS_PER_SECOND: u32 = 1000;
 
 /// What the stack should do with a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,8 +158,34 @@ pub struct Tally {
     syn_dropped: Cell<u64>,
     syn_port: Cell<Option<u16>>,
     rst_dropped: Cell<u64>,
-    /// The acknowledgement number of the last segment sent on each connection.
-    last_ack: RefCell<HashMap<TcpKey, u32>>,
+    challenge_acks: Cell<u64>,
+    /// What the stack last sent on each connection.
+    last_sent: RefCell<HashMap<TcpKey, Sent>>,
+    /// The frame being received belongs to a connection the stack holds (set by the stack
+    /// before it hands the frame over).
+    live: Cell<bool>,
+    /// The time of the current poll, in microseconds.
+    now: Cell<i64>,
+    /// When the current second of challenge ACKs began (microseconds), and how many are
+    /// left in it.
+    challenge_budget: Cell<Option<(i64, u32)>>,
+    /// Frames the ingress wants sent (challenge ACKs), taken by the stack after each frame.
+    replies: RefCell<Vec<Vec<u8>>>,
+}
+
+/// The last segment the stack sent on a connection, as far as a challenge ACK needs it.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    /// Its acknowledgement number: the receiver's next expected sequence number.
+    ack: u32,
+    /// The sequence number after it (SND.NXT as of that segment).
+    next_seq: u32,
+    /// Its window field.
+    window: u16,
+    /// The window shift our SYN announced.
+    shift: u8,
+    /// Its timestamp option.
+    timestamp: Option<TcpTimestampRepr>,
 }
 
 /// A TCP connection as seen from the stack: (local address, local port, remote address,
@@ -174,45 +212,146 @@ impl Tally {
         stats.rx_bad_checksum = self.rx_bad_checksum.get();
         stats.syn_dropped = self.syn_dropped.get();
         stats.rst_dropped = self.rst_dropped.get();
+        stats.challenge_acks = self.challenge_acks.get();
+    }
+
+    /// Says whether the frame about to be received belongs to a connection the stack holds.
+    pub fn set_live(&self, live: bool) {
+        self.live.set(live);
+    }
+
+    /// Takes the frames the ingress wants sent.
+    pub fn take_replies(&self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut *self.replies.borrow_mut())
+    }
+
+    /// Queues a frame the stack wants sent (see [`Tally::take_replies`]).
+    pub fn push_reply(&self, frame: Vec<u8>) {
+        self.replies.borrow_mut().push(frame);
+    }
+
+    /// Counts a frame the stack consumed without handing it to smoltcp.
+    pub fn count_received(&self, len: usize) {
+        bump(&self.rx_frames, 1);
+        bump(&self.rx_bytes, len as u64);
+    }
+
+    /// Counts a frame the stack sent outside smoltcp.
+    pub fn count_sent(&self, len: usize) {
+        bump(&self.tx_frames, 1);
+        bump(&self.tx_bytes, len as u64);
     }
 
     /// How many connections have a remembered acknowledgement number.
     pub fn tracked(&self) -> usize {
-        self.last_ack.borrow().len()
+        self.last_sent.borrow().len()
+    }
+
+    /// True when the stack sent a segment with an ACK on the connection (for a half-open
+    /// one: its SYN-ACK left).
+    pub fn has_sent(&self, key: &TcpKey) -> bool {
+        self.last_sent.borrow().contains_key(key)
     }
 
     /// Forgets the connections for which `live` is false.
     pub fn prune_acks(&self, live: impl Fn(&TcpKey) -> bool) {
-        self.last_ack.borrow_mut().retain(|key, _| live(key));
+        self.last_sent.borrow_mut().retain(|key, _| live(key));
     }
 
-    /// Notes the acknowledgement number of a TCP segment the stack sends (or forgets the
-    /// connection when the segment is an RST).
+    /// Notes what a TCP segment the stack sends tells the peer (or forgets the connection
+    /// when the segment is an RST).
     fn note_sent(&self, frame: &[u8]) {
         let Some((key, tcp)) = tcp_segment(frame, false) else {
             return;
         };
-        let mut map = self.last_ack.borrow_mut();
+        let mut map = self.last_sent.borrow_mut();
         if tcp.rst {
             map.remove(&key);
         } else if let Some(ack) = tcp.ack {
             if map.len() >= MAX_TRACKED && !map.contains_key(&key) {
                 map.clear();
             }
-            map.insert(key, ack);
+            let shift = match (tcp.syn, map.get(&key)) {
+                (true, _) => tcp.window_scale.unwrap_or(0),
+                (false, Some(old)) => old.shift,
+                (false, None) => 0,
+            };
+            map.insert(
+                key,
+                Sent {
+                    ack,
+                    next_seq: tcp.seq.wrapping_add(tcp.seq_len),
+                    window: tcp.window,
+                    shift,
+                    timestamp: tcp.timestamp,
+                },
+            );
         }
     }
 
-    /// True when `frame` is an RST on a connection we sent on, whose sequence number is not
-    /// the acknowledgement number we last sent there.
-    fn is_blind_rst(&self, frame: &[u8]) -> bool {
+    /// What RFC 5961 asks of a received frame that passed inspection.
+    fn check_rst(&self, frame: &[u8]) -> RstCheck {
         let Some((key, tcp)) = tcp_segment(frame, true) else {
-            return false;
+            return RstCheck::Pass;
         };
         if !tcp.rst {
-            return false;
+            return RstCheck::Pass;
         }
-        matches!(self.last_ack.borrow().get(&key), Some(&ack) if ack != tcp.seq)
+        let Some(sent) = self.last_sent.borrow().get(&key).copied() else {
+            return RstCheck::Pass;
+        };
+        if sent.ack == tcp.seq {
+            return RstCheck::Pass;
+        }
+        let window = u32::from(sent.window) << sent.shift.min(14);
+        if tcp.seq.wrapping_sub(sent.ack) < window {
+            RstCheck::Challenge(sent)
+        } else {
+            RstCheck::Drop
+        }
+    }
+
+    /// The last segment sent on the connection of `frame` (a received SYN), when that
+    /// connection is synchronized: it lives in a data shard (established, or opened by us
+    /// and answered: our SYN carries no ACK and is not remembered).
+    fn synchronized(&self, frame: &[u8]) -> Option<Sent> {
+        if !self.live.get() {
+            return None;
+        }
+        let (key, _) = tcp_segment(frame, true)?;
+        self.last_sent.borrow().get(&key).copied()
+    }
+
+    /// Queues a challenge ACK answering `frame`, within the stack-wide limit.
+    fn challenge(&self, frame: &[u8], sent: Sent) {
+        let now = self.now.get();
+        let (since, left) = match self.challenge_budget.get() {
+            Some((since, left)) if now - since < 1_000_000 => (since, left),
+            _ => (now, CHALLENGE_ACKS_PER_SECOND),
+        };
+        if left == 0 {
+            return;
+        }
+        let Some(segment) = Segment::parse(frame) else {
+            return;
+        };
+        self.challenge_budget.set(Some((since, left - 1)));
+        let ack = TcpRepr {
+            src_port: segment.tcp.dst_port,
+            dst_port: segment.tcp.src_port,
+            control: TcpControl::None,
+            seq_number: TcpSeqNumber(sent.next_seq as i32),
+            ack_number: Some(TcpSeqNumber(sent.ack as i32)),
+            window_len: sent.window,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: sent.timestamp,
+            payload: &[],
+        };
+        self.replies.borrow_mut().push(segment.reply(&ack));
+        bump(&self.challenge_acks, 1);
     }
 
     /// The port of the last SYN passed to a listener since the previous call, if any.
@@ -221,11 +360,28 @@ impl Tally {
     }
 }
 
-/// The fields of a TCP segment the RST check needs.
+/// What RFC 5961 asks of a received segment.
+enum RstCheck {
+    /// Not an RST, an exact one, or one on a connection we never sent on.
+    Pass,
+    /// An RST in the window but not exact: drop it, answer with a challenge ACK.
+    Challenge(Sent),
+    /// An RST outside the window: drop it silently.
+    Drop,
+}
+
+/// The fields of a TCP segment the RFC 5961 checks need.
 struct SegmentInfo {
     seq: u32,
+    /// Sequence space it takes (payload, SYN and FIN).
+    seq_len: u32,
     ack: Option<u32>,
     rst: bool,
+    syn: bool,
+    window: u16,
+    /// The window scale option (SYN segments only).
+    window_scale: Option<u8>,
+    timestamp: Option<TcpTimestampRepr>,
 }
 
 /// The connection and header fields of a TCP segment in an Ethernet frame (unfragmented
@@ -265,10 +421,31 @@ fn segment_info(
     } else {
         (src, tcp.src_port(), dst, tcp.dst_port())
     };
+    let (mut window_scale, mut timestamp) = (None, None);
+    let mut options = tcp.options();
+    while !options.is_empty() {
+        let Ok((rest, option)) = TcpOption::parse(options) else {
+            break;
+        };
+        match option {
+            TcpOption::EndOfList => break,
+            TcpOption::WindowScale(shift) => window_scale = Some(shift),
+            TcpOption::TimeStamp { tsval, tsecr } => {
+                timestamp = Some(TcpTimestampRepr::new(tsval, tsecr))
+            }
+            _ => {}
+        }
+        options = rest;
+    }
     let info = SegmentInfo {
         seq: tcp.seq_number().0 as u32,
+        seq_len: (tcp.payload().len() + usize::from(tcp.syn()) + usize::from(tcp.fin())) as u32,
         ack: tcp.ack().then(|| tcp.ack_number().0 as u32),
         rst: tcp.rst(),
+        syn: tcp.syn(),
+        window: tcp.window_len(),
+        window_scale,
+        timestamp,
     };
     Some((key, info))
 }
@@ -294,6 +471,7 @@ impl<D: phy::Device, G: SynGate> phy::Device for Ingress<'_, D, G> {
         Self: 'b;
 
     fn receive(&mut self, timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        self.tally.now.set(timestamp.total_micros());
         let (rx, tx) = self.inner.receive(timestamp)?;
         Some((
             RxToken {
@@ -334,12 +512,27 @@ impl<T: phy::RxToken, G: SynGate> phy::RxToken for RxToken<'_, T, G> {
         self.inner.consume(|frame| {
             bump(&tally.rx_frames, 1);
             bump(&tally.rx_bytes, frame.len() as u64);
-            match inspect(frame) {
-                Verdict::Pass if tally.is_blind_rst(frame) => {
-                    bump(&tally.rst_dropped, 1);
-                    f(&[])
+            let verdict = inspect(frame);
+            if let Verdict::Syn(_) = verdict {
+                if let Some(sent) = tally.synchronized(frame) {
+                    // RFC 5961 4.2: a SYN on a synchronized connection.
+                    tally.challenge(frame, sent);
+                    return f(&[]);
                 }
-                Verdict::Pass => f(frame),
+            }
+            match verdict {
+                Verdict::Pass => match tally.check_rst(frame) {
+                    RstCheck::Pass => f(frame),
+                    RstCheck::Challenge(sent) => {
+                        bump(&tally.rst_dropped, 1);
+                        tally.challenge(frame, sent);
+                        f(&[])
+                    }
+                    RstCheck::Drop => {
+                        bump(&tally.rst_dropped, 1);
+                        f(&[])
+                    }
+                },
                 Verdict::Syn(port) if gate.is_full(port) => {
                     bump(&tally.syn_dropped, 1);
                     f(&[])

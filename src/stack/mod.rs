@@ -5,25 +5,32 @@
 //! The stack is sans-IO: [`Stack::poll`] takes the current time and a device, and does
 //! nothing else. Drivers (see [`crate::runtime`]) decide where frames and time come from.
 
+mod cookie;
 mod ingress;
 mod listener;
+mod reply;
 mod shards;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use smoltcp::iface::{Config, Interface, PollIngressSingleResult};
-use smoltcp::phy::{Device, RxToken};
+use smoltcp::phy::{Device, RxToken, TxToken};
 use smoltcp::socket::{dhcpv4, dns, tcp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
-    EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, Ipv4Cidr,
-    Ipv6Address, TcpSeqNumber,
+    EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, IpVersion,
+    Ipv4Cidr, Ipv6Address, TcpControl, TcpRepr, TcpSeqNumber, TcpTimestampRepr,
 };
 
-pub use ingress::{inspect, Verdict};
+pub use cookie::CookiePolicy;
+use cookie::Cookies;
+pub use ingress::{inspect, Verdict, CHALLENGE_ACKS_PER_SECOND};
 use ingress::{Ingress, SynGate, Tally};
 use listener::{progress, Listener, Progress};
+use reply::Segment;
 use shards::{OneFrame, Shards, Slot as SocketHandle};
 
 /// Frames processed per [`Stack::poll`] before the stack yields back to its driver.
@@ -35,6 +42,10 @@ const FIRST_GROWTH: usize = 64 * 1024;
 /// A connection whose grown buffers stayed empty, with nothing received or acknowledged,
 /// for this long gets its initial buffers back.
 const IDLE_SHRINK: Duration = Duration::from_secs(1);
+/// A half-open connection whose SYN-ACK could not be sent this long after its SYN (its
+/// neighbour never answered ARP or NDP: smoltcp asks again after a second) is dropped, so
+/// SYNs from silent addresses do not hold the backlog for the whole handshake timeout.
+const UNRESOLVED_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Ephemeral ports for outgoing connections (RFC 6335).
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
 
@@ -98,6 +109,8 @@ pub struct TcpConfig {
     pub memory: usize,
     /// Half-open connections (plus the few LISTEN sockets) per listening port.
     pub backlog: usize,
+    /// When SYNs are answered with SYN cookies instead of taking a backlog slot.
+    pub syn_cookies: CookiePolicy,
     /// Cap on connections (half-open, established and closing) of the whole stack.
     pub max_connections: usize,
     /// A handshake not completed within this time is dropped.
@@ -131,6 +144,7 @@ impl Default for TcpConfig {
             initial_buffer: 4 * 1024,
             memory: 256 << 20,
             backlog: 128,
+            syn_cookies: CookiePolicy::Overflow,
             max_connections: 16_384,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(30),
@@ -194,10 +208,23 @@ pub struct StackStats {
     pub syn_dropped: u64,
     /// RSTs dropped because their sequence number was not the one expected (RFC 5961).
     pub rst_dropped: u64,
-    /// Connections whose handshake completed on a listener.
+    /// Challenge ACKs sent (RFC 5961): for in-window RSTs that are not exact and SYNs on
+    /// synchronized connections, at most [`CHALLENGE_ACKS_PER_SECOND`].
+    pub challenge_acks: u64,
+    /// Connections whose handshake completed on a listener (SYN cookie ones included).
     pub accepted: u64,
+    /// SYN-ACKs sent with a SYN cookie.
+    pub cookies_sent: u64,
+    /// Connections opened from a valid SYN cookie.
+    pub cookies_accepted: u64,
+    /// ACKs whose SYN cookie was invalid (forged, stale, replayed) or came at the
+    /// connection cap.
+    pub cookies_rejected: u64,
     /// Half-open connections dropped at the handshake timeout.
     pub handshake_timeouts: u64,
+    /// Half-open connections dropped early because their SYN-ACK could never be sent (the
+    /// peer's address did not resolve).
+    pub handshake_unresolved: u64,
     /// Outgoing connections opened.
     pub connected: u64,
     /// Connections freed after closing.
@@ -267,6 +294,16 @@ impl SynGate for Gate<'_> {
     }
 }
 
+/// What the SYN cookie check did with a frame.
+enum CookieStep {
+    /// Nothing: smoltcp gets the frame.
+    Pass,
+    /// A SYN answered with a cookie: the frame is consumed.
+    Answered,
+    /// A valid cookie opened a connection: the frame goes to it.
+    Accepted,
+}
+
 /// What one [`Stack::poll`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PollOutcome {
@@ -295,6 +332,9 @@ pub struct Stack {
     dns_servers: Vec<IpAddress>,
     dns: Option<SocketHandle>,
     tally: Tally,
+    cookies: Cookies,
+    /// The device's IP MTU (for the MSS of cookie SYN-ACKs).
+    ip_mtu: usize,
     stats: StackStats,
     rng: fastrand::Rng,
     now: Instant,
@@ -308,6 +348,16 @@ pub struct Stack {
 struct Activity {
     marks: (TcpSeqNumber, TcpSeqNumber),
     since: Instant,
+}
+
+/// True when the stack sent a segment with an ACK on `socket`'s connection.
+fn sent_on(tally: &Tally, socket: &tcp::Socket) -> bool {
+    match (socket.local_endpoint(), socket.remote_endpoint()) {
+        (Some(local), Some(remote)) => {
+            tally.has_sent(&(local.addr, local.port, remote.addr, remote.port))
+        }
+        _ => false,
+    }
 }
 
 /// The IPv6 link-local address derived from a MAC (modified EUI-64, RFC 4291).
@@ -410,6 +460,8 @@ impl Stack {
             dns_servers: Vec::new(),
             dns: None,
             tally: Tally::default(),
+            cookies: Cookies::default(),
+            ip_mtu: device.capabilities().ip_mtu(),
             stats: StackStats::default(),
             now,
             grown: HashMap::new(),
@@ -512,10 +564,6 @@ impl Stack {
                 break;
             }
             budget -= 1;
-            let gate = Gate {
-                listeners: &self.listeners,
-                at_cap: self.connection_count() >= self.config.tcp.max_connections,
-            };
             // Read the frame first, to hand smoltcp only the shard of its connection.
             let Some((rx, _)) = device.receive(now) else {
                 break;
@@ -525,7 +573,24 @@ impl Stack {
                 frame.clear();
                 frame.extend_from_slice(data);
             });
-            let shard = self.sockets.route(&self.frame);
+            let mut shard = self.sockets.route(&self.frame);
+            if shard == 0 && self.config.tcp.syn_cookies != CookiePolicy::Never {
+                match self.cookie_step(now) {
+                    CookieStep::Pass => {}
+                    CookieStep::Answered => {
+                        self.tally.count_received(self.frame.len());
+                        self.send_replies(now, device);
+                        continue;
+                    }
+                    // The ACK (and any data on it) goes to the new connection.
+                    CookieStep::Accepted => shard = self.sockets.route(&self.frame),
+                }
+            }
+            self.tally.set_live(shard != 0);
+            let gate = Gate {
+                listeners: &self.listeners,
+                at_cap: self.connection_count() >= self.config.tcp.max_connections,
+            };
             let mut one = OneFrame {
                 frame: Some(&self.frame),
                 inner: &mut *device,
@@ -546,12 +611,176 @@ impl Stack {
             if let Some(port) = self.tally.take_syn_port() {
                 self.refill(port, now);
             }
+            self.send_replies(now, device);
         }
         self.egress(now, device, &mut outcome);
         self.maintain(now);
         // Maintenance may have queued RSTs (aborted sockets) or opened listeners.
         self.egress(now, device, &mut outcome);
         outcome
+    }
+
+    /// Answers a SYN with a cookie, or opens a connection from an ACK's valid cookie (see
+    /// [`cookie`]), for the frame in `self.frame`, which no connection holds.
+    fn cookie_step(&mut self, now: Instant) -> CookieStep {
+        let frame = std::mem::take(&mut self.frame);
+        let step = self.cookie_frame(&frame, now);
+        self.frame = frame;
+        step
+    }
+
+    fn cookie_frame(&mut self, frame: &[u8], now: Instant) -> CookieStep {
+        if !matches!(inspect(frame), Verdict::Pass | Verdict::Syn(_)) {
+            return CookieStep::Pass;
+        }
+        let Some(seg) = Segment::parse(frame) else {
+            return CookieStep::Pass;
+        };
+        let tcp = &seg.tcp;
+        let Some(listener) = self.listeners.get(&tcp.dst_port) else {
+            return CookieStep::Pass;
+        };
+        if !self.iface.has_ip_addr(seg.dst) {
+            return CookieStep::Pass;
+        }
+        let policy = self.config.tcp.syn_cookies;
+        let (local, remote) = (
+            IpEndpoint::new(seg.dst, tcp.dst_port),
+            IpEndpoint::new(seg.src, tcp.src_port),
+        );
+        let at_cap = self.connection_count() >= self.config.tcp.max_connections;
+        match (tcp.control, tcp.ack_number) {
+            (TcpControl::Syn, None) => {
+                if policy == CookiePolicy::Overflow && !listener.is_full() && !at_cap {
+                    return CookieStep::Pass;
+                }
+                let syn = cookie::Syn {
+                    local,
+                    remote,
+                    isn: tcp.seq_number.0 as u32,
+                    mss: tcp.max_seg_size,
+                    window_scale: tcp.window_scale,
+                    sack_permitted: tcp.sack_permitted,
+                    tsval: tcp.timestamp.map(|t| t.tsval),
+                };
+                let answer = self.cookies.make(&syn, now, cookie::tsval_now());
+                let our_mss = self.our_mss(seg.dst);
+                let synack = TcpRepr {
+                    src_port: tcp.dst_port,
+                    dst_port: tcp.src_port,
+                    control: TcpControl::Syn,
+                    seq_number: TcpSeqNumber(answer.iss as i32),
+                    ack_number: Some(tcp.seq_number + 1),
+                    window_len: self.syn_ack_window(),
+                    window_scale: answer.window_scale.map(|_| self.window_shift()),
+                    max_seg_size: Some(our_mss),
+                    sack_permitted: answer.sack_permitted,
+                    sack_ranges: [None; 3],
+                    timestamp: answer
+                        .tsval
+                        .zip(syn.tsval)
+                        .map(|(ours, theirs)| TcpTimestampRepr::new(ours, theirs)),
+                    payload: &[],
+                };
+                self.tally.push_reply(seg.reply(&synack));
+                self.stats.cookies_sent += 1;
+                CookieStep::Answered
+            }
+            (TcpControl::None | TcpControl::Psh | TcpControl::Fin, Some(ack_number)) => {
+                if policy == CookiePolicy::Overflow && !self.cookies.recently_sent(now) {
+                    return CookieStep::Pass;
+                }
+                let sockets = &self.sockets;
+                let handshaking = listener.half_open.iter().any(|(h, _)| {
+                    let s = sockets.get::<tcp::Socket>(*h);
+                    s.local_endpoint() == Some(local) && s.remote_endpoint() == Some(remote)
+                });
+                if handshaking {
+                    return CookieStep::Pass;
+                }
+                let ack = cookie::Ack {
+                    local,
+                    remote,
+                    seq: tcp.seq_number.0 as u32,
+                    ack: ack_number.0 as u32,
+                    tsecr: tcp.timestamp.map(|t| t.tsecr),
+                };
+                let granted = match self.cookies.check(&ack, now) {
+                    Ok(granted) if !at_cap => granted,
+                    _ => {
+                        self.stats.cookies_rejected += 1;
+                        return CookieStep::Pass;
+                    }
+                };
+                let mut socket = self.new_socket();
+                let handshake = tcp::CookieHandshake {
+                    local,
+                    remote,
+                    iss: TcpSeqNumber(granted.iss as i32),
+                    irs: TcpSeqNumber(granted.irs as i32),
+                    mss: granted.mss.min(self.our_mss(local.addr)),
+                    window_scale: granted.window_scale,
+                    local_window_shift: self.window_shift(),
+                    syn_ack_window: self.syn_ack_window(),
+                    window: tcp.window_len,
+                    sack_permitted: granted.sack_permitted,
+                    timestamp: tcp.timestamp.map(|t| t.tsval),
+                    tsval_generator: Some(cookie::tsval_now),
+                    now,
+                };
+                if socket.accept_cookie(&handshake).is_err() {
+                    self.stats.cookies_rejected += 1;
+                    return CookieStep::Pass;
+                }
+                let handle = self.sockets.add_connection(socket);
+                if let Some(listener) = self.listeners.get_mut(&local.port) {
+                    listener.ready.push_back(handle);
+                }
+                self.stats.accepted += 1;
+                self.stats.cookies_accepted += 1;
+                CookieStep::Accepted
+            }
+            _ => CookieStep::Pass,
+        }
+    }
+
+    /// The MSS our MTU allows for a connection on local address `addr`.
+    fn our_mss(&self, addr: IpAddress) -> u16 {
+        let headers = if addr.version() == IpVersion::Ipv4 {
+            40
+        } else {
+            60
+        };
+        self.ip_mtu
+            .saturating_sub(headers)
+            .min(usize::from(u16::MAX)) as u16
+    }
+
+    /// The window field of a SYN-ACK: a new socket's receive buffer, unscaled.
+    fn syn_ack_window(&self) -> u16 {
+        let tcp = &self.config.tcp;
+        tcp.initial_buffer
+            .min(tcp.rx_buffer)
+            .min(usize::from(u16::MAX)) as u16
+    }
+
+    /// The window scale a new socket announces (smoltcp's rule, for the full buffer).
+    fn window_shift(&self) -> u8 {
+        let tcp = &self.config.tcp;
+        let capacity = tcp.rx_buffer.max(tcp.initial_buffer).min(1 << 30);
+        (usize::BITS - capacity.leading_zeros()).saturating_sub(16) as u8
+    }
+
+    /// Sends the segments the ingress answered on its own (challenge ACKs).
+    fn send_replies<D: Device>(&mut self, now: Instant, device: &mut D) {
+        for frame in self.tally.take_replies() {
+            let Some(tx) = device.transmit(now) else {
+                // The device is full: these are best-effort answers, like any lost frame.
+                break;
+            };
+            self.tally.count_sent(frame.len());
+            tx.consume(frame.len(), |buf| buf.copy_from_slice(&frame));
+        }
     }
 
     /// Sends whatever the sockets have queued, without reading the device.
@@ -585,6 +814,11 @@ impl Stack {
         for listener in self.listeners.values() {
             for (_, since) in &listener.half_open {
                 earliest(*since + handshake);
+                // The check for a SYN-ACK that never left (past it, only the timeout).
+                let unresolved = *since + UNRESOLVED_TIMEOUT;
+                if unresolved > now {
+                    earliest(unresolved);
+                }
             }
         }
         for (_, deadline) in &self.closing {
@@ -932,6 +1166,13 @@ impl Stack {
                         listener.half_open.swap_remove(i);
                         self.sockets.remove(handle);
                         self.stats.handshake_timeouts += 1;
+                    }
+                    Progress::Waiting
+                        if now >= since + UNRESOLVED_TIMEOUT && !sent_on(&self.tally, socket) =>
+                    {
+                        listener.half_open.swap_remove(i);
+                        self.sockets.remove(handle);
+                        self.stats.handshake_unresolved += 1;
                     }
                     Progress::Waiting => i += 1,
                 }

@@ -56,6 +56,10 @@ struct Shard {
     dirty: bool,
     /// smoltcp's next timer for this shard, as of its last egress.
     next_at: Option<Instant>,
+    /// A socket could not send for want of a neighbour (ARP/NDP) as of its last egress:
+    /// smoltcp silences it for a second, or until the neighbour is learned, which may
+    /// happen in another shard's ingress (see [`Shards::egress`]).
+    awaiting_neighbor: bool,
 }
 
 impl Shard {
@@ -65,6 +69,7 @@ impl Shard {
             len: 0,
             dirty: false,
             next_at: None,
+            awaiting_neighbor: false,
         }
     }
 }
@@ -252,6 +257,7 @@ impl Shards {
         device: &mut D,
     ) -> bool {
         let mut changed = false;
+        self.wake_neighbor_waiters(iface);
         for shard in &mut self.shards {
             if !shard.dirty && shard.next_at.is_none_or(|at| at > now) {
                 continue;
@@ -263,8 +269,20 @@ impl Shards {
             }
             shard.dirty = false;
             shard.next_at = iface.poll_at(now, &shard.set);
+            shard.awaiting_neighbor = shard.set.awaiting_neighbor();
         }
         changed
+    }
+
+    /// Marks the shards with a socket waiting for a neighbour for output when the
+    /// interface learned one: ARP and NDP replies are processed with shard 0, and a
+    /// silenced socket elsewhere would otherwise wait out smoltcp's full second.
+    fn wake_neighbor_waiters(&mut self, iface: &mut Interface) {
+        if iface.neighbor_learned() {
+            for shard in &mut self.shards {
+                shard.dirty |= shard.awaiting_neighbor;
+            }
+        }
     }
 
     /// The earliest time a shard needs a poll. A shard touched since its last egress is
@@ -272,6 +290,7 @@ impl Shards {
     /// must not make the loop spin, nor cost a walk of every shard).
     pub fn poll_at(&mut self, iface: &mut Interface, now: Instant) -> Option<Instant> {
         let mut at: Option<Instant> = None;
+        self.wake_neighbor_waiters(iface);
         for shard in &mut self.shards {
             if shard.dirty {
                 shard.next_at = iface.poll_at(now, &shard.set);

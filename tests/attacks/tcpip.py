@@ -389,6 +389,19 @@ def arpspoof(count):
     peer.close()
 
 
+def send_for(sock, frames, seconds):
+    """Sends `frames` round and round on `sock` for `seconds`, as fast as it goes; prints the
+    count and rate."""
+    start = time.time()
+    n = 0
+    while time.time() - start < seconds:
+        for f in frames[n % len(frames) : n % len(frames) + 200]:
+            sock.send(f)
+        n += 200
+    fact("syns_sent", n)
+    fact("rate", int(n / (time.time() - start)))
+
+
 def synflood(seconds, src):
     """SYNs from random source ports (and sequence numbers) of an address nobody answers
     for, for `seconds`."""
@@ -402,15 +415,31 @@ def synflood(seconds, src):
         for _ in range(4000)
     ]
     print("flooding", flush=True)
-    start = time.time()
-    n = 0
-    while time.time() - start < seconds:
-        for f in frames[n % 4000 : n % 4000 + 200]:
-            s.send(f)
-        n += 200
-    fact("syns_sent", n)
-    fact("rate", int(n / (time.time() - start)))
+    send_for(s, frames, seconds)
     print("flood over", flush=True)
+    peer.close()
+
+
+def silentflood(seconds):
+    """SYNs at full speed from random addresses that never answer: on-link ones nobody owns
+    (no ARP reply, so no RST ever comes back) and off-link ones, from random ports, with the
+    options a real client sends. Prints `open flood` once it starts."""
+    from scapy.all import conf
+
+    seconds = float(seconds)
+    peer = Peer("10.7.0.71")
+    s = conf.L2socket(iface="tap0")
+    frames = []
+    for i in range(4000):
+        if i % 2:
+            src = "10.7.0.%d" % random.randint(100, 250)
+        else:
+            src = "198.18.%d.%d" % (random.randint(0, 255), random.randint(1, 254))
+        mac = "02:00:%02x:%02x:%02x:%02x" % tuple(random.randint(0, 255) for _ in range(4))
+        opts = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (random.randint(1, 2**31), 0)), ("NOP", None), ("WScale", 7)]
+        frames.append(bytes(Ether(dst=peer.tapir_mac, src=mac) / IP(src=src, dst=TAPIR) / TCP(sport=random.randint(1024, 65535), dport=80, flags="S", seq=random.randint(0, 2**32 - 1), window=64240, options=opts)))
+    print("open flood", flush=True)
+    send_for(s, frames, seconds)
     peer.close()
 
 

@@ -46,6 +46,9 @@ impl Answer {
 pub struct Cache {
     storage: LinearMap<IpAddress, Neighbor, IFACE_NEIGHBOR_CACHE_COUNT>,
     silent_until: Instant,
+    /// (tapir) An address was added or its hardware address changed since the last
+    /// [`Cache::take_learned`].
+    learned: bool,
 }
 
 impl Cache {
@@ -60,6 +63,7 @@ impl Cache {
         Self {
             storage: LinearMap::new(),
             silent_until: Instant::from_millis(0),
+            learned: false,
         }
     }
 
@@ -108,6 +112,7 @@ impl Cache {
         match self.storage.insert(protocol_addr, neighbor) {
             Ok(Some(old_neighbor)) => {
                 if old_neighbor.hardware_addr != hardware_addr {
+                    self.learned = true;
                     net_trace!(
                         "replaced {} => {} (was {})",
                         protocol_addr,
@@ -117,9 +122,11 @@ impl Cache {
                 }
             }
             Ok(None) => {
+                self.learned = true;
                 net_trace!("filled {} => {} (was empty)", protocol_addr, hardware_addr);
             }
             Err((protocol_addr, neighbor)) => {
+                self.learned = true;
                 // If we're going down this branch, it means the cache is full, and we need to evict an entry.
                 let old_protocol_addr = *self
                     .storage
@@ -144,6 +151,12 @@ impl Cache {
                 }
             }
         }
+    }
+
+    /// (tapir) True when an address was added (or its hardware address changed) since the
+    /// last call; clears the flag.
+    pub(crate) fn take_learned(&mut self) -> bool {
+        core::mem::take(&mut self.learned)
     }
 
     pub(crate) fn lookup(&self, protocol_addr: &IpAddress, timestamp: Instant) -> Answer {

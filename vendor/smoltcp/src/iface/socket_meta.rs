@@ -96,6 +96,11 @@ impl Meta {
         }
     }
 
+    /// (tapir) True while the socket is silenced waiting for a neighbor.
+    pub(crate) fn awaiting_neighbor(&self) -> bool {
+        matches!(self.neighbor_state, NeighborState::Waiting { .. })
+    }
+
     pub(crate) fn neighbor_missing(&mut self, timestamp: Instant, neighbor: IpAddress) {
         net_trace!(
             "{}: neighbor {} missing, silencing until t+{}",

@@ -140,6 +140,12 @@ impl<'a> SocketSet<'a> {
     }
 
     /// Iterate every socket in this set.
+    /// (tapir) True when a socket of this set is silenced until a neighbor is discovered
+    /// (see [`Interface::neighbor_learned`](crate::iface::Interface::neighbor_learned)).
+    pub fn awaiting_neighbor(&self) -> bool {
+        self.items().any(|item| item.meta.awaiting_neighbor())
+    }
+
     pub(crate) fn items(&self) -> impl Iterator<Item = &Item<'a>> + '_ {
         self.sockets.iter().filter_map(|x| x.inner.as_ref())
     }

@@ -27,6 +27,38 @@ macro_rules! tcp_trace {
     ($($arg:expr),*) => (net_log!(trace, $($arg),*));
 }
 
+/// tapir patch (SYN cookies): a handshake completed outside the socket, for
+/// [`Socket::accept_cookie`].
+#[derive(Debug, Clone, Copy)]
+pub struct CookieHandshake {
+    /// Our endpoint.
+    pub local: IpEndpoint,
+    /// The peer's endpoint.
+    pub remote: IpEndpoint,
+    /// Our initial sequence number (the SYN-ACK's).
+    pub iss: TcpSeqNumber,
+    /// The peer's initial sequence number (its SYN's).
+    pub irs: TcpSeqNumber,
+    /// The MSS to send with: the peer's, at most what our MTU allows.
+    pub mss: u16,
+    /// The peer's window scale option, if it sent one (then ours was sent too).
+    pub window_scale: Option<u8>,
+    /// The window scale our SYN-ACK announced.
+    pub local_window_shift: u8,
+    /// The window field of our SYN-ACK.
+    pub syn_ack_window: u16,
+    /// The window field of the peer's ACK.
+    pub window: u16,
+    /// The peer allows SACK.
+    pub sack_permitted: bool,
+    /// The TSval of the peer's ACK when timestamps were negotiated.
+    pub timestamp: Option<u32>,
+    /// Our TSval source, used when timestamps were negotiated.
+    pub tsval_generator: Option<TcpTimestampGenerator>,
+    /// The time the ACK arrived.
+    pub now: Instant,
+}
+
 /// Error returned by [`Socket::listen`]
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -1097,6 +1129,64 @@ impl<'a> Socket<'a> {
     /// its full window once grown. Capped at 1 GiB, like buffers given to [`Socket::new`].
     pub fn set_window_capacity(&mut self, capacity: usize) {
         self.window_capacity = capacity.min(1 << 30);
+    }
+
+    /// tapir patch (SYN cookies): opens the connection directly in ESTABLISHED from a
+    /// handshake the application completed statelessly: it answered the SYN with a SYN-ACK
+    /// whose sequence number `iss` it chose, and validated the peer's ACK of it. The socket
+    /// continues as if it had sent that SYN-ACK from LISTEN and received that ACK.
+    ///
+    /// Refused with `InvalidState` unless the socket is closed, with `Unaddressable` when
+    /// an endpoint is unspecified.
+    pub fn accept_cookie(&mut self, handshake: &CookieHandshake) -> Result<(), ListenError> {
+        if self.state != State::Closed {
+            return Err(ListenError::InvalidState);
+        }
+        let (local, remote) = (handshake.local, handshake.remote);
+        if local.port == 0 || remote.port == 0 || local.addr.is_unspecified() {
+            return Err(ListenError::Unaddressable);
+        }
+        self.reset();
+        self.tuple = Some(Tuple { local, remote });
+        self.local_seq_no = handshake.iss + 1;
+        self.remote_last_seq = handshake.iss + 1;
+        self.remote_seq_no = handshake.irs + 1;
+        self.remote_last_ack = Some(handshake.irs + 1);
+        self.remote_win_scale = handshake.window_scale;
+        self.remote_win_shift = match handshake.window_scale {
+            Some(_) => handshake.local_window_shift.min(14),
+            None => 0,
+        };
+        // The SYN-ACK's window field is not scaled; keep the acceptable range as announced.
+        self.remote_last_win = handshake.syn_ack_window >> self.remote_win_shift;
+        self.remote_win_len =
+            (handshake.window as usize) << handshake.window_scale.unwrap_or(0) as usize;
+        self.remote_has_sack = handshake.sack_permitted;
+        self.remote_mss = (handshake.mss as usize).max(MIN_REMOTE_MSS);
+        match handshake.timestamp {
+            Some(tsval) => {
+                self.tsval_generator = handshake.tsval_generator;
+                self.last_remote_tsval = tsval;
+            }
+            None => self.tsval_generator = None,
+        }
+        // A full segment's payload, as `send_mss` gives after a handshake (`mss` is already
+        // at most what our MTU allows).
+        let options_len = if self.tsval_generator.is_some() {
+            12
+        } else {
+            0
+        };
+        self.congestion_controller
+            .inner_mut()
+            .set_mss(self.remote_mss.saturating_sub(options_len));
+        self.congestion_controller
+            .inner_mut()
+            .set_remote_window(self.remote_win_len);
+        self.remote_last_ts = Some(handshake.now);
+        self.set_state(State::Established);
+        self.timer.set_for_idle(handshake.now, self.keep_alive);
+        Ok(())
     }
 
     /// tapir patch: swaps in new receive and send buffers, moving what they hold over
@@ -7655,6 +7745,120 @@ mod test {
         s.set_window_capacity(1 << 20);
         s.listen(LISTEN_END).unwrap();
         assert_eq!(s.remote_win_shift, 5);
+    }
+
+    fn cookie_handshake() -> CookieHandshake {
+        CookieHandshake {
+            local: LOCAL_END,
+            remote: REMOTE_END,
+            iss: LOCAL_SEQ,
+            irs: REMOTE_SEQ,
+            mss: 1000,
+            window_scale: None,
+            local_window_shift: 0,
+            syn_ack_window: 64,
+            window: 256,
+            sack_permitted: false,
+            timestamp: None,
+            tsval_generator: None,
+            now: Instant::from_millis(0),
+        }
+    }
+
+    #[test]
+    fn test_accept_cookie_is_established() {
+        // tapir patch: a connection from a SYN cookie is the one a handshake would make.
+        let mut s = socket();
+        s.accept_cookie(&cookie_handshake()).unwrap();
+        assert_eq!(s.state, State::Established);
+        assert_eq!(s.tuple, Some(TUPLE));
+        assert_eq!(s.local_seq_no, LOCAL_SEQ + 1);
+        assert_eq!(s.remote_seq_no, REMOTE_SEQ + 1);
+        assert_eq!(s.remote_mss, 1000);
+        // Data both ways, as on `socket_established()`.
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abcdef"[..],
+                ..SEND_TEMPL
+            }
+        );
+        s.send_slice(b"012345").unwrap();
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 6),
+                window_len: 58,
+                payload: &b"012345"[..],
+                ..RECV_TEMPL
+            }]
+        );
+        let mut got = [0; 6];
+        assert_eq!(s.recv_slice(&mut got), Ok(6));
+        assert_eq!(&got, b"abcdef");
+    }
+
+    #[test]
+    fn test_accept_cookie_keeps_scale_sack_and_timestamps() {
+        let mut s = socket_with_buffer_sizes(64, 64);
+        s.accept_cookie(&CookieHandshake {
+            window_scale: Some(3),
+            local_window_shift: 2,
+            window: 100,
+            sack_permitted: true,
+            timestamp: Some(777),
+            tsval_generator: Some(|| 4242),
+            ..cookie_handshake()
+        })
+        .unwrap();
+        assert_eq!(s.remote_win_scale, Some(3));
+        assert_eq!(s.remote_win_shift, 2);
+        assert_eq!(s.remote_win_len, 800);
+        assert!(s.remote_has_sack);
+        s.send_slice(b"x").unwrap();
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 16,
+                timestamp: Some(TcpTimestampRepr::new(4242, 777)),
+                payload: &b"x"[..],
+                ..RECV_TEMPL
+            }]
+        );
+    }
+
+    #[test]
+    fn test_accept_cookie_without_options_drops_them() {
+        // No window scale from the peer: neither side scales, whatever we would have used.
+        let mut s = socket();
+        s.accept_cookie(&CookieHandshake {
+            local_window_shift: 5,
+            tsval_generator: Some(|| 1),
+            ..cookie_handshake()
+        })
+        .unwrap();
+        assert_eq!(s.remote_win_shift, 0);
+        assert!(!s.timestamp_enabled());
+        assert!(!s.remote_has_sack);
+    }
+
+    #[test]
+    fn test_accept_cookie_refused_unless_closed() {
+        let mut s = socket();
+        s.listen(LISTEN_END).unwrap();
+        assert_eq!(
+            s.accept_cookie(&cookie_handshake()),
+            Err(ListenError::InvalidState)
+        );
+        let mut s = socket();
+        let mut h = cookie_handshake();
+        h.remote.port = 0;
+        assert_eq!(s.accept_cookie(&h), Err(ListenError::Unaddressable));
     }
 
     #[test]

@@ -568,6 +568,20 @@ impl Interface {
         self.socket_ingress(device, sockets)
     }
 
+    /// (tapir) True when the neighbor cache learned an address (or a new hardware address
+    /// for one) since the last call; clears the flag.
+    ///
+    /// A socket whose packet could not be sent for want of a neighbor is silenced for a
+    /// second, or until its neighbor appears in the cache when its set is polled. An
+    /// application that spreads its sockets over several [`SocketSet`]s and polls a set
+    /// only when it has work for it polls the sets that are
+    /// [awaiting a neighbor](SocketSet::awaiting_neighbor) when this is true, so a SYN
+    /// waiting for an ARP or NDP reply leaves as soon as the reply is processed, whichever
+    /// set it was processed with.
+    pub fn neighbor_learned(&mut self) -> bool {
+        self.inner.neighbor_cache.take_learned()
+    }
+
     /// Maintain stateful processing on the device.
     ///
     /// This is guaranteed to always perform a bounded amount of work.

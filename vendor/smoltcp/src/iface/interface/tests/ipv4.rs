@@ -1548,3 +1548,88 @@ fn test_ipv4_fragment_size() {
         );
     }
 }
+
+/// (tapir) A socket silenced while its neighbor is resolved, in one socket set, is told
+/// apart and sends at once when the ARP reply is processed with another set.
+#[test]
+#[cfg(all(feature = "medium-ethernet", feature = "socket-tcp"))]
+fn test_neighbor_learned_unsilences_socket_in_other_set() {
+    use crate::socket::tcp;
+    let (mut iface, mut control, mut device) = setup(Medium::Ethernet);
+    let mut data = SocketSet::new(vec![]);
+    let t0 = Instant::from_millis(5_000);
+    let remote_ip = Ipv4Address::new(192, 168, 1, 2);
+    let remote_hw = EthernetAddress([0x52, 0x54, 0x00, 0x00, 0x00, 0x02]);
+
+    let mut socket = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; 64]),
+        tcp::SocketBuffer::new(vec![0; 64]),
+    );
+    socket
+        .connect(iface.context(), (IpAddress::Ipv4(remote_ip), 80), 49_500)
+        .unwrap();
+    let handle = data.add(socket);
+
+    // The SYN cannot leave: an ARP request does, and the socket is silenced for a second.
+    iface.poll_egress(t0, &mut device, &mut data);
+    let kinds = |sent: Vec<Vec<u8>>| -> Vec<EthernetProtocol> {
+        sent.iter()
+            .map(|f| EthernetFrame::new_checked(&f[..]).unwrap().ethertype())
+            .filter(|t| *t != EthernetProtocol::Ipv6)
+            .collect()
+    };
+    assert_eq!(kinds(recv_all(&mut device, t0)), [EthernetProtocol::Arp]);
+    assert!(data.awaiting_neighbor());
+    assert!(!control.awaiting_neighbor());
+    assert!(!iface.neighbor_learned());
+    assert_eq!(
+        iface.poll_at(t0, &data),
+        Some(t0 + Duration::from_millis(1_000))
+    );
+
+    // The reply is processed with the other set.
+    let mut eth_bytes = vec![0u8; 42];
+    let mut frame = EthernetFrame::new_unchecked(&mut eth_bytes);
+    frame.set_dst_addr(EthernetAddress([0x02, 0x02, 0x02, 0x02, 0x02, 0x02]));
+    frame.set_src_addr(remote_hw);
+    frame.set_ethertype(EthernetProtocol::Arp);
+    ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Reply,
+        source_hardware_addr: remote_hw,
+        source_protocol_addr: remote_ip,
+        target_hardware_addr: EthernetAddress([0x02, 0x02, 0x02, 0x02, 0x02, 0x02]),
+        target_protocol_addr: Ipv4Address::new(192, 168, 1, 1),
+    }
+    .emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+    device.rx_queue.push_back(eth_bytes);
+    let t1 = t0 + Duration::from_micros(40);
+    iface.poll_ingress_single(t1, &mut device, &mut control);
+
+    // Learned once; the waiting set wants a poll now and its SYN goes out.
+    assert!(iface.neighbor_learned());
+    assert!(!iface.neighbor_learned());
+    assert!(iface.poll_at(t1, &data).is_some_and(|at| at <= t1));
+    iface.poll_egress(t1, &mut device, &mut data);
+    let sent: Vec<Vec<u8>> = recv_all(&mut device, t1)
+        .into_iter()
+        .filter(|f| {
+            EthernetFrame::new_checked(&f[..]).unwrap().ethertype() == EthernetProtocol::Ipv4
+        })
+        .collect();
+    assert_eq!(sent.len(), 1);
+    let eth = EthernetFrame::new_checked(&sent[0][..]).unwrap();
+    assert_eq!(eth.dst_addr(), remote_hw);
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert!(tcp.syn() && !tcp.ack());
+    assert!(!data.awaiting_neighbor());
+    assert_eq!(data.get::<tcp::Socket>(handle).state(), tcp::State::SynSent);
+
+    // Refreshing a known entry is not news.
+    iface.inner.neighbor_cache.fill(
+        IpAddress::Ipv4(remote_ip),
+        HardwareAddress::Ethernet(remote_hw),
+        t1,
+    );
+    assert!(!iface.neighbor_learned());
+}
