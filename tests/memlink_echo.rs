@@ -11,8 +11,8 @@ use tapir::app::echo::EchoServer;
 use tapir::device::memlink::{LinkConfig, MemDevice};
 use tapir::runtime::sim::{Node, Sim, SimNode};
 use tapir::runtime::Application;
-use tapir::stack::{Stack, TcpHandle};
 use tapir::stack::{CookiePolicy, StackStats};
+use tapir::stack::{Stack, TcpHandle};
 
 const PORT: u16 = 7;
 
