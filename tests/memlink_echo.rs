@@ -64,7 +64,9 @@ fn echo_16_mib_over_a_syn_cookie_connection() {
 /// With these link seeds both ends fill their buffers, one side's receive window is zero
 /// while the other has a byte in flight past it. smoltcp used to drop the ACK field of
 /// every such segment and the echo deadlocked; it now takes valid ACKs at a zero window
-/// (RFC 9293 3.10.7.4, vendor/smoltcp/TAPIR-PATCH.md).
+/// (RFC 9293 3.10.7.4, vendor/smoltcp/TAPIR-PATCH.md). 2, 4, 7 and 42 deadlocked when the
+/// link drew both directions' faults from one stream; 1, 6 and 7 since `device::impair`
+/// draws each direction's from its own.
 #[test]
 fn echo_16_mib_with_both_windows_full_does_not_deadlock() {
     for seed in [1, 2, 4, 6, 7, 42] {
