@@ -2,7 +2,7 @@
 # Benchmarks tapir on a real TAP device against baselines measured in the same run on the
 # same machine, and prints a table (figure, tapir, baseline, ratio).
 #
-#   sudo scripts/bench.sh [--quick]
+#   sudo scripts/bench.sh [--quick | --bulk]
 #
 # Every client runs inside network namespaces this script makes (unique names, removed on
 # exit, also on failure); no traffic goes anywhere else:
@@ -17,6 +17,9 @@
 # 65000 (curl), req/s against concurrent connections, and RSS with idle connections.
 # Results: target/bench/report.json, target/bench/scaling.svg, logs in target/bench/logs/.
 # --quick: 2 s runs, up to 1,000 connections, 128 MiB downloads (about 3 minutes).
+# --bulk: only the 128 MiB downloads at MTU 1500 and 65000, best of 3, for tapir with
+#   offloads (TSO and checksum offload through the virtio-net header), tapir --no-offload
+#   and nginx, alternating (about 1 minute; a table, no report.json).
 set -euo pipefail
 
 PROG=$(basename "$0")
@@ -25,6 +28,7 @@ HELPER="$REPO/scripts/bench_helper.py"
 OUT="$REPO/target/bench"
 LOGS="$OUT/logs"
 QUICK=0
+BULK_ONLY=0
 
 usage() {
     sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
@@ -33,6 +37,7 @@ usage() {
 for arg in "$@"; do
     case $arg in
     --quick) QUICK=1 ;;
+    --bulk) QUICK=1 BULK_ONLY=1 ;;
     -h | --help)
         usage
         exit 0
@@ -205,7 +210,9 @@ echo "== building smoltcp's examples/benchmark.rs"
 SMOL_SRC=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/smoltcp-0.14.0 2>/dev/null | head -1 || true)
 SMOL_BIN=""
 SMOL_WHY=""
-if [[ -z $SMOL_SRC ]]; then
+if ((BULK_ONLY)); then
+    SMOL_WHY="not measured with --bulk"
+elif [[ -z $SMOL_SRC ]]; then
     SMOL_WHY="smoltcp-0.14.0 source not in the cargo registry (run cargo fetch)"
 else
     SMOL_DIR="$OUT/smoltcp-benchmark"
@@ -406,6 +413,39 @@ run_idle() { # CLI SERVER PIDS...: RSS (KiB) before and with $IDLE idle connecti
 }
 
 declare -A R # raw JSON results: R[server.figure]
+
+if ((BULK_ONLY)); then
+    best() { # MB/s values (or null): the largest
+        printf '%s\n' "$@" | awk '$1 != "null" && $1 > m { m = $1 } END { print (m == "" ? "null" : m) }'
+    }
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "null" || b == "null" || b == 0) print "-"; else printf "%.2f", a / b }'; }
+    echo "== bulk $((BULK >> 20)) MiB downloads, best of 3, alternating"
+    printf '%-6s %14s %22s %12s %10s %12s\n' MTU "tapir MB/s" "tapir --no-offload" "nginx MB/s" "ratio" "ratio plain"
+    for mtu in 1500 65000; do
+        declare -a T=() P=() N=()
+        tap_ns "$TAG-tap$mtu" "$mtu"
+        veth_ns "$TAG-srv$mtu" "$TAG-cli$mtu" "$mtu"
+        start_nginx "$TAG-srv$mtu" "$TAG-cli$mtu" "nginx-bulk$mtu"
+        for rep in 1 2 3; do
+            start_tapir "$TAG-tap$mtu" "$mtu" "tapir-bulk$mtu-$rep"
+            T+=("$(run_bulk "$TAG-tap$mtu" tapir "mtu$mtu-$rep")")
+            stop_pid "$TAPIR_PID"
+            start_tapir "$TAG-tap$mtu" "$mtu" "tapir-plain$mtu-$rep" --no-offload
+            P+=("$(run_bulk "$TAG-tap$mtu" tapir-plain "mtu$mtu-$rep")")
+            stop_pid "$TAPIR_PID"
+            N+=("$(run_bulk "$TAG-cli$mtu" nginx "mtu$mtu-$rep")")
+        done
+        stop_pid "${NGINX_PIDS[0]}"
+        drop_ns "$TAG-tap$mtu"
+        drop_ns "$TAG-srv$mtu"
+        drop_ns "$TAG-cli$mtu"
+        t=$(best "${T[@]}") p=$(best "${P[@]}") n=$(best "${N[@]}")
+        printf '%-6s %14s %22s %12s %10s %12s\n' "$mtu" "$t" "$p" "$n" "$(ratio "$t" "$n")" "$(ratio "$p" "$n")"
+        echo "       all runs: tapir ${T[*]}; --no-offload ${P[*]}; nginx ${N[*]}"
+    done
+    echo "ratio = tapir / nginx; ratio plain = tapir --no-offload / nginx (same run)"
+    exit 0
+fi
 
 measure_server() { # SERVER CLI_NS: figures 1, 2, 3 and 5 against a running server
     local server=$1 cli=$2

@@ -492,6 +492,7 @@ impl Stack {
                 break;
             };
             let frame = &mut self.frame;
+            let meta = rx.meta();
             rx.consume(|data| {
                 frame.clear();
                 frame.extend_from_slice(data);
@@ -499,6 +500,7 @@ impl Stack {
             let shard = self.sockets.route(&self.frame);
             let mut one = OneFrame {
                 frame: Some(&self.frame),
+                meta,
                 inner: &mut *device,
             };
             let mut dev = Ingress {
