@@ -422,26 +422,26 @@ if ((BULK_ONLY)); then
     echo "== bulk $((BULK >> 20)) MiB downloads, best of 3, alternating"
     printf '%-6s %14s %22s %12s %10s %12s\n' MTU "tapir MB/s" "tapir --no-offload" "nginx MB/s" "ratio" "ratio plain"
     for mtu in 1500 65000; do
-        declare -a T=() P=() N=()
+        BT=() BP=() BN=()
         tap_ns "$TAG-tap$mtu" "$mtu"
         veth_ns "$TAG-srv$mtu" "$TAG-cli$mtu" "$mtu"
         start_nginx "$TAG-srv$mtu" "$TAG-cli$mtu" "nginx-bulk$mtu"
         for rep in 1 2 3; do
             start_tapir "$TAG-tap$mtu" "$mtu" "tapir-bulk$mtu-$rep"
-            T+=("$(run_bulk "$TAG-tap$mtu" tapir "mtu$mtu-$rep")")
+            BT+=("$(run_bulk "$TAG-tap$mtu" tapir "mtu$mtu-$rep")")
             stop_pid "$TAPIR_PID"
             start_tapir "$TAG-tap$mtu" "$mtu" "tapir-plain$mtu-$rep" --no-offload
-            P+=("$(run_bulk "$TAG-tap$mtu" tapir-plain "mtu$mtu-$rep")")
+            BP+=("$(run_bulk "$TAG-tap$mtu" tapir-plain "mtu$mtu-$rep")")
             stop_pid "$TAPIR_PID"
-            N+=("$(run_bulk "$TAG-cli$mtu" nginx "mtu$mtu-$rep")")
+            BN+=("$(run_bulk "$TAG-cli$mtu" nginx "mtu$mtu-$rep")")
         done
         stop_pid "${NGINX_PIDS[0]}"
         drop_ns "$TAG-tap$mtu"
         drop_ns "$TAG-srv$mtu"
         drop_ns "$TAG-cli$mtu"
-        t=$(best "${T[@]}") p=$(best "${P[@]}") n=$(best "${N[@]}")
+        t=$(best "${BT[@]}") p=$(best "${BP[@]}") n=$(best "${BN[@]}")
         printf '%-6s %14s %22s %12s %10s %12s\n' "$mtu" "$t" "$p" "$n" "$(ratio "$t" "$n")" "$(ratio "$p" "$n")"
-        echo "       all runs: tapir ${T[*]}; --no-offload ${P[*]}; nginx ${N[*]}"
+        echo "       all runs: tapir ${BT[*]}; --no-offload ${BP[*]}; nginx ${BN[*]}"
     done
     echo "ratio = tapir / nginx; ratio plain = tapir --no-offload / nginx (same run)"
     exit 0

@@ -56,15 +56,19 @@ impl<P: FramePort> FdFrames<P> {
     /// Frames with a virtio-net header and `offloads` through `port`. With offloads, a
     /// frame either way may be a 64 KB super-frame, so both buffers hold one.
     pub fn with_vnet(port: P, mtu: usize, offloads: Offloads) -> Self {
-        let frame = if offloads == Offloads::NONE {
-            mtu + ETHERNET_HEADER_LEN
+        let plain = mtu + ETHERNET_HEADER_LEN;
+        let (rx, tx) = if offloads == Offloads::NONE {
+            (plain, plain)
         } else {
-            vnet::MAX_SUPER_FRAME.max(mtu + ETHERNET_HEADER_LEN)
+            (
+                vnet::MAX_RX_FRAME.max(plain),
+                vnet::MAX_SUPER_FRAME.max(plain),
+            )
         };
         FdFrames {
             vnet: Some(offloads),
-            rx_buf: vec![0; vnet::HDR_LEN + frame],
-            tx_buf: vec![0; vnet::HDR_LEN + frame],
+            rx_buf: vec![0; vnet::HDR_LEN + rx],
+            tx_buf: vec![0; vnet::HDR_LEN + tx],
             ..FdFrames::new(port, mtu)
         }
     }

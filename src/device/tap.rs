@@ -74,6 +74,11 @@ impl TapDevice {
             .set_non_blocking()
             .map_err(err("making it non-blocking"))?;
         let name = iface.name().to_string();
+        // Offloads a previous user of a persistent device negotiated stay on its kernel
+        // side, which would then hand us partial checksums and super-frames: clear them.
+        if let Err(e) = kernel::set_offload(iface.as_raw_fd(), 0) {
+            tracing::warn!("TAP {name}: clearing offloads failed: {e}");
+        }
         Ok(Self::configure(
             name,
             FdFrames::new(TapPort::Plain(iface), mtu),

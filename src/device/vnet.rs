@@ -40,9 +40,14 @@ const GSO_TCPV6: u8 = 4;
 /// Offset of the checksum field in a TCP header.
 const TCP_CHECKSUM_OFFSET: usize = 16;
 
-/// The largest frame (Ethernet header included) handed to the kernel for segmentation,
-/// and the largest the kernel hands us: an IP packet of 64 KiB less one byte.
+/// The largest frame (Ethernet header included) handed to the kernel for segmentation:
+/// an IP packet of 64 KiB less one byte.
 pub const MAX_SUPER_FRAME: usize = ETHERNET_HEADER_LEN + MAX_MTU;
+
+/// The largest frame the kernel may hand us: a VLAN tag, an IPv6 header and the largest
+/// payload its length field holds (the kernel keeps GSO packets below 64 KiB, so this is
+/// a bound with room to spare).
+pub const MAX_RX_FRAME: usize = ETHERNET_HEADER_LEN + 4 + 40 + MAX_MTU;
 
 /// Offloads in use on a TAP device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
