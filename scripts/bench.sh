@@ -468,6 +468,10 @@ tap_ns "$TAG-tap" 1500
 start_tapir "$TAG-tap" 1500 tapir --max-connections 30000 --backlog 1024
 measure_server tapir "$TAG-tap"
 stop_pid "$TAPIR_PID"
+echo "   tapir --no-offload: bulk $((BULK >> 20)) MiB, MTU 1500"
+start_tapir "$TAG-tap" 1500 tapir-plain --no-offload
+R[plain.bulk1500]=$(run_bulk "$TAG-tap" tapir-plain mtu1500)
+stop_pid "$TAPIR_PID"
 echo "   tapir: RSS with $IDLE idle keep-alive connections (fresh process)"
 start_tapir "$TAG-tap" 1500 tapir-idle --max-connections 30000 --backlog 1024
 run_idle "$TAG-tap" tapir "$TAPIR_PID"
@@ -540,6 +544,8 @@ record "new TLS connection per request, conn/s" "conn/s" "nginx" "$(g tapir.conn
 T_B1500=${R[tapir.bulk1500]}
 record "bulk $((BULK >> 20)) MiB download, MTU 1500" "MB/s" "nginx" "$T_B1500" "${R[nginx.bulk1500]}" \
     "curl -o /dev/null http://$IP_SERVER$BIG"
+record "bulk $((BULK >> 20)) MiB download, MTU 1500, tapir --no-offload" "MB/s" "nginx" "${R[plain.bulk1500]}" "${R[nginx.bulk1500]}" \
+    "curl -o /dev/null http://$IP_SERVER$BIG (tapir --no-offload: plain frames, no TSO or checksum offload)"
 record "bulk, MTU 1500, vs raw TCP through smoltcp" "MB/s" "smoltcp benchmark" "$T_B1500" "${R[smoltcp.bulk1500]}" \
     "smoltcp examples/benchmark.rs --tap tap0 reader (1e9 bytes)"
 record "bulk $((BULK >> 20)) MiB download, MTU 65000" "MB/s" "nginx" "${R[tapir.bulk65000]}" "${R[nginx.bulk65000]}" \

@@ -44,13 +44,11 @@ fn download(ns: &Netns, url: &str, to: &Path) {
     );
 }
 
-/// The frames tapir sent, from its `stopped (...): N frames in, M out, ...` line.
-fn frames_out(log: &str) -> u64 {
-    let line = log
-        .lines()
+/// tapir's last words: `stopped (...): N frames in, M out, ... bad checksum, ...`.
+fn stopped_line(log: &str) -> &str {
+    log.lines()
         .find(|l| l.contains("stopped ("))
-        .unwrap_or_else(|| panic!("no 'stopped' line in the log:\n{log}"));
-    count_before(line, "out,")
+        .unwrap_or_else(|| panic!("no 'stopped' line in the log:\n{log}"))
 }
 
 #[test]
@@ -107,7 +105,7 @@ fn download_is_identical_with_offloads_refused_and_off() {
             want,
             "sha256 of the download with {extra:?}"
         );
-        let frames = frames_out(&log);
+        let frames = count_before(stopped_line(&log), "out,");
         if tso {
             // One skb per up to 64 KB: far fewer frames than MSS-sized segments.
             assert!(
@@ -158,7 +156,7 @@ fn upload_in_kernel_super_frames_is_echoed_whole() {
         sha256_file_hex(&body),
         "the echoed body"
     );
-    let line = log.lines().find(|l| l.contains("stopped (")).unwrap();
+    let line = stopped_line(&log);
     assert_eq!(count_before(line, "bad checksum"), 0, "{line}");
     // The kernel sent the upload in segments larger than the MSS (TSO on its side).
     let frames_in = count_before(line, "frames in,");
