@@ -69,7 +69,7 @@ pub struct NetArgs {
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     pub handshake_timeout: u64,
 
-    /// TCP receive and send buffer per connection, in KiB (4 to 1023).
+    /// TCP receive and send buffer per connection, in KiB (4 to 1,048,576).
     #[arg(long, default_value_t = 64, value_name = "KIB")]
     pub tcp_buffer: usize,
 
@@ -87,6 +87,11 @@ pub struct NetArgs {
     /// (0: off, only with --tcp-timeout 0).
     #[arg(long, default_value_t = 20, value_name = "SECS")]
     pub tcp_keepalive: u64,
+
+    /// Minimum TCP retransmission timeout in milliseconds (RFC 6298's RTO floor; Linux
+    /// uses 200, RFC 6298 suggests 1000).
+    #[arg(long, default_value_t = 200, value_name = "MS")]
+    pub tcp_min_rto: u64,
 }
 
 impl NetArgs {
@@ -117,6 +122,9 @@ impl NetArgs {
             .tcp_buffer
             .checked_mul(1024)
             .ok_or_else(|| anyhow::anyhow!("--tcp-buffer {} KiB is too large", self.tcp_buffer))?;
+        if !(1..=60_000).contains(&self.tcp_min_rto) {
+            anyhow::bail!("--tcp-min-rto must be between 1 and 60000 ms");
+        }
         if self.handshake_timeout == 0 {
             anyhow::bail!("--handshake-timeout must be at least 1 second");
         }
@@ -141,6 +149,7 @@ impl NetArgs {
             handshake_timeout: smoltcp::time::Duration::from_secs(self.handshake_timeout),
             timeout: secs(self.tcp_timeout),
             keep_alive: secs(self.tcp_keepalive),
+            min_rto: smoltcp::time::Duration::from_millis(self.tcp_min_rto),
             ..TcpConfig::default()
         };
         Ok(config)
@@ -238,6 +247,28 @@ mod tests {
         assert!(AllowArg::from_str("10.0.0.0/8:443-80").is_err());
         assert!(AllowArg::from_str("10.0.0.0/8:http").is_err());
         assert!(AllowArg::from_str("10.0.0.0").is_err());
+    }
+
+    /// The stack configuration `tapir ... --tap t0 ARGS` builds.
+    fn config_from(args: &[&str]) -> anyhow::Result<StackConfig> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            net: NetArgs,
+        }
+        let argv = ["tapir", "--tap", "t0"].iter().chain(args);
+        let cli = <Cli as clap::Parser>::try_parse_from(argv)?;
+        cli.net.stack_config(&mut fastrand::Rng::with_seed(1))
+    }
+
+    #[test]
+    fn tcp_min_rto_reaches_the_stack_config() {
+        let ms = smoltcp::time::Duration::from_millis;
+        assert_eq!(config_from(&[]).unwrap().tcp.min_rto, ms(200));
+        let config = config_from(&["--tcp-min-rto", "50"]).unwrap();
+        assert_eq!(config.tcp.min_rto, ms(50));
+        assert!(config_from(&["--tcp-min-rto", "0"]).is_err());
+        assert!(config_from(&["--tcp-min-rto", "60001"]).is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tapir::runtime::sim::{Node, Sim, SimNode};
 use tapir::service::builtin::{Builtin, PATTERN};
 use tapir::service::server::StatsHandle;
 use tapir::service::{Body, ConnInfo, ResponseBody, Server, ServerConfig};
+use tapir::stack::StackConfig;
 
 /// Hashes a response body.
 #[derive(Default)]
@@ -57,7 +58,7 @@ fn fetch(
     jobs: Vec<Job<Hash>>,
     parallel: bool,
 ) -> (Node<MemDevice, Fetch<Hash>>, Node<MemDevice, Srv>) {
-    fetch_with(link, client_config, jobs, parallel, None)
+    fetch_with(link, client_config, jobs, parallel, None, |_| {})
 }
 
 /// Like [`fetch`]; with `tls`, the server also serves HTTPS on 443 with that configuration.
@@ -67,14 +68,15 @@ fn fetch_with(
     jobs: Vec<Job<Hash>>,
     parallel: bool,
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    tune: fn(&mut StackConfig),
 ) -> (Node<MemDevice, Fetch<Hash>>, Node<MemDevice, Srv>) {
     let mut sim = Sim::new();
-    let (mut s_stack, s_dev, c_stack, c_dev) = linked(
-        link,
-        config(SERVER_IP, 2, 21),
-        config(CLIENT_IP, 1, 22),
-        &sim,
-    );
+    let (mut server_config, mut client_config_stack) =
+        (config(SERVER_IP, 2, 21), config(CLIENT_IP, 1, 22));
+    tune(&mut server_config);
+    tune(&mut client_config_stack);
+    let (mut s_stack, s_dev, c_stack, c_dev) =
+        linked(link, server_config, client_config_stack, &sim);
     let stats = StatsHandle::default();
     let builtin = Builtin::new(stats.clone());
     let handler: BoxHandler = Box::new(move |req, info: &ConnInfo| builtin.handle(req, info));
@@ -361,6 +363,51 @@ fn http1_16_mib_download_and_4_mib_upload_through_loss() {
     );
 }
 
+/// Both directions of HTTP/1.1 through 1 MiB buffers, which a write loop fills exactly in
+/// one wake-up (16 turns of 64 KiB): before the fix the download stopped after exactly
+/// 1 MiB and so did the upload (the "1 MiB stall", tapir's client and server alike).
+#[test]
+fn http1_through_one_mib_buffers_does_not_stall() {
+    let n = 4 * 1024 * 1024;
+    let mut data = vec![0u8; 4 * 1024 * 1024];
+    fastrand::Rng::with_seed(5).fill(&mut data);
+    let upload = Request::builder()
+        .method(Method::POST)
+        .uri("/echo")
+        .body(Body::from(data.clone()))
+        .unwrap();
+    let jobs = vec![
+        Job::new(
+            target(Scheme::Http, 80),
+            get(&format!("/bytes/{n}")),
+            Hash::default(),
+        ),
+        Job::new(target(Scheme::Http, 80), upload, Hash::default()),
+    ];
+    let link = LinkConfig {
+        latency: Duration::from_millis(1),
+        ..LinkConfig::default()
+    };
+    let (client, _) = fetch_with(link, ClientConfig::default(), jobs, false, None, |c| {
+        c.tcp.initial_buffer = 1024 * 1024;
+        c.tcp.rx_buffer = 1024 * 1024;
+        c.tcp.tx_buffer = 1024 * 1024;
+    });
+    assert!(
+        client.app.failures().is_empty(),
+        "{:?}",
+        client.app.failures()
+    );
+    assert_eq!(
+        <[u8; 32]>::from(client.app.jobs[0].sink.sha.clone().finalize()),
+        pattern_sha(n)
+    );
+    assert_eq!(
+        client.app.jobs[1].sink.sha.clone().finalize(),
+        Sha256::digest(&data)
+    );
+}
+
 /// A self-signed certificate for the server, trusted by the client through a CA file.
 fn tls_pair(alpn: &[&[u8]]) -> (std::sync::Arc<rustls::ServerConfig>, std::path::PathBuf) {
     use tapir::transport::certs;
@@ -420,6 +467,7 @@ fn https_alpn_picks_h2_or_http1() {
             jobs,
             false,
             Some(tls.clone()),
+            |_| {},
         );
         assert!(
             client.app.failures().is_empty(),
@@ -459,6 +507,7 @@ fn https_without_a_common_protocol_or_trust_fails_clearly() {
         jobs,
         false,
         Some(tls.clone()),
+        |_| {},
     );
     let failures = client.app.failures();
     assert_eq!(failures.len(), 1);
@@ -474,6 +523,7 @@ fn https_without_a_common_protocol_or_trust_fails_clearly() {
         jobs,
         false,
         Some(tls),
+        |_| {},
     );
     let failures = client.app.failures();
     assert!(failures[0].1.contains("UnknownIssuer"), "{failures:?}");

@@ -313,3 +313,38 @@ fn shutdown_finishes_in_flight_requests_then_ends() {
     );
     assert!(server.app.is_finished());
 }
+
+/// A send buffer the server's write loop fills exactly in one wake-up (16 turns of its
+/// 64 KiB output buffer = 1 MiB) left the response with nothing pending for the socket
+/// and no write interest registered: the download stopped after exactly 1 MiB until the
+/// client sent something (the "1 MiB stall"). Buffers ≥ 1 MiB were refused because of it.
+#[test]
+fn download_through_a_send_buffer_filled_exactly_does_not_stall() {
+    let n = 4 * 1024 * 1024;
+    for kib in [1024, 2048] {
+        let (client, _, _) = exchange(
+            LinkConfig {
+                latency: Duration::from_millis(1),
+                ..LinkConfig::default()
+            },
+            ServerConfig::default(),
+            builtin(),
+            vec![vec![Req::get(&format!("/bytes/{n}"))]],
+            false,
+            |c| {
+                c.tcp.initial_buffer = kib * 1024;
+                c.tcp.rx_buffer = kib * 1024;
+                c.tcp.tx_buffer = kib * 1024;
+            },
+        );
+        let flow = &client.app.flows[0];
+        assert!(flow.error.is_none(), "{kib} KiB: {:?}", flow.error);
+        let body = &flow.responses[0].body;
+        assert_eq!(body.len(), n, "{kib} KiB buffers");
+        let pattern = tapir::service::builtin::PATTERN;
+        assert!(body
+            .iter()
+            .enumerate()
+            .all(|(i, b)| *b == pattern[i % pattern.len()]));
+    }
+}

@@ -163,8 +163,9 @@ impl<T: Transport> H1Client<T> {
         if let Some(pump) = self.pump.as_mut() {
             return Ok(pump.drive(stack, cx, now) == PumpState::Open);
         }
+        let mut progress = true;
         for _ in 0..TURNS {
-            let mut progress = false;
+            progress = false;
             // Upload the request body within the engine's output buffer.
             if let Some(current) = self.current.as_mut() {
                 while let Some(body) = current.upload.as_mut() {
@@ -268,6 +269,9 @@ impl<T: Transport> H1Client<T> {
             if !progress {
                 break;
             }
+        }
+        if progress {
+            crate::runtime::wake::out_of_turns(cx);
         }
         if let Some(t) = self.transport.as_mut() {
             let write = !self.engine.pending_output().is_empty();

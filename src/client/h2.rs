@@ -168,11 +168,12 @@ impl<T: Transport> H2Client<T> {
         cx: &mut Context<'_>,
         now: Instant,
     ) -> Result<bool, ClientError> {
+        let mut progress = true;
         for _ in 0..TURNS {
             let Some(transport) = self.transport.as_mut() else {
                 return Ok(false);
             };
-            let mut progress = false;
+            progress = false;
             match self.pipes.fill_from(transport, stack) {
                 Ok(moved) => progress |= moved.any(),
                 Err(e) => return self.fail(stack, ClientError::Connection(e.to_string())),
@@ -203,6 +204,9 @@ impl<T: Transport> H2Client<T> {
             if !progress {
                 break;
             }
+        }
+        if progress {
+            crate::runtime::wake::out_of_turns(cx);
         }
         if self.streams.is_empty() && self.pending.is_empty() {
             let since = *self.idle_since.get_or_insert(now);

@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Wake, Waker};
+use std::task::{Context, Wake, Waker};
 
 /// Keys of the connections woken since the last drain.
 #[derive(Debug, Default)]
@@ -88,6 +88,15 @@ impl Wake for ConnWaker {
     fn wake_by_ref(self: &Arc<Self>) {
         self.wake_now();
     }
+}
+
+/// Ends a connection's drive loop whose turns ran out while it was still making progress:
+/// wakes it so it gets another turn on the application's next poll. It must not wait for
+/// its socket instead: the work left may be in a producer (a response body) with nothing
+/// pending for the socket, so no write interest is registered — e.g. a writer that filled
+/// the send buffer exactly (16 turns of 64 KiB = a 1 MiB buffer) is never woken again.
+pub fn out_of_turns(cx: &Context<'_>) {
+    cx.waker().wake_by_ref();
 }
 
 #[cfg(test)]

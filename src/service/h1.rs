@@ -166,8 +166,9 @@ impl<T: Transport> H1Conn<T> {
             return self.drive_pump_once(stack, cx, now, shared);
         }
         let t = engine_time(now);
+        let mut progress = true;
         for _ in 0..TURNS {
-            let mut progress = false;
+            progress = false;
             // Input, unless the engine or a request body is full.
             let full = self.body_backpressure();
             if full {
@@ -238,6 +239,9 @@ impl<T: Transport> H1Conn<T> {
             if !progress {
                 break;
             }
+        }
+        if progress {
+            crate::runtime::wake::out_of_turns(cx);
         }
         if let Some(transport) = self.transport.as_mut() {
             let read = self.engine.wants_input();

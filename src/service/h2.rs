@@ -331,11 +331,12 @@ impl<T: Transport> H2Conn<T> {
             return self.finish(stack, true);
         }
         let mut moved_streams = false;
+        let mut progress = true;
         for _ in 0..TURNS {
             let Some(transport) = self.transport.as_mut() else {
                 return Drive::Closed;
             };
-            let mut progress = false;
+            progress = false;
             // Transport → h2, counting the client's control frames on the way.
             let guard = &mut self.guard;
             let mut inspect = |data: &[u8]| guard.inspect(data, now);
@@ -374,6 +375,9 @@ impl<T: Transport> H2Conn<T> {
             if !progress {
                 break;
             }
+        }
+        if progress {
+            crate::runtime::wake::out_of_turns(cx);
         }
         if !self.streams.is_empty() {
             self.idle_since = now;

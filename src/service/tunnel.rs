@@ -445,8 +445,9 @@ impl<T: Transport> Pump<T> {
             tracing::debug!("tunnel idle for {TUNNEL_IDLE_TIMEOUT:?}: closing");
             return self.finish(stack, Some("tunnel idle timeout".into()));
         }
+        let mut progress = true;
         for _ in 0..TURNS {
-            let mut progress = false;
+            progress = false;
             if let Some(task) = self.task.as_mut() {
                 if task.as_mut().poll(cx).is_ready() {
                     self.task = None;
@@ -545,6 +546,9 @@ impl<T: Transport> Pump<T> {
             } else {
                 break;
             }
+        }
+        if progress {
+            crate::runtime::wake::out_of_turns(cx);
         }
         if let Some(t) = self.transport.as_mut() {
             let read = !self.peer_eof;

@@ -28,8 +28,8 @@ use shards::{OneFrame, Shards, Slot as SocketHandle};
 
 /// Frames processed per [`Stack::poll`] before the stack yields back to its driver.
 const INGRESS_BUDGET: usize = 1024;
-/// TCP buffers must stay below this size (see [`Stack::new`]).
-pub const MAX_TCP_BUFFER: usize = 1 << 20;
+/// Largest TCP buffer: a window scale of 14 (RFC 7323) reaches 1 GiB.
+pub const MAX_TCP_BUFFER: usize = 1 << 30;
 /// Ephemeral ports for outgoing connections (RFC 6335).
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
 
@@ -106,6 +106,9 @@ pub struct TcpConfig {
     /// forever. smoltcp counts from the peer's last segment even on an idle connection, so
     /// set `keep_alive` below it or idle connections are aborted too (off by default).
     pub timeout: Option<Duration>,
+    /// Floor of the retransmission timeout computed from the measured RTT (RFC 6298);
+    /// 200 ms like Linux (smoltcp's own default is RFC 6298's 1 s).
+    pub min_rto: Duration,
 }
 
 impl Default for TcpConfig {
@@ -122,6 +125,7 @@ impl Default for TcpConfig {
             ack_delay: Some(Duration::from_millis(10)),
             keep_alive: None,
             timeout: None,
+            min_rto: Duration::from_millis(200),
         }
     }
 }
@@ -321,13 +325,10 @@ impl Stack {
                 "TCP buffers must be at least 1 KiB".into(),
             ));
         }
-        // An HTTP/1.1 download over a TAP device stalls for good once it has sent exactly a
-        // 1 MiB send buffer (1023 KiB works; HTTP/2 does not stall). Until the cause is found,
-        // refuse such buffers rather than hang.
-        if config.tcp.rx_buffer >= MAX_TCP_BUFFER || config.tcp.tx_buffer >= MAX_TCP_BUFFER {
+        if config.tcp.rx_buffer.max(config.tcp.tx_buffer) > MAX_TCP_BUFFER {
             return Err(StackError::Config(format!(
-                "TCP buffers must be smaller than {} KiB",
-                MAX_TCP_BUFFER / 1024
+                "TCP buffers must be at most {} MiB",
+                MAX_TCP_BUFFER >> 20
             )));
         }
         let mut iface_config = Config::new(HardwareAddress::Ethernet(config.mac));
@@ -734,6 +735,7 @@ impl Stack {
         socket.set_ack_delay(tcp.ack_delay);
         socket.set_keep_alive(tcp.keep_alive);
         socket.set_timeout(tcp.timeout);
+        socket.set_min_rto(tcp.min_rto);
         socket
     }
 

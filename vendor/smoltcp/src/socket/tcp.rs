@@ -19,6 +19,9 @@ use crate::wire::{
 };
 
 mod congestion;
+mod scoreboard;
+
+use scoreboard::Scoreboard;
 
 macro_rules! tcp_trace {
     ($($arg:expr),*) => (net_log!(trace, $($arg),*));
@@ -151,7 +154,8 @@ const RTTE_MIN_MARGIN: u32 = 5;
 const RTTE_K: u32 = 4;
 
 // RFC 6298 (2.4): Whenever RTO is computed, if it is less than 1 second, then the
-// RTO SHOULD be rounded up to 1 second.
+// RTO SHOULD be rounded up to 1 second. This is the default; `Socket::set_min_rto`
+// lowers it (Linux uses 200 ms).
 const RTTE_MIN_RTO: u32 = 1000;
 
 // RFC 6298 (2.5) A maximum value MAY be placed on RTO provided it is at least 60
@@ -173,6 +177,8 @@ struct RttEstimator {
     timestamp: Option<(Instant, TcpSeqNumber)>,
     max_seq_sent: Option<TcpSeqNumber>,
     rto_count: u8,
+    /// Lower bound of the computed RTO, in milliseconds (see `Socket::set_min_rto`).
+    min_rto: u32,
 }
 
 impl Default for RttEstimator {
@@ -185,6 +191,7 @@ impl Default for RttEstimator {
             timestamp: None,
             max_seq_sent: None,
             rto_count: 0,
+            min_rto: RTTE_MIN_RTO,
         }
     }
 }
@@ -192,6 +199,11 @@ impl Default for RttEstimator {
 impl RttEstimator {
     fn retransmission_timeout(&self) -> Duration {
         Duration::from_millis(self.rto as _)
+    }
+
+    /// tapir patch: the smoothed RTT in milliseconds, once measured.
+    fn srtt(&self) -> Option<u32> {
+        self.have_measurement.then_some(self.srtt)
     }
 
     #[cfg(feature = "socket-tcp-cubic")]
@@ -212,9 +224,7 @@ impl RttEstimator {
             self.rttvar = new_rtt / 2;
         }
 
-        // RFC 6298 (2.2), (2.3)
-        let margin = RTTE_MIN_MARGIN.max(self.rttvar * RTTE_K);
-        self.rto = (self.srtt + margin).clamp(RTTE_MIN_RTO, RTTE_MAX_RTO);
+        self.rto = self.computed_rto();
 
         self.rto_count = 0;
 
@@ -225,6 +235,24 @@ impl RttEstimator {
             self.rttvar,
             self.rto
         );
+    }
+
+    /// RFC 6298 (2.2), (2.3), (2.4): SRTT + max(G, K*RTTVAR), bounded by the minimum
+    /// and maximum RTO.
+    fn computed_rto(&self) -> u32 {
+        let margin = RTTE_MIN_MARGIN.max(self.rttvar * RTTE_K);
+        (self.srtt + margin).clamp(self.min_rto, RTTE_MAX_RTO)
+    }
+
+    fn set_min_rto(&mut self, min_rto: u32) {
+        self.min_rto = min_rto.min(RTTE_MAX_RTO);
+        // RFC 6298 (2.1): the initial RTO stays 1 second (or the minimum, if larger)
+        // until the first measurement.
+        self.rto = if self.have_measurement {
+            self.computed_rto()
+        } else {
+            RTTE_INITIAL_RTO.max(self.min_rto)
+        };
     }
 
     fn on_send(&mut self, timestamp: Instant, seq: TcpSeqNumber) {
@@ -287,7 +315,6 @@ enum Timer {
     Retransmit {
         expires_at: Instant,
     },
-    FastRetransmit,
     ZeroWindowProbe {
         expires_at: Instant,
         delay: Duration,
@@ -319,7 +346,6 @@ impl Timer {
     fn should_retransmit(&self, timestamp: Instant) -> bool {
         match *self {
             Timer::Retransmit { expires_at } if timestamp >= expires_at => true,
-            Timer::FastRetransmit => true,
             _ => false,
         }
     }
@@ -348,7 +374,6 @@ impl Timer {
             } => PollAt::Ingress,
             Timer::ZeroWindowProbe { expires_at, .. } => PollAt::Time(expires_at),
             Timer::Retransmit { expires_at, .. } => PollAt::Time(expires_at),
-            Timer::FastRetransmit => PollAt::Now,
             Timer::Close { expires_at } => PollAt::Time(expires_at),
         }
     }
@@ -375,20 +400,13 @@ impl Timer {
 
     fn set_for_retransmit(&mut self, timestamp: Instant, delay: Duration) {
         match *self {
-            Timer::Idle { .. }
-            | Timer::FastRetransmit
-            | Timer::Retransmit { .. }
-            | Timer::ZeroWindowProbe { .. } => {
+            Timer::Idle { .. } | Timer::Retransmit { .. } | Timer::ZeroWindowProbe { .. } => {
                 *self = Timer::Retransmit {
                     expires_at: timestamp + delay,
                 }
             }
             Timer::Close { .. } => (),
         }
-    }
-
-    fn set_for_fast_retransmit(&mut self) {
-        *self = Timer::FastRetransmit
     }
 
     fn set_for_close(&mut self, timestamp: Instant) {
@@ -423,9 +441,67 @@ impl Timer {
     }
 
     fn is_retransmit(&self) -> bool {
-        matches!(self, Timer::Retransmit { .. } | Timer::FastRetransmit)
+        matches!(self, Timer::Retransmit { .. })
     }
 }
+
+/// tapir patch: a fast recovery episode (RFC 6675 §5) paced by proportional rate
+/// reduction (RFC 6937).
+#[derive(Debug, Clone, Copy)]
+struct Recovery {
+    /// RFC 6675's RecoveryPoint: the episode ends once this is acknowledged.
+    point: TcpSeqNumber,
+    /// The slow start threshold the congestion controller chose on entry.
+    ssthresh: usize,
+    /// RFC 6937's RecoverFS, prr_delivered and prr_out, in bytes.
+    recover_fs: usize,
+    prr_delivered: usize,
+    prr_out: usize,
+    /// Bytes the latest ACK delivered (RFC 6937's DeliveredData).
+    delivered: usize,
+}
+
+impl Recovery {
+    /// RFC 6937 §3: how many bytes may be sent now, with `pipe` bytes in the network.
+    fn allowance(&self, pipe: usize, mss: usize) -> usize {
+        let quota = if pipe > self.ssthresh {
+            // Proportional rate reduction: send ssthresh/RecoverFS of what is delivered.
+            let allowed = (self.prr_delivered as u64 * self.ssthresh as u64)
+                .div_ceil(self.recover_fs.max(1) as u64);
+            (allowed as usize).saturating_sub(self.prr_out)
+        } else {
+            // Slow start reduction bound (PRR-SSRB): grow back to ssthresh, at most one
+            // segment faster than the data is delivered.
+            let limit = self
+                .prr_delivered
+                .saturating_sub(self.prr_out)
+                .max(self.delivered)
+                + mss;
+            (self.ssthresh - pipe).min(limit)
+        };
+        // RFC 6675 §5 step 4.2: the first lost segment is retransmitted at once.
+        if self.prr_out == 0 {
+            quota.max(mss)
+        } else {
+            quota
+        }
+    }
+}
+
+/// tapir patch: the tail loss probe (RFC 8985 §7).
+#[derive(Debug, Clone, Copy, Default)]
+struct Tlp {
+    /// When the probe timeout (PTO) expires.
+    at: Option<Instant>,
+    /// The PTO expired: one segment may go out past the congestion window.
+    due: bool,
+}
+
+/// tapir patch: extra wait for the probe when one segment is in flight (RFC 8985 §7.2,
+/// a delayed ACK's worst case).
+const TLP_DELAYED_ACK: Duration = Duration::from_millis(200);
+/// tapir patch: the smallest probe timeout.
+const TLP_MIN_PTO: Duration = Duration::from_millis(10);
 
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 enum AckDelayTimer {
@@ -458,6 +534,22 @@ pub enum CongestionControl {
 
     #[cfg(feature = "socket-tcp-cubic")]
     Cubic,
+}
+
+/// tapir patch: what Linux's dynamic right-sizing measures on the receive side
+/// (`tcp_rcv_rtt_measure` and `tcp_rcv_space_adjust`), without timestamps.
+#[derive(Debug, Clone, Copy, Default)]
+struct RcvTune {
+    /// The sequence number that ends the receive-RTT sample in progress, and its start.
+    rtt_mark: Option<(TcpSeqNumber, Instant)>,
+    /// Smallest receive-RTT sample, in microseconds (0: none yet).
+    rtt_us: i64,
+    /// Where (bytes read by the application) and when the current per-RTT count began.
+    space_mark: Option<(TcpSeqNumber, Instant)>,
+    /// Bytes the application read in the last measured RTT (Linux `rcvq_space.space`).
+    space: usize,
+    /// The receive buffer the measurements ask for (0: none yet).
+    wanted: usize,
 }
 
 /// A Transmission Control Protocol socket.
@@ -521,8 +613,18 @@ pub struct Socket<'a> {
     /// The number of packets received directly after
     /// each other which have the same ACK number.
     local_rx_dup_acks: u8,
-    /// If a fast retransmit needs to occur
-    pending_fast_retransmit: bool,
+    /// tapir patch: the segments in flight, what SACK said of them and which are lost.
+    scoreboard: Scoreboard,
+    /// tapir patch: the fast recovery in progress, if any.
+    recovery: Option<Recovery>,
+    /// tapir patch: after a retransmission timeout, the highest sequence number sent then;
+    /// lost data is retransmitted in slow start until it is acknowledged.
+    rto_point: Option<TcpSeqNumber>,
+    /// tapir patch: when RACK's reordering window runs out for a segment not yet known
+    /// to be delivered (RFC 8985 §6.3).
+    rack_timer: Option<Instant>,
+    /// tapir patch: the tail loss probe.
+    tlp: Tlp,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -542,6 +644,9 @@ pub struct Socket<'a> {
     /// tapir patch: the receive capacity the window scale is chosen for, when larger than
     /// the receive buffer (see `set_window_capacity`).
     window_capacity: usize,
+
+    /// tapir patch: receive-side measurements for buffer autotuning (see `receive_rtt`).
+    rcv_tune: RcvTune,
 
     /// tsval generator - if some, tcp timestamp is enabled
     tsval_generator: Option<TcpTimestampGenerator>,
@@ -617,7 +722,11 @@ impl<'a> Socket<'a> {
             local_rx_last_ack: None,
             local_rx_last_seq: None,
             local_rx_dup_acks: 0,
-            pending_fast_retransmit: false,
+            scoreboard: Scoreboard::default(),
+            recovery: None,
+            rto_point: None,
+            rack_timer: None,
+            tlp: Tlp::default(),
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -626,6 +735,7 @@ impl<'a> Socket<'a> {
             last_remote_tsval: 0,
             congestion_controller: congestion::AnyController::new(),
             window_capacity: 0,
+            rcv_tune: RcvTune::default(),
 
             #[cfg(feature = "async")]
             rx_waker: WakerRegistration::new(),
@@ -678,6 +788,12 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-cubic")]
             CongestionControl::Cubic => AnyController::Cubic(cubic::Cubic::new()),
+        };
+        // tapir patch: a controller chosen after the handshake starts from the remote's MSS.
+        if !matches!(self.state, State::Closed | State::Listen | State::SynSent) {
+            self.congestion_controller
+                .inner_mut()
+                .set_mss(self.remote_mss);
         }
     }
 
@@ -804,6 +920,25 @@ impl<'a> Socket<'a> {
         self.timeout = duration
     }
 
+    /// Set the minimum retransmission timeout (RTO).
+    ///
+    /// The RTO is computed from the measured round-trip time as in RFC 6298 and is never
+    /// less than this. By default it is 1 second, as RFC 6298 (2.4) recommends; Linux uses
+    /// 200 ms. Values above 60 seconds (the maximum RTO) are capped. Until the first
+    /// round-trip time is measured, the RTO stays at its initial value of 1 second
+    /// (RFC 6298 (2.1)), or at this minimum if that is larger.
+    pub fn set_min_rto(&mut self, duration: Duration) {
+        let millis = u32::try_from(duration.total_millis()).unwrap_or(u32::MAX);
+        self.rtte.set_min_rto(millis);
+    }
+
+    /// Return the minimum retransmission timeout.
+    ///
+    /// See also the [set_min_rto](#method.set_min_rto) method.
+    pub fn min_rto(&self) -> Duration {
+        Duration::from_millis(self.rtte.min_rto as _)
+    }
+
     /// Set the ACK delay duration.
     ///
     /// By default, the ACK delay is set to 10ms.
@@ -912,7 +1047,13 @@ impl<'a> Socket<'a> {
 
         self.state = State::Closed;
         self.timer = Timer::new();
+        // tapir patch: the minimum RTO is a setting of the socket, kept across connections.
+        let min_rto = self.rtte.min_rto;
         self.rtte = RttEstimator::default();
+        self.rtte.set_min_rto(min_rto);
+        // tapir patch: a new connection starts with a fresh congestion controller of the
+        // same kind (its window, ssthresh and CUBIC state belong to the old one).
+        self.set_congestion_control(self.congestion_control());
         self.assembler = Assembler::new();
         self.tx_buffer.clear();
         self.rx_buffer.clear();
@@ -931,6 +1072,12 @@ impl<'a> Socket<'a> {
         self.remote_last_ts = None;
         self.ack_delay_timer = AckDelayTimer::Idle;
         self.challenge_ack_timer = Instant::from_secs(0);
+        self.scoreboard.clear();
+        self.recovery = None;
+        self.rto_point = None;
+        self.rack_timer = None;
+        self.tlp = Tlp::default();
+        self.rcv_tune = RcvTune::default();
 
         #[cfg(feature = "async")]
         {
@@ -947,24 +1094,35 @@ impl<'a> Socket<'a> {
         self.window_capacity = capacity.min(1 << 30);
     }
 
-    /// tapir patch: swaps in larger receive and send buffers, moving the queued data over.
-    /// Sequence numbers, timers and the window scale stay as they are; the larger receive
+    /// tapir patch: swaps in new receive and send buffers, moving what they hold over
+    /// (received-but-unread and out-of-order data; unacknowledged and unsent data).
+    /// Sequence numbers, timers and the window scale stay as they are; a larger receive
     /// window is announced with the next segment (at once when it doubled).
     ///
-    /// The new buffers must be empty and at least as large as the ones they replace, and no
-    /// out-of-order data may be held (it lives past the queue in the old receive buffer);
-    /// otherwise both are handed back untouched. On success the old buffers are returned.
+    /// The new buffers must be empty and hold what the old ones hold: the queued bytes, and
+    /// when out-of-order data is held (it lives past the queue in the receive buffer) the
+    /// whole old receive buffer; otherwise both are handed back untouched. On success the
+    /// old buffers are returned.
+    ///
+    /// A smaller receive buffer shrinks the window the next segment advertises, which
+    /// RFC 9293 (3.8.6.2.2) asks receivers not to do: do it only when the peer has nothing
+    /// in flight (an idle connection). Bytes it then sends past the new window are dropped
+    /// and retransmitted, as for any shrunk window, which senders must cope with.
     #[allow(clippy::type_complexity)]
     pub fn replace_buffers(
         &mut self,
         mut rx_buffer: SocketBuffer<'a>,
         mut tx_buffer: SocketBuffer<'a>,
     ) -> Result<(SocketBuffer<'a>, SocketBuffer<'a>), (SocketBuffer<'a>, SocketBuffer<'a>)> {
+        let rx_needed = if self.assembler.is_empty() {
+            self.rx_buffer.len()
+        } else {
+            self.rx_buffer.capacity()
+        };
         if !rx_buffer.is_empty()
             || !tx_buffer.is_empty()
-            || rx_buffer.capacity() < self.rx_buffer.capacity()
-            || tx_buffer.capacity() < self.tx_buffer.capacity()
-            || !self.assembler.is_empty()
+            || rx_buffer.capacity() < rx_needed
+            || tx_buffer.capacity() < self.tx_buffer.len()
         {
             return Err((rx_buffer, tx_buffer));
         }
@@ -979,9 +1137,92 @@ impl<'a> Socket<'a> {
         }
         move_queue(&self.rx_buffer, &mut rx_buffer);
         move_queue(&self.tx_buffer, &mut tx_buffer);
+        if !self.assembler.is_empty() {
+            // Out-of-order bytes sit at offsets past the queue: copy that whole region.
+            let mut offset = 0;
+            while offset < self.rx_buffer.window() {
+                let chunk = self
+                    .rx_buffer
+                    .get_unallocated(offset, self.rx_buffer.window() - offset);
+                let written = rx_buffer.write_unallocated(offset, chunk);
+                debug_assert_eq!(written, chunk.len());
+                offset += chunk.len();
+            }
+        }
+        if rx_buffer.capacity() < self.rx_buffer.capacity() {
+            // Measure afresh for the small buffer, or it would be grown again at once.
+            self.rcv_tune.space_mark = None;
+            self.rcv_tune.wanted = 0;
+        }
         let old_rx = mem::replace(&mut self.rx_buffer, rx_buffer);
         let old_tx = mem::replace(&mut self.tx_buffer, tx_buffer);
         Ok((old_rx, old_tx))
+    }
+
+    /// tapir patch: the receiver's estimate of the round-trip time, for a connection that
+    /// may only receive (no RTT samples of its own): as Linux's `tcp_rcv_rtt_measure`, the
+    /// shortest time taken to receive one advertised window beyond the edge it advertised.
+    /// `None` before the first sample.
+    pub fn receive_rtt(&self) -> Option<Duration> {
+        (self.rcv_tune.rtt_us > 0).then(|| Duration::from_micros(self.rcv_tune.rtt_us as u64))
+    }
+
+    /// tapir patch: the receive buffer Linux's dynamic right-sizing (`tcp_rcv_space_adjust`)
+    /// would give this connection now: twice the bytes the application read in the last
+    /// receive RTT plus 16 segments, and more while that count grows, so that a sender in
+    /// slow start is not limited by the window. 0 before the first measurement; never
+    /// smaller than a previous answer until the receive buffer is replaced by a smaller one.
+    pub fn receive_space_wanted(&self) -> usize {
+        self.rcv_tune.wanted
+    }
+
+    /// tapir patch: where the stream is in each direction: the next sequence number
+    /// expected from the peer, and the oldest one of ours not yet acknowledged. Both stay
+    /// the same while nothing is received or acknowledged.
+    pub fn stream_marks(&self) -> (TcpSeqNumber, TcpSeqNumber) {
+        (self.remote_seq_no + self.rx_buffer.len(), self.local_seq_no)
+    }
+
+    /// tapir patch: updates the receive-side measurements when in-order data arrived.
+    fn rcv_tune_on_data(&mut self, now: Instant) {
+        let rcv_nxt = self.remote_seq_no + self.rx_buffer.len();
+        let window = (self.remote_last_win as usize) << self.remote_win_shift;
+        let initial_space = self.rx_buffer.capacity().min(10 * self.remote_mss);
+        let read = self.remote_seq_no;
+        let mss = self.remote_mss;
+        let t = &mut self.rcv_tune;
+        // tcp_rcv_rtt_measure: data past rcv_nxt + window (as of this instant) can only
+        // be sent once our next ACK arrived, so the sample is at least one RTT.
+        match t.rtt_mark {
+            Some((seq, _)) if rcv_nxt < seq => {}
+            mark => {
+                if let Some((_, start)) = mark {
+                    let sample = (now - start).total_micros().max(1) as i64;
+                    if t.rtt_us == 0 || sample < t.rtt_us {
+                        t.rtt_us = sample;
+                    }
+                }
+                t.rtt_mark = (window > 0).then_some((rcv_nxt + window, now));
+            }
+        }
+        // tcp_rcv_space_adjust, once per receive RTT.
+        let Some((seq, start)) = t.space_mark else {
+            t.space_mark = Some((read, now));
+            t.space = initial_space.max(1);
+            return;
+        };
+        if t.rtt_us == 0 || (now - start).total_micros() < t.rtt_us as u64 || read < seq {
+            return;
+        }
+        let copied = read - seq;
+        if copied > t.space {
+            let mut wanted = 2 * copied + 16 * mss;
+            // A sender growing its window (slow start): the next RTT brings more.
+            wanted += 2 * (wanted.saturating_mul(copied - t.space) / t.space);
+            t.wanted = t.wanted.max(wanted);
+            t.space = copied;
+        }
+        t.space_mark = Some((read, now));
     }
 
     /// Start listening on the given endpoint.
@@ -1443,16 +1684,165 @@ impl<'a> Socket<'a> {
         self.tx_buffer.len()
     }
 
+    /// tapir patch: the payload of a full-sized segment we send (the smaller of the
+    /// remote's MSS and our MTU's, less the timestamp option), for congestion control.
+    fn send_mss(&self, cx: &Context, ip_repr: &IpRepr) -> usize {
+        let options_len = if self.tsval_generator.is_some() {
+            12
+        } else {
+            0
+        };
+        let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
+        local_mss.min(self.remote_mss).saturating_sub(options_len)
+    }
+
+    /// Return the congestion window in octets: how much unacknowledged data congestion
+    /// control lets be in flight (`usize::MAX` without congestion control).
+    pub fn congestion_window(&self) -> usize {
+        self.congestion_controller.inner().window()
+    }
+
+    /// tapir patch: the sequence number of a segment without data or flags: the highest
+    /// sent, as Linux's `tcp_acceptable_seq`. A retransmission timeout rewinds SND.NXT
+    /// (go-back-N) below what the remote may already hold; an ACK carrying the rewound
+    /// number is below the remote's RCV.NXT, unacceptable there, and its ACK is dropped.
+    fn ack_seq_number(&self) -> TcpSeqNumber {
+        match self.rtte.max_seq_sent {
+            Some(max_seq_sent) => max_seq_sent.max(self.remote_last_seq),
+            None => self.remote_last_seq,
+        }
+    }
+
     /// Number of octets transmitted but not yet ACKed.
     fn flight_size(&self) -> usize {
         self.remote_last_seq - self.local_seq_no
     }
 
+    /// tapir patch: the bytes the congestion window lets us send now. Data in the network
+    /// is the scoreboard's pipe (RFC 6675), not everything unacknowledged: SACKed and lost
+    /// segments have left it. During fast recovery, RFC 6937 decides.
     fn cwnd_remaining(&self) -> usize {
-        self.congestion_controller
-            .inner()
-            .window()
-            .saturating_sub(self.flight_size())
+        let pipe = self.scoreboard.pipe();
+        let allowance = match &self.recovery {
+            Some(recovery) => recovery.allowance(pipe, self.remote_mss),
+            None => self
+                .congestion_controller
+                .inner()
+                .window()
+                .saturating_sub(pipe),
+        };
+        if self.tlp.due {
+            allowance.max(self.remote_mss)
+        } else {
+            allowance
+        }
+    }
+
+    /// tapir patch: whether the state lets us send data.
+    fn in_data_state(&self) -> bool {
+        matches!(
+            self.state,
+            State::Established
+                | State::FinWait1
+                | State::Closing
+                | State::CloseWait
+                | State::LastAck
+        )
+    }
+
+    /// tapir patch: whether new data waits and the peer's window has room for it.
+    fn new_data_sendable(&self) -> bool {
+        let win_right_edge = self.local_seq_no + self.remote_win_len;
+        self.tx_buffer.len() > self.flight_size() && win_right_edge > self.remote_last_seq
+    }
+
+    /// tapir patch: the segment to retransmit, if any: the lowest one judged lost, or the
+    /// highest one when a tail loss probe is due and no new data can go instead. Like
+    /// Linux, a segment that starts past the peer's (shrunk) window waits, unless it is
+    /// the first unacknowledged one.
+    fn retransmission_candidate(&self) -> Option<(TcpSeqNumber, usize)> {
+        if !self.in_data_state() {
+            return None;
+        }
+        let candidate = match self.scoreboard.first_lost() {
+            Some(lost) => lost,
+            None if self.tlp.due && !self.new_data_sendable() => self.scoreboard.last_segment()?,
+            None => return None,
+        };
+        let in_window = candidate.0 == self.local_seq_no
+            || candidate.0 - self.local_seq_no < self.remote_win_len;
+        in_window.then_some(candidate)
+    }
+
+    /// tapir patch: the segment to retransmit now (see `retransmission_candidate`), when
+    /// the congestion window lets it go.
+    fn next_retransmission(&self) -> Option<(TcpSeqNumber, usize)> {
+        if self.cwnd_remaining() == 0 {
+            return None;
+        }
+        self.retransmission_candidate()
+    }
+
+    /// tapir patch: whether a retransmission is due and allowed now.
+    fn retransmission_due(&self) -> bool {
+        self.next_retransmission().is_some()
+    }
+
+    /// tapir patch: RACK's reordering window (RFC 8985 §6.2 step 4): a quarter of the
+    /// minimum RTT, no more than the smoothed RTT.
+    fn rack_reo_wnd(&self) -> Duration {
+        let quarter = self
+            .scoreboard
+            .min_rtt()
+            .map_or(Duration::ZERO, |rtt| rtt / 4);
+        match self.rtte.srtt() {
+            Some(srtt) => quarter.min(Duration::from_millis(srtt as u64)),
+            None => quarter,
+        }
+    }
+
+    /// tapir patch: starts fast recovery once the scoreboard holds a lost segment, unless
+    /// a recovery (fast, or after a timeout) is already under way.
+    fn maybe_enter_recovery(&mut self, now: Instant) {
+        if self.scoreboard.lost_bytes() == 0 || self.recovery.is_some() || self.rto_point.is_some()
+        {
+            return;
+        }
+        let flight = self.scoreboard.out_bytes();
+        let controller = self.congestion_controller.inner_mut();
+        controller.on_loss(now, flight);
+        let ssthresh = controller.ssthresh();
+        net_debug!("entering fast recovery, ssthresh {}", ssthresh);
+        self.recovery = Some(Recovery {
+            point: self.remote_last_seq,
+            ssthresh,
+            recover_fs: flight,
+            prr_delivered: 0,
+            prr_out: 0,
+            delivered: 0,
+        });
+        self.tlp = Tlp::default();
+    }
+
+    /// tapir patch: arms the tail loss probe (RFC 8985 §7.2) while data is in flight
+    /// outside recovery: PTO = 2·SRTT, plus a delayed ACK's wait for a lone segment.
+    fn arm_tlp(&mut self, now: Instant) {
+        self.tlp.at = None;
+        if !self.remote_has_sack
+            || self.recovery.is_some()
+            || self.rto_point.is_some()
+            || self.scoreboard.is_empty()
+        {
+            return;
+        }
+        let Some(srtt) = self.rtte.srtt() else {
+            return;
+        };
+        let mut pto = Duration::from_millis(2 * srtt as u64);
+        if self.scoreboard.out_bytes() <= self.remote_mss {
+            pto += TLP_DELAYED_ACK;
+        }
+        self.tlp.at = Some(now + pto.max(TLP_MIN_PTO));
     }
 
     /// Return the amount of octets queued in the receive buffer. This value can be larger than
@@ -1532,7 +1922,7 @@ impl<'a> Socket<'a> {
         // [...] an empty acknowledgment segment containing the current send-sequence number
         // and an acknowledgment indicating the next sequence number expected
         // to be received.
-        reply_repr.seq_number = self.remote_last_seq;
+        reply_repr.seq_number = self.ack_seq_number();
         reply_repr.ack_number = Some(self.remote_seq_no + self.rx_buffer.len());
         self.remote_last_ack = reply_repr.ack_number;
 
@@ -1761,6 +2151,8 @@ impl<'a> Socket<'a> {
         };
         let segment_start = repr.seq_number;
         let segment_end = repr.seq_number + repr.payload.len();
+        // tapir patch: an unacceptable segment whose ACK field is processed all the same.
+        let mut zero_window_ack = false;
 
         let (payload, payload_offset) = match self.state {
             // In LISTEN and SYN-SENT states, we have not yet synchronized with the remote end.
@@ -1819,7 +2211,33 @@ impl<'a> Socket<'a> {
                     }
                 };
 
-                if segment_in_window {
+                if !segment_in_window
+                    && window_start == window_end
+                    && repr.ack_number.is_some()
+                    && matches!(
+                        repr.control,
+                        TcpControl::None | TcpControl::Psh | TcpControl::Fin
+                    )
+                    && matches!(
+                        self.state,
+                        State::Established
+                            | State::FinWait1
+                            | State::FinWait2
+                            | State::CloseWait
+                            | State::Closing
+                            | State::LastAck
+                    )
+                {
+                    // tapir patch: RFC 9293 (3.10.7.4): "If the RCV.WND is zero, no
+                    // segments will be acceptable, but special allowance should be made
+                    // to accept valid ACKs". Without it two peers whose receive windows
+                    // are both zero deadlock, each dropping the ACKs of the other. The
+                    // ACK number was validated above; take it and the window, drop the
+                    // data and FIN, and reply below as to any unacceptable segment.
+                    net_debug!("zero receive window: processing the ACK field only");
+                    zero_window_ack = true;
+                    (&[][..], 0)
+                } else if segment_in_window {
                     let overlap_start = window_start.max(segment_start);
                     let overlap_end = window_end.min(segment_end);
 
@@ -1913,6 +2331,9 @@ impl<'a> Socket<'a> {
         // Disregard control flags we don't care about or shouldn't act on yet.
         let mut control = repr.control;
         control = control.quash_psh();
+        if zero_window_ack {
+            control = TcpControl::None;
+        }
 
         // If a FIN is received at the end of the current segment, but
         // we have a hole in the assembler before the current segment, disregard this FIN.
@@ -1956,9 +2377,6 @@ impl<'a> Socket<'a> {
                     // Treat a zero MSS as if the option were absent, like Linux does.
                     if max_seg_size != 0 {
                         self.remote_mss = (max_seg_size as usize).max(MIN_REMOTE_MSS);
-                        self.congestion_controller
-                            .inner_mut()
-                            .set_mss(self.remote_mss);
                     }
                 }
 
@@ -1979,6 +2397,8 @@ impl<'a> Socket<'a> {
                 if repr.timestamp.is_none() {
                     self.tsval_generator = None;
                 }
+                let mss = self.send_mss(cx, ip_repr);
+                self.congestion_controller.inner_mut().set_mss(mss);
                 self.set_state(State::SynReceived);
                 self.timer.set_for_idle(cx.now(), self.keep_alive);
             }
@@ -2009,9 +2429,6 @@ impl<'a> Socket<'a> {
                     // Treat a zero MSS as if the option were absent, like Linux does.
                     if max_seg_size != 0 {
                         self.remote_mss = (max_seg_size as usize).max(MIN_REMOTE_MSS);
-                        self.congestion_controller
-                            .inner_mut()
-                            .set_mss(self.remote_mss);
                     }
                 }
 
@@ -2028,6 +2445,8 @@ impl<'a> Socket<'a> {
                 if repr.timestamp.is_none() {
                     self.tsval_generator = None;
                 }
+                let mss = self.send_mss(cx, ip_repr);
+                self.congestion_controller.inner_mut().set_mss(mss);
 
                 if repr.ack_number.is_some() {
                     self.set_state(State::Established);
@@ -2139,13 +2558,16 @@ impl<'a> Socket<'a> {
         }
 
         if let Some(ack_number) = repr.ack_number {
-            // TODO: When flow control is implemented,
-            // refractor the following block within that implementation
+            // tapir patch: the scoreboard learns what this ACK delivered, cumulatively and
+            // by SACK; RACK and RFC 6675 find what was lost; fast recovery starts or ends.
+            let now = cx.now();
+            let mut delivered = self.scoreboard.on_cumulative_ack(ack_number, now);
+            if self.remote_has_sack {
+                delivered += self.scoreboard.on_sack(&repr.sack_ranges, ack_number, now);
+            }
 
             match self.local_rx_last_ack {
-                // Duplicate ACK if payload empty and ACK doesn't move send window ->
-                // Increment duplicate ACK count, notify congestion controller and
-                // set for retransmit if we just received the third duplicate ACK
+                // Duplicate ACK if payload empty and ACK doesn't move send window.
                 Some(last_rx_ack)
                     if repr.payload.is_empty()
                         && last_rx_ack == ack_number
@@ -2166,18 +2588,18 @@ impl<'a> Socket<'a> {
                         }
                     );
 
-                    if self.local_rx_dup_acks == 3 {
-                        self.timer.set_for_fast_retransmit();
-                        net_debug!("started fast retransmit");
+                    if !self.remote_has_sack {
+                        // Without SACK the third duplicate ACK marks the first segment
+                        // lost (RFC 5681 §3.2), and during recovery each duplicate ACK
+                        // stands for one segment delivered (RFC 6937 §3).
+                        if self.local_rx_dup_acks == 3 {
+                            self.scoreboard.mark_first_lost();
+                            net_debug!("started fast retransmit");
+                        }
+                        if self.recovery.is_some() {
+                            delivered += self.remote_mss;
+                        }
                     }
-
-                    // Notify of duplicate ACK
-                    let in_flight = self.flight_size();
-                    self.congestion_controller.inner_mut().on_dup_ack(
-                        cx.now(),
-                        self.remote_mss,
-                        in_flight,
-                    );
                 }
 
                 // No duplicate ACK means we reset the duplicate ACK count
@@ -2190,16 +2612,49 @@ impl<'a> Socket<'a> {
                     self.local_rx_last_ack = Some(ack_number);
 
                     // Notify of fresh ACK
-                    self.rtte.on_ack(cx.now(), ack_number);
-                    let new_flight_size = self.flight_size().saturating_sub(ack_len);
-                    self.congestion_controller.inner_mut().on_ack(
-                        cx.now(),
-                        ack_len,
-                        new_flight_size,
-                        &self.rtte,
-                    );
+                    self.rtte.on_ack(now, ack_number);
+                    if self.recovery.is_none() {
+                        let pipe = self.scoreboard.pipe();
+                        self.congestion_controller
+                            .inner_mut()
+                            .on_ack(now, ack_len, pipe, &self.rtte);
+                    }
                 }
             };
+
+            if self.rto_point.is_some_and(|point| ack_number >= point) {
+                self.rto_point = None;
+            }
+            if let Some(recovery) = self.recovery.as_mut() {
+                if ack_number >= recovery.point {
+                    // Recovery is over: the controller deflates the window to ssthresh.
+                    net_debug!("fast recovery done");
+                    self.recovery = None;
+                    let pipe = self.scoreboard.pipe();
+                    self.congestion_controller.inner_mut().on_ack(
+                        now,
+                        ack_len.max(1),
+                        pipe,
+                        &self.rtte,
+                    );
+                } else {
+                    recovery.prr_delivered += delivered;
+                    recovery.delivered = delivered;
+                    if !self.remote_has_sack && ack_len > 0 {
+                        // A partial ACK: the next segment was lost too (RFC 6582).
+                        self.scoreboard.mark_first_lost();
+                    }
+                }
+            }
+
+            let reo_wnd = self.rack_reo_wnd();
+            let (_, rack_timer) = self.scoreboard.detect_loss(now, self.remote_mss, reo_wnd);
+            self.rack_timer = rack_timer;
+            self.maybe_enter_recovery(now);
+            if delivered > 0 || ack_len > 0 {
+                self.tlp.due = false;
+                self.arm_tlp(now);
+            }
 
             // We've processed everything in the incoming segment, so advance the local
             // sequence number past it.
@@ -2222,7 +2677,7 @@ impl<'a> Socket<'a> {
 
         // update timers.
         match self.timer {
-            Timer::Retransmit { .. } | Timer::FastRetransmit => {
+            Timer::Retransmit { .. } => {
                 if ack_all {
                     // RFC 6298: (5.2) ACK of all outstanding data turn off the retransmit timer.
                     self.timer.set_for_idle(cx.now(), self.keep_alive);
@@ -2251,6 +2706,14 @@ impl<'a> Socket<'a> {
         if self.remote_win_len != 0 && self.timer.is_zero_window_probe() {
             tcp_trace!("stopping zero-window-probe timer");
             self.timer.set_for_idle(cx.now(), self.keep_alive);
+        }
+
+        if zero_window_ack {
+            return if repr.payload.is_empty() {
+                self.challenge_ack_reply(cx, ip_repr, repr)
+            } else {
+                Some(self.ack_reply(ip_repr, repr))
+            };
         }
 
         let payload_len = payload.len();
@@ -2294,6 +2757,7 @@ impl<'a> Socket<'a> {
             // There's new data in rx_buffer, notify waiting task if any.
             #[cfg(feature = "async")]
             self.rx_waker.wake();
+            self.rcv_tune_on_data(cx.now());
         }
 
         if !self.assembler.is_empty() {
@@ -2347,8 +2811,8 @@ impl<'a> Socket<'a> {
     }
 
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
-        // Fast retransmits should always send, even if later congestion checks would disallow
-        if self.pending_fast_retransmit && !self.tx_buffer.is_empty() {
+        // tapir patch: a segment judged lost goes out as soon as the window lets it.
+        if self.retransmission_due() {
             return true;
         }
 
@@ -2516,41 +2980,53 @@ impl<'a> Socket<'a> {
             .inner_mut()
             .pre_transmit(cx.now());
 
+        // tapir patch: RACK's reordering timer and the tail loss probe.
+        let now = cx.now();
+        if self.rack_timer.is_some_and(|at| now >= at) {
+            let reo_wnd = self.rack_reo_wnd();
+            let (_, rack_timer) = self.scoreboard.detect_loss(now, self.remote_mss, reo_wnd);
+            self.rack_timer = rack_timer;
+            self.maybe_enter_recovery(now);
+        }
+        if self.tlp.at.is_some_and(|at| now >= at) {
+            net_debug!("tail loss probe due");
+            self.tlp = Tlp {
+                at: None,
+                due: true,
+            };
+        }
+
         // Check if any state needs to be changed because of a timer.
         if self.timed_out(cx.now()) {
             // If a timeout expires, we should abort the connection.
             net_debug!("timeout exceeded");
             self.set_state(State::Closed);
         } else if self.timer.should_retransmit(cx.now()) {
-            if let Timer::Retransmit { .. } = self.timer {
-                // If a retransmit timer expired, we should resend data starting at the last ACK.
-                net_debug!("retransmitting after rto");
+            net_debug!("retransmitting after rto");
 
-                // Inform the congestion controller that we're retransmitting and should enter the slow start state
-                let in_flight = self.flight_size();
-                self.congestion_controller
-                    .inner_mut()
-                    .on_rto(cx.now(), in_flight);
+            // Inform the congestion controller that we're retransmitting and should enter the slow start state
+            let in_flight = self.flight_size();
+            self.congestion_controller
+                .inner_mut()
+                .on_rto(cx.now(), in_flight);
 
-                // Rewind "last sequence number sent", as if we never
-                // had sent them. This will cause all data in the queue
-                // to be sent again.
+            if self.scoreboard.is_empty() {
+                // Only a SYN or a FIN is unacknowledged: rewind "last sequence number
+                // sent" so that it is sent again.
                 self.remote_last_seq = self.local_seq_no;
-
-                // Inform RTTE, so that it can can handle RTO backoff
-                self.rtte.on_rto();
             } else {
-                // If a fast rentrasmit timer expired, we should resend only the earliest unAcked segment
-                net_debug!("retransmitting for fast-retransmit");
-
-                // Inform the congestion controller that we're doing a fast retransmit and should enter the fast recovery state
-                let in_flight = self.flight_size();
-                self.congestion_controller
-                    .inner_mut()
-                    .on_loss(cx.now(), in_flight);
-
-                self.pending_fast_retransmit = true;
+                // tapir patch: retransmit what SACK says is missing, not the whole window
+                // (RFC 6675 §5.1). After repeated timeouts SACK is forgotten: the peer
+                // may have discarded what it SACKed (RFC 2018 §8).
+                self.scoreboard.on_rto(self.rtte.rto_count > 0);
+                self.rto_point = Some(self.remote_last_seq);
             }
+            self.recovery = None;
+            self.rack_timer = None;
+            self.tlp = Tlp::default();
+
+            // Inform RTTE, so that it can can handle RTO backoff
+            self.rtte.on_rto();
 
             // Clear the `should_retransmit` state. If we can't retransmit right
             // now for whatever reason (like zero window), this avoids an
@@ -2681,14 +3157,12 @@ impl<'a> Socket<'a> {
                 let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
                 let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
-                let offset = if self.pending_fast_retransmit {
-                    let size = effective_mss.min(self.tx_buffer.len());
-                    repr.seq_number = self.local_seq_no;
-                    repr.payload = self.tx_buffer.get_allocated(0, size);
-
-                    self.pending_fast_retransmit = false;
-
-                    0
+                let offset = if let Some((start, len)) = self.next_retransmission() {
+                    // tapir patch: retransmit a segment of the scoreboard.
+                    let offset = start - self.local_seq_no;
+                    repr.seq_number = start;
+                    repr.payload = self.tx_buffer.get_allocated(offset, len.min(effective_mss));
+                    offset
                 } else {
                     // Right edge of window, ie the max sequence number we're allowed to send.
                     let win_right_edge = self.local_seq_no + self.remote_win_len;
@@ -2792,6 +3266,11 @@ impl<'a> Socket<'a> {
         // has expired, and we also have data in transmit buffer. Since any packet that occupies
         // sequence space will elicit an ACK, we only need to send an explicit packet if we
         // couldn't fill the sequence space with anything.
+        // tapir patch: see `ack_seq_number`.
+        if repr.payload.is_empty() && repr.control == TcpControl::None {
+            repr.seq_number = self.ack_seq_number();
+        }
+
         let is_keep_alive;
         if self.timer.should_keep_alive(cx.now()) && repr.is_empty() {
             repr.seq_number = repr.seq_number - 1;
@@ -2868,6 +3347,24 @@ impl<'a> Socket<'a> {
             return Ok(());
         }
 
+        // tapir patch: record the data in the scoreboard.
+        let mut arm_tlp = false;
+        if !repr.payload.is_empty() && self.in_data_state() {
+            let now = cx.now();
+            let len = repr.payload.len();
+            if repr.seq_number < self.remote_last_seq {
+                self.scoreboard.on_retransmit(repr.seq_number, len, now);
+                self.rtte.on_retransmit();
+            } else {
+                self.scoreboard.on_send(repr.seq_number, len, now);
+                arm_tlp = self.tlp.at.is_none();
+            }
+            if let Some(recovery) = self.recovery.as_mut() {
+                recovery.prr_out += len;
+            }
+            self.tlp.due = false;
+        }
+
         // We've sent a packet successfully, so we can update the internal state now.
         // Use max() so a fast-retransmit segment (whose seq_number is local_seq_no, well
         // behind the current frontier) doesn't rewind the tracked "highest sent" sequence.
@@ -2891,6 +3388,10 @@ impl<'a> Socket<'a> {
             // so that it will expire after RTO seconds.
             let rto = self.rtte.retransmission_timeout();
             self.timer.set_for_retransmit(cx.now(), rto);
+        }
+
+        if arm_tlp {
+            self.arm_tlp(cx.now());
         }
 
         if self.state == State::Closed {
@@ -2942,11 +3443,21 @@ impl<'a> Socket<'a> {
                 (_, _) => PollAt::Ingress,
             };
 
+            // tapir patch: RACK's reordering timer and the tail loss probe.
+            let rack_poll_at = self.rack_timer.map_or(PollAt::Ingress, PollAt::Time);
+            let tlp_poll_at = self.tlp.at.map_or(PollAt::Ingress, PollAt::Time);
+
             // We wait for the earliest of our timers to fire.
-            *[self.timer.poll_at(), timeout_poll_at, delayed_ack_poll_at]
-                .iter()
-                .min()
-                .unwrap_or(&PollAt::Ingress)
+            *[
+                self.timer.poll_at(),
+                timeout_poll_at,
+                delayed_ack_poll_at,
+                rack_poll_at,
+                tlp_poll_at,
+            ]
+            .iter()
+            .min()
+            .unwrap_or(&PollAt::Ingress)
         }
     }
 }
@@ -6486,31 +6997,99 @@ mod test {
         }));
     }
 
+    /// RFC 6928 initial window once the handshake gives the MSS, RFC 5681 loss window
+    /// (1 segment) after a retransmission timeout.
+    #[cfg(any(feature = "socket-tcp-reno", feature = "socket-tcp-cubic"))]
+    fn initial_and_loss_window(cc: CongestionControl, remote_mss: Option<u16>) {
+        let mut s = socket_syn_sent_with_buffer_sizes(32768, 64);
+        s.set_congestion_control(cc);
+        recv!(
+            s,
+            [TcpRepr {
+                control: TcpControl::Syn,
+                seq_number: LOCAL_SEQ,
+                ack_number: None,
+                max_seg_size: Some(BASE_MSS),
+                window_scale: Some(0),
+                sack_permitted: true,
+                ..RECV_TEMPL
+            }]
+        );
+        send!(
+            s,
+            TcpRepr {
+                control: TcpControl::Syn,
+                seq_number: REMOTE_SEQ,
+                ack_number: Some(LOCAL_SEQ + 1),
+                max_seg_size: remote_mss,
+                window_scale: Some(0),
+                window_len: 65535,
+                ..SEND_TEMPL
+            }
+        );
+        let mss = remote_mss.map_or(DEFAULT_MSS, usize::from);
+        assert_eq!(s.congestion_window(), 10 * mss);
+
+        let data = [b'x'; 32768];
+        s.send_slice(&data).unwrap();
+        for i in 0..10 {
+            recv!(s, time 0, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * mss,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 64,
+                payload: &data[..mss],
+                ..RECV_TEMPL
+            }));
+        }
+        recv_nothing!(s, time 0);
+
+        // The RTO leaves one segment in flight: only the first is retransmitted.
+        recv!(s, time 1000, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            window_len: 64,
+            payload: &data[..mss],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 1000);
+        assert_eq!(s.congestion_window(), mss);
+    }
+
+    #[test]
+    #[cfg(feature = "socket-tcp-reno")]
+    fn test_reno_initial_window_is_ten_segments() {
+        initial_and_loss_window(CongestionControl::Reno, Some(BASE_MSS));
+        initial_and_loss_window(CongestionControl::Reno, None);
+    }
+
+    #[test]
+    #[cfg(feature = "socket-tcp-cubic")]
+    fn test_cubic_initial_window_is_ten_segments() {
+        initial_and_loss_window(CongestionControl::Cubic, Some(BASE_MSS));
+        initial_and_loss_window(CongestionControl::Cubic, None);
+    }
+
     #[test]
     #[cfg(feature = "socket-tcp-reno")]
     fn test_congestion_window_limits_data_in_flight() {
-        let mut s = socket_established_with_buffer_sizes(8192, 64);
-        s.set_congestion_control(CongestionControl::Reno);
+        let mut s = socket_established_with_buffer_sizes(16384, 64);
         s.remote_win_len = 65535;
         s.remote_mss = 1024;
+        s.set_congestion_control(CongestionControl::Reno);
 
-        let data = [b'x'; 8192];
+        let data = [b'x'; 16384];
         s.send_slice(&data[..]).unwrap();
 
-        // Reno's initial congestion window is 2048 bytes: only two
+        // Reno's initial congestion window is 10 segments (RFC 6928): only ten
         // 1024-byte segments may be in flight, the rest must wait for ACKs.
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 1024,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
+        for i in 0..10 {
+            recv!(s, time 0, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * 1024,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &data[..1024],
+                ..RECV_TEMPL
+            }));
+        }
         recv_nothing!(s, time 0);
 
         // ACKing one segment frees congestion window space and grows
@@ -6522,7 +7101,7 @@ mod test {
             ..SEND_TEMPL
         });
         recv!(s, time 10, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 2048,
+            seq_number: LOCAL_SEQ + 1 + 10240,
             ack_number: Some(REMOTE_SEQ + 1),
             payload: &data[..1024],
             ..RECV_TEMPL
@@ -6532,10 +7111,10 @@ mod test {
     #[test]
     #[cfg(feature = "socket-tcp-reno")]
     fn test_congestion_window_doesnt_limit_fast_retransmit() {
-        let mut s = socket_established_with_buffer_sizes(8192, 64);
-        s.set_congestion_control(CongestionControl::Reno);
+        let mut s = socket_established_with_buffer_sizes(16384, 64);
         s.remote_win_len = 65535;
         s.remote_mss = 1024;
+        s.set_congestion_control(CongestionControl::Reno);
 
         // Normal ACK of previously received segment
         send!(s, time 0, TcpRepr {
@@ -6545,23 +7124,18 @@ mod test {
             ..SEND_TEMPL
         });
 
-        let data = [b'x'; 8192];
+        let data = [b'x'; 16384];
         s.send_slice(&data[..]).unwrap();
 
-        // Reno's initial congestion window is 2048 bytes, allowing 2 segments
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
-
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 1024,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
+        // Reno's initial congestion window is 10 segments (RFC 6928)
+        for i in 0..10 {
+            recv!(s, time 0, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * 1024,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &data[..1024],
+                ..RECV_TEMPL
+            }));
+        }
         recv_nothing!(s, time 0);
 
         // Send three duplicate ACKS, treating the first segment as lost
@@ -6608,12 +7182,26 @@ mod test {
                 ..SEND_TEMPL
             }
         );
-        // Out-of-order data, or smaller or non-empty buffers, are refused.
-        assert!(s
-            .replace_buffers(SocketBuffer::new(vec![0; 4]), SocketBuffer::new(vec![0; 64]))
-            .is_err());
+        // Buffers too small for what is queued are refused.
+        assert!(
+            s.replace_buffers(
+                SocketBuffer::new(vec![0; 2]),
+                SocketBuffer::new(vec![0; 64])
+            )
+            .is_err()
+        );
+        assert!(
+            s.replace_buffers(
+                SocketBuffer::new(vec![0; 64]),
+                SocketBuffer::new(vec![0; 5])
+            )
+            .is_err()
+        );
         let (old_rx, old_tx) = s
-            .replace_buffers(SocketBuffer::new(vec![0; 64]), SocketBuffer::new(vec![0; 64]))
+            .replace_buffers(
+                SocketBuffer::new(vec![0; 64]),
+                SocketBuffer::new(vec![0; 64]),
+            )
             .unwrap();
         assert_eq!((old_rx.capacity(), old_tx.capacity()), (6, 6));
         assert_eq!((s.recv_capacity(), s.send_capacity()), (64, 64));
@@ -6638,8 +7226,156 @@ mod test {
     }
 
     #[test]
+    fn test_replace_buffers_moves_out_of_order_data() {
+        // tapir patch: growing while holding out-of-order data keeps it.
+        let mut s = socket_established_with_buffer_sizes(64, 8);
+        s.set_ack_delay(None);
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 3,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"defgh"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 8,
+                ..RECV_TEMPL
+            })
+        );
+        // The whole old receive buffer must fit.
+        assert!(
+            s.replace_buffers(
+                SocketBuffer::new(vec![0; 7]),
+                SocketBuffer::new(vec![0; 64])
+            )
+            .is_err()
+        );
+        s.replace_buffers(
+            SocketBuffer::new(vec![0; 32]),
+            SocketBuffer::new(vec![0; 64]),
+        )
+        .unwrap();
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abc"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 8),
+                window_len: 24,
+                ..RECV_TEMPL
+            })
+        );
+        let mut got = [0; 16];
+        assert_eq!(s.recv_slice(&mut got), Ok(8));
+        assert_eq!(&got[..8], b"abcdefgh");
+    }
+
+    #[test]
+    fn test_replace_buffers_shrinks_when_empty() {
+        // tapir patch: an idle connection gives its large buffers back.
+        let mut s = socket_established_with_buffer_sizes(64, 64);
+        s.set_ack_delay(None);
+        s.replace_buffers(SocketBuffer::new(vec![0; 8]), SocketBuffer::new(vec![0; 8]))
+            .unwrap();
+        assert_eq!((s.recv_capacity(), s.send_capacity()), (8, 8));
+        // The smaller window goes out with the next segment.
+        s.send_slice(b"abcdefghij").unwrap();
+        recv!(
+            s,
+            Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 8,
+                payload: &b"abcdefgh"[..],
+                ..RECV_TEMPL
+            })
+        );
+    }
+
+    #[test]
+    fn test_receive_rtt_and_space_wanted() {
+        // tapir patch: a receiver that only receives measures the RTT (the time to receive
+        // one window past the edge it advertised) and the buffer the application's reads
+        // per RTT ask for. The peer sends a window per 10 ms round trip.
+        let mut s = socket_established_with_buffer_sizes(64, 1000);
+        s.set_ack_delay(None);
+        let mut seq = REMOTE_SEQ + 1;
+        let mut flight = |s: &mut TestSocket, time: i64, len: usize| {
+            let data = vec![7; len];
+            let segment = TcpRepr {
+                seq_number: seq,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &data,
+                ..SEND_TEMPL
+            };
+            assert_eq!(send(s, Instant::from_millis(time), &segment), None);
+            seq += len;
+            let mut buf = vec![0; len];
+            assert_eq!(s.recv_slice(&mut buf), Ok(len));
+            // The ACK advertises the window the next flight fills.
+            recv(s, Instant::from_millis(time), |_| {});
+        };
+        flight(&mut s, 0, 1000);
+        assert_eq!(s.receive_rtt(), None);
+        flight(&mut s, 10, 1000);
+        assert_eq!(s.receive_rtt(), Some(Duration::from_millis(10)));
+        assert_eq!(s.receive_space_wanted(), 0);
+        s.replace_buffers(
+            SocketBuffer::new(vec![0; 4000]),
+            SocketBuffer::new(vec![0; 64]),
+        )
+        .unwrap();
+        recv(&mut s, Instant::from_millis(10), |_| {});
+        flight(&mut s, 20, 4000);
+        // 1000 bytes read in the last RTT, no more than the first one: no growth yet.
+        assert_eq!(s.receive_space_wanted(), 0);
+        flight(&mut s, 30, 4000);
+        // 4000 read in one RTT after 1000: 2 × 4000 + 16 segments, plus twice that times
+        // the growth (3000 / 1000).
+        assert_eq!(s.receive_rtt(), Some(Duration::from_millis(10)));
+        let base = 2 * 4000 + 16 * DEFAULT_MSS;
+        assert_eq!(s.receive_space_wanted(), base + 2 * base * 3);
+        // A smaller buffer starts the measurement again.
+        s.replace_buffers(
+            SocketBuffer::new(vec![0; 500]),
+            SocketBuffer::new(vec![0; 64]),
+        )
+        .unwrap();
+        assert_eq!(s.receive_space_wanted(), 0);
+        assert_eq!(s.receive_rtt(), Some(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn test_congestion_window_and_stream_marks() {
+        let mut s = socket_established();
+        assert!(s.congestion_window() > 0);
+        assert_eq!(s.stream_marks(), (REMOTE_SEQ + 1, LOCAL_SEQ + 1));
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abc"[..],
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.stream_marks(), (REMOTE_SEQ + 1 + 3, LOCAL_SEQ + 1));
+    }
+
+    #[test]
     fn test_window_capacity_sets_the_scale() {
-        let mut s = Socket::new(SocketBuffer::new(vec![0; 64]), SocketBuffer::new(vec![0; 64]));
+        let mut s = Socket::new(
+            SocketBuffer::new(vec![0; 64]),
+            SocketBuffer::new(vec![0; 64]),
+        );
         s.set_window_capacity(1 << 20);
         s.listen(LISTEN_END).unwrap();
         assert_eq!(s.remote_win_shift, 5);
@@ -7981,6 +8717,117 @@ mod test {
     }
 
     #[test]
+    fn test_zero_window_accepts_valid_ack() {
+        // RFC 9293 (3.10.7.4): with RCV.WND zero no segment is acceptable, "but special
+        // allowance should be made to accept valid ACKs". Two peers with full buffers
+        // otherwise deadlock: each drops the ACK field of the other's segments.
+        let mut s = socket_established();
+        s.rx_buffer = SocketBuffer::new(vec![0; 6]);
+        s.assembler = Assembler::new();
+        s.send_slice(b"xyz").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            window_len: 6,
+            payload: &b"xyz"[..],
+            ..RECV_TEMPL
+        }));
+        // The remote fills our receive window.
+        send!(s, time 10, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload: &b"abcdef"[..],
+            ..SEND_TEMPL
+        });
+        recv!(s, time 10, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1 + 6),
+            window_len: 0,
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.send_queue(), 3);
+
+        // A data segment past the zero window that acknowledges our data: the data is
+        // dropped (and ACKed with a zero window), the acknowledgement is taken.
+        send!(s, time 20, TcpRepr {
+            seq_number: REMOTE_SEQ + 1 + 6,
+            ack_number: Some(LOCAL_SEQ + 1 + 2),
+            window_len: 128,
+            payload: &b"ghi"[..],
+            ..SEND_TEMPL
+        }, Some(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1 + 6),
+            window_len: 0,
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.send_queue(), 1);
+        assert_eq!(s.remote_win_len, 128);
+        assert_eq!(s.recv_queue(), 6);
+
+        // A pure ACK whose sequence number is one past the zero window (the remote sent
+        // a byte beyond it earlier) still acknowledges the rest, and its FIN is ignored.
+        // The reply is the (rate-limited) challenge ACK of any unacceptable segment.
+        send!(s, time 30, TcpRepr {
+            control: TcpControl::Fin,
+            seq_number: REMOTE_SEQ + 1 + 7,
+            ack_number: Some(LOCAL_SEQ + 1 + 3),
+            ..SEND_TEMPL
+        }, Some(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1 + 6),
+            window_len: 0,
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.send_queue(), 0);
+        assert_eq!(s.state, State::Established);
+        assert_eq!(s.recv_queue(), 6);
+        assert!(s.timer.is_idle());
+    }
+
+    #[test]
+    fn test_pure_ack_after_rto_carries_highest_seq_sent() {
+        // After an RTO rewinds SND.NXT (go-back-N), the remote may already hold data past
+        // it. A pure ACK must still be acceptable there: it carries the highest sequence
+        // number sent, not the rewound one that is below the remote's RCV.NXT.
+        let mut s = socket_established();
+        s.remote_mss = 6;
+        s.send_slice(b"abcdef123456").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"abcdef"[..],
+            ..RECV_TEMPL
+        }));
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 6,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"123456"[..],
+            ..RECV_TEMPL
+        }));
+        recv!(s, time 1000, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"abcdef"[..],
+            ..RECV_TEMPL
+        }));
+        // The remote's window leaves no room for more: the reply is a pure ACK.
+        send!(s, time 1001, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            window_len: 6,
+            payload: &b"xyz"[..],
+            ..SEND_TEMPL
+        });
+        recv!(s, time 1001, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 12,
+            ack_number: Some(REMOTE_SEQ + 1 + 3),
+            window_len: 61,
+            ..RECV_TEMPL
+        }));
+    }
+
+    #[test]
     fn test_zero_window_ack_not_rate_limited() {
         let mut s = socket_established();
         s.rx_buffer = SocketBuffer::new(vec![0; 6]);
@@ -8433,28 +9280,24 @@ mod test {
     #[test]
     #[cfg(feature = "socket-tcp-reno")]
     fn test_zero_window_probe_not_capped_by_cwnd() {
-        let mut s = socket_established_with_buffer_sizes(8192, 64);
-        s.set_congestion_control(CongestionControl::Reno);
+        let mut s = socket_established_with_buffer_sizes(16384, 64);
         s.remote_win_len = 65535;
         s.remote_mss = 1024;
+        s.set_congestion_control(CongestionControl::Reno);
 
-        let data = [b'x'; 4096];
+        let data = [b'x'; 16384];
         s.send_slice(&data[..]).unwrap();
 
-        // Reno's initial cwnd is 2048: two segments fill the congestion window
+        // Reno's initial cwnd is 10 segments: they fill the congestion window
         // exactly, leaving cwnd_remaining() == 0.
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
-        recv!(s, time 0, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 1024,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..1024],
-            ..RECV_TEMPL
-        }));
+        for i in 0..10 {
+            recv!(s, time 0, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + i * 1024,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &data[..1024],
+                ..RECV_TEMPL
+            }));
+        }
         recv_nothing!(s, time 0);
 
         // The remote closes its window without acknowledging anything new, so
@@ -8477,7 +9320,7 @@ mod test {
         // sequence space and elicits no reply, so the connection would stall
         // if the remote's window update got lost.
         recv!(s, time 110, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 2048,
+            seq_number: LOCAL_SEQ + 1 + 10240,
             ack_number: Some(REMOTE_SEQ + 1),
             payload: &data[..1],
             ..RECV_TEMPL
@@ -9687,6 +10530,132 @@ mod test {
     }
 
     #[test]
+    fn test_rtt_estimator_min_rto() {
+        let mut r = RttEstimator::default();
+        r.set_min_rto(200);
+        // RFC 6298 (2.1): no measurement yet, the RTO stays 1 second.
+        assert_eq!(r.retransmission_timeout(), Duration::from_millis(1000));
+
+        // A 50 ms path: SRTT + 4*RTTVAR falls below the minimum, which then applies.
+        for _ in 0..20 {
+            r.sample(50);
+        }
+        assert_eq!(r.retransmission_timeout(), Duration::from_millis(200));
+
+        // A 300 ms path is above the minimum: SRTT + max(G, 4*RTTVAR).
+        let mut r = RttEstimator::default();
+        r.set_min_rto(200);
+        r.sample(300);
+        assert_eq!(
+            r.retransmission_timeout(),
+            Duration::from_millis(300 + 4 * 150)
+        );
+
+        // The default minimum is RFC 6298's 1 second.
+        let mut r = RttEstimator::default();
+        for _ in 0..20 {
+            r.sample(50);
+        }
+        assert_eq!(r.retransmission_timeout(), Duration::from_millis(1000));
+
+        // Changing the minimum after measurements recomputes the RTO at once.
+        r.set_min_rto(100);
+        assert_eq!(r.retransmission_timeout(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn test_min_rto_retransmits_after_measured_rto() {
+        let mut s = socket_established();
+        s.set_min_rto(Duration::from_millis(200));
+        assert_eq!(s.min_rto(), Duration::from_millis(200));
+
+        // First segment: the RTO is still the initial 1 s.
+        s.send_slice(b"abc").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"abc"[..],
+            ..RECV_TEMPL
+        }));
+        // An ACK 20 ms later gives the first RTT sample.
+        send!(s, time 20, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 3),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.rtte.retransmission_timeout(), Duration::from_millis(200));
+
+        s.send_slice(b"def").unwrap();
+        recv!(s, time 100, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"def"[..],
+            ..RECV_TEMPL
+        }));
+        // Lost: retransmitted 200 ms later, not after smoltcp's default 1 s.
+        recv_nothing!(s, time 299);
+        recv!(s, time 300, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"def"[..],
+            ..RECV_TEMPL
+        }));
+        // Backed off (RFC 6298 (5.5)): the next retransmission is 400 ms later.
+        recv_nothing!(s, time 699);
+        recv!(s, time 700, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload:    &b"def"[..],
+            ..RECV_TEMPL
+        }));
+
+        // Karn's rule: the ACK of the retransmitted segment gives no RTT sample, so the
+        // backed-off RTO stands.
+        send!(s, time 705, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 6),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.rtte.retransmission_timeout(), Duration::from_millis(800));
+    }
+
+    #[test]
+    fn test_min_rto_survives_connect() {
+        let mut s = socket();
+        s.set_min_rto(Duration::from_millis(200));
+        s.socket.connect(&mut s.cx, REMOTE_END, LOCAL_END).unwrap();
+        assert_eq!(s.min_rto(), Duration::from_millis(200));
+        s.rtte.sample(10);
+        assert_eq!(s.rtte.retransmission_timeout(), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn test_min_rto_keeps_initial_syn_rto() {
+        let mut s = socket_syn_sent();
+        s.set_min_rto(Duration::from_millis(200));
+        recv!(s, time 0, Ok(TcpRepr {
+            control: TcpControl::Syn,
+            seq_number: LOCAL_SEQ,
+            ack_number: None,
+            max_seg_size: Some(BASE_MSS),
+            window_scale: Some(0),
+            sack_permitted: true,
+            ..RECV_TEMPL
+        }));
+        // RFC 6298 (2.1): the SYN is retransmitted after 1 s, not after the minimum.
+        recv_nothing!(s, time 999);
+        recv!(s, time 1000, Ok(TcpRepr {
+            control: TcpControl::Syn,
+            seq_number: LOCAL_SEQ,
+            ack_number: None,
+            max_seg_size: Some(BASE_MSS),
+            window_scale: Some(0),
+            sack_permitted: true,
+            ..RECV_TEMPL
+        }));
+    }
+
+    #[test]
     fn test_set_get_congestion_control() {
         let mut s = socket_established();
 
@@ -9973,5 +10942,225 @@ mod test {
         s.send_slice(b"def").unwrap();
         recv_nothing!(s);
         assert_eq!(s.state, State::Closed);
+    }
+
+    // =========================================================================================//
+    // tapir patch: SACK loss recovery (RFC 6675, RFC 6937) and RACK-TLP (RFC 8985)
+    // =========================================================================================//
+
+    /// An established socket whose peer negotiated SACK, with 10-byte segments and no
+    /// congestion control, so that only loss recovery decides what is sent.
+    fn socket_established_sack() -> TestSocket {
+        let mut s = socket_established_with_buffer_sizes(256, 64);
+        s.remote_has_sack = true;
+        s.remote_mss = 10;
+        s.set_congestion_control(CongestionControl::None);
+        s
+    }
+
+    fn sack_block(from: usize, to: usize) -> Option<(u32, u32)> {
+        Some((
+            (LOCAL_SEQ + 1 + from).0 as u32,
+            (LOCAL_SEQ + 1 + to).0 as u32,
+        ))
+    }
+
+    /// Sends `data` in 10-byte segments at `time` and checks them on the wire.
+    fn send_segments(s: &mut TestSocket, time: i64, data: &'static [u8], sent_before: usize) {
+        s.send_slice(data).unwrap();
+        for (i, chunk) in data.chunks(10).enumerate() {
+            let seq = LOCAL_SEQ + 1 + sent_before + i * 10;
+            let expected = TcpRepr {
+                seq_number: seq,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: chunk,
+                control: if (i + 1) * 10 >= data.len() {
+                    TcpControl::Psh
+                } else {
+                    TcpControl::None
+                },
+                ..RECV_TEMPL
+            };
+            recv(s, Instant::from_millis(time), |result| {
+                assert_eq!(result, Ok(expected))
+            });
+        }
+    }
+
+    fn ack_with_sack(s: &mut TestSocket, time: i64, ack: usize, blocks: [Option<(u32, u32)>; 3]) {
+        let repr = TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + ack),
+            sack_ranges: blocks,
+            ..SEND_TEMPL
+        };
+        assert_eq!(send(s, Instant::from_millis(time), &repr), None);
+    }
+
+    #[test]
+    fn test_sack_one_loss_is_repaired_within_an_rtt() {
+        let mut s = socket_established_sack();
+        send_segments(
+            &mut s,
+            0,
+            b"0000000000111111111122222222223333333333444444444455555555556666666666",
+            0,
+        );
+        // Segment 2 is lost. One RTT (20 ms) later the ACKs come back: two advance, the
+        // next three SACK what lies beyond the hole.
+        ack_with_sack(&mut s, 20, 10, [None, None, None]);
+        ack_with_sack(&mut s, 20, 20, [None, None, None]);
+        ack_with_sack(&mut s, 20, 20, [sack_block(30, 40), None, None]);
+        ack_with_sack(&mut s, 20, 20, [sack_block(30, 50), None, None]);
+        recv_nothing!(s, time 20);
+        // More than 2 segments SACKed above the hole: it is lost, and retransmitted at
+        // once, long before any retransmission timeout.
+        ack_with_sack(&mut s, 20, 20, [sack_block(30, 60), None, None]);
+        assert!(s.recovery.is_some());
+        recv!(s, time 20, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 20,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"2222222222"[..],
+            ..RECV_TEMPL
+        }));
+        // Only that segment: nothing else is missing.
+        ack_with_sack(&mut s, 21, 20, [sack_block(30, 70), None, None]);
+        recv_nothing!(s, time 21);
+        // The retransmission arrives: everything is acknowledged, recovery ends.
+        ack_with_sack(&mut s, 40, 70, [None, None, None]);
+        assert!(s.recovery.is_none());
+        assert!(s.scoreboard.is_empty());
+        recv_nothing!(s, time 40);
+    }
+
+    #[test]
+    fn test_sack_several_holes_are_retransmitted_in_order() {
+        let mut s = socket_established_sack();
+        send_segments(
+            &mut s,
+            0,
+            b"00000000001111111111222222222233333333334444444444555555555566666666667777777777",
+            0,
+        );
+        // Segments 1 and 4 are lost.
+        ack_with_sack(&mut s, 20, 10, [None, None, None]);
+        ack_with_sack(&mut s, 20, 10, [sack_block(20, 30), None, None]);
+        ack_with_sack(&mut s, 20, 10, [sack_block(20, 40), None, None]);
+        ack_with_sack(
+            &mut s,
+            20,
+            10,
+            [sack_block(50, 60), sack_block(20, 40), None],
+        );
+        ack_with_sack(
+            &mut s,
+            20,
+            10,
+            [sack_block(50, 70), sack_block(20, 40), None],
+        );
+        ack_with_sack(
+            &mut s,
+            20,
+            10,
+            [sack_block(50, 80), sack_block(20, 40), None],
+        );
+        for (seq, payload) in [(10, &b"1111111111"[..]), (40, &b"4444444444"[..])] {
+            recv!(s, time 20, Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1 + seq,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload,
+                ..RECV_TEMPL
+            }));
+        }
+        recv_nothing!(s, time 20);
+        ack_with_sack(&mut s, 40, 80, [None, None, None]);
+        assert!(s.recovery.is_none());
+        assert!(s.scoreboard.is_empty());
+    }
+
+    #[test]
+    fn test_tail_loss_probe_repairs_a_lost_tail() {
+        let mut s = socket_established_sack();
+        // A first exchange gives an RTT sample of 20 ms.
+        send_segments(&mut s, 0, b"xxxxxxxxxx", 0);
+        ack_with_sack(&mut s, 20, 10, [None, None, None]);
+        // Four segments; the last two are lost.
+        send_segments(&mut s, 100, b"0000000000111111111122222222223333333333", 10);
+        ack_with_sack(&mut s, 120, 20, [None, None, None]);
+        ack_with_sack(&mut s, 120, 30, [None, None, None]);
+        // The probe timeout is 2 SRTT after the last ACK: at 160 ms the highest segment
+        // is sent again (there is no new data to probe with).
+        recv_nothing!(s, time 159);
+        recv!(s, time 160, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 40,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"3333333333"[..],
+            ..RECV_TEMPL
+        }));
+        // Its SACK shows the hole before it; RACK judges that segment lost (sent before
+        // one that was delivered, more than an RTT ago) and it is retransmitted at once.
+        ack_with_sack(&mut s, 180, 30, [sack_block(40, 50), None, None]);
+        recv!(s, time 180, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 30,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"2222222222"[..],
+            ..RECV_TEMPL
+        }));
+        ack_with_sack(&mut s, 200, 50, [None, None, None]);
+        assert!(s.scoreboard.is_empty());
+        // Repaired in 100 ms, five RTTs: no retransmission timeout (at least 1 s) fired.
+        assert_eq!(s.rtte.rto_count, 0);
+    }
+
+    #[test]
+    fn test_rto_retransmits_only_sack_holes() {
+        let mut s = socket_established_sack();
+        send_segments(&mut s, 0, b"0000000000111111111122222222223333333333", 0);
+        // Segments 0 and 1 are lost, 2 and 3 are SACKed; RACK marks the hole lost and it
+        // is retransmitted...
+        ack_with_sack(&mut s, 20, 0, [sack_block(20, 30), None, None]);
+        ack_with_sack(&mut s, 20, 0, [sack_block(20, 40), None, None]);
+        recv!(s, time 30, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"0000000000"[..],
+            ..RECV_TEMPL
+        }));
+        recv!(s, time 30, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 10,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"1111111111"[..],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 30);
+        // ... and the retransmissions are lost too: the retransmission timer fires. Only
+        // the holes are sent again, not the SACKed segments.
+        let rto = s.rtte.retransmission_timeout().total_millis() as i64;
+        recv!(s, time 30 + rto, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"0000000000"[..],
+            ..RECV_TEMPL
+        }));
+        recv!(s, time 30 + rto, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 10,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"1111111111"[..],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 30 + rto);
+        ack_with_sack(&mut s, 50 + rto, 40, [None, None, None]);
+        recv_nothing!(s, time 60 + rto);
+        assert!(s.scoreboard.is_empty());
+    }
+
+    #[test]
+    fn test_sack_ignored_when_not_negotiated() {
+        let mut s = socket_established_sack();
+        s.remote_has_sack = false;
+        send_segments(&mut s, 0, b"000000000011111111112222222222", 0);
+        ack_with_sack(&mut s, 20, 0, [sack_block(10, 30), None, None]);
+        assert_eq!(s.scoreboard.sacked_bytes(), 0);
+        recv_nothing!(s, time 20);
     }
 }

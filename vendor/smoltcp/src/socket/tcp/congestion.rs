@@ -10,6 +10,20 @@ pub(super) mod cubic;
 #[cfg(feature = "socket-tcp-reno")]
 pub(super) mod reno;
 
+/// tapir patch: RFC 6928 initial window, min(10*MSS, max(2*MSS, 14600)) bytes.
+#[allow(dead_code)] // unused when no congestion controller feature is enabled
+pub(super) fn initial_window(mss: usize) -> usize {
+    (10 * mss).min((2 * mss).max(14600))
+}
+
+/// tapir patch: RFC 3465 appropriate byte counting in slow start: the window grows by
+/// the bytes a new ACK acknowledges, at most L = 2*SMSS, or L = 1*SMSS in a slow start
+/// that follows a retransmission timeout (RFC 3465 2.3).
+#[allow(dead_code)]
+pub(super) fn slow_start_increase(acked: usize, mss: usize, after_rto: bool) -> usize {
+    acked.min(if after_rto { mss } else { 2 * mss })
+}
+
 #[allow(unused_variables)]
 pub(super) trait Controller {
     /// Returns the number of bytes that can be sent.
@@ -33,8 +47,14 @@ pub(super) trait Controller {
 
     fn post_transmit(&mut self, now: Instant, len: usize) {}
 
-    /// Set the maximum segment size.
+    /// Set the maximum segment size. Called when the handshake makes it known, before any
+    /// data is sent; the window becomes the initial window for this MSS (RFC 6928).
     fn set_mss(&mut self, mss: usize) {}
+
+    /// tapir patch: the slow start threshold, which fast recovery reduces the window to.
+    fn ssthresh(&self) -> usize {
+        usize::MAX
+    }
 }
 
 #[derive(Debug)]

@@ -1,6 +1,6 @@
 use crate::{socket::tcp::RttEstimator, time::Instant};
 
-use super::Controller;
+use super::{Controller, initial_window, slow_start_increase};
 
 // Constants for the Cubic congestion control algorithm.
 // See RFC 9438.
@@ -29,24 +29,28 @@ pub struct Cubic {
     // are retransmissions of the same segment and must not reduce ssthresh
     // again (RFC 5681 section 3.1).
     in_rto_recovery: bool,
+    // Set on RTO, cleared when slow start ends: RFC 3465 counts at most 1 SMSS per ACK
+    // in a slow start that follows a timeout.
+    after_rto: bool,
     idle_start: Option<Instant>, // RFC 9438 §4.2: when in-flight last hit 0
 }
 
 impl Cubic {
     pub fn new() -> Cubic {
         let mut cubic = Cubic {
-            w_max: DEFAULT_MSS * 2,
-            cwnd: DEFAULT_MSS * 2,
+            w_max: initial_window(DEFAULT_MSS),
+            cwnd: initial_window(DEFAULT_MSS),
             mss: DEFAULT_MSS,
             rwnd: 64 * DEFAULT_MSS,
             ssthresh: usize::MAX,
             k: 0.0,
-            w_est: (DEFAULT_MSS * 2) as f64,
-            cwnd_prior: DEFAULT_MSS * 2,
+            w_est: initial_window(DEFAULT_MSS) as f64,
+            cwnd_prior: initial_window(DEFAULT_MSS),
 
             recovery_start: None,
             in_fast_recovery: false,
             in_rto_recovery: false,
+            after_rto: false,
             idle_start: None,
         };
         cubic.recompute_k();
@@ -104,14 +108,15 @@ impl Controller for Cubic {
             self.w_est = self.cwnd as f64;
             return;
         } else if self.cwnd < self.ssthresh {
-            // Slow start: increase `cwnd` by 1 MSS per ACK.
+            // Slow start: byte counting (RFC 3465).
             self.cwnd = self
                 .cwnd
-                .saturating_add(segment)
+                .saturating_add(slow_start_increase(len, self.mss, self.after_rto))
                 .min(self.rwnd)
                 .max(self.mss);
             return;
         }
+        self.after_rto = false;
 
         // ca: RFC 9438 §4.2 and §4.3: Calculate W_cubic and W_est. Use whichever grows faster.
         let recovery_start = match self.recovery_start {
@@ -222,6 +227,7 @@ impl Controller for Cubic {
         }
 
         self.cwnd = self.mss;
+        self.after_rto = true;
         self.cwnd_prior = in_flight;
 
         // RFC 9438 §4.8: defer W_max and K reset to the start of the next CA stage.
@@ -230,8 +236,16 @@ impl Controller for Cubic {
         self.idle_start = None;
     }
 
+    fn ssthresh(&self) -> usize {
+        self.ssthresh
+    }
+
     fn set_mss(&mut self, mss: usize) {
         self.mss = mss;
+        self.cwnd = initial_window(mss);
+        self.w_max = self.cwnd;
+        self.w_est = self.cwnd as f64;
+        self.cwnd_prior = self.cwnd;
         self.recompute_k();
     }
 
@@ -318,6 +332,26 @@ mod test {
 
     fn rtte() -> RttEstimator {
         RttEstimator::default()
+    }
+
+    #[test]
+    fn initial_window_and_slow_start_byte_counting() {
+        let mut cubic = Cubic::new();
+        cubic.set_mss(1460);
+        assert_eq!(cubic.window(), 14600); // RFC 6928
+        cubic.set_mss(MSS);
+        let iw = cubic.window();
+        assert_eq!(iw, 10 * MSS);
+
+        // RFC 3465, L = 2 segments; 1 segment in the slow start after an RTO.
+        ack(&mut cubic, 2 * MSS, Instant::from_millis(1));
+        assert_eq!(cubic.window(), iw + 2 * MSS);
+        ack(&mut cubic, 5 * MSS, Instant::from_millis(2));
+        assert_eq!(cubic.window(), iw + 4 * MSS);
+        cubic.on_rto(Instant::from_millis(3), cubic.window());
+        assert_eq!(cubic.window(), MSS);
+        ack(&mut cubic, 2 * MSS, Instant::from_millis(4));
+        assert_eq!(cubic.window(), 2 * MSS);
     }
 
     #[test]

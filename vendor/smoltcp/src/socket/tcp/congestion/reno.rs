@@ -1,6 +1,6 @@
 use crate::{socket::tcp::RttEstimator, time::Instant};
 
-use super::Controller;
+use super::{Controller, initial_window, slow_start_increase};
 
 const DEFAULT_MSS: usize = 1024;
 
@@ -17,17 +17,21 @@ pub struct Reno {
     // are retransmissions of the same segment and must not reduce ssthresh
     // again (RFC 5681 section 3.1).
     in_rto_recovery: bool,
+    // Set on RTO, cleared when slow start ends: RFC 3465 counts at most 1 SMSS per ACK
+    // in a slow start that follows a timeout.
+    after_rto: bool,
 }
 
 impl Reno {
     pub fn new() -> Self {
         Reno {
-            cwnd: DEFAULT_MSS * 2,
+            cwnd: initial_window(DEFAULT_MSS),
             mss: DEFAULT_MSS,
             ssthresh: usize::MAX,
             rwnd: 64 * DEFAULT_MSS,
             in_fast_recovery: false,
             in_rto_recovery: false,
+            after_rto: false,
         }
     }
 }
@@ -57,11 +61,13 @@ impl Controller for Reno {
         }
 
         let inc = if self.cwnd < self.ssthresh {
-            // Slow start: increase `cwnd` by 1 MSS per ACK.
-            len.min(self.mss)
+            // Slow start: byte counting (RFC 3465).
+            slow_start_increase(len, self.mss, self.after_rto)
         } else {
-            // Congestion avoidance: increase by ~1 MSS per RTT.
-            (self.mss * self.mss / self.cwnd).max(1)
+            // Congestion avoidance: increase by ~1 MSS per RTT, counting the bytes each
+            // ACK covers so that delayed ACKs do not halve the growth (RFC 3465).
+            self.after_rto = false;
+            (self.mss * len.min(self.cwnd) / self.cwnd).max(1)
         };
 
         self.cwnd = self.cwnd.saturating_add(inc).min(self.rwnd).max(self.mss);
@@ -94,13 +100,19 @@ impl Controller for Reno {
 
         // cwnd collapses to the loss window (1 MSS) and we re-enter slow start.
         self.cwnd = self.mss;
+        self.after_rto = true;
 
         // Major loss has occurred, ensure we move from fast recovery (if in it) to slow start.
         self.in_fast_recovery = false
     }
 
+    fn ssthresh(&self) -> usize {
+        self.ssthresh
+    }
+
     fn set_mss(&mut self, mss: usize) {
         self.mss = mss;
+        self.cwnd = initial_window(mss);
     }
 
     fn set_remote_window(&mut self, remote_window: usize) {
@@ -124,6 +136,70 @@ mod test {
 
     fn rtte() -> RttEstimator {
         RttEstimator::default()
+    }
+
+    #[test]
+    fn initial_window_follows_rfc6928() {
+        // min(10*MSS, max(2*MSS, 14600))
+        for (mss, iw) in [(1460, 14600), (536, 5360), (1200, 12000), (9000, 18000)] {
+            let mut reno = Reno::new();
+            reno.set_mss(mss);
+            assert_eq!(reno.window(), iw, "MSS {mss}");
+        }
+    }
+
+    #[test]
+    fn slow_start_counts_bytes() {
+        let mut reno = Reno::new();
+        reno.set_mss(MSS);
+        let iw = reno.window();
+
+        // RFC 3465: an ACK of 2 segments (delayed ACK) grows the window by 2 segments,
+        // a stretch ACK by at most L = 2 segments, a partial ACK by what it covers.
+        ack(&mut reno, 2 * MSS, Instant::from_millis(1));
+        assert_eq!(reno.window(), iw + 2 * MSS);
+        ack(&mut reno, 5 * MSS, Instant::from_millis(2));
+        assert_eq!(reno.window(), iw + 4 * MSS);
+        ack(&mut reno, MSS / 2, Instant::from_millis(3));
+        assert_eq!(reno.window(), iw + 4 * MSS + MSS / 2);
+
+        // After an RTO the window is one segment and L = 1 segment (RFC 3465 2.3).
+        reno.on_rto(Instant::from_millis(4), reno.window());
+        assert_eq!(reno.window(), MSS);
+        ack(&mut reno, 2 * MSS, Instant::from_millis(5));
+        assert_eq!(reno.window(), 2 * MSS);
+        while reno.window() < reno.ssthresh {
+            ack(&mut reno, 2 * MSS, Instant::from_millis(6));
+        }
+        // Congestion avoidance ends that; the next slow start counts 2 segments again.
+        ack(&mut reno, 2 * MSS, Instant::from_millis(7));
+        reno.ssthresh = usize::MAX;
+        let cwnd = reno.window();
+        ack(&mut reno, 2 * MSS, Instant::from_millis(8));
+        assert_eq!(reno.window(), cwnd + 2 * MSS);
+    }
+
+    #[test]
+    fn congestion_avoidance_counts_bytes() {
+        // One ACK of two segments grows the window as much as two ACKs of one.
+        let mut per_segment = Reno::new();
+        per_segment.set_mss(MSS);
+        per_segment.cwnd = MSS * 32;
+        per_segment.ssthresh = MSS * 16;
+        let mut delayed = Reno::new();
+        delayed.set_mss(MSS);
+        delayed.cwnd = MSS * 32;
+        delayed.ssthresh = MSS * 16;
+        for i in 0..32 {
+            ack(&mut per_segment, MSS, Instant::from_millis(i));
+            ack(&mut per_segment, MSS, Instant::from_millis(i));
+            ack(&mut delayed, 2 * MSS, Instant::from_millis(i));
+        }
+        let grown = |r: &Reno| r.window() - MSS * 32;
+        // About one segment per window of ACKed bytes: 2 segments for 2 windows.
+        let (a, b) = (grown(&per_segment), grown(&delayed));
+        assert!((2 * MSS * 9 / 10..=2 * MSS).contains(&a), "{a}");
+        assert!(a.abs_diff(b) <= MSS / 16, "{a} vs {b}");
     }
 
     #[test]
