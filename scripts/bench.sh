@@ -2,7 +2,7 @@
 # Benchmarks tapir on a real TAP device against baselines measured in the same run on the
 # same machine, and prints a table (figure, tapir, baseline, ratio).
 #
-#   sudo scripts/bench.sh [--quick] [--tcp-matrix]
+#   sudo scripts/bench.sh [--quick] [--tcp-matrix | --bulk]
 #
 # Every client runs inside network namespaces this script makes (unique names, removed on
 # exit, also on failure); no traffic goes anywhere else:
@@ -24,6 +24,9 @@
 # Results: target/bench/report.json, target/bench/scaling.svg, logs in target/bench/logs/.
 # --quick: 2 s runs, up to 1,000 connections, 128 MiB downloads (about 3 minutes); matrix
 # RTT {20, 100} ms x loss {0, 1%}, 16 MiB per cell, 32 MiB long download.
+# --bulk: only the 128 MiB downloads at MTU 1500 and 65000, best of 3, for tapir with
+#   offloads (TSO and checksum offload through the virtio-net header), tapir --no-offload
+#   and nginx, alternating (about 1 minute; a table, no report.json).
 set -euo pipefail
 
 PROG=$(basename "$0")
@@ -33,15 +36,17 @@ OUT="$REPO/target/bench"
 LOGS="$OUT/logs"
 QUICK=0
 MATRIX_ONLY=0
+BULK_ONLY=0
 
 usage() {
-    sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 for arg in "$@"; do
     case $arg in
     --quick) QUICK=1 ;;
     --tcp-matrix) MATRIX_ONLY=1 ;;
+    --bulk) QUICK=1 BULK_ONLY=1 ;;
     -h | --help)
         usage
         exit 0
@@ -228,6 +233,8 @@ SMOL_BIN=""
 SMOL_WHY=""
 if ((MATRIX_ONLY)); then
     : # the matrix alone needs no smoltcp benchmark
+elif ((BULK_ONLY)); then
+    SMOL_WHY="not measured with --bulk"
 elif [[ -z $SMOL_SRC ]]; then
     SMOL_WHY="smoltcp-0.14.0 source not in the cargo registry (run cargo fetch)"
 else
@@ -432,6 +439,39 @@ run_idle() { # CLI SERVER PIDS...: RSS (KiB) before and with $IDLE idle connecti
 
 declare -A R # raw JSON results: R[server.figure]
 
+if ((BULK_ONLY)); then
+    best() { # MB/s values (or null): the largest
+        printf '%s\n' "$@" | awk '$1 != "null" && $1 > m { m = $1 } END { print (m == "" ? "null" : m) }'
+    }
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "null" || b == "null" || b == 0) print "-"; else printf "%.2f", a / b }'; }
+    echo "== bulk $((BULK >> 20)) MiB downloads, best of 3, alternating"
+    printf '%-6s %14s %22s %12s %10s %12s\n' MTU "tapir MB/s" "tapir --no-offload" "nginx MB/s" "ratio" "ratio plain"
+    for mtu in 1500 65000; do
+        BT=() BP=() BN=()
+        tap_ns "$TAG-tap$mtu" "$mtu"
+        veth_ns "$TAG-srv$mtu" "$TAG-cli$mtu" "$mtu"
+        start_nginx "$TAG-srv$mtu" "$TAG-cli$mtu" "nginx-bulk$mtu"
+        for rep in 1 2 3; do
+            start_tapir "$TAG-tap$mtu" "$mtu" "tapir-bulk$mtu-$rep"
+            BT+=("$(run_bulk "$TAG-tap$mtu" tapir "mtu$mtu-$rep")")
+            stop_pid "$TAPIR_PID"
+            start_tapir "$TAG-tap$mtu" "$mtu" "tapir-plain$mtu-$rep" --no-offload
+            BP+=("$(run_bulk "$TAG-tap$mtu" tapir-plain "mtu$mtu-$rep")")
+            stop_pid "$TAPIR_PID"
+            BN+=("$(run_bulk "$TAG-cli$mtu" nginx "mtu$mtu-$rep")")
+        done
+        stop_pid "${NGINX_PIDS[0]}"
+        drop_ns "$TAG-tap$mtu"
+        drop_ns "$TAG-srv$mtu"
+        drop_ns "$TAG-cli$mtu"
+        t=$(best "${BT[@]}") p=$(best "${BP[@]}") n=$(best "${BN[@]}")
+        printf '%-6s %14s %22s %12s %10s %12s\n' "$mtu" "$t" "$p" "$n" "$(ratio "$t" "$n")" "$(ratio "$p" "$n")"
+        echo "       all runs: tapir ${BT[*]}; --no-offload ${BP[*]}; nginx ${BN[*]}"
+    done
+    echo "ratio = tapir / nginx; ratio plain = tapir --no-offload / nginx (same run)"
+    exit 0
+fi
+
 measure_server() { # SERVER CLI_NS: figures 1, 2, 3 and 5 against a running server
     local server=$1 cli=$2
     echo "   $server: HTTP/1.1 keep-alive, wrk -c64"
@@ -577,6 +617,10 @@ tap_ns "$TAG-tap" 1500
 start_tapir "$TAG-tap" 1500 tapir --max-connections 30000 --backlog 1024
 measure_server tapir "$TAG-tap"
 stop_pid "$TAPIR_PID"
+echo "   tapir --no-offload: bulk $((BULK >> 20)) MiB, MTU 1500"
+start_tapir "$TAG-tap" 1500 tapir-plain --no-offload
+R[plain.bulk1500]=$(run_bulk "$TAG-tap" tapir-plain mtu1500)
+stop_pid "$TAPIR_PID"
 echo "   tapir: RSS with $IDLE idle keep-alive connections (fresh process)"
 start_tapir "$TAG-tap" 1500 tapir-idle --max-connections 30000 --backlog 1024
 run_idle "$TAG-tap" tapir "$TAPIR_PID"
@@ -683,6 +727,8 @@ record "new TLS connection per request, conn/s" "conn/s" "nginx" "$(g tapir.conn
 T_B1500=${R[tapir.bulk1500]}
 record "bulk $((BULK >> 20)) MiB download, MTU 1500" "MB/s" "nginx" "$T_B1500" "${R[nginx.bulk1500]}" \
     "curl -o /dev/null http://$IP_SERVER$BIG"
+record "bulk $((BULK >> 20)) MiB download, MTU 1500, tapir --no-offload" "MB/s" "nginx" "${R[plain.bulk1500]}" "${R[nginx.bulk1500]}" \
+    "curl -o /dev/null http://$IP_SERVER$BIG (tapir --no-offload: plain frames, no TSO or checksum offload)"
 record "bulk, MTU 1500, vs raw TCP through smoltcp" "MB/s" "smoltcp benchmark" "$T_B1500" "${R[smoltcp.bulk1500]}" \
     "smoltcp examples/benchmark.rs --tap tap0 reader (1e9 bytes)"
 record "bulk $((BULK >> 20)) MiB download, MTU 65000" "MB/s" "nginx" "${R[tapir.bulk65000]}" "${R[nginx.bulk65000]}" \

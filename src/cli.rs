@@ -46,6 +46,16 @@ pub struct NetArgs {
     #[arg(long, value_name = "FILE")]
     pub pcap: Option<PathBuf>,
 
+    /// Plain frames on the TAP: no virtio-net header, no checksum or segmentation
+    /// offload (every frame at most one MTU, every checksum computed in software).
+    #[arg(long)]
+    pub no_offload: bool,
+
+    /// Testing only: make the kernel's TUNSETOFFLOAD fail for these offloads
+    /// (`tso`: TSO4 and TSO6; `csum`: every offload), to exercise the fallback.
+    #[arg(long, hide = true, value_name = "tso|csum")]
+    pub refuse_offload: Option<RefuseOffload>,
+
     /// Half-open connections per listening port; SYNs beyond are dropped until some complete.
     #[arg(long, default_value_t = 128, value_name = "N")]
     pub backlog: usize,
@@ -558,5 +568,28 @@ impl ProxyArgs {
             hosts.insert(host.to_ascii_lowercase(), IpAddress::from(addr));
         }
         Ok(hosts)
+    }
+}
+
+/// Which offloads `--refuse-offload` makes the kernel refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RefuseOffload {
+    /// TCP segmentation offload (IPv4 and IPv6).
+    Tso,
+    /// Checksum offload, and with it every offload.
+    Csum,
+}
+
+impl RefuseOffload {
+    /// The offloads refused.
+    pub fn offloads(self) -> tapir::device::vnet::Offloads {
+        use tapir::device::vnet::Offloads;
+        match self {
+            RefuseOffload::Tso => Offloads {
+                csum: false,
+                ..Offloads::ALL
+            },
+            RefuseOffload::Csum => Offloads::CSUM,
+        }
     }
 }

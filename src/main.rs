@@ -13,6 +13,7 @@ use http::{Request, Response};
 use tapir::app::echo::EchoServer;
 use tapir::device::capture::Capture;
 use tapir::device::tap::TapDevice;
+use tapir::device::vnet::Offloads;
 use tapir::device::FdDevice;
 use tapir::runtime::event_loop::{self, Ended, LoopOptions};
 use tapir::runtime::{Application, StopHandle, WallClock};
@@ -452,7 +453,12 @@ where
     A: Application,
     F: FnOnce(&mut Stack) -> anyhow::Result<A>,
 {
-    let tap = TapDevice::open(&net.tap, net.mtu)?;
+    let tap = if net.no_offload {
+        TapDevice::open(&net.tap, net.mtu)?
+    } else {
+        let refused = net.refuse_offload.map(|r| r.offloads()).unwrap_or_default();
+        TapDevice::open_refusing(&net.tap, net.mtu, Offloads::ALL, refused)?
+    };
     match &net.pcap {
         None => live_on(tap, net, make_app).map(|(_, app)| app),
         Some(path) => {

@@ -1,6 +1,11 @@
 //! A recorder that wraps any device and writes every frame, both directions, to a pcap file
 //! (Ethernet link type, timestamps from the stack's clock: wall-clock time on a live run,
 //! the virtual clock in a simulation).
+//!
+//! On a device with offloads ([`super::vnet`]) a TCP super-frame is recorded as the one
+//! frame that crossed the device (up to 64 KB, its IP length that of the whole), with its
+//! TCP checksum computed for the capture, so that Wireshark shows it as a valid segment
+//! whether or not checksum validation is on.
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -22,9 +27,22 @@ struct Sink<W: Write> {
     writer: W,
     frames: u64,
     error: Option<PcapError>,
+    /// A copy of a received frame whose checksum is completed before it is recorded.
+    scratch: Vec<u8>,
 }
 
 impl<W: Write> Sink<W> {
+    /// Records a received frame whose TCP checksum the device left to us (it may be the
+    /// kernel's partial one), with the checksum computed.
+    fn record_completed(&mut self, at: Instant, frame: &[u8]) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        scratch.extend_from_slice(frame);
+        super::vnet::complete_tcp_checksum(&mut scratch);
+        self.record(at, &scratch);
+        self.scratch = scratch;
+    }
+
     fn record(&mut self, at: Instant, frame: &[u8]) {
         if self.error.is_some() {
             return;
@@ -81,6 +99,7 @@ impl<D, W: Write> Capture<D, W> {
                 writer,
                 frames: 0,
                 error: None,
+                scratch: Vec::new(),
             }),
             path: path.to_path_buf(),
         })
@@ -121,6 +140,13 @@ impl<D, W: Write> Capture<D, W> {
     }
 }
 
+impl<D: phy::Device, W: Write> Capture<D, W> {
+    /// Whether the wrapped device leaves TCP checksums of sent frames to the hardware.
+    fn tcp_checksum_offloaded(&self) -> bool {
+        !self.inner.capabilities().checksum.tcp.tx()
+    }
+}
+
 impl<D: phy::Device, W: Write> phy::Device for Capture<D, W> {
     type RxToken<'a>
         = RxToken<'a, D::RxToken<'a>, W>
@@ -132,6 +158,7 @@ impl<D: phy::Device, W: Write> phy::Device for Capture<D, W> {
         Self: 'a;
 
     fn receive(&mut self, timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let offloaded = self.tcp_checksum_offloaded();
         let (rx, tx) = self.inner.receive(timestamp)?;
         let sink = &self.sink;
         Some((
@@ -144,16 +171,19 @@ impl<D: phy::Device, W: Write> phy::Device for Capture<D, W> {
                 inner: tx,
                 sink,
                 timestamp,
+                offloaded,
             },
         ))
     }
 
     fn transmit(&mut self, timestamp: Instant) -> Option<Self::TxToken<'_>> {
+        let offloaded = self.tcp_checksum_offloaded();
         let tx = self.inner.transmit(timestamp)?;
         Some(TxToken {
             inner: tx,
             sink: &self.sink,
             timestamp,
+            offloaded,
         })
     }
 
@@ -172,8 +202,13 @@ pub struct RxToken<'a, T, W: Write> {
 impl<T: phy::RxToken, W: Write> phy::RxToken for RxToken<'_, T, W> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
         let (sink, timestamp) = (self.sink, self.timestamp);
+        let completed = self.inner.meta().checksum_valid;
         self.inner.consume(|frame| {
-            sink.borrow_mut().record(timestamp, frame);
+            if completed {
+                sink.borrow_mut().record_completed(timestamp, frame);
+            } else {
+                sink.borrow_mut().record(timestamp, frame);
+            }
             f(frame)
         })
     }
@@ -188,13 +223,19 @@ pub struct TxToken<'a, T, W: Write> {
     inner: T,
     sink: &'a RefCell<Sink<W>>,
     timestamp: Instant,
+    /// The device computes TCP checksums: fill them in for the capture (the device
+    /// overwrites the field with what it needs after the frame is recorded).
+    offloaded: bool,
 }
 
 impl<T: phy::TxToken, W: Write> phy::TxToken for TxToken<'_, T, W> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let (sink, timestamp) = (self.sink, self.timestamp);
+        let (sink, timestamp, offloaded) = (self.sink, self.timestamp, self.offloaded);
         self.inner.consume(len, |frame| {
             let result = f(frame);
+            if offloaded {
+                super::vnet::complete_tcp_checksum(frame);
+            }
             sink.borrow_mut().record(timestamp, frame);
             result
         })

@@ -1,12 +1,14 @@
 //! The part every file-descriptor device shares: one frame per read or write, into and out
 //! of buffers the device owns (so the hot path allocates nothing), with counters and the
-//! first fatal error kept for the event loop.
+//! first fatal error kept for the event loop. A TAP opened with `IFF_VNET_HDR` has a
+//! virtio-net header in front of each frame ([`vnet`]); the buffers keep room for it.
 
 use std::io;
 
 use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::time::Instant;
 
+use super::vnet::{self, Offloads};
 use super::{ethernet_caps, DeviceStats, ETHERNET_HEADER_LEN};
 
 /// Something that moves whole Ethernet frames: a TAP fd, a datagram socket.
@@ -29,6 +31,8 @@ fn is_transient(e: &io::Error) -> bool {
 pub struct FdFrames<P> {
     port: P,
     mtu: usize,
+    /// `Some` when every frame carries a virtio-net header, with the offloads in use.
+    vnet: Option<Offloads>,
     rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
     stats: DeviceStats,
@@ -41,11 +45,42 @@ impl<P: FramePort> FdFrames<P> {
         FdFrames {
             port,
             mtu,
+            vnet: None,
             rx_buf: vec![0; mtu + ETHERNET_HEADER_LEN],
             tx_buf: vec![0; mtu + ETHERNET_HEADER_LEN],
             stats: DeviceStats::default(),
             failure: None,
         }
+    }
+
+    /// Frames with a virtio-net header and `offloads` through `port`. With offloads, a
+    /// frame either way may be a 64 KB super-frame, so both buffers hold one.
+    pub fn with_vnet(port: P, mtu: usize, offloads: Offloads) -> Self {
+        let plain = mtu + ETHERNET_HEADER_LEN;
+        let (rx, tx) = if offloads == Offloads::NONE {
+            (plain, plain)
+        } else {
+            (
+                vnet::MAX_RX_FRAME.max(plain),
+                vnet::MAX_SUPER_FRAME.max(plain),
+            )
+        };
+        FdFrames {
+            vnet: Some(offloads),
+            rx_buf: vec![0; vnet::HDR_LEN + rx],
+            tx_buf: vec![0; vnet::HDR_LEN + tx],
+            ..FdFrames::new(port, mtu)
+        }
+    }
+
+    /// The IP MTU.
+    pub fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    /// The offloads in use (none without a virtio-net header).
+    pub fn offloads(&self) -> Offloads {
+        self.vnet.unwrap_or_default()
     }
 
     /// The port.
@@ -77,14 +112,25 @@ impl<P: FramePort> phy::Device for FdFrames<P> {
     fn receive(&mut self, _timestamp: Instant) -> Option<(RxToken<'_>, TxToken<'_, P>)> {
         match self.port.recv_frame(&mut self.rx_buf) {
             Ok(len) => {
+                let mut meta = phy::PacketMeta::default();
+                let frame = match self.vnet {
+                    None => &self.rx_buf[..len],
+                    Some(_) => {
+                        // A read shorter than the header yields an empty frame, dropped
+                        // by the stack as malformed.
+                        let (header, rest) = self.rx_buf[..len].split_at(vnet::HDR_LEN.min(len));
+                        meta.checksum_valid = vnet::rx_checksum_valid(header);
+                        rest
+                    }
+                };
                 self.stats.rx_frames += 1;
-                self.stats.rx_bytes += len as u64;
+                self.stats.rx_bytes += frame.len() as u64;
                 Some((
-                    RxToken {
-                        frame: &self.rx_buf[..len],
-                    },
+                    RxToken { frame, meta },
                     TxToken {
                         port: &self.port,
+                        vnet: self.vnet,
+                        meta: phy::PacketMeta::default(),
                         buf: &mut self.tx_buf,
                         stats: &mut self.stats,
                     },
@@ -104,42 +150,62 @@ impl<P: FramePort> phy::Device for FdFrames<P> {
         }
         Some(TxToken {
             port: &self.port,
+            vnet: self.vnet,
+            meta: phy::PacketMeta::default(),
             buf: &mut self.tx_buf,
             stats: &mut self.stats,
         })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
-        ethernet_caps(self.mtu)
+        let mut caps = ethernet_caps(self.mtu);
+        self.offloads().apply(&mut caps);
+        caps
     }
 }
 
 /// A received frame, borrowed from the device's buffer.
 pub struct RxToken<'a> {
     frame: &'a [u8],
+    meta: phy::PacketMeta,
 }
 
 impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
         f(self.frame)
     }
+
+    fn meta(&self) -> phy::PacketMeta {
+        self.meta
+    }
 }
 
 /// Room for one frame to send.
 pub struct TxToken<'a, P> {
     port: &'a P,
+    vnet: Option<Offloads>,
+    meta: phy::PacketMeta,
     buf: &'a mut Vec<u8>,
     stats: &'a mut DeviceStats,
 }
 
 impl<P: FramePort> phy::TxToken for TxToken<'_, P> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        if self.buf.len() < len {
-            self.buf.resize(len, 0);
+        let header_len = if self.vnet.is_some() {
+            vnet::HDR_LEN
+        } else {
+            0
+        };
+        if self.buf.len() < header_len + len {
+            self.buf.resize(header_len + len, 0);
         }
-        let frame = &mut self.buf[..len];
+        let (header, frame) = self.buf[..header_len + len].split_at_mut(header_len);
         let result = f(frame);
-        match self.port.send_frame(frame) {
+        if let Some(offloads) = self.vnet {
+            let gso_size = self.meta.segmentation_offload_size;
+            vnet::prepare_tx(header, frame, offloads, gso_size);
+        }
+        match self.port.send_frame(&self.buf[..header_len + len]) {
             Ok(_) => {
                 self.stats.tx_frames += 1;
                 self.stats.tx_bytes += len as u64;
@@ -149,5 +215,9 @@ impl<P: FramePort> phy::TxToken for TxToken<'_, P> {
             Err(_) => self.stats.dropped += 1,
         }
         result
+    }
+
+    fn set_meta(&mut self, meta: phy::PacketMeta) {
+        self.meta = meta;
     }
 }

@@ -13,6 +13,7 @@ pub mod memlink;
 pub mod pcap_reader;
 pub mod replay;
 pub mod tap;
+pub mod vnet;
 
 use smoltcp::wire::EthernetAddress;
 

@@ -1,10 +1,17 @@
-//! A Linux TAP device (Ethernet frames, no packet-info header) through the `tun-tap` crate.
+//! A Linux TAP device (Ethernet frames, no packet-info header).
+//!
+//! Two ways in: plain frames through the `tun-tap` crate ([`TapDevice::open`]), or frames
+//! with a virtio-net header and the offloads the kernel accepts
+//! ([`TapDevice::open_with_offloads`]). `tun-tap`'s C shim cannot set `IFF_VNET_HDR`, so
+//! the second opens `/dev/net/tun` itself with three ioctls (`TUNSETIFF`,
+//! `TUNSETVNETHDRSZ`, `TUNSETOFFLOAD`) in [`kernel`].
 //!
 //! The file descriptor is non-blocking and exposed with [`AsRawFd`] so the event loop can
 //! register it with mio. Frames move through [`FdFrames`], shared with the other fd
 //! devices.
 
-use std::io;
+use std::fs::File;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 
 use smoltcp::phy::{self, DeviceCapabilities};
@@ -12,21 +19,45 @@ use smoltcp::time::Instant;
 use tun_tap::{Iface, Mode};
 
 use super::fd::{self, FdFrames, FramePort};
+use super::vnet::{self, Offloads};
 use super::{check_mtu, DeviceError, DeviceStats};
 
 /// A TAP interface opened (or created) by name.
 pub struct TapDevice {
-    frames: FdFrames<Iface>,
+    frames: FdFrames<TapPort>,
     name: String,
 }
 
-impl FramePort for Iface {
+/// The open TAP file: through `tun-tap`, or our own with a virtio-net header.
+pub enum TapPort {
+    /// Plain frames.
+    Plain(Iface),
+    /// Frames behind a virtio-net header.
+    Vnet(File),
+}
+
+impl FramePort for TapPort {
     fn recv_frame(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.recv(buf)
+        match self {
+            TapPort::Plain(iface) => iface.recv(buf),
+            TapPort::Vnet(file) => Read::read(&mut &*file, buf),
+        }
     }
 
     fn send_frame(&self, frame: &[u8]) -> io::Result<usize> {
-        self.send(frame)
+        match self {
+            TapPort::Plain(iface) => iface.send(frame),
+            TapPort::Vnet(file) => Write::write(&mut &*file, frame),
+        }
+    }
+}
+
+impl AsRawFd for TapPort {
+    fn as_raw_fd(&self) -> RawFd {
+        match self {
+            TapPort::Plain(iface) => iface.as_raw_fd(),
+            TapPort::Vnet(file) => file.as_raw_fd(),
+        }
     }
 }
 
@@ -36,18 +67,74 @@ impl TapDevice {
     /// `mtu` is the IP MTU; the kernel side is set to match when it differs and we may.
     pub fn open(name: &str, mtu: usize) -> Result<Self, DeviceError> {
         let mtu = check_mtu(mtu)?;
+        check_name(name)?;
         let err = |action| tap_error(name, action);
-        if name.is_empty() || name.len() >= libc::IFNAMSIZ {
-            return Err(err("checking the name")(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("interface names are 1 to {} bytes", libc::IFNAMSIZ - 1),
-            )));
-        }
         let iface = Iface::without_packet_info(name, Mode::Tap).map_err(err("opening"))?;
         iface
             .set_non_blocking()
             .map_err(err("making it non-blocking"))?;
         let name = iface.name().to_string();
+        // Offloads a previous user of a persistent device negotiated stay on its kernel
+        // side, which would then hand us partial checksums and super-frames: clear them.
+        if let Err(e) = kernel::set_offload(iface.as_raw_fd(), 0) {
+            tracing::warn!("TAP {name}: clearing offloads failed: {e}");
+        }
+        Ok(Self::configure(
+            name,
+            FdFrames::new(TapPort::Plain(iface), mtu),
+        ))
+    }
+
+    /// Like [`TapDevice::open`], with a virtio-net header on every frame and as many of
+    /// `wanted` offloads as the kernel accepts (each refusal is logged; without any, frames
+    /// go as on the plain path). When the kernel cannot give a virtio-net header at all,
+    /// falls back to [`TapDevice::open`].
+    pub fn open_with_offloads(
+        name: &str,
+        mtu: usize,
+        wanted: Offloads,
+    ) -> Result<Self, DeviceError> {
+        Self::open_refusing(name, mtu, wanted, Offloads::NONE)
+    }
+
+    /// [`TapDevice::open_with_offloads`] where `TUNSETOFFLOAD` fails for every flag of
+    /// `refused`, as a kernel without them would: for testing the fallback.
+    #[doc(hidden)]
+    pub fn open_refusing(
+        name: &str,
+        mtu: usize,
+        wanted: Offloads,
+        refused: Offloads,
+    ) -> Result<Self, DeviceError> {
+        let mtu = check_mtu(mtu)?;
+        check_name(name)?;
+        if cfg!(target_endian = "big") {
+            // The header is little-endian on such hosts only after TUNSETVNETLE; not done.
+            tracing::warn!("TAP {name}: no offloads on a big-endian host");
+            return Self::open(name, mtu);
+        }
+        let (file, name) = match kernel::open_vnet(name) {
+            Ok(opened) => opened,
+            Err(e) => {
+                tracing::warn!("TAP {name}: no virtio-net header ({e}); plain frames");
+                return Self::open(name, mtu);
+            }
+        };
+        let fd = file.as_raw_fd();
+        let offloads = vnet::negotiate(wanted, |flags| {
+            if flags & refused.tun_flags() != 0 {
+                return Err(io::Error::other("refused for testing"));
+            }
+            kernel::set_offload(fd, flags)
+        });
+        tracing::info!("TAP {name}: offloads {offloads}");
+        let frames = FdFrames::with_vnet(TapPort::Vnet(file), mtu, offloads);
+        Ok(Self::configure(name, frames))
+    }
+
+    /// Matches the kernel-side MTU to ours where we may, and warns when the link is down.
+    fn configure(name: String, frames: FdFrames<TapPort>) -> Self {
+        let mtu = frames.mtu();
         match kernel::mtu(&name) {
             Ok(current) if current != mtu => {
                 if let Err(e) = kernel::set_mtu(&name, mtu) {
@@ -62,10 +149,12 @@ impl TapDevice {
         if let Ok(false) = kernel::is_up(&name) {
             tracing::warn!("TAP {name} is down: bring it up with `ip link set {name} up`");
         }
-        Ok(TapDevice {
-            frames: FdFrames::new(iface, mtu),
-            name,
-        })
+        TapDevice { frames, name }
+    }
+
+    /// The offloads in use (none on the plain path).
+    pub fn offloads(&self) -> Offloads {
+        self.frames.offloads()
     }
 
     /// Like [`TapDevice::open`], inside the network namespace `netns` (a name `ip netns`
@@ -119,7 +208,7 @@ impl AsRawFd for TapDevice {
 
 impl phy::Device for TapDevice {
     type RxToken<'a> = fd::RxToken<'a>;
-    type TxToken<'a> = fd::TxToken<'a, Iface>;
+    type TxToken<'a> = fd::TxToken<'a, TapPort>;
 
     fn receive(&mut self, timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         self.frames.receive(timestamp)
@@ -134,9 +223,36 @@ impl phy::Device for TapDevice {
     }
 }
 
-/// Kernel-side interface settings through the classic `ifreq` ioctls.
+/// The error for `action` on TAP `name`.
+fn tap_error(name: &str, action: &'static str) -> impl FnOnce(io::Error) -> DeviceError {
+    let name = name.to_string();
+    move |source| DeviceError::Tap {
+        name,
+        action,
+        source,
+    }
+}
+
+/// Checks that `name` fits in an `ifreq`.
+fn check_name(name: &str) -> Result<(), DeviceError> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(tap_error(name, "checking the name")(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("interface names are 1 to {} bytes", libc::IFNAMSIZ - 1),
+        )));
+    }
+    Ok(())
+}
+
+/// Kernel-side interface settings through the classic `ifreq` ioctls, and the TUN ioctls
+/// that open a TAP with a virtio-net header.
 mod kernel {
+    use std::fs::{File, OpenOptions};
     use std::io;
+    use std::os::fd::{AsRawFd, RawFd};
+    use std::os::unix::fs::OpenOptionsExt;
+
+    use super::vnet;
 
     /// A datagram socket to carry interface ioctls, closed on drop.
     struct CtlSocket(libc::c_int);
@@ -181,6 +297,60 @@ mod kernel {
         } else {
             Ok(())
         }
+    }
+
+    fn check(rc: libc::c_int) -> io::Result<()> {
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Opens (or creates) TAP `name` with `IFF_VNET_HDR`, non-blocking, with a header of
+    /// [`vnet::HDR_LEN`] bytes; returns the file and the name the kernel gave it.
+    pub(super) fn open_vnet(name: &str) -> io::Result<(File, String)> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open("/dev/net/tun")?;
+        let mut req = request(name);
+        req.ifr_ifru.ifru_flags =
+            (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+        // SAFETY: TUNSETIFF reads and writes back the ifreq through the pointer; `req` is a
+        // valid, initialised ifreq that outlives the call, and `file` is an open tun fd.
+        check(unsafe {
+            libc::ioctl(
+                file.as_raw_fd(),
+                libc::TUNSETIFF,
+                &mut req as *mut libc::ifreq,
+            )
+        })?;
+        let name: Vec<u8> = req
+            .ifr_name
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        let name = String::from_utf8_lossy(&name).into_owned();
+        let size = vnet::HDR_LEN as libc::c_int;
+        // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer; `size` outlives the call.
+        check(unsafe {
+            libc::ioctl(
+                file.as_raw_fd(),
+                libc::TUNSETVNETHDRSZ,
+                &size as *const libc::c_int,
+            )
+        })?;
+        Ok((file, name))
+    }
+
+    /// `TUNSETOFFLOAD`: the offloads (`TUN_F_*`) the kernel may use on this TAP.
+    pub(super) fn set_offload(fd: RawFd, flags: libc::c_uint) -> io::Result<()> {
+        // SAFETY: TUNSETOFFLOAD takes its argument by value (an unsigned long), not through
+        // a pointer; `fd` is the open tun fd of the caller.
+        check(unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD, libc::c_ulong::from(flags)) })
     }
 
     pub(super) fn mtu(name: &str) -> io::Result<usize> {

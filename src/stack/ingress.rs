@@ -55,12 +55,19 @@ pub enum Verdict {
 /// Classifies an Ethernet frame. Checks lengths and every checksum the stack relies on.
 /// Fragments pass through: smoltcp reassembles them and checks the whole datagram.
 pub fn inspect(frame: &[u8]) -> Verdict {
+    inspect_with(frame, false)
+}
+
+/// [`inspect`], skipping the TCP and UDP checksums when `checksum_valid` (the device
+/// verified them or vouches for them: see [`crate::device::vnet`]).
+pub fn inspect_with(frame: &[u8], checksum_valid: bool) -> Verdict {
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
         return Verdict::Malformed;
     };
+    let check = !checksum_valid;
     match eth.ethertype() {
-        EthernetProtocol::Ipv4 => inspect_ipv4(eth.payload()),
-        EthernetProtocol::Ipv6 => inspect_ipv6(eth.payload()),
+        EthernetProtocol::Ipv4 => inspect_ipv4(eth.payload(), check),
+        EthernetProtocol::Ipv6 => inspect_ipv6(eth.payload(), check),
         EthernetProtocol::Arp => match ArpPacket::new_checked(eth.payload()) {
             Ok(_) => Verdict::Pass,
             Err(_) => Verdict::Malformed,
@@ -70,7 +77,7 @@ pub fn inspect(frame: &[u8]) -> Verdict {
     }
 }
 
-fn inspect_ipv4(packet: &[u8]) -> Verdict {
+fn inspect_ipv4(packet: &[u8], check: bool) -> Verdict {
     let Ok(ip) = Ipv4Packet::new_checked(packet) else {
         return Verdict::Malformed;
     };
@@ -86,8 +93,8 @@ fn inspect_ipv4(packet: &[u8]) -> Verdict {
     );
     let payload = ip.payload();
     match ip.next_header() {
-        IpProtocol::Tcp => inspect_tcp(payload, src, dst),
-        IpProtocol::Udp => inspect_udp(payload, src, dst),
+        IpProtocol::Tcp => inspect_tcp(payload, src, dst, check),
+        IpProtocol::Udp => inspect_udp(payload, src, dst, check),
         IpProtocol::Icmp => match Icmpv4Packet::new_checked(payload) {
             Ok(icmp) if icmp.verify_checksum() => Verdict::Pass,
             Ok(_) => Verdict::BadChecksum,
@@ -97,7 +104,7 @@ fn inspect_ipv4(packet: &[u8]) -> Verdict {
     }
 }
 
-fn inspect_ipv6(packet: &[u8]) -> Verdict {
+fn inspect_ipv6(packet: &[u8], check: bool) -> Verdict {
     let Ok(ip) = Ipv6Packet::new_checked(packet) else {
         return Verdict::Malformed;
     };
@@ -105,8 +112,8 @@ fn inspect_ipv6(packet: &[u8]) -> Verdict {
     let (src, dst) = (IpAddress::Ipv6(src6), IpAddress::Ipv6(dst6));
     let payload = ip.payload();
     match ip.next_header() {
-        IpProtocol::Tcp => inspect_tcp(payload, src, dst),
-        IpProtocol::Udp => inspect_udp(payload, src, dst),
+        IpProtocol::Tcp => inspect_tcp(payload, src, dst, check),
+        IpProtocol::Udp => inspect_udp(payload, src, dst, check),
         IpProtocol::Icmpv6 => match Icmpv6Packet::new_checked(payload) {
             Ok(icmp) if icmp.verify_checksum(&src6, &dst6) => Verdict::Pass,
             Ok(_) => Verdict::BadChecksum,
@@ -117,11 +124,11 @@ fn inspect_ipv6(packet: &[u8]) -> Verdict {
     }
 }
 
-fn inspect_tcp(segment: &[u8], src: IpAddress, dst: IpAddress) -> Verdict {
+fn inspect_tcp(segment: &[u8], src: IpAddress, dst: IpAddress, check: bool) -> Verdict {
     let Ok(tcp) = TcpPacket::new_checked(segment) else {
         return Verdict::Malformed;
     };
-    if !tcp.verify_checksum(&src, &dst) {
+    if check && !tcp.verify_checksum(&src, &dst) {
         return Verdict::BadChecksum;
     }
     if tcp.syn() && !tcp.ack() && !tcp.rst() {
@@ -131,9 +138,9 @@ fn inspect_tcp(segment: &[u8], src: IpAddress, dst: IpAddress) -> Verdict {
     }
 }
 
-fn inspect_udp(datagram: &[u8], src: IpAddress, dst: IpAddress) -> Verdict {
+fn inspect_udp(datagram: &[u8], src: IpAddress, dst: IpAddress, check: bool) -> Verdict {
     match UdpPacket::new_checked(datagram) {
-        Ok(udp) if udp.verify_checksum(&src, &dst) => Verdict::Pass,
+        Ok(udp) if !check || udp.verify_checksum(&src, &dst) => Verdict::Pass,
         Ok(_) => Verdict::BadChecksum,
         Err(_) => Verdict::Malformed,
     }
@@ -509,10 +516,11 @@ pub struct RxToken<'a, T, G> {
 impl<T: phy::RxToken, G: SynGate> phy::RxToken for RxToken<'_, T, G> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
         let (gate, tally) = (self.gate, self.tally);
+        let checksum_valid = self.inner.meta().checksum_valid;
         self.inner.consume(|frame| {
             bump(&tally.rx_frames, 1);
             bump(&tally.rx_bytes, frame.len() as u64);
-            let verdict = inspect(frame);
+            let verdict = inspect_with(frame, checksum_valid);
             if let Verdict::Syn(_) = verdict {
                 if let Some(sent) = tally.synchronized(frame) {
                     // RFC 5961 4.2: a SYN on a synchronized connection.

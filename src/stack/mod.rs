@@ -569,6 +569,7 @@ impl Stack {
                 break;
             };
             let frame = &mut self.frame;
+            let meta = rx.meta();
             rx.consume(|data| {
                 frame.clear();
                 frame.extend_from_slice(data);
@@ -593,6 +594,7 @@ impl Stack {
             };
             let mut one = OneFrame {
                 frame: Some(&self.frame),
+                meta,
                 inner: &mut *device,
             };
             let mut dev = Ingress {

@@ -404,6 +404,8 @@ fn tcp_key(frame: &[u8]) -> Option<Key> {
 pub struct OneFrame<'a, D> {
     /// The frame, until smoltcp takes it.
     pub frame: Option<&'a [u8]>,
+    /// What the device said about the frame.
+    pub meta: phy::PacketMeta,
     /// The real device.
     pub inner: &'a mut D,
 }
@@ -421,7 +423,7 @@ impl<D: Device> Device for OneFrame<'_, D> {
     fn receive(&mut self, timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         let frame = self.frame.take()?;
         let tx = self.inner.transmit(timestamp)?;
-        Some((FrameToken(frame), tx))
+        Some((FrameToken(frame, self.meta), tx))
     }
 
     fn transmit(&mut self, timestamp: Instant) -> Option<Self::TxToken<'_>> {
@@ -434,10 +436,14 @@ impl<D: Device> Device for OneFrame<'_, D> {
 }
 
 /// The frame of a [`OneFrame`].
-pub struct FrameToken<'a>(&'a [u8]);
+pub struct FrameToken<'a>(&'a [u8], phy::PacketMeta);
 
 impl phy::RxToken for FrameToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
         f(self.0)
+    }
+
+    fn meta(&self) -> phy::PacketMeta {
+        self.1
     }
 }

@@ -181,6 +181,11 @@ pub struct PacketMeta {
     /// If `None`, no segmentation will be performed by the device.
     #[cfg(feature = "segmentation-offload")]
     pub segmentation_offload_size: Option<NonZeroU16>,
+
+    /// (tapir patch) Set by a device on a received packet whose transport checksum it has
+    /// verified or vouches for (a virtio-net `DATA_VALID` or `NEEDS_CSUM` frame), so a
+    /// layer that checks checksums per packet may skip it. smoltcp itself does not read it.
+    pub checksum_valid: bool,
 }
 
 /// A description of checksum behavior for a particular protocol.

@@ -1866,3 +1866,53 @@ fn test_solicited_node_multicast_autojoin(#[case] medium: Medium) {
     assert!(!iface.has_multicast_group(addr1.solicited_node()));
     assert!(!iface.has_multicast_group(addr2.solicited_node()));
 }
+
+/// (tapir patch) An IPv6 TCP segment larger than the MTU that carries a segmentation
+/// offload size reaches the device with that size, which segments it; it used to be
+/// dropped as needing fragmentation (IPv4 had this already).
+#[test]
+#[cfg(all(feature = "segmentation-offload", feature = "medium-ip"))]
+fn tcp_segmentation_offload_ipv6() {
+    let (mut iface, _, mut device) =
+        crate::tests::segmentation_offload::setup_segmenting(Medium::Ip);
+    let payload = vec![7u8; 4000];
+    let tcp = TcpRepr {
+        src_port: 80,
+        dst_port: 40000,
+        control: TcpControl::None,
+        seq_number: TcpSeqNumber(1),
+        ack_number: Some(TcpSeqNumber(1)),
+        window_len: 1000,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload: &payload,
+    };
+    let ip = Ipv6Repr {
+        src_addr: Ipv6Address::new(0xfdbe, 0, 0, 0, 0, 0, 0, 1),
+        dst_addr: Ipv6Address::new(0xfdbe, 0, 0, 0, 0, 0, 0, 2),
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    assert!(ip.buffer_len() + tcp.buffer_len() > iface.inner.caps.ip_mtu());
+    let mut meta = PacketMeta::default();
+    meta.segmentation_offload_size = core::num::NonZeroU16::new(1000);
+    let tx = device.transmit(Instant::ZERO).unwrap();
+    assert_eq!(
+        iface.inner.dispatch_ip(
+            tx,
+            meta,
+            Packet::new_ipv6(ip, IpPayload::Tcp(tcp)),
+            &mut iface.fragmenter,
+        ),
+        Ok(())
+    );
+    // Without the patch nothing reaches the device. (The testing device cuts the TCP
+    // header and payload together into pieces of the segment size.)
+    let segments = &device.testing_device.tx_queue;
+    assert!(segments.len() > 1, "{} segments", segments.len());
+    assert_eq!(segments[0].len(), IPV6_HEADER_LEN + TCP_HEADER_LEN + 1000);
+}
