@@ -223,16 +223,6 @@ impl phy::Device for TapDevice {
     }
 }
 
-/// The error for `action` on TAP `name`.
-fn tap_error(name: &str, action: &'static str) -> impl FnOnce(io::Error) -> DeviceError {
-    let name = name.to_string();
-    move |source| DeviceError::Tap {
-        name,
-        action,
-        source,
-    }
-}
-
 /// Checks that `name` fits in an `ifreq`.
 fn check_name(name: &str) -> Result<(), DeviceError> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
