@@ -229,7 +229,8 @@ impl Scoreboard {
 
     /// Processes the SACK blocks of an ACK whose cumulative acknowledgment is `una`.
     /// Returns the bytes newly SACKed. Blocks at or below `una` (D-SACK, RFC 2883) and
-    /// parts of blocks beyond the data sent are ignored; only whole segments are marked.
+    /// parts of blocks beyond the data sent are ignored; an entry that a block covers in part is split at
+    /// the block's edges.
     pub(crate) fn on_sack(
         &mut self,
         blocks: &[Option<(u32, u32)>],
@@ -265,6 +266,10 @@ impl Scoreboard {
                 gaps.push((cursor, right));
             }
             for (gl, gr) in gaps {
+                // A block may cover part of an entry (a segmentation-offload super-segment
+                // that the device cut into MSS-sized frames): split it at the block's edges.
+                self.split_at(gl);
+                self.split_at(gr);
                 let mut i = self.segs.partition_point(|s| s.start < gl);
                 let mut run: Option<(TcpSeqNumber, TcpSeqNumber)> = None;
                 while let Some(seg) = self.segs.get_mut(i) {
@@ -296,6 +301,18 @@ impl Scoreboard {
             }
         }
         newly
+    }
+
+    /// Splits the entry that holds `seq` strictly inside it into two with the same marks.
+    fn split_at(&mut self, seq: TcpSeqNumber) {
+        let i = self.segs.partition_point(|s| s.end <= seq);
+        let Some(seg) = self.segs.get(i).copied() else {
+            return;
+        };
+        if seg.start < seq && seq < seg.end {
+            self.segs[i].end = seq;
+            self.segs.insert(i + 1, Sent { start: seq, ..seg });
+        }
     }
 
     fn insert_sacked(&mut self, left: TcpSeqNumber, right: TcpSeqNumber) {
@@ -525,12 +542,13 @@ mod test {
         assert_eq!(sb.on_sack(&[block(1, 6), None, None], una, ms(22)), 2 * MSS);
         assert_eq!(sb.sacked_bytes(), 5 * MSS);
         assert_eq!(sb.sacked, [(seq(MSS), seq(6 * MSS))]);
-        // A block covering half a segment marks nothing.
+        // A block covering half a segment splits it and marks that half.
         let half = Some((seq(7 * MSS).0 as u32, (seq(7 * MSS) + 500).0 as u32));
-        assert_eq!(sb.on_sack(&[half, None, None], una, ms(23)), 0);
+        assert_eq!(sb.on_sack(&[half, None, None], una, ms(23)), 500);
+        assert_eq!(sb.len(), 11);
         // D-SACK below una and blocks beyond what was sent are ignored.
         assert_eq!(sb.on_sack(&[block(20, 30), None, None], una, ms(24)), 0);
-        assert_eq!(sb.pipe(), 5 * MSS);
+        assert_eq!(sb.pipe(), 5 * MSS - 500);
     }
 
     #[test]
@@ -630,6 +648,23 @@ mod test {
         assert_eq!(sb.first_lost(), Some((seq(400), 600)));
         assert_eq!(sb.lost_bytes(), 600 + MSS);
         assert_eq!(sb.len(), 3);
+    }
+
+    #[test]
+    fn sack_splits_a_super_segment() {
+        // One 10-segment super-segment (segmentation offload); the receiver SACKs the
+        // frames after a lost third one.
+        let mut sb = Scoreboard::default();
+        sb.on_send(seq(0), 10 * MSS, ms(0));
+        assert_eq!(
+            sb.on_sack(&[block(3, 10), None, None], seq(0), ms(20)),
+            7 * MSS
+        );
+        assert_eq!(sb.on_cumulative_ack(seq(2 * MSS), ms(20)), 2 * MSS);
+        let (lost, _) = sb.detect_loss(ms(20), MSS, Duration::ZERO);
+        assert_eq!(lost, MSS);
+        assert_eq!(sb.first_lost(), Some((seq(2 * MSS), MSS)));
+        assert_eq!(sb.pipe(), 0);
     }
 
     #[test]
