@@ -389,7 +389,36 @@ fn static_file_of_200_mib_and_a_range() {
     );
     fs::remove_file(&file).unwrap();
 
-    // The static site has no /stats; check the connection count in the log instead.
+    // The built-in pages live next to the files, under /_tapir/.
+    let fetch = |args: &[&str]| {
+        let mut cmd = vec!["curl", "-sS", "--max-time", "10"];
+        cmd.extend_from_slice(args);
+        let out = ns.run(&cmd);
+        assert!(
+            out.status.success(),
+            "curl {args:?}:\n{}",
+            output_text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        fetch(&[&format!("{BASE}/_tapir/bytes/30")]).as_bytes(),
+        &tapir::service::builtin::PATTERN.repeat(2)[..30]
+    );
+    assert_eq!(
+        fetch(&[
+            "--data-binary",
+            "next to the files",
+            &format!("{BASE}/_tapir/echo")
+        ]),
+        "next to the files"
+    );
+    let stats = fetch(&[&format!("{BASE}/_tapir/stats")]);
+    assert!(json_u64(&stats, "connections_open") >= 1, "{stats}");
+    assert!(fetch(&[&format!("{BASE}/_tapir/")]).contains("over HTTP/1.1"));
+    // A file of that name is still a file; the prefix is only the directory.
+    fs::write(root.join("_tapirx"), "a file").unwrap();
+    assert_eq!(fetch(&[&format!("{BASE}/_tapirx")]), "a file");
     stop_and_check_closed(tapir);
 }
 

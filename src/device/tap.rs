@@ -50,7 +50,15 @@ impl TapDevice {
                 format!("interface names are 1 to {} bytes", libc::IFNAMSIZ - 1),
             )));
         }
-        let iface = Iface::without_packet_info(name, Mode::Tap).map_err(err("opening"))?;
+        let iface = Iface::without_packet_info(name, Mode::Tap).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                DeviceError::TapBusy {
+                    name: name.to_string(),
+                }
+            } else {
+                err("opening")(e)
+            }
+        })?;
         iface
             .set_non_blocking()
             .map_err(err("making it non-blocking"))?;

@@ -133,8 +133,8 @@ fn index_page(info: &ConnInfo) -> String {
          <ul><li><a href=\"/stats\">/stats</a></li><li>/echo (POST a body)</li>\
          <li><a href=\"/bytes/1048576\">/bytes/N</a></li></ul>\n</body></html>\n",
         protocol = info.protocol,
-        peer = info.peer,
-        local = info.local,
+        peer = info.peer_addr(),
+        local = info.local_addr(),
     )
 }
 

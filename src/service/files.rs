@@ -47,6 +47,11 @@ impl StaticFiles {
         Ok(StaticFiles { root, listings })
     }
 
+    /// The directory served (canonical).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Answers one request.
     pub fn handle(&self, request: &Request<RequestBody>) -> Response<Body> {
         if request.method() != Method::GET && request.method() != Method::HEAD {

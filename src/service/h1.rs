@@ -263,7 +263,7 @@ impl<T: Transport> H1Conn<T> {
         let task = self.switch_task.take().map(|task| task(user));
         let prefix = Bytes::from(std::mem::take(&mut self.prefix));
         shared.stats.borrow_mut().tunnel_opened();
-        tracing::debug!("{}: connection switched to a tunnel", self.info.peer);
+        tracing::debug!("{}: connection switched to a tunnel", self.info.peer_addr());
         self.pump = Some(Pump::new(transport, end, prefix, task, now));
         self.drive_pump_once(stack, cx, now, shared)
     }
@@ -365,7 +365,7 @@ impl<T: Transport> H1Conn<T> {
                     tracing::info!(
                         target: "tapir::access",
                         "{} - rejected: {status} ({reason})",
-                        self.info.peer
+                        self.info.peer_addr()
                     );
                     for task in &self.tasks {
                         task.sender
@@ -373,7 +373,7 @@ impl<T: Transport> H1Conn<T> {
                     }
                 }
                 ServerEvent::Aborted { reason } => {
-                    tracing::debug!("{}: connection aborted: {reason:?}", self.info.peer);
+                    tracing::debug!("{}: connection aborted: {reason:?}", self.info.peer_addr());
                     for task in &self.tasks {
                         task.sender
                             .fail(super::BodyError::Incomplete(format!("{reason:?}")));
@@ -442,7 +442,7 @@ impl<T: Transport> H1Conn<T> {
                         }
                         Poll::Ready(Some(Err(e))) => {
                             any = true;
-                            tracing::warn!("{}: response body failed: {e}", self.info.peer);
+                            tracing::warn!("{}: response body failed: {e}", self.info.peer_addr());
                             self.engine.abort(task.id);
                             task.stage = Stage::Done;
                         }
@@ -466,7 +466,7 @@ fn log_access(info: &ConnInfo, task: &Task, now: Instant) {
     tracing::info!(
         target: "tapir::access",
         "{} \"{} {} {}\" {} {} {}.{:03}ms",
-        info.peer,
+        info.peer_addr(),
         task.method,
         task.target,
         task.protocol,

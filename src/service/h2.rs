@@ -224,7 +224,7 @@ impl<T: Transport> H2Conn<T> {
         if self.away_since.is_some_and(|t| now >= t + stall) {
             tracing::info!(
                 "{}: HTTP/2 peer did not finish after GOAWAY, resetting",
-                self.info.peer
+                self.info.peer_addr()
             );
             self.kill = true;
             return;
@@ -232,7 +232,7 @@ impl<T: Transport> H2Conn<T> {
         if self.waiting_since.is_some_and(|t| now >= t + stall) {
             tracing::info!(
                 "{}: HTTP/2 connection stalled for {:?} waiting on the client, closing",
-                self.info.peer,
+                self.info.peer_addr(),
                 self.config.stall_timeout
             );
             self.waiting_since = None;
@@ -246,14 +246,17 @@ impl<T: Transport> H2Conn<T> {
         }
         match &mut self.state {
             State::Handshaking(_) if now >= self.created + self.config.handshake_timeout.into() => {
-                tracing::debug!("{}: HTTP/2 handshake timed out", self.info.peer);
+                tracing::debug!("{}: HTTP/2 handshake timed out", self.info.peer_addr());
                 self.state = State::Closed;
             }
             State::Open(conn)
                 if self.streams.is_empty()
                     && now >= self.idle_since + self.config.idle_timeout.into() =>
             {
-                tracing::debug!("{}: HTTP/2 connection idle, sending GOAWAY", self.info.peer);
+                tracing::debug!(
+                    "{}: HTTP/2 connection idle, sending GOAWAY",
+                    self.info.peer_addr()
+                );
                 conn.graceful_shutdown();
                 self.going_away = true;
                 self.away_since.get_or_insert(now);
@@ -350,7 +353,7 @@ impl<T: Transport> H2Conn<T> {
                 tracing::info!(
                     "{}: HTTP/2 control frame flood (PING/SETTINGS/PRIORITY/RST_STREAM), \
                      closing with ENHANCE_YOUR_CALM",
-                    self.info.peer
+                    self.info.peer_addr()
                 );
                 self.abrupt(Reason::ENHANCE_YOUR_CALM, now);
             }
@@ -429,7 +432,7 @@ impl<T: Transport> H2Conn<T> {
                     progress = true;
                 }
                 Poll::Ready(Err(e)) => {
-                    tracing::debug!("{}: HTTP/2 handshake failed: {e}", self.info.peer);
+                    tracing::debug!("{}: HTTP/2 handshake failed: {e}", self.info.peer_addr());
                     self.state = State::Closed;
                     return true;
                 }
@@ -447,7 +450,7 @@ impl<T: Transport> H2Conn<T> {
                     self.streams.push(task);
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    tracing::debug!("{}: HTTP/2 connection error: {e}", self.info.peer);
+                    tracing::debug!("{}: HTTP/2 connection error: {e}", self.info.peer_addr());
                     if e.is_go_away() || e.is_io() || e.reason().is_some() {
                         self.state = State::Closed;
                     }
@@ -715,7 +718,7 @@ fn log_access(info: &ConnInfo, task: &StreamTask, now: Instant) {
     tracing::info!(
         target: "tapir::access",
         "{} \"{} {} HTTP/2\" {} {} {}.{:03}ms",
-        info.peer,
+        info.peer_addr(),
         task.method,
         task.target,
         task.status.as_u16(),

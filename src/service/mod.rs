@@ -62,6 +62,19 @@ pub struct ConnInfo {
     pub tls: Option<TlsInfo>,
 }
 
+impl ConnInfo {
+    /// The client's address and port as a `SocketAddr`, which prints IPv6 in brackets
+    /// (`[fd00:7::1]:8000`; smoltcp's endpoint prints `fd00:7::1:8000`).
+    pub fn peer_addr(&self) -> std::net::SocketAddr {
+        self.peer.into()
+    }
+
+    /// Our address and port, printed like [`ConnInfo::peer_addr`].
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.local.into()
+    }
+}
+
 /// A response now, or one that becomes ready later.
 pub enum Reply {
     /// The response is ready.

@@ -366,7 +366,20 @@ impl<H: Handler + ?Sized> Server<H> {
         any
     }
 
+    /// Brings the counters that are copies (open connections, the stack's) up to now.
+    fn refresh_stats(&self, stack: &Stack) {
+        let mut stats = self.shared.stats.borrow_mut();
+        stats.connections_open = self.conns.len() as u64;
+        stats.stack = stack.stats();
+    }
+
     fn drive(&mut self, stack: &mut Stack, key: usize, now: Instant) -> bool {
+        if !self.conns.contains(key) {
+            return false;
+        }
+        // `/stats` (run by a handler below) reads the counters of this very instant: the
+        // connection being driven is open and was counted by the stack when accepted.
+        self.refresh_stats(stack);
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
@@ -443,8 +456,10 @@ impl<H: Handler + ?Sized> Server<H> {
                 Ok(false) if !expired => {}
                 Ok(false) | Err(_) => {
                     match &result {
-                        Err(e) => tracing::info!("{}: TLS handshake failed: {e}", hs.info.peer),
-                        _ => tracing::info!("{}: TLS handshake timed out", hs.info.peer),
+                        Err(e) => {
+                            tracing::info!("{}: TLS handshake failed: {e}", hs.info.peer_addr())
+                        }
+                        _ => tracing::info!("{}: TLS handshake timed out", hs.info.peer_addr()),
                     }
                     self.shared.stats.borrow_mut().rejected += 1;
                     if let Some(tls) = hs.stream.take() {
@@ -524,9 +539,7 @@ impl<H: Handler + ?Sized> Application for Server<H> {
         for key in self.ready.drain() {
             any |= self.drive(stack, key, now);
         }
-        let mut stats = self.shared.stats.borrow_mut();
-        stats.connections_open = self.conns.len() as u64;
-        stats.stack = stack.stats();
+        self.refresh_stats(stack);
         any
     }
 

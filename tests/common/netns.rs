@@ -339,7 +339,7 @@ impl Drop for ChildGuard {
 
 /// The effective user id of this process, from /proc (no `unsafe` outside the device
 /// module, tests included).
-fn effective_uid() -> Option<u32> {
+pub fn effective_uid() -> Option<u32> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("Uid:"))?;
     // Uid: real effective saved filesystem
