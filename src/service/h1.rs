@@ -111,8 +111,17 @@ impl<T: Transport> H1Conn<T> {
     }
 
     /// Feeds the time to the engine's timers.
-    pub(crate) fn on_timeout(&mut self, now: Instant) {
+    pub(crate) fn on_timeout(&mut self, now: Instant, shared: &Shared) {
+        self.stamp_errors(shared, now);
         self.engine.handle_timeout(engine_time(now));
+    }
+
+    /// Gives the engine the `Date` and `Server` of this instant for its own error
+    /// responses (400, 408, 413, ...), like every other response gets.
+    fn stamp_errors(&mut self, shared: &Shared, now: Instant) {
+        let mut headers = http::HeaderMap::new();
+        shared.stamp(&mut headers, now);
+        self.engine.set_error_headers(&headers);
     }
 
     /// Closes an idle connection gracefully (shutdown).
@@ -165,6 +174,7 @@ impl<T: Transport> H1Conn<T> {
         if self.pump.is_some() {
             return self.drive_pump_once(stack, cx, now, shared);
         }
+        self.stamp_errors(shared, now);
         let t = engine_time(now);
         for _ in 0..TURNS {
             let mut progress = false;

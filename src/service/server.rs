@@ -492,7 +492,7 @@ impl<H: Handler + ?Sized> Server<H> {
             }
             Engine::H1(h1) => {
                 if timer_due {
-                    h1.on_timeout(now);
+                    h1.on_timeout(now, &self.shared);
                 }
                 let drive = h1.drive(stack, &mut cx, now, &*self.handler, &self.shared);
                 (drive, h1.deadline())
