@@ -444,8 +444,14 @@ impl<T: Transport> H2Conn<T> {
         // Accepting also drives the connection: reads frames, writes queued ones.
         loop {
             match conn.poll_accept(cx) {
-                Poll::Ready(Some(Ok((request, respond)))) => {
+                Poll::Ready(Some(Ok((request, mut respond)))) => {
                     progress = true;
+                    if host_differs_from_authority(&request) {
+                        // Malformed (RFC 9113 §8.3.1, §8.1.1): a stream error.
+                        shared.stats.borrow_mut().rejected += 1;
+                        respond.send_reset(Reason::PROTOCOL_ERROR);
+                        continue;
+                    }
                     let task = start_stream(request, respond, handler, &self.info, shared, now);
                     self.streams.push(task);
                 }
@@ -487,6 +493,30 @@ impl<T: Transport> H2Conn<T> {
             }
         }
         progress
+    }
+}
+
+/// True when a request carries both `:authority` and a `Host` naming another origin (the
+/// same host with the scheme's default port written out is the same origin).
+fn host_differs_from_authority<B>(request: &Request<B>) -> bool {
+    let (Some(authority), Some(host)) = (request.uri().authority(), request.headers().get(HOST))
+    else {
+        return false;
+    };
+    let default_port = match request.uri().scheme_str() {
+        Some("https") => ":443",
+        _ => ":80",
+    };
+    let normal = |s: &str| {
+        let s = s.to_ascii_lowercase();
+        match s.strip_suffix(default_port) {
+            Some(bare) => bare.to_string(),
+            None => s,
+        }
+    };
+    match host.to_str() {
+        Ok(host) => normal(host) != normal(authority.as_str()),
+        Err(_) => true,
     }
 }
 

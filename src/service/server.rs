@@ -176,7 +176,16 @@ enum Sniffed {
     Http1,
     /// The HTTP/2 preface.
     Http2,
+    /// The start of the HTTP/2 preface (`PRI * HTTP/2.0`, which no HTTP/1.x request can
+    /// be), then something else: a connection error (RFC 9113 §3.4).
+    BadPreface,
 }
+
+/// The request line of the HTTP/2 preface: past it, the bytes can no longer be HTTP/1.x.
+const PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+/// GOAWAY, last stream 0, PROTOCOL_ERROR (RFC 9113 §6.8), for an invalid preface.
+const GOAWAY_PROTOCOL_ERROR: [u8; 17] = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
 impl Sniff {
     fn poll(&mut self, stack: &mut Stack) -> Sniffed {
@@ -190,6 +199,9 @@ impl Sniff {
             want
         });
         if !H2_PREFACE.starts_with(&self.seen) {
+            if self.seen.starts_with(PREFACE_LINE) {
+                return Sniffed::BadPreface;
+            }
             return Sniffed::Http1;
         }
         if self.seen.len() == H2_PREFACE.len() {
@@ -395,6 +407,17 @@ impl<H: Handler + ?Sized> Server<H> {
                     if let Some(stream) = sniff.stream.take() {
                         stream.close(stack);
                     }
+                    self.conns.remove(key);
+                    return true;
+                }
+                Sniffed::BadPreface => {
+                    if let Some(mut stream) = sniff.stream.take() {
+                        tracing::debug!("{}: invalid HTTP/2 preface", sniff.info.peer_addr());
+                        // A fresh socket has room for 17 bytes; if not, closing is enough.
+                        let _ = stream.write(stack, &GOAWAY_PROTOCOL_ERROR);
+                        stream.close(stack);
+                    }
+                    self.shared.stats.borrow_mut().rejected += 1;
                     self.conns.remove(key);
                     return true;
                 }
