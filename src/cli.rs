@@ -260,7 +260,8 @@ mod tests {
 /// HTTP service flags of `tapir serve`.
 #[derive(Debug, Args, Clone)]
 pub struct HttpArgs {
-    /// Port for cleartext HTTP (HTTP/1.1, 1.0, and HTTP/2 with prior knowledge).
+    /// Port for cleartext HTTP (HTTP/1.1, 1.0, and HTTP/2 with prior knowledge or by
+    /// `Upgrade: h2c`).
     #[arg(long, default_value_t = 80, value_name = "PORT")]
     pub http: u16,
 

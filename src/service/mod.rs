@@ -10,6 +10,7 @@ pub mod builtin;
 pub mod files;
 mod h1;
 pub(crate) mod h2;
+mod h2c;
 mod h2guard;
 pub mod server;
 pub mod tunnel;

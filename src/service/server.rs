@@ -422,13 +422,16 @@ impl<H: Handler + ?Sized> Server<H> {
                     return true;
                 }
                 Sniffed::Http1 => sniff.stream.take().map(|s| {
-                    Engine::H1(Box::new(H1Conn::new(
+                    let mut h1 = H1Conn::new(
                         AnyStream::from(s),
                         self.h1.clone(),
                         sniff.info.clone(),
                         &sniff.seen,
                         now,
-                    )))
+                    );
+                    // This port takes HTTP/2 too: `Upgrade: h2c` is honoured.
+                    h1.allow_h2c_upgrade();
+                    Engine::H1(Box::new(h1))
                 }),
                 Sniffed::Http2 => sniff.stream.take().map(|s| {
                     Engine::H2(Box::new(H2Conn::new(
@@ -530,6 +533,23 @@ impl<H: Handler + ?Sized> Server<H> {
         };
         if let Some(old) = conn.timer.take() {
             self.timers.remove(&(old, key));
+        }
+        // After `101` to `Upgrade: h2c`, the connection speaks HTTP/2.
+        let upgraded = match &mut conn.engine {
+            Engine::H1(h1) => h1.take_h2c(),
+            _ => None,
+        };
+        if let Some((stream, prefix, frame, info)) = upgraded {
+            conn.engine = Engine::H2(Box::new(H2Conn::new_upgraded(
+                stream,
+                &self.config.h2,
+                info,
+                &prefix,
+                frame,
+                now,
+            )));
+            conn.waker.wake_now();
+            return true;
         }
         match drive {
             Drive::Closed => {
