@@ -390,17 +390,7 @@ fn static_file_of_200_mib_and_a_range() {
     fs::remove_file(&file).unwrap();
 
     // The built-in pages live next to the files, under /_tapir/.
-    let fetch = |args: &[&str]| {
-        let mut cmd = vec!["curl", "-sS", "--max-time", "10"];
-        cmd.extend_from_slice(args);
-        let out = ns.run(&cmd);
-        assert!(
-            out.status.success(),
-            "curl {args:?}:\n{}",
-            output_text(&out)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let fetch = |args: &[&str]| curl_ok(&ns, args);
     assert_eq!(
         fetch(&[&format!("{BASE}/_tapir/bytes/30")]).as_bytes(),
         &tapir::service::builtin::PATTERN.repeat(2)[..30]
@@ -420,6 +410,20 @@ fn static_file_of_200_mib_and_a_range() {
     fs::write(root.join("_tapirx"), "a file").unwrap();
     assert_eq!(fetch(&[&format!("{BASE}/_tapirx")]), "a file");
     stop_and_check_closed(tapir);
+}
+
+/// Runs `curl -sS --max-time 10 ARGS` in the namespace; asserts it succeeds and returns
+/// what it wrote to stdout.
+fn curl_ok(ns: &Netns, args: &[&str]) -> String {
+    let mut cmd = vec!["curl", "-sS", "--max-time", "10"];
+    cmd.extend_from_slice(args);
+    let out = ns.run(&cmd);
+    assert!(
+        out.status.success(),
+        "curl {args:?}:\n{}",
+        output_text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Stops tapir and checks its final line says every accepted connection was closed.
@@ -486,17 +490,7 @@ fn h2c_upgrade_and_http_details_with_curl_and_nghttp() {
     require_tool("nghttp", "nghttp2-client");
     let ns = Netns::up("h2c-upgrade");
     let tapir = start(&ns, &[]);
-    let curl = |args: &[&str]| {
-        let mut cmd = vec!["curl", "-sS", "--max-time", "10"];
-        cmd.extend_from_slice(args);
-        let out = ns.run(&cmd);
-        assert!(
-            out.status.success(),
-            "curl {args:?}:\n{}",
-            output_text(&out)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let curl = |args: &[&str]| curl_ok(&ns, args);
     // Two requests on one upgraded connection: the first is stream 1, the second stream 3.
     let out = curl(&[
         "--http2",
