@@ -95,25 +95,10 @@ IP_SERVER=10.7.0.2
 IP_CLIENT=10.7.0.1
 
 # --- tools ------------------------------------------------------------------------------
-need() { # program package
-    command -v "$1" >/dev/null && return 0
-    if command -v apt-get >/dev/null; then
-        echo "$PROG: installing $2 for $1" >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null ||
-            { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$2" >/dev/null; } ||
-            die "'$1' is missing and installing $2 failed: apt-get install $2"
-    fi
-    command -v "$1" >/dev/null || die "'$1' is missing: apt-get install $2"
-}
-need ip iproute2
-need wrk wrk
-need h2load nghttp2-client
-need curl curl
-need openssl openssl
-need python3 python3
-if ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]]; then
-    need nginx nginx-light
-fi
+# shellcheck source=scripts/deps.sh
+source "$REPO/scripts/deps.sh"
+DEPS_PROG=$PROG
+deps_ensure ip wrk h2load curl openssl python3 nginx || die "tools missing (see above)"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 PY=$(command -v python3)
 CARGO=${CARGO:-cargo}

@@ -89,12 +89,13 @@ fail() {
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "$PROG: must run as root: it creates a network namespace and a TAP device." >&2
-    echo "  try: sudo $0 $*   (or sudo TAPIR_BIN=target/release/tapir $0 $* after cargo build --release)" >&2
+    echo "  try: sudo env \"PATH=\$PATH\" $0 $*   (or cargo build --release, then: sudo TAPIR_BIN=target/release/tapir $0 $*)" >&2
     exit 1
 fi
-for tool in ip ping "${SERVICE_TOOLS[@]}"; do
-    command -v "$tool" >/dev/null || fail "'$tool' not found (on Debian: apt-get install iproute2 iputils-ping ${SERVICE_TOOLS[*]})"
-done
+# shellcheck source=scripts/deps.sh
+source "$ROOT/scripts/deps.sh"
+DEPS_PROG=$PROG
+deps_ensure ip ping "${SERVICE_TOOLS[@]}" || fail "tools missing (see above)"
 
 NS="tapir-demo-$$"
 TAP=tap0
@@ -153,7 +154,9 @@ else
 fi
 
 step "creating network namespace $NS with TAP $TAP"
-"$NETNS_SH" up "$NS" "$TAP"
+# Its own hints are about running `tapir echo` by hand; this script runs tapir itself.
+"$NETNS_SH" up "$NS" "$TAP" >/dev/null
+echo "kernel side of $TAP: 10.7.0.1/24 and fd00:7::1/64; tapir: 10.7.0.2 and fd00:7::2"
 
 step "starting tapir ${SERVICE[*]} on $TAP (log: $LOG)"
 SERVICE+=(--save-cert "$CERT")
@@ -180,12 +183,14 @@ step "demonstration complete"
 if [[ $once == 1 ]]; then
     exit 0
 fi
+# Started through sudo: the other shell is probably a user's one too.
+as_root=${SUDO_USER:+sudo }
 cat <<MSG
 tapir is still running in namespace $NS. Try, from another shell:
-  sudo ip netns exec $NS ping 10.7.0.2
-  sudo ip netns exec $NS curl http://10.7.0.2/stats
-  sudo ip netns exec $NS curl --cacert $CERT https://10.7.0.2/
-  sudo ip netns exec $NS curl --http2-prior-knowledge http://10.7.0.2/bytes/100
+  ${as_root}ip netns exec $NS ping 10.7.0.2
+  ${as_root}ip netns exec $NS curl http://10.7.0.2/stats
+  ${as_root}ip netns exec $NS curl --cacert $CERT https://10.7.0.2/
+  ${as_root}ip netns exec $NS curl --http2-prior-knowledge http://10.7.0.2/bytes/100
 Press Ctrl-C to stop it and remove the namespace. tapir's log follows:
 MSG
 tail -n 0 -f "$LOG" &

@@ -31,14 +31,11 @@ MINUTES=${1:-10}
     echo "$0: needs root (network namespace and TAP device)" >&2
     exit 2
 }
-for tool in curl nghttp h2load wrk python3 openssl ss; do
-    command -v "$tool" >/dev/null || {
-        echo "$0: needs $tool" >&2
-        exit 2
-    }
-done
-
 REPO=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/deps.sh
+source "$REPO/scripts/deps.sh"
+DEPS_PROG=$(basename "$0")
+deps_ensure curl nghttp h2load wrk python3 openssl ss || exit 2
 if [[ -z ${TAPIR:-} ]]; then
     (cd "$REPO" && cargo build --release --quiet)
     TAPIR=${CARGO_TARGET_DIR:-$REPO/target}/release/tapir

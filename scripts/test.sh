@@ -3,17 +3,39 @@
 #
 #   scripts/test.sh [extra cargo test arguments]
 #
-# The TAP tests (tests/tap_foundation.rs) need root for network namespaces and TAP devices;
-# without root they print "SKIPPED <test>: ..." and do nothing, so run this as root (or with
-# sudo) for the full suite.
+# As root it first installs the system tools the tests drive (scripts/deps.sh: apt-get);
+# then a TAP test whose tool is still missing fails with an install hint. The TAP tests
+# need root for network namespaces and TAP devices: without root they print
+# "SKIPPED <test>: ..." and do nothing, and this script ends with how many were skipped
+# and why (so a run without root is never mistaken for a full pass).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=scripts/deps.sh
+source "$ROOT/scripts/deps.sh"
+DEPS_PROG=test.sh
 
-if [[ $(id -u) -ne 0 ]]; then
-    echo "test.sh: not root: the TAP tests will print SKIPPED and not run" >&2
+if [[ $(id -u) -eq 0 ]]; then
+    deps_ensure || exit 1
+else
+    echo "test.sh: not root: the TAP tests will be SKIPPED (run as root for the full suite)" >&2
 fi
+
+# Every skipped test appends "<test>: <reason>" here (tests/common/netns.rs).
+TAPIR_SKIP_LOG=$(mktemp "${TMPDIR:-/tmp}/tapir-skipped.XXXXXX")
+export TAPIR_SKIP_LOG
+report_skips() {
+    local status=$?
+    if [[ -s $TAPIR_SKIP_LOG ]]; then
+        echo
+        echo "test.sh: $(wc -l <"$TAPIR_SKIP_LOG") tests SKIPPED (not run, not passed):"
+        sed 's/^[^:]*: //' "$TAPIR_SKIP_LOG" | sort | uniq -c | sed 's/^ */  /'
+    fi
+    rm -f "$TAPIR_SKIP_LOG"
+    exit "$status"
+}
+trap report_skips EXIT
 
 cargo test --release "$@"
 # The TLS golden capture needs the seeded, insecure crypto provider of the

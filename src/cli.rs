@@ -162,6 +162,23 @@ impl NetArgs {
                 self.tcp_timeout
             );
         }
+        for gateway in &self.gateway {
+            let on_link = addresses
+                .iter()
+                .any(|cidr| cidr.contains_addr(&IpAddress::from(*gateway)));
+            // IPv6 link-local routers are always on the link (the stack has an fe80::
+            // address); an IPv4 gateway may also come with the DHCP lease's subnet.
+            let link_local = matches!(gateway, IpAddr::V6(v6) if v6.is_unicast_link_local());
+            let by_dhcp = self.dhcp && gateway.is_ipv4();
+            if !(on_link || link_local || by_dhcp) {
+                let list: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+                anyhow::bail!(
+                    "--gateway {gateway} is outside every subnet of the stack ({}): \
+                     it could never be reached",
+                    list.join(", ")
+                );
+            }
+        }
         let secs = |s: u64| (s > 0).then(|| tapir::smoltcp::time::Duration::from_secs(s));
         let mut config = StackConfig::new(mac, addresses);
         config.gateways = self.gateway.iter().map(|g| IpAddress::from(*g)).collect();
@@ -334,7 +351,8 @@ mod tests {
 /// HTTP service flags of `tapir serve`.
 #[derive(Debug, Args, Clone)]
 pub struct HttpArgs {
-    /// Port for cleartext HTTP (HTTP/1.1, 1.0, and HTTP/2 with prior knowledge).
+    /// Port for cleartext HTTP (HTTP/1.1, 1.0, and HTTP/2 with prior knowledge or by
+    /// `Upgrade: h2c`).
     #[arg(long, default_value_t = 80, value_name = "PORT")]
     pub http: u16,
 
@@ -372,7 +390,7 @@ pub struct HttpArgs {
     )]
     pub alpn: Vec<String>,
 
-    /// Serve static files from this directory instead of the built-in site.
+    /// Serve static files from this directory; the built-in pages move under /_tapir/.
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
 
@@ -441,8 +459,11 @@ impl HttpArgs {
         if self.no_http && self.no_https {
             anyhow::bail!("--no-http and --no-https together leave nothing to serve");
         }
-        if (!self.no_http && self.http == 0) || (!self.no_https && self.https == 0) {
-            anyhow::bail!("port 0 is not a port");
+        if !self.no_http && self.http == 0 {
+            anyhow::bail!("--http 0 is not a port (1 to 65535)");
+        }
+        if !self.no_https && self.https == 0 {
+            anyhow::bail!("--https 0 is not a port (1 to 65535)");
         }
         if !self.no_http && !self.no_https && self.http == self.https {
             anyhow::bail!("--http and --https are both {}", self.http);
@@ -514,6 +535,14 @@ impl FromStr for AllowArg {
     }
 }
 
+/// An absolute http:// or https:// URL (the error says what is wrong with it).
+fn parse_url(url: &str) -> Result<http::Uri, String> {
+    tapir::client::Target::parse_url(url).map_err(|e| match e {
+        tapir::client::ClientError::BadUrl { reason, .. } => reason,
+        other => other.to_string(),
+    })
+}
+
 /// Flags of `tapir proxy`.
 #[derive(Debug, clap::Args)]
 pub struct ProxyArgs {
@@ -537,7 +566,7 @@ pub struct ProxyArgs {
     )]
     pub resolve: Vec<String>,
     /// Reverse mode: forward every request to this origin (http:// or https://).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = parse_url)]
     pub upstream: Option<http::Uri>,
     /// Speak HTTP/2 to origins (ALPN h2 over TLS, prior knowledge on cleartext) instead of
     /// HTTP/1.1 with keep-alive.

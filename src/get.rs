@@ -199,11 +199,10 @@ impl Get {
             .urls
             .iter()
             .map(|u| {
-                u.parse::<Uri>()
-                    .map(|uri| Planned { uri, redirects: 0 })
-                    .map_err(|e| anyhow::anyhow!("bad URL '{u}': {e}"))
+                // Checked in full (scheme, host, port) before the TAP device is touched.
+                Target::parse_url(u).map(|uri| Planned { uri, redirects: 0 })
             })
-            .collect::<anyhow::Result<VecDeque<_>>>()?;
+            .collect::<Result<VecDeque<_>, _>>()?;
         let version = if args.http1 {
             Version::Http1
         } else if args.http2 {

@@ -47,8 +47,10 @@ struct Cli {
 enum Command {
     /// HTTP server: a built-in test site, or static files with --root.
     ///
-    /// Without --root: `/` names the protocol and your address, `/echo` sends the request
-    /// body back, `/bytes/N` sends N bytes, `/stats` shows counters as JSON.
+    /// The built-in site: `/` names the protocol and your address, `/echo` sends the
+    /// request body back, `/bytes/N` sends N bytes, `/stats` shows counters as JSON. With
+    /// --root the files are served and the built-in pages move under `/_tapir/`
+    /// (`/_tapir/stats`, `/_tapir/echo`, `/_tapir/bytes/N`).
     Serve {
         #[command(flatten)]
         net: NetArgs,
@@ -190,6 +192,15 @@ fn replay(args: &ReplayArgs) -> anyhow::Result<()> {
     }
 }
 
+/// `1 flow`, `2 flows`.
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("{n} {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 fn replay_live(args: &ReplayArgs) -> anyhow::Result<()> {
     use tapir::replay::live::{self, LiveConfig, Pace, Site};
     let frames = tapir::device::pcap_reader::read_capture(&args.file)?;
@@ -229,9 +240,10 @@ fn replay_live(args: &ReplayArgs) -> anyhow::Result<()> {
     }
     let exchanges: usize = report.flows.iter().map(|f| f.exchanges.len()).sum();
     println!(
-        "{}: {} flows replayed, {exchanges} exchanges, in {}",
+        "{}: {} replayed, {}, in {}",
         args.file.display(),
-        report.flows.len(),
+        plural(report.flows.len(), "flow"),
+        plural(exchanges, "exchange"),
         report.elapsed
     );
     if args.expect {
@@ -240,15 +252,22 @@ fn replay_live(args: &ReplayArgs) -> anyhow::Result<()> {
             for m in &mismatches {
                 println!("MISMATCH {m}");
             }
+            if args.root.is_none() && args.tap.is_none() {
+                println!(
+                    "hint: the built-in site answered; if the capture's server served files, \
+                     replay with --root DIR holding the same files (captures/real/site for \
+                     the captures in captures/real)"
+                );
+            }
             anyhow::bail!(
-                "{} of {} compared exchanges differ from the capture",
+                "exchanges that differ from the capture: {} of {}",
                 mismatches.len(),
                 report.compared()
             );
         }
         println!(
-            "expect: {} exchanges compared, all match the capture",
-            report.compared()
+            "expect: {} compared, all match the capture",
+            plural(report.compared(), "exchange")
         );
     }
     Ok(())
@@ -263,10 +282,25 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tapir: {e:#}");
+            eprintln!("tapir: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, `outer: inner: ...`, without repeating a cause whose text the
+/// message already ends with (many errors print their source themselves).
+fn error_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.is_empty() {
+            text = part;
+        } else if !text.ends_with(&part) {
+            text = format!("{text}: {part}");
+        }
+    }
+    text
 }
 
 fn init_logging(filter: &str) -> anyhow::Result<()> {
@@ -284,7 +318,11 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Replay(args) => replay(&args),
         Command::Link(args) => link::run(&args),
-        Command::Serve { net, http } => live(&net, |stack| serve(stack, &http)).map(|_| ()),
+        Command::Serve { net, http } => {
+            // Every flag is checked (and files read) before the TAP device is touched.
+            let plan = ServePlan::new(&http)?;
+            live(&net, |stack| serve(stack, plan)).map(|_| ())
+        }
         Command::Get { net, get } => {
             let app = get::Get::new(get)?;
             let app = live(&net, |_| Ok(app))?;
@@ -297,7 +335,10 @@ fn run(command: Command) -> anyhow::Result<()> {
                 anyhow::bail!("{} of the requests failed", app.failures.len())
             }
         }
-        Command::Proxy { net, proxy } => live(&net, |stack| start_proxy(stack, &proxy)).map(|_| ()),
+        Command::Proxy { net, proxy } => {
+            let plan = ProxyPlan::new(&proxy)?;
+            live(&net, |stack| start_proxy(stack, plan)).map(|_| ())
+        }
         Command::Echo { net, port } => live(&net, |stack| {
             let app = EchoServer::bind(stack, port)?;
             tracing::info!("ready: echo on port {port}");
@@ -307,36 +348,66 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// The proxy `tapir proxy` runs.
-fn start_proxy(stack: &mut Stack, args: &cli::ProxyArgs) -> anyhow::Result<tapir::proxy::Proxy> {
-    use tapir::client::{Client, ClientConfig, Target, Version};
-    use tapir::proxy::{Allow, Proxy, ProxyMode};
-    let roots = if args.insecure {
-        certs::Roots::Insecure
-    } else if let Some(ca) = &args.cacert {
-        certs::Roots::CaFile(ca.clone())
-    } else {
-        certs::Roots::WebPki
-    };
-    let client = Client::new(ClientConfig {
-        version: if args.upstream_http2 {
-            Version::Http2
+/// `tapir proxy`'s flags, checked, with everything that does not need the stack made.
+struct ProxyPlan {
+    client: tapir::client::Client,
+    upstream: Option<tapir::client::Target>,
+    allow: Vec<tapir::proxy::Allow>,
+    hosts: std::collections::HashMap<String, tapir::smoltcp::wire::IpAddress>,
+    listen: u16,
+}
+
+impl ProxyPlan {
+    fn new(args: &cli::ProxyArgs) -> anyhow::Result<Self> {
+        use tapir::client::{Client, ClientConfig, Target, Version};
+        if args.listen == 0 {
+            anyhow::bail!("--listen 0 is not a port");
+        }
+        let roots = if args.insecure {
+            certs::Roots::Insecure
+        } else if let Some(ca) = &args.cacert {
+            certs::Roots::CaFile(ca.clone())
         } else {
-            Version::Http1
-        },
-        roots,
-        ..ClientConfig::default()
-    })?;
-    let mode = match &args.upstream {
-        Some(url) => {
-            let addr = Target::literal_addr(url)
-                .ok_or_else(|| anyhow::anyhow!("--upstream {url}: the host must be an address"))?;
-            let upstream = Target::from_uri(url, addr)?;
+            certs::Roots::WebPki
+        };
+        let client = Client::new(ClientConfig {
+            version: if args.upstream_http2 {
+                Version::Http2
+            } else {
+                Version::Http1
+            },
+            roots,
+            ..ClientConfig::default()
+        })?;
+        let upstream = match &args.upstream {
+            Some(url) => {
+                let addr = Target::literal_addr(url).ok_or_else(|| {
+                    anyhow::anyhow!("--upstream {url}: the host must be an address")
+                })?;
+                Some(Target::from_uri(url, addr)?)
+            }
+            None => None,
+        };
+        Ok(ProxyPlan {
+            client,
+            upstream,
+            allow: args.allow.iter().map(|a| a.0.clone()).collect(),
+            hosts: args.hosts()?,
+            listen: args.listen,
+        })
+    }
+}
+
+/// The proxy `tapir proxy` runs.
+fn start_proxy(stack: &mut Stack, plan: ProxyPlan) -> anyhow::Result<tapir::proxy::Proxy> {
+    use tapir::proxy::{Allow, Proxy, ProxyMode};
+    let mode = match plan.upstream {
+        Some(upstream) => {
             tracing::info!("reverse proxy to {upstream}");
             ProxyMode::Reverse { upstream }
         }
         None => {
-            let allow: Vec<Allow> = if args.allow.is_empty() {
+            let allow: Vec<Allow> = if plan.allow.is_empty() {
                 stack
                     .addresses()
                     .iter()
@@ -346,104 +417,208 @@ fn start_proxy(stack: &mut Stack, args: &cli::ProxyArgs) -> anyhow::Result<tapir
                     })
                     .collect()
             } else {
-                args.allow.iter().map(|a| a.0.clone()).collect()
+                plan.allow
             };
             let list: Vec<String> = allow.iter().map(|a| a.to_string()).collect();
             tracing::info!("forward proxy; allowed targets: {}", list.join(", "));
             ProxyMode::Forward {
                 allow,
-                hosts: args.hosts()?,
+                hosts: plan.hosts,
             }
         }
     };
-    let mut proxy = Proxy::new(mode, client, tapir::service::ServerConfig::default());
-    proxy.bind_http(stack, args.listen)?;
-    tracing::info!("ready: proxy on port {}", args.listen);
+    let mut proxy = Proxy::new(mode, plan.client, tapir::service::ServerConfig::default());
+    proxy.bind_http(stack, plan.listen)?;
+    tracing::info!("ready: proxy on port {}", plan.listen);
     Ok(proxy)
 }
 
 /// What `tapir serve` answers with.
 enum Site {
-    Files(StaticFiles),
+    /// Static files; the built-in pages under [`BUILTIN_PREFIX`].
+    Files(StaticFiles, Builtin),
     Builtin(Builtin),
 }
 
-/// The server `tapir serve` runs: static files or the built-in site.
-fn serve(stack: &mut Stack, http: &cli::HttpArgs) -> anyhow::Result<Server<impl Handler>> {
-    let config = http.server_config()?;
-    let stats = StatsHandle::default();
-    let site = match &http.root {
-        Some(root) => {
-            let files = StaticFiles::new(root, http.listings)?;
-            tracing::info!("serving files from {}", root.display());
-            Site::Files(files)
-        }
-        None => Site::Builtin(Builtin::new(stats.clone())),
-    };
-    let handler = move |request: Request<RequestBody>, info: &ConnInfo| -> Response<Body> {
-        match &site {
-            Site::Files(files) => files.handle(&request),
+/// With `--root`, the built-in pages (`/echo`, `/bytes/N`, `/stats`, `/`) are served under
+/// this prefix, next to the files.
+const BUILTIN_PREFIX: &str = "/_tapir";
+
+impl Site {
+    fn handle(&self, mut request: Request<RequestBody>, info: &ConnInfo) -> Response<Body> {
+        match self {
             Site::Builtin(builtin) => builtin.handle(request, info),
+            Site::Files(files, builtin) => {
+                let path = request.uri().path();
+                let Some(rest) = path.strip_prefix(BUILTIN_PREFIX) else {
+                    return files.handle(&request);
+                };
+                if !(rest.is_empty() || rest.starts_with('/')) {
+                    return files.handle(&request);
+                }
+                let inner = match request.uri().query() {
+                    Some(q) => format!("/{}?{q}", rest.trim_start_matches('/')),
+                    None => format!("/{}", rest.trim_start_matches('/')),
+                };
+                match inner.parse() {
+                    Ok(uri) => {
+                        *request.uri_mut() = uri;
+                        builtin.handle(request, info)
+                    }
+                    Err(_) => files.handle(&request),
+                }
+            }
         }
+    }
+}
+
+/// How HTTPS gets its certificate.
+enum TlsPlan {
+    /// `--no-https`.
+    Off,
+    /// `--cert` and `--key`, loaded and checked.
+    Given(std::sync::Arc<rustls::ServerConfig>),
+    /// A self-signed certificate for the stack's addresses, made once they are known.
+    SelfSigned {
+        alpn: Vec<Vec<u8>>,
+        save: Option<std::path::PathBuf>,
+    },
+}
+
+/// `tapir serve`'s flags, checked, with everything that does not need the stack made.
+struct ServePlan {
+    config: tapir::service::ServerConfig,
+    site: Site,
+    stats: StatsHandle,
+    tls: TlsPlan,
+    http: Option<u16>,
+    https: u16,
+    alpn: String,
+}
+
+impl ServePlan {
+    fn new(http: &cli::HttpArgs) -> anyhow::Result<Self> {
+        let config = http.server_config()?;
+        let alpn = http.alpn_protocols()?;
+        let stats = StatsHandle::default();
+        let builtin = Builtin::new(stats.clone());
+        let site = match &http.root {
+            Some(root) => Site::Files(StaticFiles::new(root, http.listings)?, builtin),
+            None => Site::Builtin(builtin),
+        };
+        let tls = if http.no_https {
+            TlsPlan::Off
+        } else {
+            match (&http.cert, &http.key) {
+                (Some(cert), Some(key)) => {
+                    // Their errors name the file.
+                    let chain = certs::load_cert_chain(cert)?;
+                    let private = certs::load_private_key(key)?;
+                    log_fingerprint(&chain);
+                    TlsPlan::Given(certs::server_config(chain, private, &alpn).with_context(
+                        || format!("--cert {} with --key {}", cert.display(), key.display()),
+                    )?)
+                }
+                _ => {
+                    if let Some(path) = &http.save_cert {
+                        let dir = match path.parent() {
+                            Some(d) if !d.as_os_str().is_empty() => d,
+                            _ => std::path::Path::new("."),
+                        };
+                        if !dir.is_dir() {
+                            anyhow::bail!(
+                                "--save-cert {}: no directory {}",
+                                path.display(),
+                                dir.display()
+                            );
+                        }
+                    }
+                    TlsPlan::SelfSigned {
+                        alpn,
+                        save: http.save_cert.clone(),
+                    }
+                }
+            }
+        };
+        Ok(ServePlan {
+            config,
+            site,
+            stats,
+            tls,
+            http: (!http.no_http).then_some(http.http),
+            https: http.https,
+            alpn: http.alpn.join(","),
+        })
+    }
+}
+
+/// The server `tapir serve` runs: static files or the built-in site.
+fn serve(stack: &mut Stack, plan: ServePlan) -> anyhow::Result<Server<impl Handler>> {
+    let ServePlan {
+        config,
+        site,
+        stats,
+        tls,
+        http,
+        https,
+        alpn,
+    } = plan;
+    match &site {
+        Site::Files(files, _) => tracing::info!(
+            "serving files from {}, built-in pages under {BUILTIN_PREFIX}/",
+            files.root().display()
+        ),
+        Site::Builtin(_) => {}
+    }
+    let handler = move |request: Request<RequestBody>, info: &ConnInfo| -> Response<Body> {
+        site.handle(request, info)
     };
-    // Certificates are checked before any port opens, so a bad --cert never shows as ready.
-    let tls = if http.no_https {
-        None
-    } else {
-        Some(tls_config(stack, http)?)
+    // Certificates are ready before any port opens, so a bad --cert never shows as ready.
+    let tls = match tls {
+        TlsPlan::Off => None,
+        TlsPlan::Given(config) => Some(config),
+        TlsPlan::SelfSigned { alpn, save } => Some(self_signed(stack, &alpn, save.as_deref())?),
     };
     let mut server = Server::with_stats(handler, config, stats);
-    if !http.no_http {
-        server.bind_http(stack, http.http)?;
-        tracing::info!("ready: HTTP on port {}", http.http);
+    if let Some(port) = http {
+        server.bind_http(stack, port)?;
+        tracing::info!("ready: HTTP on port {port}");
     }
     if let Some(tls) = tls {
-        server.bind_https(stack, http.https, tls)?;
-        tracing::info!(
-            "ready: HTTPS on port {} (ALPN {})",
-            http.https,
-            http.alpn.join(",")
-        );
+        server.bind_https(stack, https, tls)?;
+        tracing::info!("ready: HTTPS on port {https} (ALPN {alpn})");
     }
     Ok(server)
 }
 
-/// The HTTPS configuration: the given certificate and key, or a self-signed certificate
-/// for the stack's addresses and localhost.
-fn tls_config(
-    stack: &Stack,
-    http: &cli::HttpArgs,
-) -> anyhow::Result<std::sync::Arc<rustls::ServerConfig>> {
-    let alpn = http.alpn_protocols()?;
-    let (chain, key) = match (&http.cert, &http.key) {
-        (Some(cert), Some(key)) => (certs::load_cert_chain(cert)?, certs::load_private_key(key)?),
-        _ => {
-            let ips: Vec<std::net::IpAddr> = stack
-                .addresses()
-                .iter()
-                .map(|cidr| std::net::IpAddr::from(cidr.address()))
-                .collect();
-            let generated = certs::self_signed(&["localhost".to_string()], &ips)?;
-            if let Some(path) = &http.save_cert {
-                std::fs::write(path, &generated.cert_pem)
-                    .with_context(|| format!("writing --save-cert {}", path.display()))?;
-                tracing::info!("self-signed certificate saved to {}", path.display());
-            }
-            (generated.chain, generated.key)
-        }
-    };
+fn log_fingerprint(chain: &[rustls_pki_types::CertificateDer<'static>]) {
     if let Some(leaf) = chain.first() {
         tracing::info!(
             "TLS certificate SHA-256 fingerprint {}",
             certs::fingerprint_sha256(leaf)
         );
     }
-    let config = certs::server_config(chain, key, &alpn);
-    match (&http.cert, &http.key) {
-        (Some(cert), Some(key)) => config
-            .with_context(|| format!("--cert {} with --key {}", cert.display(), key.display())),
-        _ => Ok(config?),
+}
+
+/// A self-signed certificate for the stack's addresses and localhost, saved to `save`.
+fn self_signed(
+    stack: &Stack,
+    alpn: &[Vec<u8>],
+    save: Option<&std::path::Path>,
+) -> anyhow::Result<std::sync::Arc<rustls::ServerConfig>> {
+    let ips: Vec<std::net::IpAddr> = stack
+        .addresses()
+        .iter()
+        .map(|cidr| std::net::IpAddr::from(cidr.address()))
+        .collect();
+    let generated = certs::self_signed(&["localhost".to_string()], &ips)?;
+    if let Some(path) = save {
+        std::fs::write(path, &generated.cert_pem)
+            .with_context(|| format!("writing --save-cert {}", path.display()))?;
+        tracing::info!("self-signed certificate saved to {}", path.display());
     }
+    log_fingerprint(&generated.chain);
+    Ok(certs::server_config(generated.chain, generated.key, alpn)?)
 }
 
 /// Opens the TAP device (with a capture if asked), builds the stack and runs `make_app`'s
@@ -453,6 +628,15 @@ where
     A: Application,
     F: FnOnce(&mut Stack) -> anyhow::Result<A>,
 {
+    // The stack's flags are checked before the TAP device is opened (or created).
+    let mut rng = fastrand::Rng::new();
+    let config = net.stack_config(&mut rng)?;
+    if let Some(path) = &net.pcap {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        if dir.is_some_and(|d| !d.is_dir()) {
+            anyhow::bail!("--pcap {}: no such directory", path.display());
+        }
+    }
     let tap = if net.no_offload {
         TapDevice::open(&net.tap, net.mtu)?
     } else {
@@ -460,10 +644,10 @@ where
         TapDevice::open_refusing(&net.tap, net.mtu, Offloads::ALL, refused)?
     };
     match &net.pcap {
-        None => live_on(tap, net, make_app).map(|(_, app)| app),
+        None => live_on(tap, net, config, make_app).map(|(_, app)| app),
         Some(path) => {
             let capture = Capture::create(tap, path)?;
-            let (capture, app) = live_on(capture, net, make_app)?;
+            let (capture, app) = live_on(capture, net, config, make_app)?;
             tracing::info!(
                 "pcap: wrote {} frames to {}",
                 capture.frames(),
@@ -474,7 +658,12 @@ where
     }
 }
 
-fn live_on<D, A, F>(mut device: D, net: &NetArgs, make_app: F) -> anyhow::Result<(D, A)>
+fn live_on<D, A, F>(
+    mut device: D,
+    net: &NetArgs,
+    config: tapir::stack::StackConfig,
+    make_app: F,
+) -> anyhow::Result<(D, A)>
 where
     D: FdDevice,
     A: Application,
@@ -487,8 +676,6 @@ where
         signal_hook::flag::register(signal, early_stop.clone())
             .context("installing the signal handlers")?;
     }
-    let mut rng = fastrand::Rng::new();
-    let config = net.stack_config(&mut rng)?;
     let clock = WallClock::new();
     let mut stack = Stack::new(config, &mut device, clock.now())?;
     let addresses: Vec<String> = stack.addresses().iter().map(|a| a.to_string()).collect();

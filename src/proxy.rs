@@ -271,7 +271,11 @@ impl ProxyHandler {
         if allow.iter().any(|a| a.permits(addr, port)) {
             Ok(addr)
         } else {
-            tracing::info!(target: "tapir::access", "proxy: denied {addr}:{port}");
+            tracing::info!(
+                target: "tapir::access",
+                "proxy: denied {}",
+                std::net::SocketAddr::new(addr.into(), port)
+            );
             Err(Refusal::Denied(addr, port))
         }
     }

@@ -630,3 +630,44 @@ fn zero_window_stall_is_bounded_and_closed_by_the_stall_timeout() {
         stats.bytes_out
     );
 }
+
+#[test]
+fn an_invalid_preface_on_the_cleartext_port_gets_goaway_protocol_error() {
+    // `PRI * HTTP/2.0` cannot be HTTP/1.x; the rest is not the preface.
+    let o = run(
+        b"PRI * HTTP/2.0\r\n\r\nXY\r\n\r\n".to_vec(),
+        3,
+        ServerConfig::default(),
+    );
+    assert_shut_out(&o, PROTOCOL_ERROR, 3);
+    assert_eq!(o.attacker.goaway, Some((0, PROTOCOL_ERROR)));
+}
+
+#[test]
+fn a_host_other_than_the_authority_is_a_malformed_request() {
+    // HEADERS on stream 1: :authority "test" with Host "other.example"; a second later a
+    // header block on stream 0 ends the connection (so the run finishes).
+    let mut block = get_block("/");
+    hpack_int(0, 4, 38, &mut block); // host (static index 38), literal without indexing
+    hpack_str(b"other.example", &mut block);
+    let mut first = client_start(&[]);
+    first.extend(frame(HEADERS, END_STREAM | END_HEADERS, 1, &block));
+    // The same host with the default port written out is the same origin: answered.
+    let mut same = get_block("/");
+    hpack_int(0, 4, 38, &mut same);
+    hpack_str(b"TEST:80", &mut same);
+    first.extend(frame(HEADERS, END_STREAM | END_HEADERS, 3, &same));
+    let end = frame(HEADERS, END_STREAM | END_HEADERS, 0, &get_block("/"));
+    let o = run_role(
+        Role::Paced {
+            chunks: vec![first, end],
+            next: 0,
+            interval: Duration::from_secs(1),
+            next_at: None,
+        },
+        3,
+        ServerConfig::default(),
+    );
+    assert_eq!(o.attacker.resets, 1, "stream 1 reset, stream 3 answered");
+    assert_shut_out(&o, PROTOCOL_ERROR, 3);
+}

@@ -348,3 +348,27 @@ fn download_through_a_send_buffer_filled_exactly_does_not_stall() {
             .all(|(i, b)| *b == pattern[i % pattern.len()]));
     }
 }
+
+/// `/stats` is read at one instant: the connection asking is open and the stack has
+/// counted it (it used to read `connections_open` from the previous turn, 0 for a first
+/// connection, and `tcp_accepted` one behind `connections_total`).
+#[test]
+fn stats_are_read_at_one_instant() {
+    let scripts: Vec<Vec<Req>> = (0..200).map(|_| vec![Req::get("/stats")]).collect();
+    let (client, _, _) = exchange(
+        LinkConfig::default(),
+        ServerConfig::default(),
+        builtin(),
+        scripts,
+        false,
+        |_| {},
+    );
+    assert!(client.app.errors().is_empty(), "{:?}", client.app.errors());
+    for flow in &client.app.flows {
+        let json = String::from_utf8_lossy(&flow.responses[0].body).into_owned();
+        let get = |key| common::netns::json_u64(&json, key);
+        assert!(get("connections_open") >= 1, "{json}");
+        assert!(get("tcp_connections") >= 1, "{json}");
+        assert!(get("connections_total") <= get("tcp_accepted"), "{json}");
+    }
+}

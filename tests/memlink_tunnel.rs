@@ -266,8 +266,17 @@ impl Application for Talk {
 
 type BoxHandler = Box<dyn Fn(Request<RequestBody>, &ConnInfo) -> Reply>;
 
+/// A file removed again when dropped (also when the test panics).
+struct TempFile(std::path::PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A TLS configuration for the server and a CA file the client trusts it with.
-fn tls_pair(alpn: &[&[u8]]) -> (std::sync::Arc<rustls::ServerConfig>, std::path::PathBuf) {
+fn tls_pair(alpn: &[&[u8]]) -> (std::sync::Arc<rustls::ServerConfig>, TempFile) {
     use tapir::transport::certs;
     let made = certs::self_signed(
         &["localhost".to_string()],
@@ -279,7 +288,7 @@ fn tls_pair(alpn: &[&[u8]]) -> (std::sync::Arc<rustls::ServerConfig>, std::path:
     let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
     (
         certs::server_config(made.chain, made.key, &alpn).unwrap(),
-        path,
+        TempFile(path),
     )
 }
 
@@ -432,7 +441,7 @@ fn upgrade_echo_inside_tls() {
     // The server prefers h2, but an upgrade asks for http/1.1 only.
     let (tls, ca) = tls_pair(&[b"h2", b"http/1.1"]);
     let config = ClientConfig {
-        roots: Roots::CaFile(ca),
+        roots: Roots::CaFile(ca.0.clone()),
         ..ClientConfig::default()
     };
     let (outcome, stats, sockets) = talk(
@@ -450,6 +459,10 @@ fn upgrade_echo_inside_tls() {
         1_000,
         StatusCode::SWITCHING_PROTOCOLS,
     );
+    // The CA file is gone with its guard: nothing is left behind in /tmp.
+    let path = ca.0.clone();
+    drop(ca);
+    assert!(!path.exists(), "{} left behind", path.display());
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::process::{Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::netns::{have_tool, tapir_bin, ChildGuard, Netns, KERNEL_V4, TAP};
+use common::netns::{require_tool, tapir_bin, ChildGuard, Netns, KERNEL_V4, TAP};
 use common::nginx::{make_cert, ready, sha256_file, start_nginx};
 use sha2::{Digest, Sha256};
 
@@ -169,11 +169,7 @@ fn get_follows_redirects_and_looks_names_up_by_dns() {
     if !ready("get_follows_redirects_and_looks_names_up_by_dns") {
         return;
     }
-    if !have_tool("dnsmasq") {
-        println!("SKIPPED get_follows_redirects_and_looks_names_up_by_dns: needs dnsmasq");
-        eprintln!("SKIPPED get_follows_redirects_and_looks_names_up_by_dns: needs dnsmasq");
-        return;
-    }
+    require_tool("dnsmasq", "dnsmasq-base");
     let ns = Netns::up("get-dns");
     let _nginx = start_nginx(&ns);
     // A DNS server on the kernel side that knows origin.test and nothing else.

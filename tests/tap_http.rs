@@ -389,8 +389,41 @@ fn static_file_of_200_mib_and_a_range() {
     );
     fs::remove_file(&file).unwrap();
 
-    // The static site has no /stats; check the connection count in the log instead.
+    // The built-in pages live next to the files, under /_tapir/.
+    let fetch = |args: &[&str]| curl_ok(&ns, args);
+    assert_eq!(
+        fetch(&[&format!("{BASE}/_tapir/bytes/30")]).as_bytes(),
+        &tapir::service::builtin::PATTERN.repeat(2)[..30]
+    );
+    assert_eq!(
+        fetch(&[
+            "--data-binary",
+            "next to the files",
+            &format!("{BASE}/_tapir/echo")
+        ]),
+        "next to the files"
+    );
+    let stats = fetch(&[&format!("{BASE}/_tapir/stats")]);
+    assert!(json_u64(&stats, "connections_open") >= 1, "{stats}");
+    assert!(fetch(&[&format!("{BASE}/_tapir/")]).contains("over HTTP/1.1"));
+    // A file of that name is still a file; the prefix is only the directory.
+    fs::write(root.join("_tapirx"), "a file").unwrap();
+    assert_eq!(fetch(&[&format!("{BASE}/_tapirx")]), "a file");
     stop_and_check_closed(tapir);
+}
+
+/// Runs `curl -sS --max-time 10 ARGS` in the namespace; asserts it succeeds and returns
+/// what it wrote to stdout.
+fn curl_ok(ns: &Netns, args: &[&str]) -> String {
+    let mut cmd = vec!["curl", "-sS", "--max-time", "10"];
+    cmd.extend_from_slice(args);
+    let out = ns.run(&cmd);
+    assert!(
+        out.status.success(),
+        "curl {args:?}:\n{}",
+        output_text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Stops tapir and checks its final line says every accepted connection was closed.
@@ -443,4 +476,68 @@ fn nothing_leaks_after_mixed_clients() {
         started.elapsed()
     );
     tapir.stop();
+}
+
+/// h2c by `Upgrade: h2c` (RFC 7540 §3.2) with curl `--http2` and `nghttp -u`, and the
+/// HTTP details real clients see: OPTIONS *, 501 for an unknown method, Date and Server on
+/// a response made by the parser.
+#[test]
+fn h2c_upgrade_and_http_details_with_curl_and_nghttp() {
+    if !require_root("h2c_upgrade_and_http_details_with_curl_and_nghttp") {
+        return;
+    }
+    require_tool("curl", "curl");
+    require_tool("nghttp", "nghttp2-client");
+    let ns = Netns::up("h2c-upgrade");
+    let tapir = start(&ns, &[]);
+    let curl = |args: &[&str]| curl_ok(&ns, args);
+    // Two requests on one upgraded connection: the first is stream 1, the second stream 3.
+    let out = curl(&[
+        "--http2",
+        "-w",
+        " %{http_version}\n",
+        &format!("{BASE}/bytes/23"),
+        &format!("{BASE}/"),
+    ]);
+    assert!(out.starts_with("tapir-bytes-0123456789\n 2\n"), "{out}");
+    assert!(
+        out.contains("over HTTP/2") && out.ends_with(" 2\n"),
+        "{out}"
+    );
+    // A request with a body is not upgraded (answered over HTTP/1.1, as RFC 7540 allows).
+    let out = curl(&[
+        "--http2",
+        "--data-binary",
+        "with a body",
+        "-w",
+        " %{http_version}",
+        &format!("{BASE}/echo"),
+    ]);
+    assert_eq!(out, "with a body 1.1");
+    let out = ns.run(&["nghttp", "-u", "-v", &format!("{BASE}/bytes/5")]);
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("HTTP Upgrade success"), "{text}");
+    assert!(text.contains("tapir"), "{text}");
+    assert!(text.contains(":status: 200"), "{text}");
+
+    // OPTIONS * and an unknown method.
+    let out = curl(&[
+        "-i",
+        "-X",
+        "OPTIONS",
+        "--request-target",
+        "*",
+        &format!("{BASE}/"),
+    ]);
+    assert!(out.starts_with("HTTP/1.1 204"), "{out}");
+    assert!(out.contains("allow: GET, HEAD, POST, OPTIONS"), "{out}");
+    let out = curl(&["-i", "-X", "FOO", &format!("{BASE}/")]);
+    assert!(out.starts_with("HTTP/1.1 501"), "{out}");
+    // No Host in HTTP/1.1: the parser's 400 has Date and Server like every response.
+    let out = curl(&["-i", "-H", "Host:", &format!("{BASE}/")]);
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("\r\ndate: "), "{out}");
+    assert!(out.contains("\r\nserver: tapir/"), "{out}");
+    stop_and_check_closed(tapir);
 }

@@ -11,7 +11,7 @@ use std::fs;
 use std::process::Output;
 use std::time::Duration;
 
-use common::netns::{have_tool, output_text, Netns, TapirProcess, KERNEL_V4, TAP, TAPIR_V4};
+use common::netns::{output_text, require_tool, Netns, TapirProcess, KERNEL_V4, TAP, TAPIR_V4};
 use common::nginx::{ready, sha256_file, start_nginx};
 
 const PROXY_PORT: &str = "3128";
@@ -193,10 +193,7 @@ fn reverse_proxy_under_h2load_to_nginx_over_http1_and_h2() {
     if !ready(test) {
         return;
     }
-    if !have_tool("h2load") {
-        println!("SKIPPED {test}: needs h2load (nghttp2-client)");
-        return;
-    }
+    require_tool("h2load", "nghttp2-client");
     let ns = Netns::up("proxyrev");
     let nginx = start_nginx(&ns);
     fs::write(nginx.root.join("small.txt"), "x".repeat(1000)).unwrap();

@@ -29,6 +29,23 @@ const STREAM_BODY_BUFFER: usize = 64 * 1024;
 /// How long an extended CONNECT waits for the server's SETTINGS to allow it.
 const EXTENDED_CONNECT_WAIT: Duration = Duration::from_secs(2);
 
+/// How an HTTP/1 response starts.
+const HTTP1_MARK: &[u8] = b"HTTP/";
+
+/// The error for a server whose first bytes cannot start HTTP/2, which begins with a
+/// SETTINGS frame (type 4, RFC 9113 §3.4). h2 itself would say "frame with invalid size"
+/// (`HTTP/` read as a frame header is 4.7 MB long), which hides the cause.
+fn not_http2(first: &[u8]) -> Option<ClientError> {
+    let reason = if first.starts_with(HTTP1_MARK) {
+        "the server does not speak HTTP/2: it answered in HTTP/1"
+    } else if first.len() == HTTP1_MARK.len() && first[3] != 4 {
+        "the server does not speak HTTP/2: its first bytes are not an HTTP/2 SETTINGS frame"
+    } else {
+        return None;
+    };
+    Some(ClientError::Protocol(reason.into()))
+}
+
 type Handshake =
     Pin<Box<dyn Future<Output = Result<(SendRequest<Bytes>, Connection<H2Io, Bytes>), h2::Error>>>>;
 
@@ -74,6 +91,8 @@ pub(crate) struct H2Client<T: Transport> {
     going_away: bool,
     /// Exchanges the server did not process, to be sent on another connection.
     requeued: Vec<ExchangeRef>,
+    /// The server's first bytes (up to 5): `HTTP/` means it answered in HTTP/1.
+    first_bytes: Vec<u8>,
 }
 
 impl<T: Transport> H2Client<T> {
@@ -101,6 +120,7 @@ impl<T: Transport> H2Client<T> {
             opened: None,
             going_away: false,
             requeued: Vec::new(),
+            first_bytes: Vec::new(),
         }
     }
 
@@ -174,9 +194,17 @@ impl<T: Transport> H2Client<T> {
                 return Ok(false);
             };
             progress = false;
-            match self.pipes.fill_from(transport, stack) {
+            let first = &mut self.first_bytes;
+            let moved = self.pipes.fill_from_inspect(transport, stack, &mut |data| {
+                let room = HTTP1_MARK.len().saturating_sub(first.len());
+                first.extend_from_slice(&data[..room.min(data.len())]);
+            });
+            match moved {
                 Ok(moved) => progress |= moved.any(),
                 Err(e) => return self.fail(stack, ClientError::Connection(e.to_string())),
+            }
+            if let Some(error) = not_http2(&self.first_bytes) {
+                return self.fail(stack, error);
             }
             match self.poll_h2(cx, now) {
                 Ok(p) => progress |= p,
@@ -494,4 +522,24 @@ fn advance(stream: &mut Stream, cx: &mut Context<'_>) -> bool {
         }
     }
     progress
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_that_does_not_speak_http2_is_named() {
+        let text = |first: &[u8]| not_http2(first).map(|e| e.to_string());
+        assert_eq!(
+            text(b"HTTP/"),
+            Some("protocol error: the server does not speak HTTP/2: it answered in HTTP/1".into())
+        );
+        assert!(text(b"<!DOC")
+            .unwrap()
+            .contains("not an HTTP/2 SETTINGS frame"));
+        // A SETTINGS frame header (length 18, type 4), and too few bytes to tell.
+        assert_eq!(text(&[0, 0, 18, 4, 0]), None);
+        assert_eq!(text(b"HT"), None);
+    }
 }

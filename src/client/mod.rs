@@ -63,10 +63,10 @@ pub enum ClientError {
     #[error("cannot connect: {0}")]
     Connect(String),
     /// The server refused the connection (RST to our SYN).
-    #[error("connection refused by {0}")]
+    #[error("connection refused by {}", std::net::SocketAddr::from(*.0))]
     Refused(IpEndpoint),
     /// No answer to the handshake in time (host unreachable or silent).
-    #[error("connection to {0} timed out")]
+    #[error("connection to {} timed out", std::net::SocketAddr::from(*.0))]
     ConnectTimeout(IpEndpoint),
     /// The TLS handshake failed (bad certificate, no common ALPN protocol, ...).
     #[error("TLS: {0}")]
@@ -151,6 +151,17 @@ pub struct Target {
     pub addr: IpAddress,
 }
 
+/// The port of an authority (`user@host:port`, `[v6]:port`) as written; `None` without
+/// one (or with an empty one, which means the default).
+fn port_text(authority: &str) -> Option<&str> {
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let after_host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or("", |(_, rest)| rest),
+        None => host_port.find(':').map_or("", |i| &host_port[i..]),
+    };
+    after_host.strip_prefix(':').filter(|p| !p.is_empty())
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = match self.scheme {
@@ -179,16 +190,52 @@ impl Target {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let port = uri.port_u16().unwrap_or(match scheme {
-            Scheme::Http => 80,
-            Scheme::Https => 443,
-        });
+        // `Uri` keeps a port it cannot read as u16 (`:99999`) and then reports none at all;
+        // read the text, so such a URL is an error rather than a request to port 80.
+        let port = match uri.authority().and_then(|a| port_text(a.as_str())) {
+            None => match scheme {
+                Scheme::Http => 80,
+                Scheme::Https => 443,
+            },
+            Some(text) => match text.parse::<u16>() {
+                Ok(port) if port > 0 => port,
+                _ => return Err(bad(&format!("port {text} is not 1 to 65535"))),
+            },
+        };
         Ok(Target {
             scheme,
             host,
             port,
             addr,
         })
+    }
+
+    /// Parses an absolute `http://` or `https://` URL; the error says what is wrong with it
+    /// (no scheme, no host, a bad port, ...) rather than the URI parser's "invalid format".
+    pub fn parse_url(url: &str) -> Result<Uri, ClientError> {
+        let bad = |reason: String| ClientError::BadUrl {
+            url: format!("'{url}'"),
+            reason,
+        };
+        if url.is_empty() {
+            return Err(bad("empty URL".into()));
+        }
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(bad(format!(
+                "no scheme: write http://{url} or https://{url}"
+            )));
+        };
+        if rest.is_empty() || rest.starts_with(['/', '?', '#']) {
+            return Err(bad(format!("no host after '{scheme}://'")));
+        }
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| bad(format!("not a valid URL ({e})")))?;
+        Target::from_uri(&uri, IpAddress::v4(0, 0, 0, 0)).map_err(|e| match e {
+            ClientError::BadUrl { reason, .. } => bad(reason),
+            other => other,
+        })?;
+        Ok(uri)
     }
 
     /// The host as an IP address, when the URL names one directly.
@@ -979,5 +1026,44 @@ impl Application for Client {
 
     fn is_finished(&self) -> bool {
         self.conns.is_empty() && self.queue.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    fn reason(url: &str) -> String {
+        match Target::parse_url(url) {
+            Err(ClientError::BadUrl { reason, .. }) => reason,
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn urls_are_parsed_with_reasons() {
+        assert_eq!(reason(""), "empty URL");
+        assert_eq!(reason("http:///"), "no host after 'http://'");
+        assert_eq!(reason("http://"), "no host after 'http://'");
+        assert_eq!(
+            reason("10.7.0.1:8000/x"),
+            "no scheme: write http://10.7.0.1:8000/x or https://10.7.0.1:8000/x"
+        );
+        assert_eq!(reason("ftp://h/"), "unsupported scheme 'ftp'");
+        assert_eq!(
+            reason("http://10.7.0.1:99999/"),
+            "port 99999 is not 1 to 65535"
+        );
+        assert_eq!(reason("http://[fd00::1]:0/"), "port 0 is not 1 to 65535");
+        let uri = Target::parse_url("http://[fd00:7::1]:8000/x").unwrap();
+        let target = Target::from_uri(&uri, IpAddress::v4(0, 0, 0, 0)).unwrap();
+        assert_eq!((target.host.as_str(), target.port), ("fd00:7::1", 8000));
+        let uri = Target::parse_url("https://u@h:/").unwrap();
+        assert_eq!(
+            Target::from_uri(&uri, IpAddress::v4(0, 0, 0, 0))
+                .unwrap()
+                .port,
+            443
+        );
     }
 }

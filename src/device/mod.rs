@@ -40,6 +40,12 @@ pub enum DeviceError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Another process (another tapir, say) holds the TAP device.
+    #[error("TAP device {name} is in use: another process (another tapir?) holds it")]
+    TapBusy {
+        /// Interface name.
+        name: String,
+    },
     /// The device failed while running (for example it was deleted).
     #[error("device failed: {0}")]
     Io(#[from] std::io::Error),

@@ -71,11 +71,20 @@ pub fn read_capture(path: &Path) -> Result<Vec<CapturedFrame>, CaptureReadError>
         source,
     })?;
     let mut magic = [0u8; 4];
-    file.read_exact(&mut magic)
-        .map_err(|_| CaptureReadError::Format {
-            path: name.clone(),
-            reason: "shorter than a capture header".into(),
-        })?;
+    file.read_exact(&mut magic).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::UnexpectedEof {
+            CaptureReadError::Format {
+                path: name.clone(),
+                reason: "shorter than a capture header".into(),
+            }
+        } else {
+            // A directory, for instance: say so rather than "too short".
+            CaptureReadError::Io {
+                path: name.clone(),
+                source,
+            }
+        }
+    })?;
     let file = File::open(path).map_err(|source| CaptureReadError::Io {
         path: name.clone(),
         source,

@@ -69,7 +69,15 @@ impl TapDevice {
         let mtu = check_mtu(mtu)?;
         check_name(name)?;
         let err = |action| tap_error(name, action);
-        let iface = Iface::without_packet_info(name, Mode::Tap).map_err(err("opening"))?;
+        let iface = Iface::without_packet_info(name, Mode::Tap).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                DeviceError::TapBusy {
+                    name: name.to_string(),
+                }
+            } else {
+                err("opening")(e)
+            }
+        })?;
         iface
             .set_non_blocking()
             .map_err(err("making it non-blocking"))?;

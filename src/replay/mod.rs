@@ -124,6 +124,13 @@ pub enum ReplayError {
     /// The capture holds nothing to replay.
     #[error("the capture has no frame to or from {0}")]
     Empty(EthernetAddress),
+    /// No frame of the capture comes from the server, so there is nothing to compare.
+    #[error(
+        "no frame of the capture comes from the server's MAC {0}: nothing to compare \
+         (--exact replays captures recorded in deterministic mode, like captures/golden/; \
+         --mac names the server; for other captures use live replay, without --exact)"
+    )]
+    NoServerFrames(EthernetAddress),
     /// The server could not be set up.
     #[error(transparent)]
     Stack(#[from] StackError),
@@ -201,6 +208,9 @@ pub fn replay_exact(
     };
     if expected.is_empty() && input.is_empty() {
         return Err(ReplayError::Empty(mac));
+    }
+    if expected.is_empty() {
+        return Err(ReplayError::NoServerFrames(mac));
     }
     let input: Vec<TimedFrame> = input
         .iter()

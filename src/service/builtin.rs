@@ -14,7 +14,10 @@ use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 
 use super::server::{ServerStats, StatsHandle};
-use super::{text_response, Body, BodyError, BodyStream, ConnInfo, RequestBody};
+use super::{
+    method_not_allowed, options_star, text_response, Body, BodyError, BodyStream, ConnInfo,
+    RequestBody,
+};
 
 /// What `/bytes/N` repeats: byte `i` of every response is `PATTERN[i % PATTERN.len()]`.
 pub const PATTERN: &[u8; 23] = b"tapir-bytes-0123456789\n";
@@ -47,6 +50,9 @@ impl Builtin {
 
     /// Answers one request.
     pub fn handle(&self, request: Request<RequestBody>, info: &ConnInfo) -> Response<Body> {
+        if let Some(response) = options_star(&request, "GET, HEAD, POST, OPTIONS") {
+            return response;
+        }
         let path = request.uri().path().to_string();
         let method = request.method().clone();
         let read_only = method == Method::GET || method == Method::HEAD;
@@ -73,18 +79,11 @@ impl Builtin {
                     format!("/bytes/N takes a byte count from 0 to {MAX_BYTES}\n"),
                 ),
             },
-            "/" | "/stats" => method_not_allowed(),
-            p if p.starts_with("/bytes/") => method_not_allowed(),
+            "/" | "/stats" => method_not_allowed(&method, "GET, HEAD"),
+            p if p.starts_with("/bytes/") => method_not_allowed(&method, "GET, HEAD"),
             _ => text_response(StatusCode::NOT_FOUND, format!("no such page: {path}\n")),
         }
     }
-}
-
-fn method_not_allowed() -> Response<Body> {
-    let mut r = text_response(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD\n");
-    r.headers_mut()
-        .insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-    r
 }
 
 fn echo(request: Request<RequestBody>) -> Response<Body> {
@@ -133,8 +132,8 @@ fn index_page(info: &ConnInfo) -> String {
          <ul><li><a href=\"/stats\">/stats</a></li><li>/echo (POST a body)</li>\
          <li><a href=\"/bytes/1048576\">/bytes/N</a></li></ul>\n</body></html>\n",
         protocol = info.protocol,
-        peer = info.peer,
-        local = info.local,
+        peer = info.peer_addr(),
+        local = info.local_addr(),
     )
 }
 
@@ -210,5 +209,70 @@ impl BodyStream for Repeat {
 
     fn len_hint(&self) -> Option<u64> {
         Some(self.remaining)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::Protocol;
+    use smoltcp::wire::{IpAddress, IpEndpoint};
+
+    fn answer(method: &str, target: &str) -> Response<Body> {
+        let info = ConnInfo {
+            protocol: Protocol::Http11,
+            peer: IpEndpoint::new(IpAddress::v4(10, 7, 0, 1), 40000),
+            local: IpEndpoint::new(IpAddress::v4(10, 7, 0, 2), 80),
+            tls: None,
+        };
+        let request = Request::builder()
+            .method(method)
+            .uri(target)
+            .body(RequestBody::empty())
+            .unwrap();
+        Builtin::new(StatsHandle::default()).handle(request, &info)
+    }
+
+    fn allow(r: &Response<Body>) -> Option<&str> {
+        r.headers().get(http::header::ALLOW)?.to_str().ok()
+    }
+
+    #[test]
+    fn options_star_is_answered_with_allow() {
+        let r = answer("OPTIONS", "*");
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert_eq!(allow(&r), Some("GET, HEAD, POST, OPTIONS"));
+    }
+
+    #[test]
+    fn unknown_methods_get_501_known_ones_405() {
+        let r = answer("FOO", "/");
+        assert_eq!(r.status(), StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(allow(&r), None);
+        for method in ["PUT", "DELETE", "PATCH", "POST"] {
+            let r = answer(method, "/stats");
+            assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+            assert_eq!(allow(&r), Some("GET, HEAD"));
+        }
+        assert_eq!(
+            answer("BREW", "/bytes/1").status(),
+            StatusCode::NOT_IMPLEMENTED
+        );
+        assert_eq!(answer("GET", "/nothing").status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn ipv6_peers_are_shown_in_brackets() {
+        let info = ConnInfo {
+            protocol: Protocol::Http2,
+            peer: IpEndpoint::new(IpAddress::v6(0xfd00, 7, 0, 0, 0, 0, 0, 1), 8000),
+            local: IpEndpoint::new(IpAddress::v6(0xfd00, 7, 0, 0, 0, 0, 0, 2), 80),
+            tls: None,
+        };
+        let page = index_page(&info);
+        assert!(
+            page.contains("You are [fd00:7::1]:8000; this is [fd00:7::2]:80."),
+            "{page}"
+        );
     }
 }

@@ -47,13 +47,18 @@ impl StaticFiles {
         Ok(StaticFiles { root, listings })
     }
 
+    /// The directory served (canonical).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Answers one request.
     pub fn handle(&self, request: &Request<RequestBody>) -> Response<Body> {
+        if let Some(response) = super::options_star(request, "GET, HEAD, OPTIONS") {
+            return response;
+        }
         if request.method() != Method::GET && request.method() != Method::HEAD {
-            let mut r = text_response(StatusCode::METHOD_NOT_ALLOWED, "use GET or HEAD\n");
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return r;
+            return super::method_not_allowed(request.method(), "GET, HEAD");
         }
         let Some(relative) = safe_relative_path(request.uri().path()) else {
             return text_response(StatusCode::BAD_REQUEST, "bad path\n");
@@ -343,6 +348,26 @@ fn listing(dir: &Path, url_path: &str) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn options_star_and_unknown_methods() {
+        let files = StaticFiles::new(env!("CARGO_MANIFEST_DIR"), false).unwrap();
+        let answer = |method: &str, target: &str| {
+            let request = Request::builder()
+                .method(method)
+                .uri(target)
+                .body(RequestBody::empty())
+                .unwrap();
+            files.handle(&request)
+        };
+        let r = answer("OPTIONS", "*");
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert_eq!(r.headers()[header::ALLOW], "GET, HEAD, OPTIONS");
+        assert_eq!(answer("FOO", "/").status(), StatusCode::NOT_IMPLEMENTED);
+        let r = answer("PUT", "/Cargo.toml");
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.headers()[header::ALLOW], "GET, HEAD");
+    }
 
     #[test]
     fn traversal_is_refused() {

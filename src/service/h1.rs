@@ -16,7 +16,7 @@ use smoltcp::time::Instant;
 use super::body::{request_body, BodySender, BodyStream};
 use super::server::Shared;
 use super::tunnel::{Pump, PumpState, Tunnel, TunnelTask, TUNNEL_BUFFER};
-use super::{Answer, Body, ConnInfo, Handler, Protocol};
+use super::{Answer, Body, ConnInfo, Handler, Protocol, Reply};
 use crate::http::h1::{BodyFraming, H1Config, RequestId, ServerConn, ServerEvent};
 use crate::stack::Stack;
 use crate::transport::{ReadStatus, Transport};
@@ -78,6 +78,12 @@ pub(crate) struct H1Conn<T: Transport> {
     switch_task: Option<TunnelTask>,
     /// After the switch: the connection is a tunnel.
     pump: Option<Pump<T>>,
+    /// `Upgrade: h2c` is honoured (cleartext ports that also take HTTP/2).
+    h2c_allowed: bool,
+    /// The upgraded request as an HTTP/2 HEADERS frame on stream 1, once `101` is queued.
+    h2c_frame: Option<Vec<u8>>,
+    /// After the `101`: the transport and the bytes read past the request, for HTTP/2.
+    h2c_ready: Option<(T, Vec<u8>, Vec<u8>)>,
 }
 
 impl<T: Transport> H1Conn<T> {
@@ -99,7 +105,23 @@ impl<T: Transport> H1Conn<T> {
             prefix: prefix.to_vec(),
             switch_task: None,
             pump: None,
+            h2c_allowed: false,
+            h2c_frame: None,
+            h2c_ready: None,
         }
+    }
+
+    /// Honours `Upgrade: h2c` (RFC 7540 §3.2): `101`, then HTTP/2 with the request as
+    /// stream 1.
+    pub(crate) fn allow_h2c_upgrade(&mut self) {
+        self.h2c_allowed = true;
+    }
+
+    /// After an h2c upgrade: the transport, the client bytes already read (its preface,
+    /// maybe) and the upgraded request as a HEADERS frame for stream 1.
+    pub(crate) fn take_h2c(&mut self) -> Option<(T, Vec<u8>, Vec<u8>, ConnInfo)> {
+        let (transport, prefix, frame) = self.h2c_ready.take()?;
+        Some((transport, prefix, frame, self.info.clone()))
     }
 
     /// When the engine's timers (head, idle) next fire.
@@ -111,8 +133,17 @@ impl<T: Transport> H1Conn<T> {
     }
 
     /// Feeds the time to the engine's timers.
-    pub(crate) fn on_timeout(&mut self, now: Instant) {
+    pub(crate) fn on_timeout(&mut self, now: Instant, shared: &Shared) {
+        self.stamp_errors(shared, now);
         self.engine.handle_timeout(engine_time(now));
+    }
+
+    /// Gives the engine the `Date` and `Server` of this instant for its own error
+    /// responses (400, 408, 413, ...), like every other response gets.
+    fn stamp_errors(&mut self, shared: &Shared, now: Instant) {
+        let mut headers = http::HeaderMap::new();
+        shared.stamp(&mut headers, now);
+        self.engine.set_error_headers(&headers);
     }
 
     /// Closes an idle connection gracefully (shutdown).
@@ -165,6 +196,7 @@ impl<T: Transport> H1Conn<T> {
         if self.pump.is_some() {
             return self.drive_pump_once(stack, cx, now, shared);
         }
+        self.stamp_errors(shared, now);
         let t = engine_time(now);
         let mut progress = true;
         for _ in 0..TURNS {
@@ -263,11 +295,17 @@ impl<T: Transport> H1Conn<T> {
         let Some(transport) = self.transport.take() else {
             return Drive::Closed;
         };
+        if let Some(frame) = self.h2c_frame.take() {
+            // The server turns this connection into an HTTP/2 one (take_h2c).
+            let prefix = std::mem::take(&mut self.prefix);
+            self.h2c_ready = Some((transport, prefix, frame));
+            return Drive::Open;
+        }
         let (user, end) = Tunnel::pair(TUNNEL_BUFFER);
         let task = self.switch_task.take().map(|task| task(user));
         let prefix = Bytes::from(std::mem::take(&mut self.prefix));
         shared.stats.borrow_mut().tunnel_opened();
-        tracing::debug!("{}: connection switched to a tunnel", self.info.peer);
+        tracing::debug!("{}: connection switched to a tunnel", self.info.peer_addr());
         self.pump = Some(Pump::new(transport, end, prefix, task, now));
         self.drive_pump_once(stack, cx, now, shared)
     }
@@ -338,9 +376,25 @@ impl<T: Transport> H1Conn<T> {
                     let target = parts.uri.to_string();
                     let mut info = self.info.clone();
                     info.protocol = protocol;
-                    shared.stats.borrow_mut().note_request(protocol);
-                    let request = Request::from_parts(parts, request_body);
-                    let stage = Stage::Waiting(handler.call(request, &info).into_answer());
+                    let h2c = (self.h2c_allowed
+                        && self.h2c_frame.is_none()
+                        && declared == Some(0)
+                        && protocol == Protocol::Http11)
+                        .then(|| super::h2c::upgrade_frame(&parts))
+                        .flatten();
+                    let stage = match h2c {
+                        // Answered on stream 1 once the connection speaks HTTP/2.
+                        Some(frame) => {
+                            self.h2c_frame = Some(frame);
+                            sender.finish();
+                            Stage::Waiting(Reply::Now(super::h2c::switching()).into_answer())
+                        }
+                        None => {
+                            shared.stats.borrow_mut().note_request(protocol);
+                            let request = Request::from_parts(parts, request_body);
+                            Stage::Waiting(handler.call(request, &info).into_answer())
+                        }
+                    };
                     self.tasks.push_back(Task {
                         id,
                         method,
@@ -369,7 +423,7 @@ impl<T: Transport> H1Conn<T> {
                     tracing::info!(
                         target: "tapir::access",
                         "{} - rejected: {status} ({reason})",
-                        self.info.peer
+                        self.info.peer_addr()
                     );
                     for task in &self.tasks {
                         task.sender
@@ -377,7 +431,7 @@ impl<T: Transport> H1Conn<T> {
                     }
                 }
                 ServerEvent::Aborted { reason } => {
-                    tracing::debug!("{}: connection aborted: {reason:?}", self.info.peer);
+                    tracing::debug!("{}: connection aborted: {reason:?}", self.info.peer_addr());
                     for task in &self.tasks {
                         task.sender
                             .fail(super::BodyError::Incomplete(format!("{reason:?}")));
@@ -446,7 +500,7 @@ impl<T: Transport> H1Conn<T> {
                         }
                         Poll::Ready(Some(Err(e))) => {
                             any = true;
-                            tracing::warn!("{}: response body failed: {e}", self.info.peer);
+                            tracing::warn!("{}: response body failed: {e}", self.info.peer_addr());
                             self.engine.abort(task.id);
                             task.stage = Stage::Done;
                         }
@@ -470,7 +524,7 @@ fn log_access(info: &ConnInfo, task: &Task, now: Instant) {
     tracing::info!(
         target: "tapir::access",
         "{} \"{} {} {}\" {} {} {}.{:03}ms",
-        info.peer,
+        info.peer_addr(),
         task.method,
         task.target,
         task.protocol,

@@ -20,6 +20,7 @@ use smoltcp::time::Instant;
 
 use super::body::{request_body, BodySender, BodyStream, IncomingBody};
 use super::h1::Drive;
+use super::h2c::Splice;
 use super::h2guard::FrameGuard;
 use super::server::Shared;
 use super::tunnel::{ConnectProtocol, Tunnel, TUNNEL_BUFFER};
@@ -27,7 +28,7 @@ use super::{Answer, Body, BodyError, ConnInfo, Handler, Protocol};
 use crate::http::h2io::{H2Io, H2Pipes};
 use crate::http::{CONNECTION_HEADERS, H2_PREFACE};
 use crate::stack::Stack;
-use crate::transport::Transport;
+use crate::transport::{ReadStatus, Transport};
 
 /// Turns of read/poll/write per drive before yielding to other connections.
 const TURNS: usize = 16;
@@ -159,6 +160,8 @@ pub(crate) struct H2Conn<T: Transport> {
     kill: bool,
     /// A GOAWAY with an error was queued.
     aborted: bool,
+    /// After an h2c upgrade: the upgraded request, to put in after the client's SETTINGS.
+    splice: Option<Splice>,
 }
 
 impl<T: Transport> H2Conn<T> {
@@ -195,7 +198,51 @@ impl<T: Transport> H2Conn<T> {
             away_since: None,
             kill: false,
             aborted: false,
+            splice: None,
         }
+    }
+
+    /// Starts HTTP/2 after an h2c upgrade (`101` sent): the client's preface is still to
+    /// come (`prefix` holds what was already read of it), and `frame` is the upgraded
+    /// request as stream 1 (see `h2c`).
+    pub(crate) fn new_upgraded(
+        transport: T,
+        config: &H2Config,
+        info: ConnInfo,
+        prefix: &[u8],
+        frame: Vec<u8>,
+        now: Instant,
+    ) -> Self {
+        let mut conn = H2Conn::new(transport, config, info, &[], now);
+        conn.splice = Some(Splice::new(frame));
+        let mut rest = prefix;
+        while !rest.is_empty() {
+            let n = conn.splice_in(rest, now);
+            if n == 0 {
+                break;
+            }
+            rest = &rest[n..];
+        }
+        conn
+    }
+
+    /// Takes client bytes while the upgraded request waits to be put in; returns how many
+    /// were taken (after the request is in, all that fit).
+    fn splice_in(&mut self, data: &[u8], now: Instant) -> usize {
+        let allowed = match &self.splice {
+            Some(splice) => splice.allow(data),
+            None => data.len(),
+        };
+        let n = self.pipes.push_rx(&data[..allowed]);
+        self.guard.inspect(&data[..n], now);
+        if let Some(splice) = self.splice.as_mut() {
+            splice.advance(&data[..n]);
+            if splice.due() && self.pipes.rx_room() >= splice.frame.len() {
+                self.pipes.push_rx(&splice.frame);
+                self.splice = None;
+            }
+        }
+        n
     }
 
     /// When the handshake, idle or stall timer fires.
@@ -224,7 +271,7 @@ impl<T: Transport> H2Conn<T> {
         if self.away_since.is_some_and(|t| now >= t + stall) {
             tracing::info!(
                 "{}: HTTP/2 peer did not finish after GOAWAY, resetting",
-                self.info.peer
+                self.info.peer_addr()
             );
             self.kill = true;
             return;
@@ -232,7 +279,7 @@ impl<T: Transport> H2Conn<T> {
         if self.waiting_since.is_some_and(|t| now >= t + stall) {
             tracing::info!(
                 "{}: HTTP/2 connection stalled for {:?} waiting on the client, closing",
-                self.info.peer,
+                self.info.peer_addr(),
                 self.config.stall_timeout
             );
             self.waiting_since = None;
@@ -246,14 +293,17 @@ impl<T: Transport> H2Conn<T> {
         }
         match &mut self.state {
             State::Handshaking(_) if now >= self.created + self.config.handshake_timeout.into() => {
-                tracing::debug!("{}: HTTP/2 handshake timed out", self.info.peer);
+                tracing::debug!("{}: HTTP/2 handshake timed out", self.info.peer_addr());
                 self.state = State::Closed;
             }
             State::Open(conn)
                 if self.streams.is_empty()
                     && now >= self.idle_since + self.config.idle_timeout.into() =>
             {
-                tracing::debug!("{}: HTTP/2 connection idle, sending GOAWAY", self.info.peer);
+                tracing::debug!(
+                    "{}: HTTP/2 connection idle, sending GOAWAY",
+                    self.info.peer_addr()
+                );
                 conn.graceful_shutdown();
                 self.going_away = true;
                 self.away_since.get_or_insert(now);
@@ -337,21 +387,59 @@ impl<T: Transport> H2Conn<T> {
                 return Drive::Closed;
             };
             progress = false;
-            // Transport → h2, counting the client's control frames on the way.
+            if let Some(splice) = self.splice.as_ref() {
+                if splice.due() && self.pipes.rx_room() >= splice.frame.len() {
+                    self.pipes.push_rx(&splice.frame);
+                    self.splice = None;
+                }
+            }
+            if self.splice.is_some() {
+                // Client bytes up to the upgraded request's place, then the request.
+                let (pipes, guard, splice) = (&self.pipes, &mut self.guard, &mut self.splice);
+                let mut taken = 0;
+                let status = transport.read_with(stack, &mut |data| {
+                    let Some(sp) = splice.as_mut() else {
+                        return 0;
+                    };
+                    let n = pipes.push_rx(&data[..sp.allow(data)]);
+                    guard.inspect(&data[..n], now);
+                    sp.advance(&data[..n]);
+                    if sp.due() && pipes.rx_room() >= sp.frame.len() {
+                        pipes.push_rx(&sp.frame);
+                        *splice = None;
+                    }
+                    taken += n;
+                    n
+                });
+                shared.stats.borrow_mut().bytes_in += taken as u64;
+                progress |= taken > 0;
+                match status {
+                    Ok(ReadStatus::Eof) => self.pipes.set_rx_eof(),
+                    Ok(_) => {}
+                    Err(_) => return self.finish(stack, true),
+                }
+            }
+            let Some(transport) = self.transport.as_mut() else {
+                return Drive::Closed;
+            };
+            // Transport → h2, counting the client's control frames on the way (once the
+            // upgraded request is in).
             let guard = &mut self.guard;
             let mut inspect = |data: &[u8]| guard.inspect(data, now);
-            match self.pipes.fill_from_inspect(transport, stack, &mut inspect) {
-                Ok(moved) => {
-                    shared.stats.borrow_mut().bytes_in += moved.bytes as u64;
-                    progress |= moved.any();
+            if self.splice.is_none() {
+                match self.pipes.fill_from_inspect(transport, stack, &mut inspect) {
+                    Ok(moved) => {
+                        shared.stats.borrow_mut().bytes_in += moved.bytes as u64;
+                        progress |= moved.any();
+                    }
+                    Err(_) => return self.finish(stack, true),
                 }
-                Err(_) => return self.finish(stack, true),
             }
             if self.guard.flooded() && !self.going_away && self.pending_abrupt.is_none() {
                 tracing::info!(
                     "{}: HTTP/2 control frame flood (PING/SETTINGS/PRIORITY/RST_STREAM), \
                      closing with ENHANCE_YOUR_CALM",
-                    self.info.peer
+                    self.info.peer_addr()
                 );
                 self.abrupt(Reason::ENHANCE_YOUR_CALM, now);
             }
@@ -433,7 +521,7 @@ impl<T: Transport> H2Conn<T> {
                     progress = true;
                 }
                 Poll::Ready(Err(e)) => {
-                    tracing::debug!("{}: HTTP/2 handshake failed: {e}", self.info.peer);
+                    tracing::debug!("{}: HTTP/2 handshake failed: {e}", self.info.peer_addr());
                     self.state = State::Closed;
                     return true;
                 }
@@ -445,13 +533,19 @@ impl<T: Transport> H2Conn<T> {
         // Accepting also drives the connection: reads frames, writes queued ones.
         loop {
             match conn.poll_accept(cx) {
-                Poll::Ready(Some(Ok((request, respond)))) => {
+                Poll::Ready(Some(Ok((request, mut respond)))) => {
                     progress = true;
+                    if host_differs_from_authority(&request) {
+                        // Malformed (RFC 9113 §8.3.1, §8.1.1): a stream error.
+                        shared.stats.borrow_mut().rejected += 1;
+                        respond.send_reset(Reason::PROTOCOL_ERROR);
+                        continue;
+                    }
                     let task = start_stream(request, respond, handler, &self.info, shared, now);
                     self.streams.push(task);
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    tracing::debug!("{}: HTTP/2 connection error: {e}", self.info.peer);
+                    tracing::debug!("{}: HTTP/2 connection error: {e}", self.info.peer_addr());
                     if e.is_go_away() || e.is_io() || e.reason().is_some() {
                         self.state = State::Closed;
                     }
@@ -488,6 +582,30 @@ impl<T: Transport> H2Conn<T> {
             }
         }
         progress
+    }
+}
+
+/// True when a request carries both `:authority` and a `Host` naming another origin (the
+/// same host with the scheme's default port written out is the same origin).
+fn host_differs_from_authority<B>(request: &Request<B>) -> bool {
+    let (Some(authority), Some(host)) = (request.uri().authority(), request.headers().get(HOST))
+    else {
+        return false;
+    };
+    let default_port = match request.uri().scheme_str() {
+        Some("https") => ":443",
+        _ => ":80",
+    };
+    let normal = |s: &str| {
+        let s = s.to_ascii_lowercase();
+        match s.strip_suffix(default_port) {
+            Some(bare) => bare.to_string(),
+            None => s,
+        }
+    };
+    match host.to_str() {
+        Ok(host) => normal(host) != normal(authority.as_str()),
+        Err(_) => true,
     }
 }
 
@@ -719,7 +837,7 @@ fn log_access(info: &ConnInfo, task: &StreamTask, now: Instant) {
     tracing::info!(
         target: "tapir::access",
         "{} \"{} {} HTTP/2\" {} {} {}.{:03}ms",
-        info.peer,
+        info.peer_addr(),
         task.method,
         task.target,
         task.status.as_u16(),

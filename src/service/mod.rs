@@ -10,6 +10,7 @@ pub mod builtin;
 pub mod files;
 mod h1;
 pub(crate) mod h2;
+mod h2c;
 mod h2guard;
 pub mod server;
 pub mod tunnel;
@@ -60,6 +61,19 @@ pub struct ConnInfo {
     pub local: IpEndpoint,
     /// TLS details, for HTTPS.
     pub tls: Option<TlsInfo>,
+}
+
+impl ConnInfo {
+    /// The client's address and port as a `SocketAddr`, which prints IPv6 in brackets
+    /// (`[fd00:7::1]:8000`; smoltcp's endpoint prints `fd00:7::1:8000`).
+    pub fn peer_addr(&self) -> std::net::SocketAddr {
+        self.peer.into()
+    }
+
+    /// Our address and port, printed like [`ConnInfo::peer_addr`].
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.local.into()
+    }
 }
 
 /// A response now, or one that becomes ready later.
@@ -183,6 +197,49 @@ where
 }
 
 /// A plain-text response with the given status.
+/// The answer to a method a resource does not take: `405` with `Allow` for a method the
+/// server recognizes (RFC 9110's and PATCH), `501` for any other (RFC 9110 §9.1, §15.6.2).
+pub fn method_not_allowed(method: &http::Method, allow: &'static str) -> Response<Body> {
+    use http::Method;
+    let known = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::CONNECT,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PATCH,
+    ];
+    if !known.contains(method) {
+        return text_response(
+            http::StatusCode::NOT_IMPLEMENTED,
+            format!("method {method} is not implemented\n"),
+        );
+    }
+    let mut r = text_response(
+        http::StatusCode::METHOD_NOT_ALLOWED,
+        format!("use {allow}\n"),
+    );
+    r.headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    r
+}
+
+/// The answer to `OPTIONS *` (the server as a whole, RFC 9110 §9.3.7): `204` with the
+/// methods the server takes in `Allow`; `None` for any other request.
+pub fn options_star<B>(request: &http::Request<B>, allow: &'static str) -> Option<Response<Body>> {
+    if request.method() != http::Method::OPTIONS || request.uri() != "*" {
+        return None;
+    }
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = http::StatusCode::NO_CONTENT;
+    r.headers_mut()
+        .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
+    Some(r)
+}
+
 pub fn text_response(status: http::StatusCode, text: impl Into<String>) -> Response<Body> {
     let mut response = Response::new(Body::from(text.into()));
     *response.status_mut() = status;

@@ -176,7 +176,16 @@ enum Sniffed {
     Http1,
     /// The HTTP/2 preface.
     Http2,
+    /// The start of the HTTP/2 preface (`PRI * HTTP/2.0`, which no HTTP/1.x request can
+    /// be), then something else: a connection error (RFC 9113 §3.4).
+    BadPreface,
 }
+
+/// The request line of the HTTP/2 preface: past it, the bytes can no longer be HTTP/1.x.
+const PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+/// GOAWAY, last stream 0, PROTOCOL_ERROR (RFC 9113 §6.8), for an invalid preface.
+const GOAWAY_PROTOCOL_ERROR: [u8; 17] = [0, 0, 8, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
 impl Sniff {
     fn poll(&mut self, stack: &mut Stack) -> Sniffed {
@@ -190,6 +199,9 @@ impl Sniff {
             want
         });
         if !H2_PREFACE.starts_with(&self.seen) {
+            if self.seen.starts_with(PREFACE_LINE) {
+                return Sniffed::BadPreface;
+            }
             return Sniffed::Http1;
         }
         if self.seen.len() == H2_PREFACE.len() {
@@ -366,7 +378,20 @@ impl<H: Handler + ?Sized> Server<H> {
         any
     }
 
+    /// Brings the counters that are copies (open connections, the stack's) up to now.
+    fn refresh_stats(&self, stack: &Stack) {
+        let mut stats = self.shared.stats.borrow_mut();
+        stats.connections_open = self.conns.len() as u64;
+        stats.stack = stack.stats();
+    }
+
     fn drive(&mut self, stack: &mut Stack, key: usize, now: Instant) -> bool {
+        if !self.conns.contains(key) {
+            return false;
+        }
+        // `/stats` (run by a handler below) reads the counters of this very instant: the
+        // connection being driven is open and was counted by the stack when accepted.
+        self.refresh_stats(stack);
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
@@ -385,14 +410,28 @@ impl<H: Handler + ?Sized> Server<H> {
                     self.conns.remove(key);
                     return true;
                 }
+                Sniffed::BadPreface => {
+                    if let Some(mut stream) = sniff.stream.take() {
+                        tracing::debug!("{}: invalid HTTP/2 preface", sniff.info.peer_addr());
+                        // A fresh socket has room for 17 bytes; if not, closing is enough.
+                        let _ = stream.write(stack, &GOAWAY_PROTOCOL_ERROR);
+                        stream.close(stack);
+                    }
+                    self.shared.stats.borrow_mut().rejected += 1;
+                    self.conns.remove(key);
+                    return true;
+                }
                 Sniffed::Http1 => sniff.stream.take().map(|s| {
-                    Engine::H1(Box::new(H1Conn::new(
+                    let mut h1 = H1Conn::new(
                         AnyStream::from(s),
                         self.h1.clone(),
                         sniff.info.clone(),
                         &sniff.seen,
                         now,
-                    )))
+                    );
+                    // This port takes HTTP/2 too: `Upgrade: h2c` is honoured.
+                    h1.allow_h2c_upgrade();
+                    Engine::H1(Box::new(h1))
                 }),
                 Sniffed::Http2 => sniff.stream.take().map(|s| {
                     Engine::H2(Box::new(H2Conn::new(
@@ -443,8 +482,10 @@ impl<H: Handler + ?Sized> Server<H> {
                 Ok(false) if !expired => {}
                 Ok(false) | Err(_) => {
                     match &result {
-                        Err(e) => tracing::info!("{}: TLS handshake failed: {e}", hs.info.peer),
-                        _ => tracing::info!("{}: TLS handshake timed out", hs.info.peer),
+                        Err(e) => {
+                            tracing::info!("{}: TLS handshake failed: {e}", hs.info.peer_addr())
+                        }
+                        _ => tracing::info!("{}: TLS handshake timed out", hs.info.peer_addr()),
                     }
                     self.shared.stats.borrow_mut().rejected += 1;
                     if let Some(tls) = hs.stream.take() {
@@ -477,7 +518,7 @@ impl<H: Handler + ?Sized> Server<H> {
             }
             Engine::H1(h1) => {
                 if timer_due {
-                    h1.on_timeout(now);
+                    h1.on_timeout(now, &self.shared);
                 }
                 let drive = h1.drive(stack, &mut cx, now, &*self.handler, &self.shared);
                 (drive, h1.deadline())
@@ -492,6 +533,23 @@ impl<H: Handler + ?Sized> Server<H> {
         };
         if let Some(old) = conn.timer.take() {
             self.timers.remove(&(old, key));
+        }
+        // After `101` to `Upgrade: h2c`, the connection speaks HTTP/2.
+        let upgraded = match &mut conn.engine {
+            Engine::H1(h1) => h1.take_h2c(),
+            _ => None,
+        };
+        if let Some((stream, prefix, frame, info)) = upgraded {
+            conn.engine = Engine::H2(Box::new(H2Conn::new_upgraded(
+                stream,
+                &self.config.h2,
+                info,
+                &prefix,
+                frame,
+                now,
+            )));
+            conn.waker.wake_now();
+            return true;
         }
         match drive {
             Drive::Closed => {
@@ -524,9 +582,7 @@ impl<H: Handler + ?Sized> Application for Server<H> {
         for key in self.ready.drain() {
             any |= self.drive(stack, key, now);
         }
-        let mut stats = self.shared.stats.borrow_mut();
-        stats.connections_open = self.conns.len() as u64;
-        stats.stack = stack.stats();
+        self.refresh_stats(stack);
         any
     }
 

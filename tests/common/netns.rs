@@ -56,33 +56,39 @@ pub fn have_tool(program: &str) -> bool {
     })
 }
 
-/// True when this test can make namespaces and TAP devices (running as root, with `ip`
-/// installed). Otherwise prints `SKIPPED <test>: ...` to stdout and stderr and returns
-/// false; the test should return at once, so a run without root says what it skipped
-/// instead of passing silently.
+/// Records a skipped test: `SKIPPED <test>: <reason>` on the real stdout and stderr, and a
+/// line in the file named by `TAPIR_SKIP_LOG` (set by `scripts/test.sh`, which ends with a
+/// count of the skipped tests and why).
+fn skip(test: &str, reason: &str) {
+    announce(&format!("SKIPPED {test}: {reason}"));
+    if let Some(path) = std::env::var_os("TAPIR_SKIP_LOG") {
+        if let Ok(mut file) = fs::OpenOptions::new().append(true).create(true).open(path) {
+            let _ = writeln!(file, "{test}: {reason}");
+        }
+    }
+}
+
+/// True when this test can make namespaces and TAP devices (running as root). Otherwise
+/// records the test as skipped (see [`skip`]) and returns false; the test should return at
+/// once, so a run without root says what it skipped instead of passing silently. As root,
+/// a missing `ip` fails the test like any other missing tool ([`require_tool`]).
 pub fn require_root(test: &str) -> bool {
-    let root = effective_uid() == Some(0);
-    if !root {
-        announce(&format!(
-            "SKIPPED {test}: needs root for TAP devices and network namespaces"
-        ));
+    if effective_uid() != Some(0) {
+        skip(test, "needs root for TAP devices and network namespaces");
         return false;
     }
-    if !have_tool("ip") {
-        announce(&format!(
-            "SKIPPED {test}: needs root for TAP devices and network namespaces, and the `ip` command (iproute2) is missing"
-        ));
-        return false;
-    }
+    require_tool("ip", "iproute2");
     true
 }
 
-/// Panics with an install hint when a tool a TAP test drives is missing. (Only root runs
-/// get here; CI installs these, see `.ci/run`.)
+/// Fails the test with an install hint when a tool a TAP test drives is missing. Only root
+/// runs get here (after [`require_root`]), and `scripts/test.sh` installs every tool
+/// first (`scripts/deps.sh`), so a missing tool is a broken set-up, never a skip.
 pub fn require_tool(program: &str, package: &str) {
     assert!(
         have_tool(program),
-        "`{program}` is not installed: apt-get install {package}"
+        "`{program}` is not installed (or not on PATH; nginx and dnsmasq are in /usr/sbin): \
+         run scripts/deps.sh as root, or apt-get install {package}"
     );
 }
 
@@ -339,7 +345,7 @@ impl Drop for ChildGuard {
 
 /// The effective user id of this process, from /proc (no `unsafe` outside the device
 /// module, tests included).
-fn effective_uid() -> Option<u32> {
+pub fn effective_uid() -> Option<u32> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("Uid:"))?;
     // Uid: real effective saved filesystem

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::netns::{have_tool, require_root, ChildGuard, Netns, KERNEL_V4};
+use super::netns::{require_root, require_tool, ChildGuard, Netns, KERNEL_V4};
 
 /// An nginx serving `root` on the kernel side (10.7.0.1), HTTP on 80 and HTTPS (h2 and
 /// http/1.1 by ALPN) on 443.
@@ -122,16 +122,18 @@ pub fn start_nginx(ns: &Netns) -> Nginx {
     }
 }
 
+/// Whether this (root-only) test runs: skipped without root, failed with an install hint
+/// when nginx, openssl or curl is missing.
 pub fn ready(test: &str) -> bool {
     if !require_root(test) {
         return false;
     }
-    for tool in ["nginx", "openssl", "curl"] {
-        if !have_tool(tool) {
-            println!("SKIPPED {test}: needs {tool}");
-            eprintln!("SKIPPED {test}: needs {tool}");
-            return false;
-        }
+    for (tool, package) in [
+        ("nginx", "nginx-light"),
+        ("openssl", "openssl"),
+        ("curl", "curl"),
+    ] {
+        require_tool(tool, package);
     }
     true
 }

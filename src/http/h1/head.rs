@@ -63,6 +63,18 @@ pub fn parse_request_head(buf: &[u8], config: &H1Config) -> Result<ParsedHead, R
         return Err(RejectReason::ObsFold);
     }
 
+    // HTTP/1.2 and later 1.x: handled as HTTP/1.1, the highest 1.x we speak (RFC 9110
+    // §2.5: a recipient of a higher minor version processes it as its own). httparse knows
+    // only 1.0 and 1.1, so the digit is rewritten in a copy.
+    if let [b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'2'..=b'9'] = version_token(buf) {
+        let line_end = buf.iter().position(|&b| b == b'\r').unwrap_or(buf.len());
+        let mut copy = buf.to_vec();
+        if let Some(digit) = line_end.checked_sub(1).and_then(|i| copy.get_mut(i)) {
+            *digit = b'1';
+            return parse_request_head(&copy, config);
+        }
+    }
+
     let mut headers = vec![httparse::EMPTY_HEADER; config.max_headers.max(1)];
     let mut req = httparse::Request::new(&mut headers);
     let parser = httparse::ParserConfig::default();
@@ -341,11 +353,12 @@ pub fn write_response_head(
 }
 
 /// Builds a complete engine-generated error response with a text body and
-/// `Connection: close`.
-pub fn error_response(status: StatusCode, message: &str) -> Vec<u8> {
+/// `Connection: close`; `extra` holds further header lines (`name: value\r\n`).
+pub fn error_response(status: StatusCode, message: &str, extra: &[u8]) -> Vec<u8> {
     let body = format!("{message}\n");
-    let mut buf = Vec::with_capacity(128 + body.len());
+    let mut buf = Vec::with_capacity(128 + extra.len() + body.len());
     write_status_line(&mut buf, status);
+    buf.extend_from_slice(extra);
     write_header(&mut buf, b"content-type", b"text/plain; charset=utf-8");
     write_header(
         &mut buf,
@@ -392,8 +405,18 @@ mod tests {
 
     #[test]
     fn version_errors() {
+        // A higher minor version is handled as HTTP/1.1 (RFC 9110 §2.5).
+        for v in ["1.2", "1.9"] {
+            let head = parse(&format!("GET / HTTP/{v}\r\nHost: x\r\n\r\n")).unwrap();
+            assert_eq!(head.request.version(), Version::HTTP_11);
+        }
         assert_eq!(
-            parse("GET / HTTP/1.2\r\nHost: x\r\n\r\n").unwrap_err(),
+            parse("GET / HTTP/1.2\r\n\r\n").unwrap_err(),
+            RejectReason::MissingHost,
+            "as HTTP/1.1, Host is required"
+        );
+        assert_eq!(
+            parse("GET / HTTP/3.0\r\nHost: x\r\n\r\n").unwrap_err(),
             RejectReason::UnsupportedVersion
         );
         assert_eq!(

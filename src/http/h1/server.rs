@@ -256,9 +256,26 @@ pub struct ServerConn {
     switch_wait: Option<RequestId>,
     /// A switching response was sent: the stream is the caller's.
     upgraded: bool,
+    /// Header lines (`name: value\r\n`) every engine-made error response carries: the
+    /// caller's `Date` and `Server` ([`ServerConn::set_error_headers`]).
+    error_headers: Vec<u8>,
 }
 
 impl ServerConn {
+    /// Sets the header fields the engine's own error responses (400, 408, 413, 414, 431,
+    /// 505, ...) carry, like `Date` (RFC 9110 §6.6.1) and `Server`: the same the caller puts
+    /// on its responses. Call it again when they change (`Date` every second).
+    pub fn set_error_headers(&mut self, headers: &http::HeaderMap) {
+        self.error_headers.clear();
+        for (name, value) in headers {
+            self.error_headers
+                .extend_from_slice(name.as_str().as_bytes());
+            self.error_headers.extend_from_slice(b": ");
+            self.error_headers.extend_from_slice(value.as_bytes());
+            self.error_headers.extend_from_slice(b"\r\n");
+        }
+    }
+
     /// Creates a connection; `now` starts the idle timer.
     pub fn new(config: Arc<H1Config>, now: Duration) -> Self {
         Self {
@@ -285,6 +302,7 @@ impl ServerConn {
             closed_now: false,
             switch_wait: None,
             upgraded: false,
+            error_headers: Vec::new(),
         }
     }
 
@@ -587,19 +605,22 @@ impl ServerConn {
         if self.is_closed() || self.write_done {
             return;
         }
+        let extra = std::mem::take(&mut self.error_headers);
         let Some(slot) = self.slot_mut(id) else {
+            self.error_headers = extra;
             return;
         };
         match slot.resp {
             RespState::NotStarted => {
                 let status = StatusCode::INTERNAL_SERVER_ERROR;
-                slot.buf
-                    .extend_from_slice(&head::error_response(status, "internal server error"));
+                let response = head::error_response(status, "internal server error", &extra);
+                slot.buf.extend_from_slice(&response);
                 slot.engine_owned = true;
             }
             RespState::Streaming(_) | RespState::Finished => {}
         }
         slot.resp = RespState::Finished;
+        self.error_headers = extra;
         self.set_close_after(id);
         self.stop_reading();
         self.flush();
@@ -1041,7 +1062,7 @@ impl ServerConn {
             body_bytes: 0,
             engine_owned: true,
             resp: RespState::Finished,
-            buf: head::error_response(status, &reason.to_string()),
+            buf: head::error_response(status, &reason.to_string(), &self.error_headers),
         });
         self.set_close_after(id);
         self.events
@@ -1053,11 +1074,11 @@ impl ServerConn {
     fn reject_body(&mut self, id: RequestId, reason: RejectReason) {
         let status = reason.status();
         self.stop_reading();
+        let response = head::error_response(status, &reason.to_string(), &self.error_headers);
         match self.slot_mut(id) {
             Some(slot) => {
                 if slot.resp == RespState::NotStarted {
-                    slot.buf
-                        .extend_from_slice(&head::error_response(status, &reason.to_string()));
+                    slot.buf.extend_from_slice(&response);
                     slot.resp = RespState::Finished;
                     slot.engine_owned = true;
                 }
@@ -1270,6 +1291,50 @@ mod tests {
         h
     }
 
+    /// Engine-made responses carry the caller's `Date` and `Server` like the others
+    /// (RFC 9110 §6.6.1): 400, 505, 431, 408 and the 500 of an aborted request.
+    #[test]
+    fn error_responses_carry_date_and_server() {
+        let mut stamp = http::HeaderMap::new();
+        stamp.insert("date", "Fri, 04 Dec 2026 17:00:00 GMT".parse().unwrap());
+        stamp.insert("server", "tapir/test".parse().unwrap());
+        let check = |out: &[u8], status: u16| {
+            let resps = parse_all(out);
+            assert_eq!(resps[0].status, status);
+            assert_eq!(
+                resps[0].header("date"),
+                Some("Fri, 04 Dec 2026 17:00:00 GMT")
+            );
+            assert_eq!(resps[0].header("server"), Some("tapir/test"));
+        };
+        for (input, status) in [
+            (&b"GET / HTTP/1.1\r\n\r\n"[..], 400),
+            (b"GET / HTTP/3.0\r\nHost: a\r\n\r\n", 505),
+        ] {
+            let mut h = H::new();
+            h.c.set_error_headers(&stamp);
+            h.feed(input);
+            check(&h.out(), status);
+        }
+        // A head that never completes: 408.
+        let mut h = H::new();
+        h.c.set_error_headers(&stamp);
+        h.feed(b"GET / HT");
+        let due = h.c.poll_timeout().expect("head timer");
+        h.c.handle_timeout(due);
+        check(&h.out(), 408);
+        // A handler that fails before answering: 500.
+        let mut h = H::new();
+        h.c.set_error_headers(&stamp);
+        h.feed(&get("/"));
+        let id = match h.events().first() {
+            Some(ServerEvent::Request { id, .. }) => *id,
+            other => panic!("{other:?}"),
+        };
+        h.c.abort(id);
+        check(&h.out(), 500);
+    }
+
     fn expect_reject(input: &[u8], status: u16) -> H {
         expect_reject_cfg(H1Config::default(), input, status)
     }
@@ -1404,7 +1469,7 @@ mod tests {
 
     #[test]
     fn reject_versions() {
-        expect_reject_req("GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505);
+        expect_reject_req("GET / HTTP/3.1\r\nHost: a\r\n\r\n", 505);
         expect_reject_req("GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505);
         expect_reject_req("GET / HTTP/0.9\r\nHost: a\r\n\r\n", 505);
         expect_reject_req("GET / HTTP/1.x\r\nHost: a\r\n\r\n", 400);
