@@ -123,6 +123,12 @@ impl TapDevice {
         }
         let (file, name) = match kernel::open_vnet(name) {
             Ok(opened) => opened,
+            // Another process holds the device: no other way to open it will do better.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                return Err(DeviceError::TapBusy {
+                    name: name.to_string(),
+                });
+            }
             Err(e) => {
                 tracing::warn!("TAP {name}: no virtio-net header ({e}); plain frames");
                 return Self::open(name, mtu);
