@@ -19,7 +19,8 @@
 # TCP path matrix (also alone with --tcp-matrix): tb<PID>-lp-c / -lp-s from
 # scripts/linkpath.sh, joined only by `tapir link` (delay RTT/2 each way, loss p each way);
 # for each RTT x loss: down = tapir serve -> curl, up = nginx -> tapir get, baseline =
-# nginx -> curl over the same link; tapir runs with default flags. Plus a 100 KiB response
+# nginx -> curl over the same link (the kernel's default congestion control, and CUBIC);
+# tapir runs with default flags. Plus a 100 KiB response
 # on a new connection at 20 and 100 ms, and a long download at 100 ms without loss.
 # Results: target/bench/report.json, target/bench/scaling.svg, logs in target/bench/logs/.
 # --quick: 2 s runs, up to 1,000 connections, 128 MiB downloads (about 3 minutes); matrix
@@ -39,7 +40,7 @@ MATRIX_ONLY=0
 BULK_ONLY=0
 
 usage() {
-    sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 for arg in "$@"; do
@@ -527,7 +528,7 @@ curl_seconds() { # URL TAG: time of one request on a new connection
 
 tcp_matrix() {
     local IP_SERVER=$M_KERNEL # start_nginx waits on it
-    local rtt loss cell tapir_down tapir_up kernel extra
+    local rtt loss cell tapir_down tapir_up kernel kernel_cubic saved_cc extra
     echo "== TCP path matrix through tapir link: RTT ${M_RTTS[*]} ms x loss ${M_LOSSES[*]} %, $((M_BYTES >> 20)) MiB"
     for n in "$M_BYTES" "$M_LONG" 102400; do
         "$PY" "$HELPER" pattern-file "$WWW/bytes/$n" "$n"
@@ -548,13 +549,23 @@ tcp_matrix() {
             tapir_down=$(curl_mbps "http://$M_TAPIR/bytes/$M_BYTES" "tapir-$cell")
             tapir_up=$(get_mbps "http://$M_KERNEL/bytes/$M_BYTES" "$cell")
             kernel=$(curl_mbps "http://$M_KERNEL/bytes/$M_BYTES" "nginx-$cell")
+            # The same kernel sending with CUBIC (a loss-based algorithm like tapir's): the
+            # machine's default may be BBR. A new connection takes the namespace's default.
+            saved_cc=$(ip netns exec "$LINKPATH-s" sysctl -n net.ipv4.tcp_congestion_control)
+            ip netns exec "$LINKPATH-s" sysctl -qw net.ipv4.tcp_congestion_control=cubic
+            kernel_cubic=$(curl_mbps "http://$M_KERNEL/bytes/$M_BYTES" "nginx-cubic-$cell")
+            ip netns exec "$LINKPATH-s" sysctl -qw net.ipv4.tcp_congestion_control="$saved_cc"
             stop_pid "$LINK_PID"
-            echo "   RTT $rtt ms, loss $loss%: down tapir $tapir_down, up tapir $tapir_up, kernel $kernel MB/s"
+            echo "   RTT $rtt ms, loss $loss%: down tapir $tapir_down, up tapir $tapir_up, kernel $kernel MB/s ($saved_cc), kernel with cubic $kernel_cubic MB/s"
             extra="{\"series\": \"tcp_matrix\", \"rtt_ms\": $rtt, \"loss_pct\": $loss, \"bytes\": $M_BYTES"
             record "TCP matrix RTT $rtt ms loss $loss%, down (tapir serve -> curl)" "MB/s" \
                 "kernel (nginx -> curl)" "$tapir_down" "$kernel" \
                 "curl -o /dev/null http://$M_TAPIR/bytes/$M_BYTES through tapir link" \
                 "$extra, \"direction\": \"down\"}"
+            record "TCP matrix RTT $rtt ms loss $loss%, down, against kernel CUBIC" "MB/s" \
+                "kernel CUBIC (nginx -> curl)" "$tapir_down" "$kernel_cubic" \
+                "curl -o /dev/null http://$M_TAPIR/bytes/$M_BYTES through tapir link" \
+                "$extra, \"direction\": \"down\", \"kernel_cc\": \"cubic\"}"
             record "TCP matrix RTT $rtt ms loss $loss%, up (nginx -> tapir get)" "MB/s" \
                 "kernel (nginx -> curl)" "$tapir_up" "$kernel" \
                 "tapir get -o FILE http://$M_KERNEL/bytes/$M_BYTES through tapir link" \
