@@ -528,7 +528,7 @@ curl_seconds() { # URL TAG: time of one request on a new connection
 
 tcp_matrix() {
     local IP_SERVER=$M_KERNEL # start_nginx waits on it
-    local rtt loss cell tapir_down tapir_up kernel kernel_cubic saved_cc extra
+    local rtt loss cell tapir_down tapir_up kernel kernel_cubic saved_cc route extra
     echo "== TCP path matrix through tapir link: RTT ${M_RTTS[*]} ms x loss ${M_LOSSES[*]} %, $((M_BYTES >> 20)) MiB"
     for n in "$M_BYTES" "$M_LONG" 102400; do
         "$PY" "$HELPER" pattern-file "$WWW/bytes/$n" "$n"
@@ -550,11 +550,14 @@ tcp_matrix() {
             tapir_up=$(get_mbps "http://$M_KERNEL/bytes/$M_BYTES" "$cell")
             kernel=$(curl_mbps "http://$M_KERNEL/bytes/$M_BYTES" "nginx-$cell")
             # The same kernel sending with CUBIC (a loss-based algorithm like tapir's): the
-            # machine's default may be BBR. A new connection takes the namespace's default.
+            # machine's default may be BBR, and a namespace may not change its default to an
+            # algorithm outside tcp_allowed_congestion_control, so the server's route to the
+            # client names it (RTAX_CC_ALGO) for that one connection.
             saved_cc=$(ip netns exec "$LINKPATH-s" sysctl -n net.ipv4.tcp_congestion_control)
-            ip netns exec "$LINKPATH-s" sysctl -qw net.ipv4.tcp_congestion_control=cubic
+            read -ra route <<<"$(ip -n "$LINKPATH-s" route show | grep -m1 'proto kernel')"
+            ip -n "$LINKPATH-s" route replace "${route[@]}" congctl cubic
             kernel_cubic=$(curl_mbps "http://$M_KERNEL/bytes/$M_BYTES" "nginx-cubic-$cell")
-            ip netns exec "$LINKPATH-s" sysctl -qw net.ipv4.tcp_congestion_control="$saved_cc"
+            ip -n "$LINKPATH-s" route replace "${route[@]}"
             stop_pid "$LINK_PID"
             echo "   RTT $rtt ms, loss $loss%: down tapir $tapir_down, up tapir $tapir_up, kernel $kernel MB/s ($saved_cc), kernel with cubic $kernel_cubic MB/s"
             extra="{\"series\": \"tcp_matrix\", \"rtt_ms\": $rtt, \"loss_pct\": $loss, \"bytes\": $M_BYTES"
