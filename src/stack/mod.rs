@@ -27,7 +27,7 @@ use smoltcp::wire::{
 
 pub use cookie::CookiePolicy;
 use cookie::Cookies;
-pub use ingress::{inspect, Verdict, CHALLENGE_ACKS_PER_SECOND};
+pub use ingress::{inspect, inspect_with, Verdict, CHALLENGE_ACKS_PER_SECOND};
 use ingress::{Ingress, SynGate, Tally};
 use listener::{progress, Listener, Progress};
 use reply::Segment;
@@ -576,7 +576,7 @@ impl Stack {
             });
             let mut shard = self.sockets.route(&self.frame);
             if shard == 0 && self.config.tcp.syn_cookies != CookiePolicy::Never {
-                match self.cookie_step(now) {
+                match self.cookie_step(now, meta.checksum_valid) {
                     CookieStep::Pass => {}
                     CookieStep::Answered => {
                         self.tally.count_received(self.frame.len());
@@ -624,15 +624,20 @@ impl Stack {
 
     /// Answers a SYN with a cookie, or opens a connection from an ACK's valid cookie (see
     /// [`cookie`]), for the frame in `self.frame`, which no connection holds.
-    fn cookie_step(&mut self, now: Instant) -> CookieStep {
+    /// `checksum_valid`: the device vouched for the frame's checksums (offloads), so they are
+    /// not checked here (a local sender's frames then carry only a partial checksum).
+    fn cookie_step(&mut self, now: Instant, checksum_valid: bool) -> CookieStep {
         let frame = std::mem::take(&mut self.frame);
-        let step = self.cookie_frame(&frame, now);
+        let step = self.cookie_frame(&frame, now, checksum_valid);
         self.frame = frame;
         step
     }
 
-    fn cookie_frame(&mut self, frame: &[u8], now: Instant) -> CookieStep {
-        if !matches!(inspect(frame), Verdict::Pass | Verdict::Syn(_)) {
+    fn cookie_frame(&mut self, frame: &[u8], now: Instant, checksum_valid: bool) -> CookieStep {
+        if !matches!(
+            inspect_with(frame, checksum_valid),
+            Verdict::Pass | Verdict::Syn(_)
+        ) {
             return CookieStep::Pass;
         }
         let Some(seg) = Segment::parse(frame) else {
