@@ -507,9 +507,13 @@ fn silent_syn_flood_is_answered_with_cookies_while_curl_connects() {
         delta(&during, "drops_syn_backlog"),
         delta(&during, "handshake_unresolved")
     );
+    // Every SYN that reached tapir past the full backlog got a cookie. (How many of the SYNs
+    // sent reach it depends on the machine: when tapir is behind, the kernel drops frames at
+    // the TAP queue before tapir sees them; 100,000 SYNs/s on a quiet machine.)
+    let read = json_u64(&during, "frames_in") - json_u64(&before, "frames_in");
     assert!(
-        cookies >= sent / 2,
-        "{sent} SYNs, {cookies} cookies:\n{during}"
+        cookies >= read / 2,
+        "{sent} SYNs sent, {read} frames read, {cookies} cookies:\n{during}"
     );
     assert_eq!(
         delta(&during, "drops_syn_backlog"),
