@@ -7,10 +7,15 @@
 //! they hold; the rest counts as lost. Nothing here panics on bad input: frames that do not
 //! parse are counted and noted.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+
+use smoltcp::wire::{
+    EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv6ExtHeader, Ipv6Packet, TcpPacket,
+};
 
 use crate::device::pcap_reader::CapturedFrame;
 
@@ -48,106 +53,137 @@ pub enum NotTcp {
     Malformed,
 }
 
-fn be16(data: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*data.get(at)?, *data.get(at + 1)?]))
-}
-
-fn be32(data: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes([
-        *data.get(at)?,
-        *data.get(at + 1)?,
-        *data.get(at + 2)?,
-        *data.get(at + 3)?,
-    ]))
-}
-
-/// Parses the TCP segment in an Ethernet frame (VLAN tags skipped).
+/// Parses the TCP segment in an Ethernet frame (VLAN tags skipped), with smoltcp's wire
+/// types. A frame cut by the snap length must still hold the IP and TCP headers; the
+/// payload bytes it lacks are counted in [`Segment::missing`].
 pub fn parse_segment(frame: &[u8]) -> Result<Segment, NotTcp> {
-    let mut at = 12;
-    let mut ethertype = be16(frame, at).ok_or(NotTcp::Malformed)?;
-    while ethertype == 0x8100 || ethertype == 0x88a8 {
-        at += 4;
-        ethertype = be16(frame, at).ok_or(NotTcp::Malformed)?;
+    let ethernet = EthernetFrame::new_checked(frame).map_err(|_| NotTcp::Malformed)?;
+    let mut ethertype = ethernet.ethertype();
+    let mut ip = ethernet.payload();
+    // 802.1Q and 802.1ad tags: 2 bytes of tag control, then the inner ethertype.
+    while matches!(ethertype, EthernetProtocol::Unknown(0x8100 | 0x88a8)) {
+        let inner = ip.get(2..4).ok_or(NotTcp::Malformed)?;
+        ethertype = EthernetProtocol::from(u16::from_be_bytes([inner[0], inner[1]]));
+        ip = ip.get(4..).ok_or(NotTcp::Malformed)?;
     }
-    let ip = frame.get(at + 2..).ok_or(NotTcp::Malformed)?;
-    // (source, destination, TCP bytes, TCP length the IP header declares)
-    let (src, dst, tcp, declared) = match ethertype {
-        0x0800 => {
-            let first = *ip.first().ok_or(NotTcp::Malformed)?;
-            let ihl = usize::from(first & 0x0f) * 4;
-            if first >> 4 != 4 || ihl < 20 {
-                return Err(NotTcp::Malformed);
-            }
-            let total = usize::from(be16(ip, 2).ok_or(NotTcp::Malformed)?);
-            let frag = be16(ip, 6).ok_or(NotTcp::Malformed)?;
-            if *ip.get(9).ok_or(NotTcp::Malformed)? != 6 {
-                return Err(NotTcp::Other);
-            }
-            if frag & 0x3fff != 0 {
-                return Err(NotTcp::Fragment);
-            }
-            let src = Ipv4Addr::from(be32(ip, 12).ok_or(NotTcp::Malformed)?);
-            let dst = Ipv4Addr::from(be32(ip, 16).ok_or(NotTcp::Malformed)?);
-            if total < ihl {
-                return Err(NotTcp::Malformed);
-            }
-            let tcp = ip.get(ihl..).ok_or(NotTcp::Malformed)?;
-            (IpAddr::V4(src), IpAddr::V4(dst), tcp, total - ihl)
+    match ethertype {
+        EthernetProtocol::Ipv4 => ipv4_segment(ip),
+        EthernetProtocol::Ipv6 => ipv6_segment(ip),
+        _ => Err(NotTcp::Other),
+    }
+}
+
+/// The bytes of an IP packet of `declared` bytes, zero-filled past what the capture holds
+/// (smoltcp checks a packet against its declared length), and how many were filled.
+fn whole_packet(present: &[u8], declared: usize) -> (Cow<'_, [u8]>, usize) {
+    match declared.checked_sub(present.len()) {
+        None | Some(0) => (Cow::Borrowed(present), 0),
+        Some(missing) => {
+            let mut filled = present.to_vec();
+            filled.resize(declared, 0);
+            (Cow::Owned(filled), missing)
         }
-        0x86dd => {
-            if ip.first().map(|b| b >> 4) != Some(6) {
-                return Err(NotTcp::Malformed);
-            }
-            let payload_len = usize::from(be16(ip, 4).ok_or(NotTcp::Malformed)?);
-            let mut next = *ip.get(6).ok_or(NotTcp::Malformed)?;
-            let addr = |from: usize| -> Result<Ipv6Addr, NotTcp> {
-                let bytes: [u8; 16] = ip
-                    .get(from..from + 16)
-                    .and_then(|s| s.try_into().ok())
-                    .ok_or(NotTcp::Malformed)?;
-                Ok(Ipv6Addr::from(bytes))
-            };
-            let (src, dst) = (addr(8)?, addr(24)?);
-            let mut off = 40;
-            // Skip hop-by-hop, routing and destination options headers.
-            while matches!(next, 0 | 43 | 60) {
-                let len = usize::from(*ip.get(off + 1).ok_or(NotTcp::Malformed)?) * 8 + 8;
-                next = *ip.get(off).ok_or(NotTcp::Malformed)?;
-                off += len;
-            }
-            if next == 44 {
-                return Err(NotTcp::Fragment);
-            }
-            if next != 6 {
-                return Err(NotTcp::Other);
-            }
-            let tcp = ip.get(off..).ok_or(NotTcp::Malformed)?;
-            let declared = (40 + payload_len)
-                .checked_sub(off)
-                .ok_or(NotTcp::Malformed)?;
-            (IpAddr::V6(src), IpAddr::V6(dst), tcp, declared)
-        }
-        _ => return Err(NotTcp::Other),
-    };
-    let src_port = be16(tcp, 0).ok_or(NotTcp::Malformed)?;
-    let dst_port = be16(tcp, 2).ok_or(NotTcp::Malformed)?;
-    let seq = be32(tcp, 4).ok_or(NotTcp::Malformed)?;
-    let data_offset = usize::from(tcp.get(12).ok_or(NotTcp::Malformed)? >> 4) * 4;
-    let flags = *tcp.get(13).ok_or(NotTcp::Malformed)?;
-    if data_offset < 20 || declared < data_offset {
+    }
+}
+
+fn ipv4_segment(ip: &[u8]) -> Result<Segment, NotTcp> {
+    // The fixed header must be there before any field is read.
+    if ip.len() < 20 {
         return Err(NotTcp::Malformed);
     }
-    let payload_len = declared - data_offset;
-    // Ethernet padding may follow the IP packet; the snap length may cut it short.
-    let present = tcp.get(data_offset..).unwrap_or(&[]);
-    let payload = present.get(..payload_len).unwrap_or(present).to_vec();
-    let missing = payload_len - payload.len();
+    let declared = usize::from(Ipv4Packet::new_unchecked(ip).total_len());
+    let (bytes, missing) = whole_packet(ip, declared);
+    let packet = Ipv4Packet::new_checked(&*bytes).map_err(|_| NotTcp::Malformed)?;
+    if packet.version() != 4 {
+        return Err(NotTcp::Malformed);
+    }
+    if packet.next_header() != IpProtocol::Tcp {
+        return Err(NotTcp::Other);
+    }
+    if packet.more_frags() || packet.frag_offset() != 0 {
+        return Err(NotTcp::Fragment);
+    }
+    let header_len = usize::from(packet.header_len());
+    let (src, dst) = (packet.src_addr(), packet.dst_addr());
+    tcp_segment(
+        IpAddr::V4(src),
+        IpAddr::V4(dst),
+        packet.payload(),
+        ip.len().saturating_sub(header_len),
+        missing,
+    )
+}
+
+fn ipv6_segment(ip: &[u8]) -> Result<Segment, NotTcp> {
+    if ip.len() < 40 {
+        return Err(NotTcp::Malformed);
+    }
+    let declared = 40 + usize::from(Ipv6Packet::new_unchecked(ip).payload_len());
+    let (bytes, missing) = whole_packet(ip, declared);
+    let packet = Ipv6Packet::new_checked(&*bytes).map_err(|_| NotTcp::Malformed)?;
+    if packet.version() != 6 {
+        return Err(NotTcp::Malformed);
+    }
+    let (src, dst) = (packet.src_addr(), packet.dst_addr());
+    let mut next = packet.next_header();
+    let mut rest = packet.payload();
+    // Skip hop-by-hop, routing and destination options headers.
+    while matches!(
+        next,
+        IpProtocol::HopByHop | IpProtocol::Ipv6Route | IpProtocol::Ipv6Opts
+    ) {
+        let ext = Ipv6ExtHeader::new_checked(rest).map_err(|_| NotTcp::Malformed)?;
+        next = ext.next_header();
+        rest = rest
+            .get(ext.payload().len() + 2..)
+            .ok_or(NotTcp::Malformed)?;
+    }
+    match next {
+        IpProtocol::Ipv6Frag => Err(NotTcp::Fragment),
+        IpProtocol::Tcp => {
+            let headers = declared - rest.len();
+            tcp_segment(
+                IpAddr::V6(src),
+                IpAddr::V6(dst),
+                rest,
+                ip.len().saturating_sub(headers),
+                missing,
+            )
+        }
+        _ => Err(NotTcp::Other),
+    }
+}
+
+/// The segment in `tcp` (the IP payload, zero-filled to its declared length), of which
+/// the capture holds the first `present` bytes.
+fn tcp_segment(
+    src: IpAddr,
+    dst: IpAddr,
+    tcp: &[u8],
+    present: usize,
+    missing: usize,
+) -> Result<Segment, NotTcp> {
+    let packet = TcpPacket::new_checked(tcp).map_err(|_| NotTcp::Malformed)?;
+    // A snap length that cuts into the TCP header leaves nothing to trust.
+    if present < usize::from(packet.header_len()) {
+        return Err(NotTcp::Malformed);
+    }
+    let flags = [
+        (packet.fin(), FIN),
+        (packet.syn(), SYN),
+        (packet.rst(), RST),
+        (packet.ack(), ACK),
+    ]
+    .into_iter()
+    .filter(|(set, _)| *set)
+    .fold(0, |all, (_, bit)| all | bit);
+    let payload = packet.payload();
     Ok(Segment {
-        src: SocketAddr::new(src, src_port),
-        dst: SocketAddr::new(dst, dst_port),
-        seq,
+        src: SocketAddr::new(src, packet.src_port()),
+        dst: SocketAddr::new(dst, packet.dst_port()),
+        seq: packet.seq_number().0 as u32,
         flags,
-        payload,
+        payload: payload[..payload.len().saturating_sub(missing)].to_vec(),
         missing,
     })
 }
@@ -512,6 +548,83 @@ mod tests {
         let s = r.finish();
         assert_eq!(s.data, b"ab");
         assert_eq!(s.gap, Some(Gap { at: 2, resumes: 5 }));
+    }
+
+    /// An Ethernet frame (with a VLAN tag if asked) holding `ip`.
+    fn ethernet(ethertype: [u8; 2], vlan: bool, ip: &[u8]) -> Vec<u8> {
+        let mut frame = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
+        if vlan {
+            frame.extend_from_slice(&[0x81, 0x00, 0x00, 0x05]);
+        }
+        frame.extend_from_slice(&ethertype);
+        frame.extend_from_slice(ip);
+        frame
+    }
+
+    /// A TCP header from port 40000 to 80, sequence number 100, PSH|ACK, then `payload`.
+    fn tcp(payload: &[u8]) -> Vec<u8> {
+        let mut tcp = vec![
+            0x9c, 0x40, 0x00, 0x50, 0, 0, 0, 100, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0,
+        ];
+        tcp.extend_from_slice(payload);
+        tcp
+    }
+
+    fn ipv4(flags_fragment: [u8; 2], tcp: &[u8]) -> Vec<u8> {
+        let total = u16::try_from(20 + tcp.len()).unwrap().to_be_bytes();
+        let mut ip = vec![0x45, 0, total[0], total[1], 0, 0];
+        ip.extend_from_slice(&flags_fragment);
+        ip.extend_from_slice(&[64, 6, 0, 0, 10, 7, 0, 1, 10, 7, 0, 2]);
+        ip.extend_from_slice(tcp);
+        ip
+    }
+
+    #[test]
+    fn vlan_tagged_ipv4_cut_by_the_snap_length() {
+        let frame = ethernet([0x08, 0x00], true, &ipv4([0x40, 0], &tcp(b"hello world")));
+        let whole = parse_segment(&frame).unwrap();
+        assert_eq!(whole.src, "10.7.0.1:40000".parse().unwrap());
+        assert_eq!(whole.dst, "10.7.0.2:80".parse().unwrap());
+        assert_eq!((whole.seq, whole.flags), (100, ACK));
+        assert_eq!(
+            (whole.payload.as_slice(), whole.missing),
+            (&b"hello world"[..], 0)
+        );
+        // Ethernet padding after the IP packet is not payload.
+        let mut padded = frame.clone();
+        padded.extend_from_slice(&[0; 6]);
+        assert_eq!(parse_segment(&padded), Ok(whole));
+        // Cut 6 bytes short: 5 payload bytes held, 6 missing.
+        let cut = parse_segment(&frame[..frame.len() - 6]).unwrap();
+        assert_eq!((cut.payload.as_slice(), cut.missing), (&b"hello"[..], 6));
+        // Cut inside the TCP header: nothing to trust.
+        let into_header = frame.len() - 11 - 4;
+        assert_eq!(parse_segment(&frame[..into_header]), Err(NotTcp::Malformed));
+        // A fragment is not reassembled.
+        let fragment = ethernet([0x08, 0x00], false, &ipv4([0x20, 0], &tcp(b"x")));
+        assert_eq!(parse_segment(&fragment), Err(NotTcp::Fragment));
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_skipped() {
+        let tcp = tcp(b"hi");
+        // A hop-by-hop header (8 bytes: next header TCP, PadN) before TCP.
+        let hop_by_hop = [6, 0, 1, 4, 0, 0, 0, 0];
+        let len = u16::try_from(hop_by_hop.len() + tcp.len())
+            .unwrap()
+            .to_be_bytes();
+        let mut ip = vec![0x60, 0, 0, 0, len[0], len[1], 0, 64];
+        ip.extend_from_slice(&[0xfd, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        ip.extend_from_slice(&[0xfd, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        ip.extend_from_slice(&hop_by_hop);
+        ip.extend_from_slice(&tcp);
+        let segment = parse_segment(&ethernet([0x86, 0xdd], false, &ip)).unwrap();
+        assert_eq!(segment.src, "[fd00:7::1]:40000".parse().unwrap());
+        assert_eq!(segment.payload, b"hi");
+        // The same packet with a fragment header as the next header.
+        ip[40] = 44;
+        let fragment = parse_segment(&ethernet([0x86, 0xdd], false, &ip));
+        assert_eq!(fragment, Err(NotTcp::Fragment));
     }
 
     #[test]
