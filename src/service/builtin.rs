@@ -6,7 +6,6 @@
 //! - `/bytes/N`: N bytes, generated as they are sent (for throughput tests).
 //! - `/stats`: counters as JSON.
 
-use std::fmt::Write as _;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -143,44 +142,74 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// The counters as a JSON object.
+/// The `/stats` document: the counters under the names it shows, in the order it shows
+/// them.
+#[derive(Debug, serde::Serialize)]
+struct StatsDocument {
+    connections_open: u64,
+    connections_total: u64,
+    requests_http1: u64,
+    requests_http2: u64,
+    requests_rejected: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    tunnels_total: u64,
+    tunnels_open: u64,
+    tcp_connections: usize,
+    tcp_listening: usize,
+    tcp_accepted: u64,
+    tcp_closed: u64,
+    tcp_memory: usize,
+    frames_in: u64,
+    frames_out: u64,
+    drops_malformed: u64,
+    drops_bad_checksum: u64,
+    drops_syn_backlog: u64,
+    drops_rst_seq: u64,
+    challenge_acks: u64,
+    syn_cookies_sent: u64,
+    syn_cookies_accepted: u64,
+    syn_cookies_rejected: u64,
+    handshake_timeouts: u64,
+    handshake_unresolved: u64,
+    close_timeouts: u64,
+}
+
+/// The counters as a JSON object (pretty-printed, one counter a line).
 pub fn stats_json(s: &ServerStats) -> String {
-    let mut out = String::from("{\n");
-    let fields: [(&str, u64); 27] = [
-        ("connections_open", s.connections_open),
-        ("connections_total", s.connections_total),
-        ("requests_http1", s.requests_http1),
-        ("requests_http2", s.requests_http2),
-        ("requests_rejected", s.rejected),
-        ("bytes_in", s.bytes_in),
-        ("bytes_out", s.bytes_out),
-        ("tunnels_total", s.tunnels_total),
-        ("tunnels_open", s.tunnels_open),
-        ("tcp_connections", s.stack.connections as u64),
-        ("tcp_listening", s.stack.listening as u64),
-        ("tcp_accepted", s.stack.accepted),
-        ("tcp_closed", s.stack.closed),
-        ("tcp_memory", s.stack.tcp_memory as u64),
-        ("frames_in", s.stack.rx_frames),
-        ("frames_out", s.stack.tx_frames),
-        ("drops_malformed", s.stack.rx_malformed),
-        ("drops_bad_checksum", s.stack.rx_bad_checksum),
-        ("drops_syn_backlog", s.stack.syn_dropped),
-        ("drops_rst_seq", s.stack.rst_dropped),
-        ("challenge_acks", s.stack.challenge_acks),
-        ("syn_cookies_sent", s.stack.cookies_sent),
-        ("syn_cookies_accepted", s.stack.cookies_accepted),
-        ("syn_cookies_rejected", s.stack.cookies_rejected),
-        ("handshake_timeouts", s.stack.handshake_timeouts),
-        ("handshake_unresolved", s.stack.handshake_unresolved),
-        ("close_timeouts", s.stack.close_timeouts),
-    ];
-    for (i, (name, value)) in fields.iter().enumerate() {
-        let comma = if i + 1 < fields.len() { "," } else { "" };
-        let _ = writeln!(out, "  \"{name}\": {value}{comma}");
-    }
-    out.push_str("}\n");
-    out
+    let document = StatsDocument {
+        connections_open: s.connections_open,
+        connections_total: s.connections_total,
+        requests_http1: s.requests_http1,
+        requests_http2: s.requests_http2,
+        requests_rejected: s.rejected,
+        bytes_in: s.bytes_in,
+        bytes_out: s.bytes_out,
+        tunnels_total: s.tunnels_total,
+        tunnels_open: s.tunnels_open,
+        tcp_connections: s.stack.connections,
+        tcp_listening: s.stack.listening,
+        tcp_accepted: s.stack.accepted,
+        tcp_closed: s.stack.closed,
+        tcp_memory: s.stack.tcp_memory,
+        frames_in: s.stack.rx_frames,
+        frames_out: s.stack.tx_frames,
+        drops_malformed: s.stack.rx_malformed,
+        drops_bad_checksum: s.stack.rx_bad_checksum,
+        drops_syn_backlog: s.stack.syn_dropped,
+        drops_rst_seq: s.stack.rst_dropped,
+        challenge_acks: s.stack.challenge_acks,
+        syn_cookies_sent: s.stack.cookies_sent,
+        syn_cookies_accepted: s.stack.cookies_accepted,
+        syn_cookies_rejected: s.stack.cookies_rejected,
+        handshake_timeouts: s.stack.handshake_timeouts,
+        handshake_unresolved: s.stack.handshake_unresolved,
+        close_timeouts: s.stack.close_timeouts,
+    };
+    // Serializing a struct of integers cannot fail; an empty object would say so anyway.
+    let mut json = serde_json::to_string_pretty(&document).unwrap_or_else(|_| "{}".into());
+    json.push('\n');
+    json
 }
 
 /// `remaining` bytes of the repeating pattern, cut from a block without copying.
@@ -259,6 +288,21 @@ mod tests {
             StatusCode::NOT_IMPLEMENTED
         );
         assert_eq!(answer("GET", "/nothing").status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn stats_are_a_json_object_of_counters() {
+        let mut stats = ServerStats::default();
+        stats.connections_open = 3;
+        stats.rejected = 7;
+        stats.stack.tcp_memory = 65536;
+        let json: serde_json::Value = serde_json::from_str(&stats_json(&stats)).unwrap();
+        let object = json.as_object().unwrap();
+        assert_eq!(object.len(), 27);
+        assert_eq!(json["connections_open"], 3);
+        assert_eq!(json["requests_rejected"], 7);
+        assert_eq!(json["tcp_memory"], 65536);
+        assert_eq!(json["close_timeouts"], 0);
     }
 
     #[test]
