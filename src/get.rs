@@ -410,20 +410,14 @@ impl Get {
     }
 }
 
-/// Resolves a Location value against the URL it came from.
+/// Resolves a Location value against the URL it came from (RFC 3986 §5 with the url
+/// crate: relative paths, `..`, `?query`, `//host`). The fragment is dropped: it is never
+/// sent.
 fn join(base: &Uri, location: &str) -> anyhow::Result<Uri> {
-    if location.contains("://") {
-        return Ok(location.parse()?);
-    }
-    let scheme = base.scheme_str().unwrap_or("http");
-    let authority = base.authority().map_or("", |a| a.as_str());
-    let path = if location.starts_with('/') {
-        location.to_string()
-    } else {
-        let dir = base.path().rsplit_once('/').map_or("", |(d, _)| d);
-        format!("{dir}/{location}")
-    };
-    Ok(format!("{scheme}://{authority}{path}").parse()?)
+    let base = url::Url::parse(&base.to_string())?;
+    let mut target = base.join(location)?;
+    target.set_fragment(None);
+    Ok(target.as_str().parse()?)
 }
 
 impl Application for Get {
@@ -503,5 +497,31 @@ mod tests {
             join(&base, "https://b.test/").unwrap().to_string(),
             "https://b.test/"
         );
+        // A query alone keeps the path and replaces the query.
+        assert_eq!(
+            join(&base, "?y=2").unwrap().to_string(),
+            "http://a.test/dir/page?y=2"
+        );
+        // A network-path reference keeps the scheme only.
+        assert_eq!(
+            join(&base, "//c.test:8080/x").unwrap().to_string(),
+            "http://c.test:8080/x"
+        );
+        // Dot segments are removed, never above the root.
+        assert_eq!(
+            join(&base, "../up").unwrap().to_string(),
+            "http://a.test/up"
+        );
+        assert_eq!(
+            join(&base, "./a/../../../b?q").unwrap().to_string(),
+            "http://a.test/b?q"
+        );
+        // The base's port stays; the fragment is not part of a request.
+        let base: Uri = "https://a.test:8443/dir/".parse().unwrap();
+        assert_eq!(
+            join(&base, "next#part").unwrap().to_string(),
+            "https://a.test:8443/dir/next"
+        );
+        assert!(join(&base, "http://[::1").is_err());
     }
 }
