@@ -349,6 +349,67 @@ fn download_through_a_send_buffer_filled_exactly_does_not_stall() {
     }
 }
 
+/// The Range edge cases of RFC 9110 §14 as a client sees them: several ranges, suffix
+/// ranges, ranges beyond the end, bad syntax, If-Range and HEAD.
+#[test]
+fn static_file_range_edge_cases() {
+    let dir = std::env::temp_dir().join(format!("tapir-ranges-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let content: Vec<u8> = (0..1000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(dir.join("f.bin"), &content).unwrap();
+    let root = dir.clone();
+    let make = move |_stats| -> Handler {
+        let files = StaticFiles::new(&root, false).unwrap();
+        Box::new(move |req: Request<RequestBody>, _: &ConnInfo| files.handle(&req))
+    };
+    let get = |headers: &str| Req::raw(format!("GET /f.bin HTTP/1.1\r\nHost: t\r\n{headers}\r\n"));
+    let script = vec![
+        get("Range: bytes=0-9, 20-29\r\n"),
+        get("Range: bytes=0-9, 5000-6000\r\n"),
+        get("Range: bytes=5000-6000, 2000-\r\n"),
+        get("Range: bytes=-2000\r\n"),
+        get("Range: bytes=9-3\r\n"),
+        get("Range: lines=1-2\r\n"),
+        get("Range: bytes=0-9\r\nIf-Range: Thu, 01 Jan 1970 00:00:00 GMT\r\n"),
+        Req {
+            bytes: b"HEAD /f.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=0-9\r\n\r\n".to_vec(),
+            head: true,
+        },
+    ];
+    let (client, _, _) = exchange(
+        LinkConfig::default(),
+        ServerConfig::default(),
+        make,
+        vec![script],
+        false,
+        |_| {},
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    let flow = &client.app.flows[0];
+    assert!(flow.error.is_none(), "{:?}", flow.error);
+    let r = &flow.responses;
+    let whole = |i: usize, why: &str| {
+        assert_eq!((r[i].status, &r[i].body), (200, &content), "{why}");
+        assert_eq!(r[i].header("content-range"), None, "{why}");
+    };
+    whole(0, "two satisfiable ranges: the whole file (no multipart)");
+    assert_eq!((r[1].status, &r[1].body[..]), (206, &content[..10]));
+    assert_eq!(r[1].header("content-range"), Some("bytes 0-9/1000"));
+    assert_eq!(r[2].status, 416, "no range overlaps the file");
+    assert_eq!(r[2].header("content-range"), Some("bytes */1000"));
+    assert_eq!(
+        (r[3].status, &r[3].body),
+        (206, &content),
+        "suffix longer than the file"
+    );
+    assert_eq!(r[3].header("content-range"), Some("bytes 0-999/1000"));
+    whole(4, "a reversed range is ignored");
+    whole(5, "an unknown unit is ignored");
+    whole(6, "If-Range with another date");
+    assert_eq!(r[7].status, 200, "HEAD ignores Range");
+    assert_eq!(r[7].header("content-length"), Some("1000"));
+}
+
 /// `/stats` is read at one instant: the connection asking is open and the stack has
 /// counted it (it used to read `connections_open` from the previous turn, 0 for a first
 /// connection, and `tcp_accepted` one behind `connections_total`).

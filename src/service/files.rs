@@ -114,50 +114,30 @@ pub fn safe_relative_path(url_path: &str) -> Option<PathBuf> {
     Some(out)
 }
 
+/// Decodes `%XX` escapes (percent-encoding) into UTF-8. A `%` that does not start an escape
+/// is refused (RFC 3986 §2.1: the crate would keep it as it is).
 fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let escapes_well_formed = s.split('%').skip(1).all(|rest| {
+        rest.get(..2)
+            .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    if !escapes_well_formed {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|decoded| decoded.into_owned())
 }
 
-/// The content type for a file name.
-pub fn content_type(path: &Path) -> &'static str {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase());
-    match ext.as_deref() {
-        Some("html" | "htm") => "text/html; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("js" | "mjs") => "text/javascript; charset=utf-8",
-        Some("json") => "application/json",
-        Some("txt" | "md") => "text/plain; charset=utf-8",
-        Some("xml") => "application/xml",
-        Some("svg") => "image/svg+xml",
-        Some("png") => "image/png",
-        Some("jpg" | "jpeg") => "image/jpeg",
-        Some("gif") => "image/gif",
-        Some("webp") => "image/webp",
-        Some("ico") => "image/x-icon",
-        Some("wasm") => "application/wasm",
-        Some("pdf") => "application/pdf",
-        Some("mp4") => "video/mp4",
-        Some("woff2") => "font/woff2",
-        Some("gz") => "application/gzip",
-        Some("zip") => "application/zip",
-        _ => "application/octet-stream",
+/// The content type for a file name, from its extension (mime_guess); text types are
+/// served as UTF-8, anything unknown as `application/octet-stream`.
+pub fn content_type(path: &Path) -> String {
+    let mime = mime_guess::from_path(path).first_or_octet_stream();
+    if mime.type_() == mime_guess::mime::TEXT && mime.get_param("charset").is_none() {
+        format!("{}; charset=utf-8", mime.essence_str())
+    } else {
+        mime.to_string()
     }
 }
 
@@ -177,55 +157,35 @@ pub enum RangeRequest {
     Unsatisfiable,
 }
 
-/// Parses a `Range` header for a resource of `len` bytes. Only a single `bytes=` range is
-/// honoured; several ranges or other units serve the whole resource (RFC 9110 allows it).
+/// Resolves a `Range` header for a resource of `len` bytes (RFC 9110 §14.2, parsed by
+/// http-range-header). One satisfiable range is served as a part. Several satisfiable
+/// ranges, other units, syntax errors and abusive sets (too many, overlapping) serve the
+/// whole resource, which the RFC allows (no multipart/byteranges). When no range overlaps
+/// the resource, the answer is 416.
 pub fn parse_range(value: &str, len: u64) -> RangeRequest {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
-        return RangeRequest::Whole;
+    use http_range_header::RangeUnsatisfiableError;
+    let ranges = match http_range_header::parse_range_header(value) {
+        Ok(parsed) => parsed.validate(len),
+        Err(e) => Err(e),
     };
-    if spec.contains(',') {
-        return RangeRequest::Whole;
+    match ranges.as_deref() {
+        Ok([one]) => RangeRequest::Part {
+            start: *one.start(),
+            end: *one.end(),
+        },
+        Ok(_) => RangeRequest::Whole,
+        Err(RangeUnsatisfiableError::Unsatisfiable) => RangeRequest::Unsatisfiable,
+        Err(_) => RangeRequest::Whole,
     }
-    let Some((first, last)) = spec.trim().split_once('-') else {
-        return RangeRequest::Whole;
-    };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let (first, last) = (first.trim(), last.trim());
-    if first.is_empty() {
-        // Suffix: the last N bytes.
-        if !digits(last) {
-            return RangeRequest::Whole;
-        }
-        let Ok(n) = last.parse::<u64>() else {
-            return RangeRequest::Whole;
-        };
-        if n == 0 || len == 0 {
-            return RangeRequest::Unsatisfiable;
-        }
-        return RangeRequest::Part {
-            start: len.saturating_sub(n),
-            end: len - 1,
-        };
+}
+
+/// Whether an `If-Range` value lets the range through: only an exact match of the file's
+/// `Last-Modified` date (there are no entity tags). Otherwise the whole file is sent.
+fn if_range_matches(value: Option<&str>, last_modified: Option<&str>) -> bool {
+    match value {
+        None => true,
+        Some(value) => last_modified.is_some_and(|date| date == value.trim()),
     }
-    if !digits(first) || !(last.is_empty() || digits(last)) {
-        return RangeRequest::Whole;
-    }
-    let Ok(start) = first.parse::<u64>() else {
-        return RangeRequest::Unsatisfiable;
-    };
-    if start >= len {
-        return RangeRequest::Unsatisfiable;
-    }
-    let end = if last.is_empty() {
-        len - 1
-    } else {
-        match last.parse::<u64>() {
-            Ok(end) if end >= start => end.min(len - 1),
-            Ok(_) => return RangeRequest::Whole,
-            Err(_) => len - 1,
-        }
-    };
-    RangeRequest::Part { start, end }
 }
 
 fn serve_file(path: &Path, request: &Request<RequestBody>) -> Response<Body> {
@@ -260,10 +220,17 @@ fn serve_file(path: &Path, request: &Request<RequestBody>) -> Response<Body> {
         }
     }
 
+    // Ranges are defined for GET only (RFC 9110 §14.2); HEAD answers as GET without one.
+    let if_range = request
+        .headers()
+        .get(header::IF_RANGE)
+        .map(|v| v.to_str().unwrap_or(""));
     let range = request
         .headers()
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
+        .filter(|_| request.method() == Method::GET)
+        .filter(|_| if_range_matches(if_range, last_modified.as_deref()))
         .map_or(RangeRequest::Whole, |v| parse_range(v, len));
     let (status, start, count) = match range {
         RangeRequest::Whole => (StatusCode::OK, 0, len),
@@ -284,7 +251,7 @@ fn serve_file(path: &Path, request: &Request<RequestBody>) -> Response<Body> {
     };
     let mut r = Response::new(body);
     *r.status_mut() = status;
-    set(&mut r, header::CONTENT_TYPE, Some(content_type(path)));
+    set(&mut r, header::CONTENT_TYPE, Some(&content_type(path)));
     set(&mut r, header::ACCEPT_RANGES, Some("bytes"));
     set(&mut r, header::LAST_MODIFIED, last_modified.as_deref());
     if status == StatusCode::PARTIAL_CONTENT {
@@ -401,6 +368,56 @@ mod tests {
         assert_eq!(parse_range("items=0-1", 100), Whole);
         assert_eq!(parse_range("bytes=9-3", 100), Whole);
         assert_eq!(parse_range("bytes=a-b", 100), Whole);
+        // The unit is case-insensitive; a suffix on an empty file selects nothing.
+        assert_eq!(parse_range("Bytes=0-0", 100), Part { start: 0, end: 0 });
+        assert_eq!(parse_range("bytes=-5", 0), Whole);
+        assert_eq!(parse_range("bytes=0-", 0), Unsatisfiable);
+        // Positions beyond u64 select up to the end.
+        assert_eq!(
+            parse_range("bytes=10-99999999999999999999", 100),
+            Part { start: 10, end: 99 }
+        );
+        // Several ranges: the satisfiable ones decide. One left is served alone, none is a
+        // 416, several are the whole file.
+        assert_eq!(
+            parse_range("bytes=0-1, 500-600", 100),
+            Part { start: 0, end: 1 }
+        );
+        assert_eq!(parse_range("bytes=500-600, 200-", 100), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-10, 0-1", 100), Whole);
+        // Abusive sets are ignored: many overlapping ranges, a thousand ranges.
+        assert_eq!(parse_range("bytes=0-50, 10-60, 20-70", 100), Whole);
+        let many = vec!["0-0"; 1000].join(",");
+        assert_eq!(parse_range(&format!("bytes={many}"), 100), Whole);
+        // Syntax errors are ignored too.
+        assert_eq!(parse_range("bytes=1-2-3", 100), Whole);
+        assert_eq!(parse_range("bytes=", 100), Whole);
+        assert_eq!(parse_range("bytes=+1-2", 100), Whole);
+    }
+
+    #[test]
+    fn if_range_needs_the_exact_date() {
+        let date = "Fri, 04 Dec 2026 10:00:00 GMT";
+        assert!(if_range_matches(None, Some(date)));
+        assert!(if_range_matches(Some(date), Some(date)));
+        assert!(!if_range_matches(
+            Some("Fri, 04 Dec 2026 10:00:01 GMT"),
+            Some(date)
+        ));
+        assert!(!if_range_matches(Some("\"etag\""), Some(date)));
+        assert!(!if_range_matches(Some(date), None));
+    }
+
+    #[test]
+    fn escapes_decode_to_utf8() {
+        assert_eq!(
+            safe_relative_path("/caf%C3%A9/a%20b"),
+            Some(PathBuf::from("café/a b"))
+        );
+        assert_eq!(safe_relative_path("/a%2"), None);
+        assert_eq!(safe_relative_path("/a%"), None);
+        assert_eq!(safe_relative_path("/%ff"), None, "not UTF-8");
+        assert_eq!(safe_relative_path("/a%2Fb"), Some(PathBuf::from("a/b")));
     }
 
     #[test]
@@ -410,5 +427,13 @@ mod tests {
             "text/html; charset=utf-8"
         );
         assert_eq!(content_type(Path::new("a.bin")), "application/octet-stream");
+        assert_eq!(content_type(Path::new("noext")), "application/octet-stream");
+        assert_eq!(
+            content_type(Path::new("app.js")),
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(content_type(Path::new("x/logo.PNG")), "image/png");
+        assert_eq!(content_type(Path::new("a.wasm")), "application/wasm");
+        assert_eq!(content_type(Path::new("a.json")), "application/json");
     }
 }
