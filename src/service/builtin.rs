@@ -292,9 +292,11 @@ mod tests {
 
     #[test]
     fn stats_are_a_json_object_of_counters() {
-        let mut stats = ServerStats::default();
-        stats.connections_open = 3;
-        stats.rejected = 7;
+        let mut stats = ServerStats {
+            connections_open: 3,
+            rejected: 7,
+            ..ServerStats::default()
+        };
         stats.stack.tcp_memory = 65536;
         let json: serde_json::Value = serde_json::from_str(&stats_json(&stats)).unwrap();
         let object = json.as_object().unwrap();
