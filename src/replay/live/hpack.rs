@@ -377,6 +377,86 @@ mod tests {
         assert_eq!(fields[4], (b"cache-control".to_vec(), b"no-cache".to_vec()));
     }
 
+    fn hex(text: &str) -> Vec<u8> {
+        let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
+        digits
+            .chunks(2)
+            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+            .collect()
+    }
+
+    fn text(fields: &[Field]) -> Vec<(String, String)> {
+        fields
+            .iter()
+            .map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// RFC 7541 C.6: responses with Huffman coding in a 256-byte dynamic table, so entries
+    /// are evicted and the indexes of the third response only work if eviction is right.
+    #[test]
+    fn rfc7541_c6_responses_with_eviction() {
+        let mut d = Decoder::new();
+        // A dynamic table size update to 256 (the example's SETTINGS), then C.6.1.
+        let first = hex(
+            "3fe1 01 4882 6402 5885 aec3 771a 4b61 96d0 7abe 9410 54d4 44a8 2005 9504 \
+                         0b81 66e0 82a6 2d1b ff6e 919d 29ad 1718 63c7 8f0b 97c8 e9ae 82ae 43d3",
+        );
+        let date = ("date", "Mon, 21 Oct 2013 20:13:21 GMT");
+        let location = ("location", "https://www.example.com");
+        let expect = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+            list.iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            text(&d.decode(&first).unwrap()),
+            expect(&[
+                (":status", "302"),
+                ("cache-control", "private"),
+                date,
+                location
+            ])
+        );
+        let second = hex("4883 640e ff c1 c0 bf");
+        assert_eq!(
+            text(&d.decode(&second).unwrap()),
+            expect(&[
+                (":status", "307"),
+                ("cache-control", "private"),
+                date,
+                location
+            ])
+        );
+        let third = hex(
+            "88c1 6196 d07a be94 1054 d444 a820 0595 040b 8166 e084 a62d 1bff c05a \
+                         839b d9ab 77ad 94e7 821d d7f2 e6c7 b335 dfdf cd5b 3960 d5af 2708 7f36 \
+                         72c1 ab27 0fb5 291f 9587 3160 65c0 03ed 4ee5 b106 3d50 07",
+        );
+        assert_eq!(
+            text(&d.decode(&third).unwrap()),
+            expect(&[
+                (":status", "200"),
+                ("cache-control", "private"),
+                ("date", "Mon, 21 Oct 2013 20:13:22 GMT"),
+                location,
+                ("content-encoding", "gzip"),
+                (
+                    "set-cookie",
+                    "foo=ASDJKHQKBZXOQWEOPIUAXQWEOIU; max-age=3600; version=1"
+                ),
+            ])
+        );
+        // The table now holds exactly the three entries of the RFC's final state (215 bytes).
+        assert_eq!(d.table.len(), 3);
+        assert_eq!(d.size, 215);
+    }
+
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         let mut d = Decoder::new();
