@@ -14,6 +14,7 @@ use smoltcp::time::Instant;
 use smoltcp::wire::IpAddress;
 use tapir::client::fetch::{Fetch, Job, Outcome, Sink};
 use tapir::client::{Client, ClientConfig, Target, Version};
+use tapir::error::Chain;
 use tapir::runtime::Application;
 use tapir::service::{Body, ResponseBody};
 use tapir::stack::{DnsPoll, DnsQuery, Stack};
@@ -291,7 +292,7 @@ impl Get {
                 self.fetch.push(Job::new(target, request, sink));
                 self.current = Some((index, planned));
             }
-            Err(e) => self.failures.push(format!("{}: {e}", planned.uri)),
+            Err(e) => self.failures.push(format!("{}: {e:#}", planned.uri)),
         }
     }
 
@@ -307,7 +308,7 @@ impl Get {
         let mut target = match Target::from_uri(&planned.uri, placeholder) {
             Ok(t) => t,
             Err(e) => {
-                self.failures.push(e.to_string());
+                self.failures.push(Chain(&e).to_string());
                 return true;
             }
         };
@@ -325,7 +326,9 @@ impl Get {
                     eprintln!("* looking up {}", target.host);
                     self.resolving = Some((planned, target, query));
                 }
-                Err(e) => self.failures.push(format!("{}: {e}", planned.uri)),
+                Err(e) => self
+                    .failures
+                    .push(format!("{}: {}", planned.uri, Chain(&e))),
             }
             return true;
         }
@@ -354,7 +357,8 @@ impl Get {
                 true
             }
             DnsPoll::Done(Err(e)) => {
-                self.failures.push(format!("{}: {e}", planned.uri));
+                self.failures
+                    .push(format!("{}: {}", planned.uri, Chain(&e)));
                 true
             }
         }
@@ -398,7 +402,7 @@ impl Get {
                                 }),
                                 Err(e) => self
                                     .failures
-                                    .push(format!("bad redirect '{location}': {e}")),
+                                    .push(format!("bad redirect '{location}': {e:#}")),
                             }
                         }
                     }

@@ -16,6 +16,7 @@
 pub mod app;
 pub mod client;
 pub mod device;
+pub mod error;
 pub mod http;
 pub mod proxy;
 pub mod replay;

@@ -282,25 +282,10 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tapir: {}", error_text(&e));
+            eprintln!("tapir: {e:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// An error and its causes, `outer: inner: ...`, without repeating a cause whose text the
-/// message already ends with (many errors print their source themselves).
-fn error_text(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let part = cause.to_string();
-        if text.is_empty() {
-            text = part;
-        } else if !text.ends_with(&part) {
-            text = format!("{text}: {part}");
-        }
-    }
-    text
 }
 
 fn init_logging(filter: &str) -> anyhow::Result<()> {
@@ -703,7 +688,7 @@ where
     let result = ended;
     let ended = match &result {
         Ok(ended) => format!("{ended:?}"),
-        Err(e) => format!("error: {e}"),
+        Err(e) => format!("error: {}", tapir::error::Chain(e)),
     };
     tracing::info!(
         "stopped ({ended}): {} frames in, {} out, {} malformed, {} bad checksum, {} SYNs dropped, {} accepted, {} closed",

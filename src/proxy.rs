@@ -234,12 +234,13 @@ fn add_via(headers: &mut HeaderMap, version: http::Version) {
 }
 
 fn upstream_error(error: &ClientError) -> Response<Body> {
-    tracing::debug!("proxy: upstream failed: {error}");
+    let text = crate::error::Chain(error);
+    tracing::debug!("proxy: upstream failed: {text}");
     let status = match error {
         ClientError::ConnectTimeout(_) | ClientError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::BAD_GATEWAY,
     };
-    text_response(status, format!("{error}\n"))
+    text_response(status, format!("{text}\n"))
 }
 
 /// Turns an origin's response into ours: hop-by-hop headers out, `Via` in, body streamed.

@@ -16,6 +16,7 @@ use smoltcp::socket::tcp::State;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{IpAddress, IpEndpoint};
 use tapir::device::memlink::{LinkConfig, MemDevice};
+use tapir::error::Chain;
 use tapir::runtime::sim::{Node, Sim, SimNode};
 use tapir::runtime::Application;
 use tapir::stack::{Stack, TcpHandle};
@@ -170,7 +171,7 @@ fn serve(
                 return (Next::Abort, true);
             }
             Err(e) => {
-                events.push(ServerEvent::Error(e.to_string()));
+                events.push(ServerEvent::Error(Chain(&e).to_string()));
                 return (Next::Close, true);
             }
         }
@@ -193,7 +194,7 @@ fn serve(
                     moved = true;
                 }
                 Err(e) => {
-                    events.push(ServerEvent::Error(e.to_string()));
+                    events.push(ServerEvent::Error(Chain(&e).to_string()));
                     return (Next::Abort, true);
                 }
             }
@@ -214,7 +215,7 @@ fn serve(
                     moved = true;
                 }
                 Err(e) => {
-                    events.push(ServerEvent::Error(e.to_string()));
+                    events.push(ServerEvent::Error(Chain(&e).to_string()));
                     return (Next::Close, true);
                 }
             }
@@ -249,7 +250,7 @@ impl Application for TlsEchoServer {
                     info_seen: false,
                 }),
                 Err(e) => {
-                    self.events.push(ServerEvent::Error(e.to_string()));
+                    self.events.push(ServerEvent::Error(Chain(&e).to_string()));
                     e.into_tcp().abort(stack);
                 }
             }
@@ -359,7 +360,7 @@ fn drive_flow(flow: &mut Flow, stack: &mut Stack) -> bool {
             match tls.drive_handshake(stack) {
                 Ok(true) => progressed = true,
                 Ok(false) => return false,
-                Err(e) => break 'work Some(e.to_string()),
+                Err(e) => break 'work Some(Chain(&e).to_string()),
             }
         }
         if flow.info.is_none() {
@@ -381,7 +382,7 @@ fn drive_flow(flow: &mut Flow, stack: &mut Stack) -> bool {
                         flow.chunk.drain(..n);
                         moved = true;
                     }
-                    Err(e) => break 'work Some(e.to_string()),
+                    Err(e) => break 'work Some(Chain(&e).to_string()),
                 }
             }
             let (hash, received) = (&mut flow.recv_hash, &mut flow.received);
@@ -398,7 +399,7 @@ fn drive_flow(flow: &mut Flow, stack: &mut Stack) -> bool {
                         flow.received, flow.total
                     ))
                 }
-                Err(e) => break 'work Some(e.to_string()),
+                Err(e) => break 'work Some(Chain(&e).to_string()),
             }
             progressed |= moved;
             if flow.received > flow.total {

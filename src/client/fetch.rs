@@ -8,6 +8,7 @@ use http::{Request, Response};
 use smoltcp::time::Instant;
 
 use super::{Client, ClientError, ResponseFuture, Target};
+use crate::error::Chain;
 use crate::runtime::Application;
 use crate::service::{Body, BodyStream, ResponseBody};
 use crate::stack::Stack;
@@ -63,8 +64,13 @@ impl<S: Sink> Job<S> {
         }
     }
 
-    fn fail(&mut self, error: impl ToString) {
-        self.outcome = Some(Outcome::Failed(error.to_string()));
+    /// Ends the job with `error`, shown with its sources.
+    fn fail(&mut self, error: &(dyn std::error::Error + 'static)) {
+        self.fail_with(Chain(error).to_string());
+    }
+
+    fn fail_with(&mut self, text: String) {
+        self.outcome = Some(Outcome::Failed(text));
         self.future = None;
         self.body = None;
     }
@@ -76,7 +82,7 @@ impl<S: Sink> Job<S> {
             match std::pin::Pin::new(future).poll(cx) {
                 Poll::Pending => return false,
                 Poll::Ready(Err(e)) => {
-                    self.fail(e);
+                    self.fail(&e);
                     return true;
                 }
                 Poll::Ready(Ok(response)) => {
@@ -95,12 +101,12 @@ impl<S: Sink> Job<S> {
                     progress = true;
                     self.bytes += chunk.len() as u64;
                     if let Err(e) = self.sink.data(&chunk) {
-                        self.fail(format!("writing the body: {e}"));
+                        self.fail_with(format!("writing the body: {}", Chain(&e)));
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
                     progress = true;
-                    self.fail(e);
+                    self.fail(&e);
                 }
                 Poll::Ready(None) => {
                     progress = true;
@@ -200,7 +206,7 @@ impl<S: Sink> Application for Fetch<S> {
     fn shutdown(&mut self, stack: &mut Stack, now: Instant) {
         for job in &mut self.jobs {
             if job.outcome.is_none() {
-                job.fail(ClientError::Connection("stopped".into()));
+                job.fail(&ClientError::Connection("stopped".into()));
             }
         }
         self.client.shutdown(stack, now);

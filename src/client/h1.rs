@@ -11,6 +11,7 @@ use http::{Response, Uri};
 use smoltcp::time::Instant;
 
 use super::{ClientError, ExchangeRef, Mode, Target};
+use crate::error::Chain;
 use crate::http::h1::{
     ClientConfig as H1Config, ClientConn, ClientEvent, ExchangeId, ResponseFraming,
 };
@@ -18,7 +19,7 @@ use crate::service::body::{request_body, BodySender, BodyStream};
 use crate::service::tunnel::{Pump, PumpState, Tunnel, TUNNEL_BUFFER};
 use crate::service::{Body, ResponseBody};
 use crate::stack::Stack;
-use crate::transport::{ReadStatus, Transport};
+use crate::transport::{ReadStatus, Transport, TransportError};
 
 const TURNS: usize = 16;
 
@@ -93,9 +94,7 @@ impl<T: Transport> H1Client<T> {
                     started: now,
                 })
             }
-            Err(e) => exchange
-                .borrow_mut()
-                .fail(ClientError::Protocol(e.to_string())),
+            Err(e) => exchange.borrow_mut().fail(ClientError::Http1Request(e)),
         }
     }
 
@@ -143,7 +142,9 @@ impl<T: Transport> H1Client<T> {
     fn fail(&mut self, stack: &mut Stack, error: ClientError) {
         if let Some(c) = self.current.take() {
             if let Some(body) = &c.body {
-                body.fail(crate::service::BodyError::Incomplete(error.to_string()));
+                body.fail(crate::service::BodyError::Incomplete(
+                    Chain(&error).to_string(),
+                ));
             }
             c.exchange.borrow_mut().fail(error);
         }
@@ -178,7 +179,7 @@ impl<T: Transport> H1Client<T> {
                         Poll::Ready(Some(Ok(chunk))) => {
                             progress = true;
                             if let Err(e) = self.engine.send_body(current.id, &chunk) {
-                                let error = ClientError::Protocol(format!("request body: {e}"));
+                                let error = ClientError::request_body(e);
                                 self.fail(stack, error.clone());
                                 return Err(error);
                             }
@@ -189,7 +190,7 @@ impl<T: Transport> H1Client<T> {
                             current.upload = None;
                         }
                         Poll::Ready(Some(Err(e))) => {
-                            let error = ClientError::Protocol(format!("request body: {e}"));
+                            let error = ClientError::request_body(e);
                             self.fail(stack, error.clone());
                             return Err(error);
                         }
@@ -207,7 +208,7 @@ impl<T: Transport> H1Client<T> {
                         self.engine.consume_output(n);
                         progress = true;
                     }
-                    Err(e) => return self.lost(stack, e.to_string()),
+                    Err(e) => return self.lost(stack, e),
                 }
             }
             // Input, unless the response body pipe is full.
@@ -235,7 +236,7 @@ impl<T: Transport> H1Client<T> {
                         progress = true;
                     }
                     Ok(_) => {}
-                    Err(e) => return self.lost(stack, e.to_string()),
+                    Err(e) => return self.lost(stack, e),
                 }
             }
             progress |= self.events(now)?;
@@ -281,9 +282,9 @@ impl<T: Transport> H1Client<T> {
     }
 
     /// The transport failed: an error for a request in flight, a quiet end otherwise.
-    fn lost(&mut self, stack: &mut Stack, reason: String) -> Result<bool, ClientError> {
+    fn lost(&mut self, stack: &mut Stack, reason: TransportError) -> Result<bool, ClientError> {
         if self.current.is_some() {
-            let error = ClientError::Connection(reason);
+            let error = ClientError::Transport(reason);
             self.fail(stack, error.clone());
             Err(error)
         } else {
@@ -351,10 +352,12 @@ impl<T: Transport> H1Client<T> {
                     self.idle_since = Some(now);
                 }
                 ClientEvent::Failed { error, .. } => {
-                    let error = ClientError::Protocol(error.to_string());
+                    let error = ClientError::Http1(error);
                     if let Some(c) = self.current.take() {
                         if let Some(body) = &c.body {
-                            body.fail(crate::service::BodyError::Incomplete(error.to_string()));
+                            body.fail(crate::service::BodyError::Incomplete(
+                                Chain(&error).to_string(),
+                            ));
                         }
                         c.exchange.borrow_mut().fail(error.clone());
                     }

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use http::{Request, Response, Uri};
 use smoltcp::time::Instant;
 
 use super::{ClientError, ExchangeRef, Scheme, Target};
+use crate::error::Chain;
 use crate::http::h2io::{H2Io, H2Pipes};
 use crate::http::CONNECTION_HEADERS;
 use crate::service::body::{request_body, BodySender};
@@ -175,7 +177,9 @@ impl<T: Transport> H2Client<T> {
         }
         for s in self.streams.drain(..) {
             if let Some(body) = &s.body {
-                body.fail(crate::service::BodyError::Incomplete(error.to_string()));
+                body.fail(crate::service::BodyError::Incomplete(
+                    Chain(error).to_string(),
+                ));
             }
             s.exchange.borrow_mut().fail(error.clone());
         }
@@ -201,7 +205,7 @@ impl<T: Transport> H2Client<T> {
             });
             match moved {
                 Ok(moved) => progress |= moved.any(),
-                Err(e) => return self.fail(stack, ClientError::Connection(e.to_string())),
+                Err(e) => return self.fail(stack, ClientError::Transport(e)),
             }
             if let Some(error) = not_http2(&self.first_bytes) {
                 return self.fail(stack, error);
@@ -215,7 +219,7 @@ impl<T: Transport> H2Client<T> {
             };
             match self.pipes.flush_to(transport, stack) {
                 Ok(written) => progress |= written > 0,
-                Err(e) => return self.fail(stack, ClientError::Connection(e.to_string())),
+                Err(e) => return self.fail(stack, ClientError::Transport(e)),
             }
             if matches!(self.state, State::Closed) {
                 // Requests never sent here go to another connection.
@@ -274,9 +278,7 @@ impl<T: Transport> H2Client<T> {
                     self.opened = Some(now);
                     progress = true;
                 }
-                Poll::Ready(Err(e)) => {
-                    return Err(ClientError::Protocol(format!("HTTP/2 handshake: {e}")))
-                }
+                Poll::Ready(Err(e)) => return Err(ClientError::Http2Handshake(Arc::new(e))),
             }
         }
         let State::Open(open) = &mut self.state else {
@@ -290,7 +292,7 @@ impl<T: Transport> H2Client<T> {
                 progress = true;
                 true
             }
-            Poll::Ready(Err(e)) => return Err(ClientError::Protocol(e.to_string())),
+            Poll::Ready(Err(e)) => return Err(ClientError::http2(e)),
             Poll::Pending => false,
         };
         // New requests, as long as the server allows more streams.
@@ -304,7 +306,7 @@ impl<T: Transport> H2Client<T> {
                     progress = true;
                     break;
                 }
-                Poll::Ready(Err(e)) => return Err(ClientError::Protocol(e.to_string())),
+                Poll::Ready(Err(e)) => return Err(ClientError::http2(e)),
                 Poll::Ready(Ok(())) => {}
             }
             let Some(exchange) = self.pending.front().cloned() else {
@@ -352,7 +354,7 @@ impl<T: Transport> H2Client<T> {
                     Err(e) => {
                         exchange
                             .borrow_mut()
-                            .fail(ClientError::Protocol(format!("bad request URI: {e}")));
+                            .fail(ClientError::RequestUri(Arc::new(e)));
                         continue;
                     }
                 }
@@ -389,9 +391,7 @@ impl<T: Transport> H2Client<T> {
                     self.going_away = true;
                     break;
                 }
-                Err(e) => exchange
-                    .borrow_mut()
-                    .fail(ClientError::Protocol(e.to_string())),
+                Err(e) => exchange.borrow_mut().fail(ClientError::http2(e)),
             }
         }
         for stream in &mut self.streams {
@@ -417,7 +417,7 @@ impl<T: Transport> H2Client<T> {
             // Push out frames the streams queued.
             if let State::Open(open) = &mut self.state {
                 if let Poll::Ready(Err(e)) = Pin::new(&mut open.1).poll(cx) {
-                    return Err(ClientError::Protocol(e.to_string()));
+                    return Err(ClientError::http2(e));
                 }
             }
         }
@@ -442,7 +442,7 @@ fn advance(stream: &mut Stream, cx: &mut Context<'_>) -> bool {
                 stream
                     .exchange
                     .borrow_mut()
-                    .fail(ClientError::Protocol(format!("request body: {e}")));
+                    .fail(ClientError::request_body(e));
                 stream.upload = None;
                 stream.response = None;
             }
@@ -465,10 +465,7 @@ fn advance(stream: &mut Stream, cx: &mut Context<'_>) -> bool {
             Poll::Ready(Err(e)) => {
                 progress = true;
                 stream.response = None;
-                stream
-                    .exchange
-                    .borrow_mut()
-                    .fail(ClientError::Protocol(e.to_string()));
+                stream.exchange.borrow_mut().fail(ClientError::http2(e));
             }
             Poll::Ready(Ok(response)) => {
                 progress = true;

@@ -33,6 +33,7 @@ use smoltcp::socket::tcp::State;
 use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
+use crate::error::Chain;
 use crate::runtime::wake::{ConnWaker, ReadyQueue};
 use crate::runtime::Application;
 use crate::service::body::{request_body, BodySender};
@@ -43,13 +44,14 @@ use crate::transport::any::AnyStream;
 use crate::transport::certs::{self, Roots};
 use crate::transport::tcp::TcpStream;
 use crate::transport::tls::ClientTls;
-use crate::transport::Transport;
+use crate::transport::{TlsFailure, Transport, TransportError};
 
 use self::h1::H1Client;
 use self::h2::H2Client;
 
-/// Errors a request can end with.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+/// Errors a request can end with. Each keeps what caused it as its
+/// [`source`](std::error::Error::source); [`crate::error::Chain`] shows them all.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     /// The URL cannot be fetched (no host, unknown scheme, ...).
     #[error("bad URL {url}: {reason}")]
@@ -60,8 +62,8 @@ pub enum ClientError {
         reason: String,
     },
     /// The stack could not open a connection.
-    #[error("cannot connect: {0}")]
-    Connect(String),
+    #[error("cannot connect")]
+    Connect(#[source] StackError),
     /// The server refused the connection (RST to our SYN).
     #[error("connection refused by {}", std::net::SocketAddr::from(*.0))]
     Refused(IpEndpoint),
@@ -69,17 +71,50 @@ pub enum ClientError {
     #[error("connection to {} timed out", std::net::SocketAddr::from(*.0))]
     ConnectTimeout(IpEndpoint),
     /// The TLS handshake failed (bad certificate, no common ALPN protocol, ...).
-    #[error("TLS: {0}")]
-    Tls(String),
-    /// The connection was reset or closed before the response was complete.
+    #[error("TLS")]
+    Tls(#[source] TlsFailure),
+    /// The connection ended before the response was complete, for the reason given.
     #[error("connection lost: {0}")]
     Connection(String),
-    /// The server's response broke the protocol.
+    /// The connection failed under a request (reset, closed, a TLS error).
+    #[error("connection lost")]
+    Transport(#[source] TransportError),
+    /// The server's response broke the protocol, as described.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The HTTP/1.1 engine found the response broken.
+    #[error("protocol error")]
+    Http1(#[source] crate::http::h1::ClientError),
+    /// The HTTP/1.1 engine refused the request (the connection is closed, ...).
+    #[error("protocol error")]
+    Http1Request(#[source] crate::http::h1::H1ClientError),
+    /// HTTP/2 failed: a connection or stream error (GOAWAY, RST_STREAM, a broken frame).
+    #[error("protocol error")]
+    Http2(#[source] Arc<::h2::Error>),
+    /// The HTTP/2 handshake failed.
+    #[error("protocol error: HTTP/2 handshake")]
+    Http2Handshake(#[source] Arc<::h2::Error>),
+    /// The request's URI could not be turned into an HTTP/2 request target.
+    #[error("protocol error: bad request URI")]
+    RequestUri(#[source] Arc<http::uri::InvalidUri>),
+    /// The request body could not be produced or sent.
+    #[error("protocol error: request body")]
+    RequestBody(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// The whole request took longer than allowed.
     #[error("request timed out after {0:?}")]
     Timeout(Duration),
+}
+
+impl ClientError {
+    /// An HTTP/2 error.
+    pub(crate) fn http2(error: ::h2::Error) -> Self {
+        ClientError::Http2(Arc::new(error))
+    }
+
+    /// A failure of the request body (its source, or the engine refusing its bytes).
+    pub(crate) fn request_body(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        ClientError::RequestBody(Arc::new(error))
+    }
 }
 
 /// Which HTTP version to speak.
@@ -312,7 +347,9 @@ impl Exchange {
     /// Fails the exchange: the response, or its body if the head was already delivered.
     pub(crate) fn fail(&mut self, error: ClientError) {
         if let Some(body) = self.body.take() {
-            body.fail(crate::service::BodyError::Incomplete(error.to_string()));
+            body.fail(crate::service::BodyError::Incomplete(
+                Chain(&error).to_string(),
+            ));
         }
         self.respond(Err(error));
     }
@@ -487,7 +524,7 @@ impl Client {
         let tls = match &config.tls {
             Some(tls) => tls.clone(),
             None => certs::client_config(&config.roots, &alpn)
-                .map_err(|e| ClientError::Tls(e.to_string()))?,
+                .map_err(|e| ClientError::Tls(TlsFailure::Config(Arc::new(e))))?,
         };
         let with_alpn = |alpn: Vec<Vec<u8>>| {
             let mut c = (*tls).clone();
@@ -580,10 +617,9 @@ impl Client {
         now: Instant,
         dedicated: Option<ExchangeRef>,
     ) -> Result<(), ClientError> {
-        let handle = stack.connect(target.endpoint()).map_err(|e| match e {
-            StackError::Connect { .. } => ClientError::Connect(e.to_string()),
-            other => ClientError::Connect(other.to_string()),
-        })?;
+        let handle = stack
+            .connect(target.endpoint())
+            .map_err(ClientError::Connect)?;
         let entry = self.conns.vacant_entry();
         let waker = ConnWaker::new(entry.key(), &self.ready);
         waker.wake_now();
@@ -737,14 +773,14 @@ impl Client {
                                     Ok(name) => match ClientTls::connect(s, tls, name) {
                                         Ok(tls) => conn.engine = Engine::Tls(Some(Box::new(tls))),
                                         Err(e) => {
-                                            failure = Some(ClientError::Tls(e.error().to_string()));
+                                            failure =
+                                                Some(ClientError::Tls(e.error().clone().into()));
                                             e.into_tcp().abort(stack);
                                         }
                                     },
                                     Err(_) => {
-                                        failure = Some(ClientError::Tls(format!(
-                                            "'{}' is not a valid TLS server name",
-                                            conn.target.host
+                                        failure = Some(ClientError::Tls(TlsFailure::ServerName(
+                                            conn.target.host.clone(),
                                         )));
                                         s.abort(stack);
                                     }
@@ -794,9 +830,7 @@ impl Client {
                                 &conn.target,
                             )));
                         } else if self.config.version == Version::Http2 {
-                            failure = Some(ClientError::Tls(
-                                "the server did not agree to HTTP/2 (ALPN)".into(),
-                            ));
+                            failure = Some(ClientError::Tls(TlsFailure::NoHttp2));
                             t.abort(stack);
                         } else {
                             conn.engine = Engine::H1(Box::new(H1Client::new(
@@ -816,17 +850,16 @@ impl Client {
                     self.timers.insert((at, key));
                 }
                 Ok(false) => {
-                    failure = Some(ClientError::Tls("handshake timed out".into()));
+                    failure = Some(ClientError::Tls(TlsFailure::HandshakeTimeout));
                     if let Some(t) = tls.take() {
                         t.abort(stack);
                     }
                 }
                 Err(e) => {
-                    let reason = match e {
-                        crate::transport::TransportError::Tls(reason) => reason,
-                        other => other.to_string(),
-                    };
-                    failure = Some(ClientError::Tls(reason));
+                    failure = Some(match e {
+                        TransportError::Tls(failure) => ClientError::Tls(failure),
+                        other => ClientError::Transport(other),
+                    });
                     if let Some(t) = tls.take() {
                         t.close(stack);
                     }
@@ -924,7 +957,11 @@ impl Client {
                 Ok(true) => {}
                 Ok(false) => closed = true,
                 Err(e) => {
-                    tracing::debug!("HTTP/1.1 connection to {} failed: {e}", conn.target);
+                    tracing::debug!(
+                        "HTTP/1.1 connection to {} failed: {}",
+                        conn.target,
+                        Chain(&e)
+                    );
                     closed = true;
                 }
             }

@@ -31,7 +31,7 @@ pub enum DeviceError {
     #[error("MTU {0} is out of range ({MIN_MTU}..={MAX_MTU})")]
     BadMtu(usize),
     /// Opening or configuring the TAP device failed.
-    #[error("TAP device {name}: {action}: {source}")]
+    #[error("TAP device {name}: {action}")]
     Tap {
         /// Interface name.
         name: String,
@@ -47,10 +47,10 @@ pub enum DeviceError {
         name: String,
     },
     /// The device failed while running (for example it was deleted).
-    #[error("device failed: {0}")]
+    #[error("device failed")]
     Io(#[from] std::io::Error),
     /// Writing the capture file failed.
-    #[error("capture file {path}: {source}")]
+    #[error("capture file {path}")]
     Capture {
         /// Path of the pcap file.
         path: String,

@@ -26,7 +26,7 @@ pub struct CapturedFrame {
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureReadError {
     /// The file cannot be opened or read.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: String,

@@ -378,7 +378,8 @@ impl ReplayClient {
                     return true;
                 }
                 Err(e) => {
-                    flow.notes.push(format!("cannot connect: {e}"));
+                    flow.notes
+                        .push(format!("cannot connect: {}", crate::error::Chain(&e)));
                     flow.done = true;
                     return false;
                 }
@@ -697,9 +698,10 @@ pub fn replay_live(frames: &[CapturedFrame], config: &LiveConfig) -> Result<Live
     );
     let elapsed = sim.now() - t0;
     if let Err(e) = run {
-        extracted
-            .notes
-            .push(format!("the replay did not finish: {e}"));
+        extracted.notes.push(format!(
+            "the replay did not finish: {}",
+            crate::error::Chain(&e)
+        ));
     }
     Ok(report(extracted, client.app.flows, elapsed))
 }

@@ -27,11 +27,11 @@ const SIGNALS: Token = Token(2);
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// Setting up or waiting on the poller failed.
-    #[error("event loop: {0}")]
+    #[error("event loop")]
     Poll(#[from] io::Error),
     /// The device failed (for example, the TAP interface was deleted).
-    #[error("device failed: {0} (was the interface deleted?)")]
-    Device(io::Error),
+    #[error("device failed (was the interface deleted?)")]
+    Device(#[source] io::Error),
     /// Finishing the device (flushing the capture) failed.
     #[error(transparent)]
     Finish(#[from] DeviceError),

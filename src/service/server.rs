@@ -483,7 +483,11 @@ impl<H: Handler + ?Sized> Server<H> {
                 Ok(false) | Err(_) => {
                     match &result {
                         Err(e) => {
-                            tracing::info!("{}: TLS handshake failed: {e}", hs.info.peer_addr())
+                            tracing::info!(
+                                "{}: TLS handshake failed: {}",
+                                hs.info.peer_addr(),
+                                crate::error::Chain(e)
+                            )
                         }
                         _ => tracing::info!("{}: TLS handshake timed out", hs.info.peer_addr()),
                     }

@@ -27,6 +27,7 @@ use smoltcp::time::Instant;
 
 use super::body::{request_body, BodySender, BodyStream, IncomingBody};
 use super::BodyError;
+use crate::error::Chain;
 use crate::stack::Stack;
 use crate::transport::{ReadStatus, Transport};
 
@@ -489,7 +490,7 @@ impl<T: Transport> Pump<T> {
                                 progress = true;
                             }
                             Ok(_) => {}
-                            Err(e) => return self.finish(stack, Some(e.to_string())),
+                            Err(e) => return self.finish(stack, Some(Chain(&e).to_string())),
                         }
                     }
                 }
@@ -527,7 +528,7 @@ impl<T: Transport> Pump<T> {
                             self.out = None;
                         }
                     }
-                    Err(e) => return self.finish(stack, Some(e.to_string())),
+                    Err(e) => return self.finish(stack, Some(Chain(&e).to_string())),
                 }
             }
             if self.task_done && self.out.is_none() && !self.write_closed {

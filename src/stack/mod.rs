@@ -50,7 +50,7 @@ const UNRESOLVED_TIMEOUT: Duration = Duration::from_millis(1500);
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 49152..=65535;
 
 /// Errors raised by the stack.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StackError {
     /// The configuration cannot work.
     #[error("invalid stack configuration: {0}")]
@@ -75,12 +75,22 @@ pub enum StackError {
         /// What went wrong.
         reason: String,
     },
+    /// smoltcp could not start a DNS query (too many queries, a bad name).
+    #[error("DNS lookup of '{name}'")]
+    DnsStart {
+        /// The name looked up.
+        name: String,
+        /// smoltcp's reason.
+        #[source]
+        reason: dns::StartQueryError,
+    },
     /// smoltcp refused to connect (no usable source address or route).
-    #[error("cannot connect to {remote}: {reason}")]
+    #[error("cannot connect to {remote}")]
     Connect {
         /// The destination.
         remote: IpEndpoint,
         /// smoltcp's reason.
+        #[source]
         reason: tcp::ConnectError,
     },
 }
@@ -530,7 +540,10 @@ impl Stack {
         socket
             .start_query(self.iface.context(), name, kind)
             .map(|q| DnsQuery(q, name.to_string()))
-            .map_err(|e| err(e.to_string()))
+            .map_err(|reason| StackError::DnsStart {
+                name: name.to_string(),
+                reason,
+            })
     }
 
     /// The outcome of a lookup: the query back while it is pending, or its addresses.

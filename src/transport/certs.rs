@@ -21,7 +21,7 @@ pub enum CertError {
     #[error("{}: file not found", .0.display())]
     Missing(PathBuf),
     /// The file exists but cannot be read.
-    #[error("{}: cannot read: {source}", path.display())]
+    #[error("{}: cannot read", path.display())]
     Unreadable {
         /// The file.
         path: PathBuf,
@@ -65,10 +65,10 @@ pub enum CertError {
         reason: String,
     },
     /// rustls refused the configuration.
-    #[error("TLS configuration: {0}")]
+    #[error("TLS configuration")]
     Rustls(#[from] rustls::Error),
     /// Generating a certificate failed.
-    #[error("certificate generation: {0}")]
+    #[error("certificate generation")]
     Generate(#[from] rcgen::Error),
 }
 

@@ -7,12 +7,13 @@ pub mod certs;
 pub mod tcp;
 pub mod tls;
 
+use std::sync::Arc;
 use std::task::Waker;
 
 use crate::stack::{ConnId, Stack};
 
 /// Errors of a transport.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TransportError {
     /// The peer reset the connection, or it timed out.
     #[error("connection reset")]
@@ -22,8 +23,41 @@ pub enum TransportError {
     Closed,
     /// TLS failed (a protocol error, a bad certificate, a handshake cut short); the alert
     /// TLS calls for was queued to the peer.
-    #[error("TLS: {0}")]
-    Tls(String),
+    #[error("TLS")]
+    Tls(#[from] TlsFailure),
+}
+
+/// Why a TLS session failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TlsFailure {
+    /// rustls refused what the peer sent or what was asked of it (a protocol error, a bad
+    /// certificate, no common protocol).
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
+    /// Reading or writing TLS records failed.
+    #[error(transparent)]
+    Io(Arc<std::io::Error>),
+    /// The peer closed the connection during the handshake.
+    #[error("peer closed the connection during the TLS handshake")]
+    ClosedInHandshake,
+    /// The handshake did not finish in time.
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    /// The client's TLS configuration could not be built (its trust roots).
+    #[error(transparent)]
+    Config(Arc<certs::CertError>),
+    /// HTTP/2 was required but the server did not choose it by ALPN.
+    #[error("the server did not agree to HTTP/2 (ALPN)")]
+    NoHttp2,
+    /// The host name cannot be a TLS server name.
+    #[error("'{0}' is not a valid TLS server name")]
+    ServerName(String),
+}
+
+impl From<std::io::Error> for TlsFailure {
+    fn from(error: std::io::Error) -> Self {
+        TlsFailure::Io(Arc::new(error))
+    }
 }
 
 /// What a read found.

@@ -16,7 +16,8 @@ use rustls::{ClientConnection, ConnectionCommon, ServerConnection};
 use smoltcp::socket::tcp::{self, RecvError, State};
 
 use super::tcp::TcpStream;
-use super::{ReadStatus, Transport, TransportError};
+use super::{ReadStatus, TlsFailure, Transport, TransportError};
+use crate::error::Chain;
 use crate::stack::{ConnId, Stack};
 
 /// Most plaintext rustls buffers for sending, and most TLS output it buffers.
@@ -31,8 +32,9 @@ const CLOSE_RESERVE: usize = 64;
 
 /// Starting a TLS session failed; the TCP connection is given back so it can be closed.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot start a TLS session: {error}")]
+#[error("cannot start a TLS session")]
 pub struct TlsError {
+    #[source]
     error: rustls::Error,
     tcp: TcpStream,
 }
@@ -99,7 +101,7 @@ pub struct TlsStream<C> {
     /// The peer's FIN was read (rustls knows it too).
     tcp_eof: bool,
     /// The fatal TLS error, once there was one; every later call reports it.
-    failed: Option<String>,
+    failed: Option<TlsFailure>,
 }
 
 /// A server-side TLS stream.
@@ -281,9 +283,7 @@ impl<C: Side> TlsStream<C> {
             return Ok(true);
         }
         if self.tcp_eof {
-            return Err(TransportError::Tls(
-                "peer closed the connection during the TLS handshake".into(),
-            ));
+            return Err(TransportError::Tls(TlsFailure::ClosedInHandshake));
         }
         if stack.socket_ref(self.tcp.handle()).state() == State::Closed {
             return Err(TransportError::Reset);
@@ -333,8 +333,9 @@ impl<C: Side> TlsStream<C> {
         }
     }
 
-    fn fail(&mut self, stack: &mut Stack, error: String) -> TransportError {
-        tracing::debug!("TLS {}: {error}", self.tcp.handle().id());
+    fn fail(&mut self, stack: &mut Stack, error: impl Into<TlsFailure>) -> TransportError {
+        let error = error.into();
+        tracing::debug!("TLS {}: {}", self.tcp.handle().id(), Chain(&error));
         // rustls queued an alert for most errors: it goes out before we report.
         let _ = self.flush(stack);
         self.failed = Some(error.clone());
@@ -380,10 +381,10 @@ impl<C: Side> TlsStream<C> {
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
                     return Err(TransportError::Reset)
                 }
-                Err(e) => return Err(self.fail(stack, e.to_string())),
+                Err(e) => return Err(self.fail(stack, e)),
             }
             if let Err(e) = self.conn.process_new_packets() {
-                return Err(self.fail(stack, e.to_string()));
+                return Err(self.fail(stack, e));
             }
             // Answers (handshake flights, key updates) go out as they are produced, so
             // rustls keeps reading during the handshake.
@@ -440,10 +441,7 @@ impl<C: Side> Transport for TlsStream<C> {
                     );
                     Err(ReadStatus::Eof)
                 }
-                Err(e) => {
-                    let error = e.to_string();
-                    return Err(self.fail(stack, error));
-                }
+                Err(e) => return Err(self.fail(stack, e)),
             };
             match outcome {
                 // The reader took all of a chunk: offer more.
@@ -505,7 +503,7 @@ impl<C: Side> Transport for TlsStream<C> {
         }
         let written = match self.conn.writer().write(&data[..fit]) {
             Ok(n) => n,
-            Err(e) => return Err(self.fail(stack, e.to_string())),
+            Err(e) => return Err(self.fail(stack, e)),
         };
         self.flush(stack)?;
         Ok(written)
