@@ -20,7 +20,7 @@ use bytes::{Bytes, BytesMut};
 const FILE_CHUNK: usize = 64 * 1024;
 
 /// Errors while producing or receiving a body.
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BodyError {
     /// The body is larger than the limit the reader set.
     #[error("body larger than {limit} bytes")]
@@ -32,8 +32,8 @@ pub enum BodyError {
     #[error("body incomplete: {0}")]
     Incomplete(String),
     /// Reading the source failed.
-    #[error("reading the body failed: {0}")]
-    Io(String),
+    #[error("reading the body failed")]
+    Io(#[source] std::sync::Arc<std::io::Error>),
 }
 
 /// A source of body bytes, pulled by the connection.
@@ -102,7 +102,7 @@ impl Body {
     /// `len` bytes of `file` from `offset`, read in chunks as the peer takes them.
     pub fn file(mut file: File, offset: u64, len: u64) -> Result<Self, BodyError> {
         file.seek(SeekFrom::Start(offset))
-            .map_err(|e| BodyError::Io(e.to_string()))?;
+            .map_err(|e| BodyError::Io(e.into()))?;
         Ok(Body {
             kind: Kind::File {
                 file,
@@ -191,14 +191,18 @@ impl BodyStream for Body {
                 let mut buf = BytesMut::zeroed(want);
                 match file.read(&mut buf) {
                     Ok(0) => Poll::Ready(Some(Err(BodyError::Io(
-                        "file is shorter than announced".into(),
+                        std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "file is shorter than announced",
+                        )
+                        .into(),
                     )))),
                     Ok(n) => {
                         buf.truncate(n);
                         *remaining -= n as u64;
                         Poll::Ready(Some(Ok(buf.freeze())))
                     }
-                    Err(e) => Poll::Ready(Some(Err(BodyError::Io(e.to_string())))),
+                    Err(e) => Poll::Ready(Some(Err(BodyError::Io(e.into())))),
                 }
             }
             Kind::Stream(stream) => stream.poll_chunk(cx, max),
