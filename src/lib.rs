@@ -13,6 +13,11 @@
 //!
 //! Every protocol piece is sans-IO: it takes bytes and time, and gives bytes and events.
 
+#![warn(missing_docs)]
+// No unwrap() in the library: a peer or a user must never be able to panic tapir. Unit
+// tests may unwrap (clippy.toml: allow-unwrap-in-tests).
+#![deny(clippy::unwrap_used)]
+
 pub mod app;
 pub mod client;
 pub mod device;

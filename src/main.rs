@@ -1,5 +1,8 @@
 //! The `tapir` command: run the userspace stack on a TAP device.
 
+// No unwrap() in the binary either (unit tests may: clippy.toml).
+#![deny(clippy::unwrap_used)]
+
 mod cli;
 mod get;
 mod link;

@@ -4,7 +4,7 @@
 //! with a virtio-net header and the offloads the kernel accepts
 //! ([`TapDevice::open_with_offloads`]). `tun-tap`'s C shim cannot set `IFF_VNET_HDR`, so
 //! the second opens `/dev/net/tun` itself with three ioctls (`TUNSETIFF`,
-//! `TUNSETVNETHDRSZ`, `TUNSETOFFLOAD`) in [`kernel`].
+//! `TUNSETVNETHDRSZ`, `TUNSETOFFLOAD`) in its private `kernel` module.
 //!
 //! The file descriptor is non-blocking and exposed with [`AsRawFd`] so the event loop can
 //! register it with mio. Frames move through [`FdFrames`], shared with the other fd

@@ -240,6 +240,7 @@ pub fn options_star<B>(request: &http::Request<B>, allow: &'static str) -> Optio
     Some(r)
 }
 
+/// A response with `status` and `text` as a `text/plain; charset=utf-8` body.
 pub fn text_response(status: http::StatusCode, text: impl Into<String>) -> Response<Body> {
     let mut response = Response::new(Body::from(text.into()));
     *response.status_mut() = status;
