@@ -104,6 +104,9 @@ enum Role {
     Legit { wanted: usize, next_stream: u32 },
 }
 
+/// A frame received: (type, flags, stream, its first four payload bytes).
+type Seen = (u8, u8, u32, Option<u32>);
+
 struct RawConn {
     handle: Option<TcpHandle>,
     role: Role,
@@ -119,8 +122,8 @@ struct RawConn {
     closed_at: Option<Instant>,
     /// Response HEADERS were seen on the current stream, with status 200.
     status_ok: bool,
-    /// Every frame received: (type, flags, stream, first four payload bytes).
-    frames: Vec<(u8, u8, u32, Option<u32>)>,
+    /// Every frame received.
+    frames: Vec<Seen>,
     /// A paced connection reads nothing until this many chunks were sent.
     deaf_until_chunk: usize,
 }
@@ -784,8 +787,7 @@ fn a_window_update_past_the_maximum_resets_a_response_still_queued() {
             ServerConfig::default(),
         );
         let frames = &o.attacker.frames;
-        let position =
-            |wanted: &dyn Fn(&(u8, u8, u32, Option<u32>)) -> bool| frames.iter().position(wanted);
+        let position = |wanted: &dyn Fn(&Seen) -> bool| frames.iter().position(wanted);
         let ping_ack = position(&|f| f.0 == PING && f.1 & ACK != 0);
         let reset = position(&|f| f.0 == RST_STREAM && f.2 == 1);
         let end_stream = position(&|f| f.0 != RST_STREAM && f.2 == 1 && f.1 & END_STREAM != 0);
@@ -807,4 +809,67 @@ fn a_window_update_past_the_maximum_resets_a_response_still_queued() {
         resets > 0 && ignored > 0,
         "{resets} reset, {ignored} ignored"
     );
+}
+
+#[test]
+fn options_star_over_http2_is_answered_by_the_server() {
+    // `:method OPTIONS`, `:path *` (RFC 9113 §8.3.1): 204 from the server, not the site's
+    // 404 for a page named `*`; `FOO /nothing`: 501 from the server, not the site's 404.
+    let block = |method: &str, path: &str| {
+        let mut b = Vec::new();
+        hpack_int(0, 4, 2, &mut b); // :method, literal without indexing
+        hpack_str(method.as_bytes(), &mut b);
+        b.push(0x86); // :scheme http
+        hpack_int(0, 4, 4, &mut b); // :path
+        hpack_str(path.as_bytes(), &mut b);
+        hpack_int(0, 4, 1, &mut b); // :authority
+        hpack_str(b"test", &mut b);
+        b
+    };
+    let mut first = client_start(&[]);
+    first.extend(frame(SETTINGS, ACK, 0, &[]));
+    first.extend(frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        1,
+        &block("OPTIONS", "*"),
+    ));
+    first.extend(frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        3,
+        &block("FOO", "/nothing"),
+    ));
+    let end = frame(HEADERS, END_STREAM | END_HEADERS, 0, &get_block("/"));
+    let o = run_role(
+        Role::Paced {
+            chunks: vec![first, end],
+            next: 0,
+            interval: Duration::from_secs(1),
+            next_at: None,
+        },
+        2,
+        ServerConfig::default(),
+    );
+    let status = |stream: u32| {
+        o.attacker
+            .frames
+            .iter()
+            .find(|f| f.0 == HEADERS && f.2 == stream)
+            .and_then(|f| f.3)
+            .map(|word| word >> 24)
+    };
+    assert_eq!(
+        status(1),
+        Some(0x89),
+        "stream 1: :status 204 (static index 9)"
+    );
+    // 404 is static index 13; 501 is not in the static table: a literal `:status`
+    // (incremental indexing, name index 8).
+    assert_eq!(
+        status(3),
+        Some(0x48),
+        "stream 3: a literal :status (501), not 404"
+    );
+    assert_shut_out(&o, PROTOCOL_ERROR, 2);
 }

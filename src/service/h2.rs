@@ -650,11 +650,12 @@ fn start_stream<H: Handler + ?Sized>(
         .map_or_else(|| "/".to_string(), |p| p.to_string());
     shared.stats.borrow_mut().note_request(Protocol::Http2);
     let tunnel_rx = (method == Method::CONNECT).then(|| body.clone());
-    let stage = Stage::Waiting(
-        handler
-            .call(Request::from_parts(parts, body), info)
-            .into_answer(),
-    );
+    let request = Request::from_parts(parts, body);
+    let reply = match shared.answer_itself(&request) {
+        Some(response) => super::Reply::Now(response),
+        None => handler.call(request, info),
+    };
+    let stage = Stage::Waiting(reply.into_answer());
     StreamTask {
         method,
         target,
