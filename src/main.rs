@@ -486,7 +486,7 @@ struct ServePlan {
 
 impl ServePlan {
     fn new(http: &cli::HttpArgs) -> anyhow::Result<Self> {
-        let config = http.server_config()?;
+        let mut config = http.server_config()?;
         let alpn = http.alpn_protocols()?;
         let stats = StatsHandle::default();
         let builtin = Builtin::new(stats.clone());
@@ -494,6 +494,8 @@ impl ServePlan {
             Some(root) => Site::Files(StaticFiles::new(root, http.listings)?, builtin),
             None => Site::Builtin(builtin),
         };
+        // What `OPTIONS *` lists; files take fewer (GET, HEAD), the built-ins beside them more.
+        config.methods = Some(Builtin::METHODS.to_vec());
         let tls = if http.no_https {
             TlsPlan::Off
         } else {

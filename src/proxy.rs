@@ -120,8 +120,10 @@ impl fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    /// A proxy in `mode`, reaching origins with `client`.
-    pub fn new(mode: ProxyMode, client: Client, config: ServerConfig) -> Self {
+    /// A proxy in `mode`, reaching origins with `client`. Every method is the origin's to
+    /// judge, so the server in front hands all of them on (`config.methods` is cleared).
+    pub fn new(mode: ProxyMode, client: Client, mut config: ServerConfig) -> Self {
+        config.methods = None;
         let client = Rc::new(RefCell::new(client));
         let handler = ProxyHandler {
             mode,

@@ -104,6 +104,9 @@ enum Role {
     Legit { wanted: usize, next_stream: u32 },
 }
 
+/// A frame received: (type, flags, stream, its first four payload bytes).
+type Seen = (u8, u8, u32, Option<u32>);
+
 struct RawConn {
     handle: Option<TcpHandle>,
     role: Role,
@@ -119,6 +122,10 @@ struct RawConn {
     closed_at: Option<Instant>,
     /// Response HEADERS were seen on the current stream, with status 200.
     status_ok: bool,
+    /// Every frame received.
+    frames: Vec<Seen>,
+    /// A paced connection reads nothing until this many chunks were sent.
+    deaf_until_chunk: usize,
 }
 
 impl RawConn {
@@ -138,6 +145,8 @@ impl RawConn {
             resets: 0,
             closed_at: None,
             status_ok: false,
+            frames: Vec::new(),
+            deaf_until_chunk: 0,
         }
     }
 
@@ -164,6 +173,10 @@ impl RawConn {
 
     fn on_frame(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
         let legit = matches!(self.role, Role::Legit { .. });
+        let word = payload
+            .get(..4)
+            .map(|w| u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+        self.frames.push((kind, flags, stream, word));
         match kind {
             GOAWAY if payload.len() >= 8 => {
                 let last = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
@@ -227,8 +240,9 @@ impl RawConn {
                 progress = true;
             }
         }
+        let deaf = matches!(&self.role, Role::Paced { next, .. } if *next < self.deaf_until_chunk);
         let mut buf = [0u8; 16384];
-        while socket.can_recv() {
+        while socket.can_recv() && !deaf {
             let n = socket.recv_slice(&mut buf).unwrap_or(0);
             if n == 0 {
                 break;
@@ -357,6 +371,16 @@ fn run(attack: Vec<u8>, legit_requests: usize, server_config: ServerConfig) -> O
 
 /// Like [`run`] with any attacker role.
 fn run_role(role: Role, legit_requests: usize, server_config: ServerConfig) -> Outcome {
+    run_deaf(role, 0, legit_requests, server_config)
+}
+
+/// Like [`run_role`]; a paced attacker reads nothing until `deaf_until_chunk` chunks went.
+fn run_deaf(
+    role: Role,
+    deaf_until_chunk: usize,
+    legit_requests: usize,
+    server_config: ServerConfig,
+) -> Outcome {
     let mut sim = Sim::new();
     let (mut s_stack, s_dev, mut c_stack, c_dev) = linked(
         LinkConfig::default(),
@@ -369,7 +393,8 @@ fn run_role(role: Role, legit_requests: usize, server_config: ServerConfig) -> O
     let handler: Handler = Box::new(move |req, info: &ConnInfo| builtin.handle(req, info));
     let mut server = Server::with_stats(handler, server_config, stats);
     server.bind_http(&mut s_stack, PORT).unwrap();
-    let attacker = RawConn::new(&mut c_stack, role);
+    let mut attacker = RawConn::new(&mut c_stack, role);
+    attacker.deaf_until_chunk = deaf_until_chunk;
     let legit = RawConn::new(
         &mut c_stack,
         Role::Legit {
@@ -670,4 +695,181 @@ fn a_host_other_than_the_authority_is_a_malformed_request() {
     );
     assert_eq!(o.attacker.resets, 1, "stream 1 reset, stream 3 answered");
     assert_shut_out(&o, PROTOCOL_ERROR, 3);
+}
+
+#[test]
+fn a_window_update_past_the_maximum_resets_the_stream_even_as_its_response_ends() {
+    // RFC 9113 §6.9.1: a WINDOW_UPDATE that takes a stream's window above 2^31-1 gets
+    // RST_STREAM FLOW_CONTROL_ERROR. Sent in the same write as the request, it is received
+    // before any response frame leaves, so the server must never end the stream with its
+    // response instead — whatever the response's size (empty, one DATA frame, larger than
+    // the 64 KiB window) or a HEAD whose HEADERS carry END_STREAM.
+    const FLOW_CONTROL_ERROR: u32 = 0x3;
+    for (method, path) in [
+        (0x82, "/bytes/0"),
+        (0x82, "/bytes/10"),
+        (0x82, "/bytes/70000"),
+        (0x82, "/"),
+        (0x83, "/bytes/10"), // :method POST, answered 405 with a body
+    ] {
+        let mut block = get_block(path);
+        block[0] = method;
+        let mut first = client_start(&[]);
+        first.extend(frame(SETTINGS, ACK, 0, &[]));
+        first.extend(frame(HEADERS, END_STREAM | END_HEADERS, 1, &block));
+        first.extend(frame(WINDOW_UPDATE, 0, 1, &0x7fff_ffffu32.to_be_bytes()));
+        // A second later, a header block on stream 0 ends the connection (so the run ends).
+        let end = frame(HEADERS, END_STREAM | END_HEADERS, 0, &get_block("/"));
+        let o = run_role(
+            Role::Paced {
+                chunks: vec![first, end],
+                next: 0,
+                interval: Duration::from_secs(1),
+                next_at: None,
+            },
+            2,
+            ServerConfig::default(),
+        );
+        let on_stream_1: Vec<_> = o.attacker.frames.iter().filter(|f| f.2 == 1).collect();
+        assert!(
+            on_stream_1
+                .iter()
+                .any(|&&(kind, _, _, code)| kind == RST_STREAM && code == Some(FLOW_CONTROL_ERROR)),
+            "{path}: RST_STREAM FLOW_CONTROL_ERROR on stream 1; got {on_stream_1:?}"
+        );
+        assert!(
+            !on_stream_1
+                .iter()
+                .any(|&&(kind, flags, _, _)| kind != RST_STREAM && flags & END_STREAM != 0),
+            "{path}: the response never ends the stream; got {on_stream_1:?}"
+        );
+        assert_shut_out(&o, PROTOCOL_ERROR, 2);
+    }
+}
+
+#[test]
+fn a_window_update_past_the_maximum_resets_a_response_still_queued() {
+    // The client reads nothing while tapir writes /bytes/N: tapir's socket, its pipe to h2
+    // and h2's queue fill. Then it sends a WINDOW_UPDATE that takes stream 1's window past
+    // 2^31-1, and a PING right behind it. Until its END_STREAM has left, the stream is open
+    // (RFC 9113 §5.1) and the overflow must reset it (§6.9.1); once END_STREAM has left,
+    // the update is ignored. The PING tells which: its ACK is written when the server
+    // reads it, right after the update, so an END_STREAM that comes after the ACK was not
+    // sent when the update was read, and must never come. The sizes put the end of the
+    // body at every place: in the socket, in the pipe, in the last DATA frame h2 is
+    // writing, and queued in h2.
+    const FLOW_CONTROL_ERROR: u32 = 0x3;
+    let mut wrong = Vec::new();
+    let (mut resets, mut ignored) = (0, 0);
+    for n in (150_000..260_000).step_by(211) {
+        let mut first = client_start(&[(0x4, 0x7000_0000)]); // INITIAL_WINDOW_SIZE
+        first.extend(frame(SETTINGS, ACK, 0, &[]));
+        first.extend(frame(WINDOW_UPDATE, 0, 0, &0x7000_0000u32.to_be_bytes()));
+        let path = format!("/bytes/{n}");
+        first.extend(frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            1,
+            &get_block(&path),
+        ));
+        let mut overflow = frame(WINDOW_UPDATE, 0, 1, &0x7fff_ffffu32.to_be_bytes());
+        overflow.extend(frame(PING, 0, 0, b"overflow"));
+        let end = frame(HEADERS, END_STREAM | END_HEADERS, 0, &get_block("/"));
+        let o = run_deaf(
+            Role::Paced {
+                chunks: vec![first, overflow, end],
+                next: 0,
+                interval: Duration::from_secs(1),
+                next_at: None,
+            },
+            2,
+            2,
+            ServerConfig::default(),
+        );
+        let frames = &o.attacker.frames;
+        let position = |wanted: &dyn Fn(&Seen) -> bool| frames.iter().position(wanted);
+        let ping_ack = position(&|f| f.0 == PING && f.1 & ACK != 0);
+        let reset = position(&|f| f.0 == RST_STREAM && f.2 == 1);
+        let end_stream = position(&|f| f.0 != RST_STREAM && f.2 == 1 && f.1 & END_STREAM != 0);
+        let ping_ack = ping_ack.expect("the PING is answered");
+        match (reset, end_stream) {
+            (Some(r), None) if frames[r].3 == Some(FLOW_CONTROL_ERROR) => resets += 1,
+            (None, Some(end)) if end < ping_ack => ignored += 1,
+            _ => wrong.push((n, reset, end_stream, ping_ack)),
+        }
+        assert_shut_out(&o, PROTOCOL_ERROR, 2);
+    }
+    assert!(
+        wrong.is_empty(),
+        "(size, RST_STREAM at, END_STREAM at, PING ACK at): the overflow neither reset the \
+         stream nor came after its END_STREAM: {wrong:?}"
+    );
+    // Both cases were exercised.
+    assert!(
+        resets > 0 && ignored > 0,
+        "{resets} reset, {ignored} ignored"
+    );
+}
+
+#[test]
+fn options_star_over_http2_is_answered_by_the_server() {
+    // `:method OPTIONS`, `:path *` (RFC 9113 §8.3.1): 204 from the server, not the site's
+    // 404 for a page named `*`; `FOO /nothing`: 501 from the server, not the site's 404.
+    let block = |method: &str, path: &str| {
+        let mut b = Vec::new();
+        hpack_int(0, 4, 2, &mut b); // :method, literal without indexing
+        hpack_str(method.as_bytes(), &mut b);
+        b.push(0x86); // :scheme http
+        hpack_int(0, 4, 4, &mut b); // :path
+        hpack_str(path.as_bytes(), &mut b);
+        hpack_int(0, 4, 1, &mut b); // :authority
+        hpack_str(b"test", &mut b);
+        b
+    };
+    let mut first = client_start(&[]);
+    first.extend(frame(SETTINGS, ACK, 0, &[]));
+    first.extend(frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        1,
+        &block("OPTIONS", "*"),
+    ));
+    first.extend(frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        3,
+        &block("FOO", "/nothing"),
+    ));
+    let end = frame(HEADERS, END_STREAM | END_HEADERS, 0, &get_block("/"));
+    let o = run_role(
+        Role::Paced {
+            chunks: vec![first, end],
+            next: 0,
+            interval: Duration::from_secs(1),
+            next_at: None,
+        },
+        2,
+        ServerConfig::default(),
+    );
+    let status = |stream: u32| {
+        o.attacker
+            .frames
+            .iter()
+            .find(|f| f.0 == HEADERS && f.2 == stream)
+            .and_then(|f| f.3)
+            .map(|word| word >> 24)
+    };
+    assert_eq!(
+        status(1),
+        Some(0x89),
+        "stream 1: :status 204 (static index 9)"
+    );
+    // 404 is static index 13; 501 is not in the static table: a literal `:status`
+    // (incremental indexing, name index 8).
+    assert_eq!(
+        status(3),
+        Some(0x48),
+        "stream 3: a literal :status (501), not 404"
+    );
+    assert_shut_out(&o, PROTOCOL_ERROR, 2);
 }

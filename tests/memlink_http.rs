@@ -433,3 +433,63 @@ fn stats_are_read_at_one_instant() {
         assert!(get("connections_total") <= get("tcp_accepted"), "{json}");
     }
 }
+
+#[test]
+fn a_users_own_handler_gets_options_star_and_501_from_the_server() {
+    // RFC 9110 §9.3.7 and §9.1: `OPTIONS *` is about the server, and a method the server
+    // does not recognize gets 501 — whatever handler the user wrote, which never sees them.
+    let run = |methods: Option<Vec<http::Method>>| {
+        let calls = std::rc::Rc::new(std::cell::Cell::new(0));
+        let seen = calls.clone();
+        let make = move |_stats| -> Handler {
+            Box::new(move |req: Request<RequestBody>, _: &ConnInfo| {
+                seen.set(seen.get() + 1);
+                Response::new(Body::from(format!("mine: {} {}", req.method(), req.uri())))
+            })
+        };
+        let script = vec![
+            Req::raw("OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n"),
+            Req::raw("FOO / HTTP/1.1\r\nHost: t\r\n\r\n"),
+            Req::raw("PROPFIND / HTTP/1.1\r\nHost: t\r\n\r\n"),
+            Req::raw("PUT / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\n\r\nx"),
+            Req::get("/"),
+        ];
+        let config = ServerConfig {
+            methods,
+            ..ServerConfig::default()
+        };
+        let (client, _, _) = exchange(
+            LinkConfig::default(),
+            config,
+            make,
+            vec![script],
+            false,
+            |_| {},
+        );
+        let flow = &client.app.flows[0];
+        assert!(flow.error.is_none(), "{:?}", flow.error);
+        (flow.responses.clone(), calls.get())
+    };
+    // The default: GET, HEAD and POST, and RFC 9110's methods recognized.
+    let (r, calls) = run(ServerConfig::default().methods);
+    assert_eq!(r[0].status, 204);
+    assert_eq!(r[0].header("allow"), Some("GET, HEAD, POST, OPTIONS"));
+    assert!(r[0].header("date").is_some() && r[0].header("server").is_some());
+    assert_eq!(r[1].status, 501, "FOO");
+    assert_eq!(r[2].status, 501, "PROPFIND is not RFC 9110's");
+    assert_eq!((r[3].status, &r[3].body[..]), (200, &b"mine: PUT /"[..]));
+    assert_eq!((r[4].status, &r[4].body[..]), (200, &b"mine: GET /"[..]));
+    assert_eq!(calls, 2, "only PUT and GET reached the handler");
+    // A handler that takes an extension method lists it.
+    let propfind = http::Method::from_bytes(b"PROPFIND").unwrap();
+    let (r, calls) = run(Some(vec![http::Method::GET, propfind]));
+    assert_eq!(r[0].header("allow"), Some("GET, PROPFIND, OPTIONS"));
+    assert_eq!(r[1].status, 501);
+    assert_eq!(&r[2].body[..], b"mine: PROPFIND /");
+    assert_eq!(calls, 3);
+    // `None` (a proxy): everything reaches the handler.
+    let (r, calls) = run(None);
+    assert_eq!(&r[0].body[..], b"mine: OPTIONS *");
+    assert_eq!(&r[1].body[..], b"mine: FOO /");
+    assert_eq!(calls, 5);
+}

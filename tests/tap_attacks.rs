@@ -416,23 +416,43 @@ fn p99(samples: &mut [Duration]) -> Duration {
 /// A SYN flood from silent sources (on-link addresses that never answer ARP, off-link
 /// ones) at full speed for 10 s: the backlog fills at once and the stack answers with SYN
 /// cookies, keeping no state, while 50 curls connect one after another, each within 50 ms.
+/// With the default flags (TAP offloads on).
 #[test]
 fn silent_syn_flood_is_answered_with_cookies_while_curl_connects() {
     if !require_root("silent_syn_flood_is_answered_with_cookies_while_curl_connects") {
         return;
     }
+    silent_syn_flood(&[]);
+}
+
+/// The same with plain frames (`--no-offload`).
+#[test]
+fn silent_syn_flood_without_offloads() {
+    if !require_root("silent_syn_flood_without_offloads") {
+        return;
+    }
+    silent_syn_flood(&["--no-offload"]);
+}
+
+fn silent_syn_flood(flags: &[&str]) {
     require_tool("curl", "curl");
     let ns = Netns::up("atk-silent");
-    // The kernel's queue towards tapir holds 500 frames by default, 8 ms of this flood: on a
-    // shared 2-core machine tapir is off the CPU for longer than that now and then, and the
-    // kernel drops frames (a legitimate SYN among them, which curl resends a second later)
-    // before tapir sees them. A longer queue, as a server under attack would configure.
-    let qlen = ns.run(&["ip", "link", "set", "tap0", "txqueuelen", "10000"]);
-    assert!(qlen.status.success(), "{}", output_text(&qlen));
-    // Plain frames, so that the flood's rate (and so this test's bounds) does not depend on
-    // the offload path: with offloads, scapy's frames reach tapir about 8 times as fast
-    // (160,000 SYNs/s here) and a loaded machine then drops one curl SYN now and then.
-    let tapir = ns.spawn_serve(&["--no-https", "--no-offload"]);
+    let mut args = vec!["--no-https"];
+    args.extend_from_slice(flags);
+    let tapir = ns.spawn_serve(&args);
+    // The kernel's queue towards tapir holds 1,000 frames by default, a few ms of this
+    // flood: on a shared 2-core machine tapir is off the CPU for longer than that now and
+    // then, and the kernel drops frames (a legitimate SYN among them, which curl resends a
+    // second later) before tapir sees them. tapir raises it on the device it opens.
+    let link = output_text(&ns.run(&["ip", "link", "show", "tap0"]));
+    let qlen: u32 = link
+        .split_once(" qlen ")
+        .and_then(|(_, rest)| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no qlen in: {link}"));
+    assert!(
+        qlen >= tapir::device::tap::TX_QUEUE_LEN,
+        "tapir raised tap0's queue: {link}"
+    );
     let url = format!("{HTTP}/");
     // Same run, no flood: what a connect costs on this machine now.
     let mut base = Vec::new();

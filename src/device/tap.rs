@@ -22,6 +22,15 @@ use super::fd::{self, FdFrames, FramePort};
 use super::vnet::{self, Offloads};
 use super::{check_mtu, DeviceError, DeviceStats};
 
+/// Frames the kernel may queue towards us (the TAP device's `txqueuelen`, which sizes the
+/// tun driver's ring; a full ring drops what comes next). Linux's default of 1,000 is
+/// 6 ms of a SYN flood at 160,000 frames/s: a userspace reader that the scheduler keeps
+/// off the CPU for longer loses frames, a legitimate SYN among them (its client waits a
+/// second to resend it). 32,768 covers 200 ms at that rate; the ring holds only frames we
+/// have not read yet, so it costs memory only while we are behind. A device already set
+/// higher is left as it is.
+pub const TX_QUEUE_LEN: u32 = 32_768;
+
 /// A TAP interface opened (or created) by name.
 pub struct TapDevice {
     frames: FdFrames<TapPort>,
@@ -148,6 +157,22 @@ impl TapDevice {
 
     /// Matches the kernel-side MTU to ours where we may, and warns when the link is down.
     fn configure(name: String, frames: FdFrames<TapPort>) -> Self {
+        match kernel::tx_queue_len(&name) {
+            Ok(current) if current < TX_QUEUE_LEN => {
+                match kernel::set_tx_queue_len(&name, TX_QUEUE_LEN) {
+                    Ok(()) => tracing::debug!(
+                        "TAP {name}: kernel queue towards us raised from {current} to {TX_QUEUE_LEN} frames"
+                    ),
+                    Err(e) => tracing::warn!(
+                        "TAP {name}: the kernel queues {current} frames towards us and we could \
+                         not raise it to {TX_QUEUE_LEN} ({e}); frames are dropped when we fall \
+                         that far behind (`ip link set {name} txqueuelen {TX_QUEUE_LEN}`)"
+                    ),
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("TAP {name}: cannot read the kernel queue length: {e}"),
+        }
         let mtu = frames.mtu();
         match kernel::mtu(&name) {
             Ok(current) if current != mtu => {
@@ -294,7 +319,7 @@ mod kernel {
     fn ioctl(op: libc::Ioctl, req: &mut libc::ifreq) -> io::Result<()> {
         let sock = CtlSocket::new()?;
         // SAFETY: `req` is a valid, initialised ifreq that lives across the call, which is
-        // what SIOCGIFMTU / SIOCSIFMTU / SIOCGIFFLAGS expect.
+        // what SIOCGIFMTU / SIOCSIFMTU / SIOCGIFFLAGS / SIOC[GS]IFTXQLEN expect.
         let rc = unsafe { libc::ioctl(sock.0, op, req as *mut libc::ifreq) };
         if rc < 0 {
             Err(io::Error::last_os_error())
@@ -370,6 +395,23 @@ mod kernel {
         req.ifr_ifru.ifru_mtu =
             libc::c_int::try_from(mtu).map_err(|_| io::Error::other("MTU too large"))?;
         ioctl(libc::SIOCSIFMTU, &mut req)
+    }
+
+    /// The interface's `txqueuelen` (for a TAP device, the frames queued towards its reader).
+    pub(super) fn tx_queue_len(name: &str) -> io::Result<u32> {
+        let mut req = request(name);
+        ioctl(libc::SIOCGIFTXQLEN, &mut req)?;
+        // SAFETY: SIOCGIFTXQLEN filled the union's int member (`ifr_qlen` in C, which libc
+        // names `ifru_metric`, one of the int views of the same member).
+        let len = unsafe { req.ifr_ifru.ifru_metric };
+        u32::try_from(len).map_err(|_| io::Error::other("negative queue length"))
+    }
+
+    pub(super) fn set_tx_queue_len(name: &str, len: u32) -> io::Result<()> {
+        let mut req = request(name);
+        req.ifr_ifru.ifru_metric =
+            libc::c_int::try_from(len).map_err(|_| io::Error::other("queue length too large"))?;
+        ioctl(libc::SIOCSIFTXQLEN, &mut req)
     }
 
     /// Moves the calling thread into the network namespace `ns` (an open nsfs file).

@@ -14,8 +14,7 @@ use http::{Method, Request, Response, StatusCode};
 
 use super::server::{ServerStats, StatsHandle};
 use super::{
-    method_not_allowed, options_star, text_response, Body, BodyError, BodyStream, ConnInfo,
-    RequestBody,
+    method_not_allowed, text_response, Body, BodyError, BodyStream, ConnInfo, RequestBody,
 };
 
 /// What `/bytes/N` repeats: byte `i` of every response is `PATTERN[i % PATTERN.len()]`.
@@ -47,11 +46,12 @@ impl Builtin {
         }
     }
 
+    /// The methods the built-in pages take, for [`ServerConfig::methods`](super::ServerConfig)
+    /// (the server answers `OPTIONS *` with them).
+    pub const METHODS: [Method; 3] = [Method::GET, Method::HEAD, Method::POST];
+
     /// Answers one request.
     pub fn handle(&self, request: Request<RequestBody>, info: &ConnInfo) -> Response<Body> {
-        if let Some(response) = options_star(&request, "GET, HEAD, POST, OPTIONS") {
-            return response;
-        }
         let path = request.uri().path().to_string();
         let method = request.method().clone();
         let read_only = method == Method::GET || method == Method::HEAD;
@@ -264,13 +264,6 @@ mod tests {
 
     fn allow(r: &Response<Body>) -> Option<&str> {
         r.headers().get(http::header::ALLOW)?.to_str().ok()
-    }
-
-    #[test]
-    fn options_star_is_answered_with_allow() {
-        let r = answer("OPTIONS", "*");
-        assert_eq!(r.status(), StatusCode::NO_CONTENT);
-        assert_eq!(allow(&r), Some("GET, HEAD, POST, OPTIONS"));
     }
 
     #[test]

@@ -52,11 +52,12 @@ impl StaticFiles {
         &self.root
     }
 
+    /// The methods static files take, for [`ServerConfig::methods`](super::ServerConfig)
+    /// (the server answers `OPTIONS *` with them).
+    pub const METHODS: [Method; 2] = [Method::GET, Method::HEAD];
+
     /// Answers one request.
     pub fn handle(&self, request: &Request<RequestBody>) -> Response<Body> {
-        if let Some(response) = super::options_star(request, "GET, HEAD, OPTIONS") {
-            return response;
-        }
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return super::method_not_allowed(request.method(), "GET, HEAD");
         }
@@ -317,7 +318,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn options_star_and_unknown_methods() {
+    fn unknown_methods_get_501_known_ones_405() {
         let files = StaticFiles::new(env!("CARGO_MANIFEST_DIR"), false).unwrap();
         let answer = |method: &str, target: &str| {
             let request = Request::builder()
@@ -327,9 +328,6 @@ mod tests {
                 .unwrap();
             files.handle(&request)
         };
-        let r = answer("OPTIONS", "*");
-        assert_eq!(r.status(), StatusCode::NO_CONTENT);
-        assert_eq!(r.headers()[header::ALLOW], "GET, HEAD, OPTIONS");
         assert_eq!(answer("FOO", "/").status(), StatusCode::NOT_IMPLEMENTED);
         let r = answer("PUT", "/Cargo.toml");
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);

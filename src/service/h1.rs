@@ -392,7 +392,11 @@ impl<T: Transport> H1Conn<T> {
                         None => {
                             shared.stats.borrow_mut().note_request(protocol);
                             let request = Request::from_parts(parts, request_body);
-                            Stage::Waiting(handler.call(request, &info).into_answer())
+                            let reply = match shared.answer_itself(&request) {
+                                Some(response) => Reply::Now(response),
+                                None => handler.call(request, &info),
+                            };
+                            Stage::Waiting(reply.into_answer())
                         }
                     };
                     self.tasks.push_back(Task {

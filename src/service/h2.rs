@@ -650,11 +650,12 @@ fn start_stream<H: Handler + ?Sized>(
         .map_or_else(|| "/".to_string(), |p| p.to_string());
     shared.stats.borrow_mut().note_request(Protocol::Http2);
     let tunnel_rx = (method == Method::CONNECT).then(|| body.clone());
-    let stage = Stage::Waiting(
-        handler
-            .call(Request::from_parts(parts, body), info)
-            .into_answer(),
-    );
+    let request = Request::from_parts(parts, body);
+    let reply = match shared.answer_itself(&request) {
+        Some(response) => super::Reply::Now(response),
+        None => handler.call(request, info),
+    };
+    let stage = Stage::Waiting(reply.into_answer());
     StreamTask {
         method,
         target,
@@ -796,6 +797,13 @@ pub(crate) enum Pumped {
 /// Sends `body` on `send` as far as the flow-control window allows: reserves capacity in
 /// chunks and pulls at most that much from the body, so a peer that does not open its
 /// window never makes memory grow. Returns how far it got and the body bytes sent.
+///
+/// The body is read one chunk ahead while the window has room, so its last chunk carries
+/// END_STREAM rather than an empty DATA frame after it: `h2` treats a stream whose data
+/// all left its queue as finished and ignores the peer's WINDOW_UPDATEs on it, even when
+/// a separate END_STREAM frame still waits behind a full socket — an update that
+/// overflows the window (RFC 9113 §6.9.1) would then get the end of the response instead
+/// of RST_STREAM FLOW_CONTROL_ERROR.
 pub(crate) fn send_body(
     send: &mut SendStream<Bytes>,
     body: &mut dyn BodyStream,
@@ -803,31 +811,56 @@ pub(crate) fn send_body(
     on_error: Reason,
 ) -> (Pumped, u64) {
     let mut sent = 0u64;
+    // A chunk pulled by looking ahead, not sent yet (it fits the capacity held).
+    let mut ahead: Option<Bytes> = None;
     loop {
-        if send.capacity() == 0 {
-            send.reserve_capacity(SEND_CHUNK);
-            match send.poll_capacity(cx) {
-                Poll::Ready(Some(Ok(n))) if n > 0 => {}
-                Poll::Ready(Some(Ok(_))) | Poll::Pending => return (Pumped::Blocked, sent),
-                Poll::Ready(Some(Err(_))) | Poll::Ready(None) => return (Pumped::PeerGone, sent),
-            }
-        }
-        match body.poll_chunk(cx, send.capacity()) {
-            Poll::Pending => return (Pumped::Blocked, sent),
-            Poll::Ready(Some(Ok(chunk))) => {
-                sent += chunk.len() as u64;
-                if send.send_data(chunk, false).is_err() {
-                    return (Pumped::PeerGone, sent);
+        let chunk = match ahead.take() {
+            Some(chunk) => chunk,
+            None => {
+                if send.capacity() == 0 {
+                    send.reserve_capacity(SEND_CHUNK);
+                    match send.poll_capacity(cx) {
+                        Poll::Ready(Some(Ok(n))) if n > 0 => {}
+                        Poll::Ready(Some(Ok(_))) | Poll::Pending => return (Pumped::Blocked, sent),
+                        Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
+                            return (Pumped::PeerGone, sent)
+                        }
+                    }
+                }
+                match body.poll_chunk(cx, send.capacity()) {
+                    Poll::Pending => return (Pumped::Blocked, sent),
+                    Poll::Ready(Some(Ok(chunk))) => chunk,
+                    Poll::Ready(None) => {
+                        let _ = send.send_data(Bytes::new(), true);
+                        return (Pumped::Finished, sent);
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        send.send_reset(on_error);
+                        return (Pumped::Failed(e), sent);
+                    }
                 }
             }
-            Poll::Ready(None) => {
-                let _ = send.send_data(Bytes::new(), true);
-                return (Pumped::Finished, sent);
+        };
+        // Is this the last chunk? Look while the capacity has room for more.
+        let room = send.capacity().saturating_sub(chunk.len());
+        let mut last = false;
+        if room > 0 {
+            match body.poll_chunk(cx, room) {
+                Poll::Ready(None) => last = true,
+                Poll::Ready(Some(Ok(next))) => ahead = Some(next),
+                Poll::Pending => {}
+                Poll::Ready(Some(Err(e))) => {
+                    send.send_reset(on_error);
+                    return (Pumped::Failed(e), sent);
+                }
             }
-            Poll::Ready(Some(Err(e))) => {
-                send.send_reset(on_error);
-                return (Pumped::Failed(e), sent);
-            }
+        }
+        sent += chunk.len() as u64;
+        if send.send_data(chunk, last).is_err() {
+            return (Pumped::PeerGone, sent);
+        }
+        if last {
+            return (Pumped::Finished, sent);
         }
     }
 }

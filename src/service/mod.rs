@@ -196,7 +196,6 @@ where
     }
 }
 
-/// A plain-text response with the given status.
 /// The answer to a method a resource does not take: `405` with `Allow` for a method the
 /// server recognizes (RFC 9110's and PATCH), `501` for any other (RFC 9110 §9.1, §15.6.2).
 pub fn method_not_allowed(method: &http::Method, allow: &'static str) -> Response<Body> {
@@ -225,19 +224,6 @@ pub fn method_not_allowed(method: &http::Method, allow: &'static str) -> Respons
     r.headers_mut()
         .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
     r
-}
-
-/// The answer to `OPTIONS *` (the server as a whole, RFC 9110 §9.3.7): `204` with the
-/// methods the server takes in `Allow`; `None` for any other request.
-pub fn options_star<B>(request: &http::Request<B>, allow: &'static str) -> Option<Response<Body>> {
-    if request.method() != http::Method::OPTIONS || request.uri() != "*" {
-        return None;
-    }
-    let mut r = Response::new(Body::empty());
-    *r.status_mut() = http::StatusCode::NO_CONTENT;
-    r.headers_mut()
-        .insert(http::header::ALLOW, http::HeaderValue::from_static(allow));
-    Some(r)
 }
 
 /// A response with `status` and `text` as a `text/plain; charset=utf-8` body.

@@ -13,14 +13,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Context;
 
-use http::header::{HeaderValue, DATE, SERVER};
-use http::HeaderMap;
+use http::header::{HeaderValue, ALLOW, DATE, SERVER};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use slab::Slab;
 use smoltcp::time::Instant;
 
 use super::h1::{Drive, H1Conn};
 use super::h2::{H2Config, H2Conn};
-use super::{ConnInfo, Handler, Protocol};
+use super::{text_response, Body, ConnInfo, Handler, Protocol};
 use crate::http::h1::H1Config;
 use crate::http::H2_PREFACE;
 use crate::runtime::wake::{ConnWaker, ReadyQueue};
@@ -44,6 +44,14 @@ pub struct ServerConfig {
     pub tls_handshake_timeout: std::time::Duration,
     /// Value of the `Server` header (`None`: no header).
     pub server_header: Option<String>,
+    /// The request methods the handler takes. With `Some`, the server answers two kinds of
+    /// request itself, before any handler runs (RFC 9110): `OPTIONS *` (about the server
+    /// as a whole, §9.3.7) gets `204` with these methods and OPTIONS in `Allow`, and a
+    /// method it does not recognize — neither RFC 9110's, PATCH, nor one listed here —
+    /// gets `501 Not Implemented` (§9.1, §15.6.2). A handler answers `405` for a known
+    /// method one of its resources does not take. `None` hands every request to the
+    /// handler (a forwarding proxy passes on methods it does not know).
+    pub methods: Option<Vec<Method>>,
 }
 
 impl Default for ServerConfig {
@@ -54,9 +62,23 @@ impl Default for ServerConfig {
             h2c: true,
             tls_handshake_timeout: std::time::Duration::from_secs(10),
             server_header: Some(concat!("tapir/", env!("CARGO_PKG_VERSION")).to_string()),
+            methods: Some(vec![Method::GET, Method::HEAD, Method::POST]),
         }
     }
 }
+
+/// The methods RFC 9110 defines (§9.3), and PATCH (RFC 5789): recognized by every server.
+const RFC_9110_METHODS: [Method; 9] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::CONNECT,
+    Method::OPTIONS,
+    Method::TRACE,
+    Method::PATCH,
+];
 
 /// Counters of a server, for `/stats` and logs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -119,9 +141,34 @@ pub(crate) struct Shared {
     pub(crate) stats: Rc<RefCell<ServerStats>>,
     server_header: Option<HeaderValue>,
     date: RefCell<(i64, HeaderValue)>,
+    /// [`ServerConfig::methods`], with OPTIONS.
+    methods: Option<Vec<Method>>,
+    /// Those methods as an `Allow` value.
+    allow: HeaderValue,
 }
 
 impl Shared {
+    /// The server's own answer to `request` when it needs no handler: `OPTIONS *` and
+    /// methods it does not recognize (see [`ServerConfig::methods`]).
+    pub(crate) fn answer_itself<B>(&self, request: &Request<B>) -> Option<Response<Body>> {
+        let methods = self.methods.as_ref()?;
+        let method = request.method();
+        if !RFC_9110_METHODS.contains(method) && !methods.contains(method) {
+            return Some(text_response(
+                StatusCode::NOT_IMPLEMENTED,
+                format!("method {method} is not implemented\n"),
+            ));
+        }
+        // `*` is the whole target in HTTP/1.1 and the `:path` in HTTP/2 (RFC 9113 §8.3.1).
+        if method == Method::OPTIONS && request.uri().path() == "*" {
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            response.headers_mut().insert(ALLOW, self.allow.clone());
+            return Some(response);
+        }
+        None
+    }
+
     /// Adds `Date` (from the stack's clock, so simulations are reproducible) and `Server`.
     pub(crate) fn stamp(&self, headers: &mut HeaderMap, now: Instant) {
         let secs = now.secs();
@@ -256,6 +303,20 @@ impl<H: Handler> Server<H> {
             .server_header
             .as_deref()
             .and_then(|s| HeaderValue::from_str(s).ok());
+        let methods = config.methods.clone().map(|mut methods| {
+            if !methods.contains(&Method::OPTIONS) {
+                methods.push(Method::OPTIONS);
+            }
+            methods
+        });
+        let allow = methods.as_deref().unwrap_or_default();
+        let allow = allow
+            .iter()
+            .map(Method::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        // Method names are tokens, so always a valid header value.
+        let allow = HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static("OPTIONS"));
         Server {
             h1: Arc::new(config.h1.clone()),
             config,
@@ -267,6 +328,8 @@ impl<H: Handler> Server<H> {
                 stats: stats.0,
                 server_header,
                 date: RefCell::new((i64::MIN, HeaderValue::from_static(""))),
+                methods,
+                allow,
             },
             accepting: true,
             handler: Box::new(handler),
