@@ -573,3 +573,289 @@ impl Controller for Bbr {
         true
     }
 }
+
+#[cfg(test)]
+mod test {
+    use alloc::collections::VecDeque;
+    use alloc::vec::Vec;
+
+    use super::*;
+    use crate::socket::tcp::pacing::Pacer;
+    use crate::socket::tcp::rate::{RateEstimator, TxState};
+    use crate::wire::TcpSeqNumber;
+
+    const MSS: usize = 1448;
+
+    #[test]
+    fn max_filter_keeps_the_window_maximum() {
+        let mut f = MaxFilter::default();
+        assert_eq!(f.update(10, 1, 5.0), 5.0);
+        assert_eq!(f.update(10, 2, 3.0), 5.0);
+        assert_eq!(f.update(10, 4, 4.0), 5.0);
+        assert_eq!(f.update(10, 8, 2.0), 5.0);
+        // The best sample (round 1) expires after 10 rounds: the best of the later ones.
+        assert_eq!(f.update(10, 12, 1.0), 4.0);
+        assert_eq!(f.update(10, 13, 9.0), 9.0);
+        // Long silence: the new sample alone.
+        assert_eq!(f.update(10, 40, 1.0), 1.0);
+    }
+
+    /// One bottleneck of `rate` bytes/s with a FIFO queue, `rtt` of propagation delay and
+    /// random loss `loss` (seeded); ACKs every segment. Lost segments are found when the
+    /// next segment's ACK arrives (as SACK would) and not retransmitted (the window
+    /// dynamics are the point). Calls `observe` after every ACK with the bytes delivered.
+    fn simulate<C: Controller>(
+        cc: &mut C,
+        rate: f64,
+        rtt: Duration,
+        loss: f64,
+        secs: u64,
+        mut observe: impl FnMut(Instant, &C, u64),
+    ) {
+        struct Sent {
+            end: usize,
+            tx: TxState,
+            xmit: Instant,
+            ack_at: Option<Instant>,
+        }
+        let start = Instant::from_secs(1);
+        let end = start + Duration::from_secs(secs);
+        let rtte = RttEstimator::default();
+        let serialization = Duration::from_micros((MSS as f64 * 1e6 / rate) as u64);
+        let (mut now, mut free_at) = (start, start);
+        let mut estimator = RateEstimator::default();
+        let mut pacer = Pacer::default();
+        let mut flight: VecDeque<Sent> = VecDeque::new();
+        let (mut in_flight, mut next_seq, mut delivered) = (0, 0, 0u64);
+        let mut recovery_point: Option<usize> = None;
+        let mut rng: u32 = 0x1234_5678;
+        cc.set_mss(MSS);
+        loop {
+            let next_ack = flight.iter().find_map(|s| s.ack_at);
+            let send_at =
+                (in_flight + MSS <= cc.window()).then(|| pacer.release_at(now).unwrap_or(now));
+            now = match (next_ack, send_at) {
+                (Some(a), Some(s)) => a.min(s),
+                (Some(a), None) => a,
+                (None, Some(s)) => s,
+                (None, None) => panic!("stalled"),
+            };
+            if now > end {
+                return;
+            }
+            if next_ack != Some(now) {
+                rng ^= rng << 13;
+                rng ^= rng >> 17;
+                rng ^= rng << 5;
+                let lost = (rng as f64 / u32::MAX as f64) < loss;
+                free_at = free_at.max(now) + serialization;
+                let tx = estimator.on_send(now, flight.is_empty());
+                next_seq += MSS;
+                let ack_at = (!lost).then_some(free_at + rtt);
+                flight.push_back(Sent {
+                    end: next_seq,
+                    tx,
+                    xmit: now,
+                    ack_at,
+                });
+                in_flight += MSS;
+                pacer.on_send(now, MSS, cc.pacing_rate());
+                cc.post_transmit(now, MSS);
+                continue;
+            }
+            let prior_in_flight = in_flight;
+            let mut losses = 0;
+            let mut acked_end = 0;
+            while let Some(s) = flight.pop_front() {
+                in_flight -= MSS;
+                if s.ack_at.is_none() {
+                    losses += MSS;
+                    continue;
+                }
+                let end_seq = TcpSeqNumber(s.end as i32);
+                estimator.on_delivered(&s.tx, s.xmit, end_seq, MSS, false, now);
+                delivered += MSS as u64;
+                acked_end = s.end;
+                break;
+            }
+            if losses > 0 && recovery_point.is_none() {
+                recovery_point = Some(next_seq);
+                cc.on_loss(now, in_flight);
+            } else if recovery_point.is_some_and(|p| acked_end >= p) {
+                recovery_point = None;
+                cc.on_ack(now, MSS, in_flight, &rtte);
+            } else if recovery_point.is_none() {
+                cc.on_ack(now, MSS, in_flight, &rtte);
+            }
+            let mut rs = estimator.sample(now, Some(rtt));
+            rs.prior_in_flight = prior_in_flight;
+            rs.in_flight = in_flight;
+            rs.losses = losses;
+            rs.in_recovery = recovery_point.is_some();
+            rs.mss = MSS;
+            cc.on_rate_sample(now, &rs);
+            observe(now, cc, delivered);
+        }
+    }
+
+    const RATE: f64 = 10e6;
+    const RTT: Duration = Duration::from_millis(20);
+    /// 10 MB/s × 20 ms.
+    const BDP: usize = 200_000;
+
+    #[test]
+    fn startup_drain_probe_bw_find_the_bottleneck() {
+        let mut bbr = Bbr::new();
+        let mut modes = Vec::new();
+        let mut at_2s = 0;
+        let mut delivered = 0;
+        simulate(&mut bbr, RATE, RTT, 0.0, 4, |now, bbr, d| {
+            if modes.last() != Some(&bbr.mode()) {
+                modes.push(bbr.mode());
+            }
+            if now <= Instant::from_secs(3) {
+                at_2s = d;
+            }
+            delivered = d;
+        });
+        assert_eq!(modes, [Mode::Startup, Mode::Drain, Mode::ProbeBw]);
+        let bw = bbr.max_bw();
+        assert!((bw - RATE).abs() < RATE * 0.02, "bandwidth {bw}");
+        // cwnd_gain × BDP plus the quantization budget (three 1 ms pacing quanta, 30 kB,
+        // and two segments in the probing phase) and a little ACK aggregation.
+        assert!(bbr.window() >= 2 * BDP, "cwnd {}", bbr.window());
+        assert!(
+            bbr.window() <= 2 * BDP + 30_000 + 8 * MSS,
+            "cwnd {}",
+            bbr.window()
+        );
+        // The bottleneck is kept busy: the last 2 s deliver at its rate.
+        let rate = (delivered - at_2s) as f64 / 2.0;
+        assert!(rate > RATE * 0.98, "delivery rate {rate}");
+    }
+
+    /// Average window and delivery rate over the last 2 s of 6 s at 1 % random loss.
+    fn under_random_loss<C: Controller>(cc: &mut C) -> (f64, f64) {
+        let (mut sum, mut n, mut d0, mut d1) = (0.0, 0.0, 0, 0);
+        simulate(cc, RATE, RTT, 0.01, 6, |now, cc, d| {
+            if now > Instant::from_secs(5) {
+                sum += cc.window() as f64;
+                n += 1.0;
+            } else {
+                d0 = d;
+            }
+            d1 = d;
+        });
+        (sum / n, (d1 - d0) as f64 / 2.0)
+    }
+
+    #[test]
+    fn random_loss_does_not_shrink_the_window() {
+        let (cwnd, rate) = under_random_loss(&mut Bbr::new());
+        // Losses cost one round of conservation each, not half the window: the window
+        // stays above the BDP (the pipe stays full).
+        assert!(cwnd > 1.2 * BDP as f64, "bbr cwnd {cwnd}");
+        assert!(rate > 0.9 * RATE, "bbr delivery rate {rate}");
+    }
+
+    #[cfg(feature = "socket-tcp-cubic")]
+    #[test]
+    fn random_loss_shrinks_cubic_not_bbr() {
+        let (bbr_cwnd, bbr_rate) = under_random_loss(&mut Bbr::new());
+        let (cubic_cwnd, cubic_rate) = under_random_loss(&mut super::super::cubic::Cubic::new());
+        assert!(cubic_cwnd < 0.5 * BDP as f64, "cubic cwnd {cubic_cwnd}");
+        assert!(bbr_cwnd > 3.0 * cubic_cwnd, "{bbr_cwnd} vs {cubic_cwnd}");
+        assert!(bbr_rate > 2.0 * cubic_rate, "{bbr_rate} vs {cubic_rate}");
+    }
+
+    #[test]
+    fn probe_rtt_every_ten_seconds() {
+        let mut bbr = Bbr::new();
+        let mut probe: Option<(Instant, Instant)> = None;
+        let mut max_cwnd_in_probe = 0;
+        let mut after = Vec::new();
+        simulate(&mut bbr, RATE, RTT, 0.0, 12, |now, bbr, _| {
+            if bbr.mode() == Mode::ProbeRtt {
+                let (start, _) = probe.unwrap_or((now, now));
+                probe = Some((start, now));
+                max_cwnd_in_probe = max_cwnd_in_probe.max(bbr.window());
+            } else if probe.is_some() && after.last() != Some(&bbr.mode()) {
+                after.push(bbr.mode());
+            }
+        });
+        let (start, end) = probe.expect("no PROBE_RTT in 12 s");
+        // 10 s after the minimum RTT was first measured (one RTT after the start).
+        assert!(start >= Instant::from_secs(11), "{start}");
+        assert!(
+            start <= Instant::from_secs(11) + Duration::from_millis(100),
+            "{start}"
+        );
+        assert_eq!(max_cwnd_in_probe, MIN_CWND_SEGMENTS * MSS);
+        // 200 ms at the minimum window once the queue drained, and a round.
+        let held = end - start;
+        assert!(held >= PROBE_RTT_DURATION, "{held}");
+        assert!(held <= PROBE_RTT_DURATION + RTT * 4, "{held}");
+        assert_eq!(after, [Mode::ProbeBw]);
+    }
+
+    #[test]
+    fn recovery_conserves_packets_then_restores_the_window() {
+        let mut bbr = Bbr::new();
+        simulate(&mut bbr, RATE, RTT, 0.0, 2, |_, _, _| {});
+        let before = bbr.window();
+        let now = Instant::from_secs(3);
+        bbr.on_loss(now, before);
+        let mut rs = RateSample {
+            acked_sacked: MSS,
+            losses: MSS,
+            in_flight: 50 * MSS,
+            prior_in_flight: 52 * MSS,
+            in_recovery: true,
+            mss: MSS,
+            ..RateSample::default()
+        };
+        bbr.on_rate_sample(now, &rs);
+        // Packet conservation: what is in flight plus what this ACK delivered.
+        assert_eq!(bbr.window(), 51 * MSS);
+        rs.losses = 0;
+        rs.in_flight = 51 * MSS;
+        bbr.on_rate_sample(now, &rs);
+        assert_eq!(bbr.window(), 52 * MSS);
+        // Recovery over: the window before it is back.
+        rs.in_recovery = false;
+        bbr.on_rate_sample(now, &rs);
+        assert!(bbr.window() >= before, "{} < {before}", bbr.window());
+    }
+
+    #[test]
+    fn rto_restarts_from_one_segment_and_restores_after() {
+        let mut bbr = Bbr::new();
+        simulate(&mut bbr, RATE, RTT, 0.0, 2, |_, _, _| {});
+        let before = bbr.window();
+        bbr.on_rto(Instant::from_secs(3), before);
+        assert_eq!(bbr.window(), MSS);
+        let rs = RateSample {
+            acked_sacked: MSS,
+            in_recovery: false,
+            mss: MSS,
+            ..RateSample::default()
+        };
+        bbr.on_rate_sample(Instant::from_secs(3), &rs);
+        assert!(bbr.window() >= before);
+    }
+
+    #[test]
+    fn pacing_rate_follows_the_bandwidth() {
+        let mut bbr = Bbr::new();
+        bbr.set_mss(MSS);
+        // Before any sample: the initial window per (default) RTT at STARTUP's gain.
+        let initial = bbr.pacing_rate().unwrap() as f64;
+        let expected = (10 * MSS) as f64 / 1e-3 * HIGH_GAIN * PACING_MARGIN;
+        assert!((initial - expected).abs() < 1.0, "{initial} vs {expected}");
+        simulate(&mut bbr, RATE, RTT, 0.0, 3, |_, _, _| {});
+        let rate = bbr.pacing_rate().unwrap() as f64;
+        let gain = PACING_GAIN_CYCLE[bbr.cycle_index];
+        let want = bbr.max_bw() * gain * PACING_MARGIN;
+        assert!((rate - want).abs() <= 1.0, "{rate} vs {want}");
+    }
+}
