@@ -7508,6 +7508,60 @@ mod test {
     }
 
     #[test]
+    #[cfg(feature = "socket-tcp-bbr")]
+    fn test_bbr_paces_segments() {
+        // tapir patch: with a pacing controller no data segment leaves before its pacing
+        // time, and poll_at names that time.
+        let mut s = socket_syn_sent_with_buffer_sizes(32768, 64);
+        s.set_congestion_control(CongestionControl::Bbr);
+        recv!(s, [TcpRepr {
+            control: TcpControl::Syn,
+            seq_number: LOCAL_SEQ,
+            ack_number: None,
+            max_seg_size: Some(BASE_MSS),
+            window_scale: Some(0),
+            sack_permitted: true,
+            ..RECV_TEMPL
+        }]);
+        send!(s, TcpRepr {
+            control: TcpControl::Syn,
+            seq_number: REMOTE_SEQ,
+            ack_number: Some(LOCAL_SEQ + 1),
+            max_seg_size: Some(BASE_MSS),
+            window_scale: Some(0),
+            window_len: 65535,
+            ..SEND_TEMPL
+        });
+        let mss = BASE_MSS as usize;
+        let rate = s.congestion_controller.inner().pacing_rate().unwrap();
+        // The initial window per (assumed) millisecond at STARTUP's gain of 2.885.
+        assert!(rate > 25 * mss as u64 * 1000 && rate < 30 * mss as u64 * 1000);
+        let gap = Duration::from_micros((mss as u64 * 1_000_000).div_ceil(rate));
+        let data = [b'x'; 32768];
+        s.send_slice(&data).unwrap();
+        let mut at = Instant::from_millis(0);
+        for i in 0..10 {
+            recv(&mut s, at, |r| {
+                let r = r.unwrap();
+                assert_eq!(r.seq_number, LOCAL_SEQ + 1 + i * mss);
+                assert_eq!(r.payload.len(), mss);
+            });
+            // Nothing more at once, nor a microsecond before the pacing time.
+            recv_nothing(&mut s, at);
+            at += gap;
+            recv_nothing(&mut s, at - Duration::from_micros(1));
+            s.cx.set_now(at - Duration::from_micros(1));
+            if i < 9 {
+                assert_eq!(s.socket.poll_at(&mut s.cx), PollAt::Time(at));
+            } else {
+                // The initial window is in flight: the next segment waits for an ACK.
+                assert_eq!(s.socket.poll_at(&mut s.cx), PollAt::Time(Instant::from_secs(1)));
+            }
+        }
+        recv_nothing(&mut s, at);
+    }
+
+    #[test]
     #[cfg(feature = "socket-tcp-reno")]
     fn test_reno_initial_window_is_ten_segments() {
         initial_and_loss_window(CongestionControl::Reno, Some(BASE_MSS));

@@ -13,8 +13,11 @@
 use crate::time::{Duration, Instant};
 
 /// Lateness of a wake-up kept as credit: segments may leave back to back until the
-/// schedule has caught up with up to this much of it.
-pub(crate) const CREDIT: Duration = Duration::from_millis(2);
+/// schedule has caught up with up to this much of it. An event loop sleeps in whole
+/// milliseconds (it wakes 1–2 ms after the pacing time) and, on a loaded machine, is
+/// scheduled later still; what it could not send then goes out at once, within the
+/// congestion window.
+pub(crate) const CREDIT: Duration = Duration::from_millis(10);
 
 /// The largest segmentation offload super-segment paced as one departure (Linux's
 /// `GSO_LEGACY_MAX_SIZE`).
