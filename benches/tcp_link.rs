@@ -24,6 +24,9 @@ const BYTES: usize = 4 * 1024 * 1024;
 const RTT_MS: u64 = 20;
 const SEED: u64 = 1;
 
+/// Changes both stacks' configuration.
+type Tune = fn(&mut StackConfig);
+
 fn bbr(config: &mut StackConfig) {
     config.tcp.congestion = CongestionControl::Bbr;
 }
@@ -34,7 +37,7 @@ fn tcp_link(c: &mut Criterion) {
     group.sample_size(10);
     group.measurement_time(StdDuration::from_secs(5));
     group.warm_up_time(StdDuration::from_secs(1));
-    let cases: [(&str, f64, fn(&mut StackConfig)); 4] = [
+    let cases: [(&str, f64, Tune); 4] = [
         ("20ms_loss0", 0.0, |_| {}),
         ("20ms_loss1pct", 0.01, |_| {}),
         ("20ms_loss0_bbr", 0.0, bbr),
