@@ -2,8 +2,8 @@
 //! `cargo bench --bench tcp_link`.
 //!
 //! Each case moves 4 MiB from one stack to the other across a 20 ms RTT path, without loss
-//! and with 1% loss in both directions (seeded, so every run sees the same losses). Two
-//! figures per case: the throughput in simulated time (bytes / virtual seconds, printed
+//! and with 1% loss in both directions (seeded, so every run sees the same losses), with
+//! CUBIC (the default) and with BBR. Two figures per case: the throughput in simulated time (bytes / virtual seconds, printed
 //! once per case: it is what the TCP algorithms achieve on that path, and it does not
 //! depend on the machine), and criterion's wall-clock time of a run (the CPU cost of
 //! simulating it).
@@ -15,12 +15,21 @@ mod transfer;
 use std::time::Duration as StdDuration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use smoltcp::socket::tcp::CongestionControl;
 use smoltcp::time::Duration;
+use tapir::stack::StackConfig;
 use transfer::{transfer, Transfer};
 
 const BYTES: usize = 4 * 1024 * 1024;
 const RTT_MS: u64 = 20;
 const SEED: u64 = 1;
+
+/// Changes both stacks' configuration.
+type Tune = fn(&mut StackConfig);
+
+fn bbr(config: &mut StackConfig) {
+    config.tcp.congestion = CongestionControl::Bbr;
+}
 
 fn tcp_link(c: &mut Criterion) {
     let mut group = c.benchmark_group("tcp_link");
@@ -28,8 +37,15 @@ fn tcp_link(c: &mut Criterion) {
     group.sample_size(10);
     group.measurement_time(StdDuration::from_secs(5));
     group.warm_up_time(StdDuration::from_secs(1));
-    for (name, loss) in [("20ms_loss0", 0.0), ("20ms_loss1pct", 0.01)] {
-        let t = Transfer::new(Duration::from_millis(RTT_MS), loss, SEED, BYTES);
+    let cases: [(&str, f64, Tune); 4] = [
+        ("20ms_loss0", 0.0, |_| {}),
+        ("20ms_loss1pct", 0.01, |_| {}),
+        ("20ms_loss0_bbr", 0.0, bbr),
+        ("20ms_loss1pct_bbr", 0.01, bbr),
+    ];
+    for (name, loss, tune) in cases {
+        let mut t = Transfer::new(Duration::from_millis(RTT_MS), loss, SEED, BYTES);
+        t.tune = tune;
         let report = transfer(&t);
         assert!(report.intact, "{name}: {report:?}");
         println!(

@@ -25,6 +25,10 @@
 # Results: target/bench/report.json, target/bench/scaling.svg, logs in target/bench/logs/.
 # --quick: 2 s runs, up to 1,000 connections, 128 MiB downloads (about 3 minutes); matrix
 # RTT {20, 100} ms x loss {0, 1%}, 16 MiB per cell, 32 MiB long download.
+# Environment: TAPIR_FLAGS="..." adds flags to every tapir serve/get this script starts
+# (e.g. TAPIR_FLAGS="--tcp-cc bbr"); TAPIR_MATRIX_CC="cubic bbr" measures the matrix
+# cells once per congestion control (tapir --tcp-cc NAME; "default": none given), in the
+# same run, each against the same kernel figures.
 # --bulk: only the 128 MiB downloads at MTU 1500 and 65000, best of 3, for tapir with
 #   offloads (TSO and checksum offload through the virtio-net header), tapir --no-offload
 #   and nginx, alternating (about 1 minute; a table, no report.json).
@@ -64,6 +68,12 @@ die() {
     echo "$PROG: $*" >&2
     exit 1
 }
+
+read -ra TAPIR_EXTRA <<<"${TAPIR_FLAGS:-}"
+read -ra M_CCS <<<"${TAPIR_MATRIX_CC:-default}"
+for cc in "${M_CCS[@]}"; do
+    [[ $cc =~ ^(default|cubic|reno|bbr)$ ]] || die "TAPIR_MATRIX_CC: unknown congestion control '$cc'"
+done
 
 [[ $(id -u) -eq 0 ]] || die "must run as root (network namespaces and TAP devices); try: sudo $0 $*"
 
@@ -291,7 +301,7 @@ start_tapir() { # NS MTU LOGNAME [extra args]
     local ns=$1 mtu=$2 name=$3
     shift 3
     ip netns exec "$ns" bash -c 'ulimit -n "$0"; exec "$@"' "$NOFILE" \
-        "$TAPIR" --log warn serve --tap tap0 --mtu "$mtu" "$@" >"$LOGS/$name.log" 2>&1 &
+        "$TAPIR" --log warn serve --tap tap0 --mtu "$mtu" "${TAPIR_EXTRA[@]}" "$@" >"$LOGS/$name.log" 2>&1 &
     TAPIR_PID=$!
     PIDS+=("$TAPIR_PID")
     wait_http "$ns" "http://$IP_SERVER/"
@@ -508,12 +518,13 @@ curl_mbps() { # URL TAG
 
 # MB/s of one download by `tapir get` (default flags) on tapg, wall time from start to exit
 # (so it includes the process start and one ARP round trip, which curl does not pay).
-get_mbps() { # URL TAG
-    local f="$LOGS/matrix-get-$2.txt" out="$WORK/get.out" t0 t1
+get_mbps() { # URL TAG [FLAG...]
+    local f="$LOGS/matrix-get-$2.txt" out="$WORK/get.out" t0 t1 url=$1
+    shift 2
     rm -f "$out"
     t0=$(date +%s.%N)
     ip netns exec "$LINKPATH-c" timeout "$M_TIMEOUT" "$TAPIR" --log warn get --tap tapg \
-        --ip "$M_GET_IP" -o "$out" "$1" >"$f" 2>&1 || echo "exit $?" >>"$f"
+        --ip "$M_GET_IP" "${TAPIR_EXTRA[@]}" "$@" -o "$out" "$url" >"$f" 2>&1 || echo "exit $?" >>"$f"
     t1=$(date +%s.%N)
     awk -v t0="$t0" -v t1="$t1" -v n="$(stat -c %s "$out" 2>/dev/null || echo 0)" \
         'BEGIN { if (n > 0) printf "%.3f\n", n / (t1 - t0) / 1e6; else print "null" }'
@@ -526,9 +537,28 @@ curl_seconds() { # URL TAG: time of one request on a new connection
     awk 'NF == 1 && $1 ~ /^[0-9.]+$/ { printf "%.1f\n", $1 * 1e3; found = 1 } END { if (!found) print "null" }' "$f"
 }
 
+cc_flags() { # CC: tapir's flag for it ("default": none)
+    [[ $1 == default ]] || echo "--tcp-cc $1"
+}
+
+MATRIX_TAPIR_PID=""
+matrix_tapir() { # CC [link]: (re)starts tapir serve in the matrix's server namespace
+    [[ -n $MATRIX_TAPIR_PID ]] && stop_pid "$MATRIX_TAPIR_PID"
+    # shellcheck disable=SC2046 # cc_flags gives zero or two words
+    ip netns exec "$LINKPATH-s" "$TAPIR" --log warn serve --tap taps --ip "$M_TAPIR/24" \
+        --no-https "${TAPIR_EXTRA[@]}" $(cc_flags "$1") >>"$LOGS/tapir-matrix.log" 2>&1 &
+    MATRIX_TAPIR_PID=$!
+    PIDS+=("$MATRIX_TAPIR_PID")
+    # Answers once it is up (through a link started for it when none runs).
+    [[ ${2:-} == link ]] && start_link 1 0
+    wait_http "$LINKPATH-c" "http://$M_TAPIR/"
+    [[ ${2:-} == link ]] && stop_pid "$LINK_PID"
+    return 0
+}
+
 tcp_matrix() {
     local IP_SERVER=$M_KERNEL # start_nginx waits on it
-    local rtt loss cell tapir_down tapir_up kernel kernel_cubic saved_cc route extra
+    local rtt loss cell cc kernel kernel_cubic saved_cc route extra
     echo "== TCP path matrix through tapir link: RTT ${M_RTTS[*]} ms x loss ${M_LOSSES[*]} %, $((M_BYTES >> 20)) MiB"
     for n in "$M_BYTES" "$M_LONG" 102400; do
         "$PY" "$HELPER" pattern-file "$WWW/bytes/$n" "$n"
@@ -537,17 +567,19 @@ tcp_matrix() {
     "$REPO/scripts/linkpath.sh" up "$LINKPATH"
     start_link 1 0
     start_nginx "$LINKPATH-s" "$LINKPATH-c" nginx-matrix
-    ip netns exec "$LINKPATH-s" "$TAPIR" --log warn serve --tap taps --ip "$M_TAPIR/24" \
-        --no-https >"$LOGS/tapir-matrix.log" 2>&1 &
-    PIDS+=("$!")
-    wait_http "$LINKPATH-c" "http://$M_TAPIR/"
+    matrix_tapir "${M_CCS[0]}"
     stop_pid "$LINK_PID"
     for rtt in "${M_RTTS[@]}"; do
         for loss in "${M_LOSSES[@]}"; do
             cell="rtt${rtt}-loss${loss}"
             start_link "$rtt" "$loss"
-            tapir_down=$(curl_mbps "http://$M_TAPIR/bytes/$M_BYTES" "tapir-$cell")
-            tapir_up=$(get_mbps "http://$M_KERNEL/bytes/$M_BYTES" "$cell")
+            local -A down=() up=()
+            for cc in "${M_CCS[@]}"; do
+                ((${#M_CCS[@]} == 1)) || matrix_tapir "$cc"
+                down[$cc]=$(curl_mbps "http://$M_TAPIR/bytes/$M_BYTES" "tapir-$cc-$cell")
+                # shellcheck disable=SC2046 # cc_flags gives zero or two words
+                up[$cc]=$(get_mbps "http://$M_KERNEL/bytes/$M_BYTES" "$cc-$cell" $(cc_flags "$cc"))
+            done
             kernel=$(curl_mbps "http://$M_KERNEL/bytes/$M_BYTES" "nginx-$cell")
             # The same kernel sending with CUBIC (a loss-based algorithm like tapir's): the
             # machine's default may be BBR, and a namespace may not change its default to an
@@ -559,22 +591,30 @@ tcp_matrix() {
             kernel_cubic=$(curl_mbps "http://$M_KERNEL/bytes/$M_BYTES" "nginx-cubic-$cell")
             ip -n "$LINKPATH-s" route replace "${route[@]}"
             stop_pid "$LINK_PID"
-            echo "   RTT $rtt ms, loss $loss%: down tapir $tapir_down, up tapir $tapir_up, kernel $kernel MB/s ($saved_cc), kernel with cubic $kernel_cubic MB/s"
-            extra="{\"series\": \"tcp_matrix\", \"rtt_ms\": $rtt, \"loss_pct\": $loss, \"bytes\": $M_BYTES"
-            record "TCP matrix RTT $rtt ms loss $loss%, down (tapir serve -> curl)" "MB/s" \
-                "kernel (nginx -> curl)" "$tapir_down" "$kernel" \
-                "curl -o /dev/null http://$M_TAPIR/bytes/$M_BYTES through tapir link" \
-                "$extra, \"direction\": \"down\"}"
-            record "TCP matrix RTT $rtt ms loss $loss%, down, against kernel CUBIC" "MB/s" \
-                "kernel CUBIC (nginx -> curl)" "$tapir_down" "$kernel_cubic" \
-                "curl -o /dev/null http://$M_TAPIR/bytes/$M_BYTES through tapir link" \
-                "$extra, \"direction\": \"down\", \"kernel_cc\": \"cubic\"}"
-            record "TCP matrix RTT $rtt ms loss $loss%, up (nginx -> tapir get)" "MB/s" \
-                "kernel (nginx -> curl)" "$tapir_up" "$kernel" \
-                "tapir get -o FILE http://$M_KERNEL/bytes/$M_BYTES through tapir link" \
-                "$extra, \"direction\": \"up\"}"
+            for cc in "${M_CCS[@]}"; do
+                local name="" ccjson=""
+                if [[ $cc != default ]]; then
+                    name=" tapir $cc," ccjson=", \"tapir_cc\": \"$cc\""
+                fi
+                echo "   RTT $rtt ms, loss $loss%:$name down tapir ${down[$cc]}, up tapir ${up[$cc]}, kernel $kernel MB/s ($saved_cc), kernel with cubic $kernel_cubic MB/s"
+                extra="{\"series\": \"tcp_matrix\", \"rtt_ms\": $rtt, \"loss_pct\": $loss, \"bytes\": $M_BYTES$ccjson"
+                record "TCP matrix RTT $rtt ms loss $loss%,$name down (tapir serve -> curl)" "MB/s" \
+                    "kernel (nginx -> curl)" "${down[$cc]}" "$kernel" \
+                    "curl -o /dev/null http://$M_TAPIR/bytes/$M_BYTES through tapir link" \
+                    "$extra, \"direction\": \"down\"}"
+                record "TCP matrix RTT $rtt ms loss $loss%,$name down, against kernel CUBIC" "MB/s" \
+                    "kernel CUBIC (nginx -> curl)" "${down[$cc]}" "$kernel_cubic" \
+                    "curl -o /dev/null http://$M_TAPIR/bytes/$M_BYTES through tapir link" \
+                    "$extra, \"direction\": \"down\", \"kernel_cc\": \"cubic\"}"
+                record "TCP matrix RTT $rtt ms loss $loss%,$name up (nginx -> tapir get)" "MB/s" \
+                    "kernel (nginx -> curl)" "${up[$cc]}" "$kernel" \
+                    "tapir get -o FILE http://$M_KERNEL/bytes/$M_BYTES through tapir link" \
+                    "$extra, \"direction\": \"up\"}"
+            done
         done
     done
+    # The 100 KiB and long-download figures: tapir with the first congestion control.
+    ((${#M_CCS[@]} == 1)) || matrix_tapir "${M_CCS[0]}" link
     for rtt in 20 100; do
         start_link "$rtt" 0
         # Warm the neighbour entries so both servers pay only TCP's round trips.

@@ -118,6 +118,9 @@ pub enum TcpCc {
     Cubic,
     /// Reno / NewReno (RFC 5681).
     Reno,
+    /// BBR (version 1, as Linux's tcp_bbr): paced at the measured bottleneck bandwidth,
+    /// random loss does not shrink the window.
+    Bbr,
 }
 
 impl NetArgs {
@@ -204,6 +207,7 @@ impl NetArgs {
             congestion: match self.tcp_cc {
                 TcpCc::Cubic => smoltcp::socket::tcp::CongestionControl::Cubic,
                 TcpCc::Reno => smoltcp::socket::tcp::CongestionControl::Reno,
+                TcpCc::Bbr => smoltcp::socket::tcp::CongestionControl::Bbr,
             },
             ..TcpConfig::default()
         };
@@ -335,7 +339,9 @@ mod tests {
         );
         let reno = config_from(&["--tcp-cc", "reno"]).unwrap();
         assert_eq!(reno.tcp.congestion, CongestionControl::Reno);
-        assert!(config_from(&["--tcp-cc", "bbr"]).is_err());
+        let bbr = config_from(&["--tcp-cc", "bbr"]).unwrap();
+        assert_eq!(bbr.tcp.congestion, CongestionControl::Bbr);
+        assert!(config_from(&["--tcp-cc", "vegas"]).is_err());
     }
 
     #[test]

@@ -1,22 +1,32 @@
 //! Bulk TCP between two tapir stacks across a matrix of round-trip times and loss rates,
 //! on the virtual clock: every byte arrives exactly once (length and sha256), whatever
-//! the path. Throughput is measured by `benches/tcp_link.rs`, not asserted here.
+//! the path, with CUBIC (the default) and with BBR. Throughput is measured by
+//! `benches/tcp_link.rs`, not asserted here.
 
 mod common;
 
 use common::transfer::{transfer, Transfer};
+use smoltcp::socket::tcp::CongestionControl;
 use smoltcp::time::Duration;
+use tapir::stack::StackConfig;
 
 const BYTES: usize = 1024 * 1024;
 
-fn matrix(loss: f64) {
+fn bbr(config: &mut StackConfig) {
+    config.tcp.congestion = CongestionControl::Bbr;
+}
+
+/// Each RTT with two seeds; `rate` is the bottleneck of each direction (0: none).
+fn matrix(loss: f64, rate: u64, tune: fn(&mut StackConfig)) {
     let mut failures = Vec::new();
     for rtt_ms in [1, 20, 100] {
         for seed in [1, 2] {
-            let t = Transfer::new(Duration::from_millis(rtt_ms), loss, seed, BYTES);
+            let mut t = Transfer::new(Duration::from_millis(rtt_ms), loss, seed, BYTES);
+            t.rate = rate;
+            t.tune = tune;
             let report = transfer(&t);
             eprintln!(
-                "rtt {rtt_ms} ms, loss {loss}, seed {seed}: {} in {} virtual ({:.0} KB/s), data link {:?}",
+                "rtt {rtt_ms} ms, loss {loss}, rate {rate}, seed {seed}: {} in {} virtual ({:.0} KB/s), data link {:?}",
                 report.received,
                 report.duration,
                 report.throughput() / 1e3,
@@ -35,15 +45,36 @@ fn matrix(loss: f64) {
 
 #[test]
 fn every_byte_once_without_loss() {
-    matrix(0.0);
+    matrix(0.0, 0, |_| {});
 }
 
 #[test]
 fn every_byte_once_with_1_percent_loss() {
-    matrix(0.01);
+    matrix(0.01, 0, |_| {});
 }
 
 #[test]
 fn every_byte_once_with_3_percent_loss() {
-    matrix(0.03);
+    matrix(0.03, 0, |_| {});
+}
+
+#[test]
+fn bbr_every_byte_once_without_loss() {
+    matrix(0.0, 0, bbr);
+}
+
+#[test]
+fn bbr_every_byte_once_with_1_percent_loss() {
+    matrix(0.01, 0, bbr);
+}
+
+#[test]
+fn bbr_every_byte_once_with_3_percent_loss() {
+    matrix(0.03, 0, bbr);
+}
+
+/// Behind a 4 MB/s bottleneck (a queue BBR's model has to find and drain).
+#[test]
+fn bbr_every_byte_once_through_a_bottleneck_with_1_percent_loss() {
+    matrix(0.01, 4_000_000, bbr);
 }

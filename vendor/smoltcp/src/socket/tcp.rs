@@ -19,8 +19,11 @@ use crate::wire::{
 };
 
 mod congestion;
+mod pacing;
+mod rate;
 mod scoreboard;
 
+use pacing::Pacer;
 use scoreboard::Scoreboard;
 
 macro_rules! tcp_trace {
@@ -566,6 +569,10 @@ pub enum CongestionControl {
 
     #[cfg(feature = "socket-tcp-cubic")]
     Cubic,
+
+    /// tapir patch: BBR (version 1), with pacing.
+    #[cfg(feature = "socket-tcp-bbr")]
+    Bbr,
 }
 
 /// tapir patch: what Linux's dynamic right-sizing measures on the receive side
@@ -660,6 +667,8 @@ pub struct Socket<'a> {
     rack_timer: Option<Instant>,
     /// tapir patch: the tail loss probe.
     tlp: Tlp,
+    /// tapir patch: when the next data segment may leave, for controllers that pace.
+    pacer: Pacer,
 
     /// Duration for Delayed ACK. If None no ACKs will be delayed.
     ack_delay: Option<Duration>,
@@ -763,6 +772,7 @@ impl<'a> Socket<'a> {
             rto_point: None,
             rack_timer: None,
             tlp: Tlp::default(),
+            pacer: Pacer::default(),
             ack_delay: Some(ACK_DELAY_DEFAULT),
             ack_delay_timer: AckDelayTimer::Idle,
             challenge_ack_timer: Instant::from_secs(0),
@@ -824,6 +834,9 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-cubic")]
             CongestionControl::Cubic => AnyController::Cubic(cubic::Cubic::new()),
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            CongestionControl::Bbr => AnyController::Bbr(bbr::Bbr::new()),
         };
         // tapir patch: a controller chosen after the handshake starts from the remote's MSS.
         if !matches!(self.state, State::Closed | State::Listen | State::SynSent) {
@@ -845,6 +858,9 @@ impl<'a> Socket<'a> {
 
             #[cfg(feature = "socket-tcp-cubic")]
             AnyController::Cubic(_) => CongestionControl::Cubic,
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            AnyController::Bbr(_) => CongestionControl::Bbr,
         }
     }
 
@@ -1114,6 +1130,7 @@ impl<'a> Socket<'a> {
         self.rto_point = None;
         self.rack_timer = None;
         self.tlp = Tlp::default();
+        self.pacer.clear();
         self.rcv_tune = RcvTune::default();
 
         #[cfg(feature = "async")]
@@ -1264,8 +1281,14 @@ impl<'a> Socket<'a> {
     /// tapir patch: updates the receive-side measurements when in-order data arrived.
     fn rcv_tune_on_data(&mut self, now: Instant) {
         let rcv_nxt = self.remote_seq_no + self.rx_buffer.len();
-        let window = (self.remote_last_win as usize) << self.remote_win_shift;
-        let initial_space = self.rx_buffer.capacity().min(10 * self.remote_mss);
+        // tapir patch: the window field of a SYN is not scaled; no window is larger than
+        // the buffer (the mark would lie megabytes ahead and no sample would end).
+        let window = ((self.remote_last_win as usize) << self.remote_win_shift)
+            .min(self.rx_buffer.capacity());
+        // tapir patch (BBR): half the buffer at most, so that a paced sender filling the
+        // whole window each round trip (the most it can send) counts as growth. With the
+        // whole buffer, only a burst that queued half of it unread grew a small buffer.
+        let initial_space = (self.rx_buffer.capacity() / 2).min(10 * self.remote_mss);
         let read = self.remote_seq_no;
         let mss = self.remote_mss;
         let t = &mut self.rcv_tune;
@@ -1854,13 +1877,12 @@ impl<'a> Socket<'a> {
     /// segments have left it. During fast recovery, RFC 6937 decides.
     fn cwnd_remaining(&self) -> usize {
         let pipe = self.scoreboard.pipe();
+        let controller = self.congestion_controller.inner();
         let allowance = match &self.recovery {
-            Some(recovery) => recovery.allowance(pipe, self.remote_mss),
-            None => self
-                .congestion_controller
-                .inner()
-                .window()
-                .saturating_sub(pipe),
+            Some(recovery) if !controller.controls_recovery() => {
+                recovery.allowance(pipe, self.remote_mss)
+            }
+            _ => controller.window().saturating_sub(pipe),
         };
         if self.tlp.due {
             allowance.max(self.remote_mss)
@@ -1905,18 +1927,56 @@ impl<'a> Socket<'a> {
         in_window.then_some(candidate)
     }
 
-    /// tapir patch: the segment to retransmit now (see `retransmission_candidate`), when
-    /// the congestion window lets it go.
-    fn next_retransmission(&self) -> Option<(TcpSeqNumber, usize)> {
-        if self.cwnd_remaining() == 0 {
+    /// tapir patch: the segment to retransmit at `now` (see `retransmission_candidate`),
+    /// when the congestion window and pacing let it go.
+    fn next_retransmission(&self, now: Instant) -> Option<(TcpSeqNumber, usize)> {
+        if self.cwnd_remaining() == 0 || self.pacer.holds(now) {
             return None;
         }
         self.retransmission_candidate()
     }
 
-    /// tapir patch: whether a retransmission is due and allowed now.
-    fn retransmission_due(&self) -> bool {
-        self.next_retransmission().is_some()
+    /// tapir patch: whether a retransmission is due and allowed at `now`.
+    fn retransmission_due(&self, now: Instant) -> bool {
+        self.next_retransmission(now).is_some()
+    }
+
+    /// tapir patch: the most data one segment may carry at `now` under pacing (all of it
+    /// without): nothing before the pacing time, then about a millisecond's worth, so
+    /// that a segmentation offload super-segment is no long burst.
+    fn pacing_limit(&self, now: Instant) -> usize {
+        match self.congestion_controller.inner().pacing_rate() {
+            _ if self.pacer.holds(now) => 0,
+            Some(rate) => pacing::quantum(rate, self.remote_mss),
+            None => usize::MAX,
+        }
+    }
+
+    /// tapir patch: the ACK just processed delivered or lost data: the controller gets
+    /// its delivery rate sample (draft-cheng-iccrg-delivery-rate-estimation).
+    fn on_rate_sample(&mut self, now: Instant, prior_in_flight: usize, losses: usize) {
+        let mut sample = self.scoreboard.rate_sample(now);
+        sample.prior_in_flight = prior_in_flight;
+        sample.losses = losses;
+        sample.in_recovery = self.recovery.is_some() || self.rto_point.is_some();
+        sample.mss = self.remote_mss;
+        self.congestion_controller
+            .inner_mut()
+            .on_rate_sample(now, &sample);
+    }
+
+    /// tapir patch: when the application has queued less than a segment beyond what is
+    /// in flight and the window has room, rate samples are app-limited until the data in
+    /// flight is delivered (so an idle connection does not lower its bandwidth estimate).
+    fn check_app_limited(&mut self) {
+        let unsent = self.tx_buffer.len().saturating_sub(self.flight_size());
+        if self.in_data_state()
+            && unsent < self.remote_mss
+            && self.scoreboard.lost_bytes() == 0
+            && self.cwnd_remaining() > 0
+        {
+            self.scoreboard.on_app_limited();
+        }
     }
 
     /// tapir patch: RACK's reordering window (RFC 8985 §6.2 step 4): a quarter of the
@@ -2664,6 +2724,8 @@ impl<'a> Socket<'a> {
             // tapir patch: the scoreboard learns what this ACK delivered, cumulatively and
             // by SACK; RACK and RFC 6675 find what was lost; fast recovery starts or ends.
             let now = cx.now();
+            let prior_in_flight = self.scoreboard.pipe();
+            let mut losses = 0;
             let mut delivered = self.scoreboard.on_cumulative_ack(ack_number, now);
             if self.remote_has_sack {
                 delivered += self.scoreboard.on_sack(&repr.sack_ranges, ack_number, now);
@@ -2696,7 +2758,7 @@ impl<'a> Socket<'a> {
                         // lost (RFC 5681 §3.2), and during recovery each duplicate ACK
                         // stands for one segment delivered (RFC 6937 §3).
                         if self.local_rx_dup_acks == 3 {
-                            self.scoreboard.mark_first_lost();
+                            losses += self.scoreboard.mark_first_lost();
                             net_debug!("started fast retransmit");
                         }
                         if self.recovery.is_some() {
@@ -2745,15 +2807,16 @@ impl<'a> Socket<'a> {
                     recovery.delivered = delivered;
                     if !self.remote_has_sack && ack_len > 0 {
                         // A partial ACK: the next segment was lost too (RFC 6582).
-                        self.scoreboard.mark_first_lost();
+                        losses += self.scoreboard.mark_first_lost();
                     }
                 }
             }
 
             let reo_wnd = self.rack_reo_wnd();
-            let (_, rack_timer) = self.scoreboard.detect_loss(now, self.remote_mss, reo_wnd);
+            let (lost, rack_timer) = self.scoreboard.detect_loss(now, self.remote_mss, reo_wnd);
             self.rack_timer = rack_timer;
             self.maybe_enter_recovery(now);
+            self.on_rate_sample(now, prior_in_flight, losses + lost);
             if delivered > 0 || ack_len > 0 {
                 self.tlp.due = false;
                 self.arm_tlp(now);
@@ -2918,8 +2981,14 @@ impl<'a> Socket<'a> {
     }
 
     fn seq_to_transmit(&self, cx: &mut Context) -> bool {
+        self.seq_to_transmit_at(cx, cx.now())
+    }
+
+    /// tapir patch: whether a segment would go out at `now` (pacing may hold data back
+    /// until then).
+    fn seq_to_transmit_at(&self, cx: &mut Context, now: Instant) -> bool {
         // tapir patch: a segment judged lost goes out as soon as the window lets it.
-        if self.retransmission_due() {
+        if self.retransmission_due(now) {
             return true;
         }
 
@@ -2960,7 +3029,9 @@ impl<'a> Socket<'a> {
         };
 
         // compare max bytes allowed by cwnd with max bytes allowed by remote
-        let max_send = capped_send_seq.min(self.cwnd_remaining());
+        let max_send = capped_send_seq
+            .min(self.cwnd_remaining())
+            .min(self.pacing_limit(now));
 
         // Can we send at least 1 octet?
         let mut can_send = max_send != 0;
@@ -3150,6 +3221,10 @@ impl<'a> Socket<'a> {
             return Ok(());
         }
 
+        // tapir patch: delivery rate samples are app-limited while the application
+        // leaves the window unused.
+        self.check_app_limited();
+
         // Decide whether we're sending a packet.
         if self.seq_to_transmit(cx) {
             // If we have data to transmit and it fits into partner's window, do it.
@@ -3281,7 +3356,7 @@ impl<'a> Socket<'a> {
                 let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
                 let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
-                let offset = if let Some((start, len)) = self.next_retransmission() {
+                let offset = if let Some((start, len)) = self.next_retransmission(now) {
                     // tapir patch: retransmit a segment of the scoreboard.
                     let offset = start - self.local_seq_no;
                     repr.seq_number = start;
@@ -3350,7 +3425,10 @@ impl<'a> Socket<'a> {
                         // the remote got lost.
                         win_limit.min(device_limit)
                     } else {
-                        win_limit.min(device_limit).min(self.cwnd_remaining())
+                        win_limit
+                            .min(device_limit)
+                            .min(self.cwnd_remaining())
+                            .min(self.pacing_limit(now))
                     };
 
                     let offset = self.flight_size();
@@ -3487,6 +3565,8 @@ impl<'a> Socket<'a> {
                 recovery.prr_out += len;
             }
             self.tlp.due = false;
+            let rate = self.congestion_controller.inner().pacing_rate();
+            self.pacer.on_send(now, len, rate);
         }
 
         // We've sent a packet successfully, so we can update the internal state now.
@@ -3570,6 +3650,11 @@ impl<'a> Socket<'a> {
             // tapir patch: RACK's reordering timer and the tail loss probe.
             let rack_poll_at = self.rack_timer.map_or(PollAt::Ingress, PollAt::Time);
             let tlp_poll_at = self.tlp.at.map_or(PollAt::Ingress, PollAt::Time);
+            // tapir patch: data that pacing holds back leaves at its pacing time.
+            let pacing_poll_at = match self.pacer.release_at(cx.now()) {
+                Some(at) if self.seq_to_transmit_at(cx, at) => PollAt::Time(at),
+                _ => PollAt::Ingress,
+            };
 
             // We wait for the earliest of our timers to fire.
             *[
@@ -3578,6 +3663,7 @@ impl<'a> Socket<'a> {
                 delayed_ack_poll_at,
                 rack_poll_at,
                 tlp_poll_at,
+                pacing_poll_at,
             ]
             .iter()
             .min()
@@ -7422,6 +7508,60 @@ mod test {
     }
 
     #[test]
+    #[cfg(feature = "socket-tcp-bbr")]
+    fn test_bbr_paces_segments() {
+        // tapir patch: with a pacing controller no data segment leaves before its pacing
+        // time, and poll_at names that time.
+        let mut s = socket_syn_sent_with_buffer_sizes(32768, 64);
+        s.set_congestion_control(CongestionControl::Bbr);
+        recv!(s, [TcpRepr {
+            control: TcpControl::Syn,
+            seq_number: LOCAL_SEQ,
+            ack_number: None,
+            max_seg_size: Some(BASE_MSS),
+            window_scale: Some(0),
+            sack_permitted: true,
+            ..RECV_TEMPL
+        }]);
+        send!(s, TcpRepr {
+            control: TcpControl::Syn,
+            seq_number: REMOTE_SEQ,
+            ack_number: Some(LOCAL_SEQ + 1),
+            max_seg_size: Some(BASE_MSS),
+            window_scale: Some(0),
+            window_len: 65535,
+            ..SEND_TEMPL
+        });
+        let mss = BASE_MSS as usize;
+        let rate = s.congestion_controller.inner().pacing_rate().unwrap();
+        // The initial window per (assumed) millisecond at STARTUP's gain of 2.885.
+        assert!(rate > 25 * mss as u64 * 1000 && rate < 30 * mss as u64 * 1000);
+        let gap = Duration::from_micros((mss as u64 * 1_000_000).div_ceil(rate));
+        let data = [b'x'; 32768];
+        s.send_slice(&data).unwrap();
+        let mut at = Instant::from_millis(0);
+        for i in 0..10 {
+            recv(&mut s, at, |r| {
+                let r = r.unwrap();
+                assert_eq!(r.seq_number, LOCAL_SEQ + 1 + i * mss);
+                assert_eq!(r.payload.len(), mss);
+            });
+            // Nothing more at once, nor a microsecond before the pacing time.
+            recv_nothing(&mut s, at);
+            at += gap;
+            recv_nothing(&mut s, at - Duration::from_micros(1));
+            s.cx.set_now(at - Duration::from_micros(1));
+            if i < 9 {
+                assert_eq!(s.socket.poll_at(&mut s.cx), PollAt::Time(at));
+            } else {
+                // The initial window is in flight: the next segment waits for an ACK.
+                assert_eq!(s.socket.poll_at(&mut s.cx), PollAt::Time(Instant::from_secs(1)));
+            }
+        }
+        recv_nothing(&mut s, at);
+    }
+
+    #[test]
     #[cfg(feature = "socket-tcp-reno")]
     fn test_reno_initial_window_is_ten_segments() {
         initial_and_loss_window(CongestionControl::Reno, Some(BASE_MSS));
@@ -7693,7 +7833,12 @@ mod test {
         assert_eq!(s.receive_rtt(), None);
         flight(&mut s, 10, 1000);
         assert_eq!(s.receive_rtt(), Some(Duration::from_millis(10)));
-        assert_eq!(s.receive_space_wanted(), 0);
+        // The whole 1000-byte window read in one RTT: the measurement starts from half
+        // the buffer (500), so a sender limited by the window (paced, it never queues
+        // half of it unread) still makes it grow: 2 × 1000 + 16 segments, plus twice
+        // that times the growth (500 / 500).
+        let first = 2 * 1000 + 16 * DEFAULT_MSS;
+        assert_eq!(s.receive_space_wanted(), first + 2 * first);
         s.replace_buffers(
             SocketBuffer::new(vec![0; 4000]),
             SocketBuffer::new(vec![0; 64]),
@@ -7701,8 +7846,8 @@ mod test {
         .unwrap();
         recv(&mut s, Instant::from_millis(10), |_| {});
         flight(&mut s, 20, 4000);
-        // 1000 bytes read in the last RTT, no more than the first one: no growth yet.
-        assert_eq!(s.receive_space_wanted(), 0);
+        // 1000 bytes read in the last RTT, no more than the first one: no growth.
+        assert_eq!(s.receive_space_wanted(), first + 2 * first);
         flight(&mut s, 30, 4000);
         // 4000 read in one RTT after 1000: 2 × 4000 + 16 segments, plus twice that times
         // the growth (3000 / 1000).

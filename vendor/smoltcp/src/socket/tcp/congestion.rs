@@ -1,6 +1,7 @@
 use crate::time::Instant;
 
 use super::RttEstimator;
+use super::rate::RateSample;
 
 pub(super) mod no_control;
 
@@ -9,6 +10,9 @@ pub(super) mod cubic;
 
 #[cfg(feature = "socket-tcp-reno")]
 pub(super) mod reno;
+
+#[cfg(feature = "socket-tcp-bbr")]
+pub(super) mod bbr;
 
 /// tapir patch: RFC 6928 initial window, min(10*MSS, max(2*MSS, 14600)) bytes.
 #[allow(dead_code)] // unused when no congestion controller feature is enabled
@@ -55,6 +59,23 @@ pub(super) trait Controller {
     fn ssthresh(&self) -> usize {
         usize::MAX
     }
+
+    /// tapir patch: the delivery rate sample of an ACK (every ACK the socket processes,
+    /// after its loss detection), for rate-based controllers.
+    fn on_rate_sample(&mut self, now: Instant, sample: &RateSample) {}
+
+    /// tapir patch: the rate to pace data at, in bytes per second; `None` sends as fast
+    /// as the window allows.
+    fn pacing_rate(&self) -> Option<u64> {
+        None
+    }
+
+    /// tapir patch: whether the controller sets the window during loss recovery itself
+    /// (from rate samples, as BBR does); otherwise proportional rate reduction (RFC 6937)
+    /// paces recovery toward `ssthresh`.
+    fn controls_recovery(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug)]
@@ -67,6 +88,9 @@ pub(super) enum AnyController {
 
     #[cfg(feature = "socket-tcp-cubic")]
     Cubic(cubic::Cubic),
+
+    #[cfg(feature = "socket-tcp-bbr")]
+    Bbr(bbr::Bbr),
 }
 
 impl AnyController {
@@ -108,6 +132,9 @@ impl AnyController {
 
             #[cfg(feature = "socket-tcp-cubic")]
             AnyController::Cubic(c) => c,
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            AnyController::Bbr(b) => b,
         }
     }
 
@@ -121,6 +148,9 @@ impl AnyController {
 
             #[cfg(feature = "socket-tcp-cubic")]
             AnyController::Cubic(c) => c,
+
+            #[cfg(feature = "socket-tcp-bbr")]
+            AnyController::Bbr(b) => b,
         }
     }
 }

@@ -19,6 +19,7 @@
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
+use super::rate::{RateEstimator, RateSample, TxState};
 use crate::time::{Duration, Instant};
 use crate::wire::TcpSeqNumber;
 
@@ -35,6 +36,8 @@ struct Sent {
     retransmitted: bool,
     sacked: bool,
     lost: bool,
+    /// The delivery state when it was last (re)transmitted (delivery rate estimation).
+    tx: TxState,
 }
 
 impl Sent {
@@ -65,6 +68,7 @@ pub(crate) struct Scoreboard {
     /// No segment below this sequence number is marked lost.
     lost_hint: TcpSeqNumber,
     rack: Rack,
+    rate: RateEstimator,
 }
 
 /// Entries kept allocated once a scoreboard empties; a larger allocation is released.
@@ -136,6 +140,7 @@ impl Scoreboard {
             self.on_retransmit(start, len, now);
             return;
         }
+        let tx = self.rate.on_send(now, self.segs.is_empty());
         self.segs.push_back(Sent {
             start,
             end: start + len,
@@ -143,6 +148,7 @@ impl Scoreboard {
             retransmitted: false,
             sacked: false,
             lost: false,
+            tx,
         });
         self.out_bytes += len;
     }
@@ -164,9 +170,11 @@ impl Scoreboard {
             };
             self.segs.insert(i + 1, rest);
         }
+        let tx = self.rate.on_send(now, false);
         let seg = &mut self.segs[i];
         seg.end = seg.end.min(start + len);
         seg.xmit = now;
+        seg.tx = tx;
         seg.retransmitted = true;
         if seg.lost {
             seg.lost = false;
@@ -195,6 +203,7 @@ impl Scoreboard {
                         self.lost_bytes -= seg.len();
                     }
                     self.rack.on_delivered(&seg, now);
+                    self.delivered(&seg, now);
                 }
             } else {
                 if front.start < una {
@@ -209,6 +218,7 @@ impl Scoreboard {
                         if front.lost {
                             self.lost_bytes -= cut;
                         }
+                        self.rate.on_delivered_part(cut);
                     }
                 }
                 break;
@@ -287,6 +297,7 @@ impl Scoreboard {
                         newly += len;
                         let seg = *seg;
                         self.rack.on_delivered(&seg, now);
+                        self.delivered(&seg, now);
                     }
                     let seg = self.segs[i];
                     run = Some(match run {
@@ -301,6 +312,34 @@ impl Scoreboard {
             }
         }
         newly
+    }
+
+    /// Tells the delivery rate estimator that `seg` was delivered at `now`.
+    fn delivered(&mut self, seg: &Sent, now: Instant) {
+        self.rate.on_delivered(
+            &seg.tx,
+            seg.xmit,
+            seg.end,
+            seg.len(),
+            seg.retransmitted,
+            now,
+        );
+    }
+
+    /// The delivery rate sample of what the ACKs processed since the last sample
+    /// delivered (draft-cheng-iccrg-delivery-rate-estimation); the caller fills in what
+    /// the scoreboard does not know.
+    pub(crate) fn rate_sample(&mut self, now: Instant) -> RateSample {
+        let mut rs = self.rate.sample(now, self.rack.min_rtt);
+        rs.prior_in_flight = self.pipe();
+        rs.in_flight = self.pipe();
+        rs
+    }
+
+    /// The application has nothing more to send and the congestion window has room:
+    /// delivery rate samples are app-limited until what is in flight now is delivered.
+    pub(crate) fn on_app_limited(&mut self) {
+        self.rate.on_app_limited(self.pipe());
     }
 
     /// Splits the entry that holds `seq` strictly inside it into two with the same marks.
