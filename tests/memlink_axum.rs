@@ -6,6 +6,7 @@
 mod common;
 
 use std::cell::Cell;
+use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
@@ -18,14 +19,18 @@ use common::{config, linked, CLIENT_IP, SERVER_IP};
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use http::{Request, Response, StatusCode};
 use http_body::Frame;
+use http_body_util::{BodyExt, Collected};
 use serde_json::{json, Value};
 use smoltcp::time::Duration;
+use smoltcp::time::Instant;
 use smoltcp::wire::IpAddress;
 use tapir::client::fetch::{Fetch, Job, Outcome, Sink};
 use tapir::client::{Client, ClientConfig, Scheme, Target, Version};
 use tapir::device::memlink::LinkConfig;
 use tapir::runtime::sim::{Node, Sim, SimNode};
-use tapir::service::{Body, ConnInfo, Incoming, ResponseBody, Server, ServerConfig};
+use tapir::runtime::Application;
+use tapir::service::{Body, BodyError, ConnInfo, Incoming, ResponseBody, Server, ServerConfig};
+use tapir::stack::Stack;
 use tapir::transport::certs::{self, Roots};
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -79,6 +84,27 @@ impl http_body::Body for Trickle {
     }
 }
 
+/// One data frame, then trailers.
+struct WithTrailers {
+    data: Option<Bytes>,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl http_body::Body for WithTrailers {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(data) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+}
+
 /// The bytes a `Trickle` of `count` chunks of `size` gives.
 fn trickle_bytes(count: usize, size: usize) -> Vec<u8> {
     (0..count)
@@ -107,6 +133,18 @@ fn router() -> Router {
                     left: count,
                     size,
                     yielded: false,
+                })
+            }),
+        )
+        .route(
+            "/trailers",
+            get(|| async {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                trailers.insert("x-checksum", HeaderValue::from_static("1234"));
+                axum::body::Body::new(WithTrailers {
+                    data: Some(Bytes::from_static(b"data, then trailers")),
+                    trailers: Some(trailers),
                 })
             }),
         )
@@ -381,7 +419,7 @@ fn readiness_holds_requests_until_the_service_is_ready() {
 /// Pending once (after waking its task), then ready.
 struct YieldOnce(bool);
 
-impl std::future::Future for YieldOnce {
+impl Future for YieldOnce {
     type Output = ();
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if self.0 {
@@ -418,4 +456,162 @@ fn a_failing_service_answers_500() {
         (status(&jobs[1]), &jobs[1].sink.body[..]),
         (StatusCode::OK, &b"fine"[..])
     );
+}
+
+/// Sends one request with tapir's client and collects the response body with
+/// `http_body_util` (data and trailers).
+struct CollectOne {
+    client: Client,
+    target: Target,
+    request: Option<Request<Body>>,
+    response: Option<tapir::client::ResponseFuture>,
+    collecting: Option<Pin<Box<dyn Future<Output = Result<Collected<Bytes>, BodyError>>>>>,
+    result: Option<(http::Version, Collected<Bytes>)>,
+    version: Option<http::Version>,
+    error: Option<String>,
+}
+
+impl CollectOne {
+    fn step(&mut self, cx: &mut Context<'_>) -> bool {
+        if let Some(request) = self.request.take() {
+            self.response = Some(self.client.send(&self.target, request));
+            return true;
+        }
+        if let Some(future) = self.response.as_mut() {
+            return match Pin::new(future).poll(cx) {
+                Poll::Pending => false,
+                Poll::Ready(Err(e)) => {
+                    self.response = None;
+                    self.error = Some(e.to_string());
+                    true
+                }
+                Poll::Ready(Ok(response)) => {
+                    self.response = None;
+                    self.version = Some(response.version());
+                    self.collecting = Some(Box::pin(BodyExt::collect(response.into_body())));
+                    true
+                }
+            };
+        }
+        if let Some(collecting) = self.collecting.as_mut() {
+            return match collecting.as_mut().poll(cx) {
+                Poll::Pending => false,
+                Poll::Ready(result) => {
+                    self.collecting = None;
+                    match result {
+                        Ok(collected) => {
+                            self.result = Some((self.version.unwrap_or_default(), collected))
+                        }
+                        Err(e) => self.error = Some(e.to_string()),
+                    }
+                    true
+                }
+            };
+        }
+        false
+    }
+
+    fn done(&self) -> bool {
+        self.result.is_some() || self.error.is_some()
+    }
+}
+
+impl Application for CollectOne {
+    fn poll(&mut self, stack: &mut Stack, now: Instant) -> bool {
+        let mut progress = false;
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for _ in 0..64 {
+            let mut turn = self.client.poll(stack, now);
+            if !self.done() {
+                turn |= self.step(&mut cx);
+            }
+            progress |= turn;
+            if !turn {
+                break;
+            }
+        }
+        progress
+    }
+
+    fn poll_at(&self, now: Instant) -> Option<Instant> {
+        self.client.poll_at(now)
+    }
+
+    fn shutdown(&mut self, stack: &mut Stack, now: Instant) {
+        self.client.shutdown(stack, now);
+    }
+
+    fn is_finished(&self) -> bool {
+        self.done()
+    }
+}
+
+/// A response body's trailers reach the client on HTTP/2 (h2c and h2/TLS) and are dropped
+/// on HTTP/1.1, where the body still arrives whole.
+#[test]
+fn response_trailers_reach_the_client_on_http2() {
+    for (scheme, version, want) in [
+        (Scheme::Http, Version::Http2, http::Version::HTTP_2),
+        (Scheme::Https, Version::Http2, http::Version::HTTP_2),
+        (Scheme::Http, Version::Http1, http::Version::HTTP_11),
+    ] {
+        let sim = Sim::new();
+        let (mut s_stack, s_dev, c_stack, c_dev) = linked(
+            LinkConfig::default(),
+            config(SERVER_IP, 2, 63),
+            config(CLIENT_IP, 1, 64),
+            &sim,
+        );
+        let mut server = Server::from_service(router(), ServerConfig::default());
+        server.bind_http(&mut s_stack, 80).expect("port 80");
+        server
+            .bind_https(&mut s_stack, 443, tls())
+            .expect("port 443");
+        let client = ClientConfig {
+            version,
+            roots: Roots::Insecure,
+            ..ClientConfig::default()
+        };
+        let app = CollectOne {
+            client: Client::new(client).expect("client"),
+            target: target(scheme),
+            request: Some(
+                Request::get("/trailers")
+                    .body(Body::empty())
+                    .expect("request"),
+            ),
+            response: None,
+            collecting: None,
+            result: None,
+            version: None,
+            error: None,
+        };
+        let mut server = Node::new(s_stack, s_dev, server);
+        let mut client = Node::new(c_stack, c_dev, app);
+        let mut sim = sim;
+        sim.run_until(
+            &mut [&mut server as &mut dyn SimNode, &mut client],
+            Duration::from_secs(60),
+            |nodes| nodes[1].finished(),
+        )
+        .expect("the exchange ends");
+        assert_eq!(client.app.error, None);
+        let (got_version, collected) = client.app.result.take().expect("a response");
+        assert_eq!(got_version, want);
+        let trailers = collected.trailers().cloned();
+        assert_eq!(&collected.to_bytes()[..], b"data, then trailers");
+        if want == http::Version::HTTP_2 {
+            let trailers = trailers.expect("trailers on HTTP/2");
+            assert_eq!(
+                trailers.get("grpc-status").map(|v| v.as_bytes()),
+                Some(&b"0"[..])
+            );
+            assert_eq!(
+                trailers.get("x-checksum").map(|v| v.as_bytes()),
+                Some(&b"1234"[..])
+            );
+        } else {
+            assert_eq!(trailers, None);
+        }
+    }
 }

@@ -116,3 +116,84 @@ fn axum_example_answers_curl_over_http1_and_h2c() {
     let log = app.stop();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// Retries `curl` (without failing) until it succeeds or 10 s pass; the last output.
+fn curl_until_up(ns: &Netns, url: &str) -> std::process::Output {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = ns.run(&["curl", "-sS", "--max-time", "2", url]);
+        if out.status.success() || std::time::Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn hello_example_answers_curl() {
+    if !require_root("hello_example_answers_curl") {
+        return;
+    }
+    require_tool("curl", "curl");
+    let bin = example_bin("hello");
+    let ns = Netns::up("ex-hello");
+    let app = ns.spawn_program(&bin, &[TAP]);
+    let out = curl_until_up(&ns, "http://10.7.0.2/some/path?x=1");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{}\nlog:\n{}",
+        output_text(&out),
+        app.log()
+    );
+    assert!(
+        text.starts_with("GET /some/path?x=1 over HTTP/1.1 from 10.7.0.1:"),
+        "{text}"
+    );
+    let (body, status) = curl(&ns, &["--http2-prior-knowledge"], "http://10.7.0.2/h2");
+    assert_eq!(status, "200 2");
+    assert!(
+        body.starts_with("GET /h2 over HTTP/2 from 10.7.0.1:"),
+        "{body}"
+    );
+    app.stop();
+}
+
+#[test]
+fn client_and_proxy_examples_reach_an_nginx_origin() {
+    if !require_root("client_and_proxy_examples_reach_an_nginx_origin") {
+        return;
+    }
+    require_tool("curl", "curl");
+    require_tool("nginx", "nginx-light");
+    let (client, proxy) = (example_bin("client"), example_bin("proxy"));
+    let ns = Netns::up("ex-client");
+    let nginx = common::nginx::start_nginx(&ns);
+    let content: String = (0..5000).map(|i| format!("line {i}\n")).collect();
+    std::fs::write(nginx.root.join("lines.txt"), &content).expect("write the origin's file");
+
+    // examples/client fetches it over the TAP device and prints the body.
+    let bin = client.to_str().expect("UTF-8 path");
+    let out = ns.run(&[bin, "--tap", TAP, "http://10.7.0.1/lines.txt"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), content);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("200 OK"),
+        "{}",
+        output_text(&out)
+    );
+
+    // examples/proxy forwards curl's request to it, and refuses what is not allowed.
+    let app = ns.spawn_program(&proxy, &["--tap", TAP]);
+    assert!(
+        app.wait_for_log("ready: forward proxy", Duration::from_secs(20)),
+        "examples/proxy did not start; log:\n{}",
+        app.log()
+    );
+    let via = ["-x", "http://10.7.0.2:3128"];
+    let (body, status) = curl(&ns, &via, "http://10.7.0.1/lines.txt");
+    assert_eq!((body == content, status.as_str()), (true, "200 1.1"));
+    let (_, status) = curl(&ns, &via, "http://192.0.2.1/");
+    assert_eq!(status, "403 1.1");
+    app.stop();
+}

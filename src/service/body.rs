@@ -360,6 +360,8 @@ struct Pipe {
     len: Option<u64>,
     /// Bytes the reader took so far.
     read: u64,
+    /// Trailers that came after the body (HTTP/2), until the reader takes them.
+    trailers: Option<HeaderMap>,
 }
 
 /// The pipe behind a mutex, so that an incoming body is `Send` (axum and most tower
@@ -431,6 +433,12 @@ impl BodySender {
         if let Some(w) = pipe.reader.take() {
             w.wake();
         }
+    }
+
+    /// The body is complete, with trailers after it.
+    pub(crate) fn finish_with_trailers(&self, trailers: HeaderMap) {
+        self.pipe.borrow_mut().trailers = Some(trailers);
+        self.finish();
     }
 
     /// The body will never complete.
@@ -558,6 +566,10 @@ impl BodyStream for IncomingBody {
     fn len_hint(&self) -> Option<u64> {
         self.pipe.borrow().len
     }
+
+    fn take_trailers(&mut self) -> Option<HeaderMap> {
+        self.pipe.borrow_mut().trailers.take()
+    }
 }
 
 impl http_body::Body for IncomingBody {
@@ -568,13 +580,16 @@ impl http_body::Body for IncomingBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        self.get_mut()
-            .poll_chunk(cx, usize::MAX)
-            .map(|chunk| chunk.map(|chunk| chunk.map(Frame::data)))
+        let this = self.get_mut();
+        match this.poll_chunk(cx, usize::MAX) {
+            Poll::Ready(Some(chunk)) => Poll::Ready(Some(chunk.map(Frame::data))),
+            Poll::Ready(None) => Poll::Ready(this.take_trailers().map(|t| Ok(Frame::trailers(t)))),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.is_finished()
+        self.is_finished() && self.pipe.borrow().trailers.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

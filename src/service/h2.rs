@@ -717,11 +717,18 @@ fn advance_stream(
                 task.sender.fail(BodyError::Incomplete(e.to_string()));
                 task.recv = None;
             }
-            Poll::Ready(None) => {
-                progress = true;
-                task.sender.finish();
-                task.recv = None;
-            }
+            Poll::Ready(None) => match recv.poll_trailers(cx) {
+                Poll::Pending => break,
+                Poll::Ready(trailers) => {
+                    progress = true;
+                    match trailers {
+                        Ok(Some(trailers)) => task.sender.finish_with_trailers(trailers),
+                        Ok(None) => task.sender.finish(),
+                        Err(e) => task.sender.fail(BodyError::Incomplete(e.to_string())),
+                    }
+                    task.recv = None;
+                }
+            },
             Poll::Pending => break,
         }
     }
