@@ -152,8 +152,9 @@ fn hello_example_answers_curl() {
     );
     let (body, status) = curl(&ns, &["--http2-prior-knowledge"], "http://10.7.0.2/h2");
     assert_eq!(status, "200 2");
+    // An HTTP/2 request's URI carries the scheme and authority (`:scheme`, `:authority`).
     assert!(
-        body.starts_with("GET /h2 over HTTP/2 from 10.7.0.1:"),
+        body.starts_with("GET http://10.7.0.2/h2 over HTTP/2 from 10.7.0.1:"),
         "{body}"
     );
     app.stop();
