@@ -458,6 +458,9 @@ fn a_failing_service_answers_500() {
     );
 }
 
+/// A response body being collected.
+type Collecting = Pin<Box<dyn Future<Output = Result<Collected<Bytes>, BodyError>>>>;
+
 /// Sends one request with tapir's client and collects the response body with
 /// `http_body_util` (data and trailers).
 struct CollectOne {
@@ -465,7 +468,7 @@ struct CollectOne {
     target: Target,
     request: Option<Request<Body>>,
     response: Option<tapir::client::ResponseFuture>,
-    collecting: Option<Pin<Box<dyn Future<Output = Result<Collected<Bytes>, BodyError>>>>>,
+    collecting: Option<Collecting>,
     result: Option<(http::Version, Collected<Bytes>)>,
     version: Option<http::Version>,
     error: Option<String>,
