@@ -240,6 +240,18 @@ impl BodyStream for Body {
     }
 }
 
+/// The next http_body frame of a [`BodyStream`]: its chunks as they come, then its trailers.
+fn poll_frame(
+    stream: &mut impl BodyStream,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    match stream.poll_chunk(cx, usize::MAX) {
+        Poll::Ready(Some(chunk)) => Poll::Ready(Some(chunk.map(Frame::data))),
+        Poll::Ready(None) => Poll::Ready(stream.take_trailers().map(|t| Ok(Frame::trailers(t)))),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
 impl http_body::Body for Body {
     type Data = Bytes;
     type Error = BodyError;
@@ -248,12 +260,7 @@ impl http_body::Body for Body {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.get_mut();
-        match this.poll_chunk(cx, usize::MAX) {
-            Poll::Ready(Some(chunk)) => Poll::Ready(Some(chunk.map(Frame::data))),
-            Poll::Ready(None) => Poll::Ready(this.take_trailers().map(|t| Ok(Frame::trailers(t)))),
-            Poll::Pending => Poll::Pending,
-        }
+        poll_frame(self.get_mut(), cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -580,12 +587,7 @@ impl http_body::Body for IncomingBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.get_mut();
-        match this.poll_chunk(cx, usize::MAX) {
-            Poll::Ready(Some(chunk)) => Poll::Ready(Some(chunk.map(Frame::data))),
-            Poll::Ready(None) => Poll::Ready(this.take_trailers().map(|t| Ok(Frame::trailers(t)))),
-            Poll::Pending => Poll::Pending,
-        }
+        poll_frame(self.get_mut(), cx)
     }
 
     fn is_end_stream(&self) -> bool {
