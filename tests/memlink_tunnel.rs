@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::task::{Context, Poll, Waker};
 
@@ -20,7 +21,8 @@ use tapir::runtime::sim::{Node, Sim, SimNode};
 use tapir::runtime::Application;
 use tapir::service::server::StatsHandle;
 use tapir::service::{
-    Body, ConnInfo, ConnectProtocol, Reply, RequestBody, Server, ServerConfig, Tunnel,
+    Body, ConnInfo, ConnectProtocol, Incoming, Reply, RequestBody, Server, ServerConfig, Takeover,
+    Tunnel,
 };
 use tapir::stack::Stack;
 use tapir::transport::certs::Roots;
@@ -46,6 +48,24 @@ fn status(code: StatusCode) -> Response<Body> {
 /// The server's handler: echo tunnels behind `Upgrade: tapir-echo` (101), extended CONNECT
 /// with `:protocol tapir-echo`, and `CONNECT echo.test:7`; `CONNECT` elsewhere is refused.
 fn handler(request: Request<RequestBody>, _info: &ConnInfo) -> Reply {
+    match route(&request) {
+        (response, true) => Reply::tunnel(response, echo),
+        (response, false) => Reply::Now(response),
+    }
+}
+
+/// The same server as a `tower::Service`: the echo task goes in a switching response's
+/// extensions as a `Takeover`.
+async fn tower_service(request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let (mut response, tunnel) = route(&request);
+    if tunnel {
+        response.extensions_mut().insert(Takeover::new(echo));
+    }
+    Ok(response)
+}
+
+/// The server's answer to `request`, and whether an echo tunnel takes over after it.
+fn route<B>(request: &Request<B>) -> (Response<Body>, bool) {
     let upgrade = request
         .headers()
         .get(UPGRADE)
@@ -61,9 +81,9 @@ fn handler(request: Request<RequestBody>, _info: &ConnInfo) -> Reply {
                 .authority()
                 .is_some_and(|a| a.as_str() == "echo.test:7");
         if !allowed {
-            return Reply::Now(status(StatusCode::FORBIDDEN));
+            return (status(StatusCode::FORBIDDEN), false);
         }
-        return Reply::tunnel(status(StatusCode::OK), echo);
+        return (status(StatusCode::OK), true);
     }
     if upgrade {
         let mut response = status(StatusCode::SWITCHING_PROTOCOLS);
@@ -73,9 +93,9 @@ fn handler(request: Request<RequestBody>, _info: &ConnInfo) -> Reply {
         response
             .headers_mut()
             .insert(CONNECTION, "upgrade".parse().unwrap());
-        return Reply::tunnel(response, echo);
+        return (response, true);
     }
-    Reply::Now(status(StatusCode::NOT_FOUND))
+    (status(StatusCode::NOT_FOUND), false)
 }
 
 /// The `i`th message: a size between 1 and 1,500 bytes and bytes that depend on `i`.
@@ -301,6 +321,33 @@ fn talk(
     count: u32,
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 ) -> (Outcome, tapir::service::ServerStats, usize) {
+    let stats = StatsHandle::default();
+    let handler: BoxHandler = Box::new(handler);
+    let server = Server::with_stats(handler, ServerConfig::default(), stats.clone());
+    talk_to(
+        server,
+        stats,
+        link,
+        client_config,
+        target,
+        request,
+        count,
+        tls,
+    )
+}
+
+/// Like [`talk`], with `server` counting into `stats`.
+#[allow(clippy::too_many_arguments)]
+fn talk_to<S: ?Sized>(
+    mut server: Server<S>,
+    stats: StatsHandle,
+    link: LinkConfig,
+    client_config: ClientConfig,
+    target: Target,
+    request: Request<Body>,
+    count: u32,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+) -> (Outcome, tapir::service::ServerStats, usize) {
     let mut sim = Sim::new();
     let (mut s_stack, s_dev, c_stack, c_dev) = linked(
         link,
@@ -308,15 +355,12 @@ fn talk(
         config(CLIENT_IP, 1, 32),
         &sim,
     );
-    let stats = StatsHandle::default();
-    let handler: BoxHandler = Box::new(handler);
-    let mut server = Server::with_stats(handler, ServerConfig::default(), stats.clone());
     server.bind_http(&mut s_stack, 80).unwrap();
     if let Some(tls) = tls {
         server.bind_https(&mut s_stack, 443, tls).unwrap();
     }
     let app = Talk::new(Client::new(client_config).unwrap(), target, request, count);
-    let mut server: Node<MemDevice, Server<BoxHandler>> = Node::new(s_stack, s_dev, server);
+    let mut server: Node<MemDevice, Server<S>> = Node::new(s_stack, s_dev, server);
     let mut client = Node::new(c_stack, c_dev, app);
     sim.run_until(
         &mut [&mut server as &mut dyn SimNode, &mut client],
@@ -618,4 +662,60 @@ fn server_shutdown_ends_open_tunnels_and_frees_everything() {
     assert_eq!((s.tunnels_total, s.tunnels_open), (1, 0), "{s:?}");
     assert_eq!(s.connections_open, 0, "{s:?}");
     assert_eq!(client.app.client.open_connections(), 0);
+}
+
+/// A `tower::Service` hands connections and HTTP/2 streams to tunnels with a `Takeover`
+/// in its switching response: `Upgrade` on HTTP/1.1, `CONNECT` on HTTP/1.1 and h2c.
+#[test]
+fn tower_service_takeover_after_upgrade_and_connect() {
+    let h2 = ClientConfig {
+        version: tapir::client::Version::Http2,
+        ..ClientConfig::default()
+    };
+    for (client_config, request, want) in [
+        (
+            ClientConfig::default(),
+            upgrade_request(),
+            StatusCode::SWITCHING_PROTOCOLS,
+        ),
+        (
+            ClientConfig::default(),
+            connect_request("echo.test:7"),
+            StatusCode::OK,
+        ),
+        (h2, connect_request("echo.test:7"), StatusCode::OK),
+    ] {
+        let stats = StatsHandle::default();
+        let service = tower::service_fn(tower_service);
+        let server =
+            Server::from_service_with_stats(service, ServerConfig::default(), stats.clone());
+        let (outcome, stats, sockets) = talk_to(
+            server,
+            stats,
+            LinkConfig::default(),
+            client_config,
+            target(Scheme::Http, &SERVER_IP.to_string(), 80),
+            request,
+            2_000,
+            None,
+        );
+        assert_echoed(&outcome, &stats, sockets, 2_000, want);
+    }
+    // Refused: no tunnel, the task is dropped.
+    let service = tower::service_fn(tower_service);
+    let stats = StatsHandle::default();
+    let server = Server::from_service_with_stats(service, ServerConfig::default(), stats.clone());
+    let (outcome, stats, _) = talk_to(
+        server,
+        stats,
+        LinkConfig::default(),
+        ClientConfig::default(),
+        target(Scheme::Http, &SERVER_IP.to_string(), 80),
+        connect_request("elsewhere.test:7"),
+        1,
+        None,
+    );
+    assert_eq!(outcome.response, Some(StatusCode::FORBIDDEN), "{outcome:?}");
+    assert!(!outcome.tunnel, "{outcome:?}");
+    assert_eq!(stats.tunnels_total, 0, "{stats:?}");
 }

@@ -510,11 +510,18 @@ fn advance(stream: &mut Stream, cx: &mut Context<'_>) -> bool {
                 sender.fail(crate::service::BodyError::Incomplete(e.to_string()));
                 stream.recv = None;
             }
-            Poll::Ready(None) => {
-                progress = true;
-                sender.finish();
-                stream.recv = None;
-            }
+            Poll::Ready(None) => match recv.poll_trailers(cx) {
+                Poll::Pending => break,
+                Poll::Ready(trailers) => {
+                    progress = true;
+                    match trailers {
+                        Ok(Some(trailers)) => sender.finish_with_trailers(trailers),
+                        Ok(None) => sender.finish(),
+                        Err(e) => sender.fail(crate::service::BodyError::Incomplete(e.to_string())),
+                    }
+                    stream.recv = None;
+                }
+            },
             Poll::Pending => break,
         }
     }

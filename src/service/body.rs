@@ -4,17 +4,18 @@
 //! send right now, so a slow reader never makes memory grow. Bodies that are not ready
 //! return `Poll::Pending` and wake the connection through the `Context` when they are.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
 use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
 use std::pin::Pin;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Frame, SizeHint};
 
 /// Largest chunk read from a file at once.
 const FILE_CHUNK: usize = 64 * 1024;
@@ -34,6 +35,9 @@ pub enum BodyError {
     /// Reading the source failed.
     #[error("reading the body failed")]
     Io(#[source] std::sync::Arc<std::io::Error>),
+    /// The body's producer (a service's `http_body::Body`) failed.
+    #[error("the body's source failed")]
+    Source(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
 }
 
 /// A source of body bytes, pulled by the connection.
@@ -47,6 +51,12 @@ pub trait BodyStream {
 
     /// The exact length, when known in advance (sent as Content-Length).
     fn len_hint(&self) -> Option<u64> {
+        None
+    }
+
+    /// Trailers to send after the last chunk (asked once `poll_chunk` gave `Ready(None)`;
+    /// HTTP/2 sends them, HTTP/1.1 drops them).
+    fn take_trailers(&mut self) -> Option<HeaderMap> {
         None
     }
 }
@@ -109,6 +119,22 @@ impl Body {
                 remaining: len,
             },
         })
+    }
+
+    /// Any [`http_body::Body`] (an axum or tower-http response body, a
+    /// `http_body_util::Full`, ...): its frames are pulled as the peer takes them, its
+    /// exact size hint becomes the length (Content-Length) and its trailers go out on
+    /// HTTP/2. A tapir [`Body`] passed here is kept as it is.
+    pub fn from_http<B>(body: B) -> Self
+    where
+        B: http_body::Body + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut slot = Some(body);
+        if let Some(native) = (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Body>>() {
+            return native.take().unwrap_or_default();
+        }
+        slot.map_or_else(Body::empty, |body| Body::stream(HttpBody::new(body)))
     }
 
     /// A body produced by a stream.
@@ -212,6 +238,122 @@ impl BodyStream for Body {
     fn len_hint(&self) -> Option<u64> {
         self.len()
     }
+
+    fn take_trailers(&mut self) -> Option<HeaderMap> {
+        match &mut self.kind {
+            Kind::Stream(stream) => stream.take_trailers(),
+            _ => None,
+        }
+    }
+}
+
+/// The next http_body frame of a [`BodyStream`]: its chunks as they come, then its trailers.
+fn poll_frame(
+    stream: &mut impl BodyStream,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    match stream.poll_chunk(cx, usize::MAX) {
+        Poll::Ready(Some(chunk)) => Poll::Ready(Some(chunk.map(Frame::data))),
+        Poll::Ready(None) => Poll::Ready(stream.take_trailers().map(|t| Ok(Frame::trailers(t)))),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        poll_frame(self.get_mut(), cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.kind, Kind::Empty)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.len() {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+/// An [`http_body::Body`] pulled as a [`BodyStream`]: a frame larger than the room the
+/// connection has is handed out in parts.
+struct HttpBody<B> {
+    body: Pin<Box<B>>,
+    /// The rest of the last data frame.
+    pending: Bytes,
+    trailers: Option<HeaderMap>,
+    ended: bool,
+}
+
+impl<B> HttpBody<B> {
+    fn new(body: B) -> Self {
+        HttpBody {
+            body: Box::pin(body),
+            pending: Bytes::new(),
+            trailers: None,
+            ended: false,
+        }
+    }
+}
+
+impl<B> BodyStream for HttpBody<B>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn poll_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<Option<Result<Bytes, BodyError>>> {
+        let max = max.max(1);
+        loop {
+            if !self.pending.is_empty() {
+                let n = max.min(self.pending.len());
+                return Poll::Ready(Some(Ok(self.pending.split_to(n))));
+            }
+            if self.ended {
+                return Poll::Ready(None);
+            }
+            match self.body.as_mut().poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => self.ended = true,
+                Poll::Ready(Some(Err(e))) => {
+                    self.ended = true;
+                    return Poll::Ready(Some(Err(BodyError::Source(std::sync::Arc::from(e.into())))));
+                }
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(mut data) => self.pending = data.copy_to_bytes(data.remaining()),
+                    Err(frame) => {
+                        // Trailers end the body (http_body's contract).
+                        if let Ok(trailers) = frame.into_trailers() {
+                            self.trailers = Some(trailers);
+                            self.ended = true;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    fn len_hint(&self) -> Option<u64> {
+        if self.ended {
+            return Some(self.pending.len() as u64);
+        }
+        let rest = self.body.size_hint().exact()?;
+        Some(rest + self.pending.len() as u64)
+    }
+
+    fn take_trailers(&mut self) -> Option<HeaderMap> {
+        self.trailers.take()
+    }
 }
 
 /// The shared state between the connection (writer) and the handler (reader) of a
@@ -230,6 +372,26 @@ struct Pipe {
     /// The reader was dropped: later data is discarded.
     abandoned: bool,
     len: Option<u64>,
+    /// Bytes the reader took so far.
+    read: u64,
+    /// Trailers that came after the body (HTTP/2), until the reader takes them.
+    trailers: Option<HeaderMap>,
+}
+
+/// The pipe behind a mutex, so that an incoming body is `Send` (axum and most tower
+/// services want `Send` request bodies); only the loop's thread uses it in practice, so
+/// the lock is never contended.
+#[derive(Debug, Default)]
+struct PipeCell(Mutex<Pipe>);
+
+impl PipeCell {
+    fn borrow_mut(&self) -> MutexGuard<'_, Pipe> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn borrow(&self) -> MutexGuard<'_, Pipe> {
+        self.borrow_mut()
+    }
 }
 
 /// A body as it arrives from the peer: a request body on a server, a response body on a
@@ -237,27 +399,30 @@ struct Pipe {
 /// hand it straight to a response ([`Body::from`]).
 #[derive(Debug, Clone)]
 pub struct IncomingBody {
-    pipe: Rc<RefCell<Pipe>>,
+    pipe: Arc<PipeCell>,
 }
 
 /// A request body, as a handler receives it.
 pub type RequestBody = IncomingBody;
+/// The body of a request a [`tower::Service`] receives (`http::Request<Incoming>`): an
+/// [`http_body::Body`] with `Bytes` frames.
+pub type Incoming = IncomingBody;
 /// A response body, as a client receives it.
 pub type ResponseBody = IncomingBody;
 
 /// The connection's end of an incoming body.
 #[derive(Debug)]
 pub(crate) struct BodySender {
-    pipe: Rc<RefCell<Pipe>>,
+    pipe: Arc<PipeCell>,
 }
 
 /// Creates a request body and the sender the connection fills it through.
 /// `len` is the declared length, if any.
 pub(crate) fn request_body(len: Option<u64>) -> (BodySender, IncomingBody) {
-    let pipe = Rc::new(RefCell::new(Pipe {
+    let pipe = Arc::new(PipeCell(Mutex::new(Pipe {
         len,
         ..Pipe::default()
-    }));
+    })));
     (BodySender { pipe: pipe.clone() }, IncomingBody { pipe })
 }
 
@@ -282,6 +447,12 @@ impl BodySender {
         if let Some(w) = pipe.reader.take() {
             w.wake();
         }
+    }
+
+    /// The body is complete, with trailers after it.
+    pub(crate) fn finish_with_trailers(&self, trailers: HeaderMap) {
+        self.pipe.borrow_mut().trailers = Some(trailers);
+        self.finish();
     }
 
     /// The body will never complete.
@@ -328,7 +499,7 @@ impl Drop for IncomingBody {
     fn drop(&mut self) {
         // The sender holds one reference; when the last handler-side clone goes, the
         // body is abandoned and whatever still arrives is thrown away.
-        if Rc::strong_count(&self.pipe) == 2 {
+        if Arc::strong_count(&self.pipe) == 2 {
             let mut pipe = self.pipe.borrow_mut();
             pipe.abandoned = true;
             pipe.chunks.clear();
@@ -390,6 +561,7 @@ impl BodyStream for IncomingBody {
                 pipe.chunks.pop_front().unwrap_or_default()
             };
             pipe.buffered -= chunk.len();
+            pipe.read += chunk.len() as u64;
             if let Some(w) = pipe.writer.take() {
                 w.wake();
             }
@@ -407,6 +579,34 @@ impl BodyStream for IncomingBody {
 
     fn len_hint(&self) -> Option<u64> {
         self.pipe.borrow().len
+    }
+
+    fn take_trailers(&mut self) -> Option<HeaderMap> {
+        self.pipe.borrow_mut().trailers.take()
+    }
+}
+
+impl http_body::Body for IncomingBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        poll_frame(self.get_mut(), cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.is_finished() && self.pipe.borrow().trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let pipe = self.pipe.borrow();
+        match pipe.len {
+            Some(len) => SizeHint::with_exact(len.saturating_sub(pipe.read)),
+            None => SizeHint::default(),
+        }
     }
 }
 

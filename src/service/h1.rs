@@ -3,8 +3,6 @@
 //! bodies pulled only as fast as the engine's output buffer drains into the socket.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -13,10 +11,11 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use smoltcp::time::Instant;
 
-use super::body::{request_body, BodySender, BodyStream};
+use super::body::{request_body, BodySender, BodyStream, Incoming};
+use super::dispatch::{self, AnswerFuture, Dispatch};
 use super::server::Shared;
 use super::tunnel::{Pump, PumpState, Tunnel, TunnelTask, TUNNEL_BUFFER};
-use super::{Answer, Body, ConnInfo, Handler, Protocol, Reply};
+use super::{Body, ConnInfo, Protocol, Reply};
 use crate::http::h1::{BodyFraming, H1Config, RequestId, ServerConn, ServerEvent};
 use crate::stack::Stack;
 use crate::transport::{ReadStatus, Transport};
@@ -25,8 +24,10 @@ use crate::transport::{ReadStatus, Transport};
 const TURNS: usize = 16;
 
 enum Stage {
+    /// Waiting for the service to be ready to take the request.
+    Queued(Box<(Request<Incoming>, ConnInfo)>),
     /// Waiting for the handler's future.
-    Waiting(Pin<Box<dyn Future<Output = Answer>>>),
+    Waiting(AnswerFuture),
     /// Sending the body.
     Streaming(Body),
     /// Response complete.
@@ -185,12 +186,12 @@ impl<T: Transport> H1Conn<T> {
     }
 
     /// Does all the work that is ready: reads, calls the handler, writes.
-    pub(crate) fn drive<H: Handler + ?Sized>(
+    pub(crate) fn drive(
         &mut self,
         stack: &mut Stack,
         cx: &mut Context<'_>,
         now: Instant,
-        handler: &H,
+        service: &mut dyn Dispatch,
         shared: &Shared,
     ) -> Drive {
         if self.pump.is_some() {
@@ -238,7 +239,8 @@ impl<T: Transport> H1Conn<T> {
                 }
             }
 
-            progress |= self.handle_events(handler, shared, now);
+            progress |= self.handle_events(shared, now);
+            progress |= self.call_service(cx, service);
             progress |= self.advance_tasks(cx, shared, now);
 
             // Output.
@@ -344,12 +346,30 @@ impl<T: Transport> H1Conn<T> {
         Drive::Closed
     }
 
-    fn handle_events<H: Handler + ?Sized>(
-        &mut self,
-        handler: &H,
-        shared: &Shared,
-        now: Instant,
-    ) -> bool {
+    /// Hands the queued requests, in order, to the service as it becomes ready.
+    fn call_service(&mut self, cx: &mut Context<'_>, service: &mut dyn Dispatch) -> bool {
+        let mut any = false;
+        for task in self.tasks.iter_mut() {
+            if !matches!(task.stage, Stage::Queued(_)) {
+                continue;
+            }
+            let ready = match service.poll_ready(cx) {
+                Poll::Pending => break,
+                Poll::Ready(ready) => ready,
+            };
+            any = true;
+            if let Stage::Queued(queued) = std::mem::replace(&mut task.stage, Stage::Done) {
+                let (request, info) = *queued;
+                task.stage = Stage::Waiting(match ready {
+                    Ok(()) => service.call(request, &info),
+                    Err(e) => dispatch::unavailable(&e, &info),
+                });
+            }
+        }
+        any
+    }
+
+    fn handle_events(&mut self, shared: &Shared, now: Instant) -> bool {
         let mut any = false;
         while let Some(event) = self.engine.poll_event() {
             any = true;
@@ -392,11 +412,12 @@ impl<T: Transport> H1Conn<T> {
                         None => {
                             shared.stats.borrow_mut().note_request(protocol);
                             let request = Request::from_parts(parts, request_body);
-                            let reply = match shared.answer_itself(&request) {
-                                Some(response) => Reply::Now(response),
-                                None => handler.call(request, &info),
-                            };
-                            Stage::Waiting(reply.into_answer())
+                            match shared.answer_itself(&request) {
+                                Some(response) => {
+                                    Stage::Waiting(Reply::Now(response).into_answer())
+                                }
+                                None => Stage::Queued(Box::new((request, info))),
+                            }
                         }
                     };
                     self.tasks.push_back(Task {
@@ -456,6 +477,7 @@ impl<T: Transport> H1Conn<T> {
                 any = true;
             }
             match &mut task.stage {
+                Stage::Queued(_) => return any,
                 Stage::Waiting(future) => match future.as_mut().poll(cx) {
                     Poll::Pending => return any,
                     Poll::Ready(answer) => {

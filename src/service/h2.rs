@@ -18,13 +18,14 @@ use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST};
 use http::{Method, Request, Response, StatusCode};
 use smoltcp::time::Instant;
 
-use super::body::{request_body, BodySender, BodyStream, IncomingBody};
+use super::body::{request_body, BodySender, BodyStream, Incoming, IncomingBody};
+use super::dispatch::{self, AnswerFuture, Dispatch};
 use super::h1::Drive;
 use super::h2c::Splice;
 use super::h2guard::FrameGuard;
 use super::server::Shared;
 use super::tunnel::{ConnectProtocol, Tunnel, TUNNEL_BUFFER};
-use super::{Answer, Body, BodyError, ConnInfo, Handler, Protocol};
+use super::{Body, BodyError, ConnInfo, Protocol};
 use crate::http::h2io::{H2Io, H2Pipes};
 use crate::http::{CONNECTION_HEADERS, H2_PREFACE};
 use crate::stack::Stack;
@@ -107,7 +108,9 @@ impl H2Config {
 }
 
 enum Stage {
-    Waiting(Pin<Box<dyn Future<Output = Answer>>>),
+    /// Waiting for the service to be ready to take the request.
+    Queued(Box<Request<Incoming>>),
+    Waiting(AnswerFuture),
     Streaming(SendStream<Bytes>, Body),
     Done,
 }
@@ -369,12 +372,12 @@ impl<T: Transport> H2Conn<T> {
         }
     }
 
-    pub(crate) fn drive<H: Handler + ?Sized>(
+    pub(crate) fn drive(
         &mut self,
         stack: &mut Stack,
         cx: &mut Context<'_>,
         now: Instant,
-        handler: &H,
+        service: &mut dyn Dispatch,
         shared: &Shared,
     ) -> Drive {
         if self.kill {
@@ -443,7 +446,7 @@ impl<T: Transport> H2Conn<T> {
                 );
                 self.abrupt(Reason::ENHANCE_YOUR_CALM, now);
             }
-            let moved = self.poll_h2(cx, handler, shared, now);
+            let moved = self.poll_h2(cx, service, shared, now);
             moved_streams |= moved;
             progress |= moved;
             // h2 → transport.
@@ -501,10 +504,10 @@ impl<T: Transport> H2Conn<T> {
     }
 
     /// Polls h2: handshake, new streams, stream progress. True when anything moved.
-    fn poll_h2<H: Handler + ?Sized>(
+    fn poll_h2(
         &mut self,
         cx: &mut Context<'_>,
-        handler: &H,
+        service: &mut dyn Dispatch,
         shared: &Shared,
         now: Instant,
     ) -> bool {
@@ -541,7 +544,7 @@ impl<T: Transport> H2Conn<T> {
                         respond.send_reset(Reason::PROTOCOL_ERROR);
                         continue;
                     }
-                    let task = start_stream(request, respond, handler, &self.info, shared, now);
+                    let task = start_stream(request, respond, shared, now);
                     self.streams.push(task);
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -559,6 +562,23 @@ impl<T: Transport> H2Conn<T> {
             }
         }
         let info = &self.info;
+        // The service takes the new requests as it becomes ready.
+        for task in self.streams.iter_mut() {
+            if !matches!(task.stage, Stage::Queued(_)) {
+                continue;
+            }
+            let ready = match service.poll_ready(cx) {
+                Poll::Pending => break,
+                Poll::Ready(ready) => ready,
+            };
+            progress = true;
+            if let Stage::Queued(request) = std::mem::replace(&mut task.stage, Stage::Done) {
+                task.stage = Stage::Waiting(match ready {
+                    Ok(()) => service.call(*request, info),
+                    Err(e) => dispatch::unavailable(&e, info),
+                });
+            }
+        }
         let mut i = 0;
         while i < self.streams.len() {
             progress |= advance_stream(&mut self.streams[i], cx, shared, now);
@@ -576,7 +596,7 @@ impl<T: Transport> H2Conn<T> {
         if progress {
             if let State::Open(conn) = &mut self.state {
                 if let Poll::Ready(Some(Ok((request, respond)))) = conn.poll_accept(cx) {
-                    let task = start_stream(request, respond, handler, &self.info, shared, now);
+                    let task = start_stream(request, respond, shared, now);
                     self.streams.push(task);
                 }
             }
@@ -609,11 +629,9 @@ fn host_differs_from_authority<B>(request: &Request<B>) -> bool {
     }
 }
 
-fn start_stream<H: Handler + ?Sized>(
+fn start_stream(
     request: Request<RecvStream>,
     respond: SendResponse<Bytes>,
-    handler: &H,
-    info: &ConnInfo,
     shared: &Shared,
     now: Instant,
 ) -> StreamTask {
@@ -651,11 +669,10 @@ fn start_stream<H: Handler + ?Sized>(
     shared.stats.borrow_mut().note_request(Protocol::Http2);
     let tunnel_rx = (method == Method::CONNECT).then(|| body.clone());
     let request = Request::from_parts(parts, body);
-    let reply = match shared.answer_itself(&request) {
-        Some(response) => super::Reply::Now(response),
-        None => handler.call(request, info),
+    let stage = match shared.answer_itself(&request) {
+        Some(response) => Stage::Waiting(super::Reply::Now(response).into_answer()),
+        None => Stage::Queued(Box::new(request)),
     };
-    let stage = Stage::Waiting(reply.into_answer());
     StreamTask {
         method,
         target,
@@ -704,17 +721,24 @@ fn advance_stream(
                 task.sender.fail(BodyError::Incomplete(e.to_string()));
                 task.recv = None;
             }
-            Poll::Ready(None) => {
-                progress = true;
-                task.sender.finish();
-                task.recv = None;
-            }
+            Poll::Ready(None) => match recv.poll_trailers(cx) {
+                Poll::Pending => break,
+                Poll::Ready(trailers) => {
+                    progress = true;
+                    match trailers {
+                        Ok(Some(trailers)) => task.sender.finish_with_trailers(trailers),
+                        Ok(None) => task.sender.finish(),
+                        Err(e) => task.sender.fail(BodyError::Incomplete(e.to_string())),
+                    }
+                    task.recv = None;
+                }
+            },
             Poll::Pending => break,
         }
     }
     loop {
         match &mut task.stage {
-            Stage::Done => return progress,
+            Stage::Done | Stage::Queued(_) => return progress,
             Stage::Waiting(future) => match future.as_mut().poll(cx) {
                 Poll::Pending => return progress,
                 Poll::Ready(answer) => {
@@ -831,7 +855,10 @@ pub(crate) fn send_body(
                     Poll::Pending => return (Pumped::Blocked, sent),
                     Poll::Ready(Some(Ok(chunk))) => chunk,
                     Poll::Ready(None) => {
-                        let _ = send.send_data(Bytes::new(), true);
+                        let _ = match body.take_trailers() {
+                            Some(trailers) => send.send_trailers(trailers),
+                            None => send.send_data(Bytes::new(), true),
+                        };
                         return (Pumped::Finished, sent);
                     }
                     Poll::Ready(Some(Err(e))) => {
@@ -844,9 +871,13 @@ pub(crate) fn send_body(
         // Is this the last chunk? Look while the capacity has room for more.
         let room = send.capacity().saturating_sub(chunk.len());
         let mut last = false;
+        let mut trailers = None;
         if room > 0 {
             match body.poll_chunk(cx, room) {
-                Poll::Ready(None) => last = true,
+                Poll::Ready(None) => match body.take_trailers() {
+                    Some(t) => trailers = Some(t),
+                    None => last = true,
+                },
                 Poll::Ready(Some(Ok(next))) => ahead = Some(next),
                 Poll::Pending => {}
                 Poll::Ready(Some(Err(e))) => {
@@ -858,6 +889,10 @@ pub(crate) fn send_body(
         sent += chunk.len() as u64;
         if send.send_data(chunk, last).is_err() {
             return (Pumped::PeerGone, sent);
+        }
+        if let Some(trailers) = trailers {
+            let _ = send.send_trailers(trailers);
+            return (Pumped::Finished, sent);
         }
         if last {
             return (Pumped::Finished, sent);

@@ -1,12 +1,16 @@
 //! The service API: a handler written once serves HTTP/1.1, HTTPS and HTTP/2 alike.
 //!
-//! A handler takes an [`http::Request`] whose body is a [`RequestBody`] and gives a
-//! [`Reply`]: a response at once, or a future that yields one later. Bodies are pulled with
+//! The application is any `tower::Service<http::Request<Incoming>>` whose response body is
+//! an `http_body::Body` ([`Server::from_service`]: an axum `Router`, tower-http layers,
+//! [`service_fn`]), or tapir's own [`Handler`] on the same path ([`Server::new`]): it takes
+//! an [`http::Request`] whose body is a [`RequestBody`] and gives a [`Reply`], a response
+//! at once or a future that yields one later. Bodies are pulled with
 //! backpressure both ways (see [`body`]). The [`Server`] is the application that accepts
 //! connections on the stack's ports and runs the right protocol engine for each.
 
 pub mod body;
 pub mod builtin;
+mod dispatch;
 pub mod files;
 mod h1;
 pub(crate) mod h2;
@@ -22,9 +26,13 @@ use std::pin::Pin;
 use http::{Request, Response};
 use smoltcp::wire::IpEndpoint;
 
-pub use body::{Body, BodyError, BodyStream, IncomingBody, RequestBody, ResponseBody};
+pub use body::{Body, BodyError, BodyStream, Incoming, IncomingBody, RequestBody, ResponseBody};
+pub use dispatch::{BoxError, Takeover};
 pub use h2::H2Config;
 pub use server::{Server, ServerConfig, ServerStats};
+/// Any closure `FnMut(Request<Incoming>) -> Future<Output = Result<Response<B>, E>>` as a
+/// `tower::Service` (tower's `service_fn`), for [`Server::from_service`].
+pub use tower::service_fn;
 pub use tunnel::{ConnectProtocol, Tunnel, TunnelError, TunnelTask};
 
 /// The HTTP version a connection speaks.

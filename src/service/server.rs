@@ -18,6 +18,8 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use slab::Slab;
 use smoltcp::time::Instant;
 
+use super::body::Incoming;
+use super::dispatch::{self, BoxError, Dispatch, MakeDispatch};
 use super::h1::{Drive, H1Conn};
 use super::h2::{H2Config, H2Conn};
 use super::{text_response, Body, ConnInfo, Handler, Protocol};
@@ -263,6 +265,8 @@ impl Sniff {
 
 struct Conn {
     engine: Engine,
+    /// This connection's clone of the application.
+    service: Box<dyn Dispatch>,
     waker: Arc<ConnWaker>,
     timer: Option<Instant>,
 }
@@ -277,8 +281,9 @@ pub enum PortKind {
     Https(Arc<rustls::ServerConfig>),
 }
 
-/// An HTTP server on a stack.
-pub struct Server<H: ?Sized> {
+/// An HTTP server on a stack, serving `S`: a tapir [`Handler`] ([`Server::new`]) or a
+/// `tower::Service` ([`Server::from_service`]).
+pub struct Server<S: ?Sized> {
     config: ServerConfig,
     h1: Arc<H1Config>,
     ports: Vec<(u16, PortKind)>,
@@ -287,10 +292,11 @@ pub struct Server<H: ?Sized> {
     timers: BTreeSet<(Instant, usize)>,
     shared: Shared,
     accepting: bool,
-    handler: Box<H>,
+    make_service: MakeDispatch,
+    served: std::marker::PhantomData<Box<S>>,
 }
 
-impl<H: Handler> Server<H> {
+impl<H: Handler + 'static> Server<H> {
     /// A server answering every request with `handler`.
     pub fn new(handler: H, config: ServerConfig) -> Self {
         Server::with_stats(handler, config, StatsHandle::default())
@@ -299,6 +305,37 @@ impl<H: Handler> Server<H> {
     /// Like [`Server::new`], counting into `stats` (so a handler made before the server,
     /// like the built-in `/stats`, can read the server's counters).
     pub fn with_stats(handler: H, config: ServerConfig, stats: StatsHandle) -> Self {
+        Server::make(dispatch::make_handler(handler), config, stats)
+    }
+}
+
+impl<S, B> Server<S>
+where
+    S: tower::Service<http::Request<Incoming>, Response = http::Response<B>> + Clone + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: 'static,
+    B: http_body::Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// A server answering every request with a `tower::Service` (an axum `Router`, a
+    /// tower-http stack, [`super::service_fn`]), cloned for each connection. A request
+    /// carries the [`ConnInfo`] in its extensions (and `ConnectProtocol` for an HTTP/2
+    /// extended CONNECT); a response body streams as the peer takes it, its exact size
+    /// hint becoming Content-Length and its trailers sent on HTTP/2; a [`super::Takeover`]
+    /// in a switching response's extensions gets the connection as a tunnel. A service
+    /// that fails answers `500`; one that fails its readiness, `503`.
+    pub fn from_service(service: S, config: ServerConfig) -> Self {
+        Server::from_service_with_stats(service, config, StatsHandle::default())
+    }
+
+    /// Like [`Server::from_service`], counting into `stats`.
+    pub fn from_service_with_stats(service: S, config: ServerConfig, stats: StatsHandle) -> Self {
+        Server::make(dispatch::make_service(service), config, stats)
+    }
+}
+
+impl<S: ?Sized> Server<S> {
+    fn make(make_service: MakeDispatch, config: ServerConfig, stats: StatsHandle) -> Self {
         let server_header = config
             .server_header
             .as_deref()
@@ -332,12 +369,10 @@ impl<H: Handler> Server<H> {
                 allow,
             },
             accepting: true,
-            handler: Box::new(handler),
+            make_service,
+            served: std::marker::PhantomData,
         }
     }
-}
-
-impl<H: Handler + ?Sized> Server<H> {
     /// Serves cleartext HTTP/1.1 (and h2c) on `port` of `stack`.
     pub fn bind_http(&mut self, stack: &mut Stack, port: u16) -> Result<(), StackError> {
         stack.listen(port)?;
@@ -431,6 +466,7 @@ impl<H: Handler + ?Sized> Server<H> {
                 waker.wake_now();
                 entry.insert(Conn {
                     engine,
+                    service: (self.make_service)(),
                     waker,
                     timer: None,
                 });
@@ -587,14 +623,14 @@ impl<H: Handler + ?Sized> Server<H> {
                 if timer_due {
                     h1.on_timeout(now, &self.shared);
                 }
-                let drive = h1.drive(stack, &mut cx, now, &*self.handler, &self.shared);
+                let drive = h1.drive(stack, &mut cx, now, &mut *conn.service, &self.shared);
                 (drive, h1.deadline())
             }
             Engine::H2(h2) => {
                 if timer_due {
                     h2.on_timeout(now);
                 }
-                let drive = h2.drive(stack, &mut cx, now, &*self.handler, &self.shared);
+                let drive = h2.drive(stack, &mut cx, now, &mut *conn.service, &self.shared);
                 (drive, h2.deadline())
             }
         };
@@ -633,7 +669,7 @@ impl<H: Handler + ?Sized> Server<H> {
     }
 }
 
-impl<H: Handler + ?Sized> Application for Server<H> {
+impl<S: ?Sized> Application for Server<S> {
     fn poll(&mut self, stack: &mut Stack, now: Instant) -> bool {
         let mut any = self.accepting && self.accept(stack, now);
         // Connections whose timers are due.

@@ -157,19 +157,30 @@ impl Netns {
     pub fn spawn_tapir(&self, args: &[&str]) -> TapirProcess {
         spawn_tapir_in(&self.name, &self.dir, args)
     }
+
+    /// Starts the program `bin` (an example) with `args` inside the namespace, like
+    /// [`Netns::spawn_tapir`].
+    pub fn spawn_program(&self, bin: &Path, args: &[&str]) -> TapirProcess {
+        spawn_program_in(&self.name, &self.dir, bin, args)
+    }
 }
 
 /// Starts the tapir binary with `args` inside namespace `netns`, its stderr (the log) going
 /// to a file in `dir`.
 pub fn spawn_tapir_in(netns: &str, dir: &Path, args: &[&str]) -> TapirProcess {
+    spawn_program_in(netns, dir, &tapir_bin(), args)
+}
+
+/// Starts the program `bin` (tapir, or one of its examples) with `args` inside namespace
+/// `netns`, its stderr (the log) going to a file in `dir`.
+pub fn spawn_program_in(netns: &str, dir: &Path, bin: &Path, args: &[&str]) -> TapirProcess {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let log = dir.join(format!("tapir-{n}.log"));
     let stderr = File::create(&log).expect("create tapir's log file");
-    let bin = tapir_bin();
     let mut command = Command::new("ip");
     command
         .args(["netns", "exec", netns])
-        .arg(&bin)
+        .arg(bin)
         .args(args)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
