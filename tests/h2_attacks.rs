@@ -438,6 +438,26 @@ fn run_deaf(
     }
 }
 
+/// Sends `chunks` a second apart, then a header block on stream 0, which ends the
+/// connection with GOAWAY PROTOCOL_ERROR (so the run ends); the connection reads nothing
+/// until `deaf_until_chunk` chunks went. A client asks for `legit_requests` meanwhile.
+fn run_then_end(chunks: Vec<Vec<u8>>, deaf_until_chunk: usize, legit_requests: usize) -> Outcome {
+    let mut chunks = chunks;
+    chunks.push(frame(HEADERS, END_STREAM | END_HEADERS, 0, &get_block("/")));
+    let role = Role::Paced {
+        chunks,
+        next: 0,
+        interval: Duration::from_secs(1),
+        next_at: None,
+    };
+    run_deaf(
+        role,
+        deaf_until_chunk,
+        legit_requests,
+        ServerConfig::default(),
+    )
+}
+
 /// What every attack must end with: GOAWAY `code` to the attacker, its connection gone
 /// from the server, the legitimate client answered every time without a GOAWAY.
 fn assert_shut_out(o: &Outcome, code: u32, legit_requests: usize) {
@@ -682,17 +702,7 @@ fn a_host_other_than_the_authority_is_a_malformed_request() {
     hpack_int(0, 4, 38, &mut same);
     hpack_str(b"TEST:80", &mut same);
     first.extend(frame(HEADERS, END_STREAM | END_HEADERS, 3, &same));
-    let end = frame(HEADERS, END_STREAM | END_HEADERS, 0, &get_block("/"));
-    let o = run_role(
-        Role::Paced {
-            chunks: vec![first, end],
-            next: 0,
-            interval: Duration::from_secs(1),
-            next_at: None,
-        },
-        3,
-        ServerConfig::default(),
-    );
+    let o = run_then_end(vec![first], 0, 3);
     assert_eq!(o.attacker.resets, 1, "stream 1 reset, stream 3 answered");
     assert_shut_out(&o, PROTOCOL_ERROR, 3);
 }
@@ -718,18 +728,7 @@ fn a_window_update_past_the_maximum_resets_the_stream_even_as_its_response_ends(
         first.extend(frame(SETTINGS, ACK, 0, &[]));
         first.extend(frame(HEADERS, END_STREAM | END_HEADERS, 1, &block));
         first.extend(frame(WINDOW_UPDATE, 0, 1, &0x7fff_ffffu32.to_be_bytes()));
-        // A second later, a header block on stream 0 ends the connection (so the run ends).
-        let end = frame(HEADERS, END_STREAM | END_HEADERS, 0, &get_block("/"));
-        let o = run_role(
-            Role::Paced {
-                chunks: vec![first, end],
-                next: 0,
-                interval: Duration::from_secs(1),
-                next_at: None,
-            },
-            2,
-            ServerConfig::default(),
-        );
+        let o = run_then_end(vec![first], 0, 2);
         let on_stream_1: Vec<_> = o.attacker.frames.iter().filter(|f| f.2 == 1).collect();
         assert!(
             on_stream_1
@@ -774,18 +773,7 @@ fn a_window_update_past_the_maximum_resets_a_response_still_queued() {
         ));
         let mut overflow = frame(WINDOW_UPDATE, 0, 1, &0x7fff_ffffu32.to_be_bytes());
         overflow.extend(frame(PING, 0, 0, b"overflow"));
-        let end = frame(HEADERS, END_STREAM | END_HEADERS, 0, &get_block("/"));
-        let o = run_deaf(
-            Role::Paced {
-                chunks: vec![first, overflow, end],
-                next: 0,
-                interval: Duration::from_secs(1),
-                next_at: None,
-            },
-            2,
-            2,
-            ServerConfig::default(),
-        );
+        let o = run_then_end(vec![first, overflow], 2, 2);
         let frames = &o.attacker.frames;
         let position = |wanted: &dyn Fn(&Seen) -> bool| frames.iter().position(wanted);
         let ping_ack = position(&|f| f.0 == PING && f.1 & ACK != 0);
@@ -840,17 +828,7 @@ fn options_star_over_http2_is_answered_by_the_server() {
         3,
         &block("FOO", "/nothing"),
     ));
-    let end = frame(HEADERS, END_STREAM | END_HEADERS, 0, &get_block("/"));
-    let o = run_role(
-        Role::Paced {
-            chunks: vec![first, end],
-            next: 0,
-            interval: Duration::from_secs(1),
-            next_at: None,
-        },
-        2,
-        ServerConfig::default(),
-    );
+    let o = run_then_end(vec![first], 0, 2);
     let status = |stream: u32| {
         o.attacker
             .frames

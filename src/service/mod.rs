@@ -204,22 +204,23 @@ where
     }
 }
 
+/// The methods RFC 9110 defines (§9.3), and PATCH (RFC 5789): every server recognizes them.
+pub(crate) const RECOGNIZED_METHODS: [http::Method; 9] = [
+    http::Method::GET,
+    http::Method::HEAD,
+    http::Method::POST,
+    http::Method::PUT,
+    http::Method::DELETE,
+    http::Method::CONNECT,
+    http::Method::OPTIONS,
+    http::Method::TRACE,
+    http::Method::PATCH,
+];
+
 /// The answer to a method a resource does not take: `405` with `Allow` for a method the
 /// server recognizes (RFC 9110's and PATCH), `501` for any other (RFC 9110 §9.1, §15.6.2).
 pub fn method_not_allowed(method: &http::Method, allow: &'static str) -> Response<Body> {
-    use http::Method;
-    let known = [
-        Method::GET,
-        Method::HEAD,
-        Method::POST,
-        Method::PUT,
-        Method::DELETE,
-        Method::CONNECT,
-        Method::OPTIONS,
-        Method::TRACE,
-        Method::PATCH,
-    ];
-    if !known.contains(method) {
+    if !RECOGNIZED_METHODS.contains(method) {
         return text_response(
             http::StatusCode::NOT_IMPLEMENTED,
             format!("method {method} is not implemented\n"),

@@ -22,7 +22,7 @@ use super::body::Incoming;
 use super::dispatch::{self, BoxError, Dispatch, MakeDispatch};
 use super::h1::{Drive, H1Conn};
 use super::h2::{H2Config, H2Conn};
-use super::{text_response, Body, ConnInfo, Handler, Protocol};
+use super::{text_response, Body, ConnInfo, Handler, Protocol, RECOGNIZED_METHODS};
 use crate::http::h1::H1Config;
 use crate::http::H2_PREFACE;
 use crate::runtime::wake::{ConnWaker, ReadyQueue};
@@ -68,19 +68,6 @@ impl Default for ServerConfig {
         }
     }
 }
-
-/// The methods RFC 9110 defines (§9.3), and PATCH (RFC 5789): recognized by every server.
-const RFC_9110_METHODS: [Method; 9] = [
-    Method::GET,
-    Method::HEAD,
-    Method::POST,
-    Method::PUT,
-    Method::DELETE,
-    Method::CONNECT,
-    Method::OPTIONS,
-    Method::TRACE,
-    Method::PATCH,
-];
 
 /// Counters of a server, for `/stats` and logs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -155,7 +142,7 @@ impl Shared {
     pub(crate) fn answer_itself<B>(&self, request: &Request<B>) -> Option<Response<Body>> {
         let methods = self.methods.as_ref()?;
         let method = request.method();
-        if !RFC_9110_METHODS.contains(method) && !methods.contains(method) {
+        if !RECOGNIZED_METHODS.contains(method) && !methods.contains(method) {
             return Some(text_response(
                 StatusCode::NOT_IMPLEMENTED,
                 format!("method {method} is not implemented\n"),
