@@ -7514,24 +7514,30 @@ mod test {
         // time, and poll_at names that time.
         let mut s = socket_syn_sent_with_buffer_sizes(32768, 64);
         s.set_congestion_control(CongestionControl::Bbr);
-        recv!(s, [TcpRepr {
-            control: TcpControl::Syn,
-            seq_number: LOCAL_SEQ,
-            ack_number: None,
-            max_seg_size: Some(BASE_MSS),
-            window_scale: Some(0),
-            sack_permitted: true,
-            ..RECV_TEMPL
-        }]);
-        send!(s, TcpRepr {
-            control: TcpControl::Syn,
-            seq_number: REMOTE_SEQ,
-            ack_number: Some(LOCAL_SEQ + 1),
-            max_seg_size: Some(BASE_MSS),
-            window_scale: Some(0),
-            window_len: 65535,
-            ..SEND_TEMPL
-        });
+        recv!(
+            s,
+            [TcpRepr {
+                control: TcpControl::Syn,
+                seq_number: LOCAL_SEQ,
+                ack_number: None,
+                max_seg_size: Some(BASE_MSS),
+                window_scale: Some(0),
+                sack_permitted: true,
+                ..RECV_TEMPL
+            }]
+        );
+        send!(
+            s,
+            TcpRepr {
+                control: TcpControl::Syn,
+                seq_number: REMOTE_SEQ,
+                ack_number: Some(LOCAL_SEQ + 1),
+                max_seg_size: Some(BASE_MSS),
+                window_scale: Some(0),
+                window_len: 65535,
+                ..SEND_TEMPL
+            }
+        );
         let mss = BASE_MSS as usize;
         let rate = s.congestion_controller.inner().pacing_rate().unwrap();
         // The initial window per (assumed) millisecond at STARTUP's gain of 2.885.
@@ -7555,7 +7561,10 @@ mod test {
                 assert_eq!(s.socket.poll_at(&mut s.cx), PollAt::Time(at));
             } else {
                 // The initial window is in flight: the next segment waits for an ACK.
-                assert_eq!(s.socket.poll_at(&mut s.cx), PollAt::Time(Instant::from_secs(1)));
+                assert_eq!(
+                    s.socket.poll_at(&mut s.cx),
+                    PollAt::Time(Instant::from_secs(1))
+                );
             }
         }
         recv_nothing(&mut s, at);
