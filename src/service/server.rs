@@ -360,6 +360,7 @@ impl<S: ?Sized> Server<S> {
             served: std::marker::PhantomData,
         }
     }
+
     /// Serves cleartext HTTP/1.1 (and h2c) on `port` of `stack`.
     pub fn bind_http(&mut self, stack: &mut Stack, port: u16) -> Result<(), StackError> {
         stack.listen(port)?;
