@@ -415,7 +415,14 @@ impl Application for H1Clients {
             let Some(handle) = c.handle.as_ref() else {
                 continue;
             };
-            let socket = stack.socket(handle);
+            // An idle connection is only looked at (it keeps no buffers); one with a
+            // request to send gets them.
+            let sending = !c.waiting && c.to_send > 0;
+            let socket = if sending {
+                stack.socket(handle)
+            } else {
+                stack.socket_for_reading(handle)
+            };
             if matches!(socket.state(), State::Closed | State::CloseWait) && c.to_send > 0 {
                 self.errors
                     .push(format!("connection closed: {}", socket.state()));
@@ -448,7 +455,7 @@ impl Application for H1Clients {
                     }
                 }
             }
-            if !c.waiting && c.to_send > 0 && socket.may_send() {
+            if sending && socket.may_send() {
                 let room = socket.send_capacity() - socket.send_queue();
                 if room >= self.request.len() {
                     let n = socket.send_slice(&self.request).expect("send");
