@@ -60,15 +60,9 @@ fn measure(buffer: usize) -> Measured {
     pair.run_for(Duration::from_millis(10), tag);
     let region = Region::new(GLOBAL);
 
-    // In batches of 100, within the listen backlog (128), so no SYN waits for a
-    // retransmission and the first connections are nowhere near their idle timeout.
-    for _ in 0..CONNECTIONS / 100 {
-        pair.client
-            .app
-            .open(&mut pair.client.stack, 100, "/bytes/100", 1);
-        pair.drive_tagged(limit, tag, |_, c| c.app.round_done())
-            .expect("all answered");
-    }
+    // In batches, so the first connections are nowhere near their idle timeout.
+    pair.open_in_batches(CONNECTIONS, "/bytes/100", limit, tag)
+        .expect("all answered");
     assert!(
         pair.client.app.errors.is_empty(),
         "{:?}",

@@ -64,14 +64,8 @@ fn idle_keep_alive_connections_hold_no_buffers_and_answer_again() {
     let tag = |server: bool| heap.turn(server);
     pair.run_for(Duration::from_millis(10), tag);
     let start = heap.live.get();
-    // In batches within the listen backlog, one request each.
-    for _ in 0..CONNECTIONS / 100 {
-        pair.client
-            .app
-            .open(&mut pair.client.stack, 100, "/bytes/100", 1);
-        pair.drive_tagged(limit, tag, |_, c| c.app.round_done())
-            .expect("every request answered");
-    }
+    pair.open_in_batches(CONNECTIONS, "/bytes/100", limit, tag)
+        .expect("every request answered");
     // Idle for two seconds (the keep-alive timeout is 60 s): delayed ACKs and buffer
     // releases are done.
     pair.run_for(Duration::from_secs(2), tag);

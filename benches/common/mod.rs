@@ -190,6 +190,28 @@ impl<C: Application> Pair<C> {
     }
 }
 
+impl Pair<H1Clients> {
+    /// Opens `connections` keep-alive connections in batches of 100 (within the listen
+    /// backlog, so no SYN waits for a retransmission), each making one request for `path`.
+    /// `before` is the hook of [`Pair::drive_tagged`].
+    pub fn open_in_batches(
+        &mut self,
+        connections: usize,
+        path: &str,
+        limit: Duration,
+        mut before: impl FnMut(bool),
+    ) -> Result<(), String> {
+        let mut opened = 0;
+        while opened < connections {
+            let batch = (connections - opened).min(100);
+            self.client.app.open(&mut self.client.stack, batch, path, 1);
+            self.drive_tagged(limit, &mut before, |_, c| c.app.round_done())?;
+            opened += batch;
+        }
+        Ok(())
+    }
+}
+
 /// Where a streaming HTTP/1.1 response parser is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Parse {
