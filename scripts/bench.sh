@@ -2,7 +2,7 @@
 # Benchmarks tapir on a real TAP device against baselines measured in the same run on the
 # same machine, and prints a table (figure, tapir, baseline, ratio).
 #
-#   sudo scripts/bench.sh [--quick] [--tcp-matrix | --bulk]
+#   sudo scripts/bench.sh [--quick] [--tcp-matrix | --bulk | --idle N]
 #
 # Every client runs inside network namespaces this script makes (unique names, removed on
 # exit, also on failure); no traffic goes anywhere else:
@@ -32,6 +32,10 @@
 # --bulk: only the 128 MiB downloads at MTU 1500 and 65000, best of 3, for tapir with
 #   offloads (TSO and checksum offload through the virtio-net header), tapir --no-offload
 #   and nginx, alternating (about 1 minute; a table, no report.json).
+# --idle N: only memory per idle connection and busy scaling: N idle keep-alive HTTP/1.1
+#   connections (one request each, from several client addresses) and N/10 over TLS held
+#   against tapir and against nginx, RSS per connection (lower is better); then req/s at
+#   100 and at 10,000 busy connections (wrk) for both (a table, no report.json).
 set -euo pipefail
 
 PROG=$(basename "$0")
@@ -42,16 +46,27 @@ LOGS="$OUT/logs"
 QUICK=0
 MATRIX_ONLY=0
 BULK_ONLY=0
+IDLE_ONLY=0
 
 usage() {
     sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
 }
 
-for arg in "$@"; do
+while (($#)); do
+    arg=$1
+    shift
     case $arg in
     --quick) QUICK=1 ;;
     --tcp-matrix) MATRIX_ONLY=1 ;;
     --bulk) QUICK=1 BULK_ONLY=1 ;;
+    --idle)
+        [[ ${1:-} =~ ^[0-9]+$ && $1 -ge 100 ]] || {
+            echo "$PROG: --idle needs a number of connections (at least 100)" >&2
+            exit 2
+        }
+        QUICK=1 IDLE_ONLY=$1
+        shift
+        ;;
     -h | --help)
         usage
         exit 0
@@ -229,8 +244,8 @@ SMOL_BIN=""
 SMOL_WHY=""
 if ((MATRIX_ONLY)); then
     : # the matrix alone needs no smoltcp benchmark
-elif ((BULK_ONLY)); then
-    SMOL_WHY="not measured with --bulk"
+elif ((BULK_ONLY || IDLE_ONLY)); then
+    SMOL_WHY="not measured with --bulk or --idle"
 elif [[ -z $SMOL_SRC ]]; then
     SMOL_WHY="smoltcp-0.14.0 source not in the cargo registry (run cargo fetch)"
 else
@@ -318,7 +333,7 @@ stop_pid() {
 WWW="$WORK/www"
 mkdir -p "$WWW/bytes" "$WORK/nginx"
 "$PY" "$HELPER" pattern-file "$WWW/bytes/100" 100
-((MATRIX_ONLY)) || "$PY" "$HELPER" pattern-file "$WWW/bytes/$BULK" "$BULK"
+((MATRIX_ONLY || IDLE_ONLY)) || "$PY" "$HELPER" pattern-file "$WWW/bytes/$BULK" "$BULK"
 echo '<!doctype html><p>nginx</p>' >"$WWW/index.html"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -subj "/CN=$IP_SERVER" -addext "subjectAltName=IP:$IP_SERVER" \
@@ -327,7 +342,7 @@ NGINX_PIDS=()
 start_nginx() { # NS CLIENT_NS LOGNAME
     local ns=$1 cli=$2 name=$3 conf="$WORK/nginx/$3.conf"
     cat >"$conf" <<CONF
-worker_processes 1;
+worker_processes ${NGINX_WORKERS:-1};
 worker_rlimit_nofile $NOFILE;
 pid $WORK/nginx/$name.pid;
 error_log $LOGS/$name-error.log warn;
@@ -337,7 +352,7 @@ http {
     default_type application/octet-stream;
     sendfile on;
     tcp_nopush on;
-    keepalive_timeout 120s;
+    keepalive_timeout 900s;
     keepalive_requests 100000000;
     client_body_temp_path $WORK/nginx/body;
     proxy_temp_path $WORK/nginx/proxy;
@@ -361,10 +376,11 @@ CONF
     NGINX_PIDS=("$!")
     PIDS+=("$!")
     wait_http "$cli" "http://$IP_SERVER/"
-    # The worker: the master's child.
+    # The workers: the master's children.
     local worker
-    worker=$(pgrep -P "${NGINX_PIDS[0]}" | head -1 || true)
-    [[ -n $worker ]] && NGINX_PIDS+=("$worker")
+    for worker in $(pgrep -P "${NGINX_PIDS[0]}" || true); do
+        NGINX_PIDS+=("$worker")
+    done
 }
 
 # --- the measurements ---------------------------------------------------------------------
@@ -412,24 +428,49 @@ run_bulk() { # CLI SERVER TAG: one download of $BULK bytes, MB/s
 # Sets IDLE_RESULT (JSON). Not called in $(...): the background python must not hold the
 # substitution's pipe, and its PID must reach PIDS for the cleanup.
 run_idle() { # CLI SERVER PIDS...: RSS (KiB) before and with $IDLE idle connections
+    # ($IDLE_PORT, $IDLE_TLS and $IDLE_SOURCES choose port, TLS and client addresses). The
+    # connections are shared by as many client processes as the open-file limit asks.
     local cli=$1 name=$2
     shift 2
-    local ready="$WORK/$name-idle.json" before after py open
+    local before after open procs each i ready py
+    local readies=() clients=()
     before=$(rss_kib "$@")
-    rm -f "$ready"
-    ip netns exec "$cli" bash -c 'ulimit -n "$0"; exec "$@"' "$NOFILE" \
-        "$PY" "$HELPER" idle "$IP_SERVER" 80 "$IDLE" "$ready" >"$LOGS/$name-idle-client.txt" 2>&1 &
-    py=$!
-    PIDS+=("$py")
-    for _ in $(seq 1200); do
-        [[ -f $ready ]] && break
-        kill -0 "$py" 2>/dev/null || break
-        sleep 0.1
+    procs=$(((IDLE + NOFILE - 1000) / (NOFILE - 500)))
+    each=$(((IDLE + procs - 1) / procs))
+    for i in $(seq 1 "$procs"); do
+        ready="$WORK/$name-idle-$i.json"
+        rm -f "$ready"
+        readies+=("$ready")
+        ip netns exec "$cli" bash -c 'ulimit -n "$0"; exec "$@"' "$NOFILE" \
+            "$PY" "$HELPER" idle "$IP_SERVER" "${IDLE_PORT:-80}" "$((i < procs ? each : IDLE - each * (procs - 1)))" \
+            "$ready" "${IDLE_TLS:-0}" "${IDLE_SOURCES:-}" "${IDLE_HOLD:-120}" >"$LOGS/$name-idle-client-$i.txt" 2>&1 &
+        py=$!
+        PIDS+=("$py")
+        clients+=("$py")
+    done
+    IDLE_CLIENTS=("${clients[@]}")
+    for i in $(seq 0 $((procs - 1))); do
+        for _ in $(seq $((1200 + IDLE / 50))); do
+            [[ -f ${readies[$i]} ]] && break
+            kill -0 "${clients[$i]}" 2>/dev/null || break
+            sleep 0.1
+        done
     done
     sleep 1
     after=$(rss_kib "$@")
-    open=$(cat "$ready" 2>/dev/null || echo '{"open": 0, "failed": null}')
-    stop_pid "$py"
+    open=$("$PY" -c 'import json, sys
+total = {"open": 0, "failed": 0}
+for path in sys.argv[1:]:
+    try:
+        r = json.load(open(path))
+    except (OSError, ValueError):
+        r = {"open": 0, "failed": None}
+    total["open"] += r["open"]
+    total["failed"] = None if r["failed"] is None or total["failed"] is None else total["failed"] + r["failed"]
+print(json.dumps(total))' "${readies[@]}")
+    if ! ((${IDLE_KEEP:-0})); then
+        for py in "${clients[@]}"; do stop_pid "$py"; done
+    fi
     IDLE_RESULT="{\"before_kib\": $before, \"after_kib\": $after, \"conns\": $open}"
 }
 
@@ -465,6 +506,88 @@ if ((BULK_ONLY)); then
         echo "       all runs: tapir ${BT[*]}; --no-offload ${BP[*]}; nginx ${BN[*]}"
     done
     echo "ratio = tapir / nginx; ratio plain = tapir --no-offload / nginx (same run)"
+    exit 0
+fi
+
+if ((IDLE_ONLY)); then
+    # Idle connections: N over HTTP/1.1 and N/10 over TLS, held together by one client
+    # process each; RSS growth per connection. Then busy scaling on fresh processes.
+    N=$IDLE_ONLY
+    NTLS=$((N / 10))
+    DUR=10
+    # One process holds at most the open-file limit: the client is several processes,
+    # nginx several workers (its RSS is summed over all of them).
+    [[ $NOFILE -gt 11000 ]] || die "the open-file limit ($NOFILE) is too low for wrk -c10000"
+    NGINX_WORKERS=$(((N + NOFILE - 1000) / (NOFILE - 1000)))
+    tap_ns "$TAG-tap" 1500
+    veth_ns "$TAG-srv" "$TAG-cli" 1500
+    SRCS=()
+    for i in $(seq 1 $(((N + NTLS) / 50000 + 1))); do # ~64,000 ports per address and port
+        ip -n "$TAG-tap" addr add "10.7.0.$((100 + i))/24" dev tap0
+        ip -n "$TAG-cli" addr add "10.7.0.$((100 + i))/24" dev veth1
+        SRCS+=("10.7.0.$((100 + i))")
+    done
+    IDLE_SOURCES=$(
+        IFS=,
+        echo "${SRCS[*]}"
+    )
+    IDLE_HOLD=1800 IDLE_KEEP=1
+    per_conn() { # RESULT_JSON: KiB of RSS per open connection
+        "$PY" -c 'import json, sys
+r = json.loads(sys.argv[1]); n = r["conns"]["open"]
+print("%.2f" % ((r["after_kib"] - r["before_kib"]) / n) if n else "null")' "$1"
+    }
+    opened() { "$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["conns"]["open"])' "$1"; }
+    idle_one() { # SERVER CLI COUNT PORT TLS PIDS...: run_idle, the client stopped after
+        local server=$1 cli=$2
+        IDLE=$3 IDLE_PORT=$4 IDLE_TLS=$5
+        shift 5
+        run_idle "$cli" "$server-$IDLE_PORT" "$@"
+        for pid in "${IDLE_CLIENTS[@]}"; do stop_pid "$pid"; done
+    }
+    # Each count on a fresh server process, so that memory freed by one phase is not what
+    # the next one grows into.
+    echo "== $N idle keep-alive connections (HTTP/1.1) and $NTLS over TLS, client addresses ${SRCS[*]}"
+    for what in "80 0 $N" "443 1 $NTLS"; do
+        read -r port tls count <<<"$what"
+        echo "   tapir, port $port: $count connections"
+        start_tapir "$TAG-tap" 1500 "tapir-idle$port" --max-connections $((N + 1000)) --idle-timeout 1800
+        idle_one tapir "$TAG-tap" "$count" "$port" "$tls" "$TAPIR_PID"
+        stop_pid "$TAPIR_PID"
+        if ((tls)); then TT=$IDLE_RESULT; else TP=$IDLE_RESULT; fi
+        echo "   nginx, port $port: $count connections"
+        start_nginx "$TAG-srv" "$TAG-cli" "nginx-idle$port"
+        idle_one nginx "$TAG-cli" "$count" "$port" "$tls" "${NGINX_PIDS[@]}"
+        stop_pid "${NGINX_PIDS[0]}"
+        if ((tls)); then NT=$IDLE_RESULT; else NP=$IDLE_RESULT; fi
+    done
+    echo "== busy connections: wrk -c100 and -c10000, ${DUR}s each"
+    NGINX_WORKERS=1 # as tapir: one thread
+    start_tapir "$TAG-tap" 1500 tapir-busy --max-connections 20000 --backlog 4096
+    T100=$(run_wrk "$TAG-tap" tapir 100)
+    T10K=$(run_wrk "$TAG-tap" tapir 10000)
+    stop_pid "$TAPIR_PID"
+    start_nginx "$TAG-srv" "$TAG-cli" nginx-busy
+    N100=$(run_wrk "$TAG-cli" nginx 100)
+    N10K=$(run_wrk "$TAG-cli" nginx 10000)
+    stop_pid "${NGINX_PIDS[0]}"
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "null" || b == "null" || b == 0) print "-"; else printf "%.2f", a / b }'; }
+    row() { printf '%-44s %12s %12s %8s\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"; }
+    echo
+    printf '%-44s %12s %12s %8s\n' figure tapir nginx ratio
+    row "open idle HTTP/1.1 connections" "$(opened "$TP")" "$(opened "$NP")"
+    row "RSS per idle HTTP/1.1 conn, KiB (lower)" "$(per_conn "$TP")" "$(per_conn "$NP")"
+    row "open idle TLS connections" "$(opened "$TT")" "$(opened "$NT")"
+    row "RSS per idle TLS conn, KiB (lower)" "$(per_conn "$TT")" "$(per_conn "$NT")"
+    t100=$(json_get "$T100" rps) t10k=$(json_get "$T10K" rps)
+    n100=$(json_get "$N100" rps) n10k=$(json_get "$N10K" rps)
+    row "req/s, wrk -c100" "$t100" "$n100"
+    row "req/s, wrk -c10000" "$t10k" "$n10k"
+    row "req/s at 10000 / req/s at 100" "$(ratio "$t10k" "$t100")" "$(ratio "$n10k" "$n100")"
+    echo "RSS: VmRSS growth of the server process (nginx: master + worker; the kernel's socket"
+    echo "memory is not in it) divided by the connections held open; raw results: $LOGS"
+    echo "tapir idle: plain $TP; TLS $TT"
+    echo "nginx idle: plain $NP; TLS $NT"
     exit 0
 fi
 

@@ -91,33 +91,53 @@ def parse_smoltcp(path):
     return {"mbps": float(m.group(1)) * 1e9 / 8 / 1e6 if m else None}
 
 
-def idle(host, port, count, ready_file):
+def idle(host, port, count, ready_file, tls="0", sources="", hold="120"):
     """Opens `count` connections, makes one request on each (so each is an idle keep-alive
-    connection, past the server's request-head timeout), then holds them until killed
-    (at most 120 s)."""
+    connection, past the server's request-head timeout), then holds them until killed (at
+    most `hold` seconds). `tls` "1": HTTPS (HTTP/1.1, no ALPN, certificate not checked).
+    `sources`: comma-separated local addresses, used in turn (one address has about 64,000
+    ports towards one server port: 100,000 connections need two)."""
     count = int(count)
     port = int(port)
+    use_tls = tls == "1"
+    addrs = [a for a in sources.split(",") if a]
     want = count + 256
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (max(want, soft), max(want, hard)))
+    ctx = None
+    if use_tls:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
     request = b"GET /bytes/100 HTTP/1.1\r\nHost: bench\r\n\r\n"
     sel = selectors.DefaultSelector()
     conns = []
     done = 0
     failed = 0
-    batch = 200
-    deadline = time.monotonic() + 90
+    opened = 0
+    batch = 500
+    deadline = time.monotonic() + 90 + count / 500
     while done + failed < count and time.monotonic() < deadline:
+        # entry: [socket, received bytes, stage] with stage "connect", "tls", "sent"
         pending = {}
         for _ in range(min(batch, count - done - failed)):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.setblocking(False)
+            if addrs:
+                s.bind((addrs[opened % len(addrs)], 0))
+            opened += 1
             try:
                 s.connect((host, port))
             except BlockingIOError:
                 pass
-            pending[s.fileno()] = [s, b"", False]
+            except OSError:
+                s.close()
+                failed += 1
+                continue
+            pending[s.fileno()] = [s, b"", "connect"]
             sel.register(s, selectors.EVENT_WRITE)
         batch_deadline = time.monotonic() + 30
         while pending and time.monotonic() < batch_deadline:
@@ -126,27 +146,54 @@ def idle(host, port, count, ready_file):
                 if entry is None:
                     continue
                 s = entry[0]
-                if not entry[2]:
-                    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                    if err:
-                        sel.unregister(s)
-                        s.close()
-                        del pending[key.fd]
-                        failed += 1
-                        continue
-                    s.send(request)
-                    entry[2] = True
-                    sel.modify(s, selectors.EVENT_READ)
-                    continue
-                try:
-                    data = s.recv(65536)
-                except OSError:
-                    data = b""
-                if not data:
+
+                def drop():
+                    nonlocal failed
                     sel.unregister(s)
                     s.close()
                     del pending[key.fd]
                     failed += 1
+
+                if entry[2] == "connect":
+                    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        drop()
+                        continue
+                    if use_tls:
+                        s = ctx.wrap_socket(s, do_handshake_on_connect=False)
+                        entry[0] = s
+                        entry[2] = "tls"
+                    else:
+                        s.send(request)
+                        entry[2] = "sent"
+                        sel.modify(s, selectors.EVENT_READ)
+                        continue
+                if entry[2] == "tls":
+                    try:
+                        s.do_handshake()
+                    except ssl.SSLWantReadError:
+                        sel.modify(s, selectors.EVENT_READ)
+                        continue
+                    except ssl.SSLWantWriteError:
+                        sel.modify(s, selectors.EVENT_WRITE)
+                        continue
+                    except OSError:
+                        drop()
+                        continue
+                    s.send(request)
+                    entry[2] = "sent"
+                    sel.modify(s, selectors.EVENT_READ)
+                    continue
+                try:
+                    data = s.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError as e:
+                    if use_tls and isinstance(e, (ssl.SSLWantReadError, ssl.SSLWantWriteError)):
+                        continue
+                    data = b""
+                if not data:
+                    drop()
                     continue
                 entry[1] += data
                 head, sep, body = entry[1].partition(b"\r\n\r\n")
@@ -165,7 +212,7 @@ def idle(host, port, count, ready_file):
         json.dump({"open": done, "failed": failed}, f)
     os.rename(ready_file + ".tmp", ready_file)
     # Hold them, idle, until the script kills us.
-    end = time.monotonic() + 120
+    end = time.monotonic() + float(hold)
     while time.monotonic() < end:
         time.sleep(1)
 

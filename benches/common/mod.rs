@@ -190,6 +190,28 @@ impl<C: Application> Pair<C> {
     }
 }
 
+impl Pair<H1Clients> {
+    /// Opens `connections` keep-alive connections in batches of 100 (within the listen
+    /// backlog, so no SYN waits for a retransmission), each making one request for `path`.
+    /// `before` is the hook of [`Pair::drive_tagged`].
+    pub fn open_in_batches(
+        &mut self,
+        connections: usize,
+        path: &str,
+        limit: Duration,
+        mut before: impl FnMut(bool),
+    ) -> Result<(), String> {
+        let mut opened = 0;
+        while opened < connections {
+            let batch = (connections - opened).min(100);
+            self.client.app.open(&mut self.client.stack, batch, path, 1);
+            self.drive_tagged(limit, &mut before, |_, c| c.app.round_done())?;
+            opened += batch;
+        }
+        Ok(())
+    }
+}
+
 /// Where a streaming HTTP/1.1 response parser is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Parse {
@@ -415,7 +437,14 @@ impl Application for H1Clients {
             let Some(handle) = c.handle.as_ref() else {
                 continue;
             };
-            let socket = stack.socket(handle);
+            // An idle connection is only looked at (it keeps no buffers); one with a
+            // request to send gets them.
+            let sending = !c.waiting && c.to_send > 0;
+            let socket = if sending {
+                stack.socket(handle)
+            } else {
+                stack.socket_for_reading(handle)
+            };
             if matches!(socket.state(), State::Closed | State::CloseWait) && c.to_send > 0 {
                 self.errors
                     .push(format!("connection closed: {}", socket.state()));
@@ -448,7 +477,7 @@ impl Application for H1Clients {
                     }
                 }
             }
-            if !c.waiting && c.to_send > 0 && socket.may_send() {
+            if sending && socket.may_send() {
                 let room = socket.send_capacity() - socket.send_queue();
                 if room >= self.request.len() {
                     let n = socket.send_slice(&self.request).expect("send");

@@ -66,6 +66,35 @@ pub(crate) fn stack_time(t: Duration) -> Instant {
     Instant::from_micros(i64::try_from(t.as_micros()).unwrap_or(i64::MAX))
 }
 
+/// An HTTP/1.1 connection between two requests, put aside by [`H1Conn::park`]: the
+/// transport and what [`Parked::resume`] needs to make the connection again when the next
+/// request comes (the engine, its queues and buffers are gone meanwhile).
+pub(crate) struct Parked<T: Transport> {
+    transport: T,
+    info: ConnInfo,
+    h2c_allowed: bool,
+    idle_since: Instant,
+}
+
+impl<T: Transport> Parked<T> {
+    /// The connection again, its idle timer running since it became idle.
+    pub(crate) fn resume(self, config: Arc<H1Config>) -> H1Conn<T> {
+        let mut conn = H1Conn::new(self.transport, config, self.info, &[], self.idle_since);
+        conn.h2c_allowed = self.h2c_allowed;
+        conn
+    }
+
+    /// Closes the connection gracefully.
+    pub(crate) fn close(self, stack: &mut Stack) {
+        self.transport.close(stack);
+    }
+
+    /// Resets the connection.
+    pub(crate) fn abort(self, stack: &mut Stack) {
+        self.transport.abort(stack);
+    }
+}
+
 /// One HTTP/1.1 connection.
 pub(crate) struct H1Conn<T: Transport> {
     transport: Option<T>,
@@ -171,6 +200,29 @@ impl<T: Transport> H1Conn<T> {
         if let Some(t) = self.transport.take() {
             t.abort(stack);
         }
+    }
+
+    /// Puts the connection aside while it waits for its next request with nothing in
+    /// progress (see [`Parked`]); gives it back unchanged otherwise.
+    pub(crate) fn park(mut self: Box<Self>) -> Result<Parked<T>, Box<Self>> {
+        let quiet = self.tasks.is_empty()
+            && self.prefix.is_empty()
+            && self.switch_task.is_none()
+            && self.pump.is_none()
+            && self.h2c_frame.is_none()
+            && self.h2c_ready.is_none();
+        let Some(since) = self.engine.idle_since().filter(|_| quiet) else {
+            return Err(self);
+        };
+        let Some(transport) = self.transport.take() else {
+            return Err(self);
+        };
+        Ok(Parked {
+            transport,
+            info: self.info,
+            h2c_allowed: self.h2c_allowed,
+            idle_since: stack_time(since),
+        })
     }
 
     /// True when the connection has no request in progress (safe to close on shutdown); a

@@ -20,7 +20,7 @@ use smoltcp::time::Instant;
 
 use super::body::Incoming;
 use super::dispatch::{self, BoxError, Dispatch, MakeDispatch};
-use super::h1::{Drive, H1Conn};
+use super::h1::{Drive, H1Conn, Parked};
 use super::h2::{H2Config, H2Conn};
 use super::{text_response, Body, ConnInfo, Handler, Protocol, RECOGNIZED_METHODS};
 use crate::http::h1::H1Config;
@@ -199,7 +199,11 @@ enum Engine {
     Sniff(Sniff),
     Tls(Box<TlsHandshake>),
     H1(Box<H1Conn<AnyStream>>),
+    /// An HTTP/1.1 connection waiting for its next request, without its engine.
+    Parked(Parked<AnyStream>),
     H2(Box<H2Conn<AnyStream>>),
+    /// Only while one engine is swapped for another.
+    Gone,
 }
 
 /// What sniffing the first bytes decided.
@@ -588,7 +592,14 @@ impl<S: ?Sized> Server<S> {
                 }
             }
         }
+        if let Engine::Parked(_) = conn.engine {
+            // The next request, or the idle timeout: the connection gets its engine back.
+            if let Engine::Parked(parked) = std::mem::replace(&mut conn.engine, Engine::Gone) {
+                conn.engine = Engine::H1(Box::new(parked.resume(self.h1.clone())));
+            }
+        }
         let (drive, deadline) = match &mut conn.engine {
+            Engine::Parked(_) | Engine::Gone => (Drive::Closed, None),
             Engine::Tls(hs) => {
                 if let Some(tls) = hs.stream.as_mut() {
                     tls.register(stack, &waker, true, tls.has_pending_output());
@@ -647,6 +658,15 @@ impl<S: ?Sized> Server<S> {
                 self.conns.remove(key);
             }
             Drive::Open => {
+                if let Engine::H1(_) = conn.engine {
+                    // Between requests a connection holds only its stream (see `Parked`).
+                    if let Engine::H1(h1) = std::mem::replace(&mut conn.engine, Engine::Gone) {
+                        conn.engine = match h1.park() {
+                            Ok(parked) => Engine::Parked(parked),
+                            Err(h1) => Engine::H1(h1),
+                        };
+                    }
+                }
                 if let Some(at) = deadline {
                     conn.timer = Some(at);
                     self.timers.insert((at, key));
@@ -697,7 +717,7 @@ impl<S: ?Sized> Application for Server<S> {
             .filter_map(|(k, c)| {
                 c.waker.wake_now();
                 match &mut c.engine {
-                    Engine::Sniff(_) | Engine::Tls(_) => Some(k),
+                    Engine::Sniff(_) | Engine::Tls(_) | Engine::Parked(_) | Engine::Gone => Some(k),
                     Engine::H1(h1) => h1.is_idle().then_some(k),
                     Engine::H2(h2) => {
                         h2.shutdown(now);
@@ -723,7 +743,9 @@ impl<S: ?Sized> Application for Server<S> {
                     }
                 }
                 Engine::H1(mut h1) => h1.close(stack, &self.shared),
+                Engine::Parked(parked) => parked.close(stack),
                 Engine::H2(mut h2) => h2.abort(stack),
+                Engine::Gone => {}
             }
         }
     }
@@ -745,7 +767,9 @@ impl<S: ?Sized> Application for Server<S> {
                     }
                 }
                 Engine::H1(mut h1) => h1.abort(stack, &self.shared),
+                Engine::Parked(parked) => parked.abort(stack),
                 Engine::H2(mut h2) => h2.abort(stack),
+                Engine::Gone => {}
             }
         }
         self.timers.clear();

@@ -5,6 +5,7 @@
 //! The stack is sans-IO: [`Stack::poll`] takes the current time and a device, and does
 //! nothing else. Drivers (see [`crate::runtime`]) decide where frames and time come from.
 
+mod buffers;
 mod cookie;
 mod ingress;
 mod listener;
@@ -39,9 +40,6 @@ const INGRESS_BUDGET: usize = 1024;
 pub const MAX_TCP_BUFFER: usize = 1 << 30;
 /// The first size a connection's buffer grows to when a transfer fills its initial one.
 const FIRST_GROWTH: usize = 64 * 1024;
-/// A connection whose grown buffers stayed empty, with nothing received or acknowledged,
-/// for this long gets its initial buffers back.
-const IDLE_SHRINK: Duration = Duration::from_secs(1);
 /// A half-open connection whose SYN-ACK could not be sent this long after its SYN (its
 /// neighbour never answered ARP or NDP: smoltcp asks again after a second) is dropped, so
 /// SYNs from silent addresses do not hold the backlog for the whole handshake timeout.
@@ -121,7 +119,8 @@ pub struct TcpConfig {
     pub backlog: usize,
     /// When SYNs are answered with SYN cookies instead of taking a backlog slot.
     pub syn_cookies: CookiePolicy,
-    /// Cap on connections (half-open, established and closing) of the whole stack.
+    /// Cap on connections (half-open, established and closing) of the whole stack (an
+    /// idle connection holds no TCP buffers: about 2 KiB with its HTTP state).
     pub max_connections: usize,
     /// A handshake not completed within this time is dropped.
     pub handshake_timeout: Duration,
@@ -155,7 +154,7 @@ impl Default for TcpConfig {
             memory: 256 << 20,
             backlog: 128,
             syn_cookies: CookiePolicy::Overflow,
-            max_connections: 16_384,
+            max_connections: 131_072,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(30),
             nagle: false,
@@ -247,6 +246,8 @@ pub struct StackStats {
     pub listening: usize,
     /// Bytes of TCP buffers now (every socket's receive and send buffer).
     pub tcp_memory: usize,
+    /// Connections holding TCP buffers now (an idle connection holds none).
+    pub tcp_buffers_held: usize,
 }
 
 /// A connection owned by the application. Not `Clone`: closing it consumes the handle, so a
@@ -348,16 +349,6 @@ pub struct Stack {
     stats: StackStats,
     rng: fastrand::Rng,
     now: Instant,
-    /// Connections whose buffers grew past the initial size, watched for idleness.
-    grown: HashMap<SocketHandle, Activity>,
-    /// When [`Stack::shrink_idle`] next looks at them.
-    idle_check: Instant,
-}
-
-/// What a grown connection last did: its stream marks, and since when they stand still.
-struct Activity {
-    marks: (TcpSeqNumber, TcpSeqNumber),
-    since: Instant,
 }
 
 /// True when the stack sent a segment with an ACK on `socket`'s connection.
@@ -451,7 +442,13 @@ impl Stack {
             }
         }
 
-        let mut sockets = Shards::new();
+        let tcp = &config.tcp;
+        let sizes = buffers::BufferSizes {
+            rx_initial: tcp.initial_buffer.min(tcp.rx_buffer),
+            tx_initial: tcp.initial_buffer.min(tcp.tx_buffer),
+            rx_max: tcp.rx_buffer,
+        };
+        let mut sockets = Shards::new(sizes, tcp.memory, now);
         let dhcp = config
             .dhcp
             .then(|| sockets.add_control(dhcpv4::Socket::new()));
@@ -474,8 +471,6 @@ impl Stack {
             ip_mtu: device.capabilities().ip_mtu(),
             stats: StackStats::default(),
             now,
-            grown: HashMap::new(),
-            idle_check: now,
         })
     }
 
@@ -844,8 +839,8 @@ impl Stack {
         for (_, deadline) in &self.closing {
             earliest(*deadline);
         }
-        if !self.grown.is_empty() {
-            earliest(self.idle_check);
+        if let Some(release) = self.sockets.release_at() {
+            earliest(release);
         }
         at
     }
@@ -897,6 +892,7 @@ impl Stack {
         stats.connections = self.connection_count();
         stats.listening = self.listeners.values().map(|l| l.listening.len()).sum();
         stats.tcp_memory = self.sockets.memory();
+        stats.tcp_buffers_held = self.sockets.holding();
         stats
     }
 
@@ -967,16 +963,28 @@ impl Stack {
 
     /// The socket of a connection, to read, write and query.
     ///
-    /// A connection starts with small buffers ([`TcpConfig::initial_buffer`]); here, each
-    /// time the application comes back to it, they grow as Linux sizes its buffers: the
-    /// receive buffer to what the measured reads per round trip ask for
+    /// An idle connection holds no buffers (see `buffers`): here it is given its initial
+    /// ones ([`TcpConfig::initial_buffer`]) again. Each time the application comes back to
+    /// a connection its buffers grow as Linux sizes its buffers: the receive buffer to what
+    /// the measured reads per round trip ask for
     /// ([`tcp::Socket::receive_space_wanted`], about twice the bandwidth-delay product),
     /// the send buffer to twice the congestion window when the application left it
     /// (almost) full — the first step of either to 64 KiB — up to
     /// [`TcpConfig::rx_buffer`] and [`TcpConfig::tx_buffer`] and within
-    /// [`TcpConfig::memory`]. The contents are kept. Idle connections shrink back (see
-    /// [`Stack::poll`]).
+    /// [`TcpConfig::memory`]. The contents are kept. Buffers go back once the queues are
+    /// empty; grown ones after a second without traffic (see [`Stack::poll`]).
     pub fn socket(&mut self, handle: &TcpHandle) -> &mut tcp::Socket<'static> {
+        if !self.sockets.provide(handle.0) {
+            self.grow(handle.0);
+        }
+        self.sockets.get_mut::<tcp::Socket>(handle.0)
+    }
+
+    /// The socket of a connection, to read, register wakers or close: its buffers grow as
+    /// with [`Stack::socket`], but a connection that holds none (idle) is not given any —
+    /// reading needs none (arriving data brings its buffer), so an idle connection an
+    /// application looks at stays without buffers. Writing needs [`Stack::socket`].
+    pub fn socket_for_reading(&mut self, handle: &TcpHandle) -> &mut tcp::Socket<'static> {
         self.grow(handle.0);
         self.sockets.get_mut::<tcp::Socket>(handle.0)
     }
@@ -987,6 +995,10 @@ impl Stack {
         let config = &self.config.tcp;
         let socket = self.sockets.get::<tcp::Socket>(slot);
         let (rx_cap, tx_cap) = (socket.recv_capacity(), socket.send_capacity());
+        if rx_cap == 0 || tx_cap == 0 {
+            // Holds no buffers (in the handshake shard, or provided on demand).
+            return;
+        }
         let mut rx = socket.receive_space_wanted().next_power_of_two();
         if 2 * socket.recv_queue() >= rx_cap {
             rx = rx.max(FIRST_GROWTH);
@@ -999,10 +1011,9 @@ impl Stack {
         let rx = rx.min(config.rx_buffer).max(rx_cap);
         let tx = tx.min(config.tx_buffer).max(tx_cap);
         let added = (rx - rx_cap) + (tx - tx_cap);
-        if added == 0 || self.sockets.memory() + added > config.memory {
+        if added == 0 || added > self.sockets.budget_left() {
             return;
         }
-        let marks = socket.stream_marks();
         let socket = self.sockets.get_mut::<tcp::Socket>(slot);
         let buffers = (
             tcp::SocketBuffer::new(vec![0; rx]),
@@ -1011,52 +1022,7 @@ impl Stack {
         // New buffers hold at least what the old ones do: never refused.
         if socket.replace_buffers(buffers.0, buffers.1).is_ok() {
             self.sockets.resized(rx_cap + tx_cap, rx + tx);
-            let now = self.now;
-            self.grown
-                .entry(slot)
-                .or_insert(Activity { marks, since: now });
         }
-    }
-
-    /// Gives connections idle for [`IDLE_SHRINK`] (grown buffers empty, nothing received
-    /// or acknowledged) their initial buffers back. Their receive window shrinks with it,
-    /// which is safe only because the peer has nothing in flight (see
-    /// `vendor/smoltcp/TAPIR-PATCH.md`); a connection that becomes busy again grows anew.
-    fn shrink_idle(&mut self, now: Instant) {
-        if self.grown.is_empty() || now < self.idle_check {
-            return;
-        }
-        let tcp = &self.config.tcp;
-        let (rx, tx) = (
-            tcp.initial_buffer.min(tcp.rx_buffer),
-            tcp.initial_buffer.min(tcp.tx_buffer),
-        );
-        let sockets = &mut self.sockets;
-        let mut next = now + IDLE_SHRINK;
-        self.grown.retain(|&slot, activity| {
-            let socket = sockets.get::<tcp::Socket>(slot);
-            let marks = socket.stream_marks();
-            if marks != activity.marks || socket.recv_queue() > 0 || socket.send_queue() > 0 {
-                *activity = Activity { marks, since: now };
-                return true;
-            }
-            if now < activity.since + IDLE_SHRINK {
-                next = next.min(activity.since + IDLE_SHRINK);
-                return true;
-            }
-            let before = socket.recv_capacity() + socket.send_capacity();
-            let small = (
-                tcp::SocketBuffer::new(vec![0; rx]),
-                tcp::SocketBuffer::new(vec![0; tx]),
-            );
-            let socket = sockets.get_mut::<tcp::Socket>(slot);
-            if socket.replace_buffers(small.0, small.1).is_err() {
-                return true;
-            }
-            sockets.resized(before, rx + tx);
-            false
-        });
-        self.idle_check = next;
     }
 
     /// The socket of a connection, read-only.
@@ -1079,7 +1045,6 @@ impl Stack {
 
     fn release(&mut self, handle: TcpHandle, linger: Duration) {
         self.held = self.held.saturating_sub(1);
-        self.grown.remove(&handle.0);
         self.closing.push((handle.0, self.now + linger));
     }
 
@@ -1224,7 +1189,7 @@ impl Stack {
             }
         }
 
-        self.shrink_idle(now);
+        self.sockets.release_idle(now);
         self.poll_dhcp();
     }
 

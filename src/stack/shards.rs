@@ -17,6 +17,9 @@
 //! datagram goes there too — whichever fragment completes the reassembly (in smoltcp's one
 //! interface-wide buffer) then meets the connection's socket. Fragments that come before the
 //! first one only fill the buffer, wherever they are routed.
+//!
+//! The shards also hand out the connections' TCP buffers (see [`super::buffers`]): a
+//! connection in a data shard holds them only while it moves data.
 
 use std::collections::HashMap;
 
@@ -24,6 +27,8 @@ use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::socket::{tcp, AnySocket, Socket};
 use smoltcp::time::Instant;
+
+use super::buffers::{held, Activity, BufferSizes, Pool, RELEASE_PERIOD};
 use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, IpAddress, IpEndpoint, IpProtocol, Ipv4Packet, Ipv6Packet,
     TcpPacket,
@@ -77,7 +82,7 @@ impl Shard {
 /// Every socket of a stack.
 pub struct Shards {
     shards: Vec<Shard>,
-    index: HashMap<Key, u32>,
+    index: HashMap<Key, Slot>,
     /// The shard of each IPv4 datagram being reassembled, learned from its first fragment.
     fragments: HashMap<FragmentKey, u32>,
     keys: HashMap<Slot, Key>,
@@ -85,6 +90,16 @@ pub struct Shards {
     roomy: Vec<u32>,
     /// Bytes of TCP buffers held by every socket.
     memory: usize,
+    /// Bytes all TCP buffers together may take before buffers stop growing.
+    budget: usize,
+    /// Free buffers, and the sizes handed out.
+    pool: Pool,
+    /// Connections of the data shards that hold buffers, with what they last did.
+    holding: HashMap<Slot, Activity>,
+    /// The time of the last egress or release (when buffers handed out were).
+    clock: Instant,
+    /// When [`Shards::release_idle`] next looks at the connections holding buffers.
+    next_release: Instant,
 }
 
 /// Bytes of a socket's TCP buffers (none for other sockets).
@@ -97,8 +112,9 @@ fn buffer_bytes(socket: &Socket<'_>) -> usize {
 }
 
 impl Shards {
-    /// Shard 0 only.
-    pub fn new() -> Self {
+    /// Shard 0 only. Connections are given buffers of `sizes`, grown within `budget`
+    /// bytes for all of them.
+    pub fn new(sizes: BufferSizes, budget: usize, now: Instant) -> Self {
         Shards {
             shards: vec![Shard::new()],
             index: HashMap::new(),
@@ -106,7 +122,70 @@ impl Shards {
             keys: HashMap::new(),
             roomy: Vec::new(),
             memory: 0,
+            budget,
+            pool: Pool::new(sizes),
+            holding: HashMap::new(),
+            clock: now,
+            next_release: now,
         }
+    }
+
+    /// Gives a connection of a data shard that holds no buffers its buffers (see
+    /// [`super::buffers`]). Returns true when it now holds them.
+    pub fn provide(&mut self, slot: Slot) -> bool {
+        if slot.shard == 0 {
+            return false;
+        }
+        let room = self.budget.saturating_sub(self.memory);
+        let shard = &mut self.shards[slot.shard as usize];
+        shard.dirty = true;
+        let socket = shard.set.get_mut::<tcp::Socket>(slot.handle);
+        match self.pool.provide(socket, room) {
+            Some(bytes) => {
+                self.memory += bytes;
+                self.holding.insert(slot, Activity::of(socket, self.clock));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes their buffers back from connections whose queues are empty (grown ones only
+    /// after a while without traffic), at most every [`RELEASE_PERIOD`].
+    pub fn release_idle(&mut self, now: Instant) {
+        self.clock = now;
+        if now < self.next_release {
+            return;
+        }
+        self.next_release = now + RELEASE_PERIOD;
+        let (shards, pool, memory) = (&mut self.shards, &mut self.pool, &mut self.memory);
+        self.holding.retain(|slot, activity| {
+            let socket = shards[slot.shard as usize]
+                .set
+                .get_mut::<tcp::Socket>(slot.handle);
+            match pool.release(socket, activity, now) {
+                Some(freed) => {
+                    *memory -= freed;
+                    false
+                }
+                None => true,
+            }
+        });
+    }
+
+    /// When connections holding buffers are next looked at (`None`: none holds any).
+    pub fn release_at(&self) -> Option<Instant> {
+        (!self.holding.is_empty()).then_some(self.next_release)
+    }
+
+    /// Connections that hold buffers now.
+    pub fn holding(&self) -> usize {
+        self.holding.len()
+    }
+
+    /// The memory budget left for buffers to grow into.
+    pub fn budget_left(&self) -> usize {
+        self.budget.saturating_sub(self.memory)
     }
 
     /// Bytes of TCP buffers held by every socket.
@@ -152,13 +231,18 @@ impl Shards {
         if entry.len >= SHARD_SIZE {
             self.roomy.pop();
         }
+        let holds = held(&socket) > 0;
+        let activity = Activity::of(&socket, self.clock);
         let slot = Slot {
             shard,
             handle: entry.set.add(socket),
         };
         if let Some(key) = key {
-            self.index.insert(key, shard);
+            self.index.insert(key, slot);
             self.keys.insert(slot, key);
+        }
+        if holds {
+            self.holding.insert(slot, activity);
         }
         slot
     }
@@ -175,10 +259,11 @@ impl Shards {
     /// Takes a socket out of its shard.
     pub fn remove(&mut self, slot: Slot) -> Socket<'static> {
         if let Some(key) = self.keys.remove(&slot) {
-            if self.index.get(&key) == Some(&slot.shard) {
+            if self.index.get(&key) == Some(&slot) {
                 self.index.remove(&key);
             }
         }
+        self.holding.remove(&slot);
         let shard = &mut self.shards[slot.shard as usize];
         shard.len -= 1;
         shard.dirty = true;
@@ -223,12 +308,27 @@ impl Shards {
     }
 
     /// The shard that must see `frame`: the one holding the TCP connection it belongs
-    /// to, or shard 0.
+    /// to, or shard 0. A connection that holds no buffers is given them when the segment
+    /// carries data (or may: the first fragment of one).
     pub fn route(&mut self, frame: &[u8]) -> usize {
         match classify(frame) {
-            Routing::Segment(key) => self.index.get(&key).map_or(0, |&s| s as usize),
+            Routing::Segment(key, data) => match self.index.get(&key).copied() {
+                Some(slot) => {
+                    if data {
+                        self.provide(slot);
+                    }
+                    slot.shard as usize
+                }
+                None => 0,
+            },
             Routing::FirstFragment(id, key) => {
-                let shard = self.index.get(&key).copied().unwrap_or(0);
+                let shard = match self.index.get(&key).copied() {
+                    Some(slot) => {
+                        self.provide(slot);
+                        slot.shard
+                    }
+                    None => 0,
+                };
                 if self.fragments.len() >= MAX_FRAGMENTED_DATAGRAMS {
                     // smoltcp reassembles one datagram at a time; old entries are stale.
                     self.fragments.clear();
@@ -257,6 +357,7 @@ impl Shards {
         device: &mut D,
     ) -> bool {
         let mut changed = false;
+        self.clock = now;
         self.wake_neighbor_waiters(iface);
         for shard in &mut self.shards {
             if !shard.dirty && shard.next_at.is_none_or(|at| at > now) {
@@ -312,8 +413,8 @@ const MAX_FRAGMENTED_DATAGRAMS: usize = 64;
 
 /// What decides a frame's shard.
 enum Routing {
-    /// An unfragmented TCP segment of this connection.
-    Segment(Key),
+    /// An unfragmented TCP segment of this connection, and whether it carries data.
+    Segment(Key, bool),
     /// The first fragment of a TCP segment of this connection.
     FirstFragment(FragmentKey, Key),
     /// A later fragment of a datagram.
@@ -323,8 +424,8 @@ enum Routing {
 }
 
 fn classify(frame: &[u8]) -> Routing {
-    if let Some(key) = tcp_key(frame) {
-        return Routing::Segment(key);
+    if let Some((key, data)) = tcp_key(frame) {
+        return Routing::Segment(key, data);
     }
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
         return Routing::Other;
@@ -361,8 +462,9 @@ fn classify(frame: &[u8]) -> Routing {
     }
 }
 
-/// (local, remote) of a TCP segment in an Ethernet frame, if it is one (unfragmented).
-fn tcp_key(frame: &[u8]) -> Option<Key> {
+/// (local, remote) of a TCP segment in an Ethernet frame, if it is one (unfragmented),
+/// and whether it carries data.
+fn tcp_key(frame: &[u8]) -> Option<(Key, bool)> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
     let (src, dst, proto, payload): (IpAddress, IpAddress, IpProtocol, &[u8]) =
         match eth.ethertype() {
@@ -393,10 +495,11 @@ fn tcp_key(frame: &[u8]) -> Option<Key> {
         return None;
     }
     let tcp = TcpPacket::new_checked(payload).ok()?;
-    Some((
+    let key = (
         IpEndpoint::new(dst, tcp.dst_port()),
         IpEndpoint::new(src, tcp.src_port()),
-    ))
+    );
+    Some((key, !tcp.payload().is_empty()))
 }
 
 /// A device that yields one frame already read from `inner` (so it could be routed), and

@@ -40,7 +40,7 @@ impl Transport for TcpStream {
         stack: &mut Stack,
         reader: &mut dyn FnMut(&[u8]) -> usize,
     ) -> Result<ReadStatus, TransportError> {
-        let socket = stack.socket(&self.handle);
+        let socket = stack.socket_for_reading(&self.handle);
         let mut offered = false;
         loop {
             // `recv` offers the contiguous part of the ring buffer; a wrapped buffer takes
@@ -98,7 +98,7 @@ impl Transport for TcpStream {
     }
 
     fn register(&mut self, stack: &mut Stack, waker: &Waker, read: bool, write: bool) {
-        let socket = stack.socket(&self.handle);
+        let socket = stack.socket_for_reading(&self.handle);
         if read {
             socket.register_recv_waker(waker);
         }
@@ -109,7 +109,7 @@ impl Transport for TcpStream {
 
     fn shutdown_write(&mut self, stack: &mut Stack) {
         // smoltcp's close() sends FIN after the send buffer and keeps receiving.
-        stack.socket(&self.handle).close();
+        stack.socket_for_reading(&self.handle).close();
     }
 
     fn close(self, stack: &mut Stack) {

@@ -344,6 +344,10 @@ impl<C: Side> TlsStream<C> {
 
     /// Moves pending TLS output into the socket, as far as it fits.
     fn flush(&mut self, stack: &mut Stack) -> Result<(), TransportError> {
+        if !self.conn.wants_write() {
+            // Nothing to send: an idle connection is not given a send buffer.
+            return Ok(());
+        }
         let socket = stack.socket(self.tcp.handle());
         while self.conn.wants_write() {
             match self.conn.write_tls(&mut SocketWriter(&mut *socket)) {
@@ -368,7 +372,7 @@ impl<C: Side> TlsStream<C> {
             && (!handshake_only || self.conn.is_handshaking())
         {
             let read = {
-                let socket = stack.socket(self.tcp.handle());
+                let socket = stack.socket_for_reading(self.tcp.handle());
                 self.conn.read_tls(&mut SocketReader(socket))
             };
             match read {
@@ -520,7 +524,7 @@ impl<C: Side> Transport for TlsStream<C> {
         let _ = self.flush(stack);
         let handshaking = self.conn.is_handshaking();
         let pending = self.conn.wants_write();
-        let socket = stack.socket(self.tcp.handle());
+        let socket = stack.socket_for_reading(self.tcp.handle());
         if read || handshaking {
             socket.register_recv_waker(waker);
         }

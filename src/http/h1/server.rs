@@ -276,6 +276,33 @@ impl ServerConn {
         }
     }
 
+    /// When the connection is waiting for its next request with nothing in progress (no
+    /// request, no buffered input or output, not closing): since when it is idle. Such a
+    /// connection can be dropped and made again with [`ServerConn::new`] at that instant
+    /// when the next bytes come, which keeps its idle timer; a keep-alive connection then
+    /// costs no engine memory between requests.
+    pub fn idle_since(&self) -> Option<Duration> {
+        let idle = self.slots.is_empty()
+            && self.events.is_empty()
+            && self.output.is_empty()
+            && self.head_buf.is_empty()
+            && self.body_acc.is_empty()
+            && matches!(self.read, ReadState::Head)
+            && self.head_started.is_none()
+            && self.output_since.is_none()
+            && self.switch_wait.is_none()
+            && self.close_after.is_none()
+            && !self.write_done
+            && !self.closed_now
+            && !self.upgraded
+            && !self.lead_cr;
+        if idle {
+            self.idle_since
+        } else {
+            None
+        }
+    }
+
     /// Creates a connection; `now` starts the idle timer.
     pub fn new(config: Arc<H1Config>, now: Duration) -> Self {
         Self {

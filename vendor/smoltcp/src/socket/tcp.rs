@@ -935,7 +935,36 @@ impl<'a> Socket<'a> {
     /// Used in internal calculations as well as packet generation.
     #[inline]
     fn scaled_window(&self) -> u16 {
-        u16::try_from(self.rx_buffer.window() >> self.remote_win_shift).unwrap_or(u16::MAX)
+        u16::try_from(self.receive_window() >> self.remote_win_shift).unwrap_or(u16::MAX)
+    }
+
+    /// tapir patch: the receive window to advertise, in bytes: the receive buffer's free
+    /// space, but never less than what is left of the window advertised last, so that the
+    /// right edge of the window never moves left (RFC 9293 3.8.6.2.2) when the buffer is
+    /// replaced by a smaller one (or by none, on an idle connection). Data past the buffer's
+    /// free space is not accepted (see `process`): the application must provide room in
+    /// time for what the peer may send (`receive_room_wanted`).
+    fn receive_window(&self) -> usize {
+        self.rx_buffer.window().max(self.promised_window())
+    }
+
+    /// tapir patch: what is left of the window advertised last: the bytes the peer may send
+    /// beyond those already received.
+    fn promised_window(&self) -> usize {
+        let Some(last_ack) = self.remote_last_ack else {
+            return 0;
+        };
+        let edge = last_ack + ((self.remote_last_win as usize) << self.remote_win_shift);
+        let next = self.remote_seq_no + self.rx_buffer.len();
+        if edge > next { edge - next } else { 0 }
+    }
+
+    /// tapir patch: the receive buffer space the peer may fill now: the window advertised
+    /// (which may exceed the buffer after `replace_buffers` made it smaller) plus the bytes
+    /// already queued. A buffer of at least this capacity accepts everything the peer may
+    /// send until the next window update.
+    pub fn receive_room_wanted(&self) -> usize {
+        self.rx_buffer.len() + self.promised_window()
     }
 
     /// Return the last window field value, including scaling according to RFC 1323.
@@ -2115,12 +2144,14 @@ impl<'a> Socket<'a> {
         // to be received.
         reply_repr.seq_number = self.ack_seq_number();
         reply_repr.ack_number = Some(self.remote_seq_no + self.rx_buffer.len());
-        self.remote_last_ack = reply_repr.ack_number;
 
         // From RFC 1323:
         // The window field [...] of every outgoing segment, with the exception of SYN
         // segments, is right-shifted by [advertised scale value] bits[...]
+        // tapir patch: computed before `remote_last_ack` moves (it measures what is left
+        // of the window advertised last).
         reply_repr.window_len = self.scaled_window();
+        self.remote_last_ack = reply_repr.ack_number;
         self.remote_last_win = reply_repr.window_len;
 
         // If the remote supports selective acknowledgement, add the option to the outgoing
@@ -2491,10 +2522,22 @@ impl<'a> Socket<'a> {
             }
         }
 
+        // tapir patch: accept no more than the receive buffer holds. The window advertised
+        // may exceed the buffer's free space (see `receive_window`); bytes past it are
+        // dropped, like a segment lost on the way, and the peer sends them again.
+        let room = self.rx_buffer.window().saturating_sub(payload_offset);
+        let storage_trimmed = payload.len() > room;
+        let payload = &payload[..payload.len().min(room)];
+
         // Disregard control flags we don't care about or shouldn't act on yet.
         let mut control = repr.control;
         control = control.quash_psh();
         if zero_window_ack {
+            control = TcpControl::None;
+        }
+        // tapir patch: a FIN after bytes that were not accepted is not in sequence.
+        if control == TcpControl::Fin && storage_trimmed {
+            net_debug!("ignoring FIN after data the receive buffer could not hold");
             control = TcpControl::None;
         }
 
@@ -2884,7 +2927,9 @@ impl<'a> Socket<'a> {
 
         let payload_len = payload.len();
         if payload_len == 0 {
-            return None;
+            // tapir patch: data that did not fit is answered with an ACK (the window and
+            // what was received), so the peer learns that it has to send it again.
+            return storage_trimmed.then(|| self.ack_reply(ip_repr, repr));
         }
 
         let assembler_was_empty = self.assembler.is_empty();
@@ -3106,11 +3151,12 @@ impl<'a> Socket<'a> {
     /// <https://elixir.bootlin.com/linux/v6.9.9/source/net/ipv4/tcp.c#L1472>.
     fn window_to_update(&self) -> bool {
         match self.state {
-            State::SynSent
-            | State::SynReceived
-            | State::Established
-            | State::FinWait1
-            | State::FinWait2 => {
+            // tapir patch: not in SYN-RECEIVED: the SYN-ACK's window field is unscaled and
+            // at most 65535, so a larger buffer always looks like a doubled window; the full
+            // window goes out with the first segment after the handshake, as in Linux.
+            // (The window of the SYN-ACK used to be remembered as if it were scaled, which
+            // hid this, and let the peer's data overrun the buffer.)
+            State::SynSent | State::Established | State::FinWait1 | State::FinWait2 => {
                 let new_win = self.scaled_window();
                 if let Some(last_win) = self.last_scaled_window() {
                     new_win > 0 && new_win / 2 >= last_win
@@ -3326,7 +3372,7 @@ impl<'a> Socket<'a> {
                 repr.control = TcpControl::Syn;
                 repr.seq_number = self.local_seq_no;
                 // window len must NOT be scaled in SYNs.
-                repr.window_len = u16::try_from(self.rx_buffer.window()).unwrap_or(u16::MAX);
+                repr.window_len = u16::try_from(self.receive_window()).unwrap_or(u16::MAX);
                 if self.state == State::SynSent {
                     repr.ack_number = None;
                     repr.window_scale = Some(self.remote_win_shift);
@@ -3576,7 +3622,14 @@ impl<'a> Socket<'a> {
             .remote_last_seq
             .max(repr.seq_number + repr.segment_len());
         self.remote_last_ack = repr.ack_number;
-        self.remote_last_win = repr.window_len;
+        // tapir patch: the window field of a SYN is not scaled; keep it in the scaled units
+        // of every later segment (rounded down), or the window would be taken for
+        // `1 << remote_win_shift` times what was announced.
+        self.remote_last_win = if repr.control == TcpControl::Syn {
+            repr.window_len >> self.remote_win_shift
+        } else {
+            repr.window_len
+        };
 
         if repr.segment_len() > 0 {
             self.rtte
@@ -7801,18 +7854,185 @@ mod test {
         s.replace_buffers(SocketBuffer::new(vec![0; 8]), SocketBuffer::new(vec![0; 8]))
             .unwrap();
         assert_eq!((s.recv_capacity(), s.send_capacity()), (8, 8));
-        // The smaller window goes out with the next segment.
+        // The window advertised is not taken back (RFC 9293 3.8.6.2.2): the next segment
+        // still offers the 64 bytes, and the room wanted says so.
+        assert_eq!(s.receive_room_wanted(), 64);
         s.send_slice(b"abcdefghij").unwrap();
         recv!(
             s,
             Ok(TcpRepr {
                 seq_number: LOCAL_SEQ + 1,
                 ack_number: Some(REMOTE_SEQ + 1),
-                window_len: 8,
+                window_len: 64,
                 payload: &b"abcdefgh"[..],
                 ..RECV_TEMPL
             })
         );
+    }
+
+    #[test]
+    fn test_window_edge_kept_without_receive_buffer() {
+        // tapir patch: an idle connection holds no receive buffer; its window stays where
+        // it was advertised, and it shrinks only as data consumes it.
+        let mut s = socket_established_with_buffer_sizes(64, 64);
+        s.replace_buffers(SocketBuffer::new(vec![]), SocketBuffer::new(vec![]))
+            .unwrap();
+        assert_eq!((s.recv_capacity(), s.send_capacity()), (0, 0));
+        assert_eq!(s.receive_room_wanted(), 64);
+        // A keep-alive probe gets the same window back.
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ,
+                ack_number: Some(LOCAL_SEQ + 1),
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 64,
+                ..RECV_TEMPL
+            })
+        );
+        // The application gives it a buffer smaller than the window before data arrives:
+        // 16 bytes are taken, the rest is dropped, and the ACK keeps the edge (64 - 16).
+        s.replace_buffers(SocketBuffer::new(vec![0; 16]), SocketBuffer::new(vec![]))
+            .unwrap();
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &[b'x'; 24][..],
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.recv_queue(), 16);
+        recv!(
+            s,
+            Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 16),
+                window_len: 48,
+                ..RECV_TEMPL
+            })
+        );
+        assert_eq!(s.receive_room_wanted(), 64);
+        // Once the queue is read and the edge reached, the buffer rules again.
+        let mut got = [0; 16];
+        assert_eq!(s.recv_slice(&mut got), Ok(16));
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 16,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &[b'y'; 16][..],
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.recv_slice(&mut got), Ok(16));
+        recv!(
+            s,
+            Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 32),
+                window_len: 32,
+                ..RECV_TEMPL
+            })
+        );
+    }
+
+    #[test]
+    fn test_data_past_receive_buffer_is_dropped_with_its_fin() {
+        // tapir patch: a segment larger than the buffer's free space (the window advertised
+        // is larger) is cut to what fits, its FIN ignored, and an ACK asks for the rest.
+        let mut s = socket_established_with_buffer_sizes(64, 64);
+        s.replace_buffers(
+            SocketBuffer::new(vec![0; 4]),
+            SocketBuffer::new(vec![0; 64]),
+        )
+        .unwrap();
+        send!(
+            s,
+            TcpRepr {
+                control: TcpControl::Fin,
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abcdef"[..],
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.state, State::Established);
+        let mut got = [0; 8];
+        assert_eq!(s.recv_slice(&mut got), Ok(4));
+        assert_eq!(&got[..4], b"abcd");
+        // Nothing fits at all: the data is dropped and answered at once.
+        s.replace_buffers(SocketBuffer::new(vec![]), SocketBuffer::new(vec![0; 64]))
+            .unwrap();
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 4,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"ef"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 4),
+                window_len: 60,
+                ..RECV_TEMPL
+            })
+        );
+        assert_eq!(s.recv_queue(), 0);
+    }
+
+    #[test]
+    fn test_syn_ack_window_is_remembered_unscaled() {
+        // tapir patch: the SYN-ACK's window field is not scaled. It was remembered as if it
+        // were, so data up to 2^shift times the window was accepted, past the buffer (a
+        // panic in the receive ring). Three segments of 1000 bytes after a SYN-ACK that
+        // offered a 2048-byte buffer: what does not fit is dropped.
+        let mut s = socket_with_buffer_sizes(64, 2048);
+        s.set_window_capacity(1 << 20);
+        s.listen(LISTEN_END).unwrap();
+        send!(
+            s,
+            TcpRepr {
+                control: TcpControl::Syn,
+                seq_number: REMOTE_SEQ,
+                ack_number: None,
+                window_scale: Some(0),
+                ..SEND_TEMPL
+            }
+        );
+        recv!(
+            s,
+            [TcpRepr {
+                control: TcpControl::Syn,
+                seq_number: LOCAL_SEQ,
+                ack_number: Some(REMOTE_SEQ + 1),
+                max_seg_size: Some(BASE_MSS),
+                window_scale: Some(5),
+                window_len: 2048,
+                ..RECV_TEMPL
+            }]
+        );
+        let data = [b'z'; 1000];
+        for i in 0..3 {
+            let _ = send(
+                &mut s,
+                Instant::from_millis(0),
+                &TcpRepr {
+                    seq_number: REMOTE_SEQ + 1 + i * 1000,
+                    ack_number: Some(LOCAL_SEQ + 1),
+                    payload: &data,
+                    ..SEND_TEMPL
+                },
+            );
+        }
+        assert_eq!(s.state, State::Established);
+        assert_eq!(s.recv_queue(), 2048);
     }
 
     #[test]
@@ -9312,9 +9532,9 @@ mod test {
 
     #[test]
     fn test_zero_window_ack() {
-        let mut s = socket_established();
-        s.rx_buffer = SocketBuffer::new(vec![0; 6]);
-        s.assembler = Assembler::new();
+        // tapir patch: established with the 6-byte buffer (replacing the buffer after the
+        // 64-byte window was advertised no longer shrinks that window).
+        let mut s = socket_established_with_buffer_sizes(64, 6);
         send!(
             s,
             TcpRepr {
@@ -9355,9 +9575,9 @@ mod test {
         // RFC 9293 (3.10.7.4): with RCV.WND zero no segment is acceptable, "but special
         // allowance should be made to accept valid ACKs". Two peers with full buffers
         // otherwise deadlock: each drops the ACK field of the other's segments.
-        let mut s = socket_established();
-        s.rx_buffer = SocketBuffer::new(vec![0; 6]);
-        s.assembler = Assembler::new();
+        // tapir patch: established with the 6-byte buffer (replacing the buffer after the
+        // 64-byte window was advertised no longer shrinks that window).
+        let mut s = socket_established_with_buffer_sizes(64, 6);
         s.send_slice(b"xyz").unwrap();
         recv!(s, time 0, Ok(TcpRepr {
             seq_number: LOCAL_SEQ + 1,
@@ -9463,9 +9683,9 @@ mod test {
 
     #[test]
     fn test_zero_window_ack_not_rate_limited() {
-        let mut s = socket_established();
-        s.rx_buffer = SocketBuffer::new(vec![0; 6]);
-        s.assembler = Assembler::new();
+        // tapir patch: established with the 6-byte buffer (replacing the buffer after the
+        // 64-byte window was advertised no longer shrinks that window).
+        let mut s = socket_established_with_buffer_sizes(64, 6);
         send!(
             s,
             TcpRepr {
@@ -9523,9 +9743,9 @@ mod test {
 
     #[test]
     fn test_zero_window_fin() {
-        let mut s = socket_established();
-        s.rx_buffer = SocketBuffer::new(vec![0; 6]);
-        s.assembler = Assembler::new();
+        // tapir patch: established with the 6-byte buffer (replacing the buffer after the
+        // 64-byte window was advertised no longer shrinks that window).
+        let mut s = socket_established_with_buffer_sizes(64, 6);
         s.ack_delay = None;
 
         send!(
@@ -9574,9 +9794,9 @@ mod test {
 
     #[test]
     fn test_zero_window_ack_on_window_growth() {
-        let mut s = socket_established();
-        s.rx_buffer = SocketBuffer::new(vec![0; 6]);
-        s.assembler = Assembler::new();
+        // tapir patch: established with the 6-byte buffer (replacing the buffer after the
+        // 64-byte window was advertised no longer shrinks that window).
+        let mut s = socket_established_with_buffer_sizes(64, 6);
         send!(
             s,
             TcpRepr {
@@ -9710,9 +9930,9 @@ mod test {
 
     #[test]
     fn test_announce_window_after_read() {
-        let mut s = socket_established();
-        s.rx_buffer = SocketBuffer::new(vec![0; 6]);
-        s.assembler = Assembler::new();
+        // tapir patch: established with the 6-byte buffer (replacing the buffer after the
+        // 64-byte window was advertised no longer shrinks that window).
+        let mut s = socket_established_with_buffer_sizes(64, 6);
         send!(
             s,
             TcpRepr {
@@ -11066,9 +11286,9 @@ mod test {
 
     #[test]
     fn test_doesnt_accept_wrong_port() {
-        let mut s = socket_established();
-        s.rx_buffer = SocketBuffer::new(vec![0; 6]);
-        s.assembler = Assembler::new();
+        // tapir patch: established with the 6-byte buffer (replacing the buffer after the
+        // 64-byte window was advertised no longer shrinks that window).
+        let mut s = socket_established_with_buffer_sizes(64, 6);
 
         let tcp_repr = TcpRepr {
             seq_number: REMOTE_SEQ + 1,

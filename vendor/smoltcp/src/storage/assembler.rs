@@ -95,8 +95,72 @@ impl Contig {
 /// Currently, up to a hardcoded limit of 4 or 32 holes can be tracked in the buffer.
 #[derive(Debug, PartialEq, Eq, Clone)]
 pub struct Assembler {
-    contigs: [Contig; ASSEMBLER_MAX_SEGMENT_COUNT],
+    contigs: Contigs,
 }
+
+/// tapir patch: the contigs of an assembler, on the heap only while it holds data (with
+/// `alloc`). A TCP socket keeps an assembler for out-of-order data; with 32 contigs (tapir's
+/// `assembler-max-segment-count-32`) the array is 512 bytes, which every idle connection
+/// paid. In-order data never touches it (see `add_then_remove_front`); the array is
+/// allocated when the first out-of-order range is recorded and freed when the assembler
+/// empties again.
+#[cfg(feature = "alloc")]
+#[derive(Debug, Clone)]
+struct Contigs(Option<alloc::boxed::Box<[Contig; ASSEMBLER_MAX_SEGMENT_COUNT]>>);
+
+#[cfg(not(feature = "alloc"))]
+#[derive(Debug, Clone)]
+struct Contigs([Contig; ASSEMBLER_MAX_SEGMENT_COUNT]);
+
+const NO_CONTIGS: [Contig; ASSEMBLER_MAX_SEGMENT_COUNT] =
+    [Contig::empty(); ASSEMBLER_MAX_SEGMENT_COUNT];
+
+impl Contigs {
+    const fn new() -> Self {
+        #[cfg(feature = "alloc")]
+        return Contigs(None);
+        #[cfg(not(feature = "alloc"))]
+        return Contigs(NO_CONTIGS);
+    }
+
+    #[cfg(test)]
+    fn allocated(&self) -> bool {
+        #[cfg(feature = "alloc")]
+        return self.0.is_some();
+        #[cfg(not(feature = "alloc"))]
+        return true;
+    }
+}
+
+impl core::ops::Deref for Contigs {
+    type Target = [Contig; ASSEMBLER_MAX_SEGMENT_COUNT];
+
+    fn deref(&self) -> &Self::Target {
+        #[cfg(feature = "alloc")]
+        return self.0.as_deref().unwrap_or(&NO_CONTIGS);
+        #[cfg(not(feature = "alloc"))]
+        return &self.0;
+    }
+}
+
+impl core::ops::DerefMut for Contigs {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        #[cfg(feature = "alloc")]
+        return self
+            .0
+            .get_or_insert_with(|| alloc::boxed::Box::new(NO_CONTIGS));
+        #[cfg(not(feature = "alloc"))]
+        return &mut self.0;
+    }
+}
+
+impl PartialEq for Contigs {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Contigs {}
 
 impl fmt::Display for Assembler {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -133,14 +197,13 @@ impl defmt::Format for Assembler {
 impl Assembler {
     /// Create a new buffer assembler.
     pub const fn new() -> Assembler {
-        const EMPTY: Contig = Contig::empty();
         Assembler {
-            contigs: [EMPTY; ASSEMBLER_MAX_SEGMENT_COUNT],
+            contigs: Contigs::new(),
         }
     }
 
     pub fn clear(&mut self) {
-        self.contigs.fill(Contig::empty());
+        self.contigs = Contigs::new();
     }
 
     fn front(&self) -> Contig {
@@ -174,7 +237,7 @@ impl Assembler {
         }
 
         // Removing the last one.
-        self.contigs[self.contigs.len() - 1] = Contig::empty();
+        self.contigs[ASSEMBLER_MAX_SEGMENT_COUNT - 1] = Contig::empty();
     }
 
     /// Add a contig at the given index, and return a pointer to it.
@@ -286,6 +349,10 @@ impl Assembler {
         } else {
             self.remove_contig_at(0);
             debug_assert!(front.data_size > 0);
+            if self.is_empty() {
+                // tapir patch: give the contigs' memory back.
+                self.clear();
+            }
             front.data_size
         }
     }
@@ -306,6 +373,11 @@ impl Assembler {
         // a TooManyHolesError). Handle it in a way that is guaranteed to succeed.
         if offset == 0 && size < self.contigs[0].hole_size {
             self.contigs[0].hole_size -= size;
+            return Ok(size);
+        }
+        // tapir patch: in-order data into an empty assembler leaves it empty; skip the
+        // contigs, so they are not allocated.
+        if offset == 0 && self.is_empty() {
             return Ok(size);
         }
 
@@ -345,9 +417,7 @@ mod test {
 
     impl From<Vec<(usize, usize)>> for Assembler {
         fn from(vec: Vec<(usize, usize)>) -> Assembler {
-            const EMPTY: Contig = Contig::empty();
-
-            let mut contigs = [EMPTY; ASSEMBLER_MAX_SEGMENT_COUNT];
+            let mut contigs = Contigs::new();
             for (i, &(hole_size, data_size)) in vec.iter().enumerate() {
                 contigs[i] = Contig {
                     hole_size,
@@ -368,6 +438,25 @@ mod test {
     fn test_new() {
         let assr = Assembler::new();
         assert_eq!(assr, contigs![]);
+    }
+
+    #[test]
+    fn test_contigs_allocated_only_while_holding_data() {
+        // tapir patch: in-order data leaves an empty assembler unallocated; the first
+        // out-of-order range allocates the contigs, which go when it empties again.
+        let mut assr = Assembler::new();
+        assert_eq!(assr.add_then_remove_front(0, 100), Ok(100));
+        assert!(!assr.contigs.allocated());
+        assert_eq!(assr.add_then_remove_front(50, 10), Ok(0));
+        assert!(assr.contigs.allocated());
+        assert_eq!(assr, contigs![(50, 10)]);
+        assert_eq!(assr.add_then_remove_front(0, 50), Ok(60));
+        assert!(assr.is_empty());
+        assert!(!assr.contigs.allocated());
+        assert_eq!(assr, Assembler::new());
+        assert_eq!(assr.add(10, 5), Ok(()));
+        assr.clear();
+        assert!(!assr.contigs.allocated());
     }
 
     #[test]
