@@ -488,44 +488,33 @@ mod tests {
 
     #[test]
     fn redirect_targets() {
-        let base: Uri = "http://a.test/dir/page?x=1".parse().unwrap();
-        assert_eq!(
-            join(&base, "/other").unwrap().to_string(),
-            "http://a.test/other"
-        );
-        assert_eq!(
-            join(&base, "next").unwrap().to_string(),
-            "http://a.test/dir/next"
-        );
-        assert_eq!(
-            join(&base, "https://b.test/").unwrap().to_string(),
-            "https://b.test/"
-        );
-        // A query alone keeps the path and replaces the query.
-        assert_eq!(
-            join(&base, "?y=2").unwrap().to_string(),
-            "http://a.test/dir/page?y=2"
-        );
-        // A network-path reference keeps the scheme only.
-        assert_eq!(
-            join(&base, "//c.test:8080/x").unwrap().to_string(),
-            "http://c.test:8080/x"
-        );
-        // Dot segments are removed, never above the root.
-        assert_eq!(
-            join(&base, "../up").unwrap().to_string(),
-            "http://a.test/up"
-        );
-        assert_eq!(
-            join(&base, "./a/../../../b?q").unwrap().to_string(),
-            "http://a.test/b?q"
-        );
-        // The base's port stays; the fragment is not part of a request.
-        let base: Uri = "https://a.test:8443/dir/".parse().unwrap();
-        assert_eq!(
-            join(&base, "next#part").unwrap().to_string(),
-            "https://a.test:8443/dir/next"
-        );
+        let page = "http://a.test/dir/page?x=1";
+        for (base, location, target) in [
+            (page, "/other", "http://a.test/other"),
+            (page, "next", "http://a.test/dir/next"),
+            (page, "https://b.test/", "https://b.test/"),
+            // A query alone keeps the path and replaces the query.
+            (page, "?y=2", "http://a.test/dir/page?y=2"),
+            // A network-path reference keeps the scheme only.
+            (page, "//c.test:8080/x", "http://c.test:8080/x"),
+            // Dot segments are removed, never above the root.
+            (page, "../up", "http://a.test/up"),
+            (page, "./a/../../../b?q", "http://a.test/b?q"),
+            // The base's port stays; the fragment is not part of a request.
+            (
+                "https://a.test:8443/dir/",
+                "next#part",
+                "https://a.test:8443/dir/next",
+            ),
+        ] {
+            let base: Uri = base.parse().unwrap();
+            assert_eq!(
+                join(&base, location).unwrap().to_string(),
+                target,
+                "{base} + {location}"
+            );
+        }
+        let base: Uri = page.parse().unwrap();
         assert!(join(&base, "http://[::1").is_err());
     }
 }

@@ -166,6 +166,28 @@ fn chunked_upload_is_echoed_through_loss() {
     assert_eq!(flow.interim, 1, "100 Continue was sent once");
 }
 
+/// Runs `script` on one connection against a static file server of `dir`, then removes
+/// `dir`; the responses, after checking the connection saw no error.
+fn serve_files(dir: &std::path::Path, script: Vec<Req>) -> Vec<common::http::Resp> {
+    let root = dir.to_path_buf();
+    let make = move |_stats| -> Handler {
+        let files = StaticFiles::new(&root, false).unwrap();
+        Box::new(move |req: Request<RequestBody>, _: &ConnInfo| files.handle(&req))
+    };
+    let (client, _, _) = exchange(
+        LinkConfig::default(),
+        ServerConfig::default(),
+        make,
+        vec![script],
+        false,
+        |_| {},
+    );
+    std::fs::remove_dir_all(dir).ok();
+    let flow = &client.app.flows[0];
+    assert!(flow.error.is_none(), "{:?}", flow.error);
+    flow.responses.clone()
+}
+
 #[test]
 fn static_files_ranges_conditionals_and_traversal() {
     let dir = std::env::temp_dir().join(format!("tapir-files-{}", std::process::id()));
@@ -173,11 +195,6 @@ fn static_files_ranges_conditionals_and_traversal() {
     let content: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(dir.join("data.bin"), &content).unwrap();
     std::fs::write(dir.join("page.html"), "<p>hi</p>").unwrap();
-    let root = dir.clone();
-    let make = move |_stats| -> Handler {
-        let files = StaticFiles::new(&root, false).unwrap();
-        Box::new(move |req: Request<RequestBody>, _: &ConnInfo| files.handle(&req))
-    };
     let head = Req {
         bytes: b"HEAD /data.bin HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(),
         head: true,
@@ -197,18 +214,7 @@ fn static_files_ranges_conditionals_and_traversal() {
         Req::get("/missing"),
         Req::raw("DELETE /data.bin HTTP/1.1\r\nHost: t\r\n\r\n"),
     ];
-    let (client, _, _) = exchange(
-        LinkConfig::default(),
-        ServerConfig::default(),
-        make,
-        vec![script],
-        false,
-        |_| {},
-    );
-    std::fs::remove_dir_all(&dir).ok();
-    let flow = &client.app.flows[0];
-    assert!(flow.error.is_none(), "{:?}", flow.error);
-    let r = &flow.responses;
+    let r = &serve_files(&dir, script);
     assert_eq!((r[0].status, &r[0].body), (200, &content));
     assert_eq!(
         r[0].header("content-type"),
@@ -357,11 +363,6 @@ fn static_file_range_edge_cases() {
     std::fs::create_dir_all(&dir).unwrap();
     let content: Vec<u8> = (0..1000u32).map(|i| (i % 241) as u8).collect();
     std::fs::write(dir.join("f.bin"), &content).unwrap();
-    let root = dir.clone();
-    let make = move |_stats| -> Handler {
-        let files = StaticFiles::new(&root, false).unwrap();
-        Box::new(move |req: Request<RequestBody>, _: &ConnInfo| files.handle(&req))
-    };
     let get = |headers: &str| Req::raw(format!("GET /f.bin HTTP/1.1\r\nHost: t\r\n{headers}\r\n"));
     let script = vec![
         get("Range: bytes=0-9, 20-29\r\n"),
@@ -376,18 +377,7 @@ fn static_file_range_edge_cases() {
             head: true,
         },
     ];
-    let (client, _, _) = exchange(
-        LinkConfig::default(),
-        ServerConfig::default(),
-        make,
-        vec![script],
-        false,
-        |_| {},
-    );
-    std::fs::remove_dir_all(&dir).ok();
-    let flow = &client.app.flows[0];
-    assert!(flow.error.is_none(), "{:?}", flow.error);
-    let r = &flow.responses;
+    let r = &serve_files(&dir, script);
     let whole = |i: usize, why: &str| {
         assert_eq!((r[i].status, &r[i].body), (200, &content), "{why}");
         assert_eq!(r[i].header("content-range"), None, "{why}");
