@@ -30,7 +30,7 @@ use tapir::service::server::StatsHandle;
 use tapir::service::{Body, ConnInfo, RequestBody, ResponseBody, Server, ServerConfig};
 use tapir::stack::Stack;
 use tapir::transport::certs::{self, Roots};
-use tapir::transport::flow::{Flow, FlowConfig, FlowError, FlowHandle, FlowListener, Flows};
+use tapir::transport::flow::{Flow, FlowError, FlowHandle, FlowListener, Flows};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_service::Service;
 
@@ -158,7 +158,10 @@ fn server_uri(scheme: &str, port: u16) -> http::Uri {
     format!("{scheme}://{SERVER_IP}:{port}/").parse().unwrap()
 }
 
-type Results = Rc<RefCell<Option<Result<Vec<(StatusCode, Bytes)>, String>>>>;
+/// Where a task leaves its result for the test.
+type Slot<T> = Rc<RefCell<Option<T>>>;
+
+type Results = Slot<Result<Vec<(StatusCode, Bytes)>, String>>;
 
 /// Sends `requests` over one HTTP/1.1 connection made by hyper's client on `flow`, in order
 /// (keep-alive), collecting each response.
@@ -394,4 +397,329 @@ fn tapir_server_answers_hyper_client_on_flows() {
     assert_eq!(responses[1].0, StatusCode::OK);
     assert!(responses[1].1 == big, "/echo sent the body back");
     pair.run_until(Duration::from_secs(60), || client.flows() == 0);
+}
+
+/// A server certificate for `SERVER_IP` (ALPN `h2`, `http/1.1`) and client configurations
+/// trusting it through a CA file, as a user would give it, one per ALPN list in `alpns`.
+fn tls_configs(alpns: &[&[&[u8]]]) -> (Arc<rustls::ServerConfig>, Vec<Arc<rustls::ClientConfig>>) {
+    let ip = std::net::IpAddr::from(SERVER_IP.octets());
+    let generated = certs::self_signed(&["flows.test".to_string()], &[ip]).unwrap();
+    // Tests run in parallel: each call its own file.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("tapir-flows-{}-{call}.crt", std::process::id());
+    let ca = std::env::temp_dir().join(name);
+    std::fs::write(&ca, &generated.cert_pem).unwrap();
+    let server_alpn = [b"h2".to_vec(), b"http/1.1".to_vec()];
+    let server = certs::server_config(generated.chain, generated.key, &server_alpn).unwrap();
+    let clients = alpns
+        .iter()
+        .map(|alpn| {
+            let alpn: Vec<Vec<u8>> = alpn.iter().map(|p| p.to_vec()).collect();
+            certs::client_config(&Roots::CaFile(ca.clone()), &alpn).unwrap()
+        })
+        .collect();
+    let _ = std::fs::remove_file(&ca);
+    (server, clients)
+}
+
+#[test]
+fn tls_flow_negotiates_h2_for_hyper_http2_and_http1_when_offered_alone() {
+    let mut pair = Pair::flows(LinkConfig::default());
+    let server = pair.server.app.handle();
+    let (server_tls, clients) = tls_configs(&[&[b"h2", b"http/1.1"], &[b"http/1.1"]]);
+    let (h2_client_tls, h1_client_tls) = (clients[0].clone(), clients[1].clone());
+    let accepted = Rc::new(Cell::new(0));
+    server
+        .spawn(hyper_server(
+            server.clone(),
+            server.bind(443, Some(server_tls)),
+            accepted.clone(),
+        ))
+        .unwrap();
+
+    let client = pair.client.app.handle();
+    let h2_results: Results = Rc::default();
+    let h1_results: Results = Rc::default();
+    let alpns: Rc<RefCell<Vec<Option<String>>>> = Rc::default();
+    let big = payload(100_000, 1);
+    {
+        let (r, c, a, big) = (
+            h2_results.clone(),
+            client.clone(),
+            alpns.clone(),
+            big.clone(),
+        );
+        let mut connector = client.connector(h2_client_tls);
+        client
+            .spawn(async move {
+                let flow = match connector.call(server_uri("https", 443)).await {
+                    Ok(flow) => flow,
+                    Err(e) => return *r.borrow_mut() = Some(Err(e.to_string())),
+                };
+                a.borrow_mut().push(flow.alpn().map(str::to_string));
+                let exec = LoopExec(c.clone());
+                let (mut sender, conn) =
+                    match hyper::client::conn::http2::handshake(exec, TokioIo::new(flow)).await {
+                        Ok(parts) => parts,
+                        Err(e) => return *r.borrow_mut() = Some(Err(format!("h2 handshake: {e}"))),
+                    };
+                c.spawn(async move {
+                    let _ = conn.await;
+                })
+                .unwrap();
+                let mut out = Vec::new();
+                for request in [get("/one"), post("/two", big), get("/three")] {
+                    let response = match sender.send_request(request).await {
+                        Ok(response) => response,
+                        Err(e) => return *r.borrow_mut() = Some(Err(format!("request: {e}"))),
+                    };
+                    let status = response.status();
+                    match response.into_body().collect().await {
+                        Ok(body) => out.push((status, body.to_bytes())),
+                        Err(e) => return *r.borrow_mut() = Some(Err(format!("body: {e}"))),
+                    }
+                }
+                *r.borrow_mut() = Some(Ok(out));
+            })
+            .unwrap();
+    }
+    {
+        let (r, c, a) = (h1_results.clone(), client.clone(), alpns.clone());
+        let mut connector = client.connector(h1_client_tls);
+        client
+            .spawn(async move {
+                let result = match connector.call(server_uri("https", 443)).await {
+                    Ok(flow) => {
+                        a.borrow_mut().push(flow.alpn().map(str::to_string));
+                        hyper_http1_exchanges(c, flow, vec![get("/h1")]).await
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                *r.borrow_mut() = Some(result);
+            })
+            .unwrap();
+    }
+    pair.run_until(Duration::from_secs(120), || {
+        h2_results.borrow().is_some() && h1_results.borrow().is_some()
+    });
+    let h2 = h2_results
+        .borrow_mut()
+        .take()
+        .unwrap()
+        .expect("h2 exchanges");
+    expect_echo(&h2[0], "GET /one HTTP/2.0\n", b"");
+    expect_echo(&h2[1], "POST /two HTTP/2.0\n", &big);
+    expect_echo(&h2[2], "GET /three HTTP/2.0\n", b"");
+    let h1 = h1_results
+        .borrow_mut()
+        .take()
+        .unwrap()
+        .expect("h1 exchange");
+    expect_echo(&h1[0], "GET /h1 HTTP/1.1\n", b"");
+    let mut alpns = alpns.borrow().clone();
+    alpns.sort();
+    assert_eq!(
+        alpns,
+        vec![Some("h2".to_string()), Some("http/1.1".to_string())]
+    );
+    assert_eq!(accepted.get(), 2);
+}
+
+#[test]
+fn tls_flow_with_an_untrusted_certificate_fails_the_connect() {
+    let mut pair = Pair::flows(LinkConfig::default());
+    let server = pair.server.app.handle();
+    // Each call makes a new certificate: the client trusts another one.
+    let (server_tls, _) = tls_configs(&[]);
+    let (_, clients) = tls_configs(&[&[b"h2"]]);
+    let other_client = clients[0].clone();
+    let accepted = Rc::new(Cell::new(0));
+    server
+        .spawn(hyper_server(
+            server.clone(),
+            server.bind(443, Some(server_tls)),
+            accepted.clone(),
+        ))
+        .unwrap();
+    let client = pair.client.app.handle();
+    let result: Slot<Result<(), FlowError>> = Rc::default();
+    let r = result.clone();
+    let mut connector = client.connector(other_client);
+    client
+        .spawn(async move {
+            let outcome = connector.call(server_uri("https", 443)).await.map(|_| ());
+            *r.borrow_mut() = Some(outcome);
+        })
+        .unwrap();
+    pair.run_until(Duration::from_secs(60), || result.borrow().is_some());
+    let outcome = result.borrow_mut().take().unwrap();
+    assert!(
+        matches!(&outcome, Err(FlowError::Tls { reason, .. }) if reason.contains("certificate")),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        accepted.get(),
+        0,
+        "no flow handed out for a failed handshake"
+    );
+    pair.run_until(Duration::from_secs(60), || {
+        server.flows() == 0 && client.flows() == 0
+    });
+}
+
+/// After `101 Switching Protocols`, the connection is the flow again (paf's `no_close`): the
+/// server reads what the client sends until the client's half-close, answers in upper
+/// case, then half-closes too; each side reads the other's end of stream.
+#[test]
+fn flow_kept_after_an_upgrade_is_a_byte_stream_with_half_closes() {
+    let mut pair = Pair::flows(LinkConfig::default());
+    let server = pair.server.app.handle();
+    let server_got: Slot<Vec<u8>> = Rc::default();
+    {
+        let (h, got) = (server.clone(), server_got.clone());
+        let mut listener = server.bind(80, None);
+        server
+            .spawn(async move {
+                let flow = listener.accept().await.expect("a flow");
+                let h2 = h.clone();
+                let service = service_fn(move |mut request: Request<Incoming>| {
+                    let (h, got) = (h2.clone(), got.clone());
+                    async move {
+                        let on = hyper::upgrade::on(&mut request);
+                        h.spawn(async move {
+                            let upgraded = on.await.expect("upgraded");
+                            let parts = upgraded
+                                .downcast::<TokioIo<Flow>>()
+                                .expect("the flow under hyper");
+                            let mut flow = parts.io.into_inner();
+                            let mut data = parts.read_buf.to_vec();
+                            flow.read_to_end(&mut data)
+                                .await
+                                .expect("read to the client's FIN");
+                            *got.borrow_mut() = Some(data.clone());
+                            flow.write_all(&data.to_ascii_uppercase()).await.unwrap();
+                            flow.shutdown().await.expect("half-close");
+                        })
+                        .unwrap();
+                        let response = Response::builder()
+                            .status(StatusCode::SWITCHING_PROTOCOLS)
+                            .header("connection", "upgrade")
+                            .header("upgrade", "shout")
+                            .body(Full::new(Bytes::new()))
+                            .unwrap();
+                        Ok::<_, hyper::Error>(response)
+                    }
+                });
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(flow), service)
+                    .with_upgrades()
+                    .await
+                    .expect("served");
+            })
+            .unwrap();
+    }
+    let client = pair.client.app.handle();
+    let client_got: Slot<Result<Vec<u8>, String>> = Rc::default();
+    let message = payload(70_000, 42)
+        .into_iter()
+        .map(|b| b"abcdefghij"[usize::from(b) % 10])
+        .collect::<Vec<u8>>();
+    {
+        let (c, got, message) = (client.clone(), client_got.clone(), message.clone());
+        client
+            .spawn(async move {
+                let flow = c
+                    .connect(IpEndpoint::new(IpAddress::Ipv4(SERVER_IP), 80), None)
+                    .await
+                    .expect("connected");
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(flow))
+                    .await
+                    .unwrap();
+                c.spawn(async move {
+                    let _ = conn.with_upgrades().await;
+                })
+                .unwrap();
+                let request = Request::get("/")
+                    .header("host", "flows.test")
+                    .header("connection", "upgrade")
+                    .header("upgrade", "shout")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let response = sender.send_request(request).await.unwrap();
+                if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    return *got.borrow_mut() = Some(Err(format!("status {}", response.status())));
+                }
+                let upgraded = hyper::upgrade::on(response).await.unwrap();
+                let parts = upgraded.downcast::<TokioIo<Flow>>().expect("the flow");
+                let mut flow = parts.io.into_inner();
+                flow.write_all(&message).await.unwrap();
+                // Half-close: the server reads the end of stream, we go on reading.
+                flow.shutdown().await.unwrap();
+                let mut back = parts.read_buf.to_vec();
+                let result = flow
+                    .read_to_end(&mut back)
+                    .await
+                    .map(|_| back)
+                    .map_err(|e| e.to_string());
+                *got.borrow_mut() = Some(result);
+            })
+            .unwrap();
+    }
+    pair.run_until(Duration::from_secs(120), || client_got.borrow().is_some());
+    let back = client_got.borrow_mut().take().unwrap().expect("read back");
+    assert_eq!(server_got.borrow().as_deref(), Some(&message[..]));
+    assert!(back == message.to_ascii_uppercase(), "echo in upper case");
+    // Both directions ended and both flows dropped: every connection went back.
+    pair.run_until(Duration::from_secs(60), || {
+        server.flows() == 0 && client.flows() == 0
+    });
+}
+
+#[test]
+fn listeners_bind_once_close_and_refused_connects_fail() {
+    let mut pair = Pair::flows(LinkConfig::default());
+    let server = pair.server.app.handle();
+    let client = pair.client.app.handle();
+    let first = server.bind(9000, None);
+    let mut second = server.bind(9000, None);
+    let second_result: Slot<Result<Flow, FlowError>> = Rc::default();
+    {
+        let r = second_result.clone();
+        server
+            .spawn(async move {
+                *r.borrow_mut() = Some(second.accept().await);
+            })
+            .unwrap();
+    }
+    pair.run_until(Duration::from_secs(5), || second_result.borrow().is_some());
+    assert!(matches!(
+        second_result.borrow_mut().take(),
+        Some(Err(FlowError::Bind { port: 9000, .. }))
+    ));
+
+    // Connected while bound (the flow waits in the listener), refused once it is closed.
+    let endpoint = IpEndpoint::new(IpAddress::Ipv4(SERVER_IP), 9000);
+    let outcomes: Rc<RefCell<Vec<Result<(), FlowError>>>> = Rc::default();
+    let connect_once = |outcomes: &Rc<RefCell<Vec<Result<(), FlowError>>>>| {
+        let (c, o) = (client.clone(), outcomes.clone());
+        client
+            .spawn(async move {
+                let result = c.connect(endpoint, None).await.map(drop);
+                o.borrow_mut().push(result);
+            })
+            .unwrap();
+    };
+    connect_once(&outcomes);
+    pair.run_until(Duration::from_secs(30), || outcomes.borrow().len() == 1);
+    first.close();
+    connect_once(&outcomes);
+    pair.run_until(Duration::from_secs(30), || outcomes.borrow().len() == 2);
+    let outcomes = outcomes.borrow();
+    assert!(outcomes[0].is_ok(), "{:?}", outcomes[0]);
+    assert!(
+        matches!(&outcomes[1], Err(FlowError::Connect { .. })),
+        "{:?}",
+        outcomes[1]
+    );
 }
