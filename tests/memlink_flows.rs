@@ -27,7 +27,9 @@ use tapir::runtime::sim::{Node, Sim, SimNode};
 use tapir::runtime::Application;
 use tapir::service::builtin::{Builtin, PATTERN};
 use tapir::service::server::StatsHandle;
-use tapir::service::{Body, ConnInfo, RequestBody, ResponseBody, Server, ServerConfig};
+use tapir::service::{
+    Body, ConnInfo, Reply, RequestBody, ResponseBody, Server, ServerConfig, Tunnel,
+};
 use tapir::stack::Stack;
 use tapir::transport::certs::{self, Roots};
 use tapir::transport::flow::{Flow, FlowError, FlowHandle, FlowListener, Flows};
@@ -722,4 +724,97 @@ fn listeners_bind_once_close_and_refused_connects_fail() {
         "{:?}",
         outcomes[1]
     );
+}
+
+/// tapir's server keeps the connection after `101` (a `Tunnel`, used through tokio's IO
+/// traits: read to the end, answer in upper case, half-close); hyper's client on a tapir
+/// flow asks for the upgrade and gets its flow back.
+#[test]
+fn tapir_tunnel_and_hyper_upgraded_flow_talk_as_tokio_streams() {
+    fn shout(request: Request<RequestBody>, _info: &ConnInfo) -> Reply {
+        if request.headers().get("upgrade").is_none() {
+            return Reply::Now(Response::new(Body::from("ask for Upgrade\n")));
+        }
+        let response = Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("connection", "upgrade")
+            .header("upgrade", "shout")
+            .body(Body::empty())
+            .unwrap();
+        Reply::tunnel(response, |mut tunnel: Tunnel| async move {
+            let mut data = Vec::new();
+            tunnel
+                .read_to_end(&mut data)
+                .await
+                .expect("read to the client's FIN");
+            // Tunnel's own `write_all` takes `Bytes`; this is tokio's.
+            AsyncWriteExt::write_all(&mut tunnel, &data.to_ascii_uppercase())
+                .await
+                .expect("write back");
+            tunnel.shutdown().await.expect("half-close");
+        })
+    }
+    let client_flows = Flows::default();
+    let client = client_flows.handle();
+    let mut pair = Pair::new(
+        LinkConfig::default(),
+        |stack| {
+            let mut server = Server::new(shout, ServerConfig::default());
+            server.bind_http(stack, 80).unwrap();
+            server
+        },
+        client_flows,
+    );
+    let message: Vec<u8> = payload(90_000, 8)
+        .into_iter()
+        .map(|b| b"klmnopqrst"[usize::from(b) % 10])
+        .collect();
+    let got: Slot<Result<Vec<u8>, String>> = Rc::default();
+    {
+        let (c, got, message) = (client.clone(), got.clone(), message.clone());
+        client
+            .spawn(async move {
+                let flow = c
+                    .connect(IpEndpoint::new(IpAddress::Ipv4(SERVER_IP), 80), None)
+                    .await
+                    .expect("connected");
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(flow))
+                    .await
+                    .unwrap();
+                c.spawn(async move {
+                    let _ = conn.with_upgrades().await;
+                })
+                .unwrap();
+                let request = Request::get("/")
+                    .header("host", "flows.test")
+                    .header("connection", "upgrade")
+                    .header("upgrade", "shout")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                let response = sender.send_request(request).await.unwrap();
+                if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    return *got.borrow_mut() = Some(Err(format!("status {}", response.status())));
+                }
+                let upgraded = hyper::upgrade::on(response).await.unwrap();
+                let parts = upgraded.downcast::<TokioIo<Flow>>().expect("the flow");
+                let mut flow = parts.io.into_inner();
+                flow.write_all(&message).await.unwrap();
+                flow.shutdown().await.unwrap();
+                let mut back = parts.read_buf.to_vec();
+                let result = flow
+                    .read_to_end(&mut back)
+                    .await
+                    .map(|_| back)
+                    .map_err(|e| e.to_string());
+                *got.borrow_mut() = Some(result);
+            })
+            .unwrap();
+    }
+    pair.run_until(Duration::from_secs(120), || got.borrow().is_some());
+    let back = got.borrow_mut().take().unwrap().expect("read back");
+    assert!(
+        back == message.to_ascii_uppercase(),
+        "the tunnel answered in upper case"
+    );
+    pair.run_until(Duration::from_secs(60), || client.flows() == 0);
 }

@@ -33,6 +33,24 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// An example Cargo built next to these tests (`cargo test` builds the examples too).
+/// Fails with the command that builds it when it is missing.
+pub fn example_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/<test> → target/<profile>/examples/<name>
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|profile| profile.join("examples").join(name))
+        .expect("the test runs from target/<profile>/deps");
+    assert!(
+        path.exists(),
+        "example {name} not built at {}: run `cargo build --release --example {name}`",
+        path.display()
+    );
+    path
+}
+
 /// The `tapir` binary Cargo built for these tests.
 pub fn tapir_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tapir"))
@@ -162,14 +180,18 @@ impl Netns {
 /// Starts the tapir binary with `args` inside namespace `netns`, its stderr (the log) going
 /// to a file in `dir`.
 pub fn spawn_tapir_in(netns: &str, dir: &Path, args: &[&str]) -> TapirProcess {
+    spawn_program_in(netns, dir, &tapir_bin(), args)
+}
+
+/// Like [`spawn_tapir_in`] for another program built on tapir (an example).
+pub fn spawn_program_in(netns: &str, dir: &Path, bin: &Path, args: &[&str]) -> TapirProcess {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let log = dir.join(format!("tapir-{n}.log"));
     let stderr = File::create(&log).expect("create tapir's log file");
-    let bin = tapir_bin();
     let mut command = Command::new("ip");
     command
         .args(["netns", "exec", netns])
-        .arg(&bin)
+        .arg(bin)
         .args(args)
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())

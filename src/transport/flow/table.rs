@@ -489,33 +489,53 @@ impl Flows {
         now + self.config.connect_timeout.into()
     }
 
+    /// Listens on `port` now — plain TCP, or TLS with `tls` — and returns the listener of
+    /// its flows (paf's bind; [`FlowHandle::bind`] does the same from a task).
+    pub fn bind(
+        &mut self,
+        stack: &mut Stack,
+        port: u16,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<FlowListener, FlowError> {
+        let slot = ListenerRef::default();
+        self.listen(stack, port, tls, slot.clone())?;
+        Ok(FlowListener {
+            port,
+            slot,
+            ready: self.ready.clone(),
+        })
+    }
+
+    fn listen(
+        &mut self,
+        stack: &mut Stack,
+        port: u16,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        slot: ListenerRef,
+    ) -> Result<(), FlowError> {
+        let bind_error = |reason: String| FlowError::Bind { port, reason };
+        if self.stopping {
+            return Err(FlowError::Stopped);
+        }
+        if self.listeners.iter().any(|l| l.port == port) {
+            return Err(bind_error("already bound by this table".into()));
+        }
+        stack.listen(port).map_err(|e| bind_error(e.to_string()))?;
+        self.listeners.push(Bound { port, tls, slot });
+        Ok(())
+    }
+
     /// Takes bind and connect requests.
     fn take_requests(&mut self, stack: &mut Stack, now: Instant) -> bool {
         let binds = std::mem::take(&mut *lock(&self.inbox.binds));
         let connects = std::mem::take(&mut *lock(&self.inbox.connects));
         let progress = !binds.is_empty() || !connects.is_empty();
         for bind in binds {
-            let taken = self.listeners.iter().any(|l| l.port == bind.port);
-            let result = if taken {
-                Err("already bound by this table".to_string())
-            } else {
-                stack.listen(bind.port).map_err(|e| e.to_string())
-            };
-            match result {
-                Ok(()) => self.listeners.push(Bound {
-                    port: bind.port,
-                    tls: bind.tls,
-                    slot: bind.slot,
-                }),
-                Err(reason) => {
-                    let mut s = lock(&bind.slot);
-                    s.error = Some(FlowError::Bind {
-                        port: bind.port,
-                        reason,
-                    });
-                    if let Some(w) = s.waker.take() {
-                        w.wake();
-                    }
+            if let Err(e) = self.listen(stack, bind.port, bind.tls, bind.slot.clone()) {
+                let mut s = lock(&bind.slot);
+                s.error = Some(e);
+                if let Some(w) = s.waker.take() {
+                    w.wake();
                 }
             }
         }
