@@ -20,6 +20,8 @@
 //! idle for [`FlowConfig::idle_timeout`] in both directions is reset.
 
 mod connector;
+#[cfg(feature = "hyper-util")]
+mod hyper;
 mod table;
 
 use std::fmt;
@@ -33,6 +35,8 @@ use smoltcp::wire::IpEndpoint;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 pub use connector::{Connecting, Connector};
+#[cfg(feature = "hyper-util")]
+pub use hyper::{HyperConnecting, HyperConnector};
 pub use table::{Accept, Connect, FlowConfig, FlowHandle, FlowListener, Flows, TlsConnect};
 
 use super::tls::TlsInfo;

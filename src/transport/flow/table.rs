@@ -205,6 +205,12 @@ impl FlowHandle {
         self.spawner.spawn(future)
     }
 
+    /// The spawner of any future on the loop (hyper's `Executor` with the `hyper-util`
+    /// feature).
+    pub fn spawner(&self) -> Spawner {
+        self.spawner.clone()
+    }
+
     /// The spawner of `Send` futures, itself `Send + Sync` (for hyper-util's executor).
     pub fn send_spawner(&self) -> SendSpawner {
         self.send_spawner.clone()
