@@ -32,7 +32,7 @@ use tapir::service::{
 };
 use tapir::stack::Stack;
 use tapir::transport::certs::{self, Roots};
-use tapir::transport::flow::{Flow, FlowError, FlowHandle, FlowListener, Flows};
+use tapir::transport::flow::{Flow, FlowConfig, FlowError, FlowHandle, FlowListener, Flows};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_service::Service;
 
@@ -817,4 +817,65 @@ fn tapir_tunnel_and_hyper_upgraded_flow_talk_as_tokio_streams() {
         "the tunnel answered in upper case"
     );
     pair.run_until(Duration::from_secs(60), || client.flows() == 0);
+}
+
+/// A flow that carries nothing for the idle timeout is reset: its owner reads `TimedOut`,
+/// the peer reads a reset, and the connection is given back.
+#[test]
+fn idle_flows_are_reset_after_the_idle_timeout() {
+    let server_flows = Flows::new(FlowConfig {
+        idle_timeout: std::time::Duration::from_secs(5),
+        ..FlowConfig::default()
+    });
+    let mut pair = Pair::new(LinkConfig::default(), |_| server_flows, Flows::default());
+    let server = pair.server.app.handle();
+    let client = pair.client.app.handle();
+    let server_read: Slot<std::io::ErrorKind> = Rc::default();
+    let client_read: Slot<std::io::ErrorKind> = Rc::default();
+    {
+        let (r, mut listener) = (server_read.clone(), server.bind(7000, None));
+        server
+            .spawn(async move {
+                let mut flow = listener.accept().await.expect("a flow");
+                let mut buf = [0u8; 16];
+                let kind = match flow.read(&mut buf).await {
+                    Ok(n) => panic!("read {n} bytes from a silent peer"),
+                    Err(e) => e.kind(),
+                };
+                *r.borrow_mut() = Some(kind);
+            })
+            .unwrap();
+    }
+    {
+        let (r, c) = (client_read.clone(), client.clone());
+        client
+            .spawn(async move {
+                let endpoint = IpEndpoint::new(IpAddress::Ipv4(SERVER_IP), 7000);
+                let mut flow = c.connect(endpoint, None).await.expect("connected");
+                let mut buf = [0u8; 16];
+                let kind = match flow.read(&mut buf).await {
+                    Ok(n) => panic!("read {n} bytes, expected a reset"),
+                    Err(e) => e.kind(),
+                };
+                *r.borrow_mut() = Some(kind);
+            })
+            .unwrap();
+    }
+    let start = pair.sim.now();
+    pair.run_until(Duration::from_secs(60), || {
+        server_read.borrow().is_some() && client_read.borrow().is_some()
+    });
+    let took = pair.sim.now() - start;
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(7),
+        "reset after {took}"
+    );
+    assert_eq!(*server_read.borrow(), Some(std::io::ErrorKind::TimedOut));
+    assert_eq!(
+        *client_read.borrow(),
+        Some(std::io::ErrorKind::ConnectionReset)
+    );
+    pair.run_until(Duration::from_secs(60), || {
+        server.flows() == 0 && client.flows() == 0
+    });
 }

@@ -1051,16 +1051,20 @@ impl Application for Flows {
     }
 
     fn poll_at(&self, now: Instant) -> Option<Instant> {
-        if !self.ready.is_empty() || self.tasks.has_work() || !self.resolving.is_empty() {
+        if !self.ready.is_empty() || self.tasks.has_work() {
             return Some(now);
         }
+        // A DNS answer arrives as a frame (the table polls lookups on every turn); only
+        // their deadlines are timers.
         let idle: smoltcp::time::Duration = self.config.idle_timeout.into();
+        let lookups = self.resolving.iter().map(|r| r.deadline);
         self.entries
             .iter()
             .map(|(_, e)| match &e.phase {
                 Phase::Opening { deadline, .. } => *deadline,
                 Phase::Open(_) => e.last_activity + idle,
             })
+            .chain(lookups)
             .min()
     }
 
