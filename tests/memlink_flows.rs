@@ -7,11 +7,11 @@
 mod common;
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use common::hyper::{hyper_server, payload, LoopExec};
 use common::{config, linked, CLIENT_IP, SERVER_IP};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -32,71 +32,9 @@ use tapir::service::{
 };
 use tapir::stack::Stack;
 use tapir::transport::certs::{self, Roots};
-use tapir::transport::flow::{Flow, FlowConfig, FlowError, FlowHandle, FlowListener, Flows};
+use tapir::transport::flow::{Flow, FlowConfig, FlowError, FlowHandle, Flows};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_service::Service;
-
-/// hyper's executor: spawns on the flow table's loop (no runtime).
-#[derive(Clone)]
-struct LoopExec(FlowHandle);
-
-impl<F> hyper::rt::Executor<F> for LoopExec
-where
-    F: Future + 'static,
-{
-    fn execute(&self, future: F) {
-        self.0
-            .spawn(async move {
-                future.await;
-            })
-            .expect("room for the task");
-    }
-}
-
-/// A deterministic body of `n` bytes.
-fn payload(n: usize, seed: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
-}
-
-/// hyper's handler: `<method> <path> <version>\n` then the request body, echoed.
-async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
-    let head = format!(
-        "{} {} {:?}\n",
-        request.method(),
-        request.uri().path(),
-        request.version()
-    );
-    let body = request.into_body().collect().await?.to_bytes();
-    let mut out = head.into_bytes();
-    out.extend_from_slice(&body);
-    Ok(Response::new(Full::new(Bytes::from(out))))
-}
-
-/// Accepts flows on `listener` and serves each with hyper: HTTP/2 when ALPN chose it, else
-/// HTTP/1.1 (with upgrades, handed to `upgraded`).
-async fn hyper_server(handle: FlowHandle, mut listener: FlowListener, accepted: Rc<Cell<usize>>) {
-    while let Ok(flow) = listener.accept().await {
-        accepted.set(accepted.get() + 1);
-        let exec = LoopExec(handle.clone());
-        let h2 = flow.info().is_h2();
-        let io = TokioIo::new(flow);
-        let task = async move {
-            let result = if h2 {
-                hyper::server::conn::http2::Builder::new(exec)
-                    .serve_connection(io, service_fn(answer))
-                    .await
-            } else {
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service_fn(answer))
-                    .await
-            };
-            if let Err(e) = result {
-                panic!("hyper server connection failed: {e}");
-            }
-        };
-        handle.spawn(task).expect("room for the task");
-    }
-}
 
 /// A server and a client stack on a link, each running an application.
 struct Pair<S, C> {
@@ -570,6 +508,54 @@ fn tls_flow_with_an_untrusted_certificate_fails_the_connect() {
     });
 }
 
+/// `n` letters, varied by `seed`.
+fn letters(n: usize, seed: u8) -> Vec<u8> {
+    payload(n, seed)
+        .into_iter()
+        .map(|b| b"abcdefghij"[usize::from(b) % 10])
+        .collect()
+}
+
+/// hyper's client on a tapir flow asks port 80 for `Upgrade: shout`; after the `101` it
+/// takes its flow back, sends `message`, half-closes, and reads to the server's end of
+/// stream; what it read goes to `got`.
+async fn upgrade_and_talk(c: FlowHandle, message: Vec<u8>, got: Slot<Result<Vec<u8>, String>>) {
+    let flow = c
+        .connect(IpEndpoint::new(IpAddress::Ipv4(SERVER_IP), 80), None)
+        .await
+        .expect("connected");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(flow))
+        .await
+        .unwrap();
+    c.spawn(async move {
+        let _ = conn.with_upgrades().await;
+    })
+    .unwrap();
+    let request = Request::get("/")
+        .header("host", "flows.test")
+        .header("connection", "upgrade")
+        .header("upgrade", "shout")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return *got.borrow_mut() = Some(Err(format!("status {}", response.status())));
+    }
+    let upgraded = hyper::upgrade::on(response).await.unwrap();
+    let parts = upgraded.downcast::<TokioIo<Flow>>().expect("the flow");
+    let mut flow = parts.io.into_inner();
+    flow.write_all(&message).await.unwrap();
+    // Half-close: the server reads the end of stream, we go on reading.
+    flow.shutdown().await.unwrap();
+    let mut back = parts.read_buf.to_vec();
+    let result = flow
+        .read_to_end(&mut back)
+        .await
+        .map(|_| back)
+        .map_err(|e| e.to_string());
+    *got.borrow_mut() = Some(result);
+}
+
 /// After `101 Switching Protocols`, the connection is the flow again (paf's `no_close`): the
 /// server reads what the client sends until the client's half-close, answers in upper
 /// case, then half-closes too; each side reads the other's end of stream.
@@ -623,51 +609,14 @@ fn flow_kept_after_an_upgrade_is_a_byte_stream_with_half_closes() {
     }
     let client = pair.client.app.handle();
     let client_got: Slot<Result<Vec<u8>, String>> = Rc::default();
-    let message = payload(70_000, 42)
-        .into_iter()
-        .map(|b| b"abcdefghij"[usize::from(b) % 10])
-        .collect::<Vec<u8>>();
-    {
-        let (c, got, message) = (client.clone(), client_got.clone(), message.clone());
-        client
-            .spawn(async move {
-                let flow = c
-                    .connect(IpEndpoint::new(IpAddress::Ipv4(SERVER_IP), 80), None)
-                    .await
-                    .expect("connected");
-                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(flow))
-                    .await
-                    .unwrap();
-                c.spawn(async move {
-                    let _ = conn.with_upgrades().await;
-                })
-                .unwrap();
-                let request = Request::get("/")
-                    .header("host", "flows.test")
-                    .header("connection", "upgrade")
-                    .header("upgrade", "shout")
-                    .body(Full::new(Bytes::new()))
-                    .unwrap();
-                let response = sender.send_request(request).await.unwrap();
-                if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-                    return *got.borrow_mut() = Some(Err(format!("status {}", response.status())));
-                }
-                let upgraded = hyper::upgrade::on(response).await.unwrap();
-                let parts = upgraded.downcast::<TokioIo<Flow>>().expect("the flow");
-                let mut flow = parts.io.into_inner();
-                flow.write_all(&message).await.unwrap();
-                // Half-close: the server reads the end of stream, we go on reading.
-                flow.shutdown().await.unwrap();
-                let mut back = parts.read_buf.to_vec();
-                let result = flow
-                    .read_to_end(&mut back)
-                    .await
-                    .map(|_| back)
-                    .map_err(|e| e.to_string());
-                *got.borrow_mut() = Some(result);
-            })
-            .unwrap();
-    }
+    let message = letters(70_000, 42);
+    client
+        .spawn(upgrade_and_talk(
+            client.clone(),
+            message.clone(),
+            client_got.clone(),
+        ))
+        .unwrap();
     pair.run_until(Duration::from_secs(120), || client_got.borrow().is_some());
     let back = client_got.borrow_mut().take().unwrap().expect("read back");
     assert_eq!(server_got.borrow().as_deref(), Some(&message[..]));
@@ -765,51 +714,15 @@ fn tapir_tunnel_and_hyper_upgraded_flow_talk_as_tokio_streams() {
         },
         client_flows,
     );
-    let message: Vec<u8> = payload(90_000, 8)
-        .into_iter()
-        .map(|b| b"klmnopqrst"[usize::from(b) % 10])
-        .collect();
+    let message = letters(90_000, 8);
     let got: Slot<Result<Vec<u8>, String>> = Rc::default();
-    {
-        let (c, got, message) = (client.clone(), got.clone(), message.clone());
-        client
-            .spawn(async move {
-                let flow = c
-                    .connect(IpEndpoint::new(IpAddress::Ipv4(SERVER_IP), 80), None)
-                    .await
-                    .expect("connected");
-                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(flow))
-                    .await
-                    .unwrap();
-                c.spawn(async move {
-                    let _ = conn.with_upgrades().await;
-                })
-                .unwrap();
-                let request = Request::get("/")
-                    .header("host", "flows.test")
-                    .header("connection", "upgrade")
-                    .header("upgrade", "shout")
-                    .body(Full::new(Bytes::new()))
-                    .unwrap();
-                let response = sender.send_request(request).await.unwrap();
-                if response.status() != StatusCode::SWITCHING_PROTOCOLS {
-                    return *got.borrow_mut() = Some(Err(format!("status {}", response.status())));
-                }
-                let upgraded = hyper::upgrade::on(response).await.unwrap();
-                let parts = upgraded.downcast::<TokioIo<Flow>>().expect("the flow");
-                let mut flow = parts.io.into_inner();
-                flow.write_all(&message).await.unwrap();
-                flow.shutdown().await.unwrap();
-                let mut back = parts.read_buf.to_vec();
-                let result = flow
-                    .read_to_end(&mut back)
-                    .await
-                    .map(|_| back)
-                    .map_err(|e| e.to_string());
-                *got.borrow_mut() = Some(result);
-            })
-            .unwrap();
-    }
+    client
+        .spawn(upgrade_and_talk(
+            client.clone(),
+            message.clone(),
+            got.clone(),
+        ))
+        .unwrap();
     pair.run_until(Duration::from_secs(120), || got.borrow().is_some());
     let back = got.borrow_mut().take().unwrap().expect("read back");
     assert!(

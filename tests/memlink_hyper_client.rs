@@ -9,55 +9,16 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use common::hyper::hyper_server;
 use common::{config, linked, CLIENT_IP, SERVER_IP};
-use http::{Request, Response, StatusCode};
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioIo;
 use smoltcp::time::Duration;
 use tapir::device::memlink::LinkConfig;
 use tapir::runtime::sim::{Node, Sim, SimNode};
 use tapir::transport::certs::{self, Roots};
-use tapir::transport::flow::{FlowHandle, FlowListener, Flows};
-
-async fn answer(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
-    let head = format!(
-        "{} {} {:?}\n",
-        request.method(),
-        request.uri().path(),
-        request.version()
-    );
-    let body = request.into_body().collect().await?.to_bytes();
-    let mut out = head.into_bytes();
-    out.extend_from_slice(&body);
-    Ok(Response::new(Full::new(Bytes::from(out))))
-}
-
-/// hyper's server on every accepted flow: HTTP/2 when ALPN agreed on it.
-async fn serve(handle: FlowHandle, mut listener: FlowListener, accepted: Rc<Cell<usize>>) {
-    while let Ok(flow) = listener.accept().await {
-        accepted.set(accepted.get() + 1);
-        let exec = handle.spawner();
-        let h2 = flow.info().is_h2();
-        let io = TokioIo::new(flow);
-        handle
-            .spawn(async move {
-                let served = if h2 {
-                    hyper::server::conn::http2::Builder::new(exec)
-                        .serve_connection(io, service_fn(answer))
-                        .await
-                } else {
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, service_fn(answer))
-                        .await
-                };
-                served.expect("served");
-            })
-            .unwrap();
-    }
-}
+use tapir::transport::flow::Flows;
 
 type Outcome = Rc<RefCell<Option<Result<Vec<(StatusCode, http::Version, Bytes)>, String>>>>;
 
@@ -101,7 +62,7 @@ fn legacy_client(scheme: &str, alpn: &[&[u8]]) -> (Vec<(StatusCode, http::Versio
     let server = server_flows.handle();
     let accepted = Rc::new(Cell::new(0));
     server
-        .spawn(serve(server.clone(), listener, accepted.clone()))
+        .spawn(hyper_server(server.clone(), listener, accepted.clone()))
         .unwrap();
 
     let client_flows = Flows::default();

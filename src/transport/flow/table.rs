@@ -850,6 +850,34 @@ impl Wakes {
     }
 }
 
+/// The I/O error a flow's owner reads for a transport failure.
+fn error_kind(error: &TransportError) -> io::ErrorKind {
+    match error {
+        TransportError::Reset => io::ErrorKind::ConnectionReset,
+        TransportError::Closed => io::ErrorKind::BrokenPipe,
+        TransportError::Tls(_) => io::ErrorKind::InvalidData,
+    }
+}
+
+/// Fails the flow (every later call of its owner reports `kind`) and resets the
+/// connection. Returns true: the entry is done.
+fn reset(
+    entry: &mut Entry,
+    stack: &mut Stack,
+    pipe: &mut Pipe,
+    wakes: &mut Wakes,
+    kind: io::ErrorKind,
+    reason: String,
+) -> bool {
+    pipe.error = Some((kind, reason));
+    wakes.take(&mut pipe.reader);
+    wakes.take(&mut pipe.writer);
+    if let Some(t) = entry.transport.take() {
+        t.abort(stack);
+    }
+    true
+}
+
 /// Moves bytes between a connection and its flow. Returns true when the connection was
 /// given back to the stack (the entry is done).
 fn pump(
@@ -879,35 +907,28 @@ fn pump_locked(
     let Some(transport) = entry.transport.as_mut() else {
         return true;
     };
-    let fail = |pipe: &mut Pipe, wakes: &mut Wakes, kind: io::ErrorKind, reason: String| {
-        pipe.error = Some((kind, reason));
-        wakes.take(&mut pipe.reader);
-        wakes.take(&mut pipe.writer);
-    };
     if pipe.reset {
-        fail(
+        let reason = "reset by us".to_string();
+        return reset(
+            entry,
+            stack,
             &mut pipe,
             wakes,
             io::ErrorKind::ConnectionReset,
-            "reset by us".into(),
+            reason,
         );
-        if let Some(t) = entry.transport.take() {
-            t.abort(stack);
-        }
-        return true;
     }
     if now >= entry.last_activity + idle_timeout.into() {
         tracing::debug!("flow {}: idle for {idle_timeout:?}: reset", transport.id());
-        fail(
+        let reason = format!("flow idle for {idle_timeout:?}");
+        return reset(
+            entry,
+            stack,
             &mut pipe,
             wakes,
             io::ErrorKind::TimedOut,
-            format!("flow idle for {idle_timeout:?}"),
+            reason,
         );
-        if let Some(t) = entry.transport.take() {
-            t.abort(stack);
-        }
-        return true;
     }
     let limit = shared.limit;
     for _ in 0..TURNS {
@@ -943,16 +964,8 @@ fn pump_locked(
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        let kind = match e {
-                            TransportError::Reset => io::ErrorKind::ConnectionReset,
-                            TransportError::Closed => io::ErrorKind::BrokenPipe,
-                            TransportError::Tls(_) => io::ErrorKind::InvalidData,
-                        };
-                        fail(&mut pipe, wakes, kind, e.to_string());
-                        if let Some(t) = entry.transport.take() {
-                            t.abort(stack);
-                        }
-                        return true;
+                        let kind = error_kind(&e);
+                        return reset(entry, stack, &mut pipe, wakes, kind, e.to_string());
                     }
                 }
             }
@@ -966,16 +979,8 @@ fn pump_locked(
                     progress = true;
                 }
                 Err(e) => {
-                    let kind = match e {
-                        TransportError::Reset => io::ErrorKind::ConnectionReset,
-                        TransportError::Closed => io::ErrorKind::BrokenPipe,
-                        TransportError::Tls(_) => io::ErrorKind::InvalidData,
-                    };
-                    fail(&mut pipe, wakes, kind, e.to_string());
-                    if let Some(t) = entry.transport.take() {
-                        t.abort(stack);
-                    }
-                    return true;
+                    let kind = error_kind(&e);
+                    return reset(entry, stack, &mut pipe, wakes, kind, e.to_string());
                 }
             }
         }
