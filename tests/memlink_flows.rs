@@ -36,6 +36,23 @@ use tapir::transport::flow::{Flow, FlowConfig, FlowError, FlowHandle, Flows};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower_service::Service;
 
+/// Serves hyper on `port` of `server`'s table (TLS with `tls`); counts accepted flows.
+fn serve_hyper(
+    server: &FlowHandle,
+    port: u16,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Rc<Cell<usize>> {
+    let accepted = Rc::new(Cell::new(0));
+    server
+        .spawn(hyper_server(
+            server.clone(),
+            server.bind(port, tls),
+            accepted.clone(),
+        ))
+        .unwrap();
+    accepted
+}
+
 /// A server and a client stack on a link, each running an application.
 struct Pair<S, C> {
     sim: Sim,
@@ -173,14 +190,7 @@ fn hyper_server_on_flows_answers_hyper_client_on_flows() {
     };
     let mut pair = Pair::flows(link);
     let server = pair.server.app.handle();
-    let accepted = Rc::new(Cell::new(0));
-    server
-        .spawn(hyper_server(
-            server.clone(),
-            server.bind(80, None),
-            accepted.clone(),
-        ))
-        .unwrap();
+    let accepted = serve_hyper(&server, 80, None);
 
     let client = pair.client.app.handle();
     let results: Results = Rc::default();
@@ -232,14 +242,7 @@ impl Sink for Collect {
 fn hyper_server_on_flows_answers_tapir_client() {
     let server_flows = Flows::default();
     let server = server_flows.handle();
-    let accepted = Rc::new(Cell::new(0));
-    server
-        .spawn(hyper_server(
-            server.clone(),
-            server.bind(8080, None),
-            accepted.clone(),
-        ))
-        .unwrap();
+    let accepted = serve_hyper(&server, 8080, None);
     let target = Target {
         scheme: Scheme::Http,
         host: SERVER_IP.to_string(),
@@ -369,14 +372,7 @@ fn tls_flow_negotiates_h2_for_hyper_http2_and_http1_when_offered_alone() {
     let server = pair.server.app.handle();
     let (server_tls, clients) = tls_configs(&[&[b"h2", b"http/1.1"], &[b"http/1.1"]]);
     let (h2_client_tls, h1_client_tls) = (clients[0].clone(), clients[1].clone());
-    let accepted = Rc::new(Cell::new(0));
-    server
-        .spawn(hyper_server(
-            server.clone(),
-            server.bind(443, Some(server_tls)),
-            accepted.clone(),
-        ))
-        .unwrap();
+    let accepted = serve_hyper(&server, 443, Some(server_tls));
 
     let client = pair.client.app.handle();
     let h2_results: Results = Rc::default();
@@ -474,14 +470,7 @@ fn tls_flow_with_an_untrusted_certificate_fails_the_connect() {
     let (server_tls, _) = tls_configs(&[]);
     let (_, clients) = tls_configs(&[&[b"h2"]]);
     let other_client = clients[0].clone();
-    let accepted = Rc::new(Cell::new(0));
-    server
-        .spawn(hyper_server(
-            server.clone(),
-            server.bind(443, Some(server_tls)),
-            accepted.clone(),
-        ))
-        .unwrap();
+    let accepted = serve_hyper(&server, 443, Some(server_tls));
     let client = pair.client.app.handle();
     let result: Slot<Result<(), FlowError>> = Rc::default();
     let r = result.clone();

@@ -36,6 +36,17 @@ impl fmt::Debug for Connector {
     }
 }
 
+/// The port of an authority (`user@host:port`, `[v6]:port`) as written; `None` without
+/// one. (The same reading as the client's `Target::from_uri`.)
+fn port_text(authority: &str) -> Option<&str> {
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    let after_host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map_or("", |(_, rest)| rest),
+        None => host_port.find(':').map_or("", |i| &host_port[i..]),
+    };
+    after_host.strip_prefix(':').filter(|p| !p.is_empty())
+}
+
 /// Where a URI goes: host, port, and whether TLS is wanted.
 fn parse(uri: &Uri) -> Result<(Host, String, u16, bool), FlowError> {
     let bad = |reason: &str| FlowError::BadUri {
@@ -57,17 +68,15 @@ fn parse(uri: &Uri) -> Result<(Host, String, u16, bool), FlowError> {
         Ok(ip) => Host::Addr(IpAddress::from(ip)),
         Err(_) => Host::Name(name.clone()),
     };
-    let port = match uri.port_u16() {
-        Some(0) => return Err(bad("port 0")),
-        Some(port) => port,
-        None if uri.authority().is_some_and(|a| {
-            a.as_str().ends_with(|c: char| c.is_ascii_digit()) && a.port().is_some()
-        }) =>
-        {
-            return Err(bad("port is not 1 to 65535"))
-        }
+    // `Uri` keeps a port it cannot read as u16 (`:99999`) and then reports none at all:
+    // read the text, so such a URI is an error rather than a connect to port 80.
+    let port = match uri.authority().and_then(|a| port_text(a.as_str())) {
         None if tls => 443,
         None => 80,
+        Some(text) => match text.parse::<u16>() {
+            Ok(port) if port > 0 => port,
+            _ => return Err(bad(&format!("port {text} is not 1 to 65535"))),
+        },
     };
     Ok((host, name, port, tls))
 }
@@ -133,10 +142,12 @@ mod tests {
         let (host, name, port, tls) = parse(&"https://example.test".parse().unwrap()).unwrap();
         assert!(matches!(host, Host::Name(n) if n == "example.test"));
         assert_eq!((name.as_str(), port, tls), ("example.test", 443, true));
+        let (_, _, port, _) = parse(&"https://[fd00::1]:8443/".parse().unwrap()).unwrap();
+        assert_eq!(port, 8443);
         let (host, _, port, _) = parse(&"http://[fd00::1]/".parse().unwrap()).unwrap();
         assert!(matches!(host, Host::Addr(IpAddress::Ipv6(_))));
         assert_eq!(port, 80);
-        for bad in ["ftp://a/", "/path", "http://a:0/"] {
+        for bad in ["ftp://a/", "/path", "http://a:0/", "http://a:99999/"] {
             let uri: Uri = bad.parse().unwrap();
             assert!(
                 matches!(parse(&uri), Err(FlowError::BadUri { .. })),
