@@ -41,3 +41,6 @@ cargo test --release "$@"
 # The TLS golden capture needs the seeded, insecure crypto provider of the
 # `deterministic-crypto` feature, so it is its own test target, built only with it.
 cargo test --release --features deterministic-crypto --test golden_tls "$@"
+# hyper-util's legacy Client over flows needs the `hyper-util` feature (the Connection
+# trait and hyper's executor implemented for tapir's types).
+cargo test --release --features hyper-util --test memlink_hyper_client "$@"

@@ -6,6 +6,7 @@
 //! (fast, deterministic, unprivileged — most tests run there).
 
 pub mod event_loop;
+pub mod local;
 pub mod sim;
 pub mod wake;
 

@@ -36,6 +36,12 @@ impl ReadyQueue {
             .is_empty()
     }
 
+    /// Queues a turn for no connection in particular: something new (a spawned task, a
+    /// request) waits for the owner's next poll. The key is never one of a connection.
+    pub fn nudge(&self) {
+        self.push(usize::MAX);
+    }
+
     fn push(&self, key: usize) {
         self.keys
             .lock()

@@ -202,6 +202,71 @@ impl Drop for Tunnel {
     }
 }
 
+/// A tunnel is also a tokio byte stream (the traits only): protocol libraries written for
+/// `AsyncRead + AsyncWrite` run over it unchanged. Reads take what the other end sent
+/// (zero bytes at its end of stream; its failure as a `ConnectionAborted` error); writes
+/// queue up to the tunnel's limit and then wait; `poll_flush` is ready at once (queued bytes
+/// go out as the connection takes them); `poll_shutdown` is [`Tunnel::close`], the
+/// half-close.
+impl tokio::io::AsyncRead for Tunnel {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let this = self.get_mut();
+        match Tunnel::poll_read(this, cx, buf.remaining()) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => Poll::Ready(Ok(())),
+            Poll::Ready(Some(Ok(chunk))) => {
+                buf.put_slice(&chunk);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                e,
+            ))),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Tunnel {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let this = self.get_mut();
+        let closed = || std::io::Error::new(std::io::ErrorKind::BrokenPipe, TunnelError::Closed);
+        match this.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(_)) => Poll::Ready(Err(closed())),
+            Poll::Ready(Ok(())) => {
+                let n = this.room().clamp(1, data.len());
+                match this.send(Bytes::copy_from_slice(&data[..n])) {
+                    Ok(()) => Poll::Ready(Ok(n)),
+                    Err(_) => Poll::Ready(Err(closed())),
+                }
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut().close();
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// The future of [`Tunnel::read`].
 #[derive(Debug)]
 pub struct Read<'a> {
@@ -604,6 +669,56 @@ mod tests {
         // Dropping an end: the other can no longer send.
         drop(a);
         assert_eq!(b.send(Bytes::from_static(b"x")), Err(TunnelError::Closed));
+    }
+
+    #[test]
+    fn tunnels_are_tokio_byte_streams() {
+        use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+        let waker = cx_waker();
+        let mut cx = Context::from_waker(&waker);
+        let (mut a, mut b) = Tunnel::pair(8);
+        // Writes take what fits the limit, then wait for the reader.
+        assert!(matches!(
+            Pin::new(&mut a).poll_write(&mut cx, b"0123456789"),
+            Poll::Ready(Ok(8))
+        ));
+        assert!(Pin::new(&mut a).poll_write(&mut cx, b"89").is_pending());
+        let mut storage = [0u8; 5];
+        let mut buf = ReadBuf::new(&mut storage);
+        assert!(Pin::new(&mut b).poll_read(&mut cx, &mut buf).is_ready());
+        assert_eq!(buf.filled(), b"01234");
+        assert!(matches!(
+            Pin::new(&mut a).poll_write(&mut cx, b"89"),
+            Poll::Ready(Ok(2))
+        ));
+        // The half-close: b reads the rest, then zero bytes; b can still send to a.
+        assert!(Pin::new(&mut a).poll_shutdown(&mut cx).is_ready());
+        let mut storage = [0u8; 16];
+        let mut buf = ReadBuf::new(&mut storage);
+        assert!(Pin::new(&mut b).poll_read(&mut cx, &mut buf).is_ready());
+        assert_eq!(buf.filled(), b"567");
+        let mut buf = ReadBuf::new(&mut storage);
+        assert!(Pin::new(&mut b).poll_read(&mut cx, &mut buf).is_ready());
+        assert_eq!(buf.filled(), b"89");
+        let mut buf = ReadBuf::new(&mut storage);
+        assert!(matches!(
+            Pin::new(&mut b).poll_read(&mut cx, &mut buf),
+            Poll::Ready(Ok(()))
+        ));
+        assert!(buf.filled().is_empty(), "end of stream");
+        assert!(matches!(
+            Pin::new(&mut b).poll_write(&mut cx, b"back"),
+            Poll::Ready(Ok(4))
+        ));
+        let mut buf = ReadBuf::new(&mut storage);
+        assert!(Pin::new(&mut a).poll_read(&mut cx, &mut buf).is_ready());
+        assert_eq!(buf.filled(), b"back");
+        // A gone peer: writes fail with BrokenPipe.
+        drop(a);
+        assert!(matches!(
+            Pin::new(&mut b).poll_write(&mut cx, b"x"),
+            Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::BrokenPipe
+        ));
     }
 
     #[test]

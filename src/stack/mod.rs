@@ -284,6 +284,14 @@ pub enum DnsPoll {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnId(SocketHandle);
 
+impl ConnId {
+    /// An id that names no connection, for unit tests of code that only carries ids.
+    #[cfg(test)]
+    pub(crate) fn for_tests(n: u32) -> ConnId {
+        ConnId(SocketHandle::for_tests(n))
+    }
+}
+
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)

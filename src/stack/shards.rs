@@ -45,6 +45,17 @@ pub struct Slot {
     handle: SocketHandle,
 }
 
+impl Slot {
+    /// A slot that names no socket, for unit tests of code that only carries ids.
+    #[cfg(test)]
+    pub(crate) fn for_tests(shard: u32) -> Slot {
+        Slot {
+            shard,
+            handle: SocketHandle::default(),
+        }
+    }
+}
+
 impl std::fmt::Display for Slot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}.{}", self.shard, self.handle)

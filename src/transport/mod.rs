@@ -4,6 +4,7 @@
 
 pub mod any;
 pub mod certs;
+pub mod flow;
 pub mod tcp;
 pub mod tls;
 

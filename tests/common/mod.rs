@@ -4,6 +4,7 @@
 
 pub mod golden;
 pub mod http;
+pub mod hyper;
 pub mod netns;
 pub mod nginx;
 pub mod transfer;

@@ -33,6 +33,24 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// An example Cargo built next to these tests (`cargo test` builds the examples too).
+/// Fails with the command that builds it when it is missing.
+pub fn example_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/<test> → target/<profile>/examples/<name>
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|profile| profile.join("examples").join(name))
+        .expect("the test runs from target/<profile>/deps");
+    assert!(
+        path.exists(),
+        "example {name} not built at {}: run `cargo build --release --example {name}`",
+        path.display()
+    );
+    path
+}
+
 /// The `tapir` binary Cargo built for these tests.
 pub fn tapir_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tapir"))
