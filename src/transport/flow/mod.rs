@@ -44,7 +44,7 @@ use crate::runtime::wake::ConnWaker;
 use crate::stack::ConnId;
 
 /// Errors of flows, listeners and connects.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum FlowError {
     /// Listening on the port failed (in use, or the stack refused).
     #[error("cannot listen on port {port}: {reason}")]
@@ -66,12 +66,13 @@ pub enum FlowError {
     #[error("connecting to {0} timed out")]
     ConnectTimeout(String),
     /// The TLS handshake failed.
-    #[error("TLS handshake with {remote} failed: {reason}")]
+    #[error("TLS handshake with {remote} failed")]
     Tls {
         /// The peer.
         remote: String,
         /// What TLS said.
-        reason: String,
+        #[source]
+        reason: crate::transport::TlsFailure,
     },
     /// A URI the connector cannot use (scheme, host, port).
     #[error("bad URI '{uri}': {reason}")]
