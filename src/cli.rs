@@ -109,6 +109,11 @@ pub struct NetArgs {
     /// TCP congestion control algorithm.
     #[arg(long, value_enum, default_value_t = TcpCc::Cubic)]
     pub tcp_cc: TcpCc,
+
+    /// Do not offer TCP timestamps (RFC 7323; offered by default, they give RTT samples
+    /// for the retransmission timeout and receive-buffer autotuning).
+    #[arg(long)]
+    pub no_tcp_timestamps: bool,
 }
 
 /// A congestion control algorithm for `--tcp-cc`.
@@ -205,6 +210,7 @@ impl NetArgs {
                 TcpCc::Cubic => smoltcp::socket::tcp::CongestionControl::Cubic,
                 TcpCc::Reno => smoltcp::socket::tcp::CongestionControl::Reno,
             },
+            timestamps: !self.no_tcp_timestamps,
             ..TcpConfig::default()
         };
         Ok(config)
@@ -336,6 +342,17 @@ mod tests {
         let reno = config_from(&["--tcp-cc", "reno"]).unwrap();
         assert_eq!(reno.tcp.congestion, CongestionControl::Reno);
         assert!(config_from(&["--tcp-cc", "bbr"]).is_err());
+    }
+
+    #[test]
+    fn tcp_timestamps_reach_the_stack_config() {
+        assert!(config_from(&[]).unwrap().tcp.timestamps);
+        assert!(
+            !config_from(&["--no-tcp-timestamps"])
+                .unwrap()
+                .tcp
+                .timestamps
+        );
     }
 
     #[test]

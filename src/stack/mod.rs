@@ -134,6 +134,10 @@ pub struct TcpConfig {
     pub min_rto: Duration,
     /// Congestion control algorithm of every connection (CUBIC by default, or Reno).
     pub congestion: tcp::CongestionControl,
+    /// Offer TCP timestamps (RFC 7323, on by default as in Linux): RTT samples from every
+    /// ACK, retransmissions included, for the RTO and for receive-buffer autotuning.
+    /// Timestamps run on the stack's clock in milliseconds plus a random offset.
+    pub timestamps: bool,
 }
 
 impl Default for TcpConfig {
@@ -154,6 +158,7 @@ impl Default for TcpConfig {
             timeout: None,
             min_rto: Duration::from_millis(200),
             congestion: tcp::CongestionControl::Cubic,
+            timestamps: true,
         }
     }
 }
@@ -337,6 +342,9 @@ pub struct Stack {
     ip_mtu: usize,
     stats: StackStats,
     rng: fastrand::Rng,
+    /// Our TCP timestamp clock is `now` in milliseconds plus this (random, so TSvals do not
+    /// tell the uptime; one for the stack, so SYN cookies' TSvals fit the clock too).
+    ts_offset: u32,
     now: Instant,
     /// Connections whose buffers grew past the initial size, watched for idleness.
     grown: HashMap<SocketHandle, Activity>,
@@ -445,11 +453,13 @@ impl Stack {
         let dhcp = config
             .dhcp
             .then(|| sockets.add_control(dhcpv4::Socket::new()));
+        let mut rng = fastrand::Rng::with_seed(config.seed ^ 0x0074_6170_6972);
         Ok(Stack {
             iface,
             sockets,
             frame: Vec::new(),
-            rng: fastrand::Rng::with_seed(config.seed ^ 0x0074_6170_6972),
+            ts_offset: rng.u32(..),
+            rng,
             config,
             listeners: HashMap::new(),
             held: 0,
@@ -670,7 +680,7 @@ impl Stack {
                     sack_permitted: tcp.sack_permitted,
                     tsval: tcp.timestamp.map(|t| t.tsval),
                 };
-                let answer = self.cookies.make(&syn, now, cookie::tsval_now());
+                let answer = self.cookies.make(&syn, now, self.tsval(now));
                 let our_mss = self.our_mss(seg.dst);
                 let synack = TcpRepr {
                     src_port: tcp.dst_port,
@@ -720,6 +730,8 @@ impl Stack {
                     }
                 };
                 let mut socket = self.new_socket();
+                // The cookie's SYN-ACK carried timestamps whatever the configuration.
+                socket.set_timestamp_clock(Some(self.ts_offset));
                 let handshake = tcp::CookieHandshake {
                     local,
                     remote,
@@ -732,7 +744,7 @@ impl Stack {
                     window: tcp.window_len,
                     sack_permitted: granted.sack_permitted,
                     timestamp: tcp.timestamp.map(|t| t.tsval),
-                    tsval_generator: Some(cookie::tsval_now),
+                    tsval_generator: None,
                     now,
                 };
                 if socket.accept_cookie(&handshake).is_err() {
@@ -749,6 +761,11 @@ impl Stack {
             }
             _ => CookieStep::Pass,
         }
+    }
+
+    /// Our TCP timestamp clock at `now` (see `ts_offset`).
+    fn tsval(&self, now: Instant) -> u32 {
+        (now.total_millis() as u32).wrapping_add(self.ts_offset)
     }
 
     /// The MSS our MTU allows for a connection on local address `addr`.
@@ -1083,6 +1100,9 @@ impl Stack {
         socket.set_timeout(tcp.timeout);
         socket.set_min_rto(tcp.min_rto);
         socket.set_congestion_control(tcp.congestion);
+        if tcp.timestamps {
+            socket.set_timestamp_clock(Some(self.ts_offset));
+        }
         socket
     }
 
