@@ -35,6 +35,10 @@ use shards::{OneFrame, Shards, Slot as SocketHandle};
 
 /// Frames processed per [`Stack::poll`] before the stack yields back to its driver.
 const INGRESS_BUDGET: usize = 1024;
+/// Frames read before the sockets get to send (ACKs, data a window update released), as
+/// a NAPI budget bounds a driver's batch: a burst of 1,024 frames otherwise delayed every
+/// answer by the whole batch, and the sender saw one ACK for it.
+const INGRESS_BATCH: usize = 64;
 /// Largest TCP buffer: a window scale of 14 (RFC 7323) reaches 1 GiB.
 pub const MAX_TCP_BUFFER: usize = 1 << 30;
 /// The first size a connection's buffer grows to when a transfer fills its initial one.
@@ -574,6 +578,10 @@ impl Stack {
                 break;
             }
             budget -= 1;
+            let read = INGRESS_BUDGET - 1 - budget;
+            if read > 0 && read % INGRESS_BATCH == 0 {
+                self.egress(now, device, &mut outcome);
+            }
             // Read the frame first, to hand smoltcp only the shard of its connection.
             let Some((rx, _)) = device.receive(now) else {
                 break;
