@@ -111,6 +111,11 @@ pub struct NetArgs {
     /// TCP congestion control algorithm.
     #[arg(long, value_enum, default_value_t = TcpCc::Cubic)]
     pub tcp_cc: TcpCc,
+
+    /// Do not offer TCP timestamps (RFC 7323; offered by default, they give RTT samples
+    /// for the retransmission timeout and receive-buffer autotuning).
+    #[arg(long)]
+    pub no_tcp_timestamps: bool,
 }
 
 /// A congestion control algorithm for `--tcp-cc`.
@@ -211,6 +216,7 @@ impl NetArgs {
                 TcpCc::Reno => smoltcp::socket::tcp::CongestionControl::Reno,
                 TcpCc::Bbr => smoltcp::socket::tcp::CongestionControl::Bbr,
             },
+            timestamps: !self.no_tcp_timestamps,
             ..TcpConfig::default()
         };
         Ok(config)
@@ -344,6 +350,17 @@ mod tests {
         let bbr = config_from(&["--tcp-cc", "bbr"]).unwrap();
         assert_eq!(bbr.tcp.congestion, CongestionControl::Bbr);
         assert!(config_from(&["--tcp-cc", "vegas"]).is_err());
+    }
+
+    #[test]
+    fn tcp_timestamps_reach_the_stack_config() {
+        assert!(config_from(&[]).unwrap().tcp.timestamps);
+        assert!(
+            !config_from(&["--no-tcp-timestamps"])
+                .unwrap()
+                .tcp
+                .timestamps
+        );
     }
 
     #[test]

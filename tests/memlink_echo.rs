@@ -43,12 +43,22 @@ fn tcp_settings_reach_every_connection() {
     let mut client = config(CLIENT_IP, 1, 2);
     client.tcp.congestion = CongestionControl::Reno;
     client.tcp.min_rto = Duration::from_millis(300);
+    client.tcp.timestamps = false;
     let (_, _, mut c_stack, _) =
         linked(LinkConfig::default(), config(SERVER_IP, 2, 1), client, &sim);
     let handle = c_stack.connect(server_endpoint()).unwrap();
     let socket = c_stack.socket_ref(&handle);
     assert_eq!(socket.congestion_control(), CongestionControl::Reno);
     assert_eq!(socket.min_rto(), Duration::from_millis(300));
+    assert!(!socket.timestamp_enabled());
+    let (_, _, mut c_stack, _) = linked(
+        LinkConfig::default(),
+        config(SERVER_IP, 2, 1),
+        config(CLIENT_IP, 1, 2),
+        &sim,
+    );
+    let handle = c_stack.connect(server_endpoint()).unwrap();
+    assert!(c_stack.socket_ref(&handle).timestamp_enabled());
 }
 
 /// With `--syn-cookies always` the server keeps no state for the handshake: the connection

@@ -140,18 +140,6 @@ impl Default for Cookies {
     }
 }
 
-/// Our TCP timestamp clock (milliseconds since the first call), for cookie connections,
-/// which keep the timestamps their SYN-ACK carried.
-pub fn tsval_now() -> u32 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    // Starts above the 6 option bits, so a cookie's TSval never has to go below zero.
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_millis() as u32
-        + 0x40
-}
-
 fn generation(now: Instant) -> u64 {
     now.total_millis().max(0) as u64 / PERIOD.total_millis()
 }

@@ -36,6 +36,10 @@ use shards::{OneFrame, Shards, Slot as SocketHandle};
 
 /// Frames processed per [`Stack::poll`] before the stack yields back to its driver.
 const INGRESS_BUDGET: usize = 1024;
+/// Frames read before the sockets get to send (ACKs, data a window update released), as
+/// a NAPI budget bounds a driver's batch: a burst of 1,024 frames otherwise delayed every
+/// answer by the whole batch, and the sender saw one ACK for it.
+const INGRESS_BATCH: usize = 64;
 /// Largest TCP buffer: a window scale of 14 (RFC 7323) reaches 1 GiB.
 pub const MAX_TCP_BUFFER: usize = 1 << 30;
 /// The first size a connection's buffer grows to when a transfer fills its initial one.
@@ -143,6 +147,10 @@ pub struct TcpConfig {
     pub min_rto: Duration,
     /// Congestion control algorithm of every connection (CUBIC by default, or Reno).
     pub congestion: tcp::CongestionControl,
+    /// Offer TCP timestamps (RFC 7323, on by default as in Linux): RTT samples from every
+    /// ACK, retransmissions included, for the RTO and for receive-buffer autotuning.
+    /// Timestamps run on the stack's clock in milliseconds plus a random offset.
+    pub timestamps: bool,
 }
 
 impl Default for TcpConfig {
@@ -163,6 +171,7 @@ impl Default for TcpConfig {
             timeout: None,
             min_rto: Duration::from_millis(200),
             congestion: tcp::CongestionControl::Cubic,
+            timestamps: true,
         }
     }
 }
@@ -356,6 +365,9 @@ pub struct Stack {
     ip_mtu: usize,
     stats: StackStats,
     rng: fastrand::Rng,
+    /// Our TCP timestamp clock is `now` in milliseconds plus this (random, so TSvals do not
+    /// tell the uptime; one for the stack, so SYN cookies' TSvals fit the clock too).
+    ts_offset: u32,
     now: Instant,
 }
 
@@ -460,11 +472,13 @@ impl Stack {
         let dhcp = config
             .dhcp
             .then(|| sockets.add_control(dhcpv4::Socket::new()));
+        let mut rng = fastrand::Rng::with_seed(config.seed ^ 0x0074_6170_6972);
         Ok(Stack {
             iface,
             sockets,
             frame: Vec::new(),
-            rng: fastrand::Rng::with_seed(config.seed ^ 0x0074_6170_6972),
+            ts_offset: rng.u32(..),
+            rng,
             config,
             listeners: HashMap::new(),
             held: 0,
@@ -580,6 +594,10 @@ impl Stack {
                 break;
             }
             budget -= 1;
+            let read = INGRESS_BUDGET - 1 - budget;
+            if read > 0 && read % INGRESS_BATCH == 0 {
+                self.egress(now, device, &mut outcome);
+            }
             // Read the frame first, to hand smoltcp only the shard of its connection.
             let Some((rx, _)) = device.receive(now) else {
                 break;
@@ -686,7 +704,7 @@ impl Stack {
                     sack_permitted: tcp.sack_permitted,
                     tsval: tcp.timestamp.map(|t| t.tsval),
                 };
-                let answer = self.cookies.make(&syn, now, cookie::tsval_now());
+                let answer = self.cookies.make(&syn, now, self.tsval(now));
                 let our_mss = self.our_mss(seg.dst);
                 let synack = TcpRepr {
                     src_port: tcp.dst_port,
@@ -736,6 +754,8 @@ impl Stack {
                     }
                 };
                 let mut socket = self.new_socket();
+                // The cookie's SYN-ACK carried timestamps whatever the configuration.
+                socket.set_timestamp_clock(Some(self.ts_offset));
                 let handshake = tcp::CookieHandshake {
                     local,
                     remote,
@@ -748,7 +768,7 @@ impl Stack {
                     window: tcp.window_len,
                     sack_permitted: granted.sack_permitted,
                     timestamp: tcp.timestamp.map(|t| t.tsval),
-                    tsval_generator: Some(cookie::tsval_now),
+                    tsval_generator: None,
                     now,
                 };
                 if socket.accept_cookie(&handshake).is_err() {
@@ -765,6 +785,11 @@ impl Stack {
             }
             _ => CookieStep::Pass,
         }
+    }
+
+    /// Our TCP timestamp clock at `now` (see `ts_offset`).
+    fn tsval(&self, now: Instant) -> u32 {
+        (now.total_millis() as u32).wrapping_add(self.ts_offset)
     }
 
     /// The MSS our MTU allows for a connection on local address `addr`.
@@ -1069,6 +1094,9 @@ impl Stack {
         socket.set_timeout(tcp.timeout);
         socket.set_min_rto(tcp.min_rto);
         socket.set_congestion_control(tcp.congestion);
+        if tcp.timestamps {
+            socket.set_timestamp_clock(Some(self.ts_offset));
+        }
         socket
     }
 

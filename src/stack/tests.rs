@@ -19,6 +19,8 @@ use super::{Stack, StackConfig, TcpHandle};
 pub struct QueueDevice {
     pub rx: VecDeque<Vec<u8>>,
     pub tx: Vec<Vec<u8>>,
+    /// For each transmission, how many received frames were still waiting to be read.
+    pub rx_waiting_at_tx: Vec<usize>,
 }
 
 pub struct Rx(Vec<u8>);
@@ -49,6 +51,7 @@ impl phy::Device for QueueDevice {
     }
 
     fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
+        self.rx_waiting_at_tx.push(self.rx.len());
         Some(Tx(&mut self.tx))
     }
 
@@ -407,5 +410,41 @@ mod syn_cookies {
         assert_eq!(out.len(), 1);
         assert_eq!(b.stack.stats().cookies_sent, 1);
         assert_eq!(b.stack.connection_count(), 0);
+    }
+}
+
+mod ingress_batch {
+    use super::*;
+
+    static DATA: [u8; 100] = [7; 100];
+
+    #[test]
+    fn acks_leave_between_batches_of_a_long_burst() {
+        let mut b = Bench::new(|c| {
+            c.tcp.ack_delay = None;
+            c.tcp.initial_buffer = 1 << 20;
+        });
+        let (_conn, s_isn) = handshake(&mut b, 40000, 1000);
+        b.dev.rx_waiting_at_tx.clear();
+        let burst = 300;
+        for i in 0..burst {
+            let mut data = segment(40000, TcpControl::None, 1001 + 100 * i, Some(s_isn + 1));
+            data.payload = &DATA;
+            b.dev.rx.push_back(frame_from(PEER_IP, &data));
+        }
+        let out = b.poll();
+        // The ACKs of the first batch left while the rest of the burst waited, after at
+        // most one batch was read; the last ACK covers everything.
+        let first = *b.dev.rx_waiting_at_tx.first().expect("an ACK");
+        assert!(
+            first >= burst as usize - super::super::INGRESS_BATCH,
+            "{:?}",
+            b.dev.rx_waiting_at_tx
+        );
+        assert!(out.len() >= burst as usize / super::super::INGRESS_BATCH);
+        assert_eq!(
+            out.last().and_then(|t| t.ack_number).map(seq),
+            Some(1001 + 100 * burst)
+        );
     }
 }

@@ -214,6 +214,9 @@ struct RttEstimator {
     rto_count: u8,
     /// Lower bound of the computed RTO, in milliseconds (see `Socket::set_min_rto`).
     min_rto: u32,
+    /// tapir patch: with timestamps, the end of the flight whose first ACK gave the last
+    /// sample; the next sample comes from an ACK past it (one per RTT).
+    ts_flight_end: Option<TcpSeqNumber>,
 }
 
 impl Default for RttEstimator {
@@ -227,6 +230,7 @@ impl Default for RttEstimator {
             max_seq_sent: None,
             rto_count: 0,
             min_rto: RTTE_MIN_RTO,
+            ts_flight_end: None,
         }
     }
 }
@@ -311,6 +315,20 @@ impl RttEstimator {
             self.sample((timestamp - sent_timestamp).total_millis() as u32);
             self.timestamp = None;
         }
+    }
+
+    /// tapir patch: an RTT sample from the TSecr of an ACK that acknowledged `ack`, new
+    /// data (RFC 7323 §4.1). One per flight of data: the first ACK past the highest
+    /// sequence number sent when the previous sample was taken (RFC 7323 §4.2 and
+    /// Appendix G: RFC 6298's gains assume one sample per RTT). Timestamps say which
+    /// transmission an ACK answers, so retransmitted segments give samples too (no Karn).
+    fn on_ack_tsecr(&mut self, ack: TcpSeqNumber, rtt_ms: u32) {
+        if self.ts_flight_end.is_some_and(|end| ack <= end) {
+            return;
+        }
+        self.sample(rtt_ms);
+        self.timestamp = None;
+        self.ts_flight_end = Some(self.max_seq_sent.map_or(ack, |sent| sent.max(ack)));
     }
 
     fn on_rto(&mut self) {
@@ -576,7 +594,7 @@ pub enum CongestionControl {
 }
 
 /// tapir patch: what Linux's dynamic right-sizing measures on the receive side
-/// (`tcp_rcv_rtt_measure` and `tcp_rcv_space_adjust`), without timestamps.
+/// (`tcp_rcv_rtt_measure`, `tcp_rcv_rtt_measure_ts` and `tcp_rcv_space_adjust`).
 #[derive(Debug, Clone, Copy, Default)]
 struct RcvTune {
     /// The sequence number that ends the receive-RTT sample in progress, and its start.
@@ -589,6 +607,13 @@ struct RcvTune {
     space: usize,
     /// The receive buffer the measurements ask for (0: none yet).
     wanted: usize,
+    /// The TSecr of the last timestamp receive-RTT sample (one sample per echo).
+    last_tsecr: Option<u32>,
+    /// The largest segment received, at most the MSS: smaller ones give no timestamp
+    /// sample (Linux `icsk_ack.rcv_mss`).
+    rcv_mss: usize,
+    /// In-order data reached the right edge of our window since the last adjustment.
+    window_limited: bool,
 }
 
 /// A Transmission Control Protocol socket.
@@ -698,6 +723,10 @@ pub struct Socket<'a> {
     /// 0 if not seen or timestamp not enabled
     last_remote_tsval: u32,
 
+    /// tapir patch: when set, timestamps are on and our TSvals are the socket's clock in
+    /// milliseconds plus this offset (see `set_timestamp_clock`).
+    ts_clock: Option<u32>,
+
     #[cfg(feature = "async")]
     rx_waker: WakerRegistration,
     #[cfg(feature = "async")]
@@ -779,6 +808,7 @@ impl<'a> Socket<'a> {
             nagle: true,
             tsval_generator: None,
             last_remote_tsval: 0,
+            ts_clock: None,
             congestion_controller: congestion::AnyController::new(),
             window_capacity: 0,
             rcv_tune: RcvTune::default(),
@@ -800,7 +830,37 @@ impl<'a> Socket<'a> {
 
     /// Return whether TCP Timestamp is enabled.
     pub fn timestamp_enabled(&self) -> bool {
-        self.tsval_generator.is_some()
+        self.tsval_generator.is_some() || self.ts_clock.is_some()
+    }
+
+    /// tapir patch: enable TCP timestamps (RFC 7323) with TSvals taken from the socket's
+    /// own clock (the `Instant` it is polled with) in milliseconds, plus `offset` (a random
+    /// per-connection offset keeps the clock private, RFC 7323 §7.1); `None` turns this
+    /// off again (a generator set with `set_tsval_generator` is used then, if any).
+    ///
+    /// Because the socket knows when each TSval was sent, an ACK's TSecr gives an RTT
+    /// sample for the retransmission timeout (RFC 7323 §4), and a data segment's TSecr a
+    /// receive-RTT sample for `receive_rtt` (as Linux's `tcp_rcv_rtt_measure_ts`).
+    /// Like the generator, this is dropped when the peer's SYN does not carry timestamps.
+    pub fn set_timestamp_clock(&mut self, offset: Option<u32>) {
+        self.ts_clock = offset;
+    }
+
+    /// tapir patch: the TSval to send now, if timestamps are enabled.
+    fn tsval(&self, now: Instant) -> Option<u32> {
+        match self.ts_clock {
+            Some(offset) => Some((now.total_millis() as u32).wrapping_add(offset)),
+            None => self.tsval_generator.map(|generate| generate()),
+        }
+    }
+
+    /// tapir patch: milliseconds since we sent the TSval a peer echoes in `tsecr`, when
+    /// our TSvals come from the socket's clock. Like Linux, an echo of 0 (a peer that
+    /// echoes nothing) and echoes from the future give no sample.
+    fn tsecr_age(&self, now: Instant, tsecr: u32) -> Option<u32> {
+        let now_ts = (now.total_millis() as u32).wrapping_add(self.ts_clock?);
+        let age = now_ts.wrapping_sub(tsecr) as i32;
+        (tsecr != 0 && age >= 0).then_some(age as u32)
     }
 
     /// Set an algorithm for congestion control.
@@ -1214,11 +1274,14 @@ impl<'a> Socket<'a> {
                 self.tsval_generator = handshake.tsval_generator;
                 self.last_remote_tsval = tsval;
             }
-            None => self.tsval_generator = None,
+            None => {
+                self.tsval_generator = None;
+                self.ts_clock = None;
+            }
         }
         // A full segment's payload, as `send_mss` gives after a handshake (`mss` is already
         // at most what our MTU allows).
-        let options_len = if self.tsval_generator.is_some() {
+        let options_len = if self.timestamp_enabled() {
             12
         } else {
             0
@@ -1240,9 +1303,10 @@ impl<'a> Socket<'a> {
     /// Sequence numbers, timers and the window scale stay as they are; a larger receive
     /// window is announced with the next segment (at once when it doubled).
     ///
-    /// The new buffers must be empty and large enough for the queued bytes, and no
-    /// out-of-order data may be held (it lives past the queue in the old receive buffer);
-    /// otherwise both are handed back untouched. On success the old buffers are returned.
+    /// The new buffers must be empty and large enough for the queued bytes; while
+    /// out-of-order data is held (past the queue, at its offset), the receive buffer may
+    /// only grow, and that data moves with it. Otherwise both are handed back untouched.
+    /// On success the old buffers are returned.
     ///
     /// A smaller receive buffer shrinks the window the next segment advertises, which
     /// RFC 9293 (3.8.6.2.2) asks receivers not to do: do it only when the peer has nothing
@@ -1258,7 +1322,7 @@ impl<'a> Socket<'a> {
             || !tx_buffer.is_empty()
             || rx_buffer.capacity() < self.rx_buffer.len()
             || tx_buffer.capacity() < self.tx_buffer.len()
-            || !self.assembler.is_empty()
+            || (!self.assembler.is_empty() && rx_buffer.capacity() < self.rx_buffer.capacity())
         {
             return Err((rx_buffer, tx_buffer));
         }
@@ -1273,6 +1337,20 @@ impl<'a> Socket<'a> {
         }
         move_queue(&self.rx_buffer, &mut rx_buffer);
         move_queue(&self.tx_buffer, &mut tx_buffer);
+        // Out-of-order data sits past the queue, at its offset from RCV.NXT: copy it to the
+        // same offsets in the new buffer (at least as large, so it fits).
+        for (start, end) in self.assembler.iter_data() {
+            let mut offset = start;
+            while offset < end {
+                let chunk = self.rx_buffer.get_unallocated(offset, end - offset);
+                let copied = rx_buffer.write_unallocated(offset, chunk);
+                debug_assert_eq!(copied, chunk.len());
+                if copied == 0 {
+                    break;
+                }
+                offset += copied;
+            }
+        }
         if rx_buffer.capacity() < self.rx_buffer.capacity() {
             // Measure afresh for the small buffer, or it would be grown again at once.
             self.rcv_tune.space_mark = None;
@@ -1307,6 +1385,33 @@ impl<'a> Socket<'a> {
         (self.remote_seq_no + self.rx_buffer.len(), self.local_seq_no)
     }
 
+    /// tapir patch: a receive-RTT sample from the TSecr of an in-order data segment, as
+    /// Linux's `tcp_rcv_rtt_measure_ts`: the time since we sent the TSval the sender
+    /// echoes, once per distinct echo, from full-sized segments only (a small one may have
+    /// waited in the sender for the application). A smaller sample is taken at once;
+    /// a larger one moves the estimate by 1/8, and only when the application had read
+    /// everything (otherwise the sender may have waited for our window).
+    fn rcv_tune_on_tsecr(&mut self, now: Instant, tsecr: u32, len: usize, queue_was_empty: bool) {
+        let Some(age_ms) = self.tsecr_age(now, tsecr) else {
+            return;
+        };
+        let t = &mut self.rcv_tune;
+        t.rcv_mss = t.rcv_mss.max(len).min(self.remote_mss);
+        if t.last_tsecr == Some(tsecr) || len < t.rcv_mss {
+            return;
+        }
+        t.last_tsecr = Some(tsecr);
+        if age_ms == 0 {
+            return;
+        }
+        let sample = i64::from(age_ms) * 1000;
+        if t.rtt_us == 0 || sample < t.rtt_us {
+            t.rtt_us = sample;
+        } else if queue_was_empty {
+            t.rtt_us += (sample - t.rtt_us) / 8;
+        }
+    }
+
     /// tapir patch: updates the receive-side measurements when in-order data arrived.
     fn rcv_tune_on_data(&mut self, now: Instant) {
         let rcv_nxt = self.remote_seq_no + self.rx_buffer.len();
@@ -1320,7 +1425,15 @@ impl<'a> Socket<'a> {
         let initial_space = (self.rx_buffer.capacity() / 2).min(10 * self.remote_mss);
         let read = self.remote_seq_no;
         let mss = self.remote_mss;
+        // The right edge of the window last advertised: data reaching it means the sender
+        // was limited by our window, not by its own.
+        let edge = self
+            .remote_last_ack
+            .map(|ack| ack + ((self.remote_last_win as usize) << self.remote_win_shift));
         let t = &mut self.rcv_tune;
+        if edge.is_some_and(|edge| rcv_nxt + mss > edge) {
+            t.window_limited = true;
+        }
         // tcp_rcv_rtt_measure: data past rcv_nxt + window (as of this instant) can only
         // be sent once our next ACK arrived, so the sample is at least one RTT.
         match t.rtt_mark {
@@ -1345,13 +1458,16 @@ impl<'a> Socket<'a> {
             return;
         }
         let copied = read - seq;
-        if copied > t.space {
+        // A sender that filled our window may want more than it could send: a small
+        // buffer would otherwise never see `copied` grow past it.
+        if copied > t.space || (t.window_limited && copied > 0) {
             let mut wanted = 2 * copied + 16 * mss;
             // A sender growing its window (slow start): the next RTT brings more.
-            wanted += 2 * (wanted.saturating_mul(copied - t.space) / t.space);
+            wanted += 2 * (wanted.saturating_mul(copied.saturating_sub(t.space)) / t.space);
             t.wanted = t.wanted.max(wanted);
-            t.space = copied;
+            t.space = t.space.max(copied);
         }
+        t.window_limited = false;
         t.space_mark = Some((read, now));
     }
 
@@ -1817,7 +1933,7 @@ impl<'a> Socket<'a> {
     /// tapir patch: the payload of a full-sized segment we send (the smaller of the
     /// remote's MSS and our MTU's, less the timestamp option), for congestion control.
     fn send_mss(&self, cx: &Context, ip_repr: &IpRepr) -> usize {
-        let options_len = if self.tsval_generator.is_some() {
+        let options_len = if self.timestamp_enabled() {
             12
         } else {
             0
@@ -2132,11 +2248,17 @@ impl<'a> Socket<'a> {
         (ip_reply_repr, reply_repr)
     }
 
-    fn ack_reply(&mut self, ip_repr: &IpRepr, repr: &TcpRepr) -> (IpRepr, TcpRepr<'static>) {
+    fn ack_reply(
+        &mut self,
+        now: Instant,
+        ip_repr: &IpRepr,
+        repr: &TcpRepr,
+    ) -> (IpRepr, TcpRepr<'static>) {
         let (mut ip_reply_repr, mut reply_repr) = Self::reply(ip_repr, repr);
         reply_repr.timestamp = repr
             .timestamp
-            .and_then(|tcp_ts| tcp_ts.generate_reply(self.tsval_generator));
+            .zip(self.tsval(now))
+            .map(|(tcp_ts, tsval)| TcpTimestampRepr::new(tsval, tcp_ts.tsval));
 
         // From RFC 793:
         // [...] an empty acknowledgment segment containing the current send-sequence number
@@ -2183,7 +2305,7 @@ impl<'a> Socket<'a> {
         // Rate-limit to 1 per second max.
         self.challenge_ack_timer = cx.now() + Duration::from_secs(1);
 
-        Some(self.ack_reply(ip_repr, repr))
+        Some(self.ack_reply(cx.now(), ip_repr, repr))
     }
 
     pub(crate) fn accepts(&self, _cx: &mut Context, ip_repr: &IpRepr, repr: &TcpRepr) -> bool {
@@ -2486,7 +2608,7 @@ impl<'a> Socket<'a> {
                             TcpControl::None | TcpControl::Psh | TcpControl::Fin
                         )
                     {
-                        return Some(self.ack_reply(ip_repr, repr));
+                        return Some(self.ack_reply(cx.now(), ip_repr, repr));
                     }
 
                     return self.challenge_ack_reply(cx, ip_repr, repr);
@@ -2602,6 +2724,7 @@ impl<'a> Socket<'a> {
                 // Remote doesn't support timestamping, don't do it.
                 if repr.timestamp.is_none() {
                     self.tsval_generator = None;
+                    self.ts_clock = None;
                 }
                 let mss = self.send_mss(cx, ip_repr);
                 self.congestion_controller.inner_mut().set_mss(mss);
@@ -2650,6 +2773,7 @@ impl<'a> Socket<'a> {
                 // Remote doesn't support timestamping, don't do it.
                 if repr.timestamp.is_none() {
                     self.tsval_generator = None;
+                    self.ts_clock = None;
                 }
                 let mss = self.send_mss(cx, ip_repr);
                 self.congestion_controller.inner_mut().set_mss(mss);
@@ -2819,8 +2943,16 @@ impl<'a> Socket<'a> {
                     }
                     self.local_rx_last_ack = Some(ack_number);
 
-                    // Notify of fresh ACK
-                    self.rtte.on_ack(now, ack_number);
+                    // Notify of fresh ACK. tapir patch: with timestamps from our clock,
+                    // the TSecr of an ACK of new data is the RTT sample (RFC 7323 §4);
+                    // otherwise the timed segment is (Karn's rule).
+                    match repr.timestamp.and_then(|ts| self.tsecr_age(now, ts.tsecr)) {
+                        Some(rtt) if ack_number > self.local_seq_no => {
+                            self.rtte.on_ack_tsecr(ack_number, rtt)
+                        }
+                        Some(_) => {}
+                        None => self.rtte.on_ack(now, ack_number),
+                    }
                     if self.recovery.is_none() {
                         let pipe = self.scoreboard.pipe();
                         self.congestion_controller
@@ -2879,8 +3011,15 @@ impl<'a> Socket<'a> {
             }
         }
 
-        // update last remote tsval
-        if let Some(timestamp) = repr.timestamp {
+        // update last remote tsval. tapir patch: only from a segment at or before the last
+        // ACK we sent (RFC 7323 §4.3 (2): TS.Recent), so a delayed ACK echoes the earliest
+        // segment it acknowledges and the ACK of an out-of-order segment the one before the
+        // hole: the peer's RTT samples then include the delays, as they must.
+        if let Some(timestamp) = repr.timestamp
+            && self
+                .remote_last_ack
+                .is_none_or(|last_ack| repr.seq_number <= last_ack)
+        {
             self.last_remote_tsval = timestamp.tsval;
         }
 
@@ -2921,7 +3060,7 @@ impl<'a> Socket<'a> {
             return if repr.payload.is_empty() {
                 self.challenge_ack_reply(cx, ip_repr, repr)
             } else {
-                Some(self.ack_reply(ip_repr, repr))
+                Some(self.ack_reply(cx.now(), ip_repr, repr))
             };
         }
 
@@ -2933,6 +3072,7 @@ impl<'a> Socket<'a> {
         }
 
         let assembler_was_empty = self.assembler.is_empty();
+        let queue_was_empty = self.rx_buffer.is_empty();
 
         // Try adding payload octets to the assembler.
         let Ok(contig_len) = self
@@ -2968,6 +3108,9 @@ impl<'a> Socket<'a> {
             // There's new data in rx_buffer, notify waiting task if any.
             #[cfg(feature = "async")]
             self.rx_waker.wake();
+            if let Some(ts) = repr.timestamp {
+                self.rcv_tune_on_tsecr(cx.now(), ts.tsecr, payload_len, queue_was_empty);
+            }
             self.rcv_tune_on_data(cx.now());
         }
 
@@ -3012,7 +3155,7 @@ impl<'a> Socket<'a> {
             // This is fine because smoltcp assumes that it can always transmit zero or one
             // packets for every packet it receives.
             tcp_trace!("ACKing incoming segment");
-            Some(self.ack_reply(ip_repr, repr))
+            Some(self.ack_reply(cx.now(), ip_repr, repr))
         } else {
             None
         }
@@ -3045,7 +3188,7 @@ impl<'a> Socket<'a> {
         };
 
         // The effective max segment size, taking into account the options and the local and remote limits.
-        let options_len = if self.tsval_generator.is_some() {
+        let options_len = if self.timestamp_enabled() {
             12
         } else {
             0
@@ -3321,10 +3464,9 @@ impl<'a> Socket<'a> {
             max_seg_size: None,
             sack_permitted: false,
             sack_ranges: [None, None, None],
-            timestamp: TcpTimestampRepr::generate_reply_with_tsval(
-                self.tsval_generator,
-                self.last_remote_tsval,
-            ),
+            timestamp: self
+                .tsval(cx.now())
+                .map(|tsval| TcpTimestampRepr::new(tsval, self.last_remote_tsval)),
             payload: &[],
         };
 
@@ -3402,11 +3544,50 @@ impl<'a> Socket<'a> {
                 let local_mss = cx.ip_mtu() - ip_repr.header_len() - TCP_HEADER_LEN;
                 let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
 
+                // If the device supports its offload, segmentation that is needed to comply
+                // with the MSS will be handled by the device based on the metadata we provide.
+                #[cfg(not(feature = "segmentation-offload"))]
+                let device_limit = effective_mss;
+
+                #[cfg(feature = "segmentation-offload")]
+                let device_limit = {
+                    let segmentation_caps = cx.segmentation_caps();
+                    match ip_repr.version() {
+                        #[cfg(feature = "proto-ipv4")]
+                        crate::wire::IpVersion::Ipv4 => segmentation_caps.tcpv4,
+                        #[cfg(feature = "proto-ipv6")]
+                        crate::wire::IpVersion::Ipv6 => segmentation_caps.tcpv6,
+                    }
+                    .map(|buf_size| {
+                        let pre_ip_header_len = cx.max_transmission_unit() - cx.ip_mtu();
+                        buf_size.get()
+                            - pre_ip_header_len
+                            - ip_repr.header_len()
+                            - TCP_HEADER_LEN
+                            - options_len
+                    })
+                    .unwrap_or(effective_mss)
+                };
+
                 let offset = if let Some((start, len)) = self.next_retransmission(now) {
-                    // tapir patch: retransmit a segment of the scoreboard.
+                    // tapir patch: retransmit from the scoreboard. Contiguous lost segments go
+                    // together when the device segments (one super-segment, like Linux's
+                    // TSO retransmissions), within what the congestion window or PRR allow
+                    // in whole segments, and pacing; at least one segment, as before.
                     let offset = start - self.local_seq_no;
+                    let mss = effective_mss.max(1);
+                    let len = if device_limit > mss {
+                        let budget = (self.cwnd_remaining().min(self.pacing_limit(now)) / mss
+                            * mss)
+                            .max(mss);
+                        self.scoreboard
+                            .lost_run(start, device_limit.min(budget))
+                            .max(len.min(mss))
+                    } else {
+                        len.min(mss)
+                    };
                     repr.seq_number = start;
-                    repr.payload = self.tx_buffer.get_allocated(offset, len.min(effective_mss));
+                    repr.payload = self.tx_buffer.get_allocated(offset, len);
                     offset
                 } else {
                     // Right edge of window, ie the max sequence number we're allowed to send.
@@ -3434,35 +3615,7 @@ impl<'a> Socket<'a> {
                     // 1. remote window
                     // 2. congestion window
                     // 3. MSS the remote is willing to accept, probably determined by their MTU
-                    // 4. MSS we can send, determined by our MTU.
-                    //
-                    // If the device supports its offload, segmentation that is needed
-                    // to comply with the latter two will be handled by the device based on the
-                    // metadata we provide.
-
-                    #[cfg(not(feature = "segmentation-offload"))]
-                    let device_limit = effective_mss;
-
-                    #[cfg(feature = "segmentation-offload")]
-                    let device_limit = {
-                        let segmentation_caps = cx.segmentation_caps();
-                        match ip_repr.version() {
-                            #[cfg(feature = "proto-ipv4")]
-                            crate::wire::IpVersion::Ipv4 => segmentation_caps.tcpv4,
-                            #[cfg(feature = "proto-ipv6")]
-                            crate::wire::IpVersion::Ipv6 => segmentation_caps.tcpv6,
-                        }
-                        .map(|buf_size| {
-                            let pre_ip_header_len = cx.max_transmission_unit() - cx.ip_mtu();
-                            buf_size.get()
-                                - pre_ip_header_len
-                                - ip_repr.header_len()
-                                - TCP_HEADER_LEN
-                                - options_len
-                        })
-                        .unwrap_or(effective_mss)
-                    };
-
+                    // 4. MSS we can send, determined by our MTU (or the device's offload).
                     let size = if is_zero_window_probe {
                         // Zero-window probes are exempt from the congestion window: they
                         // are sent precisely when normal transmission is impossible, and
@@ -3479,17 +3632,16 @@ impl<'a> Socket<'a> {
 
                     let offset = self.flight_size();
                     repr.payload = self.tx_buffer.get_allocated(offset, size);
-
-                    #[cfg(feature = "segmentation-offload")]
-                    if repr.payload.len() > effective_mss {
-                        packet_meta.segmentation_offload_size =
-                            core::num::NonZeroU16::try_from(u16::try_from(effective_mss).unwrap())
-                                .unwrap()
-                                .into();
-                    }
-
                     offset
                 };
+
+                #[cfg(feature = "segmentation-offload")]
+                if repr.payload.len() > effective_mss {
+                    packet_meta.segmentation_offload_size =
+                        core::num::NonZeroU16::try_from(u16::try_from(effective_mss).unwrap())
+                            .unwrap()
+                            .into();
+                }
 
                 // If we've sent everything we had in the buffer, follow it with the PSH or FIN
                 // flags, depending on whether the transmit half of the connection is open.
@@ -7794,54 +7946,75 @@ mod test {
     }
 
     #[test]
-    fn test_replace_buffers_waits_for_out_of_order_data() {
-        // tapir patch: out-of-order data lives past the queue in the old receive buffer:
-        // buffers are replaced once the hole is filled.
+    fn test_replace_buffers_moves_out_of_order_data() {
+        // tapir patch: out-of-order data lives past the queue in the receive buffer: a
+        // larger buffer takes it along (at its offset), a smaller one is refused.
         let mut s = socket_established_with_buffer_sizes(64, 8);
         s.set_ack_delay(None);
+        // Two bytes in order, read: the ring's read position moves to 2, so the data
+        // below wraps around the old buffer's end.
         send!(
             s,
             TcpRepr {
-                seq_number: REMOTE_SEQ + 1 + 3,
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"xy"[..],
+                ..SEND_TEMPL
+            }
+        );
+        let mut got = [0; 16];
+        assert_eq!(s.recv_slice(&mut got), Ok(2));
+        recv!(
+            s,
+            Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 2),
+                window_len: 8,
+                ..RECV_TEMPL
+            })
+        );
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 2 + 3,
                 ack_number: Some(LOCAL_SEQ + 1),
                 payload: &b"defgh"[..],
                 ..SEND_TEMPL
             },
             Some(TcpRepr {
                 seq_number: LOCAL_SEQ + 1,
-                ack_number: Some(REMOTE_SEQ + 1),
+                ack_number: Some(REMOTE_SEQ + 1 + 2),
                 window_len: 8,
                 ..RECV_TEMPL
             })
         );
         assert!(
             s.replace_buffers(
-                SocketBuffer::new(vec![0; 32]),
+                SocketBuffer::new(vec![0; 7]),
                 SocketBuffer::new(vec![0; 64])
             )
             .is_err()
-        );
-        send!(
-            s,
-            TcpRepr {
-                seq_number: REMOTE_SEQ + 1,
-                ack_number: Some(LOCAL_SEQ + 1),
-                payload: &b"abc"[..],
-                ..SEND_TEMPL
-            },
-            Some(TcpRepr {
-                seq_number: LOCAL_SEQ + 1,
-                ack_number: Some(REMOTE_SEQ + 1 + 8),
-                window_len: 0,
-                ..RECV_TEMPL
-            })
         );
         s.replace_buffers(
             SocketBuffer::new(vec![0; 32]),
             SocketBuffer::new(vec![0; 64]),
         )
         .unwrap();
-        let mut got = [0; 16];
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 2,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abc"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 2 + 8),
+                window_len: 24,
+                ..RECV_TEMPL
+            })
+        );
         assert_eq!(s.recv_slice(&mut got), Ok(8));
         assert_eq!(&got[..8], b"abcdefgh");
     }
@@ -8091,6 +8264,40 @@ mod test {
         .unwrap();
         assert_eq!(s.receive_space_wanted(), 0);
         assert_eq!(s.receive_rtt(), Some(Duration::from_millis(10)));
+    }
+
+    #[test]
+    fn test_receive_space_grows_for_a_window_limited_sender() {
+        // tapir patch: a small buffer's window caps what a sender can deliver per RTT, so
+        // the bytes read per RTT never exceed the initial space; a sender that fills the
+        // window asks for more all the same. One that does not, does not.
+        let mut s = socket_established_with_buffer_sizes(64, 4000);
+        let mut seq = REMOTE_SEQ + 1;
+        let mut flight = |s: &mut TestSocket, time: i64, len: usize| {
+            let data = vec![7; len];
+            let segment = TcpRepr {
+                seq_number: seq,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &data,
+                ..SEND_TEMPL
+            };
+            assert_eq!(send(s, Instant::from_millis(time), &segment), None);
+            seq += len;
+            let mut buf = vec![0; len];
+            assert_eq!(s.recv_slice(&mut buf), Ok(len));
+            recv(s, Instant::from_millis(time), |_| {});
+        };
+        // Half windows: the receive RTT is measured (20 ms: a window past the edge takes
+        // two of these flights), nothing is wanted.
+        for round in 0..6 {
+            flight(&mut s, round * 10, 2000);
+        }
+        assert_eq!(s.receive_rtt(), Some(Duration::from_millis(20)));
+        assert_eq!(s.receive_space_wanted(), 0);
+        // Full windows.
+        flight(&mut s, 60, 4000);
+        flight(&mut s, 70, 4000);
+        assert_eq!(s.receive_space_wanted(), 2 * 4000 + 16 * DEFAULT_MSS);
     }
 
     #[test]
@@ -9271,6 +9478,9 @@ mod test {
             ..socket_listen()
         };
         s.tx_buffer = SocketBuffer::new(vec![0; 2 * MAX_SEGMENTABLE_SIZE]);
+        // tapir patch: the test expects super-segments no congestion window limits
+        // (with the cubic feature the default controller's initial window would).
+        s.set_congestion_control(CongestionControl::None);
 
         send!(
             s,
@@ -11587,6 +11797,179 @@ mod test {
     }
 
     #[test]
+    fn test_timestamp_clock_rtt_sample_from_retransmission() {
+        // tapir patch: TSvals come from the socket's clock, and the TSecr of an ACK of
+        // new data is an RTT sample (RFC 7323 §4), even for a retransmitted segment.
+        let mut s = socket_established();
+        s.set_min_rto(Duration::from_millis(200));
+        s.set_timestamp_clock(Some(1000));
+        assert!(s.timestamp_enabled());
+        s.send_slice(b"abc").unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"abc"[..],
+            timestamp: Some(TcpTimestampRepr::new(1000, 0)),
+            ..RECV_TEMPL
+        }));
+        send!(s, time 20, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 3),
+            timestamp: Some(TcpTimestampRepr::new(77, 1000)),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.rtte.srtt(), Some(20));
+        assert_eq!(s.rtte.retransmission_timeout(), Duration::from_millis(200));
+
+        s.send_slice(b"def").unwrap();
+        recv!(s, time 100, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"def"[..],
+            timestamp: Some(TcpTimestampRepr::new(1100, 77)),
+            ..RECV_TEMPL
+        }));
+        // Lost, retransmitted at the RTO with a fresh TSval; the RTO backs off.
+        recv!(s, time 300, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &b"def"[..],
+            timestamp: Some(TcpTimestampRepr::new(1300, 77)),
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.rtte.retransmission_timeout(), Duration::from_millis(400));
+        // The ACK echoes the retransmission's TSval: a 40 ms sample, and the backed-off
+        // RTO is recomputed (Karn's rule would have kept 400 ms).
+        send!(s, time 340, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 6),
+            timestamp: Some(TcpTimestampRepr::new(78, 1300)),
+            ..SEND_TEMPL
+        });
+        assert_eq!(s.rtte.srtt(), Some(23));
+        assert_eq!(s.rtte.retransmission_timeout(), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn test_timestamp_clock_rto_converges_one_sample_per_flight() {
+        // tapir patch: a steady 50 ms path; the RTO converges to SRTT + margin. Within a
+        // flight only the first ACK gives a sample (RFC 7323 Appendix G): a delayed ACK of
+        // the same flight echoing an old TSval does not count.
+        let mut s = socket_established_with_buffer_sizes(4096, 64);
+        s.set_min_rto(Duration::from_millis(1));
+        s.set_timestamp_clock(Some(0));
+        s.set_nagle_enabled(false);
+        let mut seq = LOCAL_SEQ + 1;
+        for round in 0..30i64 {
+            let t = 1 + round * 100;
+            s.send_slice(&[0; 20]).unwrap();
+            recv(&mut s, Instant::from_millis(t), |_| {});
+            s.send_slice(&[0; 20]).unwrap();
+            recv(&mut s, Instant::from_millis(t), |_| {});
+            let ack = |s: &mut TestSocket, at: i64, ack: TcpSeqNumber| {
+                let repr = TcpRepr {
+                    seq_number: REMOTE_SEQ + 1,
+                    ack_number: Some(ack),
+                    timestamp: Some(TcpTimestampRepr::new(1, t as u32)),
+                    ..SEND_TEMPL
+                };
+                assert_eq!(send(s, Instant::from_millis(at), &repr), None);
+            };
+            ack(&mut s, t + 50, seq + 20);
+            ack(&mut s, t + 90, seq + 40);
+            seq += 40;
+            assert_eq!(s.rtte.srtt(), Some(50), "round {round}");
+        }
+        // RTTVAR decays from 25 ms to 3 ms, where the estimator's rounding up stops it:
+        // RTO = 50 + 4 × 3.
+        assert_eq!(s.rtte.rttvar, 3);
+        assert_eq!(s.rtte.retransmission_timeout(), Duration::from_millis(62));
+    }
+
+    #[test]
+    fn test_timestamp_clock_gives_receive_rtt() {
+        // tapir patch: as Linux's tcp_rcv_rtt_measure_ts, a receiver learns the RTT from
+        // the TSecr of full-sized data segments: the time since it sent the echoed TSval.
+        let mut s = socket_established_with_buffer_sizes(64, 4096);
+        s.remote_mss = 100;
+        s.set_timestamp_clock(Some(7));
+        let mut seq = REMOTE_SEQ + 1;
+        let mut segment = |s: &mut TestSocket, time: i64, len: usize, tsecr: u32| {
+            let data = vec![1; len];
+            let repr = TcpRepr {
+                seq_number: seq,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &data,
+                timestamp: Some(TcpTimestampRepr::new(500, tsecr)),
+                ..SEND_TEMPL
+            };
+            assert_eq!(send(s, Instant::from_millis(time), &repr), None);
+            seq += len;
+            let mut buf = vec![0; len];
+            assert_eq!(s.recv_slice(&mut buf), Ok(len));
+            // Our ACK carries our clock, the TSval the sender echoes next.
+            recv(s, Instant::from_millis(time), |repr| {
+                assert_eq!(
+                    repr.unwrap().timestamp,
+                    Some(TcpTimestampRepr::new(time as u32 + 7, 500))
+                )
+            });
+        };
+        segment(&mut s, 0, 100, 0);
+        assert_eq!(s.receive_rtt(), None);
+        segment(&mut s, 30, 100, 7);
+        assert_eq!(s.receive_rtt(), Some(Duration::from_millis(30)));
+        // A larger sample moves the estimate by 1/8: 30 + (70 - 30) / 8.
+        segment(&mut s, 100, 100, 37);
+        assert_eq!(s.receive_rtt(), Some(Duration::from_millis(35)));
+        // The same echo again, and a small segment, give no sample.
+        segment(&mut s, 110, 100, 37);
+        segment(&mut s, 112, 10, 107);
+        assert_eq!(s.receive_rtt(), Some(Duration::from_millis(35)));
+        // A smaller sample is taken at once (our ACK at 100 ms carried 107).
+        segment(&mut s, 120, 100, 107);
+        assert_eq!(s.receive_rtt(), Some(Duration::from_millis(20)));
+    }
+
+    #[test]
+    fn test_ts_recent_only_from_segments_at_the_last_ack() {
+        // tapir patch: RFC 7323 §4.3: an out-of-order segment does not replace TS.Recent,
+        // so the ACK sent for the segment before the hole echoes that segment's TSval.
+        let mut s = socket_established_with_buffer_sizes(64, 4096);
+        s.set_tsval_generator(Some(|| 9));
+        send!(s, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload: &[1; 10],
+            timestamp: Some(TcpTimestampRepr::new(100, 0)),
+            ..SEND_TEMPL
+        });
+        recv!(s, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1 + 10),
+            window_len: 4086,
+            timestamp: Some(TcpTimestampRepr::new(9, 100)),
+            ..RECV_TEMPL
+        }));
+        // Past a hole: answered at once (echoing it, as smoltcp's immediate reply does).
+        send!(s, TcpRepr {
+            seq_number: REMOTE_SEQ + 1 + 20,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload: &[1; 10],
+            timestamp: Some(TcpTimestampRepr::new(200, 0)),
+            ..SEND_TEMPL
+        }, Some(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1 + 10),
+            window_len: 4086,
+            timestamp: Some(TcpTimestampRepr::new(9, 200)),
+            ..RECV_TEMPL
+        }));
+        // TS.Recent stays the in-order segment's.
+        assert_eq!(s.last_remote_tsval, 100);
+    }
+
+    #[test]
     fn test_tsval_disabled_in_remote_client() {
         let mut s = socket_listen();
         s.set_tsval_generator(Some(|| 1));
@@ -11964,6 +12347,100 @@ mod test {
         assert!(s.scoreboard.is_empty());
         // Repaired in 100 ms, five RTTs: no retransmission timeout (at least 1 s) fired.
         assert_eq!(s.rtte.rto_count, 0);
+    }
+
+    /// A SACK socket whose device segments (TSO): 10-byte segments, sent as super-segments.
+    #[cfg(feature = "segmentation-offload")]
+    fn socket_established_sack_tso() -> TestSocket {
+        let (interface, _, _) =
+            crate::tests::segmentation_offload::setup_segmenting(crate::phy::Medium::Ip);
+        TestSocket {
+            cx: interface.inner,
+            ..socket_established_sack()
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "segmentation-offload")]
+    fn test_tso_retransmits_contiguous_lost_segments_together() {
+        // tapir patch: with segmentation offload, contiguous lost segments are
+        // retransmitted as one super-segment, each as large as PRR allows (in whole
+        // segments), instead of one MSS each.
+        let mut s = socket_established_sack_tso();
+        let data = b"00000000001111111111222222222233333333334444444444555555555566666666667777777777";
+        s.send_slice(data).unwrap();
+        // One super-segment of 8 segments.
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[..],
+            ..RECV_TEMPL
+        }));
+        // The first four segments are lost: SACKs for the last four split the entry.
+        for end in [50, 60, 70, 80] {
+            ack_with_sack(&mut s, 20, 0, [sack_block(40, end), None, None]);
+        }
+        // PRR-SSRB: the last ACK delivered 10 bytes, plus one segment: 20 at a time.
+        assert_eq!(s.cwnd_remaining(), 20);
+        recv!(s, time 20, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[..20],
+            ..RECV_TEMPL
+        }));
+        recv!(s, time 20, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 20,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[20..40],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 20);
+        assert_eq!(s.scoreboard.lost_bytes(), 0);
+        ack_with_sack(&mut s, 40, 80, [None, None, None]);
+        assert!(s.scoreboard.is_empty());
+    }
+
+    #[test]
+    #[cfg(all(feature = "segmentation-offload", feature = "socket-tcp-reno"))]
+    fn test_tso_retransmission_limited_by_the_window_after_rto() {
+        // tapir patch: after a timeout the loss window is one segment, then slow start:
+        // one segment, then two together, then the rest.
+        let mut s = socket_established_sack_tso();
+        s.set_congestion_control(CongestionControl::Reno);
+        s.congestion_controller.inner_mut().set_mss(10);
+        let data = b"000000000011111111112222222222333333333344444444445555555555";
+        s.send_slice(data).unwrap();
+        recv!(s, time 0, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[..],
+            ..RECV_TEMPL
+        }));
+        let rto = s.rtte.retransmission_timeout().total_millis() as i64;
+        recv!(s, time rto, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[..10],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time rto);
+        ack_with_sack(&mut s, rto + 20, 10, [None, None, None]);
+        recv!(s, time rto + 20, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 10,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[10..30],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time rto + 20);
+        ack_with_sack(&mut s, rto + 40, 30, [None, None, None]);
+        recv!(s, time rto + 40, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 30,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[30..],
+            ..RECV_TEMPL
+        }));
+        ack_with_sack(&mut s, rto + 60, 60, [None, None, None]);
+        assert!(s.scoreboard.is_empty());
     }
 
     #[test]

@@ -156,34 +156,50 @@ impl Scoreboard {
     /// Records the retransmission of `len` bytes from `start`, the start of a recorded
     /// segment. A shorter retransmission splits the entry; the rest keeps its marks.
     pub(crate) fn on_retransmit(&mut self, start: TcpSeqNumber, len: usize, now: Instant) {
-        let i = self.segs.partition_point(|s| s.start < start);
-        let Some(seg) = self.segs.get(i).copied() else {
-            return;
-        };
-        if seg.start != start || len == 0 {
+        let mut i = self.segs.partition_point(|s| s.start < start);
+        if self.segs.get(i).is_none_or(|seg| seg.start != start) {
             return;
         }
-        if len < seg.len() {
-            let rest = Sent {
-                start: start + len,
-                ..seg
-            };
-            self.segs.insert(i + 1, rest);
-        }
-        let tx = self.rate.on_send(now, false);
-        let seg = &mut self.segs[i];
-        seg.end = seg.end.min(start + len);
-        seg.xmit = now;
-        seg.tx = tx;
-        seg.retransmitted = true;
-        if seg.lost {
-            seg.lost = false;
-            self.lost_bytes -= seg.len();
-            // Lost segments are retransmitted lowest first: none is left below this one.
-            if self.lost_hint <= start {
-                self.lost_hint = seg.end;
+        // A retransmission may span several entries (a super-segment, see `lost_run`).
+        let end = start + len;
+        while let Some(seg) = self.segs.get(i).copied() {
+            if seg.start >= end {
+                break;
             }
+            if end < seg.end {
+                let rest = Sent { start: end, ..seg };
+                self.segs.insert(i + 1, rest);
+            }
+            let tx = self.rate.on_send(now, false);
+            let seg = &mut self.segs[i];
+            seg.end = seg.end.min(end);
+            seg.xmit = now;
+            seg.tx = tx;
+            seg.retransmitted = true;
+            if seg.lost {
+                seg.lost = false;
+                self.lost_bytes -= seg.len();
+                // Lost segments are retransmitted lowest first: none is left below this one.
+                if self.lost_hint <= seg.start {
+                    self.lost_hint = seg.end;
+                }
+            }
+            i += 1;
         }
+    }
+
+    /// The bytes from `start` (the start of a lost segment) that the lost segments after
+    /// it cover without a gap, at most `max`: what one super-segment can retransmit.
+    pub(crate) fn lost_run(&self, start: TcpSeqNumber, max: usize) -> usize {
+        let i = self.segs.partition_point(|s| s.start < start);
+        let mut end = start;
+        for seg in self.segs.range(i..) {
+            if seg.start != end || !seg.lost || end - start >= max {
+                break;
+            }
+            end = seg.end;
+        }
+        (end - start).min(max)
     }
 
     /// Processes a cumulative acknowledgment of everything below `una`. Returns the bytes
