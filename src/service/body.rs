@@ -327,7 +327,9 @@ where
                 Poll::Ready(None) => self.ended = true,
                 Poll::Ready(Some(Err(e))) => {
                     self.ended = true;
-                    return Poll::Ready(Some(Err(BodyError::Source(std::sync::Arc::from(e.into())))));
+                    return Poll::Ready(Some(Err(BodyError::Source(std::sync::Arc::from(
+                        e.into(),
+                    )))));
                 }
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(mut data) => self.pending = data.copy_to_bytes(data.remaining()),

@@ -1419,10 +1419,9 @@ impl<'a> Socket<'a> {
         // the buffer (the mark would lie megabytes ahead and no sample would end).
         let window = ((self.remote_last_win as usize) << self.remote_win_shift)
             .min(self.rx_buffer.capacity());
-        // tapir patch (BBR): half the buffer at most, so that a paced sender filling the
-        // whole window each round trip (the most it can send) counts as growth. With the
-        // whole buffer, only a burst that queued half of it unread grew a small buffer.
-        let initial_space = (self.rx_buffer.capacity() / 2).min(10 * self.remote_mss);
+        // A paced sender that fills the whole window each round trip (the most it can
+        // send) is caught by `window_limited` below.
+        let initial_space = self.rx_buffer.capacity().min(10 * self.remote_mss);
         let read = self.remote_seq_no;
         let mss = self.remote_mss;
         // The right edge of the window last advertised: data reaching it means the sender
@@ -3068,7 +3067,7 @@ impl<'a> Socket<'a> {
         if payload_len == 0 {
             // tapir patch: data that did not fit is answered with an ACK (the window and
             // what was received), so the peer learns that it has to send it again.
-            return storage_trimmed.then(|| self.ack_reply(ip_repr, repr));
+            return storage_trimmed.then(|| self.ack_reply(cx.now(), ip_repr, repr));
         }
 
         let assembler_was_empty = self.assembler.is_empty();
@@ -8235,12 +8234,9 @@ mod test {
         assert_eq!(s.receive_rtt(), None);
         flight(&mut s, 10, 1000);
         assert_eq!(s.receive_rtt(), Some(Duration::from_millis(10)));
-        // The whole 1000-byte window read in one RTT: the measurement starts from half
-        // the buffer (500), so a sender limited by the window (paced, it never queues
-        // half of it unread) still makes it grow: 2 × 1000 + 16 segments, plus twice
-        // that times the growth (500 / 500).
-        let first = 2 * 1000 + 16 * DEFAULT_MSS;
-        assert_eq!(s.receive_space_wanted(), first + 2 * first);
+        // 1000 bytes read in the RTT, no more than the initial space, but they filled the
+        // 1000-byte window: the sender may want more, 2 × 1000 + 16 segments.
+        assert_eq!(s.receive_space_wanted(), 2 * 1000 + 16 * DEFAULT_MSS);
         s.replace_buffers(
             SocketBuffer::new(vec![0; 4000]),
             SocketBuffer::new(vec![0; 64]),
@@ -8248,8 +8244,8 @@ mod test {
         .unwrap();
         recv(&mut s, Instant::from_millis(10), |_| {});
         flight(&mut s, 20, 4000);
-        // 1000 bytes read in the last RTT, no more than the first one: no growth.
-        assert_eq!(s.receive_space_wanted(), first + 2 * first);
+        // 1000 bytes read in the last RTT again: nothing more.
+        assert_eq!(s.receive_space_wanted(), 2 * 1000 + 16 * DEFAULT_MSS);
         flight(&mut s, 30, 4000);
         // 4000 read in one RTT after 1000: 2 × 4000 + 16 segments, plus twice that times
         // the growth (3000 / 1000).
