@@ -42,6 +42,7 @@ use crate::service::{Body, ResponseBody};
 use crate::stack::{Stack, StackError};
 use crate::transport::any::AnyStream;
 use crate::transport::certs::{self, Roots};
+use crate::transport::origin::Origin;
 use crate::transport::tcp::TcpStream;
 use crate::transport::tls::ClientTls;
 use crate::transport::{TlsFailure, Transport, TransportError};
@@ -186,17 +187,6 @@ pub struct Target {
     pub addr: IpAddress,
 }
 
-/// The port of an authority (`user@host:port`, `[v6]:port`) as written; `None` without
-/// one (or with an empty one, which means the default).
-fn port_text(authority: &str) -> Option<&str> {
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
-    let after_host = match host_port.strip_prefix('[') {
-        Some(v6) => v6.split_once(']').map_or("", |(_, rest)| rest),
-        None => host_port.find(':').map_or("", |i| &host_port[i..]),
-    };
-    after_host.strip_prefix(':').filter(|p| !p.is_empty())
-}
-
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let scheme = match self.scheme {
@@ -210,33 +200,16 @@ impl fmt::Display for Target {
 impl Target {
     /// The origin of an absolute URL, connecting to `addr`.
     pub fn from_uri(uri: &Uri, addr: IpAddress) -> Result<Target, ClientError> {
-        let bad = |reason: &str| ClientError::BadUrl {
+        let origin = Origin::from_uri(uri).map_err(|reason| ClientError::BadUrl {
             url: uri.to_string(),
-            reason: reason.to_string(),
+            reason,
+        })?;
+        let scheme = if origin.tls {
+            Scheme::Https
+        } else {
+            Scheme::Http
         };
-        let scheme = match uri.scheme_str() {
-            Some("http") => Scheme::Http,
-            Some("https") => Scheme::Https,
-            Some(other) => return Err(bad(&format!("unsupported scheme '{other}'"))),
-            None => return Err(bad("no scheme (http:// or https://)")),
-        };
-        let host = uri.host().ok_or_else(|| bad("no host"))?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        // `Uri` keeps a port it cannot read as u16 (`:99999`) and then reports none at all;
-        // read the text, so such a URL is an error rather than a request to port 80.
-        let port = match uri.authority().and_then(|a| port_text(a.as_str())) {
-            None => match scheme {
-                Scheme::Http => 80,
-                Scheme::Https => 443,
-            },
-            Some(text) => match text.parse::<u16>() {
-                Ok(port) if port > 0 => port,
-                _ => return Err(bad(&format!("port {text} is not 1 to 65535"))),
-            },
-        };
+        let (host, port) = (origin.host, origin.port);
         Ok(Target {
             scheme,
             host,

@@ -5,6 +5,7 @@
 pub mod any;
 pub mod certs;
 pub mod flow;
+pub mod origin;
 pub mod tcp;
 pub mod tls;
 

@@ -13,6 +13,7 @@ use smoltcp::wire::IpAddress;
 
 use super::table::{Connect, Host, Inbox, TlsConnect};
 use super::{Flow, FlowError};
+use crate::transport::origin::Origin;
 
 /// What [`Connector::call`](tower_service::Service::call) returns: the flow once open.
 pub type Connecting = Connect;
@@ -36,47 +37,19 @@ impl fmt::Debug for Connector {
     }
 }
 
-/// The port of an authority (`user@host:port`, `[v6]:port`) as written; `None` without
-/// one. (The same reading as the client's `Target::from_uri`.)
-fn port_text(authority: &str) -> Option<&str> {
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
-    let after_host = match host_port.strip_prefix('[') {
-        Some(v6) => v6.split_once(']').map_or("", |(_, rest)| rest),
-        None => host_port.find(':').map_or("", |i| &host_port[i..]),
-    };
-    after_host.strip_prefix(':').filter(|p| !p.is_empty())
-}
-
 /// Where a URI goes: host, port, and whether TLS is wanted.
 fn parse(uri: &Uri) -> Result<(Host, String, u16, bool), FlowError> {
-    let bad = |reason: &str| FlowError::BadUri {
+    let Origin {
+        tls,
+        host: name,
+        port,
+    } = Origin::from_uri(uri).map_err(|reason| FlowError::BadUri {
         uri: uri.to_string(),
-        reason: reason.to_string(),
-    };
-    let tls = match uri.scheme_str() {
-        Some("http") => false,
-        Some("https") => true,
-        Some(other) => return Err(bad(&format!("unsupported scheme '{other}'"))),
-        None => return Err(bad("no scheme (http:// or https://)")),
-    };
-    let text = uri.host().ok_or_else(|| bad("no host"))?;
-    let name = text
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
+        reason,
+    })?;
     let host = match name.parse::<std::net::IpAddr>() {
         Ok(ip) => Host::Addr(IpAddress::from(ip)),
         Err(_) => Host::Name(name.clone()),
-    };
-    // `Uri` keeps a port it cannot read as u16 (`:99999`) and then reports none at all:
-    // read the text, so such a URI is an error rather than a connect to port 80.
-    let port = match uri.authority().and_then(|a| port_text(a.as_str())) {
-        None if tls => 443,
-        None => 80,
-        Some(text) => match text.parse::<u16>() {
-            Ok(port) if port > 0 => port,
-            _ => return Err(bad(&format!("port {text} is not 1 to 65535"))),
-        },
     };
     Ok((host, name, port, tls))
 }
