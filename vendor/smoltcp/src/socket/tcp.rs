@@ -2468,6 +2468,8 @@ impl<'a> Socket<'a> {
         let segment_end = repr.seq_number + repr.payload.len();
         // tapir patch: an unacceptable segment whose ACK field is processed all the same.
         let mut zero_window_ack = false;
+        // tapir patch: the segment's end lies past the receive window, so its tail is cut.
+        let mut window_trimmed = false;
 
         let (payload, payload_offset) = match self.state {
             // In LISTEN and SYN-SENT states, we have not yet synchronized with the remote end.
@@ -2560,6 +2562,7 @@ impl<'a> Socket<'a> {
                     debug_assert!(overlap_start <= overlap_end);
 
                     self.local_rx_last_seq = Some(repr.seq_number);
+                    window_trimmed = overlap_end < segment_end;
 
                     (
                         &repr.payload[overlap_start - segment_start..overlap_end - segment_start],
@@ -2656,9 +2659,12 @@ impl<'a> Socket<'a> {
         if zero_window_ack {
             control = TcpControl::None;
         }
-        // tapir patch: a FIN after bytes that were not accepted is not in sequence.
-        if control == TcpControl::Fin && storage_trimmed {
-            net_debug!("ignoring FIN after data the receive buffer could not hold");
+        // tapir patch: a FIN after bytes that were not accepted is not in sequence: bytes
+        // the receive buffer could not hold, or bytes past the receive window (a peer may
+        // send past it, e.g. a retransmission sized for a window it saw earlier). Accepting
+        // the FIN there would close the stream with those bytes missing.
+        if control == TcpControl::Fin && (storage_trimmed || window_trimmed) {
+            net_debug!("ignoring FIN after data the receive window or buffer could not hold");
             control = TcpControl::None;
         }
 
@@ -8157,6 +8163,52 @@ mod test {
             })
         );
         assert_eq!(s.recv_queue(), 0);
+    }
+
+    #[test]
+    fn test_fin_past_receive_window_is_ignored() {
+        // tapir patch: a FIN segment whose data runs past the receive window is cut to the
+        // window; its FIN follows bytes that were not accepted, so it is not in sequence.
+        // It was accepted, and the stream ended with the cut bytes missing.
+        let mut s = socket_established_with_buffer_sizes(64, 64);
+        let payload = [b'x'; 66];
+        send!(
+            s,
+            TcpRepr {
+                control: TcpControl::Fin,
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &payload[..],
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.state, State::Established);
+        assert_eq!(s.recv_queue(), 64);
+        let mut got = [0; 64];
+        assert_eq!(s.recv_slice(&mut got), Ok(64));
+        // The ACK covers the 64 bytes taken, not the FIN.
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 64),
+                window_len: 64,
+                ..RECV_TEMPL
+            }]
+        );
+        // The rest and the FIN again: now in sequence.
+        send!(
+            s,
+            TcpRepr {
+                control: TcpControl::Fin,
+                seq_number: REMOTE_SEQ + 1 + 64,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &payload[64..],
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.state, State::CloseWait);
+        assert_eq!(s.recv_slice(&mut got), Ok(2));
     }
 
     #[test]
