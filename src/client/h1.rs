@@ -1,20 +1,21 @@
 //! An HTTP/1.1 client connection: the sans-IO engine ([`crate::http::h1::ClientConn`]) over
 //! a transport. One exchange at a time; the connection is kept for the next request to the
-//! same origin while the server allows it (keep-alive).
+//! same origin while the server allows it (keep-alive). The engine's timers run the
+//! connection's timeouts: the response-head timeout (the client's `request_timeout`) and
+//! the keep-alive idle timeout.
 
-use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
-
-use http::header::{HeaderValue, HOST};
+use http::header::{HeaderMap, HeaderValue, HOST};
 use http::{Response, Uri};
 use smoltcp::time::Instant;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use super::{ClientError, ExchangeRef, Mode, Target};
+use super::{ClientConfig, ClientError, ExchangeRef, Mode, Target};
 use crate::error::Chain;
 use crate::http::h1::{
-    ClientConfig as H1Config, ClientConn, ClientEvent, ExchangeId, ResponseFraming,
+    ClientConfig as H1Config, ClientConn, ClientEvent, ExchangeId, ProtocolError, ResponseFraming,
 };
+use crate::http::{engine_time, stack_time};
 use crate::service::body::{request_body, BodySender, BodyStream};
 use crate::service::tunnel::{Pump, PumpState, Tunnel, TUNNEL_BUFFER};
 use crate::service::{Body, ResponseBody};
@@ -28,8 +29,8 @@ struct Current {
     id: ExchangeId,
     upload: Option<Body>,
     body: Option<BodySender>,
-    answered: bool,
-    started: Instant,
+    /// Trailer fields of the response, given to the body at its end.
+    trailers: Option<HeaderMap>,
 }
 
 /// One HTTP/1.1 connection to an origin.
@@ -38,7 +39,8 @@ pub(crate) struct H1Client<T: Transport> {
     engine: ClientConn,
     current: Option<Current>,
     authority: HeaderValue,
-    idle_since: Option<Instant>,
+    /// The client's request timeout (the engine's response-head timeout), for its error.
+    request_timeout: Option<std::time::Duration>,
     /// After a switching response: the connection's end of the caller's tunnel, until the
     /// pump takes over.
     switched: Option<Tunnel>,
@@ -47,15 +49,20 @@ pub(crate) struct H1Client<T: Transport> {
 }
 
 impl<T: Transport> H1Client<T> {
-    pub(crate) fn new(transport: T, target: &Target, now: Instant) -> Self {
+    pub(crate) fn new(transport: T, target: &Target, config: &ClientConfig, now: Instant) -> Self {
         let authority = HeaderValue::from_str(&target.authority())
             .unwrap_or_else(|_| HeaderValue::from_static("localhost"));
+        let engine = H1Config {
+            response_timeout: config.request_timeout,
+            idle_timeout: config.idle_timeout,
+            ..H1Config::default()
+        };
         H1Client {
             transport: Some(transport),
-            engine: ClientConn::new(Arc::new(H1Config::default())),
+            engine: ClientConn::new(Arc::new(engine), engine_time(now)),
             current: None,
             authority,
-            idle_since: Some(now),
+            request_timeout: config.request_timeout,
             switched: None,
             pump: None,
         }
@@ -82,47 +89,29 @@ impl<T: Transport> H1Client<T> {
                 parts.uri = uri;
             }
         }
-        match self.engine.send_request(parts, body.len()) {
+        match self
+            .engine
+            .send_request(parts, body.len(), engine_time(now))
+        {
             Ok(id) => {
-                self.idle_since = None;
                 self.current = Some(Current {
                     exchange,
                     id,
                     upload: Some(body),
                     body: None,
-                    answered: false,
-                    started: now,
+                    trailers: None,
                 })
             }
             Err(e) => exchange.borrow_mut().fail(ClientError::Http1Request(e)),
         }
     }
 
-    /// When the idle timer fires.
-    pub(crate) fn deadline(&self, idle: Duration) -> Option<Instant> {
+    /// When the engine's next timer (response head, idle) fires, or the tunnel's.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         match &self.pump {
             Some(pump) => pump.deadline(),
-            None => self.idle_since.map(|since| since + idle.into()),
+            None => self.engine.poll_timeout().map(stack_time),
         }
-    }
-
-    pub(crate) fn idle_expired(&self, now: Instant, idle: Duration) -> bool {
-        self.pump.is_none()
-            && self
-                .idle_since
-                .is_some_and(|since| now >= since + idle.into())
-    }
-
-    /// Fails the request if its response head did not come within `limit`.
-    pub(crate) fn expire(&mut self, stack: &mut Stack, now: Instant, limit: Duration) -> bool {
-        let late = self
-            .current
-            .as_ref()
-            .is_some_and(|c| !c.answered && now >= c.started + limit.into());
-        if late {
-            self.fail(stack, ClientError::Timeout(limit));
-        }
-        late
     }
 
     pub(crate) fn close(&mut self, stack: &mut Stack) {
@@ -164,6 +153,9 @@ impl<T: Transport> H1Client<T> {
         if let Some(pump) = self.pump.as_mut() {
             return Ok(pump.drive(stack, cx, now) == PumpState::Open);
         }
+        // Expired timers: a late response head fails the exchange (below, as an engine
+        // event); an idle connection closes.
+        self.engine.handle_timeout(engine_time(now));
         let mut progress = true;
         for _ in 0..TURNS {
             progress = false;
@@ -224,8 +216,9 @@ impl<T: Transport> H1Client<T> {
             } else {
                 let engine = &mut self.engine;
                 let mut taken = 0usize;
+                let t = engine_time(now);
                 let status = transport.read_with(stack, &mut |data| {
-                    let n = engine.handle_input(data);
+                    let n = engine.handle_input(data, t);
                     taken += n;
                     n
                 });
@@ -239,7 +232,16 @@ impl<T: Transport> H1Client<T> {
                     Err(e) => return self.lost(stack, e),
                 }
             }
-            progress |= self.events(now)?;
+            match self.events() {
+                Ok(any) => progress |= any,
+                Err(error) => {
+                    // The engine failed (a broken or late response): reset the connection.
+                    if let Some(t) = self.transport.take() {
+                        t.abort(stack);
+                    }
+                    return Err(error);
+                }
+            }
             if self.engine.is_upgraded() && self.engine.pending_output().is_empty() {
                 if let (Some(end), Some(transport)) = (self.switched.take(), self.transport.take())
                 {
@@ -295,7 +297,7 @@ impl<T: Transport> H1Client<T> {
         }
     }
 
-    fn events(&mut self, now: Instant) -> Result<bool, ClientError> {
+    fn events(&mut self) -> Result<bool, ClientError> {
         let mut any = false;
         while let Some(event) = self.engine.poll_event() {
             any = true;
@@ -315,7 +317,6 @@ impl<T: Transport> H1Client<T> {
                     // 101, or 2xx to CONNECT: the caller gets the stream as a tunnel.
                     let (user, end) = Tunnel::pair(TUNNEL_BUFFER);
                     let (parts, ()) = head.into_parts();
-                    current.answered = true;
                     let mut ex = current.exchange.borrow_mut();
                     ex.tunnel = Some(user);
                     ex.respond(Ok(Response::from_parts(parts, ResponseBody::empty())));
@@ -330,7 +331,6 @@ impl<T: Transport> H1Client<T> {
                     };
                     let (sender, stream) = request_body(declared);
                     let (parts, ()) = head.into_parts();
-                    current.answered = true;
                     current
                         .exchange
                         .borrow_mut()
@@ -342,17 +342,23 @@ impl<T: Transport> H1Client<T> {
                         body.push(data);
                     }
                 }
+                ClientEvent::Trailers { trailers, .. } => current.trailers = Some(trailers),
                 ClientEvent::BodyEnd { .. } => {
                     if let Some(body) = &current.body {
-                        body.finish();
+                        match current.trailers.take() {
+                            Some(trailers) => body.finish_with_trailers(trailers),
+                            None => body.finish(),
+                        }
                     }
                     // The exchange is over (a server may answer before the upload ends;
                     // the engine then does not reuse the connection).
                     self.current = None;
-                    self.idle_since = Some(now);
                 }
                 ClientEvent::Failed { error, .. } => {
-                    let error = ClientError::Http1(error);
+                    let error = match (error, self.request_timeout) {
+                        (ProtocolError::HeadTimeout, Some(limit)) => ClientError::Timeout(limit),
+                        (error, _) => ClientError::Http1(error),
+                    };
                     if let Some(c) = self.current.take() {
                         if let Some(body) = &c.body {
                             body.fail(crate::service::BodyError::Incomplete(

@@ -760,7 +760,13 @@ impl Client {
                                 }
                             }
                             Scheme::Http if mode != Mode::Http => {
-                                conn.engine = dedicated_engine(AnyStream::from(s), conn, mode, now);
+                                conn.engine = dedicated_engine(
+                                    AnyStream::from(s),
+                                    conn,
+                                    &self.config,
+                                    mode,
+                                    now,
+                                );
                             }
                             Scheme::Http => match self.config.version {
                                 Version::Http2 => {
@@ -773,6 +779,7 @@ impl Client {
                                     conn.engine = Engine::H1(Box::new(H1Client::new(
                                         AnyStream::from(s),
                                         &conn.target,
+                                        &self.config,
                                         now,
                                     )))
                                 }
@@ -796,7 +803,13 @@ impl Client {
                     if let Some(t) = tls.take() {
                         let h2 = t.alpn_protocol() == Some(b"h2");
                         if mode != Mode::Http {
-                            conn.engine = dedicated_engine(AnyStream::from(*t), conn, mode, now);
+                            conn.engine = dedicated_engine(
+                                AnyStream::from(*t),
+                                conn,
+                                &self.config,
+                                mode,
+                                now,
+                            );
                         } else if h2 {
                             conn.engine = Engine::H2(Box::new(H2Client::new(
                                 AnyStream::from(*t),
@@ -809,6 +822,7 @@ impl Client {
                             conn.engine = Engine::H1(Box::new(H1Client::new(
                                 AnyStream::from(*t),
                                 &conn.target,
+                                &self.config,
                                 now,
                             )));
                         }
@@ -911,7 +925,7 @@ impl Client {
         if let Engine::H1(h1) = &mut conn.engine {
             // A dedicated connection whose exchange ended without a switch is done.
             let spent = conn.dedicated.is_some() && h1.is_idle();
-            if spent || h1.idle_expired(now, self.config.idle_timeout) {
+            if spent {
                 h1.close(stack);
                 self.conns.remove(key);
                 return true;
@@ -939,7 +953,7 @@ impl Client {
                 }
             }
             if !closed {
-                if let Some(at) = h1.deadline(self.config.idle_timeout) {
+                if let Some(at) = h1.deadline() {
                     conn.timer = Some(at);
                     self.timers.insert((at, key));
                 }
@@ -957,7 +971,13 @@ impl Client {
 
 /// The engine of a connection opened for one exchange: a tunnel at once ([`Mode::Raw`]) or
 /// HTTP/1.1 with the exchange's request sent first ([`Mode::Upgrade`]).
-fn dedicated_engine(stream: AnyStream, conn: &mut Conn, mode: Mode, now: Instant) -> Engine {
+fn dedicated_engine(
+    stream: AnyStream,
+    conn: &mut Conn,
+    config: &ClientConfig,
+    mode: Mode,
+    now: Instant,
+) -> Engine {
     match mode {
         Mode::Raw => {
             let (user, end) = Tunnel::pair(TUNNEL_BUFFER);
@@ -975,7 +995,7 @@ fn dedicated_engine(stream: AnyStream, conn: &mut Conn, mode: Mode, now: Instant
             )))
         }
         Mode::Upgrade | Mode::Http => {
-            let mut h1 = H1Client::new(stream, &conn.target, now);
+            let mut h1 = H1Client::new(stream, &conn.target, config, now);
             if let Some(ex) = conn.dedicated.clone() {
                 h1.assign(ex, now);
             }
@@ -1006,7 +1026,6 @@ impl Application for Client {
             for (_, conn) in self.conns.iter_mut() {
                 match &mut conn.engine {
                     Engine::H2(h2) => progress |= h2.expire(now, limit),
-                    Engine::H1(h1) => progress |= h1.expire(stack, now, limit),
                     _ => {}
                 }
             }

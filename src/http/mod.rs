@@ -1,7 +1,7 @@
 //! HTTP protocol engines, sans-IO: bytes and time in, events and bytes out.
 //!
-//! - [`h1`]: the HTTP/1.1 server connection (httparse for heads, our own strict chunked
-//!   codec).
+//! - [`h1`]: the HTTP/1.1 connection core and its two roles, server and client (httparse
+//!   for heads, our own strict chunked codec).
 //! - [`h2io`]: the byte pipe that lets the `h2` crate run on our transports without a
 //!   tokio runtime.
 
@@ -20,3 +20,14 @@ pub const CONNECTION_HEADERS: [&str; 5] = [
     "transfer-encoding",
     "upgrade",
 ];
+
+/// Time on the engines' scale (a `Duration` since the stack clock's zero; they only compare
+/// instants).
+pub(crate) fn engine_time(now: smoltcp::time::Instant) -> core::time::Duration {
+    core::time::Duration::from_micros(u64::try_from(now.total_micros()).unwrap_or(0))
+}
+
+/// Back from the engines' scale to the stack clock.
+pub(crate) fn stack_time(t: core::time::Duration) -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_micros(i64::try_from(t.as_micros()).unwrap_or(i64::MAX))
+}

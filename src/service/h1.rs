@@ -5,7 +5,6 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
@@ -56,15 +55,7 @@ pub(crate) enum Drive {
     Closed,
 }
 
-/// Time on the engine's scale (it only compares instants).
-pub(crate) fn engine_time(now: Instant) -> Duration {
-    Duration::from_micros(u64::try_from(now.total_micros()).unwrap_or(0))
-}
-
-/// Back from the engine's scale.
-pub(crate) fn stack_time(t: Duration) -> Instant {
-    Instant::from_micros(i64::try_from(t.as_micros()).unwrap_or(i64::MAX))
-}
+pub(crate) use crate::http::{engine_time, stack_time};
 
 /// An HTTP/1.1 connection between two requests, put aside by [`H1Conn::park`]: the
 /// transport and what [`Parked::resume`] needs to make the connection again when the next
@@ -571,7 +562,11 @@ impl<T: Transport> H1Conn<T> {
                         }
                         Poll::Ready(None) => {
                             any = true;
-                            if self.engine.finish_response(task.id).is_err() {
+                            let trailers = body.take_trailers();
+                            let finished = self
+                                .engine
+                                .finish_response_with_trailers(task.id, trailers.as_ref());
+                            if finished.is_err() {
                                 self.engine.abort(task.id);
                             }
                             task.stage = Stage::Done;

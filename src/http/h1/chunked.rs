@@ -11,8 +11,9 @@
 //! * every line ends with CRLF; a bare LF (or a CR not followed by LF) is an
 //!   error;
 //! * chunk data is followed by exactly CRLF;
-//! * trailer fields must be well-formed `name: value` lines; they are
-//!   validated and discarded, bounded in total size.
+//! * trailer fields must be well-formed `name: value` lines, bounded in total size;
+//!   they are validated and discarded, or kept for the reader
+//!   ([`ChunkedDecoder::keep_trailers`], [`ChunkedDecoder::take_trailers`]).
 
 use bytes::BytesMut;
 
@@ -140,6 +141,8 @@ pub struct ChunkedDecoder {
     max_total: u64,
     trailer_len: usize,
     max_trailer: usize,
+    /// The trailer section's bytes, when kept.
+    trailer: Option<Vec<u8>>,
 }
 
 impl ChunkedDecoder {
@@ -155,7 +158,41 @@ impl ChunkedDecoder {
             max_total,
             trailer_len: 0,
             max_trailer,
+            trailer: None,
         }
+    }
+
+    /// Keeps the trailer section's fields for [`take_trailers`](Self::take_trailers)
+    /// instead of discarding them.
+    pub fn keep_trailers(mut self) -> Self {
+        self.trailer = Some(Vec::new());
+        self
+    }
+
+    /// The trailer fields, once the body is complete and if kept (`None` when there were
+    /// none). Names are lowercased, values trimmed of surrounding whitespace.
+    pub fn take_trailers(&mut self) -> Option<http::HeaderMap> {
+        if self.state != State::Done {
+            return None;
+        }
+        let section = self.trailer.take().filter(|t| !t.is_empty())?;
+        let mut fields = http::HeaderMap::new();
+        for line in section.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let (name, rest) = line.split_at(colon);
+            let value = super::head::trim_ows(rest.get(1..).unwrap_or(&[]));
+            // The grammar was checked byte by byte; these conversions cannot fail for it.
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name),
+                http::HeaderValue::from_bytes(value),
+            ) {
+                fields.append(name, value);
+            }
+        }
+        Some(fields)
     }
 
     /// True once the last chunk and trailer section have been fully read.
@@ -224,10 +261,13 @@ impl ChunkedDecoder {
         Ok(())
     }
 
-    fn trailer_byte(&mut self) -> Result<(), ChunkedError> {
+    fn trailer_byte(&mut self, b: u8) -> Result<(), ChunkedError> {
         self.trailer_len += 1;
         if self.trailer_len > self.max_trailer {
             return Err(ChunkedError::TrailerTooLarge);
+        }
+        if let Some(kept) = self.trailer.as_mut() {
+            kept.push(b);
         }
         Ok(())
     }
@@ -320,14 +360,14 @@ impl ChunkedDecoder {
                 } else if b == b'\n' {
                     return Err(E::BareLf);
                 } else if is_tchar(b) {
-                    self.trailer_byte()?;
+                    self.trailer_byte(b)?;
                     self.state = State::TrailerName;
                 } else {
                     return Err(E::InvalidTrailer);
                 }
             }
             State::TrailerName => {
-                self.trailer_byte()?;
+                self.trailer_byte(b)?;
                 if b == b':' {
                     self.state = State::TrailerValue;
                 } else if b == b'\n' {
@@ -337,7 +377,7 @@ impl ChunkedDecoder {
                 }
             }
             State::TrailerValue => {
-                self.trailer_byte()?;
+                self.trailer_byte(b)?;
                 match b {
                     b'\r' => self.state = State::TrailerLf,
                     b'\n' => return Err(E::BareLf),
@@ -346,7 +386,7 @@ impl ChunkedDecoder {
                 }
             }
             State::TrailerLf => {
-                self.trailer_byte()?;
+                self.trailer_byte(b)?;
                 if b != b'\n' {
                     return Err(E::BareLf);
                 }

@@ -3,7 +3,16 @@
 //! [`ClientConn`] serializes requests into an output buffer
 //! ([`ClientConn::pending_output`]) and parses the responses fed to it
 //! ([`ClientConn::handle_input`]) into [`ClientEvent`]s. It never touches
-//! sockets, threads or clocks; timeouts are the caller's business.
+//! sockets, threads or clocks: time comes in as a [`Duration`] since an arbitrary,
+//! caller-chosen epoch, and [`ClientConn::poll_timeout`] / [`ClientConn::handle_timeout`]
+//! run its two timers, as the server engine's: the response-head timeout
+//! (`response_timeout`, from sending a request, or the end of the previous response, to
+//! the head of its response; expiry fails the connection with
+//! [`ProtocolError::HeadTimeout`]) and the idle timeout (`idle_timeout` with nothing
+//! outstanding; expiry closes the connection quietly).
+//!
+//! It is the client role on the connection core the server uses (`conn`): the same head
+//! reader, body decoder and encoder, output buffer and errors.
 //!
 //! Memory is bounded by [`ClientConfig`]: the incomplete response head
 //! (`max_head_size`), decoded-but-untaken body bytes (`max_body_buffer`) and,
@@ -36,8 +45,9 @@
 //!   HTTP exchange: `Response` (framing `None`) and `BodyEnd` are reported,
 //!   parsing stops and every byte after the head belongs to the caller (it is
 //!   not consumed; see [`ClientConn::is_upgraded`]). `Transfer-Encoding` with
-//!   `chunked` as the final coding is decoded (trailers are validated and
-//!   discarded); any other final coding, `Transfer-Encoding` in an HTTP/1.0
+//!   `chunked` as the final coding is decoded; its trailer fields are reported as
+//!   [`ClientEvent::Trailers`] before `BodyEnd` (the server sends them only to a request
+//!   with `TE: trailers`); any other final coding, `Transfer-Encoding` in an HTTP/1.0
 //!   response, or neither `Transfer-Encoding` nor `Content-Length` means the
 //!   body runs until EOF. `Transfer-Encoding` overrides `Content-Length`, but
 //!   the connection is then not reused. More than one `Content-Length`
@@ -65,13 +75,19 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, StatusCode, Version};
+use core::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap};
+use http::{Method, StatusCode};
 
 use super::body::BodyDecoder;
-use super::chunked::{self, ChunkedDecoder, ChunkedError};
+use super::chunked::ChunkedDecoder;
+use super::conn::{
+    earliest, BodyBuffer, BodyEncoder, HeadLimits, HeadReader, HeadStep, Misframed, Output, Timer,
+};
 use super::head;
+use super::{H1Error, ProtocolError, ResponseFraming};
 
 /// Sequential id of a request/response exchange on one connection (starting at 0).
 pub type ExchangeId = u64;
@@ -79,7 +95,7 @@ pub type ExchangeId = u64;
 /// At most this many events are queued before `handle_input` stops consuming.
 const MAX_QUEUED_EVENTS: usize = 16;
 
-/// Limits of an HTTP/1.1 client connection.
+/// Limits and timeouts of an HTTP/1.1 client connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
     /// Maximum size of one response head (status line + header fields); also
@@ -91,6 +107,11 @@ pub struct ClientConfig {
     pub max_body_buffer: usize,
     /// Maximum buffered request bytes (see [`ClientConn::send_capacity`]).
     pub max_output_buffer: usize,
+    /// Time allowed from sending a request (or the end of the response before it) to the
+    /// head of its response; `None`: no limit.
+    pub response_timeout: Option<Duration>,
+    /// Time a connection with nothing outstanding is kept open before it closes.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ClientConfig {
@@ -100,122 +121,10 @@ impl Default for ClientConfig {
             max_headers: 128,
             max_body_buffer: 64 * 1024,
             max_output_buffer: 64 * 1024,
+            response_timeout: Some(Duration::from_secs(60)),
+            idle_timeout: Duration::from_secs(60),
         }
     }
-}
-
-/// How a response body is framed on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResponseFraming {
-    /// No body: response to HEAD, 204, 304, or the end of HTTP after 101 /
-    /// a `2xx` to `CONNECT` (see [`ClientConn::is_upgraded`]).
-    None,
-    /// `Content-Length` framed body of exactly this many bytes (may be 0).
-    Length(u64),
-    /// `Transfer-Encoding: chunked` body.
-    Chunked,
-    /// The body runs until the server closes the connection.
-    CloseDelimited,
-}
-
-/// Why a connection failed (reported in [`ClientEvent::Failed`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum ClientError {
-    /// A line in the response head ended with a bare LF.
-    #[error("bare LF line terminator in response head")]
-    BareLf,
-    /// A field line started with whitespace (obsolete line folding).
-    #[error("obsolete line folding in response head")]
-    ObsFold,
-    /// The response head could not be parsed.
-    #[error("malformed response head: {0}")]
-    MalformedHead(&'static str),
-    /// The status line carried an HTTP version other than 1.0 / 1.1.
-    #[error("HTTP version not supported")]
-    UnsupportedVersion,
-    /// A header field name is invalid.
-    #[error("invalid header field name in response")]
-    InvalidHeaderName,
-    /// A header field value is invalid.
-    #[error("invalid header field value in response")]
-    InvalidHeaderValue,
-    /// The response head exceeded `max_head_size`.
-    #[error("response head too large")]
-    HeadTooLarge,
-    /// More than `max_headers` header fields.
-    #[error("too many header fields in response")]
-    TooManyHeaders,
-    /// More than one Content-Length (field or list element).
-    #[error("duplicate or conflicting Content-Length in response")]
-    DuplicateContentLength,
-    /// Content-Length is not a plain decimal number.
-    #[error("invalid Content-Length in response")]
-    InvalidContentLength,
-    /// Transfer-Encoding is empty or applies `chunked` more than once.
-    #[error("invalid Transfer-Encoding in response")]
-    InvalidTransferEncoding,
-    /// The chunked response body was malformed.
-    #[error("bad chunked response body: {0}")]
-    Chunked(ChunkedError),
-    /// Bytes arrived while no request was outstanding.
-    #[error("data received with no request outstanding")]
-    UnsolicitedData,
-    /// The server closed the connection (EOF, or `Connection: close` on an
-    /// earlier response) before starting the response to this request.
-    #[error("server closed the connection before responding")]
-    ClosedBeforeResponse,
-    /// EOF in the middle of a response head.
-    #[error("connection closed in the middle of a response head")]
-    EofInHead,
-    /// EOF in the middle of a `Content-Length` or chunked response body.
-    #[error("connection closed in the middle of a response body")]
-    EofInBody,
-}
-
-/// Errors returned to the application for invalid use of the request API.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum H1ClientError {
-    /// The connection failed, closed, was upgraded or will close after an
-    /// outstanding exchange; no more requests (or request bytes) can be sent.
-    #[error("connection is closed")]
-    Closed,
-    /// The body of an earlier request is not finished yet.
-    #[error("body of request {0} not finished")]
-    RequestInProgress(u64),
-    /// No request with this id was ever sent.
-    #[error("no request with id {0}")]
-    UnknownExchange(u64),
-    /// Body bytes offered for a request that is already complete.
-    #[error("request {0} is already complete")]
-    RequestFinished(u64),
-    /// The URI cannot be turned into a request-target (`CONNECT` needs an authority).
-    #[error("URI has no usable request target")]
-    InvalidTarget,
-    /// More body bytes than the declared Content-Length.
-    #[error("request body for exchange {id} exceeds declared length by {excess} bytes")]
-    BodyTooLong {
-        /// The exchange id.
-        id: u64,
-        /// How many bytes too many were offered.
-        excess: u64,
-    },
-    /// `finish_request` before all declared body bytes were sent; the
-    /// request stays open.
-    #[error("request body for exchange {id} is {missing} bytes short")]
-    BodyTooShort {
-        /// The exchange id.
-        id: u64,
-        /// How many bytes are missing.
-        missing: u64,
-    },
-    /// The output buffer cannot take this many bytes now (see `send_capacity`).
-    #[error("output buffer full: {requested} bytes offered, capacity {capacity}")]
-    OutputFull {
-        /// Bytes offered.
-        requested: usize,
-        /// Current capacity.
-        capacity: usize,
-    },
 }
 
 /// Something the application must react to.
@@ -249,18 +158,26 @@ pub enum ClientEvent {
         /// Body bytes.
         data: Bytes,
     },
+    /// The trailer fields of a chunked response (only when it had some), just before
+    /// its `BodyEnd`.
+    Trailers {
+        /// The exchange id.
+        id: ExchangeId,
+        /// The trailer fields.
+        trailers: HeaderMap,
+    },
     /// The response body is complete.
     BodyEnd {
         /// The exchange id.
         id: ExchangeId,
     },
-    /// The response was malformed or the server closed early; the connection
+    /// The response was malformed, late or the server closed early; the connection
     /// is unusable. No events follow.
     Failed {
         /// The exchange whose response was affected (`None` if none was outstanding).
         id: Option<ExchangeId>,
         /// What went wrong.
-        error: ClientError,
+        error: ProtocolError,
     },
 }
 
@@ -273,18 +190,11 @@ struct Awaiting {
     close: bool,
 }
 
-/// How the body of the request being sent is framed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SendFraming {
-    Length { remaining: u64 },
-    Chunked,
-}
-
 /// The request whose body is being sent.
 #[derive(Debug, Clone, Copy)]
 struct Sending {
     id: ExchangeId,
-    framing: SendFraming,
+    body: BodyEncoder,
 }
 
 /// How the response body is being decoded.
@@ -304,13 +214,6 @@ enum ReadState {
     Closed,
 }
 
-/// A response head that passed validation.
-struct ParsedResponse {
-    response: http::Response<()>,
-    framing: ResponseFraming,
-    keep_alive: bool,
-}
-
 /// One HTTP/1.1 client connection (sans-IO).
 ///
 /// Typical driving loop: `send_request` (+ `send_body` / `finish_request`
@@ -318,8 +221,9 @@ struct ParsedResponse {
 /// [`pending_output`](Self::pending_output) and report it with
 /// `consume_output`, offer received bytes with `handle_input` (keep the
 /// unconsumed rest and offer it again after draining `poll_event`), call
-/// `handle_eof` once all received bytes were offered and the peer closed, and
-/// close the socket once [`is_closed`](Self::is_closed) (after draining events).
+/// `handle_eof` once all received bytes were offered and the peer closed, arm a
+/// timer at `poll_timeout` and call `handle_timeout`, and close the socket once
+/// [`is_closed`](Self::is_closed) (after draining events).
 #[derive(Debug)]
 pub struct ClientConn {
     config: Arc<ClientConfig>,
@@ -330,19 +234,19 @@ pub struct ClientConn {
     /// No more requests: a request or response asked to close.
     closing: bool,
     read: ReadState,
-    head_buf: Vec<u8>,
-    scan_pos: usize,
+    head: HeadReader,
     events: VecDeque<ClientEvent>,
-    body_buffered: usize,
-    body_acc: BytesMut,
-    body_acc_id: ExchangeId,
-    output: Vec<u8>,
-    out_pos: usize,
+    body: BodyBuffer,
+    output: Output,
+    /// The response-head timer runs since then (a response is awaited, none being read).
+    head_wait_since: Option<Duration>,
+    /// The idle timer runs since then (nothing outstanding).
+    idle_since: Option<Duration>,
 }
 
 impl ClientConn {
-    /// Creates an idle connection.
-    pub fn new(config: Arc<ClientConfig>) -> Self {
+    /// Creates an idle connection; `now` starts its idle timer.
+    pub fn new(config: Arc<ClientConfig>, now: Duration) -> Self {
         Self {
             config,
             absolute_form: false,
@@ -351,14 +255,12 @@ impl ClientConn {
             sending: None,
             closing: false,
             read: ReadState::Head,
-            head_buf: Vec::new(),
-            scan_pos: 0,
+            head: HeadReader::default(),
             events: VecDeque::new(),
-            body_buffered: 0,
-            body_acc: BytesMut::new(),
-            body_acc_id: 0,
-            output: Vec::new(),
-            out_pos: 0,
+            body: BodyBuffer::default(),
+            output: Output::default(),
+            head_wait_since: None,
+            idle_since: Some(now),
         }
     }
 
@@ -369,7 +271,8 @@ impl ClientConn {
         self.absolute_form = on;
     }
 
-    /// Queues a request head and returns its exchange id.
+    /// Queues a request head at `now` (which starts its response-head timer if no other
+    /// response is awaited) and returns its exchange id.
     ///
     /// Writes the request line, `host` (from the URI authority unless given),
     /// the application's header fields (minus `Content-Length` /
@@ -381,18 +284,19 @@ impl ClientConn {
         &mut self,
         head: http::request::Parts,
         body_len: Option<u64>,
-    ) -> Result<ExchangeId, H1ClientError> {
+        now: Duration,
+    ) -> Result<ExchangeId, H1Error> {
         if !self.can_write() || self.closing {
-            return Err(H1ClientError::Closed);
+            return Err(H1Error::Closed);
         }
         if let Some(s) = self.sending {
-            return Err(H1ClientError::RequestInProgress(s.id));
+            return Err(H1Error::RequestInProgress(s.id));
         }
         let connect = head.method == Method::CONNECT;
         let target = request_target(&head.method, &head.uri, self.absolute_form)?;
         let close = head::has_close_token(&head.headers);
 
-        let out = &mut self.output;
+        let out = self.output.buf_mut();
         out.extend_from_slice(head.method.as_str().as_bytes());
         out.push(b' ');
         out.extend_from_slice(target.as_bytes());
@@ -407,7 +311,7 @@ impl ClientConn {
             }
             head::write_header(out, name.as_str().as_bytes(), value.as_bytes());
         }
-        let framing = match body_len {
+        let body = match body_len {
             Some(0) => {
                 if method_has_content(&head.method) {
                     head::write_header(out, b"content-length", b"0");
@@ -416,18 +320,21 @@ impl ClientConn {
             }
             Some(n) => {
                 head::write_header(out, b"content-length", n.to_string().as_bytes());
-                Some(SendFraming::Length { remaining: n })
+                Some(BodyEncoder::Length { remaining: n })
             }
             None => {
                 head::write_header(out, b"transfer-encoding", b"chunked");
-                Some(SendFraming::Chunked)
+                Some(BodyEncoder::Chunked { trailers: false })
             }
         };
         out.extend_from_slice(b"\r\n");
 
         let id = self.next_id;
         self.next_id += 1;
-        self.sending = framing.map(|framing| Sending { id, framing });
+        self.sending = body.map(|body| Sending { id, body });
+        if self.awaiting.is_empty() && matches!(self.read, ReadState::Head) {
+            self.head_wait_since = Some(now);
+        }
         self.awaiting.push_back(Awaiting {
             id,
             head_req: head.method == Method::HEAD,
@@ -437,6 +344,7 @@ impl ClientConn {
         if close {
             self.closing = true;
         }
+        self.update_idle(now);
         Ok(id)
     }
 
@@ -444,9 +352,9 @@ impl ClientConn {
     /// chunked). Fails beyond the declared length or beyond
     /// [`send_capacity`](Self::send_capacity). A `Content-Length` request is
     /// complete once all declared bytes were sent.
-    pub fn send_body(&mut self, id: ExchangeId, data: &[u8]) -> Result<(), H1ClientError> {
+    pub fn send_body(&mut self, id: ExchangeId, data: &[u8]) -> Result<(), H1Error> {
         if !self.can_write() {
-            return Err(H1ClientError::Closed);
+            return Err(H1Error::Closed);
         }
         let Some(mut s) = self.sending.filter(|s| s.id == id) else {
             return Err(self.not_sending(id));
@@ -456,53 +364,39 @@ impl ClientConn {
         }
         let capacity = self.send_capacity();
         if data.len() > capacity {
-            return Err(H1ClientError::OutputFull {
+            return Err(H1Error::OutputFull {
                 requested: data.len(),
                 capacity,
             });
         }
-        match s.framing {
-            SendFraming::Length { remaining } => {
-                let len = data.len() as u64;
-                if len > remaining {
-                    return Err(H1ClientError::BodyTooLong {
-                        id,
-                        excess: len - remaining,
-                    });
-                }
-                self.output.extend_from_slice(data);
-                s.framing = SendFraming::Length {
-                    remaining: remaining - len,
-                };
-                self.sending = (remaining > len).then_some(s);
-            }
-            SendFraming::Chunked => chunked::encode_chunk(&mut self.output, data),
+        if let Err(Misframed::TooLong(excess)) = s.body.encode(self.output.buf_mut(), data) {
+            return Err(H1Error::BodyTooLong { id, excess });
         }
+        let complete = s.body == BodyEncoder::Length { remaining: 0 };
+        self.sending = (!complete).then_some(s);
         Ok(())
     }
 
     /// Ends the body of request `id` (writes the last chunk if chunked).
     /// Finishing an already complete request does nothing. If fewer bytes
     /// than the declared `Content-Length` were sent, returns
-    /// [`H1ClientError::BodyTooShort`] and the request stays open.
-    pub fn finish_request(&mut self, id: ExchangeId) -> Result<(), H1ClientError> {
+    /// [`H1Error::BodyTooShort`] and the request stays open.
+    pub fn finish_request(&mut self, id: ExchangeId) -> Result<(), H1Error> {
         if !self.can_write() {
-            return Err(H1ClientError::Closed);
+            return Err(H1Error::Closed);
         }
         match self.sending {
-            Some(s) if s.id == id => match s.framing {
-                SendFraming::Chunked => {
-                    self.output.extend_from_slice(chunked::LAST_CHUNK);
+            Some(s) if s.id == id => match s.body.finish(self.output.buf_mut(), None) {
+                Err(Misframed::TooShort(missing)) | Err(Misframed::TooLong(missing)) => {
+                    Err(H1Error::BodyTooShort { id, missing })
+                }
+                Ok(()) => {
                     self.sending = None;
                     Ok(())
                 }
-                SendFraming::Length { remaining } => Err(H1ClientError::BodyTooShort {
-                    id,
-                    missing: remaining,
-                }),
             },
             _ if id < self.next_id => Ok(()),
-            _ => Err(H1ClientError::UnknownExchange(id)),
+            _ => Err(H1Error::UnknownRequest(id)),
         }
     }
 
@@ -521,27 +415,20 @@ impl ClientConn {
     /// Bytes ready for the wire (still returned after an upgrade: they
     /// precede the caller's own bytes).
     pub fn pending_output(&self) -> &[u8] {
-        self.output.get(self.out_pos..).unwrap_or(&[])
+        self.output.pending()
     }
 
     /// Reports that `n` bytes of [`pending_output`](Self::pending_output) were written.
     pub fn consume_output(&mut self, n: usize) {
-        self.out_pos = self.out_pos.saturating_add(n).min(self.output.len());
-        if self.out_pos == self.output.len() {
-            self.output.clear();
-            self.out_pos = 0;
-        } else if self.out_pos >= 4096 && self.out_pos * 2 >= self.output.len() {
-            self.output.drain(..self.out_pos);
-            self.out_pos = 0;
-        }
+        self.output.consume(n);
     }
 
-    /// Offers received bytes; returns how many were consumed. Fewer than
+    /// Offers bytes received at `now`; returns how many were consumed. Fewer than
     /// offered (even 0) under backpressure (full body buffer or event queue:
     /// drain [`poll_event`](Self::poll_event) and offer the rest again), and
     /// after an upgrade (the unconsumed bytes belong to the caller). After a
     /// failure or close, input is consumed and dropped.
-    pub fn handle_input(&mut self, data: &[u8]) -> usize {
+    pub fn handle_input(&mut self, data: &[u8], now: Duration) -> usize {
         let mut consumed = 0usize;
         loop {
             let rest = data.get(consumed..).unwrap_or(&[]);
@@ -557,13 +444,13 @@ impl ClientConn {
                         break;
                     }
                     if self.awaiting.is_empty() {
-                        self.fail(None, ClientError::UnsolicitedData);
+                        self.fail(None, ProtocolError::UnsolicitedData);
                         consumed = data.len();
                         break;
                     }
-                    self.read_head(rest)
+                    self.read_head(rest, now)
                 }
-                ReadState::Body { .. } => self.read_body(rest),
+                ReadState::Body { .. } => self.read_body(rest, now),
             };
             consumed += n;
             if n == 0 && matches!(self.read, ReadState::Head | ReadState::Body { .. }) {
@@ -571,7 +458,8 @@ impl ClientConn {
                 break;
             }
         }
-        self.flush_body_acc();
+        self.flush_body();
+        self.update_idle(now);
         consumed.min(data.len())
     }
 
@@ -584,10 +472,10 @@ impl ClientConn {
             ReadState::Head => {
                 let front = self.awaiting.front().map(|a| a.id);
                 match front {
-                    Some(id) if !self.head_buf.is_empty() => {
-                        self.fail(Some(id), ClientError::EofInHead);
+                    Some(id) if self.head.len() > 0 => {
+                        self.fail(Some(id), ProtocolError::EofInHead)
                     }
-                    Some(id) => self.fail(Some(id), ClientError::ClosedBeforeResponse),
+                    Some(id) => self.fail(Some(id), ProtocolError::ClosedBeforeResponse),
                     None => self.shut_down(),
                 }
             }
@@ -597,12 +485,35 @@ impl ClientConn {
                 ..
             } => {
                 let id = *id;
-                self.end_response(id, false);
+                self.end_response(id, false, None);
             }
             ReadState::Body { id, .. } => {
                 let id = *id;
-                self.fail(Some(id), ClientError::EofInBody);
+                self.fail(Some(id), ProtocolError::EofInBody);
             }
+        }
+    }
+
+    /// Absolute deadline of the next timer (response head or idle), if any.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        if !matches!(self.read, ReadState::Head | ReadState::Body { .. }) {
+            return None;
+        }
+        earliest([self.head_timer().deadline(), self.idle_timer().deadline()])
+    }
+
+    /// Fires expired timers: a late response head fails the connection
+    /// ([`ProtocolError::HeadTimeout`] for the awaited exchange); an expired idle timeout
+    /// closes it quietly.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        if !matches!(self.read, ReadState::Head | ReadState::Body { .. }) {
+            return;
+        }
+        if self.head_timer().expired(now) {
+            let front = self.awaiting.front().map(|a| a.id);
+            self.fail(front, ProtocolError::HeadTimeout);
+        } else if self.idle_timer().expired(now) {
+            self.shut_down();
         }
     }
 
@@ -611,7 +522,7 @@ impl ClientConn {
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         let ev = self.events.pop_front()?;
         if let ClientEvent::Body { data, .. } = &ev {
-            self.body_buffered = self.body_buffered.saturating_sub(data.len());
+            self.body.taken(data.len());
         }
         Some(ev)
     }
@@ -621,15 +532,15 @@ impl ClientConn {
     /// side asked to close.
     pub fn is_reusable(&self) -> bool {
         matches!(self.read, ReadState::Head)
-            && self.head_buf.is_empty()
+            && self.head.len() == 0
             && self.awaiting.is_empty()
             && self.sending.is_none()
             && !self.closing
     }
 
-    /// True once the connection is done (failed, EOF, or a closing response
-    /// ended): the caller should drain [`poll_event`](Self::poll_event) and
-    /// close the socket.
+    /// True once the connection is done (failed, EOF, idle timeout, or a closing response
+    /// ended): the caller should drain [`poll_event`](Self::poll_event) and close the
+    /// socket.
     pub fn is_closed(&self) -> bool {
         matches!(self.read, ReadState::Closed)
     }
@@ -648,56 +559,70 @@ impl ClientConn {
         matches!(self.read, ReadState::Head | ReadState::Body { .. })
     }
 
+    fn head_timer(&self) -> Timer {
+        let waiting = self
+            .head_wait_since
+            .filter(|_| matches!(self.read, ReadState::Head) && !self.awaiting.is_empty());
+        match self.config.response_timeout {
+            Some(limit) => Timer::new(waiting, limit),
+            None => Timer::new(None, Duration::ZERO),
+        }
+    }
+
+    fn idle_timer(&self) -> Timer {
+        Timer::new(self.idle_since, self.config.idle_timeout)
+    }
+
+    /// Starts the idle timer when nothing is outstanding, stops it otherwise.
+    fn update_idle(&mut self, now: Duration) {
+        let idle = matches!(self.read, ReadState::Head)
+            && self.awaiting.is_empty()
+            && self.sending.is_none()
+            && self.head.len() == 0;
+        if !idle {
+            self.idle_since = None;
+        } else if self.idle_since.is_none() {
+            self.idle_since = Some(now);
+        }
+    }
+
     /// The error for body/finish calls on an exchange that is not sending.
-    fn not_sending(&self, id: ExchangeId) -> H1ClientError {
+    fn not_sending(&self, id: ExchangeId) -> H1Error {
         if id < self.next_id {
-            H1ClientError::RequestFinished(id)
+            H1Error::Finished(id)
         } else {
-            H1ClientError::UnknownExchange(id)
+            H1Error::UnknownRequest(id)
         }
     }
 
     /// Reads (part of) a response head from `rest`; returns bytes consumed.
-    fn read_head(&mut self, rest: &[u8]) -> usize {
-        let room = self
-            .config
-            .max_head_size
-            .saturating_sub(self.head_buf.len());
-        let take = rest.len().min(room);
-        self.head_buf
-            .extend_from_slice(rest.get(..take).unwrap_or(&[]));
-        let front = self.awaiting.front().map(|a| a.id);
-        match scan_head(&self.head_buf, &mut self.scan_pos) {
-            Err(e) => {
+    fn read_head(&mut self, rest: &[u8], now: Duration) -> usize {
+        let limits = HeadLimits {
+            max_size: self.config.max_head_size,
+            max_uri_len: None,
+        };
+        let (n, step) = self.head.read(rest, limits, now);
+        match step {
+            HeadStep::Partial => {}
+            HeadStep::Complete => self.complete_head(now),
+            HeadStep::Failed(e) => {
+                let front = self.awaiting.front().map(|a| a.id);
                 self.fail(front, e);
-                take
-            }
-            Ok(Some(end)) => {
-                let excess = self.head_buf.len().saturating_sub(end);
-                self.head_buf.truncate(end);
-                self.complete_head();
-                take.saturating_sub(excess)
-            }
-            Ok(None) => {
-                if self.head_buf.len() >= self.config.max_head_size {
-                    self.fail(front, ClientError::HeadTooLarge);
-                }
-                take
             }
         }
+        n
     }
 
-    /// Parses the complete head in `head_buf` and emits events.
-    fn complete_head(&mut self) {
+    /// Parses the complete head and emits events.
+    fn complete_head(&mut self, now: Duration) {
         let Some(req) = self.awaiting.front().copied() else {
-            self.fail(None, ClientError::UnsolicitedData);
+            self.fail(None, ProtocolError::UnsolicitedData);
             return;
         };
-        let mut buf = std::mem::take(&mut self.head_buf);
-        let parsed = parse_response_head(&buf, &self.config, req.head_req, req.connect);
-        buf.clear();
-        self.head_buf = buf;
-        self.scan_pos = 0;
+        let max_headers = self.config.max_headers;
+        let parsed = self
+            .head
+            .take(|buf| head::parse_response_head(buf, max_headers, req.head_req, req.connect));
         let p = match parsed {
             Ok(p) => p,
             Err(e) => {
@@ -709,6 +634,7 @@ impl ClientConn {
         let status = p.response.status();
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
             self.events.push_back(ClientEvent::Interim { id, status });
+            self.head_wait_since = Some(now);
             return;
         }
         self.awaiting.pop_front();
@@ -736,13 +662,13 @@ impl ClientConn {
         });
         let decoder = match p.framing {
             ResponseFraming::None | ResponseFraming::Length(0) => {
-                self.end_response(id, keep_alive);
+                self.end_response(id, keep_alive, Some(now));
                 return;
             }
             ResponseFraming::Length(n) => BodyDecoder::Length(n),
-            ResponseFraming::Chunked => {
-                BodyDecoder::Chunked(ChunkedDecoder::new(u64::MAX, self.config.max_head_size))
-            }
+            ResponseFraming::Chunked => BodyDecoder::Chunked(
+                ChunkedDecoder::new(u64::MAX, self.config.max_head_size).keep_trailers(),
+            ),
             ResponseFraming::CloseDelimited => BodyDecoder::Close,
         };
         self.read = ReadState::Body {
@@ -753,11 +679,7 @@ impl ClientConn {
     }
 
     /// Decodes body bytes from `rest`; returns bytes consumed.
-    fn read_body(&mut self, rest: &[u8]) -> usize {
-        let room = self
-            .config
-            .max_body_buffer
-            .saturating_sub(self.body_buffered + self.body_acc.len());
+    fn read_body(&mut self, rest: &[u8], now: Duration) -> usize {
         let ReadState::Body {
             id,
             decoder,
@@ -767,46 +689,53 @@ impl ClientConn {
             return 0;
         };
         let (id, keep_alive) = (*id, *keep_alive);
-        if self.body_acc.is_empty() {
-            self.body_acc_id = id;
-        }
-        let (consumed, done) = match decoder.decode(rest, &mut self.body_acc, room) {
-            Ok(result) => result,
+        let (consumed, result, _) =
+            self.body
+                .decode(id, decoder, rest, self.config.max_body_buffer);
+        match result {
             Err(e) => {
-                self.fail(Some(id), ClientError::Chunked(e));
-                return 0;
+                self.fail(Some(id), ProtocolError::Chunked(e));
+                0
             }
-        };
-        if done {
-            self.end_response(id, keep_alive);
+            Ok(true) => {
+                if let ReadState::Body {
+                    decoder: BodyDecoder::Chunked(d),
+                    ..
+                } = &mut self.read
+                {
+                    if let Some(trailers) = d.take_trailers() {
+                        self.flush_body();
+                        self.events
+                            .push_back(ClientEvent::Trailers { id, trailers });
+                    }
+                }
+                self.end_response(id, keep_alive, Some(now));
+                consumed
+            }
+            Ok(false) => consumed,
         }
-        consumed
     }
 
-    /// Moves accumulated body bytes into a `Body` event.
-    fn flush_body_acc(&mut self) {
-        if self.body_acc.is_empty() {
-            return;
+    /// Moves decoded body bytes into a `Body` event.
+    fn flush_body(&mut self) {
+        if let Some((id, data)) = self.body.flush() {
+            self.events.push_back(ClientEvent::Body { id, data });
         }
-        let data = self.body_acc.split().freeze();
-        self.body_buffered += data.len();
-        self.events.push_back(ClientEvent::Body {
-            id: self.body_acc_id,
-            data,
-        });
     }
 
-    /// The response to `id` is complete.
-    fn end_response(&mut self, id: ExchangeId, keep_alive: bool) {
-        self.flush_body_acc();
+    /// The response to `id` is complete (at `now`, if known: the next awaited response's
+    /// head timer starts then).
+    fn end_response(&mut self, id: ExchangeId, keep_alive: bool, now: Option<Duration>) {
+        self.flush_body();
         self.events.push_back(ClientEvent::BodyEnd { id });
         if keep_alive {
             self.read = ReadState::Head;
+            self.head_wait_since = now;
         } else {
             if let Some(next) = self.awaiting.front() {
                 self.events.push_back(ClientEvent::Failed {
                     id: Some(next.id),
-                    error: ClientError::ClosedBeforeResponse,
+                    error: ProtocolError::ClosedBeforeResponse,
                 });
             }
             self.shut_down();
@@ -814,8 +743,8 @@ impl ClientConn {
     }
 
     /// Reports a failure and closes.
-    fn fail(&mut self, id: Option<ExchangeId>, error: ClientError) {
-        self.flush_body_acc();
+    fn fail(&mut self, id: Option<ExchangeId>, error: ProtocolError) {
+        self.flush_body();
         self.events.push_back(ClientEvent::Failed { id, error });
         self.shut_down();
     }
@@ -826,10 +755,10 @@ impl ClientConn {
         self.closing = true;
         self.awaiting.clear();
         self.sending = None;
-        self.head_buf = Vec::new();
-        self.scan_pos = 0;
-        self.output = Vec::new();
-        self.out_pos = 0;
+        self.head = HeadReader::default();
+        self.output.discard();
+        self.head_wait_since = None;
+        self.idle_since = None;
     }
 }
 
@@ -853,13 +782,9 @@ fn method_has_content(m: &Method) -> bool {
 }
 
 /// The request-target for `uri` (RFC 9112 §3.2).
-fn request_target(
-    method: &Method,
-    uri: &http::Uri,
-    absolute: bool,
-) -> Result<String, H1ClientError> {
+fn request_target(method: &Method, uri: &http::Uri, absolute: bool) -> Result<String, H1Error> {
     if *method == Method::CONNECT {
-        let a = uri.authority().ok_or(H1ClientError::InvalidTarget)?;
+        let a = uri.authority().ok_or(H1Error::InvalidTarget)?;
         return Ok(host_port(a).to_owned());
     }
     let path = match uri.path() {
@@ -880,179 +805,27 @@ fn request_target(
     Ok(target)
 }
 
-/// Scans `buf` from `*pos` for the end of a head (CRLFCRLF), rejecting bare
-/// LF. Returns the offset just past the head once found.
-fn scan_head(buf: &[u8], pos: &mut usize) -> Result<Option<usize>, ClientError> {
-    while let Some(&b) = buf.get(*pos) {
-        let i = *pos;
-        *pos += 1;
-        if b == b'\n' {
-            let prev = i.checked_sub(1).and_then(|p| buf.get(p)).copied();
-            if prev != Some(b'\r') {
-                return Err(ClientError::BareLf);
-            }
-            if i >= 3 && buf.get(i - 3..=i) == Some(b"\r\n\r\n".as_slice()) {
-                return Ok(Some(i + 1));
-            }
-        }
-    }
-    Ok(None)
-}
-
-/// Parses and validates a complete response head (`buf` ends with CRLFCRLF,
-/// bare LFs were already rejected) and determines its framing.
-fn parse_response_head(
-    buf: &[u8],
-    config: &ClientConfig,
-    head_req: bool,
-    connect: bool,
-) -> Result<ParsedResponse, ClientError> {
-    if buf
-        .windows(3)
-        .any(|w| matches!(w, [b'\r', b'\n', b' ' | b'\t']))
-    {
-        return Err(ClientError::ObsFold);
-    }
-    let mut headers = vec![httparse::EMPTY_HEADER; config.max_headers.max(1)];
-    let mut resp = httparse::Response::new(&mut headers);
-    match httparse::ParserConfig::default().parse_response(&mut resp, buf) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(ClientError::MalformedHead("incomplete")),
-        Err(httparse::Error::TooManyHeaders) => return Err(ClientError::TooManyHeaders),
-        Err(httparse::Error::Version) => {
-            let v = buf.get(..8).unwrap_or(&[]);
-            return Err(
-                if matches!(v, [b'H', b'T', b'T', b'P', b'/', a, b'.', b]
-                    if a.is_ascii_digit() && b.is_ascii_digit())
-                {
-                    ClientError::UnsupportedVersion
-                } else {
-                    ClientError::MalformedHead("invalid HTTP version")
-                },
-            );
-        }
-        Err(httparse::Error::HeaderName) => return Err(ClientError::InvalidHeaderName),
-        Err(httparse::Error::HeaderValue) => return Err(ClientError::InvalidHeaderValue),
-        Err(httparse::Error::Token) => return Err(ClientError::MalformedHead("invalid token")),
-        Err(httparse::Error::NewLine) => {
-            return Err(ClientError::MalformedHead("invalid line ending"));
-        }
-        Err(httparse::Error::Status) => {
-            return Err(ClientError::MalformedHead("invalid status line"));
-        }
-    }
-    let version = match resp.version {
-        Some(0) => Version::HTTP_10,
-        Some(1) => Version::HTTP_11,
-        _ => return Err(ClientError::UnsupportedVersion),
-    };
-    let status = resp
-        .code
-        .and_then(|c| StatusCode::from_u16(c).ok())
-        .ok_or(ClientError::MalformedHead("invalid status code"))?;
-
-    let mut map = HeaderMap::with_capacity(resp.headers.len());
-    for h in resp.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| ClientError::InvalidHeaderName)?;
-        let value = HeaderValue::from_bytes(head::trim_ows(h.value))
-            .map_err(|_| ClientError::InvalidHeaderValue)?;
-        map.append(name, value);
-    }
-
-    // Persistence (RFC 9112 §9.3).
-    let (mut close, mut ka) = (false, false);
-    for v in map.get_all(header::CONNECTION) {
-        for t in head::list_elements(v.as_bytes()) {
-            if t.eq_ignore_ascii_case(b"close") {
-                close = true;
-            } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                ka = true;
-            }
-        }
-    }
-    let mut keep_alive = !close && (version == Version::HTTP_11 || ka);
-
-    // Framing (RFC 9112 §6.3).
-    let no_body = head_req
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-        || (connect && status.is_success());
-    let framing = if no_body {
-        ResponseFraming::None
-    } else if map.contains_key(header::TRANSFER_ENCODING) {
-        // TE overrides CL, but such a message is suspicious: do not reuse.
-        if map.contains_key(header::CONTENT_LENGTH) {
-            keep_alive = false;
-        }
-        let (mut codings, mut chunked, mut last_chunked) = (0usize, 0usize, false);
-        for v in map.get_all(header::TRANSFER_ENCODING) {
-            for coding in head::list_elements(v.as_bytes()) {
-                codings += 1;
-                last_chunked = coding.eq_ignore_ascii_case(b"chunked");
-                if last_chunked {
-                    chunked += 1;
-                }
-            }
-        }
-        if codings == 0 || chunked > 1 {
-            return Err(ClientError::InvalidTransferEncoding);
-        }
-        if last_chunked && version == Version::HTTP_11 {
-            ResponseFraming::Chunked
-        } else {
-            // Other final coding, or TE in HTTP/1.0 (faulty framing): read
-            // until close, ignoring any Content-Length.
-            ResponseFraming::CloseDelimited
-        }
-    } else {
-        let mut cls = map.get_all(header::CONTENT_LENGTH).iter();
-        match (cls.next(), cls.next()) {
-            (None, _) => ResponseFraming::CloseDelimited,
-            (Some(_), Some(_)) => return Err(ClientError::DuplicateContentLength),
-            (Some(v), None) => {
-                let bytes = v.as_bytes();
-                if bytes.contains(&b',') {
-                    return Err(ClientError::DuplicateContentLength);
-                }
-                let n = head::parse_content_length(bytes)
-                    .map_err(|_| ClientError::InvalidContentLength)?;
-                ResponseFraming::Length(n)
-            }
-        }
-    };
-    if framing == ResponseFraming::CloseDelimited {
-        keep_alive = false;
-    }
-
-    let mut response = http::Response::new(());
-    *response.status_mut() = status;
-    *response.version_mut() = version;
-    *response.headers_mut() = map;
-    Ok(ParsedResponse {
-        response,
-        framing,
-        keep_alive,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     use core::time::Duration;
+    /// The engine time of these tests.
+    const T0: Duration = Duration::ZERO;
 
-    use super::super::{H1Config, ServerConn, ServerEvent};
+    use super::super::chunked::ChunkedError;
+    use super::super::{ClientError, H1Config, ServerConn, ServerEvent};
+    use bytes::BytesMut;
+    use http::Version;
 
     fn conn() -> ClientConn {
-        ClientConn::new(Arc::new(ClientConfig::default()))
+        ClientConn::new(Arc::new(ClientConfig::default()), T0)
     }
 
     fn conn_with(f: impl FnOnce(&mut ClientConfig)) -> ClientConn {
         let mut cfg = ClientConfig::default();
         f(&mut cfg);
-        ClientConn::new(Arc::new(cfg))
+        ClientConn::new(Arc::new(cfg), T0)
     }
 
     fn req(method: &str, uri: &str) -> http::request::Parts {
@@ -1091,6 +864,7 @@ mod tests {
         Body(u64, Vec<u8>),
         End(u64),
         Fail(Option<u64>, ClientError),
+        Trailers(u64, Vec<(String, String)>),
     }
 
     fn summarize(evs: Vec<ClientEvent>) -> Vec<E> {
@@ -1111,6 +885,13 @@ mod tests {
                     E::Body(id, data.to_vec())
                 }
                 ClientEvent::BodyEnd { id } => E::End(id),
+                ClientEvent::Trailers { id, trailers } => E::Trailers(
+                    id,
+                    trailers
+                        .iter()
+                        .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+                        .collect(),
+                ),
                 ClientEvent::Failed { id, error } => E::Fail(id, error),
             };
             v.push(e);
@@ -1127,13 +908,14 @@ mod tests {
     }
 
     fn feed_all(c: &mut ClientConn, b: &[u8]) {
-        assert_eq!(c.handle_input(b), b.len(), "not all input consumed");
+        assert_eq!(c.handle_input(b, T0), b.len(), "not all input consumed");
     }
 
     /// A connection with one outstanding GET (output drained).
     fn with_get() -> ClientConn {
         let mut c = conn();
-        c.send_request(req("GET", "http://h/"), Some(0)).unwrap();
+        c.send_request(req("GET", "http://h/"), Some(0), T0)
+            .unwrap();
         out(&mut c);
         c
     }
@@ -1169,7 +951,7 @@ mod tests {
     fn get_with_host_from_uri() {
         let mut c = conn();
         let id = c
-            .send_request(req("GET", "http://example.com/path?q=1"), Some(0))
+            .send_request(req("GET", "http://example.com/path?q=1"), Some(0), T0)
             .unwrap();
         assert_eq!(id, 0);
         assert_eq!(
@@ -1181,7 +963,7 @@ mod tests {
 
         // Port kept, userinfo stripped, empty path becomes "/".
         let mut c = conn();
-        c.send_request(req("GET", "http://u:p@example.com:8080?x=y"), Some(0))
+        c.send_request(req("GET", "http://u:p@example.com:8080?x=y"), Some(0), T0)
             .unwrap();
         assert_eq!(
             out_str(&mut c),
@@ -1197,7 +979,7 @@ mod tests {
             ("Transfer-Encoding", "gzip"),
             ("X-A", "1"),
         ];
-        c.send_request(req_h("HEAD", "http://example.com/a", &h), Some(0))
+        c.send_request(req_h("HEAD", "http://example.com/a", &h), Some(0), T0)
             .unwrap();
         assert_eq!(
             out_str(&mut c),
@@ -1206,7 +988,7 @@ mod tests {
 
         // No authority and no Host: empty Host (RFC 9112 §3.2).
         let mut c = conn();
-        c.send_request(req("GET", "/rel"), Some(0)).unwrap();
+        c.send_request(req("GET", "/rel"), Some(0), T0).unwrap();
         assert_eq!(out_str(&mut c), "GET /rel HTTP/1.1\r\nhost: \r\n\r\n");
     }
 
@@ -1215,24 +997,21 @@ mod tests {
         let mut c = conn();
         let h = [("Content-Type", "text/plain")];
         let id = c
-            .send_request(req_h("POST", "http://h/up", &h), Some(11))
+            .send_request(req_h("POST", "http://h/up", &h), Some(11), T0)
             .unwrap();
         assert!(!c.is_reusable());
         c.send_body(id, b"hello").unwrap();
         assert_eq!(
             c.finish_request(id),
-            Err(H1ClientError::BodyTooShort { id, missing: 6 })
+            Err(H1Error::BodyTooShort { id, missing: 6 })
         );
         assert_eq!(
             c.send_body(id, b" world!"),
-            Err(H1ClientError::BodyTooLong { id, excess: 1 })
+            Err(H1Error::BodyTooLong { id, excess: 1 })
         );
         c.send_body(id, b" world").unwrap();
         // Complete once all declared bytes were sent.
-        assert_eq!(
-            c.send_body(id, b"x"),
-            Err(H1ClientError::RequestFinished(id))
-        );
+        assert_eq!(c.send_body(id, b"x"), Err(H1Error::Finished(id)));
         c.finish_request(id).unwrap();
         assert_eq!(
             out_str(&mut c),
@@ -1242,7 +1021,8 @@ mod tests {
 
         // Empty POST body still declares its length; empty GET does not.
         let mut c = conn();
-        c.send_request(req("POST", "http://h/"), Some(0)).unwrap();
+        c.send_request(req("POST", "http://h/"), Some(0), T0)
+            .unwrap();
         assert_eq!(
             out_str(&mut c),
             "POST / HTTP/1.1\r\nhost: h\r\ncontent-length: 0\r\n\r\n"
@@ -1252,14 +1032,14 @@ mod tests {
     #[test]
     fn chunked_upload_bytes() {
         let mut c = conn();
-        let id = c.send_request(req("PUT", "http://h/f"), None).unwrap();
+        let id = c.send_request(req("PUT", "http://h/f"), None, T0).unwrap();
         c.send_body(id, b"hello").unwrap();
         c.send_body(id, b"").unwrap();
         c.send_body(id, b", chunked world!!").unwrap();
         // Next request must wait for the body to finish.
         assert_eq!(
-            c.send_request(req("GET", "http://h/"), Some(0)),
-            Err(H1ClientError::RequestInProgress(id))
+            c.send_request(req("GET", "http://h/"), Some(0), T0),
+            Err(H1Error::RequestInProgress(id))
         );
         c.finish_request(id).unwrap();
         assert_eq!(
@@ -1269,29 +1049,26 @@ mod tests {
         );
         // Finishing twice does nothing; body after finish is refused.
         c.finish_request(id).unwrap();
-        assert_eq!(
-            c.send_body(id, b"x"),
-            Err(H1ClientError::RequestFinished(id))
-        );
-        assert_eq!(c.send_request(req("GET", "http://h/"), Some(0)), Ok(1));
+        assert_eq!(c.send_body(id, b"x"), Err(H1Error::Finished(id)));
+        assert_eq!(c.send_request(req("GET", "http://h/"), Some(0), T0), Ok(1));
     }
 
     #[test]
     fn absolute_and_authority_form() {
         let mut c = conn();
         c.set_absolute_form(true);
-        c.send_request(req("GET", "http://u@example.com:8080/a/b?c=d"), Some(0))
+        c.send_request(req("GET", "http://u@example.com:8080/a/b?c=d"), Some(0), T0)
             .unwrap();
         assert_eq!(
             out_str(&mut c),
             "GET http://example.com:8080/a/b?c=d HTTP/1.1\r\nhost: example.com:8080\r\n\r\n"
         );
         // A relative URI falls back to origin-form.
-        c.send_request(req("GET", "/x"), Some(0)).unwrap();
+        c.send_request(req("GET", "/x"), Some(0), T0).unwrap();
         assert_eq!(out_str(&mut c), "GET /x HTTP/1.1\r\nhost: \r\n\r\n");
 
         let mut c = conn();
-        c.send_request(req("CONNECT", "example.com:443"), Some(0))
+        c.send_request(req("CONNECT", "example.com:443"), Some(0), T0)
             .unwrap();
         assert_eq!(
             out_str(&mut c),
@@ -1299,8 +1076,8 @@ mod tests {
         );
         let mut c = conn();
         assert_eq!(
-            c.send_request(req("CONNECT", "/nope"), Some(0)),
-            Err(H1ClientError::InvalidTarget)
+            c.send_request(req("CONNECT", "/nope"), Some(0), T0),
+            Err(H1Error::InvalidTarget)
         );
         assert!(c.pending_output().is_empty());
     }
@@ -1308,14 +1085,14 @@ mod tests {
     #[test]
     fn request_api_misuse() {
         let mut c = conn_with(|cfg| cfg.max_output_buffer = 10);
-        assert_eq!(c.send_body(0, b"x"), Err(H1ClientError::UnknownExchange(0)));
-        assert_eq!(c.finish_request(0), Err(H1ClientError::UnknownExchange(0)));
-        let id = c.send_request(req("POST", "http://h/"), None).unwrap();
+        assert_eq!(c.send_body(0, b"x"), Err(H1Error::UnknownRequest(0)));
+        assert_eq!(c.finish_request(0), Err(H1Error::UnknownRequest(0)));
+        let id = c.send_request(req("POST", "http://h/"), None, T0).unwrap();
         // The head alone exceeds the output limit: no capacity for body bytes.
         assert_eq!(c.send_capacity(), 0);
         assert_eq!(
             c.send_body(id, b"x"),
-            Err(H1ClientError::OutputFull {
+            Err(H1Error::OutputFull {
                 requested: 1,
                 capacity: 0
             })
@@ -1325,19 +1102,16 @@ mod tests {
         c.send_body(id, b"0123456789").unwrap();
         assert_eq!(c.send_capacity(), 0);
         c.finish_request(id).unwrap();
-        assert_eq!(
-            c.send_body(id, b"x"),
-            Err(H1ClientError::RequestFinished(id))
-        );
+        assert_eq!(c.send_body(id, b"x"), Err(H1Error::Finished(id)));
         // A request asking to close is the last one.
         let mut c = conn();
         let h = [("Connection", "close")];
-        c.send_request(req_h("GET", "http://h/", &h), Some(0))
+        c.send_request(req_h("GET", "http://h/", &h), Some(0), T0)
             .unwrap();
         assert!(!c.is_reusable());
         assert_eq!(
-            c.send_request(req("GET", "http://h/"), Some(0)),
-            Err(H1ClientError::Closed)
+            c.send_request(req("GET", "http://h/"), Some(0), T0),
+            Err(H1Error::Closed)
         );
         out(&mut c);
         feed_all(&mut c, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
@@ -1347,7 +1121,7 @@ mod tests {
         );
         assert!(c.is_closed());
         assert_eq!(c.send_capacity(), 0);
-        assert_eq!(c.finish_request(0), Err(H1ClientError::Closed));
+        assert_eq!(c.finish_request(0), Err(H1Error::Closed));
     }
 
     // ----- response parsing -----
@@ -1392,6 +1166,8 @@ mod tests {
         let want = vec![
             E::Resp(0, 200, ResponseFraming::Chunked),
             E::Body(0, b"hello, chunked!!".to_vec()),
+            // The trailer section is surfaced, whatever the split.
+            E::Trailers(0, vec![("x-trailer".into(), "t".into())]),
             E::End(0),
         ];
         for split in 0..=input.len() {
@@ -1413,14 +1189,14 @@ mod tests {
         // Without draining, the event queue cap stops consumption.
         let mut c = with_get();
         let mut pos = 0;
-        while pos < input.len() && c.handle_input(&input[pos..=pos]) == 1 {
+        while pos < input.len() && c.handle_input(&input[pos..=pos], T0) == 1 {
             pos += 1;
         }
         assert!(pos < input.len());
         assert_eq!(c.events.len(), MAX_QUEUED_EVENTS);
         while pos < input.len() {
             drain(&mut c);
-            pos += c.handle_input(&input[pos..]);
+            pos += c.handle_input(&input[pos..], T0);
         }
         assert!(c.is_reusable());
     }
@@ -1432,8 +1208,8 @@ mod tests {
         assert!(!c.is_reusable());
         feed_all(&mut c, b"bytes");
         assert_eq!(
-            c.send_request(req("GET", "http://h/"), Some(0)),
-            Err(H1ClientError::Closed)
+            c.send_request(req("GET", "http://h/"), Some(0), T0),
+            Err(H1Error::Closed)
         );
         assert!(!c.is_closed());
         c.handle_eof();
@@ -1448,7 +1224,7 @@ mod tests {
         assert!(c.is_closed());
         assert!(!c.is_reusable());
         // Later input is swallowed without events.
-        assert_eq!(c.handle_input(b"junk"), 4);
+        assert_eq!(c.handle_input(b"junk", T0), 4);
         assert!(drain(&mut c).is_empty());
     }
 
@@ -1504,8 +1280,10 @@ mod tests {
     #[test]
     fn head_response_has_no_body() {
         let mut c = conn();
-        c.send_request(req("HEAD", "http://h/"), Some(0)).unwrap();
-        c.send_request(req("GET", "http://h/"), Some(0)).unwrap();
+        c.send_request(req("HEAD", "http://h/"), Some(0), T0)
+            .unwrap();
+        c.send_request(req("GET", "http://h/"), Some(0), T0)
+            .unwrap();
         feed_all(
             &mut c,
             b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n\
@@ -1538,8 +1316,10 @@ mod tests {
             ),
         ] {
             let mut c = conn();
-            c.send_request(req("GET", "http://h/"), Some(0)).unwrap();
-            c.send_request(req("GET", "http://h/"), Some(0)).unwrap();
+            c.send_request(req("GET", "http://h/"), Some(0), T0)
+                .unwrap();
+            c.send_request(req("GET", "http://h/"), Some(0), T0)
+                .unwrap();
             let mut input = head.as_bytes().to_vec();
             input.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
             feed_all(&mut c, &input);
@@ -1562,7 +1342,7 @@ mod tests {
         let mut c = conn();
         let h = [("Expect", "100-continue")];
         let id = c
-            .send_request(req_h("POST", "http://h/", &h), Some(4))
+            .send_request(req_h("POST", "http://h/", &h), Some(4), T0)
             .unwrap();
         assert_eq!(
             out_str(&mut c),
@@ -1596,7 +1376,7 @@ mod tests {
         let mut c = conn();
         let h = [("Expect", "100-continue")];
         let id = c
-            .send_request(req_h("PUT", "http://h/", &h), Some(4))
+            .send_request(req_h("PUT", "http://h/", &h), Some(4), T0)
             .unwrap();
         feed_all(
             &mut c,
@@ -1616,13 +1396,13 @@ mod tests {
         let mut c = conn();
         let h = [("Connection", "upgrade"), ("Upgrade", "websocket")];
         let id = c
-            .send_request(req_h("GET", "http://h/ws", &h), Some(0))
+            .send_request(req_h("GET", "http://h/ws", &h), Some(0), T0)
             .unwrap();
         out(&mut c);
         let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
         let mut input = head.to_vec();
         input.extend_from_slice(b"\x81\x05hello");
-        assert_eq!(c.handle_input(&input), head.len());
+        assert_eq!(c.handle_input(&input, T0), head.len());
         assert_eq!(
             events(&mut c),
             vec![E::Resp(id, 101, ResponseFraming::None), E::End(id)]
@@ -1630,22 +1410,22 @@ mod tests {
         assert!(c.is_upgraded());
         assert!(!c.is_reusable());
         assert!(!c.is_closed());
-        assert_eq!(c.handle_input(b"\x81\x05hello"), 0);
+        assert_eq!(c.handle_input(b"\x81\x05hello", T0), 0);
         c.handle_eof();
         assert!(drain(&mut c).is_empty());
         assert_eq!(
-            c.send_request(req("GET", "http://h/"), Some(0)),
-            Err(H1ClientError::Closed)
+            c.send_request(req("GET", "http://h/"), Some(0), T0),
+            Err(H1Error::Closed)
         );
 
         // A 2xx to CONNECT opens a tunnel; its framing headers are ignored.
         let mut c = conn();
-        c.send_request(req("CONNECT", "example.com:443"), Some(0))
+        c.send_request(req("CONNECT", "example.com:443"), Some(0), T0)
             .unwrap();
         let head = b"HTTP/1.1 200 Connection Established\r\nContent-Length: 10\r\n\r\n";
         let mut input = head.to_vec();
         input.extend_from_slice(b"\x16\x03\x01");
-        assert_eq!(c.handle_input(&input), head.len());
+        assert_eq!(c.handle_input(&input, T0), head.len());
         assert_eq!(
             events(&mut c),
             vec![E::Resp(0, 200, ResponseFraming::None), E::End(0)]
@@ -1654,7 +1434,7 @@ mod tests {
 
         // A non-2xx to CONNECT is an ordinary response.
         let mut c = conn();
-        c.send_request(req("CONNECT", "example.com:443"), Some(0))
+        c.send_request(req("CONNECT", "example.com:443"), Some(0), T0)
             .unwrap();
         feed_all(
             &mut c,
@@ -1680,7 +1460,9 @@ mod tests {
             .iter()
             .enumerate()
         {
-            let id = c.send_request(req("GET", "http://h/"), Some(0)).unwrap();
+            let id = c
+                .send_request(req("GET", "http://h/"), Some(0), T0)
+                .unwrap();
             assert_eq!(id, i as u64);
             assert!(!c.is_reusable());
             assert_eq!(out_str(&mut c), "GET / HTTP/1.1\r\nhost: h\r\n\r\n");
@@ -1705,8 +1487,12 @@ mod tests {
     #[test]
     fn pipelined_responses_in_one_buffer() {
         let mut c = conn();
-        let a = c.send_request(req("GET", "http://h/a"), Some(0)).unwrap();
-        let b = c.send_request(req("GET", "http://h/b"), Some(0)).unwrap();
+        let a = c
+            .send_request(req("GET", "http://h/a"), Some(0), T0)
+            .unwrap();
+        let b = c
+            .send_request(req("GET", "http://h/b"), Some(0), T0)
+            .unwrap();
         assert_eq!(
             out_str(&mut c),
             "GET /a HTTP/1.1\r\nhost: h\r\n\r\nGET /b HTTP/1.1\r\nhost: h\r\n\r\n"
@@ -1733,16 +1519,18 @@ mod tests {
     #[test]
     fn connection_close_response() {
         let mut c = conn();
-        c.send_request(req("GET", "http://h/"), Some(0)).unwrap();
-        c.send_request(req("GET", "http://h/2"), Some(0)).unwrap();
+        c.send_request(req("GET", "http://h/"), Some(0), T0)
+            .unwrap();
+        c.send_request(req("GET", "http://h/2"), Some(0), T0)
+            .unwrap();
         feed_all(
             &mut c,
             b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 3\r\n\r\nab",
         );
         // Known to close as soon as the head is in.
         assert_eq!(
-            c.send_request(req("GET", "http://h/"), Some(0)),
-            Err(H1ClientError::Closed)
+            c.send_request(req("GET", "http://h/"), Some(0), T0),
+            Err(H1Error::Closed)
         );
         assert!(!c.is_closed());
         feed_all(&mut c, b"cHTTP/1.1 200 OK\r\n");
@@ -1797,7 +1585,7 @@ mod tests {
 
     #[test]
     fn malformed_heads_fail() {
-        use ClientError as C;
+        use super::super::ClientError as C;
         let cases: &[(&str, ClientError)] = &[
             (
                 "HTTP/1.1 2x0 OK\r\n\r\n",
@@ -1871,9 +1659,10 @@ mod tests {
     #[test]
     fn head_limits() {
         let mut c = conn_with(|cfg| cfg.max_head_size = 64);
-        c.send_request(req("GET", "http://h/"), Some(0)).unwrap();
+        c.send_request(req("GET", "http://h/"), Some(0), T0)
+            .unwrap();
         let long = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(100));
-        assert_eq!(c.handle_input(long.as_bytes()), long.len());
+        assert_eq!(c.handle_input(long.as_bytes(), T0), long.len());
         assert_eq!(
             events(&mut c),
             vec![E::Fail(Some(0), ClientError::HeadTooLarge)]
@@ -1881,7 +1670,8 @@ mod tests {
         assert!(c.is_closed());
 
         let mut c = conn_with(|cfg| cfg.max_headers = 2);
-        c.send_request(req("GET", "http://h/"), Some(0)).unwrap();
+        c.send_request(req("GET", "http://h/"), Some(0), T0)
+            .unwrap();
         feed_all(&mut c, b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n");
         assert_eq!(
             events(&mut c),
@@ -1954,8 +1744,8 @@ mod tests {
         assert!(c.is_closed());
         assert!(!c.is_reusable());
         assert_eq!(
-            c.send_request(req("GET", "http://h/"), Some(0)),
-            Err(H1ClientError::Closed)
+            c.send_request(req("GET", "http://h/"), Some(0), T0),
+            Err(H1Error::Closed)
         );
         // Twice is harmless.
         c.handle_eof();
@@ -1983,15 +1773,16 @@ mod tests {
     #[test]
     fn body_backpressure() {
         let mut c = conn_with(|cfg| cfg.max_body_buffer = 8);
-        c.send_request(req("GET", "http://h/"), Some(0)).unwrap();
+        c.send_request(req("GET", "http://h/"), Some(0), T0)
+            .unwrap();
         let head = b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n";
         let body = b"0123456789abcdefghij";
         let mut input = head.to_vec();
         input.extend_from_slice(body);
-        let mut pos = c.handle_input(&input);
+        let mut pos = c.handle_input(&input, T0);
         assert_eq!(pos, head.len() + 8);
         // Still full: nothing more is taken.
-        assert_eq!(c.handle_input(&input[pos..]), 0);
+        assert_eq!(c.handle_input(&input[pos..], T0), 0);
         let mut got = Vec::new();
         let mut ended = false;
         let mut rounds = 0;
@@ -2012,7 +1803,7 @@ mod tests {
             }
             rounds += 1;
             assert!(rounds < 10);
-            pos += c.handle_input(&input[pos..]);
+            pos += c.handle_input(&input[pos..], T0);
         }
         assert_eq!(pos, input.len());
         assert_eq!(got, body);
@@ -2025,12 +1816,12 @@ mod tests {
             b"HTTP/1.1 200 OK\r\n\r\n0123456789abcdefghij".as_slice(),
         ] {
             let mut c = conn_with(|cfg| cfg.max_body_buffer = 8);
-            c.send_request(req("GET", "http://h/"), Some(0)).unwrap();
+            c.send_request(req("GET", "http://h/"), Some(0), T0).unwrap();
             let mut pos = 0;
             let mut got = Vec::new();
             for _ in 0..10 {
-                pos += c.handle_input(&resp[pos..]);
-                assert!(c.body_buffered <= 8);
+                pos += c.handle_input(&resp[pos..], T0);
+                assert!(c.body.held() <= 8);
                 for ev in drain(&mut c) {
                     if let ClientEvent::Body { data, .. } = ev {
                         got.extend_from_slice(&data);
@@ -2048,12 +1839,12 @@ mod tests {
         let one = b"HTTP/1.1 100 Continue\r\n\r\n";
         let mut input = one.repeat(40);
         input.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-        let n = c.handle_input(&input);
+        let n = c.handle_input(&input, T0);
         assert_eq!(n, MAX_QUEUED_EVENTS * one.len());
         let mut pos = n;
         let mut interims = drain(&mut c).len();
         while pos < input.len() {
-            let n = c.handle_input(&input[pos..]);
+            let n = c.handle_input(&input[pos..], T0);
             assert!(n > 0);
             assert!(c.events.len() <= MAX_QUEUED_EVENTS + 2);
             pos += n;
@@ -2069,7 +1860,7 @@ mod tests {
     #[test]
     fn partial_output_consumption() {
         let mut c = conn();
-        let id = c.send_request(req("POST", "http://h/"), None).unwrap();
+        let id = c.send_request(req("POST", "http://h/"), None, T0).unwrap();
         let data = vec![b'x'; 20_000];
         let mut written = Vec::new();
         for _ in 0..3 {
@@ -2123,15 +1914,17 @@ mod tests {
                 cfg.max_headers = 4;
             });
             let method = if rng.bool() { "GET" } else { "HEAD" };
-            c.send_request(req(method, "http://h/"), Some(0)).unwrap();
-            c.send_request(req("GET", "http://h/"), Some(0)).unwrap();
+            c.send_request(req(method, "http://h/"), Some(0), T0)
+                .unwrap();
+            c.send_request(req("GET", "http://h/"), Some(0), T0)
+                .unwrap();
             let mut pos = 0;
             let mut failed = 0;
             for _ in 0..200 {
                 let end = (pos + rng.usize(1..8)).min(input.len());
-                pos += c.handle_input(&input[pos..end]);
-                assert!(c.head_buf.len() <= 48);
-                assert!(c.body_buffered + c.body_acc.len() <= 4);
+                pos += c.handle_input(&input[pos..end], T0);
+                assert!(c.head.len() <= 48);
+                assert!(c.body.held() <= 4);
                 for ev in drain(&mut c) {
                     assert_eq!(failed, 0, "event after Failed");
                     if matches!(ev, ClientEvent::Failed { .. }) {
@@ -2174,17 +1967,18 @@ mod tests {
         let big: Vec<u8> = (0..1 << 20).map(|_| rng.u8(..)).collect();
 
         let get = cli
-            .send_request(req("GET", "http://example.com/get"), Some(0))
+            .send_request(req("GET", "http://example.com/get"), Some(0), T0)
             .unwrap();
         let post = cli
             .send_request(
                 req_h("POST", "http://example.com/post", &[("X-Kind", "cl")]),
                 Some(small.len() as u64),
+                T0,
             )
             .unwrap();
         cli.send_body(post, &small).unwrap();
         let up = cli
-            .send_request(req("POST", "http://example.com/chunked"), None)
+            .send_request(req("POST", "http://example.com/chunked"), None, T0)
             .unwrap();
         assert_eq!((get, post, up), (0, 1, 2));
 
@@ -2255,7 +2049,7 @@ mod tests {
             s2c.extend_from_slice(srv.pending_output());
             srv.consume_output(srv.pending_output().len(), now);
             let take = s2c.len().min(1500);
-            let n = cli.handle_input(&s2c[..take]);
+            let n = cli.handle_input(&s2c[..take], T0);
             s2c.drain(..n);
             while let Some(ev) = cli.poll_event() {
                 match ev {
@@ -2303,5 +2097,158 @@ mod tests {
         assert!(cli.is_reusable());
         assert!(!srv.is_closed());
         assert!(c2s.is_empty() && s2c.is_empty());
+    }
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn response_head_timeout_fails_the_awaited_exchange() {
+        let mut c = conn_with(|cfg| cfg.response_timeout = Some(5 * SEC));
+        // Idle: only the idle timer runs.
+        assert_eq!(c.poll_timeout(), Some(60 * SEC));
+        let id = c
+            .send_request(req("GET", "http://h/"), Some(0), 10 * SEC)
+            .unwrap();
+        out(&mut c);
+        assert_eq!(c.poll_timeout(), Some(15 * SEC));
+        // Part of the head does not stop the timer.
+        assert_eq!(c.handle_input(b"HTTP/1.1 200", 12 * SEC), 12);
+        c.handle_timeout(14 * SEC);
+        assert!(events(&mut c).is_empty());
+        c.handle_timeout(15 * SEC);
+        assert_eq!(
+            events(&mut c),
+            vec![E::Fail(Some(id), ProtocolError::HeadTimeout)]
+        );
+        assert!(c.is_closed());
+        assert_eq!(c.poll_timeout(), None);
+        assert_eq!(
+            c.send_request(req("GET", "/"), Some(0), 16 * SEC),
+            Err(H1Error::Closed)
+        );
+    }
+
+    #[test]
+    fn response_head_timer_stops_at_the_head_and_restarts_for_the_next() {
+        let mut c = conn_with(|cfg| cfg.response_timeout = Some(5 * SEC));
+        c.send_request(req("GET", "http://h/a"), Some(0), T0)
+            .unwrap();
+        c.send_request(req("GET", "http://h/b"), Some(0), SEC)
+            .unwrap();
+        out(&mut c);
+        assert_eq!(c.poll_timeout(), Some(5 * SEC));
+        // A slow body is not a late head.
+        feed_all_at(
+            &mut c,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab",
+            4 * SEC,
+        );
+        assert_eq!(c.poll_timeout(), None);
+        c.handle_timeout(100 * SEC);
+        assert!(!c.is_closed());
+        // The first response ends at 120 s: the second's head is due 5 s later.
+        feed_all_at(&mut c, b"cd", 120 * SEC);
+        assert_eq!(c.poll_timeout(), Some(125 * SEC));
+        feed_all_at(&mut c, b"HTTP/1.1 204 No Content\r\n\r\n", 124 * SEC);
+        let ev = events(&mut c);
+        assert_eq!(ev.last(), Some(&E::End(1)), "{ev:?}");
+        // Idle now: the idle timer from the end of the last response.
+        assert_eq!(c.poll_timeout(), Some(184 * SEC));
+        assert!(c.is_reusable());
+    }
+
+    #[test]
+    fn interim_responses_restart_the_head_timer() {
+        let mut c = conn_with(|cfg| cfg.response_timeout = Some(5 * SEC));
+        c.send_request(req("POST", "http://h/"), Some(1), T0)
+            .unwrap();
+        feed_all_at(&mut c, b"HTTP/1.1 100 Continue\r\n\r\n", 4 * SEC);
+        assert_eq!(c.poll_timeout(), Some(9 * SEC));
+    }
+
+    #[test]
+    fn no_response_timeout_when_none() {
+        let mut c = conn_with(|cfg| {
+            cfg.response_timeout = None;
+            cfg.idle_timeout = 7 * SEC;
+        });
+        c.send_request(req("GET", "http://h/"), Some(0), T0)
+            .unwrap();
+        assert_eq!(c.poll_timeout(), None);
+        c.handle_timeout(1000 * SEC);
+        assert!(!c.is_closed());
+        assert!(events(&mut c).is_empty());
+    }
+
+    #[test]
+    fn idle_timeout_closes_quietly() {
+        let mut c = conn_with(|cfg| cfg.idle_timeout = 7 * SEC);
+        assert_eq!(c.poll_timeout(), Some(7 * SEC));
+        c.handle_timeout(6 * SEC);
+        assert!(!c.is_closed());
+        // A request stops the idle timer; the end of its response starts it again.
+        c.send_request(req("GET", "http://h/"), Some(0), 6 * SEC)
+            .unwrap();
+        out(&mut c);
+        c.handle_timeout(20 * SEC);
+        assert!(!c.is_closed());
+        feed_all_at(&mut c, b"HTTP/1.1 204 No Content\r\n\r\n", 21 * SEC);
+        events(&mut c);
+        assert_eq!(c.poll_timeout(), Some(28 * SEC));
+        c.handle_timeout(27 * SEC);
+        assert!(!c.is_closed());
+        c.handle_timeout(28 * SEC);
+        assert!(c.is_closed());
+        assert!(events(&mut c).is_empty(), "an idle close is quiet");
+        assert_eq!(c.poll_timeout(), None);
+    }
+
+    fn feed_all_at(c: &mut ClientConn, b: &[u8], now: Duration) {
+        assert_eq!(c.handle_input(b, now), b.len(), "not all input consumed");
+    }
+
+    #[test]
+    fn trailers_from_the_server_engine_reach_the_client() {
+        let mut srv = ServerConn::new(Arc::new(H1Config::default()), T0);
+        let mut cli = conn();
+        let mut te = req("GET", "http://example.com/t");
+        te.headers.insert(header::TE, "trailers".parse().unwrap());
+        te.headers.insert(header::CONNECTION, "TE".parse().unwrap());
+        let id = cli.send_request(te, Some(0), T0).unwrap();
+        let wire = out(&mut cli);
+        assert_eq!(srv.handle_input(&wire, T0), wire.len());
+        let mut sid = None;
+        while let Some(ev) = srv.poll_event() {
+            if let ServerEvent::Request { id, .. } = ev {
+                sid = Some(id);
+            }
+        }
+        let sid = sid.unwrap();
+        let head = http::Response::builder()
+            .status(200)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        srv.send_response(sid, head, None).unwrap();
+        srv.send_body(sid, b"payload").unwrap();
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-checksum", "42".parse().unwrap());
+        trailers.insert(header::CONTENT_TYPE, "text/evil".parse().unwrap());
+        srv.finish_response_with_trailers(sid, Some(&trailers))
+            .unwrap();
+        let wire = srv.pending_output().to_vec();
+        srv.consume_output(wire.len(), T0);
+        feed_all(&mut cli, &wire);
+        assert_eq!(
+            events(&mut cli),
+            vec![
+                E::Resp(id, 200, ResponseFraming::Chunked),
+                E::Body(id, b"payload".to_vec()),
+                E::Trailers(id, vec![("x-checksum".into(), "42".into())]),
+                E::End(id),
+            ]
+        );
+        assert!(cli.is_reusable());
     }
 }

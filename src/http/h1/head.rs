@@ -1,11 +1,12 @@
-//! Request head parsing and validation (on top of `httparse`) and response
-//! head serialization.
+//! Head parsing and validation (on top of `httparse`) and serialization: the rules every
+//! head follows written once (line folding, httparse's verdicts, the version, field names
+//! and values, persistence), then what only a request or only a response head needs.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
 use super::chunked::is_tchar;
-use super::{BodyFraming, H1Config, RejectReason};
+use super::{BodyFraming, H1Config, ProtocolError, RejectReason, ResponseFraming};
 
 /// A request head that passed all validation.
 #[derive(Debug)]
@@ -18,6 +19,8 @@ pub struct ParsedHead {
     pub keep_alive: bool,
     /// Whether the client sent `Expect: 100-continue` (HTTP/1.1 only).
     pub expect_continue: bool,
+    /// Whether the client accepts trailer fields (`TE: trailers`).
+    pub accepts_trailers: bool,
 }
 
 /// Trims optional whitespace (SP / HTAB) at both ends.
@@ -51,17 +54,91 @@ fn version_token(buf: &[u8]) -> &[u8] {
     line.splitn(3, |&b| b == b' ').nth(2).unwrap_or(&[])
 }
 
-/// Parses and validates a complete request head (`buf` ends with CRLFCRLF,
-/// bare LFs were already rejected by the caller).
-pub fn parse_request_head(buf: &[u8], config: &H1Config) -> Result<ParsedHead, RejectReason> {
-    // obs-fold (or whitespace before the first field line): a line starting
-    // with SP / HTAB after the request line.
+/// Rejects obsolete line folding (or whitespace before the first field line): a line
+/// starting with SP / HTAB after the start line.
+fn reject_obs_fold(buf: &[u8]) -> Result<(), ProtocolError> {
     if buf
         .windows(3)
         .any(|w| matches!(w, [b'\r', b'\n', b' ' | b'\t']))
     {
-        return Err(RejectReason::ObsFold);
+        return Err(ProtocolError::ObsFold);
     }
+    Ok(())
+}
+
+/// httparse's verdict on a complete head as an error; `version` is the start line's
+/// version text (to tell a version we do not speak from a broken one).
+fn parse_status(
+    result: httparse::Result<usize>,
+    version: &[u8],
+    start_line: &'static str,
+) -> Result<(), ProtocolError> {
+    let error = match result {
+        Ok(httparse::Status::Complete(_)) => return Ok(()),
+        Ok(httparse::Status::Partial) => ProtocolError::MalformedHead("incomplete"),
+        Err(httparse::Error::TooManyHeaders) => ProtocolError::TooManyHeaders,
+        Err(httparse::Error::Version) if is_http_version_syntax(version) => {
+            ProtocolError::UnsupportedVersion
+        }
+        Err(httparse::Error::Version) => ProtocolError::MalformedHead("invalid HTTP version"),
+        Err(httparse::Error::HeaderName) => ProtocolError::InvalidHeaderName,
+        Err(httparse::Error::HeaderValue) => ProtocolError::InvalidHeaderValue,
+        Err(httparse::Error::Token) => ProtocolError::MalformedHead("invalid token"),
+        Err(httparse::Error::NewLine) => ProtocolError::MalformedHead("invalid line ending"),
+        Err(httparse::Error::Status) => ProtocolError::MalformedHead(start_line),
+    };
+    Err(error)
+}
+
+/// The HTTP version httparse read.
+fn http_version(minor: Option<u8>) -> Result<Version, ProtocolError> {
+    match minor {
+        Some(0) => Ok(Version::HTTP_10),
+        Some(1) => Ok(Version::HTTP_11),
+        _ => Err(ProtocolError::UnsupportedVersion),
+    }
+}
+
+/// The header fields as a map (values OWS-trimmed).
+fn header_map(headers: &[httparse::Header<'_>]) -> Result<HeaderMap, ProtocolError> {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for h in headers {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| ProtocolError::InvalidHeaderName)?;
+        let value = HeaderValue::from_bytes(trim_ows(h.value))
+            .map_err(|_| ProtocolError::InvalidHeaderValue)?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// Whether the sender lets the connection persist after this message (RFC 9112 §9.3).
+fn persistent(map: &HeaderMap, version: Version) -> bool {
+    let (mut close, mut ka) = (false, false);
+    for v in map.get_all(header::CONNECTION) {
+        for t in list_elements(v.as_bytes()) {
+            if t.eq_ignore_ascii_case(b"close") {
+                close = true;
+            } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                ka = true;
+            }
+        }
+    }
+    !close && (version == Version::HTTP_11 || ka)
+}
+
+/// Whether a TE field lists `trailers`: the sender accepts trailer fields in a chunked
+/// response (RFC 9110 §10.1.4).
+pub(super) fn accepts_trailers(map: &HeaderMap) -> bool {
+    map.get_all(header::TE)
+        .iter()
+        .any(|v| list_elements(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"trailers")))
+}
+
+/// Parses and validates a complete request head (`buf` ends with CRLFCRLF,
+/// bare LFs were already rejected by the caller).
+pub fn parse_request_head(buf: &[u8], config: &H1Config) -> Result<ParsedHead, RejectReason> {
+    reject_obs_fold(buf)?;
 
     // HTTP/1.2 and later 1.x: handled as HTTP/1.1, the highest 1.x we speak (RFC 9110
     // §2.5: a recipient of a higher minor version processes it as its own). httparse knows
@@ -77,34 +154,9 @@ pub fn parse_request_head(buf: &[u8], config: &H1Config) -> Result<ParsedHead, R
 
     let mut headers = vec![httparse::EMPTY_HEADER; config.max_headers.max(1)];
     let mut req = httparse::Request::new(&mut headers);
-    let parser = httparse::ParserConfig::default();
-    match parser.parse_request(&mut req, buf) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(RejectReason::MalformedHead("incomplete")),
-        Err(httparse::Error::TooManyHeaders) => return Err(RejectReason::TooManyHeaders),
-        Err(httparse::Error::Version) => {
-            return Err(if is_http_version_syntax(version_token(buf)) {
-                RejectReason::UnsupportedVersion
-            } else {
-                RejectReason::MalformedHead("invalid HTTP version")
-            });
-        }
-        Err(httparse::Error::HeaderName) => return Err(RejectReason::InvalidHeaderName),
-        Err(httparse::Error::HeaderValue) => return Err(RejectReason::InvalidHeaderValue),
-        Err(httparse::Error::Token) => return Err(RejectReason::MalformedHead("invalid token")),
-        Err(httparse::Error::NewLine) => {
-            return Err(RejectReason::MalformedHead("invalid line ending"));
-        }
-        Err(httparse::Error::Status) => {
-            return Err(RejectReason::MalformedHead("invalid request line"));
-        }
-    }
-
-    let version = match req.version {
-        Some(0) => Version::HTTP_10,
-        Some(1) => Version::HTTP_11,
-        _ => return Err(RejectReason::UnsupportedVersion),
-    };
+    let result = httparse::ParserConfig::default().parse_request(&mut req, buf);
+    parse_status(result, version_token(buf), "invalid request line")?;
+    let version = http_version(req.version)?;
     let method_str = req.method.ok_or(RejectReason::InvalidMethod)?;
     let method =
         Method::from_bytes(method_str.as_bytes()).map_err(|_| RejectReason::InvalidMethod)?;
@@ -114,14 +166,7 @@ pub fn parse_request_head(buf: &[u8], config: &H1Config) -> Result<ParsedHead, R
     }
     let uri = parse_target(&method, target)?;
 
-    let mut map = HeaderMap::with_capacity(req.headers.len());
-    for h in req.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| RejectReason::InvalidHeaderName)?;
-        let value = HeaderValue::from_bytes(trim_ows(h.value))
-            .map_err(|_| RejectReason::InvalidHeaderValue)?;
-        map.append(name, value);
-    }
+    let map = header_map(req.headers)?;
 
     // Host (RFC 9112 §3.2).
     let mut hosts = map.get_all(header::HOST).iter();
@@ -171,18 +216,7 @@ pub fn parse_request_head(buf: &[u8], config: &H1Config) -> Result<ParsedHead, R
         }
     };
 
-    // Persistence (RFC 9112 §9.3).
-    let (mut close, mut ka) = (false, false);
-    for v in map.get_all(header::CONNECTION) {
-        for t in list_elements(v.as_bytes()) {
-            if t.eq_ignore_ascii_case(b"close") {
-                close = true;
-            } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                ka = true;
-            }
-        }
-    }
-    let keep_alive = !close && (version == Version::HTTP_11 || ka);
+    let keep_alive = persistent(&map, version);
 
     let expect_continue = version == Version::HTTP_11
         && map
@@ -190,6 +224,7 @@ pub fn parse_request_head(buf: &[u8], config: &H1Config) -> Result<ParsedHead, R
             .iter()
             .any(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
 
+    let accepts_trailers = accepts_trailers(&map);
     let mut request = http::Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
@@ -200,6 +235,97 @@ pub fn parse_request_head(buf: &[u8], config: &H1Config) -> Result<ParsedHead, R
         framing,
         keep_alive,
         expect_continue,
+        accepts_trailers,
+    })
+}
+
+/// A response head that passed validation.
+pub(super) struct ParsedResponse {
+    /// The response head as an `http` type.
+    pub response: http::Response<()>,
+    /// How its body is framed.
+    pub framing: ResponseFraming,
+    /// Whether the server lets the connection persist.
+    pub keep_alive: bool,
+}
+
+/// Parses and validates a complete response head (`buf` ends with CRLFCRLF, bare LFs were
+/// already rejected) to a request (`HEAD`: `head_req`, `CONNECT`: `connect`) and
+/// determines its framing (RFC 9112 §6.3).
+pub(super) fn parse_response_head(
+    buf: &[u8],
+    max_headers: usize,
+    head_req: bool,
+    connect: bool,
+) -> Result<ParsedResponse, ProtocolError> {
+    reject_obs_fold(buf)?;
+    let mut headers = vec![httparse::EMPTY_HEADER; max_headers.max(1)];
+    let mut resp = httparse::Response::new(&mut headers);
+    let result = httparse::ParserConfig::default().parse_response(&mut resp, buf);
+    parse_status(result, buf.get(..8).unwrap_or(&[]), "invalid status line")?;
+    let version = http_version(resp.version)?;
+    let status = resp
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(ProtocolError::MalformedHead("invalid status code"))?;
+    let map = header_map(resp.headers)?;
+    let mut keep_alive = persistent(&map, version);
+
+    let no_body = head_req
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || (connect && status.is_success());
+    let framing = if no_body {
+        ResponseFraming::None
+    } else if map.contains_key(header::TRANSFER_ENCODING) {
+        // TE overrides CL, but such a message is suspicious: do not reuse.
+        if map.contains_key(header::CONTENT_LENGTH) {
+            keep_alive = false;
+        }
+        let (mut codings, mut chunked, mut last_chunked) = (0usize, 0usize, false);
+        for v in map.get_all(header::TRANSFER_ENCODING) {
+            for coding in list_elements(v.as_bytes()) {
+                codings += 1;
+                last_chunked = coding.eq_ignore_ascii_case(b"chunked");
+                if last_chunked {
+                    chunked += 1;
+                }
+            }
+        }
+        if codings == 0 || chunked > 1 {
+            return Err(ProtocolError::InvalidTransferEncoding);
+        }
+        if last_chunked && version == Version::HTTP_11 {
+            ResponseFraming::Chunked
+        } else {
+            // Other final coding, or TE in HTTP/1.0 (faulty framing): read
+            // until close, ignoring any Content-Length.
+            ResponseFraming::CloseDelimited
+        }
+    } else {
+        let mut cls = map.get_all(header::CONTENT_LENGTH).iter();
+        match (cls.next(), cls.next()) {
+            (None, _) => ResponseFraming::CloseDelimited,
+            (Some(_), Some(_)) => return Err(ProtocolError::DuplicateContentLength),
+            (Some(v), None) if v.as_bytes().contains(&b',') => {
+                return Err(ProtocolError::DuplicateContentLength);
+            }
+            (Some(v), None) => ResponseFraming::Length(parse_content_length(v.as_bytes())?),
+        }
+    };
+    if framing == ResponseFraming::CloseDelimited {
+        keep_alive = false;
+    }
+
+    let mut response = http::Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = map;
+    Ok(ParsedResponse {
+        response,
+        framing,
+        keep_alive,
     })
 }
 

@@ -25,23 +25,28 @@
 //! docs for the protocol decisions (Expect handling, errors while a response
 //! is in flight, EOF).
 //!
-//! Module layout: `head` (request head parsing/validation, response head
-//! serialization), `chunked` (strict chunked decoder, chunk encoder),
-//! `server` (the connection state machine). Sibling modules are referenced
-//! only through `super::`.
+//! [`ClientConn`] is the client role on the same core: it writes requests and reads
+//! responses, with the same limits, body framing, errors ([`ProtocolError`], [`H1Error`])
+//! and timers (a response-head timeout and an idle timeout).
+//!
+//! Module layout: `conn` (the connection core both roles share: head reading under limits, body decoding
+//! into bounded buffers, body encoding with chunked trailers, output and timers), `head`
+//! (head parsing and serialization, shared field rules plus each role's), `chunked` (strict
+//! chunked decoder, chunk encoder), `body` (body decoders), `server` and `client` (the two
+//! roles). Sibling modules are referenced only through `super::`.
 
 mod body;
 mod chunked;
 mod client;
+mod conn;
 mod head;
 mod server;
 
 use core::time::Duration;
 
 pub use chunked::{encode_chunk, ChunkedDecoder, ChunkedError, LAST_CHUNK};
-pub use client::{
-    ClientConfig, ClientConn, ClientError, ClientEvent, ExchangeId, H1ClientError, ResponseFraming,
-};
+pub use client::{ClientConfig, ClientConn, ClientEvent, ExchangeId};
+pub use conn::is_forbidden_trailer;
 pub use head::{parse_request_head, ParsedHead};
 pub use server::{RequestId, ServerConn, ServerEvent};
 
@@ -97,19 +102,35 @@ pub enum BodyFraming {
     Chunked,
 }
 
-/// Why the engine rejected a request; `Display` gives a human-readable message.
+/// How a response body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFraming {
+    /// No body: response to HEAD, 204, 304, or the end of HTTP after 101 /
+    /// a `2xx` to `CONNECT` (see [`ClientConn::is_upgraded`]).
+    None,
+    /// `Content-Length` framed body of exactly this many bytes (may be 0).
+    Length(u64),
+    /// `Transfer-Encoding: chunked` body.
+    Chunked,
+    /// The body runs until the server closes the connection.
+    CloseDelimited,
+}
+
+/// What was wrong with the peer's bytes (or its timing): one enum for both roles, as
+/// hyper's `Parse`. The server answers most of them with an error status
+/// ([`ProtocolError::status`]); the client fails the connection with them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RejectReason {
-    /// A line in the request head ended with a bare LF.
-    #[error("bare LF line terminator in request head")]
+pub enum ProtocolError {
+    /// A line in a message head ended with a bare LF.
+    #[error("bare LF line terminator in the message head")]
     BareLf,
     /// A field line started with whitespace (obsolete line folding).
-    #[error("obsolete line folding in request head")]
+    #[error("obsolete line folding in the message head")]
     ObsFold,
-    /// The request head could not be parsed.
-    #[error("malformed request head: {0}")]
+    /// The message head could not be parsed.
+    #[error("malformed message head: {0}")]
     MalformedHead(&'static str),
-    /// The method is not a valid token.
+    /// The request method is not a valid token.
     #[error("invalid request method")]
     InvalidMethod,
     /// The request-target is invalid or not allowed for the method.
@@ -130,29 +151,32 @@ pub enum RejectReason {
     /// The Host header is not a valid authority.
     #[error("invalid Host header")]
     InvalidHost,
-    /// More than one Content-Length header (or a list value).
+    /// More than one Content-Length (field, or list element in a response).
     #[error("duplicate Content-Length")]
     DuplicateContentLength,
     /// Content-Length is not a plain decimal number.
     #[error("invalid Content-Length")]
     InvalidContentLength,
-    /// Both Transfer-Encoding and Content-Length were present.
+    /// Both Transfer-Encoding and Content-Length were present in a request.
     #[error("both Transfer-Encoding and Content-Length present")]
     ContentLengthWithTransferEncoding,
-    /// Transfer-Encoding other than exactly `chunked`.
+    /// A request's Transfer-Encoding other than exactly `chunked`.
     #[error("unsupported Transfer-Encoding")]
     UnsupportedTransferEncoding,
+    /// A response's Transfer-Encoding is empty or applies `chunked` more than once.
+    #[error("invalid Transfer-Encoding")]
+    InvalidTransferEncoding,
     /// Transfer-Encoding in an HTTP/1.0 request.
     #[error("Transfer-Encoding in an HTTP/1.0 request")]
     TransferEncodingInHttp10,
-    /// HTTP version other than 1.0 / 1.1.
+    /// HTTP version other than 1.x.
     #[error("HTTP version not supported")]
     UnsupportedVersion,
     /// The request-target exceeded `max_uri_len`.
     #[error("request target too long")]
     UriTooLong,
-    /// The request head exceeded `max_head_size`.
-    #[error("request head too large")]
+    /// The message head exceeded `max_head_size`.
+    #[error("message head too large")]
     HeadTooLarge,
     /// More than `max_headers` header fields.
     #[error("too many header fields")]
@@ -160,16 +184,39 @@ pub enum RejectReason {
     /// The request body exceeded `max_body_size`.
     #[error("request body too large")]
     BodyTooLarge,
-    /// The request head was not complete within `head_timeout`.
-    #[error("timed out reading request head")]
+    /// A head did not come in time: a request's within `head_timeout` of its first byte,
+    /// a response's within the client's `response_timeout` of the request.
+    #[error("timed out waiting for the message head")]
     HeadTimeout,
-    /// The chunked request body was malformed.
-    #[error("bad chunked body: {0}")]
-    Chunked(ChunkedError),
+    /// The chunked body was malformed.
+    #[error("bad chunked body")]
+    Chunked(#[source] ChunkedError),
+    /// Bytes arrived while no request was outstanding (client).
+    #[error("data received with no request outstanding")]
+    UnsolicitedData,
+    /// The server closed the connection (EOF, or `Connection: close` on an earlier
+    /// response) before starting the response to this request.
+    #[error("server closed the connection before responding")]
+    ClosedBeforeResponse,
+    /// EOF in the middle of a message head.
+    #[error("connection closed in the middle of a message head")]
+    EofInHead,
+    /// EOF in the middle of a `Content-Length` or chunked body.
+    #[error("connection closed in the middle of a message body")]
+    EofInBody,
 }
 
-impl RejectReason {
-    /// The HTTP status the engine answers with for this reason.
+/// Why the server engine rejected a request (see [`ServerEvent::Rejected`]).
+pub type RejectReason = ProtocolError;
+
+/// Why the server engine aborted a connection (see [`ServerEvent::Aborted`]).
+pub type AbortReason = ProtocolError;
+
+/// Why a client connection failed (see [`ClientEvent::Failed`]).
+pub type ClientError = ProtocolError;
+
+impl ProtocolError {
+    /// The HTTP status a server answers with for this error.
     pub fn status(&self) -> http::StatusCode {
         use http::StatusCode as S;
         match self {
@@ -184,21 +231,13 @@ impl RejectReason {
     }
 }
 
-/// Why the connection was aborted without a response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AbortReason {
-    /// The peer closed its sending side in the middle of a request body.
-    #[error("connection closed in the middle of a request body")]
-    EofInBody,
-}
-
-/// Errors returned to the application for invalid use of the response API.
+/// The application used a connection's API wrongly (or too late): one enum for both roles.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum H1Error {
-    /// No outstanding request with this id (never existed, or already answered).
+    /// No such request (never existed, or already answered).
     #[error("no outstanding request with id {0}")]
     UnknownRequest(u64),
-    /// The connection is closing or closed; no more responses can be written.
+    /// The connection is closing or closed (or was upgraded): nothing more can be sent.
     #[error("connection is closed")]
     Closed,
     /// The engine already answered this request with an error response.
@@ -210,24 +249,31 @@ pub enum H1Error {
     /// Body or finish before `send_response`.
     #[error("response for request {0} not started")]
     ResponseNotStarted(u64),
-    /// Body or finish after `finish_response`.
-    #[error("response for request {0} already finished")]
-    ResponseFinished(u64),
+    /// Body bytes after the body of message `id` was finished.
+    #[error("body of message {0} already finished")]
+    Finished(u64),
     /// Interim (1xx) responses are not supported by `send_response`; use `send_continue`.
     #[error("informational status {0} not supported by send_response")]
     InformationalStatus(http::StatusCode),
+    /// The body of an earlier request is not finished yet.
+    #[error("body of request {0} not finished")]
+    RequestInProgress(u64),
+    /// The URI cannot be turned into a request-target (`CONNECT` needs an authority).
+    #[error("URI has no usable request target")]
+    InvalidTarget,
     /// More body bytes than the declared Content-Length.
-    #[error("response body for request {id} exceeds declared length by {excess} bytes")]
+    #[error("body of message {id} exceeds declared length by {excess} bytes")]
     BodyTooLong {
-        /// The request id.
+        /// The message id.
         id: u64,
         /// How many bytes too many were offered.
         excess: u64,
     },
-    /// Fewer body bytes than the declared Content-Length; the connection will close.
-    #[error("response body for request {id} is {missing} bytes short; closing")]
+    /// Fewer body bytes than the declared Content-Length (a response is left truncated
+    /// and its connection closes; a request stays open).
+    #[error("body of message {id} is {missing} bytes short")]
     BodyTooShort {
-        /// The request id.
+        /// The message id.
         id: u64,
         /// How many bytes were missing.
         missing: u64,
@@ -241,3 +287,6 @@ pub enum H1Error {
         capacity: usize,
     },
 }
+
+/// Errors of the client engine's request API.
+pub type H1ClientError = H1Error;

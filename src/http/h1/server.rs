@@ -53,17 +53,31 @@
 //!   written: `send_body` data is discarded and the declared length is not
 //!   enforced; `Content-Length` is kept for HEAD/304, never sent for 204.
 //!   Request trailers are validated and discarded.
+//! * **Response trailers.** [`ServerConn::finish_response_with_trailers`] sends trailer
+//!   fields after the last chunk of a chunked response (RFC 9112 §7.1.2) only when the
+//!   request's `TE` lists `trailers` (hyper's rule: the client said it accepts them). Fields
+//!   a trailer section must not carry (framing, routing, authentication, controls, content
+//!   metadata: RFC 9110 §6.5.1, [`super::is_forbidden_trailer`]) are never sent; when the
+//!   response head declared its trailers in a `Trailer` field, only those names are sent.
+//!   Otherwise (no `TE: trailers`, a length-framed or HTTP/1.0 response) they are dropped:
+//!   the body itself is unchanged.
+//! * **Shared core.** Head reading, body decoding and encoding, the output buffer and the
+//!   timers are the connection core (`conn`) the client engine uses too.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use core::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderName};
 use http::{Method, StatusCode, Version};
 
 use super::body::BodyDecoder;
-use super::chunked::{self, ChunkedDecoder};
+use super::chunked::ChunkedDecoder;
+use super::conn::{
+    earliest, BodyBuffer, BodyEncoder, HeadLimits, HeadReader, HeadStep, Misframed, Output, Timer,
+};
 use super::head::{self, FramingHeader};
 use super::{AbortReason, BodyFraming, H1Config, H1Error, RejectReason};
 
@@ -130,19 +144,10 @@ enum ReadState {
     Discard,
 }
 
-/// How the response body is framed on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OutFraming {
-    NoBody,
-    Length { remaining: u64 },
-    Chunked,
-    CloseDelimited,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RespState {
     NotStarted,
-    Streaming(OutFraming),
+    Streaming(BodyEncoder),
     Finished,
 }
 
@@ -168,61 +173,14 @@ struct Slot {
     body_done: bool,
     body_bytes: u64,
     engine_owned: bool,
+    /// The request's `TE` lists `trailers`.
+    accepts_trailers: bool,
+    /// The trailer fields the response head declared (`Trailer`), if it did.
+    declared_trailers: Option<Vec<HeaderName>>,
     resp: RespState,
     /// Response bytes not yet moved to the output (non-empty only while an
     /// earlier response is unfinished).
     buf: Vec<u8>,
-}
-
-/// Incremental scanner over the head buffer: finds the end of the head,
-/// rejects bare LF and tracks the request-target span.
-#[derive(Debug, Default)]
-struct HeadScan {
-    pos: usize,
-    sp1: Option<usize>,
-    sp2: Option<usize>,
-    line_done: bool,
-}
-
-impl HeadScan {
-    /// Scans new bytes of `buf`; returns the end offset of the head if found.
-    /// The request-target's length is checked at each of its bytes, so the verdict on a
-    /// head never depends on where the input was cut.
-    fn scan(&mut self, buf: &[u8], max_uri_len: usize) -> Result<Option<usize>, RejectReason> {
-        while let Some(&b) = buf.get(self.pos) {
-            let i = self.pos;
-            self.pos += 1;
-            match b {
-                b'\n' => {
-                    let prev = i.checked_sub(1).and_then(|p| buf.get(p)).copied();
-                    if prev != Some(b'\r') {
-                        return Err(RejectReason::BareLf);
-                    }
-                    self.line_done = true;
-                    if i >= 3 && buf.get(i - 3..=i) == Some(b"\r\n\r\n".as_slice()) {
-                        return Ok(Some(i + 1));
-                    }
-                }
-                b' ' if !self.line_done => {
-                    if self.sp1.is_none() {
-                        self.sp1 = Some(i);
-                    } else if self.sp2.is_none() {
-                        self.sp2 = Some(i);
-                    }
-                }
-                b'\r' => {}
-                _ => {
-                    // A byte of the request-target: bytes sp1+1..=i so far.
-                    if let (Some(a), None, false) = (self.sp1, self.sp2, self.line_done) {
-                        if i - a > max_uri_len {
-                            return Err(RejectReason::UriTooLong);
-                        }
-                    }
-                }
-            }
-        }
-        Ok(None)
-    }
 }
 
 /// One HTTP/1.1 server connection (sans-IO).
@@ -231,24 +189,16 @@ pub struct ServerConn {
     config: Arc<H1Config>,
     now: Duration,
     read: ReadState,
-    head_buf: Vec<u8>,
-    scan: HeadScan,
-    lead_cr: bool,
-    head_started: Option<Duration>,
+    head: HeadReader,
     idle_since: Option<Duration>,
-    /// Since when output has been blocked (the caller found no room for it) without any
-    /// of it being written since; a stall longer than the idle timeout ends the
-    /// connection.
-    output_since: Option<Duration>,
     stalled: bool,
     next_id: RequestId,
     slots: VecDeque<Slot>,
     events: VecDeque<ServerEvent>,
-    body_buffered: usize,
-    body_acc: BytesMut,
-    body_acc_id: RequestId,
-    output: Vec<u8>,
-    out_pos: usize,
+    body: BodyBuffer,
+    /// Output ready for the wire; it stalls (a peer that stopped reading) when blocked
+    /// longer than the idle timeout.
+    output: Output,
     close_after: Option<RequestId>,
     write_done: bool,
     closed_now: bool,
@@ -284,18 +234,15 @@ impl ServerConn {
     pub fn idle_since(&self) -> Option<Duration> {
         let idle = self.slots.is_empty()
             && self.events.is_empty()
-            && self.output.is_empty()
-            && self.head_buf.is_empty()
-            && self.body_acc.is_empty()
+            && self.output.pending().is_empty()
+            && self.head.is_empty()
+            && self.body.is_empty()
             && matches!(self.read, ReadState::Head)
-            && self.head_started.is_none()
-            && self.output_since.is_none()
             && self.switch_wait.is_none()
             && self.close_after.is_none()
             && !self.write_done
             && !self.closed_now
-            && !self.upgraded
-            && !self.lead_cr;
+            && !self.upgraded;
         if idle {
             self.idle_since
         } else {
@@ -309,21 +256,14 @@ impl ServerConn {
             config,
             now,
             read: ReadState::Head,
-            head_buf: Vec::new(),
-            scan: HeadScan::default(),
-            lead_cr: false,
-            head_started: None,
+            head: HeadReader::default(),
             idle_since: Some(now),
-            output_since: None,
             stalled: false,
             next_id: 0,
             slots: VecDeque::new(),
             events: VecDeque::new(),
-            body_buffered: 0,
-            body_acc: BytesMut::new(),
-            body_acc_id: 0,
-            output: Vec::new(),
-            out_pos: 0,
+            body: BodyBuffer::default(),
+            output: Output::default(),
             close_after: None,
             write_done: false,
             closed_now: false,
@@ -372,7 +312,7 @@ impl ServerConn {
                 break;
             }
         }
-        self.flush_body_acc();
+        self.flush_body();
         self.update_idle();
         consumed.min(data.len())
     }
@@ -391,7 +331,7 @@ impl ServerConn {
                 self.close_after_pending();
             }
             ReadState::Body { .. } => {
-                self.flush_body_acc();
+                self.flush_body();
                 self.stop_reading();
                 self.events.push_back(ServerEvent::Aborted {
                     reason: AbortReason::EofInBody,
@@ -408,7 +348,7 @@ impl ServerConn {
     pub fn poll_event(&mut self) -> Option<ServerEvent> {
         let ev = self.events.pop_front()?;
         if let ServerEvent::Body { data, .. } = &ev {
-            self.body_buffered = self.body_buffered.saturating_sub(data.len());
+            self.body.taken(data.len());
         }
         Some(ev)
     }
@@ -503,24 +443,30 @@ impl ServerConn {
                 Some(n) if status != StatusCode::NO_CONTENT => FramingHeader::Length(n),
                 _ => FramingHeader::None,
             };
-            (h, OutFraming::NoBody)
+            (h, BodyEncoder::NoBody)
         } else {
             match body_len {
                 Some(n) => (
                     FramingHeader::Length(n),
-                    OutFraming::Length { remaining: n },
+                    BodyEncoder::Length { remaining: n },
                 ),
-                None if slot.version == Version::HTTP_11 => {
-                    (FramingHeader::Chunked, OutFraming::Chunked)
-                }
-                None => (FramingHeader::None, OutFraming::CloseDelimited),
+                None if slot.version == Version::HTTP_11 => (
+                    FramingHeader::Chunked,
+                    BodyEncoder::Chunked {
+                        trailers: slot.accepts_trailers,
+                    },
+                ),
+                None => (FramingHeader::None, BodyEncoder::CloseDelimited),
             }
         };
+        if matches!(framing, BodyEncoder::Chunked { trailers: true }) {
+            slot.declared_trailers = declared_trailers(&head.headers);
+        }
         let expect_close =
             slot.expect_continue && !slot.continue_sent && !slot.body_done && slot.body_bytes == 0;
         let close = !slot.keep_alive
             || head::has_close_token(&head.headers)
-            || framing == OutFraming::CloseDelimited
+            || framing == BodyEncoder::CloseDelimited
             || expect_close
             || close_after == Some(id);
         let ka_token = !close && slot.version == Version::HTTP_10;
@@ -558,33 +504,20 @@ impl ServerConn {
                 return Err(H1Error::RequestRejected(id));
             }
             RespState::NotStarted => return Err(H1Error::ResponseNotStarted(id)),
-            RespState::Finished => return Err(H1Error::ResponseFinished(id)),
+            RespState::Finished => return Err(H1Error::Finished(id)),
             RespState::Streaming(f) => f,
         };
-        if framing != OutFraming::NoBody && data.len() > capacity {
+        if framing.carries_body() && data.len() > capacity {
             return Err(H1Error::OutputFull {
                 requested: data.len(),
                 capacity,
             });
         }
-        match framing {
-            OutFraming::NoBody => {}
-            OutFraming::Length { remaining } => {
-                let len = data.len() as u64;
-                if len > remaining {
-                    return Err(H1Error::BodyTooLong {
-                        id,
-                        excess: len - remaining,
-                    });
-                }
-                slot.buf.extend_from_slice(data);
-                slot.resp = RespState::Streaming(OutFraming::Length {
-                    remaining: remaining - len,
-                });
-            }
-            OutFraming::Chunked => chunked::encode_chunk(&mut slot.buf, data),
-            OutFraming::CloseDelimited => slot.buf.extend_from_slice(data),
+        let mut framing = framing;
+        if let Err(Misframed::TooLong(excess)) = framing.encode(&mut slot.buf, data) {
+            return Err(H1Error::BodyTooLong { id, excess });
         }
+        slot.resp = RespState::Streaming(framing);
         self.flush();
         self.update_idle();
         Ok(())
@@ -594,6 +527,17 @@ impl ServerConn {
     /// than the declared `Content-Length` were sent, the response is left
     /// truncated, the connection closes after it, and an error is returned.
     pub fn finish_response(&mut self, id: RequestId) -> Result<(), H1Error> {
+        self.finish_response_with_trailers(id, None)
+    }
+
+    /// Ends response `id` like [`finish_response`](Self::finish_response), with trailer
+    /// fields after the last chunk when the response is chunked and the request accepts
+    /// them (see the module docs); otherwise the trailers are dropped.
+    pub fn finish_response_with_trailers(
+        &mut self,
+        id: RequestId,
+        trailers: Option<&HeaderMap>,
+    ) -> Result<(), H1Error> {
         if self.is_closed() || self.write_done {
             return Err(H1Error::Closed);
         }
@@ -603,22 +547,25 @@ impl ServerConn {
                 return Err(H1Error::RequestRejected(id));
             }
             RespState::NotStarted => return Err(H1Error::ResponseNotStarted(id)),
-            RespState::Finished => return Err(H1Error::ResponseFinished(id)),
+            RespState::Finished => return Err(H1Error::Finished(id)),
             RespState::Streaming(f) => f,
         };
         slot.resp = RespState::Finished;
-        let mut result = Ok(());
-        match framing {
-            OutFraming::Chunked => slot.buf.extend_from_slice(chunked::LAST_CHUNK),
-            OutFraming::Length { remaining } if remaining > 0 => {
-                result = Err(H1Error::BodyTooShort {
-                    id,
-                    missing: remaining,
-                });
-                self.set_close_after(id);
-                self.stop_reading();
+        let declared;
+        let trailers = match (trailers, &slot.declared_trailers) {
+            (Some(fields), Some(names)) => {
+                declared = only_declared(fields, names);
+                Some(&declared)
             }
-            _ => {}
+            (fields, _) => fields,
+        };
+        let mut result = Ok(());
+        if let Err(Misframed::TooShort(missing) | Misframed::TooLong(missing)) =
+            framing.finish(&mut slot.buf, trailers)
+        {
+            result = Err(H1Error::BodyTooShort { id, missing });
+            self.set_close_after(id);
+            self.stop_reading();
         }
         self.flush();
         self.update_idle();
@@ -671,24 +618,14 @@ impl ServerConn {
         if self.closed_now {
             return &[];
         }
-        self.output.get(self.out_pos..).unwrap_or(&[])
+        self.output.pending()
     }
 
     /// Reports that `n` bytes of [`pending_output`](Self::pending_output) were
     /// written. `now` restarts the idle timer if the connection becomes idle.
     pub fn consume_output(&mut self, n: usize, now: Duration) {
         self.now = now;
-        self.out_pos = self.out_pos.saturating_add(n).min(self.output.len());
-        if n > 0 {
-            self.output_since = None;
-        }
-        if self.out_pos == self.output.len() {
-            self.output.clear();
-            self.out_pos = 0;
-        } else if self.out_pos >= 4096 && self.out_pos * 2 >= self.output.len() {
-            self.output.drain(..self.out_pos);
-            self.out_pos = 0;
-        }
+        self.output.consume(n);
         self.update_idle();
     }
 
@@ -697,30 +634,23 @@ impl ServerConn {
         if self.closed_now || self.upgraded {
             return None;
         }
-        let stall = self
-            .output_since
-            .map(|t| t.saturating_add(self.config.idle_timeout));
+        let stall = self.output.stall_timer(self.config.idle_timeout).deadline();
         if self.is_closed() || self.write_done {
             return stall;
         }
-        let other = match (&self.read, self.head_started) {
-            (ReadState::Head, Some(t)) => Some(t.saturating_add(self.config.head_timeout)),
-            _ => self
-                .idle_since
-                .map(|t| t.saturating_add(self.config.idle_timeout)),
+        let other = match (&self.read, self.head.started()) {
+            (ReadState::Head, Some(_)) => self.head_timer().deadline(),
+            _ => self.idle_timer().deadline(),
         };
-        match (stall, other) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        earliest([stall, other])
     }
 
     /// Reports that the caller could write none of [`pending_output`](Self::pending_output)
     /// (the peer's window is full or closed). Starts the output stall timer unless it runs.
     pub fn output_blocked(&mut self, now: Duration) {
         self.now = now;
-        if self.output_since.is_none() && !self.pending_output().is_empty() {
-            self.output_since = Some(now);
+        if !self.closed_now {
+            self.output.blocked(now);
         }
     }
 
@@ -739,10 +669,10 @@ impl ServerConn {
             return;
         }
         let stalled = !self.closed_now
-            && !self.pending_output().is_empty()
             && self
-                .output_since
-                .is_some_and(|t| now >= t.saturating_add(self.config.idle_timeout));
+                .output
+                .stall_timer(self.config.idle_timeout)
+                .expired(now);
         if stalled {
             self.stalled = true;
             self.close_immediately();
@@ -752,17 +682,10 @@ impl ServerConn {
         if self.is_closed() || self.write_done {
             return;
         }
-        let head_expired = matches!(self.read, ReadState::Head)
-            && self
-                .head_started
-                .is_some_and(|t| now >= t.saturating_add(self.config.head_timeout));
+        let head_expired = matches!(self.read, ReadState::Head) && self.head_timer().expired(now);
         if head_expired {
             self.reject_head(RejectReason::HeadTimeout);
-        } else if self.is_idle()
-            && self
-                .idle_since
-                .is_some_and(|t| now >= t.saturating_add(self.config.idle_timeout))
-        {
+        } else if self.is_idle() && self.idle_timer().expired(now) {
             self.close_immediately();
         }
         self.update_idle();
@@ -777,9 +700,7 @@ impl ServerConn {
             ReadState::Head => {
                 self.switch_wait.is_none() && self.slots.len() < self.config.max_pipelined.max(1)
             }
-            ReadState::Body { .. } => {
-                self.body_buffered + self.body_acc.len() < self.config.max_body_buffer
-            }
+            ReadState::Body { .. } => self.body.room(self.config.max_body_buffer) > 0,
             ReadState::Discard => false,
         }
     }
@@ -801,7 +722,7 @@ impl ServerConn {
 
     /// True once everything is written and the caller should close the connection.
     pub fn is_closed(&self) -> bool {
-        self.closed_now || (self.write_done && self.out_pos >= self.output.len())
+        self.closed_now || (self.write_done && self.output.pending().is_empty())
     }
 
     // ----- internals -----
@@ -816,16 +737,20 @@ impl ServerConn {
         !self.closed_now
             && !self.write_done
             && matches!(self.read, ReadState::Head)
-            && self.head_started.is_none()
-            && self.head_buf.is_empty()
+            && self.head.is_empty()
             && self.slots.is_empty()
             && self.pending_output().is_empty()
     }
 
+    fn head_timer(&self) -> Timer {
+        Timer::new(self.head.started(), self.config.head_timeout)
+    }
+
+    fn idle_timer(&self) -> Timer {
+        Timer::new(self.idle_since, self.config.idle_timeout)
+    }
+
     fn update_idle(&mut self) {
-        if self.pending_output().is_empty() {
-            self.output_since = None;
-        }
         if self.is_idle() {
             if self.idle_since.is_none() {
                 self.idle_since = Some(self.now);
@@ -837,70 +762,23 @@ impl ServerConn {
 
     /// Reads (part of) a request head from `rest`; returns bytes consumed.
     fn read_head(&mut self, rest: &[u8]) -> usize {
-        let mut i = 0usize;
-        if self.head_buf.is_empty() {
-            // RFC 9112 §2.2: ignore empty lines before the request line.
-            while let Some(&b) = rest.get(i) {
-                if self.lead_cr {
-                    if b != b'\n' {
-                        self.reject_head(RejectReason::MalformedHead("invalid line ending"));
-                        return i;
-                    }
-                    self.lead_cr = false;
-                } else if b == b'\r' {
-                    self.lead_cr = true;
-                } else {
-                    break;
-                }
-                i += 1;
-            }
-            if i > 0 && self.head_started.is_none() {
-                self.head_started = Some(self.now);
-            }
-            if i == rest.len() {
-                return i;
-            }
+        let limits = HeadLimits {
+            max_size: self.config.max_head_size,
+            max_uri_len: Some(self.config.max_uri_len),
+        };
+        let (n, step) = self.head.read(rest, limits, self.now);
+        match step {
+            HeadStep::Partial => {}
+            HeadStep::Complete => self.complete_head(),
+            HeadStep::Failed(reason) => self.reject_head(reason),
         }
-        let room = self
-            .config
-            .max_head_size
-            .saturating_sub(self.head_buf.len());
-        let avail = rest.get(i..).unwrap_or(&[]);
-        let take = avail.len().min(room);
-        self.head_buf
-            .extend_from_slice(avail.get(..take).unwrap_or(&[]));
-        if self.head_started.is_none() {
-            self.head_started = Some(self.now);
-        }
-        match self.scan.scan(&self.head_buf, self.config.max_uri_len) {
-            Err(reason) => {
-                self.reject_head(reason);
-                i + take
-            }
-            Ok(Some(end)) => {
-                let excess = self.head_buf.len().saturating_sub(end);
-                self.head_buf.truncate(end);
-                self.complete_head();
-                (i + take).saturating_sub(excess)
-            }
-            Ok(None) => {
-                if self.head_buf.len() >= self.config.max_head_size {
-                    self.reject_head(RejectReason::HeadTooLarge);
-                }
-                i + take
-            }
-        }
+        n
     }
 
-    /// Parses the complete head in `head_buf` and emits the request.
+    /// Parses the complete head and emits the request.
     fn complete_head(&mut self) {
-        let mut buf = std::mem::take(&mut self.head_buf);
-        let parsed = head::parse_request_head(&buf, &self.config);
-        buf.clear();
-        self.head_buf = buf;
-        self.scan = HeadScan::default();
-        self.head_started = None;
-        self.lead_cr = false;
+        let config = &self.config;
+        let parsed = self.head.take(|buf| head::parse_request_head(buf, config));
         let p = match parsed {
             Ok(p) => p,
             Err(reason) => {
@@ -930,6 +808,8 @@ impl ServerConn {
             body_done: false,
             body_bytes: 0,
             engine_owned: false,
+            accepts_trailers: p.accepts_trailers,
+            declared_trailers: None,
             resp: RespState::NotStarted,
             buf: Vec::new(),
         });
@@ -966,52 +846,40 @@ impl ServerConn {
 
     /// Decodes body bytes from `rest`; returns bytes consumed.
     fn read_body(&mut self, rest: &[u8]) -> usize {
-        let room = self
-            .config
-            .max_body_buffer
-            .saturating_sub(self.body_buffered + self.body_acc.len());
         let ReadState::Body { id, decoder } = &mut self.read else {
             return 0;
         };
         let id = *id;
-        if self.body_acc.is_empty() {
-            self.body_acc_id = id;
-        }
-        let before = self.body_acc.len();
-        let (consumed, done, err) = match decoder.decode(rest, &mut self.body_acc, room) {
-            Ok((n, done)) => (n, done, None),
-            Err(e) => (0, false, Some(e)),
-        };
-        let produced = (self.body_acc.len() - before) as u64;
+        let (consumed, result, produced) =
+            self.body
+                .decode(id, decoder, rest, self.config.max_body_buffer);
         if let Some(slot) = self.slot_mut(id) {
             slot.body_bytes += produced;
         }
-        if let Some(e) = err {
-            self.reject_body(id, RejectReason::Chunked(e));
-            return 0;
+        match result {
+            Err(e) => {
+                self.reject_body(id, RejectReason::Chunked(e));
+                0
+            }
+            Ok(done) => {
+                if done {
+                    self.end_body(id);
+                }
+                consumed
+            }
         }
-        if done {
-            self.end_body(id);
-        }
-        consumed
     }
 
-    /// Moves accumulated body bytes into a `Body` event.
-    fn flush_body_acc(&mut self) {
-        if self.body_acc.is_empty() {
-            return;
+    /// Moves decoded body bytes into a `Body` event.
+    fn flush_body(&mut self) {
+        if let Some((id, data)) = self.body.flush() {
+            self.events.push_back(ServerEvent::Body { id, data });
         }
-        let data = self.body_acc.split().freeze();
-        self.body_buffered += data.len();
-        self.events.push_back(ServerEvent::Body {
-            id: self.body_acc_id,
-            data,
-        });
     }
 
     /// The body of request `id` is complete.
     fn end_body(&mut self, id: RequestId) {
-        self.flush_body_acc();
+        self.flush_body();
         self.events.push_back(ServerEvent::BodyEnd { id });
         let mut switch = None;
         if let Some(slot) = self.slot_mut(id) {
@@ -1030,12 +898,9 @@ impl ServerConn {
 
     /// Stops parsing: later input is consumed and dropped.
     fn stop_reading(&mut self) {
-        self.flush_body_acc();
+        self.flush_body();
         self.read = ReadState::Discard;
-        self.head_buf.clear();
-        self.scan = HeadScan::default();
-        self.head_started = None;
-        self.lead_cr = false;
+        self.head.clear();
     }
 
     /// Closes after response `id` (or earlier if already set).
@@ -1065,8 +930,7 @@ impl ServerConn {
         self.closed_now = true;
         self.write_done = true;
         self.slots.clear();
-        self.output = Vec::new();
-        self.out_pos = 0;
+        self.output.discard();
         self.read = ReadState::Discard;
     }
 
@@ -1088,8 +952,10 @@ impl ServerConn {
             body_done: true,
             body_bytes: 0,
             engine_owned: true,
+            accepts_trailers: false,
+            declared_trailers: None,
             resp: RespState::Finished,
-            buf: head::error_response(status, &reason.to_string(), &self.error_headers),
+            buf: head::error_response(status, &error_text(&reason), &self.error_headers),
         });
         self.set_close_after(id);
         self.events
@@ -1101,7 +967,7 @@ impl ServerConn {
     fn reject_body(&mut self, id: RequestId, reason: RejectReason) {
         let status = reason.status();
         self.stop_reading();
-        let response = head::error_response(status, &reason.to_string(), &self.error_headers);
+        let response = head::error_response(status, &error_text(&reason), &self.error_headers);
         match self.slot_mut(id) {
             Some(slot) => {
                 if slot.resp == RespState::NotStarted {
@@ -1122,12 +988,7 @@ impl ServerConn {
     fn flush(&mut self) {
         while let Some(front) = self.slots.front_mut() {
             if !front.buf.is_empty() {
-                if self.output.is_empty() {
-                    std::mem::swap(&mut self.output, &mut front.buf);
-                    self.out_pos = 0;
-                } else {
-                    self.output.append(&mut front.buf);
-                }
+                self.output.append(&mut front.buf);
             }
             if front.resp != RespState::Finished {
                 break;
@@ -1144,9 +1005,44 @@ impl ServerConn {
     }
 }
 
+/// The text of an engine-made error response: the reason and its sources.
+fn error_text(reason: &RejectReason) -> String {
+    let mut text = reason.to_string();
+    let mut source = std::error::Error::source(reason);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The field names a response head declares in `Trailer`, if it has that field.
+fn declared_trailers(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
+    let mut fields = headers.get_all(http::header::TRAILER).iter().peekable();
+    fields.peek()?;
+    let names = fields
+        .flat_map(|v| head::list_elements(v.as_bytes()))
+        .filter_map(|name| HeaderName::from_bytes(name).ok())
+        .collect();
+    Some(names)
+}
+
+/// The fields of `trailers` whose names are in `names`.
+fn only_declared(trailers: &HeaderMap, names: &[HeaderName]) -> HeaderMap {
+    let mut kept = HeaderMap::new();
+    for (name, value) in trailers {
+        if names.contains(name) {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     const SEC: Duration = Duration::from_secs(1);
 
@@ -1614,7 +1510,7 @@ mod tests {
         while !h.c.is_closed() && h.c.wants_input() {
             total += h.feed(&filler);
             assert!(total <= cfg.max_head_size);
-            assert!(h.c.head_buf.len() <= cfg.max_head_size);
+            assert!(h.c.head.len() <= cfg.max_head_size);
         }
         let r = parse_all(&h.out());
         assert_eq!(r[0].status, 431);
@@ -2363,6 +2259,105 @@ GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
         assert!(!h.c.is_closed());
     }
 
+    /// Answers request 0 (already fed) with a chunked "hi" ending in `trailers`; returns
+    /// what went on the wire.
+    fn chunked_with_trailers(
+        h: &mut H,
+        head: http::response::Parts,
+        trailers: &HeaderMap,
+    ) -> String {
+        h.events();
+        h.c.send_response(0, head, None).unwrap();
+        h.c.send_body(0, b"hi").unwrap();
+        h.c.finish_response_with_trailers(0, Some(trailers))
+            .unwrap();
+        String::from_utf8(h.out()).unwrap()
+    }
+
+    fn trailer_fields() -> HeaderMap {
+        let mut t = HeaderMap::new();
+        t.insert("grpc-status", http::HeaderValue::from_static("0"));
+        t.append("x-sum", http::HeaderValue::from_static("a"));
+        t.append("x-sum", http::HeaderValue::from_static("b"));
+        // Never in a trailer section (RFC 9110 §6.5.1).
+        t.insert("content-length", http::HeaderValue::from_static("2"));
+        t.insert("set-cookie", http::HeaderValue::from_static("s=1"));
+        t.insert("host", http::HeaderValue::from_static("elsewhere"));
+        t
+    }
+
+    #[test]
+    fn trailers_follow_the_last_chunk_when_the_request_accepts_them() {
+        let mut h = H::new();
+        h.feed_all(b"GET / HTTP/1.1\r\nHost: a\r\nTE: gzip, Trailers\r\nConnection: TE\r\n\r\n");
+        let wire = chunked_with_trailers(&mut h, parts(200), &trailer_fields());
+        assert_eq!(
+            wire,
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+2\r\nhi\r\n0\r\ngrpc-status: 0\r\nx-sum: a\r\nx-sum: b\r\n\r\n"
+        );
+        // The connection goes on.
+        assert!(!h.c.is_closed());
+        h.feed_all(&get("/next"));
+        assert!(matches!(
+            h.events().first(),
+            Some(ServerEvent::Request { id: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn trailers_are_dropped_unless_te_trailers_and_chunked() {
+        // No TE: trailers (hyper's rule): an empty trailer section.
+        let mut h = H::new();
+        h.feed_all(&get("/"));
+        let wire = chunked_with_trailers(&mut h, parts(200), &trailer_fields());
+        assert!(wire.ends_with("2\r\nhi\r\n0\r\n\r\n"), "{wire:?}");
+
+        // TE lists other codings only.
+        let mut h = H::new();
+        h.feed_all(b"GET / HTTP/1.1\r\nHost: a\r\nTE: gzip\r\n\r\n");
+        let wire = chunked_with_trailers(&mut h, parts(200), &trailer_fields());
+        assert!(
+            wire.ends_with("0\r\n\r\n") && !wire.contains("grpc"),
+            "{wire:?}"
+        );
+
+        // A length-framed response has no trailer section: the body is unchanged.
+        let mut h = H::new();
+        h.feed_all(b"GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n");
+        h.events();
+        h.c.send_response(0, parts(200), Some(2)).unwrap();
+        h.c.send_body(0, b"hi").unwrap();
+        h.c.finish_response_with_trailers(0, Some(&trailer_fields()))
+            .unwrap();
+        let wire = String::from_utf8(h.out()).unwrap();
+        assert!(wire.ends_with("content-length: 2\r\n\r\nhi"), "{wire:?}");
+
+        // HTTP/1.0: close-delimited, no trailers.
+        let mut h = H::new();
+        h.feed_all(b"GET / HTTP/1.0\r\nTE: trailers\r\n\r\n");
+        let wire = chunked_with_trailers(&mut h, parts(200), &trailer_fields());
+        assert!(wire.ends_with("\r\n\r\nhi"), "{wire:?}");
+        assert!(h.c.is_closed());
+    }
+
+    #[test]
+    fn a_declared_trailer_field_limits_the_trailers_sent() {
+        let mut h = H::new();
+        h.feed_all(b"GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n");
+        let mut head = parts(200);
+        head.headers.insert(
+            "trailer",
+            http::HeaderValue::from_static("X-Sum, content-length"),
+        );
+        let wire = chunked_with_trailers(&mut h, head, &trailer_fields());
+        assert_eq!(
+            wire,
+            "HTTP/1.1 200 OK\r\ntrailer: X-Sum, content-length\r\ntransfer-encoding: chunked\r\n\r\n\
+2\r\nhi\r\n0\r\nx-sum: a\r\nx-sum: b\r\n\r\n"
+        );
+    }
+
     #[test]
     fn idle_timeout_closes_silently() {
         let mut h = H::new();
@@ -2589,8 +2584,8 @@ GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
             for _ in 0..50 {
                 let end = (off + (rnd() as usize % 40) + 1).min(input.len());
                 off += h.feed(&input[off..end]);
-                assert!(h.c.head_buf.len() <= cfg.max_head_size);
-                assert!(h.c.body_buffered + h.c.body_acc.len() <= cfg.max_body_buffer);
+                assert!(h.c.head.len() <= cfg.max_head_size);
+                assert!(h.c.body.held() <= cfg.max_body_buffer);
                 assert!(h.c.slots.len() <= cfg.max_pipelined + 1);
                 for ev in h.events() {
                     if let ServerEvent::Request { id, .. } = ev {
