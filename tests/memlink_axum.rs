@@ -549,8 +549,59 @@ impl Application for CollectOne {
     }
 }
 
+/// Fetches `/trailers` from the router with tapir's client over `scheme` and `version`,
+/// the request carrying `headers`; the response's version and collected body.
+fn fetch_trailers(
+    scheme: Scheme,
+    version: Version,
+    headers: &[(&str, &str)],
+) -> (http::Version, Collected<Bytes>) {
+    let sim = Sim::new();
+    let (mut s_stack, s_dev, c_stack, c_dev) = linked(
+        LinkConfig::default(),
+        config(SERVER_IP, 2, 63),
+        config(CLIENT_IP, 1, 64),
+        &sim,
+    );
+    let mut server = Server::from_service(router(), ServerConfig::default());
+    server.bind_http(&mut s_stack, 80).expect("port 80");
+    server
+        .bind_https(&mut s_stack, 443, tls())
+        .expect("port 443");
+    let client = ClientConfig {
+        version,
+        roots: Roots::Insecure,
+        ..ClientConfig::default()
+    };
+    let mut request = Request::get("/trailers");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let app = CollectOne {
+        client: Client::new(client).expect("client"),
+        target: target(scheme),
+        request: Some(request.body(Body::empty()).expect("request")),
+        response: None,
+        collecting: None,
+        result: None,
+        version: None,
+        error: None,
+    };
+    let mut server = Node::new(s_stack, s_dev, server);
+    let mut client = Node::new(c_stack, c_dev, app);
+    let mut sim = sim;
+    sim.run_until(
+        &mut [&mut server as &mut dyn SimNode, &mut client],
+        Duration::from_secs(60),
+        |nodes| nodes[1].finished(),
+    )
+    .expect("the exchange ends");
+    assert_eq!(client.app.error, None);
+    client.app.result.take().expect("a response")
+}
+
 /// A response body's trailers reach the client on HTTP/2 (h2c and h2/TLS) and are dropped
-/// on HTTP/1.1, where the body still arrives whole.
+/// on HTTP/1.1 when the request does not accept them, where the body still arrives whole.
 #[test]
 fn response_trailers_reach_the_client_on_http2() {
     for (scheme, version, want) in [
@@ -558,48 +609,7 @@ fn response_trailers_reach_the_client_on_http2() {
         (Scheme::Https, Version::Http2, http::Version::HTTP_2),
         (Scheme::Http, Version::Http1, http::Version::HTTP_11),
     ] {
-        let sim = Sim::new();
-        let (mut s_stack, s_dev, c_stack, c_dev) = linked(
-            LinkConfig::default(),
-            config(SERVER_IP, 2, 63),
-            config(CLIENT_IP, 1, 64),
-            &sim,
-        );
-        let mut server = Server::from_service(router(), ServerConfig::default());
-        server.bind_http(&mut s_stack, 80).expect("port 80");
-        server
-            .bind_https(&mut s_stack, 443, tls())
-            .expect("port 443");
-        let client = ClientConfig {
-            version,
-            roots: Roots::Insecure,
-            ..ClientConfig::default()
-        };
-        let app = CollectOne {
-            client: Client::new(client).expect("client"),
-            target: target(scheme),
-            request: Some(
-                Request::get("/trailers")
-                    .body(Body::empty())
-                    .expect("request"),
-            ),
-            response: None,
-            collecting: None,
-            result: None,
-            version: None,
-            error: None,
-        };
-        let mut server = Node::new(s_stack, s_dev, server);
-        let mut client = Node::new(c_stack, c_dev, app);
-        let mut sim = sim;
-        sim.run_until(
-            &mut [&mut server as &mut dyn SimNode, &mut client],
-            Duration::from_secs(60),
-            |nodes| nodes[1].finished(),
-        )
-        .expect("the exchange ends");
-        assert_eq!(client.app.error, None);
-        let (got_version, collected) = client.app.result.take().expect("a response");
+        let (got_version, collected) = fetch_trailers(scheme, version, &[]);
         assert_eq!(got_version, want);
         let trailers = collected.trailers().cloned();
         assert_eq!(&collected.to_bytes()[..], b"data, then trailers");
@@ -616,5 +626,28 @@ fn response_trailers_reach_the_client_on_http2() {
         } else {
             assert_eq!(trailers, None);
         }
+    }
+}
+
+/// Over HTTP/1.1 (cleartext and TLS) a tower service's trailers go in the chunked
+/// response's trailer section when the request says `TE: trailers`, and tapir's client
+/// gives them to the reader as the body's trailers frame.
+#[test]
+fn response_trailers_reach_the_client_on_http1_with_te_trailers() {
+    for scheme in [Scheme::Http, Scheme::Https] {
+        let te = [("te", "trailers"), ("connection", "TE")];
+        let (got_version, collected) = fetch_trailers(scheme, Version::Http1, &te);
+        assert_eq!(got_version, http::Version::HTTP_11, "{scheme:?}");
+        let trailers = collected.trailers().cloned().expect("trailers on HTTP/1.1");
+        assert_eq!(&collected.to_bytes()[..], b"data, then trailers");
+        assert_eq!(
+            trailers.get("grpc-status").map(|v| v.as_bytes()),
+            Some(&b"0"[..])
+        );
+        assert_eq!(
+            trailers.get("x-checksum").map(|v| v.as_bytes()),
+            Some(&b"1234"[..])
+        );
+        assert_eq!(trailers.len(), 2, "{trailers:?}");
     }
 }
