@@ -288,6 +288,38 @@ fn refused_connection_is_a_clear_error() {
     assert!(failures[0].1.contains("refused"), "{failures:?}");
 }
 
+/// The HTTP/1.1 engine times the response head: with a 1.5 s round trip a 1 s request
+/// timeout fails the request with the timeout error, a 10 s one lets it through.
+#[test]
+fn http1_response_head_timeout_fails_a_late_response() {
+    let link = LinkConfig {
+        latency: Duration::from_millis(750),
+        ..LinkConfig::default()
+    };
+    for (limit, fails) in [(1, true), (10, false)] {
+        let config = ClientConfig {
+            version: Version::Http1,
+            request_timeout: Some(std::time::Duration::from_secs(limit)),
+            ..ClientConfig::default()
+        };
+        let jobs = vec![Job::new(
+            target(Scheme::Http, 80),
+            get("/bytes/10"),
+            Hash::default(),
+        )];
+        let (client, _) = fetch(link.clone(), config, jobs, false);
+        let failures = client.app.failures();
+        if fails {
+            assert_eq!(failures.len(), 1, "{failures:?}");
+            assert!(failures[0].1.contains("timed out after 1s"), "{failures:?}");
+        } else {
+            assert!(failures.is_empty(), "{failures:?}");
+            let job = &client.app.jobs[0];
+            assert_eq!(job.sink.version, Some(http::Version::HTTP_11));
+        }
+    }
+}
+
 #[test]
 fn http1_keep_alive_reuses_one_connection() {
     let jobs = (0..20)

@@ -1020,13 +1020,13 @@ impl Application for Client {
         for key in self.ready.drain() {
             progress |= self.drive(stack, key, now);
         }
-        // Requests past their deadline.
+        // HTTP/2 requests past their deadline (an HTTP/1.1 engine times its response head
+        // itself: its timer wakes the connection).
         let timeout = self.config.request_timeout;
         if let Some(limit) = timeout {
             for (_, conn) in self.conns.iter_mut() {
-                match &mut conn.engine {
-                    Engine::H2(h2) => progress |= h2.expire(now, limit),
-                    _ => {}
+                if let Engine::H2(h2) = &mut conn.engine {
+                    progress |= h2.expire(now, limit);
                 }
             }
         }

@@ -472,7 +472,7 @@ impl ClientConn {
             ReadState::Head => {
                 let front = self.awaiting.front().map(|a| a.id);
                 match front {
-                    Some(id) if self.head.len() > 0 => {
+                    Some(id) if self.head.buffered() > 0 => {
                         self.fail(Some(id), ProtocolError::EofInHead)
                     }
                     Some(id) => self.fail(Some(id), ProtocolError::ClosedBeforeResponse),
@@ -532,7 +532,7 @@ impl ClientConn {
     /// side asked to close.
     pub fn is_reusable(&self) -> bool {
         matches!(self.read, ReadState::Head)
-            && self.head.len() == 0
+            && self.head.buffered() == 0
             && self.awaiting.is_empty()
             && self.sending.is_none()
             && !self.closing
@@ -578,7 +578,7 @@ impl ClientConn {
         let idle = matches!(self.read, ReadState::Head)
             && self.awaiting.is_empty()
             && self.sending.is_none()
-            && self.head.len() == 0;
+            && self.head.buffered() == 0;
         if !idle {
             self.idle_since = None;
         } else if self.idle_since.is_none() {
@@ -1923,7 +1923,7 @@ mod tests {
             for _ in 0..200 {
                 let end = (pos + rng.usize(1..8)).min(input.len());
                 pos += c.handle_input(&input[pos..end], T0);
-                assert!(c.head.len() <= 48);
+                assert!(c.head.buffered() <= 48);
                 assert!(c.body.held() <= 4);
                 for ev in drain(&mut c) {
                     assert_eq!(failed, 0, "event after Failed");

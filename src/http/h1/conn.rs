@@ -67,7 +67,7 @@ impl HeadReader {
     }
 
     /// Bytes of the incomplete head held.
-    pub(super) fn len(&self) -> usize {
+    pub(super) fn buffered(&self) -> usize {
         self.buf.len()
     }
 
