@@ -665,3 +665,175 @@ impl Send {
         self.is_extended_connect_protocol_enabled
     }
 }
+
+// tapir patch: tests of a WINDOW_UPDATE past 2^31-1 on a stream whose END_STREAM is queued.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{Pseudo, DEFAULT_INITIAL_WINDOW_SIZE};
+    use crate::proto::streams::{DataFrameBudget, DEFAULT_DATA_FRAME_BUDGET};
+    use crate::proto::{peer, MAX_WINDOW_SIZE};
+    use bytes::Bytes;
+    use http::{HeaderMap, Method, StatusCode};
+    use std::time::Duration;
+
+    const ID: u32 = 1;
+    /// The client's SETTINGS_INITIAL_WINDOW_SIZE: the update below overflows it.
+    const WINDOW: WindowSize = 0x7000_0000;
+
+    fn config() -> Config {
+        Config {
+            initial_max_send_streams: 0,
+            local_max_buffer_size: 1024 * 1024,
+            local_next_stream_id: 2.into(),
+            local_push_enabled: false,
+            extended_connect_protocol_enabled: false,
+            local_reset_duration: Duration::ZERO,
+            local_reset_max: 0,
+            remote_reset_max: 0,
+            remote_init_window_sz: DEFAULT_INITIAL_WINDOW_SIZE,
+            remote_max_initiated: None,
+            local_max_error_reset_streams: None,
+            data_frame_budget: DataFrameBudget::Configured(DEFAULT_DATA_FRAME_BUDGET),
+        }
+    }
+
+    /// A server's `Send` with stream 1 opened by a request that ended the client's side,
+    /// and `respond` run on it (queueing the response's last frame).
+    fn ended_response(
+        respond: impl FnOnce(
+            &mut Send,
+            &mut Buffer<Frame<Bytes>>,
+            &mut store::Ptr,
+            &mut Counts,
+        ) -> Result<(), UserError>,
+    ) -> (Send, Buffer<Frame<Bytes>>, Store, Counts) {
+        let config = config();
+        let mut send = Send::new(&config);
+        let mut buffer = Buffer::new();
+        let mut store = Store::new();
+        let mut counts = Counts::new(peer::Dyn::Server, &config);
+        let id = StreamId::from(ID);
+        let mut stream = store.insert(id, Stream::new(id, WINDOW, DEFAULT_INITIAL_WINDOW_SIZE));
+        let mut request = frame::Headers::new(
+            id,
+            Pseudo::request(Method::HEAD, "http://test/".parse().unwrap(), None),
+            HeaderMap::new(),
+        );
+        request.set_end_stream();
+        stream.state.recv_open(&request).unwrap();
+        respond(&mut send, &mut buffer, &mut stream, &mut counts).unwrap();
+        assert!(
+            stream.state.is_send_closed(),
+            "the response ended the stream"
+        );
+        assert_eq!(stream.buffered_send_data, 0, "with no data");
+        drop(stream);
+        (send, buffer, store, counts)
+    }
+
+    /// The overflowing WINDOW_UPDATE (`WINDOW + MAX_WINDOW_SIZE > 2^31-1`) on stream 1, after
+    /// `sent` frames of its queue were written; returns the result and what stays queued.
+    fn overflow_after(
+        (mut send, mut buffer, mut store, mut counts): (Send, Buffer<Frame<Bytes>>, Store, Counts),
+        sent: usize,
+    ) -> (Result<(), Reason>, Vec<Frame<Bytes>>) {
+        let mut stream = store.find_mut(&StreamId::from(ID)).unwrap();
+        for _ in 0..sent {
+            stream.pending_send.pop_front(&mut buffer).unwrap();
+        }
+        let result = send.recv_stream_window_update(
+            MAX_WINDOW_SIZE,
+            &mut buffer,
+            &mut stream,
+            &mut counts,
+            &mut None,
+        );
+        let mut queued = Vec::new();
+        while let Some(frame) = stream.pending_send.pop_front(&mut buffer) {
+            queued.push(frame);
+        }
+        (result, queued)
+    }
+
+    fn headers_end_stream(
+        status: StatusCode,
+    ) -> impl FnOnce(
+        &mut Send,
+        &mut Buffer<Frame<Bytes>>,
+        &mut store::Ptr,
+        &mut Counts,
+    ) -> Result<(), UserError> {
+        move |send, buffer, stream, counts| {
+            let mut response =
+                frame::Headers::new(stream.id, Pseudo::response(status), HeaderMap::new());
+            response.set_end_stream();
+            send.send_headers(response, buffer, stream, counts, &mut None)
+        }
+    }
+
+    fn assert_only_flow_control_reset(queued: &[Frame<Bytes>]) {
+        match queued {
+            [Frame::Reset(reset)] => assert_eq!(reset.reason(), Reason::FLOW_CONTROL_ERROR),
+            other => panic!("expected only RST_STREAM FLOW_CONTROL_ERROR, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn window_update_overflow_resets_a_queued_headers_end_stream() {
+        // HEAD, 204, 304: the response's HEADERS carry END_STREAM and no DATA follows.
+        // Until that frame is written the stream is open for the peer (RFC 9113 §5.1), so
+        // the overflow is a stream error (§6.9.1): the queued HEADERS are dropped and
+        // RST_STREAM FLOW_CONTROL_ERROR is queued instead.
+        for status in [
+            StatusCode::OK,
+            StatusCode::NO_CONTENT,
+            StatusCode::NOT_MODIFIED,
+        ] {
+            let (result, queued) = overflow_after(ended_response(headers_end_stream(status)), 0);
+            assert_eq!(result, Err(Reason::FLOW_CONTROL_ERROR), "{status}");
+            assert_only_flow_control_reset(&queued);
+        }
+    }
+
+    #[test]
+    fn window_update_overflow_resets_a_queued_empty_data_end_stream() {
+        // A body that ends with an empty DATA frame carrying END_STREAM.
+        let respond = |send: &mut Send,
+                       buffer: &mut Buffer<Frame<Bytes>>,
+                       stream: &mut store::Ptr,
+                       counts: &mut Counts| {
+            let response = frame::Headers::new(
+                stream.id,
+                Pseudo::response(StatusCode::OK),
+                HeaderMap::new(),
+            );
+            send.send_headers(response, buffer, stream, counts, &mut None)?;
+            let mut end = frame::Data::new(stream.id, Bytes::new());
+            end.set_end_stream(true);
+            send.send_data(end, buffer, stream, counts, &mut None)
+        };
+        // Both frames queued, then only the empty DATA frame.
+        for sent in [0, 1] {
+            let (result, queued) = overflow_after(ended_response(respond), sent);
+            assert_eq!(
+                result,
+                Err(Reason::FLOW_CONTROL_ERROR),
+                "{sent} frames sent"
+            );
+            assert_only_flow_control_reset(&queued);
+        }
+    }
+
+    #[test]
+    fn window_update_after_end_stream_was_written_is_ignored() {
+        // Once END_STREAM left the queue, the stream is closed for sending: a late update,
+        // even an overflowing one, is ignored (RFC 9113 §6.9: it may follow END_STREAM).
+        let (result, queued) = overflow_after(
+            ended_response(headers_end_stream(StatusCode::NO_CONTENT)),
+            1,
+        );
+        assert_eq!(result, Ok(()));
+        assert!(queued.is_empty(), "nothing sent: {queued:?}");
+    }
+}
