@@ -459,3 +459,89 @@ fn h2c_upgrade_and_http_details_with_curl_and_nghttp() {
     assert!(out.contains("\r\nserver: tapir/"), "{out}");
     assert_all_closed(&tapir.stop());
 }
+
+/// The HTTP details of issue 17 that curl and nghttp cannot send, from a raw socket on
+/// the kernel's TCP: `GET / HTTP/1.2` (answered as HTTP/1.1, RFC 9110 §2.5), an invalid
+/// HTTP/2 preface on the cleartext port (GOAWAY PROTOCOL_ERROR once it can no longer be
+/// HTTP/1.x), a `host` other than `:authority` (RST_STREAM PROTOCOL_ERROR, RFC 9113
+/// §8.3.1; the other stream is answered) and a WINDOW_UPDATE past 2^31-1 (RST_STREAM
+/// FLOW_CONTROL_ERROR, §6.9.1). Prints one `name: result` line each.
+const RAW_DETAILS: &str = r#"
+import socket, struct, sys
+host = sys.argv[1]
+def conn():
+    return socket.create_connection((host, 80), timeout=10)
+def read_all(s):
+    data = b""
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+    except socket.timeout:
+        pass
+    return data
+def frame(kind, flags, stream, payload):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+def frames(data):
+    out = []
+    while len(data) >= 9:
+        n = int.from_bytes(data[:3], "big")
+        out.append((data[3], data[4], int.from_bytes(data[5:9], "big") & 0x7fffffff, data[9:9 + n]))
+        data = data[9 + n:]
+    return out
+def lit(index, value):
+    # literal header field without indexing, indexed name (4-bit prefix)
+    b = bytes([index]) if index < 15 else bytes([15, index - 15])
+    return b + bytes([len(value)]) + value
+def get(path, extra=b""):
+    return b"\x82\x86" + lit(4, path) + lit(1, b"test") + extra
+def h2(*frames_after):
+    s = conn()
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b"") + b"".join(frames_after))
+    s.settimeout(3)
+    return frames(read_all(s))
+def resets(fs, stream):
+    return [int.from_bytes(p[:4], "big") for (k, f, st, p) in fs if k == 3 and st == stream]
+
+s = conn()
+s.sendall(b"GET / HTTP/1.2\r\nHost: " + host.encode() + b"\r\nConnection: close\r\n\r\n")
+print("http/1.2:", read_all(s).split(b"\r\n")[0].decode())
+
+s = conn()
+s.sendall(b"PRI * HTTP/2.0\r\n\r\nXY\r\n\r\n")
+fs = frames(read_all(s))
+print("bad preface:", [(k, int.from_bytes(p[4:8], "big")) for (k, f, st, p) in fs if k == 7])
+
+fs = h2(frame(1, 5, 1, get(b"/", lit(38, b"other.example"))), frame(1, 5, 3, get(b"/bytes/3")))
+print("host vs authority: stream 1 reset", resets(fs, 1), "stream 3 data",
+      b"".join(p for (k, f, st, p) in fs if k == 0 and st == 3))
+
+fs = h2(frame(1, 5, 1, get(b"/bytes/0")), frame(8, 0, 1, struct.pack(">I", 0x7fffffff)))
+print("window overflow: stream 1 reset", resets(fs, 1),
+      "end", [k for (k, f, st, p) in fs if st == 1 and k != 3 and f & 1])
+"#;
+
+#[test]
+fn http_details_on_the_wire_with_a_raw_client() {
+    let Some(ns) = tap_test!("h1-raw-details", PYTHON3) else {
+        return;
+    };
+    let tapir = ns.spawn_http(&[]);
+    let out = ns.run(&["python3", "-c", RAW_DETAILS, TAPIR_V4]);
+    let text = output_text(&out);
+    assert!(out.status.success(), "raw client:\n{text}");
+    for line in [
+        "http/1.2: HTTP/1.1 200 OK",
+        // GOAWAY (type 7) with PROTOCOL_ERROR (1).
+        "bad preface: [(7, 1)]",
+        // RST_STREAM PROTOCOL_ERROR (1) on stream 1; stream 3's body.
+        "host vs authority: stream 1 reset [1] stream 3 data b'tap'",
+        // RST_STREAM FLOW_CONTROL_ERROR (3), and the response never ends the stream.
+        "window overflow: stream 1 reset [3] end []",
+    ] {
+        assert!(text.contains(line), "no '{line}' in:\n{text}");
+    }
+    assert_all_closed(&tapir.stop());
+}
