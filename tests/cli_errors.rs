@@ -9,10 +9,8 @@ mod common;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::netns::{
-    effective_uid, have_tool, require_root, require_tool, ChildGuard, Netns, KERNEL_V4, KERNEL_V6,
-    TAP,
-};
+use common::netns::{effective_uid, have_tool, ChildGuard, KERNEL_V4, KERNEL_V6, TAP};
+use common::tap::PYTHON3;
 
 /// Runs `tapir ARGS` (in a throwaway network namespace when root).
 fn tapir(args: &[&str]) -> Output {
@@ -264,10 +262,9 @@ fn replay_prints_ipv6_endpoints_in_brackets() {
 /// A second tapir on a TAP device another tapir holds: says so, once.
 #[test]
 fn a_busy_tap_device_is_named_as_such() {
-    if !require_root("a_busy_tap_device_is_named_as_such") {
+    let Some(ns) = tap_test!("cli-busy") else {
         return;
-    }
-    let ns = Netns::up("cli-busy");
+    };
     let first = ns.spawn_tapir(&["echo", "--tap", TAP]);
     assert!(
         first.wait_for_log("ready: echo on port 7", Duration::from_secs(10)),
@@ -293,11 +290,9 @@ fn a_busy_tap_device_is_named_as_such() {
 /// `get --http2` against an HTTP/1-only server, and errors naming IPv6 peers.
 #[test]
 fn get_http2_against_an_http1_server_says_so() {
-    if !require_root("get_http2_against_an_http1_server_says_so") {
+    let Some(ns) = tap_test!("cli-h1only", PYTHON3) else {
         return;
-    }
-    require_tool("python3", "python3");
-    let ns = Netns::up("cli-h1only");
+    };
     // python's server answers an HTTP/2 preface with a bare HTML error page; an HTTP/1
     // status line is checked in the client's unit tests.
     let _server = ChildGuard(

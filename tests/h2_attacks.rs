@@ -78,6 +78,20 @@ fn get_block(path: &str) -> Vec<u8> {
     b
 }
 
+/// The header block of `method path` with the method as a literal (any method, also one
+/// outside HPACK's static table).
+fn request_block(method: &str, path: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    hpack_int(0, 4, 2, &mut b); // :method, literal without indexing
+    hpack_str(method.as_bytes(), &mut b);
+    b.push(0x86); // :scheme http
+    hpack_int(0, 4, 4, &mut b); // :path
+    hpack_str(path.as_bytes(), &mut b);
+    hpack_int(0, 4, 1, &mut b); // :authority
+    hpack_str(b"test", &mut b);
+    b
+}
+
 fn client_start(settings: &[(u16, u32)]) -> Vec<u8> {
     let mut payload = Vec::new();
     for (id, value) in settings {
@@ -800,33 +814,75 @@ fn a_window_update_past_the_maximum_resets_a_response_still_queued() {
 }
 
 #[test]
+fn a_window_update_past_the_maximum_resets_an_empty_end_of_stream_still_queued() {
+    // The same rule as above for a response whose END_STREAM carries no data: HEADERS with
+    // END_STREAM (HEAD, an empty body, 204). Stream 1 asks for a large body and the client
+    // reads nothing: tapir's socket, its pipe to h2 and h2's queue fill. A second later
+    // stream 3's request is answered at once, and its only frame waits in h2's queue behind
+    // stream 1's data. Another second later a WINDOW_UPDATE takes stream 3's window past
+    // 2^31-1 (a PING right behind it): stream 3 is still open for the client (RFC 9113
+    // §5.1), so it must be reset with FLOW_CONTROL_ERROR (§6.9.1) and its queued end must
+    // never be sent. h2 0.4.20 ignored the update (vendor/h2/TAPIR-PATCH.md).
+    const FLOW_CONTROL_ERROR: u32 = 0x3;
+    for (method, path, what) in [
+        ("HEAD", "/bytes/10", "HEAD"),
+        ("GET", "/bytes/0", "an empty body"),
+        ("OPTIONS", "*", "204 to OPTIONS *"),
+    ] {
+        let mut first = client_start(&[(0x4, 0x7000_0000)]); // INITIAL_WINDOW_SIZE
+        first.extend(frame(SETTINGS, ACK, 0, &[]));
+        first.extend(frame(WINDOW_UPDATE, 0, 0, &0x7000_0000u32.to_be_bytes()));
+        first.extend(frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            1,
+            &get_block("/bytes/4000000"),
+        ));
+        let second = frame(
+            HEADERS,
+            END_STREAM | END_HEADERS,
+            3,
+            &request_block(method, path),
+        );
+        let mut overflow = frame(WINDOW_UPDATE, 0, 3, &0x7fff_ffffu32.to_be_bytes());
+        overflow.extend(frame(PING, 0, 0, b"overflow"));
+        let o = run_then_end(vec![first, second, overflow], 3, 2);
+        let frames = &o.attacker.frames;
+        let on = |stream: u32| -> Vec<&Seen> { frames.iter().filter(|f| f.2 == stream).collect() };
+        assert!(
+            frames.iter().any(|f| f.0 == PING && f.1 & ACK != 0),
+            "{what}: the PING is answered"
+        );
+        assert_eq!(
+            on(3),
+            [&(RST_STREAM, 0, 3, Some(FLOW_CONTROL_ERROR))],
+            "{what}: stream 3 is reset with FLOW_CONTROL_ERROR and its queued end never sent"
+        );
+        assert!(
+            on(1).iter().any(|f| f.0 == DATA) && !on(1).iter().any(|f| f.0 == RST_STREAM),
+            "{what}: stream 1 goes on (DATA, no reset)"
+        );
+        assert_shut_out(&o, PROTOCOL_ERROR, 2);
+    }
+}
+
+#[test]
 fn options_star_over_http2_is_answered_by_the_server() {
     // `:method OPTIONS`, `:path *` (RFC 9113 §8.3.1): 204 from the server, not the site's
     // 404 for a page named `*`; `FOO /nothing`: 501 from the server, not the site's 404.
-    let block = |method: &str, path: &str| {
-        let mut b = Vec::new();
-        hpack_int(0, 4, 2, &mut b); // :method, literal without indexing
-        hpack_str(method.as_bytes(), &mut b);
-        b.push(0x86); // :scheme http
-        hpack_int(0, 4, 4, &mut b); // :path
-        hpack_str(path.as_bytes(), &mut b);
-        hpack_int(0, 4, 1, &mut b); // :authority
-        hpack_str(b"test", &mut b);
-        b
-    };
     let mut first = client_start(&[]);
     first.extend(frame(SETTINGS, ACK, 0, &[]));
     first.extend(frame(
         HEADERS,
         END_STREAM | END_HEADERS,
         1,
-        &block("OPTIONS", "*"),
+        &request_block("OPTIONS", "*"),
     ));
     first.extend(frame(
         HEADERS,
         END_STREAM | END_HEADERS,
         3,
-        &block("FOO", "/nothing"),
+        &request_block("FOO", "/nothing"),
     ));
     let o = run_then_end(vec![first], 0, 2);
     let status = |stream: u32| {

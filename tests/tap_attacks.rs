@@ -21,9 +21,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::netns::{
-    json_u64, output_text, require_root, require_tool, sha256_file_hex, sha256_pattern_hex,
-    ChildGuard, Netns, TapirProcess, TAPIR_V4,
+    json_u64, output_text, sha256_file_hex, sha256_pattern_hex, ChildGuard, Netns, TapirProcess,
+    TAPIR_V4,
 };
+use common::tap::{CURL, OPENSSL, PING, PYTHON3};
 
 const HTTP: &str = "http://10.7.0.2";
 
@@ -178,23 +179,6 @@ fn with_legit_client<T>(
     })
 }
 
-/// Waits (up to `within`) until `/stats` shows only the stats request's own connection
-/// open and at most `tcp` TCP connections; returns the stats.
-fn assert_back_to_baseline(ns: &Netns, tcp: u64, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        let stats = ns.stats(HTTP);
-        if json_u64(&stats, "connections_open") <= 1 && json_u64(&stats, "tcp_connections") <= tcp {
-            return stats;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "connections still open {within:?} after the attack (want connections_open <= 1, tcp_connections <= {tcp}):\n{stats}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// tapir's resident memory, in KiB.
 fn rss_kib(tapir: &TapirProcess) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", tapir.pid()))
@@ -237,13 +221,10 @@ fn script(name: &str) -> String {
 
 #[test]
 fn slowloris_thousand_connections_are_cut_at_the_head_timeout() {
-    if !require_root("slowloris_thousand_connections_are_cut_at_the_head_timeout") {
+    let Some(ns) = tap_test!("atk-slowloris", CURL, PYTHON3) else {
         return;
-    }
-    require_tool("curl", "curl");
-    require_tool("python3", "python3");
-    let ns = Netns::up("atk-slowloris");
-    let tapir = ns.spawn_serve(&["--no-https", "--head-timeout", "2"]);
+    };
+    let tapir = ns.spawn_http(&["--head-timeout", "2"]);
     let url = format!("{HTTP}/");
     // Baseline latency, same test, no attack.
     let baseline: Vec<Duration> = (0..20)
@@ -298,7 +279,7 @@ fn slowloris_thousand_connections_are_cut_at_the_head_timeout() {
             && max <= base_max * 10 + Duration::from_secs(1),
         "curl latency under slowloris p50 {p50:?} max {max:?} vs baseline p50 {base_p50:?} max {base_max:?}"
     );
-    let stats = assert_back_to_baseline(&ns, 2, Duration::from_secs(5));
+    let stats = ns.assert_back_to_baseline(HTTP, 2, Duration::from_secs(5));
     let n408 = fact_num(&line, "408 ") as u64;
     assert!(
         json_u64(&stats, "requests_rejected") >= n408,
@@ -321,23 +302,18 @@ fn fact_num(line: &str, key: &str) -> f64 {
 
 #[test]
 fn syn_flood_from_random_ports_fills_the_backlog_and_tapir_recovers() {
-    if !require_root("syn_flood_from_random_ports_fills_the_backlog_and_tapir_recovers") {
+    let Some(ns) = tap_test!("atk-synflood", CURL) else {
         return;
-    }
-    require_tool("curl", "curl");
-    let ns = Netns::up("atk-synflood");
-    let cert = ns.dir().join("cert.pem");
+    };
     // Without SYN cookies: this test is about the backlog itself (see
     // `silent_syn_flood_is_answered_with_cookies_while_curl_connects` for the default).
-    let tapir = ns.spawn_serve(&[
+    let (tapir, cert) = ns.spawn_https(&[
         "--syn-cookies",
         "never",
         "--backlog",
         "32",
         "--handshake-timeout",
         "2",
-        "--save-cert",
-        cert.to_str().unwrap(),
     ]);
     let before = ns.stats(HTTP);
     // The flood hits port 80; HTTPS (its own listener pool) keeps answering meanwhile.
@@ -357,7 +333,7 @@ fn syn_flood_from_random_ports_fills_the_backlog_and_tapir_recovers() {
         recovered <= Duration::from_secs(4),
         "port 80 took {recovered:?} to answer after the flood (handshake timeout 2 s)"
     );
-    let stats = assert_back_to_baseline(&ns, 2, Duration::from_secs(5));
+    let stats = ns.assert_back_to_baseline(HTTP, 2, Duration::from_secs(5));
     let dropped = json_u64(&stats, "drops_syn_backlog") - json_u64(&before, "drops_syn_backlog");
     // Half-open entries end at the handshake timeout, or earlier when their SYN-ACK could
     // never be sent (10.7.0.99 answers no ARP).
@@ -419,31 +395,27 @@ fn p99(samples: &mut [Duration]) -> Duration {
 /// With the default flags (TAP offloads on).
 #[test]
 fn silent_syn_flood_is_answered_with_cookies_while_curl_connects() {
-    if !require_root("silent_syn_flood_is_answered_with_cookies_while_curl_connects") {
+    let Some(ns) = tap_test!("atk-silent", CURL) else {
         return;
-    }
-    silent_syn_flood(&[]);
+    };
+    silent_syn_flood(ns, &[]);
 }
 
 /// The same with plain frames (`--no-offload`).
 #[test]
 fn silent_syn_flood_without_offloads() {
-    if !require_root("silent_syn_flood_without_offloads") {
+    let Some(ns) = tap_test!("atk-silent", CURL) else {
         return;
-    }
-    silent_syn_flood(&["--no-offload"]);
+    };
+    silent_syn_flood(ns, &["--no-offload"]);
 }
 
 /// One flood at a time: two at once on a 2-core machine measure the machine, not tapir.
 static ONE_FLOOD: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn silent_syn_flood(flags: &[&str]) {
+fn silent_syn_flood(ns: Netns, flags: &[&str]) {
     let _one = ONE_FLOOD.lock().unwrap_or_else(|e| e.into_inner());
-    require_tool("curl", "curl");
-    let ns = Netns::up("atk-silent");
-    let mut args = vec!["--no-https"];
-    args.extend_from_slice(flags);
-    let tapir = ns.spawn_serve(&args);
+    let tapir = ns.spawn_http(flags);
     // The kernel's queue towards tapir holds 1,000 frames by default, a few ms of this
     // flood: on a shared 2-core machine tapir is off the CPU for longer than that now and
     // then, and the kernel drops frames (a legitimate SYN among them, which curl resends a
@@ -552,31 +524,20 @@ fn silent_syn_flood(flags: &[&str]) {
     );
     // The flood is over: nothing left behind (the half-open entries of the first SYNs,
     // which could never be answered, are gone after 1.5 s).
-    assert_back_to_baseline(&ns, 2, Duration::from_secs(5));
+    ns.assert_back_to_baseline(HTTP, 2, Duration::from_secs(5));
     tapir.stop();
 }
 
 /// Starts tapir with HTTPS and short timeouts; returns it and the certificate's path.
 fn start_tls(ns: &Netns) -> (TapirProcess, PathBuf) {
-    let cert = ns.dir().join("cert.pem");
-    let tapir = ns.spawn_serve(&[
-        "--save-cert",
-        cert.to_str().unwrap(),
-        "--tls-handshake-timeout",
-        "2",
-    ]);
-    (tapir, cert)
+    ns.spawn_https(&["--tls-handshake-timeout", "2"])
 }
 
 #[test]
 fn tls_oversized_records_and_half_open_handshakes_are_cut_while_curl_is_served() {
-    if !require_root("tls_oversized_records_and_half_open_handshakes_are_cut_while_curl_is_served")
-    {
+    let Some(ns) = tap_test!("atk-tls", CURL, PYTHON3) else {
         return;
-    }
-    require_tool("curl", "curl");
-    require_tool("python3", "python3");
-    let ns = Netns::up("atk-tls");
+    };
     let (tapir, cert) = start_tls(&ns);
     let rss_before = rss_kib(&tapir);
     let cacert = ["--cacert", cert.to_str().unwrap()];
@@ -625,18 +586,15 @@ fn tls_oversized_records_and_half_open_handshakes_are_cut_while_curl_is_served()
     );
     // 400 connections with 64 KiB socket buffers each way; nothing beyond that per record.
     assert!(grew < 400 * 160, "RSS grew by {grew} KiB");
-    assert_back_to_baseline(&ns, 2, Duration::from_secs(5));
+    ns.assert_back_to_baseline(HTTP, 2, Duration::from_secs(5));
     tapir.stop();
 }
 
 #[test]
 fn tls_renegotiation_is_refused_and_tapir_goes_on() {
-    if !require_root("tls_renegotiation_is_refused_and_tapir_goes_on") {
+    let Some(ns) = tap_test!("atk-reneg", OPENSSL, CURL) else {
         return;
-    }
-    require_tool("openssl", "openssl");
-    require_tool("curl", "curl");
-    let ns = Netns::up("atk-reneg");
+    };
     let (tapir, cert) = start_tls(&ns);
     let cacert = ["--cacert", cert.to_str().unwrap()];
     let (outputs, legit) = with_legit_client(&ns, "https://10.7.0.2/", &cacert, || {
@@ -685,7 +643,7 @@ fn tls_renegotiation_is_refused_and_tapir_goes_on() {
     }
     eprintln!("s_client:\n{}", outputs[0]);
     legit.assert_all_answered(5, "renegotiation attempts");
-    assert_back_to_baseline(&ns, 2, Duration::from_secs(5));
+    ns.assert_back_to_baseline(HTTP, 2, Duration::from_secs(5));
     tapir.stop();
 }
 
@@ -714,37 +672,26 @@ impl WaitGuarded for std::process::Child {
     }
 }
 
-/// Starts tapir for the raw-frame scenarios (HTTP only).
-fn start_http(ns: &Netns, extra: &[&str]) -> TapirProcess {
-    let mut args = vec!["--no-https"];
-    args.extend_from_slice(extra);
-    ns.spawn_serve(&args)
-}
-
 #[test]
 fn bad_checksums_and_impossible_flags_make_no_connection() {
-    if !require_root("bad_checksums_and_impossible_flags_make_no_connection") {
+    let Some(ns) = tap_test!("atk-flags", CURL) else {
         return;
-    }
-    require_tool("curl", "curl");
-    let ns = Netns::up("atk-flags");
-    let tapir = start_http(&ns, &[]);
+    };
+    let tapir = ns.spawn_http(&[]);
     let (out, legit) =
         with_legit_client(&ns, &format!("{HTTP}/"), &[], || scapy(&ns, "flags", &[]));
     assert!(fact(&out, "bad_checksum_drops").parse::<u64>().unwrap() >= 40);
     legit.assert_all_answered(3, "bad checksums and flag combinations");
-    assert_back_to_baseline(&ns, 2, Duration::from_secs(5));
+    ns.assert_back_to_baseline(HTTP, 2, Duration::from_secs(5));
     tapir.stop();
 }
 
 #[test]
 fn overlapping_and_out_of_window_segments_keep_the_stream_intact() {
-    if !require_root("overlapping_and_out_of_window_segments_keep_the_stream_intact") {
+    let Some(ns) = tap_test!("atk-overlap", CURL) else {
         return;
-    }
-    require_tool("curl", "curl");
-    let ns = Netns::up("atk-overlap");
-    let tapir = start_http(&ns, &[]);
+    };
+    let tapir = ns.spawn_http(&[]);
     let (out, legit) =
         with_legit_client(&ns, &format!("{HTTP}/"), &[], || scapy(&ns, "overlap", &[]));
     assert_eq!(fact(&out, "exact_echo_bytes"), "3000");
@@ -753,20 +700,18 @@ fn overlapping_and_out_of_window_segments_keep_the_stream_intact() {
     // script checked every byte is one that was sent for its position.
     assert_eq!(fact(&out, "ooo_overlap").len(), 20);
     legit.assert_all_answered(3, "overlapping segments");
-    assert_back_to_baseline(&ns, 2, Duration::from_secs(5));
+    ns.assert_back_to_baseline(HTTP, 2, Duration::from_secs(5));
     tapir.stop();
 }
 
 #[test]
 fn rst_and_syn_injection_with_wrong_sequence_numbers_do_not_kill_a_download() {
-    if !require_root("rst_and_syn_injection_with_wrong_sequence_numbers_do_not_kill_a_download") {
+    let Some(ns) = tap_test!("atk-inject", CURL) else {
         return;
-    }
-    require_tool("curl", "curl");
-    let ns = Netns::up("atk-inject");
+    };
     // Plain frames: scapy reads tapir's segments off tap0, where a TSO super-frame would
     // show whole (the kernel cuts it only when it forwards it).
-    let tapir = start_http(&ns, &["--no-offload"]);
+    let tapir = ns.spawn_http(&["--no-offload"]);
     let len: u64 = 4_000_000;
     let file = ns.dir().join("download.bin");
     // A slow download (several seconds, so it is still running when scapy, slow to start on
@@ -804,7 +749,7 @@ fn rst_and_syn_injection_with_wrong_sequence_numbers_do_not_kill_a_download() {
         sha256_pattern_hex(len),
         "downloaded bytes"
     );
-    let stats = assert_back_to_baseline(&ns, 2, Duration::from_secs(5));
+    let stats = ns.assert_back_to_baseline(HTTP, 2, Duration::from_secs(5));
     // The in-window RSTs reached tapir and were refused for their sequence number.
     let refused = json_u64(&stats, "drops_rst_seq");
     eprintln!("{injected} segments injected, {refused} RSTs refused (RFC 5961)");
@@ -825,15 +770,12 @@ fn rst_and_syn_injection_with_wrong_sequence_numbers_do_not_kill_a_download() {
 
 #[test]
 fn ip_fragments_and_options_are_reassembled_or_dropped_harmlessly() {
-    if !require_root("ip_fragments_and_options_are_reassembled_or_dropped_harmlessly") {
+    let Some(ns) = tap_test!("atk-frag", CURL, PING) else {
         return;
-    }
-    require_tool("curl", "curl");
-    require_tool("ping", "iputils-ping");
-    let ns = Netns::up("atk-frag");
+    };
     // Short handshake timeout: the SYNs behind malformed IP options are answered and
     // then left half-open by the script.
-    let tapir = start_http(&ns, &["--handshake-timeout", "2"]);
+    let tapir = ns.spawn_http(&["--handshake-timeout", "2"]);
     let (outs, legit) = with_legit_client(&ns, &format!("{HTTP}/"), &[], || {
         (scapy(&ns, "fragments", &[]), scapy(&ns, "ipoptions", &[]))
     });
@@ -860,20 +802,18 @@ fn ip_fragments_and_options_are_reassembled_or_dropped_harmlessly() {
         output_text(&ping)
     );
     legit.assert_all_answered(3, "fragments and IP options");
-    assert_back_to_baseline(&ns, 2, Duration::from_secs(5));
+    ns.assert_back_to_baseline(HTTP, 2, Duration::from_secs(5));
     tapir.stop();
 }
 
 #[test]
 fn tiny_mss_download_completes() {
-    if !require_root("tiny_mss_download_completes") {
+    let Some(ns) = tap_test!("atk-mss", CURL) else {
         return;
-    }
-    require_tool("curl", "curl");
-    let ns = Netns::up("atk-mss");
+    };
     // Plain frames: scapy reads tapir's segments off tap0, where a TSO super-frame would
     // show whole (the kernel cuts it only when it forwards it).
-    let tapir = start_http(&ns, &["--no-offload"]);
+    let tapir = ns.spawn_http(&["--no-offload"]);
     let (out, legit) = with_legit_client(&ns, &format!("{HTTP}/"), &[], || {
         scapy(&ns, "tinymss", &["30000"])
     });
@@ -914,16 +854,15 @@ fn tiny_mss_download_completes() {
         frames >= len / 88,
         "{frames} frames for {len} bytes: the peer's MSS of 88 not in effect"
     );
-    assert_back_to_baseline(&ns, 2, Duration::from_secs(5));
+    ns.assert_back_to_baseline(HTTP, 2, Duration::from_secs(5));
     tapir.stop();
 }
 
 /// A client that requests a large body and then keeps its window closed for `seconds`
 /// (answering every probe): tapir must not spin meanwhile, and the legitimate client is
-/// served. Returns the script's output and the namespace and tapir for further checks.
-fn zero_window(seconds: &str) -> (String, Netns, TapirProcess) {
-    let ns = Netns::up("atk-zerowin");
-    let tapir = start_http(&ns, &["--idle-timeout", "3"]);
+/// served. Returns the script's output and tapir for further checks.
+fn zero_window(ns: &Netns, seconds: &str) -> (String, TapirProcess) {
+    let tapir = ns.spawn_http(&["--idle-timeout", "3"]);
     let script = attacks_dir().join("tcpip.py");
     let mut child = ChildGuard(
         ns.exec(&[
@@ -942,7 +881,7 @@ fn zero_window(seconds: &str) -> (String, Netns, TapirProcess) {
     assert_eq!(first, "zero-window", "the client closed its window");
     let cpu_before = tapir.cpu_time();
     let wall = Instant::now();
-    let (_, legit) = with_legit_client(&ns, &format!("{HTTP}/"), &[], || {
+    let (_, legit) = with_legit_client(ns, &format!("{HTTP}/"), &[], || {
         std::thread::sleep(Duration::from_secs(2));
     });
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
@@ -960,40 +899,37 @@ fn zero_window(seconds: &str) -> (String, Netns, TapirProcess) {
     legit.assert_all_answered(3, "a zero-window client");
     let probes: u64 = fact(&out, "segments_during_zero_window").parse().unwrap();
     assert!(probes >= 1, "tapir probes the closed window:\n{out}");
-    (out, ns, tapir)
+    (out, tapir)
 }
 
 /// The response stays blocked behind the closed window; after the idle timeout (3 s) of
 /// no progress tapir resets the connection and frees its socket.
 #[test]
 fn zero_window_forever_costs_no_cpu_and_is_reset_at_the_idle_timeout() {
-    if !require_root("zero_window_forever_costs_no_cpu_and_is_reset_at_the_idle_timeout") {
+    let Some(ns) = tap_test!("atk-zerowin", CURL) else {
         return;
-    }
-    require_tool("curl", "curl");
-    let (out, ns, tapir) = zero_window("6");
+    };
+    let (out, tapir) = zero_window(&ns, "6");
     assert_eq!(
         fact(&out, "ended_by"),
         "reset",
         "tapir kept a connection whose window stayed closed for 6 s (idle timeout 3 s)"
     );
-    assert_back_to_baseline(&ns, 2, Duration::from_secs(5));
+    ns.assert_back_to_baseline(HTTP, 2, Duration::from_secs(5));
     tapir.stop();
 }
 
 #[test]
 fn arp_spoofing_of_tapirs_own_address_changes_nothing() {
-    if !require_root("arp_spoofing_of_tapirs_own_address_changes_nothing") {
+    let Some(ns) = tap_test!("atk-arp", CURL) else {
         return;
-    }
-    require_tool("curl", "curl");
-    let ns = Netns::up("atk-arp");
-    let tapir = start_http(&ns, &[]);
+    };
+    let tapir = ns.spawn_http(&[]);
     let (out, legit) = with_legit_client(&ns, &format!("{HTTP}/"), &[], || {
         scapy(&ns, "arpspoof", &["200"])
     });
     assert_eq!(fact(&out, "spoof_frames"), "600");
     legit.assert_all_answered(3, "ARP spoofing");
-    assert_back_to_baseline(&ns, 2, Duration::from_secs(5));
+    ns.assert_back_to_baseline(HTTP, 2, Duration::from_secs(5));
     tapir.stop();
 }

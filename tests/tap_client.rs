@@ -12,8 +12,9 @@ use std::process::{Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::netns::{require_tool, tapir_bin, ChildGuard, Netns, KERNEL_V4, TAP};
-use common::nginx::{make_cert, ready, sha256_file, start_nginx};
+use common::netns::{tapir_bin, ChildGuard, Netns, KERNEL_V4, TAP};
+use common::nginx::{make_cert, sha256_file, start_nginx};
+use common::tap::{CURL, DNSMASQ, NGINX, OPENSSL};
 use sha2::{Digest, Sha256};
 
 /// Runs `tapir get` in the namespace with `args`.
@@ -30,10 +31,9 @@ fn stderr(out: &Output) -> String {
 
 #[test]
 fn get_from_nginx_over_http1_https_h1_and_h2() {
-    if !ready("get_from_nginx_over_http1_https_h1_and_h2") {
+    let Some(ns) = tap_test!("get", NGINX, OPENSSL, CURL) else {
         return;
-    }
-    let ns = Netns::up("get");
+    };
     let nginx = start_nginx(&ns);
     let cert = nginx.cert.to_str().unwrap().to_string();
     let base_http = format!("http://{KERNEL_V4}/");
@@ -84,10 +84,9 @@ fn get_from_nginx_over_http1_https_h1_and_h2() {
 
 #[test]
 fn get_100_mib_from_nginx_with_sha256_equal() {
-    if !ready("get_100_mib_from_nginx_with_sha256_equal") {
+    let Some(ns) = tap_test!("get-big", NGINX, OPENSSL, CURL) else {
         return;
-    }
-    let ns = Netns::up("get-big");
+    };
     let nginx = start_nginx(&ns);
     let mut data = vec![0u8; 100 * 1024 * 1024];
     fastrand::Rng::with_seed(8).fill(&mut data);
@@ -129,10 +128,9 @@ fn get_100_mib_from_nginx_with_sha256_equal() {
 
 #[test]
 fn wrong_ca_is_refused_with_a_clear_error() {
-    if !ready("wrong_ca_is_refused_with_a_clear_error") {
+    let Some(ns) = tap_test!("get-ca", NGINX, OPENSSL, CURL) else {
         return;
-    }
-    let ns = Netns::up("get-ca");
+    };
     let _nginx = start_nginx(&ns);
     // A different self-signed certificate as the only trusted CA.
     let other = ns.dir().join("other.pem");
@@ -166,11 +164,9 @@ fn wrong_ca_is_refused_with_a_clear_error() {
 
 #[test]
 fn get_follows_redirects_and_looks_names_up_by_dns() {
-    if !ready("get_follows_redirects_and_looks_names_up_by_dns") {
+    let Some(ns) = tap_test!("get-dns", NGINX, OPENSSL, CURL, DNSMASQ) else {
         return;
-    }
-    require_tool("dnsmasq", "dnsmasq-base");
-    let ns = Netns::up("get-dns");
+    };
     let _nginx = start_nginx(&ns);
     // A DNS server on the kernel side that knows origin.test and nothing else.
     let dns = ns
@@ -269,10 +265,9 @@ fn copy_tree(from: &Path, to: &Path) {
 
 #[test]
 fn real_captures_replay_through_the_tap_to_nginx() {
-    if !ready("real_captures_replay_through_the_tap_to_nginx") {
+    let Some(ns) = tap_test!("replay-tap", NGINX, OPENSSL, CURL) else {
         return;
-    }
-    let ns = Netns::up("replay-tap");
+    };
     let nginx = start_nginx(&ns);
     let captures = common::netns::repo_root().join("captures/real");
     copy_tree(&captures.join("site"), &nginx.root);
@@ -313,10 +308,9 @@ fn real_captures_replay_through_the_tap_to_nginx() {
 /// a whole second after its ARP request: every `tapir get` took over 1 s).
 #[test]
 fn get_of_a_small_file_takes_milliseconds_not_the_arp_silence() {
-    if !ready("get_of_a_small_file_takes_milliseconds_not_the_arp_silence") {
+    let Some(ns) = tap_test!("get-small", NGINX, OPENSSL, CURL) else {
         return;
-    }
-    let ns = Netns::up("get-small");
+    };
     let nginx = start_nginx(&ns);
     fs::write(nginx.root.join("three"), "abc").unwrap();
     let url = format!("http://{KERNEL_V4}/three");

@@ -12,7 +12,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::netns::{output_text, repo_root, require_root, require_tool, Netns, TAP};
+use common::netns::{output_text, repo_root, Netns, TAP};
+use common::tap::{CURL, NGINX};
 
 /// The example `name` built in the same profile as this test.
 fn example_bin(name: &str) -> PathBuf {
@@ -52,32 +53,17 @@ fn hello_example_is_the_readme_program() {
 
 /// `curl` inside the namespace; returns (body, "status version").
 fn curl(ns: &Netns, flags: &[&str], url: &str) -> (String, String) {
-    let mut cmd = vec![
-        "curl",
-        "-sS",
-        "--max-time",
-        "10",
-        "-w",
-        "\n%{http_code} %{http_version}",
-    ];
-    cmd.extend_from_slice(flags);
-    cmd.push(url);
-    let out = ns.run(&cmd);
-    let text = output_text(&out);
-    assert!(out.status.success(), "curl {flags:?} {url} failed:\n{text}");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, status) = stdout.rsplit_once('\n').expect("curl's -w line");
-    (body.to_string(), status.to_string())
+    let mut args = flags.to_vec();
+    args.push(url);
+    ns.curl_with_status(&args)
 }
 
 #[test]
 fn axum_example_answers_curl_over_http1_and_h2c() {
-    if !require_root("axum_example_answers_curl_over_http1_and_h2c") {
+    let Some(ns) = tap_test!("ex-axum", CURL) else {
         return;
-    }
-    require_tool("curl", "curl");
+    };
     let bin = example_bin("axum");
-    let ns = Netns::up("ex-axum");
     let app = ns.spawn_program(&bin, &["--tap", TAP]);
     assert!(
         app.wait_for_log("ready: axum", Duration::from_secs(20)),
@@ -131,12 +117,10 @@ fn curl_until_up(ns: &Netns, url: &str) -> std::process::Output {
 
 #[test]
 fn hello_example_answers_curl() {
-    if !require_root("hello_example_answers_curl") {
+    let Some(ns) = tap_test!("ex-hello", CURL) else {
         return;
-    }
-    require_tool("curl", "curl");
+    };
     let bin = example_bin("hello");
-    let ns = Netns::up("ex-hello");
     let app = ns.spawn_program(&bin, &[TAP]);
     let out = curl_until_up(&ns, "http://10.7.0.2/some/path?x=1");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -162,13 +146,10 @@ fn hello_example_answers_curl() {
 
 #[test]
 fn client_and_proxy_examples_reach_an_nginx_origin() {
-    if !require_root("client_and_proxy_examples_reach_an_nginx_origin") {
+    let Some(ns) = tap_test!("ex-client", CURL, NGINX) else {
         return;
-    }
-    require_tool("curl", "curl");
-    require_tool("nginx", "nginx-light");
+    };
     let (client, proxy) = (example_bin("client"), example_bin("proxy"));
-    let ns = Netns::up("ex-client");
     let nginx = common::nginx::start_nginx(&ns);
     let content: String = (0..5000).map(|i| format!("line {i}\n")).collect();
     std::fs::write(nginx.root.join("lines.txt"), &content).expect("write the origin's file");

@@ -13,20 +13,19 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::netns::{
-    json_u64, output_text, require_root, require_tool, sha256_file_hex, sha256_pattern_hex,
-    write_random_file, ChildGuard, Netns, TAP, TAPIR_V4,
+    json_u64, output_text, sha256_file_hex, sha256_pattern_hex, write_random_file, ChildGuard,
+    Netns, TAP, TAPIR_V4,
 };
+use common::tap::{CURL, PYTHON3};
 
 const HTTP: &str = "http://10.7.0.2";
 const HTTPS: &str = "https://10.7.0.2";
 
 #[test]
 fn tap_deleted_under_serve_gives_a_clear_error_and_exit() {
-    if !require_root("tap_deleted_under_serve_gives_a_clear_error_and_exit") {
+    let Some(ns) = tap_test!("tap-deleted", CURL) else {
         return;
-    }
-    require_tool("curl", "curl");
-    let ns = Netns::up("tap-deleted");
+    };
     let mut tapir = ns.spawn_serve(&[]);
     // A download in flight when the device goes.
     let _download = ChildGuard(
@@ -137,14 +136,11 @@ fn file_len(path: &Path) -> u64 {
 
 #[test]
 fn sigterm_with_uploads_and_downloads_in_flight() {
-    if !require_root("sigterm_with_uploads_and_downloads_in_flight") {
+    let Some(ns) = tap_test!("stop-inflight", CURL) else {
         return;
-    }
-    require_tool("curl", "curl");
-    let ns = Netns::up("stop-inflight");
-    let cert = ns.dir().join("cert.pem");
+    };
+    let (tapir, cert) = ns.spawn_https(&[]);
     let cert_s = cert.to_str().unwrap().to_string();
-    let tapir = ns.spawn_serve(&["--save-cert", &cert_s]);
     let small = 30_000_000u64;
     let upload = ns.dir().join("upload.bin");
     write_random_file(&upload, small, 9);
@@ -234,14 +230,7 @@ fn sigterm_with_uploads_and_downloads_in_flight() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let pid = tapir.pid();
-    let stopped = Instant::now();
-    let (status, log) = tapir.terminate();
-    let took = stopped.elapsed();
-    assert!(
-        status.success(),
-        "tapir (pid {pid}) exited with {status}; log:\n{log}"
-    );
+    let (log, took) = tapir.stop_timed();
     assert!(
         took < Duration::from_secs(7),
         "the 5 s grace period bounds the stop: {took:?}"
@@ -321,13 +310,10 @@ print("goaway", code)
 
 #[test]
 fn h2_ping_flood_over_tap_gets_goaway_while_curl_is_served() {
-    if !require_root("h2_ping_flood_over_tap_gets_goaway_while_curl_is_served") {
+    let Some(ns) = tap_test!("h2-flood", PYTHON3, CURL) else {
         return;
-    }
-    require_tool("python3", "python3");
-    require_tool("curl", "curl");
-    let ns = Netns::up("h2-flood");
-    let tapir = ns.spawn_serve(&["--no-https"]);
+    };
+    let tapir = ns.spawn_http(&[]);
     let script = ns.dir().join("flood.py");
     fs::write(&script, PING_FLOOD).unwrap();
     let flood = ns

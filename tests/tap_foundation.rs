@@ -12,9 +12,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::netns::{
-    require_root, require_tool, ChildGuard, Netns, TapirProcess, TAP, TAPIR_V4, TAPIR_V6,
-};
+use common::netns::{ChildGuard, Netns, TapirProcess, TAP, TAPIR_V4, TAPIR_V6};
+use common::tap::{runs, stopped_line, DNSMASQ, PING, PYTHON3, SOCAT, TSHARK};
 use sha2::{Digest, Sha256};
 
 const READY: &str = "ready: echo on port 7";
@@ -176,48 +175,38 @@ fn tshark_count(pcap: &Path, filter: Option<&str>) -> u64 {
 
 #[test]
 fn kernel_pings_tapir_over_ipv4_and_ipv6() {
-    if !require_root("kernel_pings_tapir_over_ipv4_and_ipv6") {
+    let Some(ns) = tap_test!("ping", PING) else {
         return;
-    }
-    require_tool("ping", "iputils-ping");
-    let ns = Netns::up("ping");
+    };
     let tapir = start_echo(&ns, &[]);
     ping(&ns, false, TAPIR_V4);
     ping(&ns, true, TAPIR_V6);
-    let (status, log) = tapir.terminate();
-    assert!(status.success(), "tapir exited with {status}; log:\n{log}");
+    tapir.stop();
 }
 
 #[test]
 fn kernel_tcp_client_echoes_one_mib_over_ipv4_and_ipv6() {
-    if !require_root("kernel_tcp_client_echoes_one_mib_over_ipv4_and_ipv6") {
+    let Some(ns) = tap_test!("echo", PYTHON3) else {
         return;
-    }
-    require_tool("python3", "python3");
-    let ns = Netns::up("echo");
+    };
     let tapir = start_echo(&ns, &[]);
     echo_random_bytes(&ns, TAPIR_V4, 1 << 20, 1);
     echo_random_bytes(&ns, TAPIR_V6, 1 << 20, 2);
-    let (status, log) = tapir.terminate();
-    assert!(status.success(), "tapir exited with {status}; log:\n{log}");
+    let log = tapir.stop();
     assert!(log.contains("2 accepted"), "log:\n{log}");
 }
 
 #[test]
 fn pcap_holds_exactly_the_frames_tapir_counted() {
-    if !require_root("pcap_holds_exactly_the_frames_tapir_counted") {
+    let Some(ns) = tap_test!("pcap", PYTHON3, TSHARK) else {
         return;
-    }
-    require_tool("python3", "python3");
-    require_tool("tshark", "tshark");
-    let ns = Netns::up("pcap");
+    };
     let pcap = ns.dir().join("echo.pcap");
     // Plain frames, one MSS each, so the frame counts below are predictable (captures with
     // offloads: tests/tap_offload.rs).
     let tapir = start_echo(&ns, &["--pcap", pcap.to_str().unwrap(), "--no-offload"]);
     echo_random_bytes(&ns, TAPIR_V4, 1 << 20, 3);
-    let (status, log) = tapir.terminate();
-    assert!(status.success(), "tapir exited with {status}; log:\n{log}");
+    let log = tapir.stop();
     let logged = logged_frames(&log);
     assert!(
         logged > 1400,
@@ -246,11 +235,9 @@ fn pcap_holds_exactly_the_frames_tapir_counted() {
 
 #[test]
 fn hundred_idle_connections_cost_under_one_percent_cpu() {
-    if !require_root("hundred_idle_connections_cost_under_one_percent_cpu") {
+    let Some(ns) = tap_test!("idle", PYTHON3) else {
         return;
-    }
-    require_tool("python3", "python3");
-    let ns = Netns::up("idle");
+    };
     let tapir = start_echo(&ns, &[]);
     let mut clients = ns.exec(&["python3", "-c", IDLE_CLIENTS, TAPIR_V4, "7", "100"]);
     let mut clients = ChildGuard(
@@ -296,44 +283,30 @@ fn hundred_idle_connections_cost_under_one_percent_cpu() {
     assert!(status.success(), "idle clients exited with {status}");
     drop(clients);
 
-    let (status, log) = tapir.terminate();
-    assert!(status.success(), "tapir exited with {status}; log:\n{log}");
+    let log = tapir.stop();
     assert!(log.contains("100 accepted"), "log:\n{log}");
 }
 
 #[test]
 fn sigterm_stops_tapir_cleanly() {
-    if !require_root("sigterm_stops_tapir_cleanly") {
+    let Some(ns) = tap_test!("sigterm") else {
         return;
-    }
-    let ns = Netns::up("sigterm");
+    };
     let tapir = start_echo(&ns, &[]);
-    let pid = tapir.pid();
-    let started = Instant::now();
-    let (status, log) = tapir.terminate();
-    let took = started.elapsed();
-    assert!(
-        status.success(),
-        "tapir (pid {pid}) exited with {status} after SIGTERM; log:\n{log}"
-    );
+    let (log, took) = tapir.stop_timed();
     assert!(
         took < Duration::from_secs(3),
         "tapir took {took:?} to stop with no connections open"
     );
     assert!(log.contains("received signal 15"), "log:\n{log}");
-    assert!(
-        log.lines().any(|l| l.contains("stopped (")),
-        "no 'stopped (' line; log:\n{log}"
-    );
+    stopped_line(&log);
 }
 
 #[test]
 fn demo_script_runs_once_and_cleans_up() {
-    if !require_root("demo_script_runs_once_and_cleans_up") {
+    if !runs(fn_name!(), &[PING, SOCAT]) {
         return;
     }
-    require_tool("ping", "iputils-ping");
-    require_tool("socat", "socat");
     // TAPIR_BIN: the binary Cargo built for the tests, so the script does not run cargo.
     let out = run({
         let mut command = Command::new(common::netns::repo_root().join("scripts/demo.sh"));
@@ -378,11 +351,9 @@ fn demo_script_runs_once_and_cleans_up() {
 
 #[test]
 fn dhcp_gives_tapir_an_address_the_kernel_reaches() {
-    if !require_root("dhcp_gives_tapir_an_address_the_kernel_reaches") {
+    let Some(ns) = tap_test!("dhcp", DNSMASQ) else {
         return;
-    }
-    require_tool("dnsmasq", "dnsmasq-base");
-    let ns = Netns::up("dhcp");
+    };
     // A DHCP server on the kernel side of the TAP (DNS off).
     let dnsmasq = ns
         .exec(&[

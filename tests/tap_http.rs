@@ -11,37 +11,15 @@ mod common;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use common::netns::{
-    count_before, json_u64, output_text, require_root, require_tool, sha256_file_hex,
-    write_random_file, Netns, TapirProcess, TAPIR_V4,
-};
+use common::netns::{json_u64, output_text, sha256_file_hex, write_random_file, Netns, TAPIR_V4};
+use common::tap::{assert_all_closed, CURL, NGHTTP, PYTHON3, WRK};
 
 const BASE: &str = "http://10.7.0.2";
-
-/// Starts the built-in site on HTTP only (port 80), with `extra` flags.
-fn start(ns: &Netns, extra: &[&str]) -> TapirProcess {
-    let mut args = vec!["--no-https"];
-    args.extend_from_slice(extra);
-    ns.spawn_serve(&args)
-}
 
 /// Waits (up to 5 s) until `/stats` shows only the stats request's own connection open and
 /// at most two TCP connections (the stats one, and one still closing), so nothing leaked.
 fn assert_no_leak(ns: &Netns) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let stats = ns.stats(BASE);
-        let open = json_u64(&stats, "connections_open");
-        let tcp = json_u64(&stats, "tcp_connections");
-        if open == 1 && tcp <= 2 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "connections still open 5 s after the clients finished (want connections_open 1, tcp_connections <= 2):\n{stats}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    ns.assert_back_to_baseline(BASE, 2, Duration::from_secs(5));
 }
 
 /// Sends a HEAD and reads until the server closes (`Connection: close`); prints what came
@@ -65,13 +43,10 @@ print("after-head-bytes", len(rest))
 
 #[test]
 fn get_and_head_of_the_index() {
-    if !require_root("get_and_head_of_the_index") {
+    let Some(ns) = tap_test!("h1-get", CURL, PYTHON3) else {
         return;
-    }
-    require_tool("curl", "curl");
-    require_tool("python3", "python3");
-    let ns = Netns::up("h1-get");
-    let tapir = start(&ns, &[]);
+    };
+    let tapir = ns.spawn_http(&[]);
     let url = format!("{BASE}/");
 
     let get = ns.run(&[
@@ -125,12 +100,10 @@ fn get_and_head_of_the_index() {
 
 #[test]
 fn chunked_upload_of_50_mib_echoes_back() {
-    if !require_root("chunked_upload_of_50_mib_echoes_back") {
+    let Some(ns) = tap_test!("h1-chunked", CURL) else {
         return;
-    }
-    require_tool("curl", "curl");
-    let ns = Netns::up("h1-chunked");
-    let tapir = start(&ns, &[]);
+    };
+    let tapir = ns.spawn_http(&[]);
     let src = ns.dir().join("upload.bin");
     let dst = ns.dir().join("echoed.bin");
     write_random_file(&src, 50 << 20, 11);
@@ -172,12 +145,10 @@ fn chunked_upload_of_50_mib_echoes_back() {
 
 #[test]
 fn keep_alive_reuses_one_connection() {
-    if !require_root("keep_alive_reuses_one_connection") {
+    let Some(ns) = tap_test!("h1-keepalive", CURL) else {
         return;
-    }
-    require_tool("curl", "curl");
-    let ns = Netns::up("h1-keepalive");
-    let tapir = start(&ns, &[]);
+    };
+    let tapir = ns.spawn_http(&[]);
     let before = json_u64(&ns.stats(BASE), "connections_total");
     let urls = [
         format!("{BASE}/"),
@@ -263,12 +234,10 @@ print("pipelined", n, "responses in order")
 
 #[test]
 fn hundred_pipelined_requests_answer_in_order() {
-    if !require_root("hundred_pipelined_requests_answer_in_order") {
+    let Some(ns) = tap_test!("h1-pipeline", PYTHON3) else {
         return;
-    }
-    require_tool("python3", "python3");
-    let ns = Netns::up("h1-pipeline");
-    let tapir = start(&ns, &[]);
+    };
+    let tapir = ns.spawn_http(&[]);
     let out = ns.run(&["python3", "-c", PIPELINE, TAPIR_V4, "100"]);
     let text = output_text(&out);
     assert!(out.status.success(), "pipelining client failed:\n{text}");
@@ -279,12 +248,10 @@ fn hundred_pipelined_requests_answer_in_order() {
 
 #[test]
 fn wrk_load_has_no_errors() {
-    if !require_root("wrk_load_has_no_errors") {
+    let Some(ns) = tap_test!("h1-wrk", WRK) else {
         return;
-    }
-    require_tool("wrk", "wrk");
-    let ns = Netns::up("h1-wrk");
-    let tapir = start(&ns, &[]);
+    };
+    let tapir = ns.spawn_http(&[]);
     let out = ns.run(&["wrk", "-t1", "-c16", "-d5s", &format!("{BASE}/")]);
     let text = output_text(&out);
     assert!(out.status.success(), "wrk failed:\n{text}");
@@ -317,33 +284,19 @@ fn wrk_load_has_no_errors() {
 
 #[test]
 fn static_file_of_200_mib_and_a_range() {
-    if !require_root("static_file_of_200_mib_and_a_range") {
+    let Some(ns) = tap_test!("h1-files", CURL) else {
         return;
-    }
-    require_tool("curl", "curl");
-    let ns = Netns::up("h1-files");
+    };
     let root = ns.dir().join("www");
     fs::create_dir_all(&root).unwrap();
     let file = root.join("big.bin");
     write_random_file(&file, 200 << 20, 12);
-    let tapir = start(&ns, &["--root", root.to_str().unwrap()]);
+    let tapir = ns.spawn_http(&["--root", root.to_str().unwrap()]);
     let url = format!("{BASE}/big.bin");
 
     let got = ns.dir().join("got.bin");
     let started = Instant::now();
-    let out = ns.run(&[
-        "curl",
-        "-sS",
-        "--max-time",
-        "60",
-        "-o",
-        got.to_str().unwrap(),
-        "-w",
-        "%{http_code}",
-        &url,
-    ]);
-    assert!(out.status.success(), "curl {url}:\n{}", output_text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    ns.curl_download(&url, &got);
     assert_eq!(
         fs::metadata(&got).unwrap().len(),
         200 << 20,
@@ -390,7 +343,7 @@ fn static_file_of_200_mib_and_a_range() {
     fs::remove_file(&file).unwrap();
 
     // The built-in pages live next to the files, under /_tapir/.
-    let fetch = |args: &[&str]| curl_ok(&ns, args);
+    let fetch = |args: &[&str]| ns.curl(args);
     assert_eq!(
         fetch(&[&format!("{BASE}/_tapir/bytes/30")]).as_bytes(),
         &tapir::service::builtin::PATTERN.repeat(2)[..30]
@@ -409,47 +362,15 @@ fn static_file_of_200_mib_and_a_range() {
     // A file of that name is still a file; the prefix is only the directory.
     fs::write(root.join("_tapirx"), "a file").unwrap();
     assert_eq!(fetch(&[&format!("{BASE}/_tapirx")]), "a file");
-    stop_and_check_closed(tapir);
-}
-
-/// Runs `curl -sS --max-time 10 ARGS` in the namespace; asserts it succeeds and returns
-/// what it wrote to stdout.
-fn curl_ok(ns: &Netns, args: &[&str]) -> String {
-    let mut cmd = vec!["curl", "-sS", "--max-time", "10"];
-    cmd.extend_from_slice(args);
-    let out = ns.run(&cmd);
-    assert!(
-        out.status.success(),
-        "curl {args:?}:\n{}",
-        output_text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Stops tapir and checks its final line says every accepted connection was closed.
-fn stop_and_check_closed(tapir: TapirProcess) {
-    let log = tapir.stop();
-    let line = log
-        .lines()
-        .find(|l| l.contains("stopped ("))
-        .unwrap_or_else(|| panic!("no 'stopped (' line:\n{log}"));
-    let count = |word: &str| count_before(line, word);
-    assert_eq!(
-        count("accepted"),
-        count("closed"),
-        "connections accepted vs closed: {line}"
-    );
+    assert_all_closed(&tapir.stop());
 }
 
 #[test]
 fn nothing_leaks_after_mixed_clients() {
-    if !require_root("nothing_leaks_after_mixed_clients") {
+    let Some(ns) = tap_test!("h1-leak", CURL, PYTHON3) else {
         return;
-    }
-    require_tool("curl", "curl");
-    require_tool("python3", "python3");
-    let ns = Netns::up("h1-leak");
-    let tapir = start(&ns, &[]);
+    };
+    let tapir = ns.spawn_http(&[]);
     // Clients that finish normally, one that pipelines, and one that hangs up mid-response.
     for _ in 0..5 {
         let out = ns.run(&["curl", "-sS", "-o", "/dev/null", &format!("{BASE}/")]);
@@ -483,14 +404,11 @@ fn nothing_leaks_after_mixed_clients() {
 /// a response made by the parser.
 #[test]
 fn h2c_upgrade_and_http_details_with_curl_and_nghttp() {
-    if !require_root("h2c_upgrade_and_http_details_with_curl_and_nghttp") {
+    let Some(ns) = tap_test!("h2c-upgrade", CURL, NGHTTP) else {
         return;
-    }
-    require_tool("curl", "curl");
-    require_tool("nghttp", "nghttp2-client");
-    let ns = Netns::up("h2c-upgrade");
-    let tapir = start(&ns, &[]);
-    let curl = |args: &[&str]| curl_ok(&ns, args);
+    };
+    let tapir = ns.spawn_http(&[]);
+    let curl = |args: &[&str]| ns.curl(args);
     // Two requests on one upgraded connection: the first is stream 1, the second stream 3.
     let out = curl(&[
         "--http2",
@@ -539,5 +457,91 @@ fn h2c_upgrade_and_http_details_with_curl_and_nghttp() {
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     assert!(out.contains("\r\ndate: "), "{out}");
     assert!(out.contains("\r\nserver: tapir/"), "{out}");
-    stop_and_check_closed(tapir);
+    assert_all_closed(&tapir.stop());
+}
+
+/// The HTTP details of issue 17 that curl and nghttp cannot send, from a raw socket on
+/// the kernel's TCP: `GET / HTTP/1.2` (answered as HTTP/1.1, RFC 9110 §2.5), an invalid
+/// HTTP/2 preface on the cleartext port (GOAWAY PROTOCOL_ERROR once it can no longer be
+/// HTTP/1.x), a `host` other than `:authority` (RST_STREAM PROTOCOL_ERROR, RFC 9113
+/// §8.3.1; the other stream is answered) and a WINDOW_UPDATE past 2^31-1 (RST_STREAM
+/// FLOW_CONTROL_ERROR, §6.9.1). Prints one `name: result` line each.
+const RAW_DETAILS: &str = r#"
+import socket, struct, sys
+host = sys.argv[1]
+def conn():
+    return socket.create_connection((host, 80), timeout=10)
+def read_all(s):
+    data = b""
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+    except socket.timeout:
+        pass
+    return data
+def frame(kind, flags, stream, payload):
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+def frames(data):
+    out = []
+    while len(data) >= 9:
+        n = int.from_bytes(data[:3], "big")
+        out.append((data[3], data[4], int.from_bytes(data[5:9], "big") & 0x7fffffff, data[9:9 + n]))
+        data = data[9 + n:]
+    return out
+def lit(index, value):
+    # literal header field without indexing, indexed name (4-bit prefix)
+    b = bytes([index]) if index < 15 else bytes([15, index - 15])
+    return b + bytes([len(value)]) + value
+def get(path, extra=b""):
+    return b"\x82\x86" + lit(4, path) + lit(1, b"test") + extra
+def h2(*frames_after):
+    s = conn()
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, b"") + b"".join(frames_after))
+    s.settimeout(3)
+    return frames(read_all(s))
+def resets(fs, stream):
+    return [int.from_bytes(p[:4], "big") for (k, f, st, p) in fs if k == 3 and st == stream]
+
+s = conn()
+s.sendall(b"GET / HTTP/1.2\r\nHost: " + host.encode() + b"\r\nConnection: close\r\n\r\n")
+print("http/1.2:", read_all(s).split(b"\r\n")[0].decode())
+
+s = conn()
+s.sendall(b"PRI * HTTP/2.0\r\n\r\nXY\r\n\r\n")
+fs = frames(read_all(s))
+print("bad preface:", [(k, int.from_bytes(p[4:8], "big")) for (k, f, st, p) in fs if k == 7])
+
+fs = h2(frame(1, 5, 1, get(b"/", lit(38, b"other.example"))), frame(1, 5, 3, get(b"/bytes/3")))
+print("host vs authority: stream 1 reset", resets(fs, 1), "stream 3 data",
+      b"".join(p for (k, f, st, p) in fs if k == 0 and st == 3))
+
+fs = h2(frame(1, 5, 1, get(b"/bytes/0")), frame(8, 0, 1, struct.pack(">I", 0x7fffffff)))
+print("window overflow: stream 1 reset", resets(fs, 1),
+      "end", [k for (k, f, st, p) in fs if st == 1 and k != 3 and f & 1])
+"#;
+
+#[test]
+fn http_details_on_the_wire_with_a_raw_client() {
+    let Some(ns) = tap_test!("h1-raw-details", PYTHON3) else {
+        return;
+    };
+    let tapir = ns.spawn_http(&[]);
+    let out = ns.run(&["python3", "-c", RAW_DETAILS, TAPIR_V4]);
+    let text = output_text(&out);
+    assert!(out.status.success(), "raw client:\n{text}");
+    for line in [
+        "http/1.2: HTTP/1.1 200 OK",
+        // GOAWAY (type 7) with PROTOCOL_ERROR (1).
+        "bad preface: [(7, 1)]",
+        // RST_STREAM PROTOCOL_ERROR (1) on stream 1; stream 3's body.
+        "host vs authority: stream 1 reset [1] stream 3 data b'tap'",
+        // RST_STREAM FLOW_CONTROL_ERROR (3), and the response never ends the stream.
+        "window overflow: stream 1 reset [3] end []",
+    ] {
+        assert!(text.contains(line), "no '{line}' in:\n{text}");
+    }
+    assert_all_closed(&tapir.stop());
 }

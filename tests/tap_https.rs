@@ -9,27 +9,19 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::netns::{
-    count_before, json_u64, output_text, require_root, require_tool, sha256_file_hex,
-    sha256_pattern_hex, write_random_file, ChildGuard, Netns, TapirProcess, TAP, TAPIR_V4,
+    count_before, output_text, sha256_file_hex, sha256_pattern_hex, write_random_file, ChildGuard,
+    Netns, TAP, TAPIR_V4,
 };
+use common::tap::{CURL, H2LOAD, NGHTTP, OPENSSL, PYTHON3};
 
 const HTTP: &str = "http://10.7.0.2";
 const HTTPS: &str = "https://10.7.0.2";
-
-/// Starts the built-in site on HTTP (80) and HTTPS (443) with a self-signed certificate
-/// saved to a file clients can trust; returns tapir and the certificate's path.
-fn start(ns: &Netns) -> (TapirProcess, PathBuf) {
-    let cert = ns.dir().join("cert.pem");
-    let tapir = ns.spawn_serve(&["--save-cert", cert.to_str().unwrap()]);
-    assert!(cert.exists(), "--save-cert wrote no {}", cert.display());
-    (tapir, cert)
-}
 
 /// `curl -sS --cacert CERT ARGS... -w '\n%{http_version} %{http_code}'`; returns (body,
 /// http_version, status code), panicking when curl fails.
@@ -56,28 +48,15 @@ fn curl_tls(ns: &Netns, cert: &Path, args: &[&str]) -> (String, String, String) 
 /// Waits (up to 5 s) until `/stats` shows at most two TCP connections (the stats request's
 /// own, and one still closing).
 fn assert_tcp_back_to_baseline(ns: &Netns) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let stats = ns.stats(HTTP);
-        if json_u64(&stats, "tcp_connections") <= 2 && json_u64(&stats, "connections_open") <= 1 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "connections still open 5 s after the clients finished (want tcp_connections <= 2):\n{stats}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    ns.assert_back_to_baseline(HTTP, 2, Duration::from_secs(5));
 }
 
 #[test]
 fn alpn_picks_http2_or_http1_for_curl() {
-    if !require_root("alpn_picks_http2_or_http1_for_curl") {
+    let Some(ns) = tap_test!("tls-curl", CURL) else {
         return;
-    }
-    require_tool("curl", "curl");
-    let ns = Netns::up("tls-curl");
-    let (tapir, cert) = start(&ns);
+    };
+    let (tapir, cert) = ns.spawn_https(&[]);
     let url = format!("{HTTPS}/");
 
     let (body, version, code) = curl_tls(&ns, &cert, &["--http2", &url]);
@@ -114,12 +93,10 @@ fn alpn_picks_http2_or_http1_for_curl() {
 
 #[test]
 fn nghttp_sees_h2_and_max_concurrent_streams_128() {
-    if !require_root("nghttp_sees_h2_and_max_concurrent_streams_128") {
+    let Some(ns) = tap_test!("tls-nghttp", NGHTTP) else {
         return;
-    }
-    require_tool("nghttp", "nghttp2-client");
-    let ns = Netns::up("tls-nghttp");
-    let (tapir, _cert) = start(&ns);
+    };
+    let (tapir, _cert) = ns.spawn_https(&[]);
     let out = ns.run(&["nghttp", "-nv", "-t", "10", &format!("{HTTPS}/")]);
     let text = output_text(&out);
     assert!(out.status.success(), "nghttp failed:\n{text}");
@@ -164,12 +141,10 @@ fn s_client(ns: &Netns, alpn: &str) -> (bool, String) {
 
 #[test]
 fn openssl_alpn_h2_http11_and_unknown() {
-    if !require_root("openssl_alpn_h2_http11_and_unknown") {
+    let Some(ns) = tap_test!("tls-openssl", OPENSSL) else {
         return;
-    }
-    require_tool("openssl", "openssl");
-    let ns = Netns::up("tls-openssl");
-    let (tapir, _cert) = start(&ns);
+    };
+    let (tapir, _cert) = ns.spawn_https(&[]);
     let (ok, text) = s_client(&ns, "h2");
     assert!(
         ok && text.contains("ALPN protocol: h2"),
@@ -203,12 +178,10 @@ fn h2load_counts(text: &str) -> (u64, u64, u64) {
 
 #[test]
 fn h2load_over_tls_and_h2c_without_failures() {
-    if !require_root("h2load_over_tls_and_h2c_without_failures") {
+    let Some(ns) = tap_test!("tls-h2load", H2LOAD) else {
         return;
-    }
-    require_tool("h2load", "nghttp2-client");
-    let ns = Netns::up("tls-h2load");
-    let (tapir, _cert) = start(&ns);
+    };
+    let (tapir, _cert) = ns.spawn_https(&[]);
 
     let started = Instant::now();
     let out = ns.run(&[
@@ -259,13 +232,11 @@ fn h2load_over_tls_and_h2c_without_failures() {
 
 #[test]
 fn hundred_mib_each_way_over_h2() {
-    if !require_root("hundred_mib_each_way_over_h2") {
+    let Some(ns) = tap_test!("tls-100mib", CURL) else {
         return;
-    }
-    require_tool("curl", "curl");
+    };
     const LEN: u64 = 100 << 20;
-    let ns = Netns::up("tls-100mib");
-    let (tapir, cert) = start(&ns);
+    let (tapir, cert) = ns.spawn_https(&[]);
 
     let src = ns.dir().join("upload.bin");
     let echoed = ns.dir().join("echoed.bin");
@@ -391,13 +362,10 @@ sys.exit(1 if bad else 0)
 
 #[test]
 fn bad_input_on_443_is_closed_while_good_clients_succeed() {
-    if !require_root("bad_input_on_443_is_closed_while_good_clients_succeed") {
+    let Some(ns) = tap_test!("tls-bad", CURL, PYTHON3) else {
         return;
-    }
-    require_tool("curl", "curl");
-    require_tool("python3", "python3");
-    let ns = Netns::up("tls-bad");
-    let (tapir, cert) = start(&ns);
+    };
+    let (tapir, cert) = ns.spawn_https(&[]);
     let done = AtomicBool::new(false);
     let url = format!("{HTTPS}/");
     let (bad, good) = std::thread::scope(|scope| {
@@ -453,12 +421,10 @@ fn bad_input_on_443_is_closed_while_good_clients_succeed() {
 
 #[test]
 fn sigterm_under_h2load_exits_cleanly() {
-    if !require_root("sigterm_under_h2load_exits_cleanly") {
+    let Some(ns) = tap_test!("tls-shutdown", H2LOAD) else {
         return;
-    }
-    require_tool("h2load", "nghttp2-client");
-    let ns = Netns::up("tls-shutdown");
-    let (tapir, _cert) = start(&ns);
+    };
+    let (tapir, _cert) = ns.spawn_https(&[]);
     let report = ns.dir().join("h2load.txt");
     let mut load = ChildGuard(
         ns.exec(&[
@@ -478,14 +444,7 @@ fn sigterm_under_h2load_exits_cleanly() {
         .expect("start h2load"),
     );
     std::thread::sleep(Duration::from_secs(2));
-    let pid = tapir.pid();
-    let started = Instant::now();
-    let (status, log) = tapir.terminate();
-    let took = started.elapsed();
-    assert!(
-        status.success(),
-        "tapir (pid {pid}) exited with {status} after SIGTERM under load; log:\n{log}"
-    );
+    let (log, took) = tapir.stop_timed();
     assert!(
         took < Duration::from_secs(10),
         "tapir took {took:?} to stop under load"
@@ -528,11 +487,9 @@ fn sigterm_under_h2load_exits_cleanly() {
 
 #[test]
 fn missing_cert_or_mismatched_key_fails_fast() {
-    if !require_root("missing_cert_or_mismatched_key_fails_fast") {
+    let Some(ns) = tap_test!("tls-badcert", OPENSSL) else {
         return;
-    }
-    require_tool("openssl", "openssl");
-    let ns = Netns::up("tls-badcert");
+    };
     let dir = ns.dir().to_path_buf();
     let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
 

@@ -6,18 +6,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::netns::{
-    example_bin, output_text, require_root, require_tool, spawn_program_in, Netns, TAP,
-};
+use common::netns::{example_bin, output_text, spawn_program_in, TAP};
+use common::tap::CURL;
 
 #[test]
 fn hyper_example_answers_curl_over_tapir_flows() {
-    if !require_root("hyper_example_answers_curl_over_tapir_flows") {
+    let Some(ns) = tap_test!("hyper-example", CURL) else {
         return;
-    }
-    require_tool("curl", "curl");
+    };
     let bin = example_bin("hyper");
-    let ns = Netns::up("hyper-example");
     let server = spawn_program_in(ns.name(), ns.dir(), &bin, &["--tap", TAP]);
     assert!(
         server.wait_for_log("ready: hyper", Duration::from_secs(20)),
@@ -25,18 +22,7 @@ fn hyper_example_answers_curl_over_tapir_flows() {
         server.log()
     );
 
-    let out = ns.run(&[
-        "curl",
-        "-sS",
-        "--max-time",
-        "10",
-        "-w",
-        "\n%{http_code} %{http_version}",
-        "http://10.7.0.2:8080/",
-    ]);
-    assert!(out.status.success(), "curl GET /:\n{}", output_text(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, status) = stdout.rsplit_once('\n').expect("status after the body");
+    let (body, status) = ns.curl_with_status(&["http://10.7.0.2:8080/"]);
     assert_eq!(status, "200 1.1", "GET / status and version; body:\n{body}");
     assert_eq!(body, "hello from hyper on tapir\n");
 

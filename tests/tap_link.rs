@@ -9,7 +9,8 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::netns::{output_text, repo_root, require_root, run, spawn_tapir_in, TapirProcess};
+use common::netns::{output_text, repo_root, run, spawn_tapir_in, TapirProcess};
+use common::tap::{runs, CURL, PING};
 
 const NGINX_SIDE: &str = "10.9.0.2";
 const TAPIR_SERVE: &str = "10.9.0.4";
@@ -92,7 +93,7 @@ fn ping_loss(text: &str) -> f64 {
 
 #[test]
 fn ping_and_curl_see_the_configured_round_trip() {
-    if !require_root("ping_and_curl_see_the_configured_round_trip") {
+    if !runs(fn_name!(), &[PING, CURL]) {
         return;
     }
     let path = LinkPath::up("rtt");
@@ -173,7 +174,7 @@ fn ping_and_curl_see_the_configured_round_trip() {
 
 #[test]
 fn the_configured_loss_applies_in_each_direction() {
-    if !require_root("the_configured_loss_applies_in_each_direction") {
+    if !runs(fn_name!(), &[PING]) {
         return;
     }
     let path = LinkPath::up("loss");

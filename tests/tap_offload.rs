@@ -9,12 +9,9 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
 
-use common::netns::{
-    count_before, output_text, require_root, require_tool, sha256_file_hex, write_random_file,
-    Netns, TAPIR_V6,
-};
+use common::netns::{count_before, output_text, sha256_file_hex, write_random_file, TAPIR_V6};
+use common::tap::{stopped_line, CURL, TSHARK};
 
 const BASE: &str = "http://10.7.0.2";
 /// Bytes downloaded per run.
@@ -23,41 +20,11 @@ const DOWNLOAD: u64 = 64 << 20;
 /// least): an MTU of 1500 leaves at most 1460 bytes per segment.
 const PLAIN_FRAMES: u64 = DOWNLOAD / 1460;
 
-/// curl `url` into `to` inside the namespace; asserts a 200.
-fn download(ns: &Netns, url: &str, to: &Path) {
-    let out = ns.run(&[
-        "curl",
-        "-sS",
-        "--max-time",
-        "60",
-        "-o",
-        to.to_str().unwrap(),
-        "-w",
-        "%{http_code}",
-        url,
-    ]);
-    assert!(out.status.success(), "curl {url}:\n{}", output_text(&out));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "200",
-        "status of {url}"
-    );
-}
-
-/// tapir's last words: `stopped (...): N frames in, M out, ... bad checksum, ...`.
-fn stopped_line(log: &str) -> &str {
-    log.lines()
-        .find(|l| l.contains("stopped ("))
-        .unwrap_or_else(|| panic!("no 'stopped' line in the log:\n{log}"))
-}
-
 #[test]
 fn download_is_identical_with_offloads_refused_and_off() {
-    if !require_root("download_is_identical_with_offloads_refused_and_off") {
+    let Some(ns) = tap_test!("offload-get", CURL) else {
         return;
-    }
-    require_tool("curl", "curl");
-    let ns = Netns::up("offload-get");
+    };
     let root = ns.dir().join("www");
     fs::create_dir_all(&root).unwrap();
     let file = root.join("big.bin");
@@ -76,17 +43,17 @@ fn download_is_identical_with_offloads_refused_and_off() {
         (&[], "offloads csum+tso4+tso6", true),
     ];
     for (extra, offloads, tso) in runs {
-        let mut args = vec!["--no-https", "--root", root.to_str().unwrap()];
+        let mut args = vec!["--root", root.to_str().unwrap()];
         args.extend_from_slice(extra);
-        let tapir = ns.spawn_serve(&args);
+        let tapir = ns.spawn_http(&args);
         if tso {
             // IPv6 too (TSO6); the frame count below then covers both downloads.
             let got6 = ns.dir().join("got6.bin");
-            download(&ns, &format!("http://[{TAPIR_V6}]/big.bin"), &got6);
+            ns.curl_download(&format!("http://[{TAPIR_V6}]/big.bin"), &got6);
             assert_eq!(sha256_file_hex(&got6), want, "sha256 of the IPv6 download");
             fs::remove_file(&got6).unwrap();
         }
-        download(&ns, &url, &got);
+        ns.curl_download(&url, &got);
         let log = tapir.stop();
         assert!(
             log.contains(offloads),
@@ -124,15 +91,13 @@ fn download_is_identical_with_offloads_refused_and_off() {
 
 #[test]
 fn upload_in_kernel_super_frames_is_echoed_whole() {
-    if !require_root("upload_in_kernel_super_frames_is_echoed_whole") {
+    let Some(ns) = tap_test!("offload-put", CURL) else {
         return;
-    }
-    require_tool("curl", "curl");
-    let ns = Netns::up("offload-put");
+    };
     let body = ns.dir().join("body.bin");
     write_random_file(&body, 16 << 20, 16);
     let echoed = ns.dir().join("echoed.bin");
-    let tapir = ns.spawn_serve(&["--no-https"]);
+    let tapir = ns.spawn_http(&[]);
     let out = ns.run(&[
         "curl",
         "-sS",
@@ -168,16 +133,13 @@ fn upload_in_kernel_super_frames_is_echoed_whole() {
 
 #[test]
 fn capture_with_offloads_opens_in_tshark() {
-    if !require_root("capture_with_offloads_opens_in_tshark") {
+    let Some(ns) = tap_test!("offload-pcap", CURL, TSHARK) else {
         return;
-    }
-    require_tool("curl", "curl");
-    require_tool("tshark", "tshark");
-    let ns = Netns::up("offload-pcap");
+    };
     let pcap = ns.dir().join("offload.pcap");
-    let tapir = ns.spawn_serve(&["--no-https", "--pcap", pcap.to_str().unwrap()]);
+    let tapir = ns.spawn_http(&["--pcap", pcap.to_str().unwrap()]);
     let got = ns.dir().join("got.bin");
-    download(&ns, &format!("{BASE}/bytes/4194304"), &got);
+    ns.curl_download(&format!("{BASE}/bytes/4194304"), &got);
     let log = tapir.stop();
     assert!(log.contains("offloads csum+tso4+tso6"), "{log}");
     assert_eq!(fs::metadata(&got).unwrap().len(), 4 << 20);

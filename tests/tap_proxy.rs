@@ -11,8 +11,9 @@ use std::fs;
 use std::process::Output;
 use std::time::Duration;
 
-use common::netns::{output_text, require_tool, Netns, TapirProcess, KERNEL_V4, TAP, TAPIR_V4};
-use common::nginx::{ready, sha256_file, start_nginx};
+use common::netns::{output_text, Netns, TapirProcess, KERNEL_V4, TAP, TAPIR_V4};
+use common::nginx::{sha256_file, start_nginx};
+use common::tap::{CURL, H2LOAD, NGINX, OPENSSL};
 
 const PROXY_PORT: &str = "3128";
 
@@ -52,11 +53,9 @@ fn via_proxy(ns: &Netns, what: &str, url: &str) -> (bool, String) {
 
 #[test]
 fn forward_proxy_carries_https_by_connect_and_http_by_forwarding() {
-    let test = "forward_proxy_carries_https_by_connect_and_http_by_forwarding";
-    if !ready(test) {
+    let Some(ns) = tap_test!("proxyfwd", NGINX, OPENSSL, CURL) else {
         return;
-    }
-    let ns = Netns::up("proxyfwd");
+    };
     let nginx = start_nginx(&ns);
     // 100 MiB of bytes that are not a repeating pattern.
     let mut data = vec![0u8; 100 * 1024 * 1024];
@@ -153,11 +152,9 @@ fn forward_proxy_carries_https_by_connect_and_http_by_forwarding() {
 
 #[test]
 fn forward_proxy_allow_list_flag_limits_ports() {
-    let test = "forward_proxy_allow_list_flag_limits_ports";
-    if !ready(test) {
+    let Some(ns) = tap_test!("proxyallow", NGINX, OPENSSL, CURL) else {
         return;
-    }
-    let ns = Netns::up("proxyallow");
+    };
     let nginx = start_nginx(&ns);
     let cert = nginx.cert.to_str().unwrap().to_string();
     let tapir = spawn_proxy(&ns, &["--listen", PROXY_PORT, "--allow", "10.7.0.1/32:443"]);
@@ -189,12 +186,9 @@ fn forward_proxy_allow_list_flag_limits_ports() {
 
 #[test]
 fn reverse_proxy_under_h2load_to_nginx_over_http1_and_h2() {
-    let test = "reverse_proxy_under_h2load_to_nginx_over_http1_and_h2";
-    if !ready(test) {
+    let Some(ns) = tap_test!("proxyrev", NGINX, OPENSSL, CURL, H2LOAD) else {
         return;
-    }
-    require_tool("h2load", "nghttp2-client");
-    let ns = Netns::up("proxyrev");
+    };
     let nginx = start_nginx(&ns);
     fs::write(nginx.root.join("small.txt"), "x".repeat(1000)).unwrap();
     let cert = nginx.cert.to_str().unwrap().to_string();

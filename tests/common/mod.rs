@@ -7,6 +7,7 @@ pub mod http;
 pub mod hyper;
 pub mod netns;
 pub mod nginx;
+pub mod tap;
 pub mod transfer;
 
 use sha2::{Digest, Sha256};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::netns::{require_root, require_tool, ChildGuard, Netns, KERNEL_V4};
+use super::netns::{ChildGuard, Netns, KERNEL_V4};
 
 /// An nginx serving `root` on the kernel side (10.7.0.1), HTTP on 80 and HTTPS (h2 and
 /// http/1.1 by ALPN) on 443.
@@ -120,20 +120,4 @@ pub fn start_nginx(ns: &Netns) -> Nginx {
         cert,
         root,
     }
-}
-
-/// Whether this (root-only) test runs: skipped without root, failed with an install hint
-/// when nginx, openssl or curl is missing.
-pub fn ready(test: &str) -> bool {
-    if !require_root(test) {
-        return false;
-    }
-    for (tool, package) in [
-        ("nginx", "nginx-light"),
-        ("openssl", "openssl"),
-        ("curl", "curl"),
-    ] {
-        require_tool(tool, package);
-    }
-    true
 }
