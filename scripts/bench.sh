@@ -2,7 +2,7 @@
 # Benchmarks tapir on a real TAP device against baselines measured in the same run on the
 # same machine, and prints a table (figure, tapir, baseline, ratio).
 #
-#   sudo scripts/bench.sh [--quick] [--tcp-matrix | --bulk | --idle N]
+#   sudo scripts/bench.sh [--quick] [--tcp-matrix | --bulk | --idle N | --busy | --latency]
 #
 # Every client runs inside network namespaces this script makes (unique names, removed on
 # exit, also on failure); no traffic goes anywhere else:
@@ -12,9 +12,11 @@
 #                  same addresses (10.7.0.1 -> 10.7.0.2): the baseline server
 #   tb<PID>-smol   TAP device tap0 for smoltcp's own examples/benchmark.rs (raw TCP through
 #                  the same stack, the ceiling of bulk throughput)
-# Figures: HTTP/1.1 keep-alive req/s and latency (wrk), h2 over TLS req/s (h2load), new TLS
-# connections/s (h2load, Connection: close), bulk download MB/s at MTU 1500 and
-# 65000 (curl), req/s against concurrent connections, RSS with idle connections, and a
+# Figures: HTTP/1.1 keep-alive req/s and latency (wrk, 64 connections and 1), h2 over TLS
+# req/s (h2load), new TLS connections/s (h2load, Connection: close), bulk download MB/s at
+# MTU 1500 and 65000 (curl), bulk upload MB/s (curl POST to a sink that reads and discards
+# the body: tapir's /sink, nginx `return 204`), req/s against concurrent connections, RSS
+# with idle connections, and a
 # small `tapir get` against curl (wall time of a new process, neighbour resolution included).
 # TCP path matrix (also alone with --tcp-matrix): tb<PID>-lp-c / -lp-s from
 # scripts/linkpath.sh, joined only by `tapir link` (delay RTT/2 each way, loss p each way);
@@ -36,6 +38,10 @@
 #   connections (one request each, from several client addresses) and N/10 over TLS held
 #   against tapir and against nginx, RSS per connection (lower is better); then req/s at
 #   100 and at 10,000 busy connections (wrk) for both (a table, no report.json).
+# --busy: only the last part of --idle: req/s at 100 and 10,000 busy connections.
+# --latency: only HTTP/1.1 keep-alive at low concurrency, wrk -c1 and -c10 (req/s, p50 and
+#   p99 latency), tapir and nginx alternating, 3 rounds (about 1 minute; a table).
+# Each table says which figures are lower-is-better; report.json has "better" per figure.
 set -euo pipefail
 
 PROG=$(basename "$0")
@@ -47,6 +53,8 @@ QUICK=0
 MATRIX_ONLY=0
 BULK_ONLY=0
 IDLE_ONLY=0
+BUSY_ONLY=0
+LATENCY_ONLY=0
 
 usage() {
     sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
@@ -59,6 +67,8 @@ while (($#)); do
     --quick) QUICK=1 ;;
     --tcp-matrix) MATRIX_ONLY=1 ;;
     --bulk) QUICK=1 BULK_ONLY=1 ;;
+    --busy) QUICK=1 BUSY_ONLY=1 ;;
+    --latency) QUICK=1 LATENCY_ONLY=1 ;;
     --idle)
         [[ ${1:-} =~ ^[0-9]+$ && $1 -ge 100 ]] || {
             echo "$PROG: --idle needs a number of connections (at least 100)" >&2
@@ -244,8 +254,8 @@ SMOL_BIN=""
 SMOL_WHY=""
 if ((MATRIX_ONLY)); then
     : # the matrix alone needs no smoltcp benchmark
-elif ((BULK_ONLY || IDLE_ONLY)); then
-    SMOL_WHY="not measured with --bulk or --idle"
+elif ((BULK_ONLY || IDLE_ONLY || BUSY_ONLY || LATENCY_ONLY)); then
+    SMOL_WHY="not measured with --bulk, --idle, --busy or --latency"
 elif [[ -z $SMOL_SRC ]]; then
     SMOL_WHY="smoltcp-0.14.0 source not in the cargo registry (run cargo fetch)"
 else
@@ -333,7 +343,7 @@ stop_pid() {
 WWW="$WORK/www"
 mkdir -p "$WWW/bytes" "$WORK/nginx"
 "$PY" "$HELPER" pattern-file "$WWW/bytes/100" 100
-((MATRIX_ONLY || IDLE_ONLY)) || "$PY" "$HELPER" pattern-file "$WWW/bytes/$BULK" "$BULK"
+((MATRIX_ONLY || IDLE_ONLY || BUSY_ONLY || LATENCY_ONLY)) || "$PY" "$HELPER" pattern-file "$WWW/bytes/$BULK" "$BULK"
 echo '<!doctype html><p>nginx</p>' >"$WWW/index.html"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -subj "/CN=$IP_SERVER" -addext "subjectAltName=IP:$IP_SERVER" \
@@ -368,6 +378,12 @@ http {
         ssl_session_cache off;
         ssl_session_tickets off;
         root $WWW;
+        # The upload sink: reads the request body and throws it away (nginx discards the
+        # body of a request it answers without a handler that reads it), any size.
+        location = /sink {
+            client_max_body_size 0;
+            return 204;
+        }
     }
 }
 CONF
@@ -416,6 +432,18 @@ run_conns() { # CLI SERVER
     in_ns "$1" timeout 120 h2load --h1 -c32 -n "$NEWCONN" -H 'Connection: close' \
         "https://$IP_SERVER$SMALL" >"$f" 2>&1 || true
     "$PY" "$HELPER" h2load "$f"
+}
+
+# One upload of $BULK bytes (the download's file) to /sink, MB/s: curl's upload speed, a
+# figure only when every byte went and the sink answered 204. No `Expect: 100-continue`
+# (curl asks for it above 1 MiB): a server may answer at once without a 100, and curl then
+# sends no body at all.
+run_upload() { # CLI SERVER TAG
+    local f="$LOGS/$2-upload-$3.txt"
+    in_ns "$1" curl -sS -o /dev/null --max-time 300 -H 'Expect:' -H 'Content-Type: application/octet-stream' \
+        --data-binary "@$WWW/bytes/$BULK" -w '%{speed_upload} %{size_upload} %{http_code}\n' \
+        "http://$IP_SERVER/sink" >"$f" 2>&1 || true
+    awk -v want="$BULK" 'NF == 3 && $2 == want && $3 == 204 { printf "%.3f\n", $1 / 1e6; found = 1 } END { if (!found) print "null" }' "$f"
 }
 
 run_bulk() { # CLI SERVER TAG: one download of $BULK bytes, MB/s
@@ -476,11 +504,14 @@ print(json.dumps(total))' "${readies[@]}")
 
 declare -A R # raw JSON results: R[server.figure]
 
+# A table row: FIGURE TAPIR BASELINE, and their ratio.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "null" || b == "null" || b == 0) print "-"; else printf "%.2f", a / b }'; }
+row() { printf '%-44s %12s %12s %8s\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"; }
+
 if ((BULK_ONLY)); then
     best() { # MB/s values (or null): the largest
         printf '%s\n' "$@" | awk '$1 != "null" && $1 > m { m = $1 } END { print (m == "" ? "null" : m) }'
     }
-    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "null" || b == "null" || b == 0) print "-"; else printf "%.2f", a / b }'; }
     echo "== bulk $((BULK >> 20)) MiB downloads, best of 3, alternating"
     printf '%-6s %14s %22s %12s %10s %12s\n' MTU "tapir MB/s" "tapir --no-offload" "nginx MB/s" "ratio" "ratio plain"
     for mtu in 1500 65000; do
@@ -506,6 +537,66 @@ if ((BULK_ONLY)); then
         echo "       all runs: tapir ${BT[*]}; --no-offload ${BP[*]}; nginx ${BN[*]}"
     done
     echo "ratio = tapir / nginx; ratio plain = tapir --no-offload / nginx (same run)"
+    exit 0
+fi
+
+# req/s at 100 and 10,000 busy connections (wrk, 10 s each), tapir in $TAG-tap and nginx
+# (one worker, as tapir is one thread) in $TAG-srv/-cli; sets T100 T10K N100 N10K.
+busy_scaling() {
+    DUR=10
+    echo "== busy connections: wrk -c100 and -c10000, ${DUR}s each"
+    NGINX_WORKERS=1
+    start_tapir "$TAG-tap" 1500 tapir-busy --max-connections 20000 --backlog 4096
+    T100=$(run_wrk "$TAG-tap" tapir 100)
+    T10K=$(run_wrk "$TAG-tap" tapir 10000)
+    stop_pid "$TAPIR_PID"
+    start_nginx "$TAG-srv" "$TAG-cli" nginx-busy
+    N100=$(run_wrk "$TAG-cli" nginx 100)
+    N10K=$(run_wrk "$TAG-cli" nginx 10000)
+    stop_pid "${NGINX_PIDS[0]}"
+}
+
+busy_rows() { # after busy_scaling
+    local t100 t10k n100 n10k
+    t100=$(json_get "$T100" rps) t10k=$(json_get "$T10K" rps)
+    n100=$(json_get "$N100" rps) n10k=$(json_get "$N10K" rps)
+    row "req/s, wrk -c100 (higher)" "$t100" "$n100"
+    row "req/s, wrk -c10000 (higher)" "$t10k" "$n10k"
+    row "req/s at 10000 / req/s at 100 (higher)" "$(ratio "$t10k" "$t100")" "$(ratio "$n10k" "$n100")"
+}
+
+if ((BUSY_ONLY)); then
+    [[ $NOFILE -gt 11000 ]] || die "the open-file limit ($NOFILE) is too low for wrk -c10000"
+    tap_ns "$TAG-tap" 1500
+    veth_ns "$TAG-srv" "$TAG-cli" 1500
+    busy_scaling
+    echo
+    printf '%-44s %12s %12s %8s\n' figure tapir nginx ratio
+    busy_rows
+    echo "raw results: $LOGS"
+    exit 0
+fi
+
+if ((LATENCY_ONLY)); then
+    # Low concurrency: the time of one request more than throughput. Alternating servers,
+    # each round on the same two long-running processes.
+    tap_ns "$TAG-tap" 1500
+    veth_ns "$TAG-srv" "$TAG-cli" 1500
+    NGINX_WORKERS=1
+    start_tapir "$TAG-tap" 1500 tapir-latency
+    start_nginx "$TAG-srv" "$TAG-cli" nginx-latency
+    echo "== HTTP/1.1 keep-alive at low concurrency, ${DUR}s per run, 3 rounds alternating"
+    printf '%-44s %12s %12s %8s\n' figure tapir nginx ratio
+    for round in 1 2 3; do
+        for c in 1 10; do
+            t=$(run_wrk "$TAG-tap" "tapir-r$round" "$c")
+            n=$(run_wrk "$TAG-cli" "nginx-r$round" "$c")
+            row "round $round: wrk -c$c req/s (higher)" "$(json_get "$t" rps)" "$(json_get "$n" rps)"
+            row "round $round: wrk -c$c p50 ms (lower)" "$(json_get "$t" p50_ms)" "$(json_get "$n" p50_ms)"
+            row "round $round: wrk -c$c p99 ms (lower)" "$(json_get "$t" p99_ms)" "$(json_get "$n" p99_ms)"
+        done
+    done
+    echo "ratio = tapir / nginx (same run; wrk shares the machine's cores with the server); raw results: $LOGS"
     exit 0
 fi
 
@@ -561,29 +652,14 @@ print("%.2f" % ((r["after_kib"] - r["before_kib"]) / n) if n else "null")' "$1"
         stop_pid "${NGINX_PIDS[0]}"
         if ((tls)); then NT=$IDLE_RESULT; else NP=$IDLE_RESULT; fi
     done
-    echo "== busy connections: wrk -c100 and -c10000, ${DUR}s each"
-    NGINX_WORKERS=1 # as tapir: one thread
-    start_tapir "$TAG-tap" 1500 tapir-busy --max-connections 20000 --backlog 4096
-    T100=$(run_wrk "$TAG-tap" tapir 100)
-    T10K=$(run_wrk "$TAG-tap" tapir 10000)
-    stop_pid "$TAPIR_PID"
-    start_nginx "$TAG-srv" "$TAG-cli" nginx-busy
-    N100=$(run_wrk "$TAG-cli" nginx 100)
-    N10K=$(run_wrk "$TAG-cli" nginx 10000)
-    stop_pid "${NGINX_PIDS[0]}"
-    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "null" || b == "null" || b == 0) print "-"; else printf "%.2f", a / b }'; }
-    row() { printf '%-44s %12s %12s %8s\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"; }
+    busy_scaling
     echo
     printf '%-44s %12s %12s %8s\n' figure tapir nginx ratio
     row "open idle HTTP/1.1 connections" "$(opened "$TP")" "$(opened "$NP")"
     row "RSS per idle HTTP/1.1 conn, KiB (lower)" "$(per_conn "$TP")" "$(per_conn "$NP")"
     row "open idle TLS connections" "$(opened "$TT")" "$(opened "$NT")"
     row "RSS per idle TLS conn, KiB (lower)" "$(per_conn "$TT")" "$(per_conn "$NT")"
-    t100=$(json_get "$T100" rps) t10k=$(json_get "$T10K" rps)
-    n100=$(json_get "$N100" rps) n10k=$(json_get "$N10K" rps)
-    row "req/s, wrk -c100" "$t100" "$n100"
-    row "req/s, wrk -c10000" "$t10k" "$n10k"
-    row "req/s at 10000 / req/s at 100" "$(ratio "$t10k" "$t100")" "$(ratio "$n10k" "$n100")"
+    busy_rows
     echo "RSS: VmRSS growth of the server process (nginx: master + worker; the kernel's socket"
     echo "memory is not in it) divided by the connections held open; raw results: $LOGS"
     echo "tapir idle: plain $TP; TLS $TT"
@@ -603,8 +679,12 @@ measure_server() { # SERVER CLI_NS: figures 1, 2, 3 and 5 against a running serv
     done
     echo "   $server: new TLS connection per request, h2load --h1 -c32 + Connection: close"
     R[$server.conns]=$(run_conns "$cli" "$server")
+    echo "   $server: HTTP/1.1 keep-alive, wrk -c1"
+    R[$server.wrk1]=$(run_wrk "$cli" "$server" 1)
     echo "   $server: bulk $((BULK >> 20)) MiB, MTU 1500"
     R[$server.bulk1500]=$(run_bulk "$cli" "$server" mtu1500)
+    echo "   $server: upload $((BULK >> 20)) MiB (POST /sink), MTU 1500"
+    R[$server.up1500]=$(run_upload "$cli" "$server" mtu1500)
 }
 
 # --- TCP path matrix ----------------------------------------------------------------------
@@ -881,6 +961,10 @@ record "HTTP/1.1 keep-alive, wrk -c64, latency p50" "ms" "nginx" "$(g tapir.wrk6
     "same run"
 record "HTTP/1.1 keep-alive, wrk -c64, latency p99" "ms" "nginx" "$(g tapir.wrk64 p99_ms)" "$(g nginx.wrk64 p99_ms)" \
     "same run"
+record "HTTP/1.1 keep-alive, wrk -c1, req/s" "req/s" "nginx" "$(g tapir.wrk1 rps)" "$(g nginx.wrk1 rps)" \
+    "wrk -t1 -c1 -d${DUR}s --latency http://$IP_SERVER$SMALL"
+record "HTTP/1.1 keep-alive, wrk -c1, latency p50" "ms" "nginx" "$(g tapir.wrk1 p50_ms)" "$(g nginx.wrk1 p50_ms)" \
+    "same run"
 record "h2 over TLS, h2load -c64 -m10, req/s" "req/s" "nginx" "$(g tapir.h2tls rps)" "$(g nginx.h2tls rps)" \
     "h2load -c64 -m10 -D $DUR https://$IP_SERVER$SMALL"
 record "new TLS connection per request, conn/s" "conn/s" "nginx" "$(g tapir.conns rps)" "$(g nginx.conns rps)" \
@@ -891,6 +975,8 @@ record "bulk $((BULK >> 20)) MiB download, MTU 1500" "MB/s" "nginx" "$T_B1500" "
     "curl -o /dev/null http://$IP_SERVER$BIG"
 record "bulk $((BULK >> 20)) MiB download, MTU 1500, tapir --no-offload" "MB/s" "nginx" "${R[plain.bulk1500]}" "${R[nginx.bulk1500]}" \
     "curl -o /dev/null http://$IP_SERVER$BIG (tapir --no-offload: plain frames, no TSO or checksum offload)"
+record "bulk $((BULK >> 20)) MiB upload (POST /sink), MTU 1500" "MB/s" "nginx" "${R[tapir.up1500]}" "${R[nginx.up1500]}" \
+    "curl --data-binary @FILE -H 'Expect:' http://$IP_SERVER/sink (tapir: /sink drops the body, 204; nginx: location = /sink { client_max_body_size 0; return 204; })"
 record "bulk, MTU 1500, vs raw TCP through smoltcp" "MB/s" "smoltcp benchmark" "$T_B1500" "${R[smoltcp.bulk1500]}" \
     "smoltcp examples/benchmark.rs --tap tap0 reader (1e9 bytes)"
 record "bulk $((BULK >> 20)) MiB download, MTU 65000" "MB/s" "nginx" "${R[tapir.bulk65000]}" "${R[nginx.bulk65000]}" \

@@ -312,6 +312,14 @@ def svg_scaling(rows, path):
         f.write("\n".join(out) + "\n")
 
 
+LOWER_IS_BETTER = ("ms", "MiB", "KiB/conn")
+
+
+def better(unit):
+    """Which way a figure in `unit` is better: times and memory lower, rates higher."""
+    return "lower" if unit in LOWER_IS_BETTER else "higher"
+
+
 def report(results, outdir):
     rows = [json.loads(line) for line in open(results) if line.strip()]
     meta = rows[0] if rows and rows[0].get("kind") == "meta" else {}
@@ -319,6 +327,7 @@ def report(results, outdir):
     for r in figures:
         t, b = r.get("tapir"), r.get("baseline")
         r["ratio"] = (t / b) if (t is not None and b) else None
+        r.setdefault("better", better(r["unit"]))
     doc = dict(meta)
     doc.pop("kind", None)
     doc["figures"] = [{k: v for k, v in r.items() if k != "kind"} for r in figures]
@@ -329,13 +338,13 @@ def report(results, outdir):
     svg_scaling(figures, os.path.join(outdir, "scaling.svg"))
     w1 = max([len(r["figure"]) for r in figures] + [6])
     w3 = max([len(r["baseline_name"]) for r in figures] + [8])
-    head = f"{'figure':<{w1}}  {'unit':<8}  {'tapir':>12}  {'baseline':<{w3}}  {'baseline':>12}  {'ratio':>7}"
+    head = f"{'figure':<{w1}}  {'unit':<8}  {'better':<6}  {'tapir':>12}  {'baseline':<{w3}}  {'baseline':>12}  {'ratio':>7}"
     print(head)
     print("-" * len(head))
     for r in figures:
         ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.3f}"
         print(
-            f"{r['figure']:<{w1}}  {r['unit']:<8}  {fmt(r.get('tapir'), r['unit']):>12}  "
+            f"{r['figure']:<{w1}}  {r['unit']:<8}  {r['better']:<6}  {fmt(r.get('tapir'), r['unit']):>12}  "
             f"{r['baseline_name']:<{w3}}  {fmt(r.get('baseline'), r['unit']):>12}  {ratio:>7}"
         )
 

@@ -35,6 +35,14 @@ TAPIR_DEPS=(
     "ca-certificates ca-certificates"
 )
 
+# Measuring tools of scripts/callgrind.sh and of profiling runs (perf record, strace -c):
+# installed when a script names them, not with the test tools above (CI does not need them).
+TAPIR_MEASURE_DEPS=(
+    "valgrind valgrind"
+    "perf linux-perf"
+    "strace strace"
+)
+
 # Whether PROGRAM (an entry of TAPIR_DEPS) is present.
 deps_have() {
     case $1 in
@@ -49,8 +57,9 @@ deps_have() {
 # Prints the packages whose programs are missing, one per line, each once: of the programs
 # named, or of the whole list.
 deps_missing() {
-    local entry program package seen=" " wanted=" $* "
-    for entry in "${TAPIR_DEPS[@]}"; do
+    local entry program package seen=" " wanted=" $* " entries=("${TAPIR_DEPS[@]}")
+    [[ $# -eq 0 ]] || entries+=("${TAPIR_MEASURE_DEPS[@]}")
+    for entry in "${entries[@]}"; do
         read -r program package <<<"$entry"
         [[ $# -eq 0 || $wanted == *" $program "* ]] || continue
         if ! deps_have "$program" && [[ $seen != *" $package "* ]]; then

@@ -166,6 +166,43 @@ fn chunked_upload_is_echoed_through_loss() {
     assert_eq!(flow.interim, 1, "100 Continue was sent once");
 }
 
+#[test]
+fn uploads_to_the_sink_are_discarded_and_the_connection_stays_open() {
+    // 3 MiB, far more than the receive buffer: most of it arrives after the 204.
+    let body = vec![b'u'; 3 << 20];
+    let mut upload = format!(
+        "POST /sink HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    upload.extend_from_slice(&body);
+    let script = vec![
+        Req::raw(upload.clone()),
+        Req::get("/bytes/10"),
+        Req::raw(upload),
+        Req::get("/bytes/20"),
+    ];
+    let (client, server, _) = exchange(
+        LinkConfig::default(),
+        ServerConfig::default(),
+        builtin(),
+        vec![script],
+        false,
+        |_| {},
+    );
+    let flow = &client.app.flows[0];
+    assert!(flow.error.is_none(), "{:?}", flow.error);
+    let answers: Vec<(u16, usize)> = flow
+        .responses
+        .iter()
+        .map(|r| (r.status, r.body.len()))
+        .collect();
+    assert_eq!(answers, [(204, 0), (200, 10), (204, 0), (200, 20)]);
+    assert!(!flow.closed_by_server);
+    let stats = server.app.stats_handle().get();
+    assert_eq!(stats.connections_total, 1, "one keep-alive connection");
+}
+
 /// Runs `script` on one connection against a static file server of `dir`, then removes
 /// `dir`; the responses, after checking the connection saw no error.
 fn serve_files(dir: &std::path::Path, script: Vec<Req>) -> Vec<common::http::Resp> {

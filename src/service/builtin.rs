@@ -3,6 +3,7 @@
 //!
 //! - `/`: an HTML page naming the protocol and the connection's peer.
 //! - `/echo`: the request body, streamed back as it arrives.
+//! - `/sink` (POST): `204 No Content`; the body is read and thrown away (for upload tests).
 //! - `/bytes/N`: N bytes, generated as they are sent (for throughput tests).
 //! - `/stats`: counters as JSON.
 
@@ -58,6 +59,9 @@ impl Builtin {
         match path.as_str() {
             "/" if read_only => html(index_page(info)),
             "/echo" => echo(request),
+            // The body is dropped: the connection reads and discards what still arrives,
+            // and the connection stays open for the next request.
+            "/sink" if method == Method::POST => empty(StatusCode::NO_CONTENT),
             "/stats" if read_only => json(stats_json(&self.stats.get())),
             p if p.starts_with("/bytes/") && read_only => match p["/bytes/".len()..].parse::<u64>()
             {
@@ -79,6 +83,7 @@ impl Builtin {
                 ),
             },
             "/" | "/stats" => method_not_allowed(&method, "GET, HEAD"),
+            "/sink" => method_not_allowed(&method, "POST"),
             p if p.starts_with("/bytes/") => method_not_allowed(&method, "GET, HEAD"),
             _ => text_response(StatusCode::NOT_FOUND, format!("no such page: {path}\n")),
         }
@@ -93,6 +98,12 @@ fn echo(request: Request<RequestBody>) -> Response<Body> {
         content_type.unwrap_or(HeaderValue::from_static("application/octet-stream")),
     );
     response
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    r
 }
 
 fn html(page: String) -> Response<Body> {
@@ -281,6 +292,10 @@ mod tests {
             StatusCode::NOT_IMPLEMENTED
         );
         assert_eq!(answer("GET", "/nothing").status(), StatusCode::NOT_FOUND);
+        let r = answer("GET", "/sink");
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(allow(&r), Some("POST"));
+        assert_eq!(answer("POST", "/sink").status(), StatusCode::NO_CONTENT);
     }
 
     #[test]

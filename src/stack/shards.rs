@@ -21,7 +21,8 @@
 //! The shards also hand out the connections' TCP buffers (see [`super::buffers`]): a
 //! connection in a data shard holds them only while it moves data.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities};
@@ -68,14 +69,26 @@ type Key = (IpEndpoint, IpEndpoint);
 struct Shard {
     set: SocketSet<'static>,
     len: usize,
-    /// Touched since its last egress: received a frame, or the application used a socket.
+    /// Touched since its last egress: received a frame, or the application used a socket
+    /// (then it is in [`Shards::dirty`] too).
     dirty: bool,
     /// smoltcp's next timer for this shard, as of its last egress.
     next_at: Option<Instant>,
+    /// The instant of this shard's live entry in [`Shards::timers`] (older entries of the
+    /// shard are stale and skipped).
+    queued_at: Option<Instant>,
     /// A socket could not send for want of a neighbour (ARP/NDP) as of its last egress:
     /// smoltcp silences it for a second, or until the neighbour is learned, which may
     /// happen in another shard's ingress (see [`Shards::egress`]).
     awaiting_neighbor: bool,
+}
+
+/// Marks shard `i` as touched: in the dirty list once.
+fn touch(dirty: &mut Vec<u32>, shard: &mut Shard, i: u32) {
+    if !shard.dirty {
+        shard.dirty = true;
+        dirty.push(i);
+    }
 }
 
 impl Shard {
@@ -85,6 +98,7 @@ impl Shard {
             len: 0,
             dirty: false,
             next_at: None,
+            queued_at: None,
             awaiting_neighbor: false,
         }
     }
@@ -93,6 +107,11 @@ impl Shard {
 /// Every socket of a stack.
 pub struct Shards {
     shards: Vec<Shard>,
+    /// Shards touched since their last egress, each once.
+    dirty: Vec<u32>,
+    /// Shards by their next timer, earliest first (with stale entries: see
+    /// [`Shard::queued_at`]), so that finding the shards due costs no walk of them all.
+    timers: BinaryHeap<Reverse<(Instant, u32)>>,
     index: HashMap<Key, Slot>,
     /// The shard of each IPv4 datagram being reassembled, learned from its first fragment.
     fragments: HashMap<FragmentKey, u32>,
@@ -128,6 +147,8 @@ impl Shards {
     pub fn new(sizes: BufferSizes, budget: usize, now: Instant) -> Self {
         Shards {
             shards: vec![Shard::new()],
+            dirty: Vec::new(),
+            timers: BinaryHeap::new(),
             index: HashMap::new(),
             fragments: HashMap::new(),
             keys: HashMap::new(),
@@ -149,7 +170,7 @@ impl Shards {
         }
         let room = self.budget.saturating_sub(self.memory);
         let shard = &mut self.shards[slot.shard as usize];
-        shard.dirty = true;
+        touch(&mut self.dirty, shard, slot.shard);
         let socket = shard.set.get_mut::<tcp::Socket>(slot.handle);
         match self.pool.provide(socket, room) {
             Some(bytes) => {
@@ -215,7 +236,7 @@ impl Shards {
         self.memory += buffer_bytes(&socket);
         let shard = &mut self.shards[0];
         shard.len += 1;
-        shard.dirty = true;
+        touch(&mut self.dirty, shard, 0);
         Slot {
             shard: 0,
             handle: shard.set.add(socket),
@@ -238,7 +259,7 @@ impl Shards {
         };
         let entry = &mut self.shards[shard as usize];
         entry.len += 1;
-        entry.dirty = true;
+        touch(&mut self.dirty, entry, shard);
         if entry.len >= SHARD_SIZE {
             self.roomy.pop();
         }
@@ -277,7 +298,7 @@ impl Shards {
         self.holding.remove(&slot);
         let shard = &mut self.shards[slot.shard as usize];
         shard.len -= 1;
-        shard.dirty = true;
+        touch(&mut self.dirty, shard, slot.shard);
         if slot.shard != 0 && shard.len == SHARD_SIZE - 1 {
             self.roomy.push(slot.shard);
         }
@@ -289,7 +310,7 @@ impl Shards {
     /// A socket, to use (its shard will be polled for output).
     pub fn get_mut<T: AnySocket<'static>>(&mut self, slot: Slot) -> &mut T {
         let shard = &mut self.shards[slot.shard as usize];
-        shard.dirty = true;
+        touch(&mut self.dirty, shard, slot.shard);
         shard.set.get_mut::<T>(slot.handle)
     }
 
@@ -354,13 +375,14 @@ impl Shards {
 
     /// The socket set of a shard, marked for output.
     pub fn set_for_ingress(&mut self, shard: usize) -> &mut SocketSet<'static> {
-        let shard = &mut self.shards[shard];
-        shard.dirty = true;
-        &mut shard.set
+        let entry = &mut self.shards[shard];
+        touch(&mut self.dirty, entry, shard as u32);
+        &mut entry.set
     }
 
     /// Lets every shard that was touched or has a timer due send, as smoltcp's
     /// `poll_egress` would for one set. Returns true when a socket's state changed.
+    /// Costs the shards touched and due, not a walk of every shard.
     pub fn egress<D: Device>(
         &mut self,
         iface: &mut Interface,
@@ -370,10 +392,10 @@ impl Shards {
         let mut changed = false;
         self.clock = now;
         self.wake_neighbor_waiters(iface);
-        for shard in &mut self.shards {
-            if !shard.dirty && shard.next_at.is_none_or(|at| at > now) {
-                continue;
-            }
+        self.take_due(now);
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &i in &dirty {
+            let shard = &mut self.shards[i as usize];
             while iface.poll_egress(now, device, &mut shard.set)
                 == smoltcp::iface::PollResult::SocketStateChanged
             {
@@ -382,8 +404,39 @@ impl Shards {
             shard.dirty = false;
             shard.next_at = iface.poll_at(now, &shard.set);
             shard.awaiting_neighbor = shard.set.awaiting_neighbor();
+            Self::schedule(&mut self.timers, shard, i);
         }
+        dirty.clear();
+        // Nothing above touches a shard; keep the list's allocation.
+        dirty.append(&mut self.dirty);
+        self.dirty = dirty;
         changed
+    }
+
+    /// Moves the shards whose timer is due to the dirty list.
+    fn take_due(&mut self, now: Instant) {
+        while let Some(&Reverse((at, i))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let shard = &mut self.shards[i as usize];
+            if shard.queued_at == Some(at) {
+                shard.queued_at = None;
+                touch(&mut self.dirty, shard, i);
+            }
+        }
+    }
+
+    /// Queues shard `i`'s timer (`next_at`) unless its live entry says the same already;
+    /// an earlier entry becomes stale.
+    fn schedule(timers: &mut BinaryHeap<Reverse<(Instant, u32)>>, shard: &mut Shard, i: u32) {
+        if shard.next_at != shard.queued_at {
+            shard.queued_at = shard.next_at;
+            if let Some(at) = shard.next_at {
+                timers.push(Reverse((at, i)));
+            }
+        }
     }
 
     /// Marks the shards with a socket waiting for a neighbour for output when the
@@ -391,8 +444,10 @@ impl Shards {
     /// silenced socket elsewhere would otherwise wait out smoltcp's full second.
     fn wake_neighbor_waiters(&mut self, iface: &mut Interface) {
         if iface.neighbor_learned() {
-            for shard in &mut self.shards {
-                shard.dirty |= shard.awaiting_neighbor;
+            for (i, shard) in self.shards.iter_mut().enumerate() {
+                if shard.awaiting_neighbor {
+                    touch(&mut self.dirty, shard, i as u32);
+                }
             }
         }
     }
@@ -401,18 +456,27 @@ impl Shards {
     /// asked again (only those: an application that looks at every socket each turn
     /// must not make the loop spin, nor cost a walk of every shard).
     pub fn poll_at(&mut self, iface: &mut Interface, now: Instant) -> Option<Instant> {
-        let mut at: Option<Instant> = None;
         self.wake_neighbor_waiters(iface);
-        for shard in &mut self.shards {
-            if shard.dirty {
-                shard.next_at = iface.poll_at(now, &shard.set);
-                shard.dirty = false;
-            }
-            if let Some(t) = shard.next_at {
-                at = Some(at.map_or(t, |a| a.min(t)));
-            }
+        for i in self.dirty.drain(..) {
+            let shard = &mut self.shards[i as usize];
+            shard.next_at = iface.poll_at(now, &shard.set);
+            shard.dirty = false;
+            Self::schedule(&mut self.timers, shard, i);
         }
-        at
+        // Stale entries are dropped from the top, and all of them once they outnumber the
+        // shards (each shard has one live entry at most).
+        if self.timers.len() > 2 * self.shards.len() + 1024 {
+            let shards = &self.shards;
+            self.timers
+                .retain(|Reverse((at, i))| shards[*i as usize].queued_at == Some(*at));
+        }
+        while let Some(&Reverse((at, i))) = self.timers.peek() {
+            if self.shards[i as usize].queued_at == Some(at) {
+                return Some(at);
+            }
+            self.timers.pop();
+        }
+        None
     }
 }
 

@@ -1,0 +1,67 @@
+//! The server's CPU work per byte of a bulk HTTP/1.1 download, for instruction counts:
+//! one `GET /bytes/N` over the in-memory link (tapir's built-in site, the benchmark client
+//! of `benches/common`), with every turn of the server node inside [`server_turn`], so that
+//! `valgrind --tool=callgrind --toggle-collect='*server_turn*'` counts the server alone
+//! (stack, HTTP engine, handler, the frames it hands to the link). `scripts/callgrind.sh`
+//! runs it for two sizes and prints the instructions per byte between them (setup and
+//! handshake cancel out).
+//!
+//! `SEND_PATH_MIB=N cargo bench --bench send_path` (default 16); it prints the bytes
+//! received, and fails if the download is not complete.
+
+mod common;
+
+use common::{H1Clients, Pair, Srv};
+use smoltcp::time::Duration;
+use tapir::device::memlink::{LinkConfig, MemDevice};
+use tapir::runtime::sim::{Node, SimNode};
+
+/// One turn of the server node (not inlined: callgrind counts inside it).
+#[inline(never)]
+fn server_turn(server: &mut Node<MemDevice, Srv>, now: smoltcp::time::Instant) -> bool {
+    server.step(now)
+}
+
+fn main() {
+    let mib: u64 = std::env::var("SEND_PATH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(16);
+    let bytes = mib << 20;
+    let path = format!("/bytes/{bytes}");
+    let mut pair = Pair::new(
+        LinkConfig::default(),
+        None,
+        |_| {},
+        |stack| H1Clients::connect(stack, 1, &path),
+    );
+    pair.client.app.round(1);
+    let deadline = pair.now + Duration::from_secs(600);
+    loop {
+        let mut activity = server_turn(&mut pair.server, pair.now);
+        activity |= pair.client.step(pair.now);
+        if pair.client.app.round_done() {
+            break;
+        }
+        if activity {
+            continue;
+        }
+        let next = [
+            pair.server.next_event(pair.now),
+            pair.client.next_event(pair.now),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        match next {
+            Some(at) if at > pair.now => pair.now = at,
+            Some(_) => pair.now += Duration::from_millis(1),
+            None => panic!("stalled"),
+        }
+        assert!(pair.now < deadline, "not done within 600 s of virtual time");
+    }
+    let app = &pair.client.app;
+    assert!(app.errors.is_empty(), "{:?}", app.errors);
+    assert_eq!(app.body_bytes, bytes, "the whole body arrived");
+    println!("body bytes {}", app.body_bytes);
+}
