@@ -20,7 +20,8 @@
 # small `tapir get` against curl (wall time of a new process, neighbour resolution included).
 # TCP path matrix (also alone with --tcp-matrix): tb<PID>-lp-c / -lp-s from
 # scripts/linkpath.sh, joined only by `tapir link` (delay RTT/2 each way, loss p each way);
-# for each RTT x loss: down = tapir serve -> curl, up = nginx -> tapir get, baseline =
+# for each RTT x loss: down = tapir serve -> curl, up = nginx -> tapir get (MB/s of the
+# body, from its first byte to its last, against curl's measured the same way), baseline =
 # nginx -> curl over the same link (the kernel's default congestion control, and CUBIC);
 # tapir runs with default flags. Plus a 100 KiB response
 # on a new connection at 20 and 100 ms, and a long download at 100 ms without loss.
@@ -715,12 +716,24 @@ start_link() { # RTT_MS LOSS_PCT
 curl_mbps() { # URL TAG
     local f="$LOGS/matrix-curl-$2.txt"
     ip netns exec "$LINKPATH-c" curl -sS -o /dev/null --max-time "$M_TIMEOUT" \
-        -w '%{speed_download} %{size_download} %{time_total}\n' "$1" >"$f" 2>&1 || true
-    awk 'NF == 3 && $1 ~ /^[0-9.]+$/ { printf "%.3f\n", $1 / 1e6; found = 1 } END { if (!found) print "null" }' "$f"
+        -w '%{speed_download} %{size_download} %{time_total} %{time_starttransfer}\n' "$1" >"$f" 2>&1 || true
+    awk 'NF == 4 && $1 ~ /^[0-9.]+$/ { printf "%.3f\n", $1 / 1e6; found = 1 } END { if (!found) print "null" }' "$f"
 }
 
-# MB/s of one download by `tapir get` (default flags) on tapg, wall time from start to exit
-# (so it includes the process start and one ARP round trip, which curl does not pay).
+# MB/s of the body of the download curl_mbps TAG made: from its first byte to its last
+# (time_total - time_starttransfer), what get_mbps measures for tapir get.
+curl_body_mbps() { # TAG
+    awk 'NF == 4 && $1 ~ /^[0-9.]+$/ && $3 > $4 { printf "%.3f\n", $2 / ($3 - $4) / 1e6; found = 1 }
+        END { if (!found) print "null" }' "$LOGS/matrix-curl-$1.txt"
+}
+
+# MB/s of one download by `tapir get` (default flags) on tapg: the body's bytes over the
+# time from the response head to the last byte, as tapir get reports it (curl_body_mbps
+# measures the kernel the same way). Not the process's wall time: a tapir started within
+# a second of the previous one's exit finds the bridge port of its TAP device not yet
+# forwarding (the kernel's link watch handles carrier changes at most once a second), so
+# its first ARP request is dropped and it waits a second for the next. When the transfer
+# runs out of time (no report), the wall time counts what arrived.
 get_mbps() { # URL TAG [FLAG...]
     local f="$LOGS/matrix-get-$2.txt" out="$WORK/get.out" t0 t1 url=$1
     shift 2
@@ -729,8 +742,13 @@ get_mbps() { # URL TAG [FLAG...]
     ip netns exec "$LINKPATH-c" timeout "$M_TIMEOUT" "$TAPIR" --log warn get --tap tapg \
         --ip "$M_GET_IP" "${TAPIR_EXTRA[@]}" "$@" -o "$out" "$url" >"$f" 2>&1 || echo "exit $?" >>"$f"
     t1=$(date +%s.%N)
-    awk -v t0="$t0" -v t1="$t1" -v n="$(stat -c %s "$out" 2>/dev/null || echo 0)" \
-        'BEGIN { if (n > 0) printf "%.3f\n", n / (t1 - t0) / 1e6; else print "null" }'
+    awk -v t0="$t0" -v t1="$t1" -v n="$(stat -c %s "$out" 2>/dev/null || echo 0)" '
+        / bytes, [0-9.]+ s after the response head$/ { body = $4 }
+        END {
+            if (n > 0 && body > 0) printf "%.3f\n", n / body / 1e6
+            else if (n > 0) printf "%.3f\n", n / (t1 - t0) / 1e6
+            else print "null"
+        }' "$f"
 }
 
 curl_seconds() { # URL TAG: time of one request on a new connection
@@ -761,7 +779,7 @@ matrix_tapir() { # CC [link]: (re)starts tapir serve in the matrix's server name
 
 tcp_matrix() {
     local IP_SERVER=$M_KERNEL # start_nginx waits on it
-    local rtt loss cell cc kernel kernel_cubic saved_cc route extra
+    local rtt loss cell cc kernel kernel_body kernel_cubic saved_cc route extra
     echo "== TCP path matrix through tapir link: RTT ${M_RTTS[*]} ms x loss ${M_LOSSES[*]} %, $((M_BYTES >> 20)) MiB"
     for n in "$M_BYTES" "$M_LONG" 102400; do
         "$PY" "$HELPER" pattern-file "$WWW/bytes/$n" "$n"
@@ -784,6 +802,7 @@ tcp_matrix() {
                 up[$cc]=$(get_mbps "http://$M_KERNEL/bytes/$M_BYTES" "$cc-$cell" $(cc_flags "$cc"))
             done
             kernel=$(curl_mbps "http://$M_KERNEL/bytes/$M_BYTES" "nginx-$cell")
+            kernel_body=$(curl_body_mbps "nginx-$cell")
             # The same kernel sending with CUBIC (a loss-based algorithm like tapir's): the
             # machine's default may be BBR, and a namespace may not change its default to an
             # algorithm outside tcp_allowed_congestion_control, so the server's route to the
@@ -799,7 +818,7 @@ tcp_matrix() {
                 if [[ $cc != default ]]; then
                     name=" tapir $cc," ccjson=", \"tapir_cc\": \"$cc\""
                 fi
-                echo "   RTT $rtt ms, loss $loss%:$name down tapir ${down[$cc]}, up tapir ${up[$cc]}, kernel $kernel MB/s ($saved_cc), kernel with cubic $kernel_cubic MB/s"
+                echo "   RTT $rtt ms, loss $loss%:$name down tapir ${down[$cc]}, up tapir ${up[$cc]} (body), kernel $kernel MB/s ($saved_cc; body $kernel_body), kernel with cubic $kernel_cubic MB/s"
                 extra="{\"series\": \"tcp_matrix\", \"rtt_ms\": $rtt, \"loss_pct\": $loss, \"bytes\": $M_BYTES$ccjson"
                 record "TCP matrix RTT $rtt ms loss $loss%,$name down (tapir serve -> curl)" "MB/s" \
                     "kernel (nginx -> curl)" "${down[$cc]}" "$kernel" \
@@ -810,7 +829,7 @@ tcp_matrix() {
                     "curl -o /dev/null http://$M_TAPIR/bytes/$M_BYTES through tapir link" \
                     "$extra, \"direction\": \"down\", \"kernel_cc\": \"cubic\"}"
                 record "TCP matrix RTT $rtt ms loss $loss%,$name up (nginx -> tapir get)" "MB/s" \
-                    "kernel (nginx -> curl)" "${up[$cc]}" "$kernel" \
+                    "kernel (nginx -> curl), body time" "${up[$cc]}" "$kernel_body" \
                     "tapir get -o FILE http://$M_KERNEL/bytes/$M_BYTES through tapir link" \
                     "$extra, \"direction\": \"up\"}"
             done

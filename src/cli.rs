@@ -108,8 +108,9 @@ pub struct NetArgs {
     #[arg(long, default_value_t = 200, value_name = "MS")]
     pub tcp_min_rto: u64,
 
-    /// TCP congestion control algorithm.
-    #[arg(long, value_enum, default_value_t = TcpCc::Cubic)]
+    /// TCP congestion control algorithm (BBR by default: paced at the measured bottleneck
+    /// bandwidth, random loss does not shrink its window).
+    #[arg(long, value_enum, default_value_t = TcpCc::Bbr)]
     pub tcp_cc: TcpCc,
 
     /// Do not offer TCP timestamps (RFC 7323; offered by default, they give RTT samples
@@ -343,8 +344,10 @@ mod tests {
         use smoltcp::socket::tcp::CongestionControl;
         assert_eq!(
             config_from(&[]).unwrap().tcp.congestion,
-            CongestionControl::Cubic
+            CongestionControl::Bbr
         );
+        let cubic = config_from(&["--tcp-cc", "cubic"]).unwrap();
+        assert_eq!(cubic.tcp.congestion, CongestionControl::Cubic);
         let reno = config_from(&["--tcp-cc", "reno"]).unwrap();
         assert_eq!(reno.tcp.congestion, CongestionControl::Reno);
         let bbr = config_from(&["--tcp-cc", "bbr"]).unwrap();

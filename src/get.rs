@@ -115,6 +115,9 @@ struct Output {
     location: Option<String>,
     progress: Option<ProgressBar>,
     interactive: bool,
+    /// When the response head arrived (the body's transfer time is measured from it, as
+    /// curl's `time_total - time_starttransfer`).
+    head_at: Option<std::time::Instant>,
 }
 
 impl Sink for Output {
@@ -125,6 +128,7 @@ impl Sink for Output {
             _ => "HTTP/1.1",
         };
         eprintln!("< {version} {}", response.status());
+        self.head_at = Some(std::time::Instant::now());
         self.status = Some(response.status());
         self.location = response
             .headers()
@@ -287,6 +291,7 @@ impl Get {
                     location: None,
                     progress: None,
                     interactive: std::io::stderr().is_terminal(),
+                    head_at: None,
                 };
                 let index = self.fetch.jobs.len();
                 self.fetch.push(Job::new(target, request, sink));
@@ -380,13 +385,17 @@ impl Get {
             bar.finish_and_clear();
         }
         let location = job.sink.location.clone();
+        let body_time = job.sink.head_at.map(|at| at.elapsed().as_secs_f64());
         let Some((_, planned)) = self.current.take() else {
             return false;
         };
         match outcome {
             Outcome::Failed(e) => self.failures.push(format!("{}: {e}", planned.uri)),
             Outcome::Done { status, bytes } => {
-                eprintln!("* {} bytes", bytes);
+                match body_time {
+                    Some(secs) => eprintln!("* {bytes} bytes, {secs:.6} s after the response head"),
+                    None => eprintln!("* {bytes} bytes"),
+                }
                 if self.args.location && status.is_redirection() {
                     if let Some(location) = location {
                         if planned.redirects >= self.args.max_redirs {

@@ -306,8 +306,11 @@ fn slowloris_gets_408_at_the_head_timeout() {
 #[test]
 fn shutdown_finishes_in_flight_requests_then_ends() {
     let mut sim = Sim::new();
+    // A 50 MB/s bottleneck: the 20 MB download takes at least 400 ms whatever the
+    // congestion control (BBR's took less than 100 ms on an unlimited link).
     let link = LinkConfig {
         latency: Duration::from_millis(1),
+        rate: 50_000_000,
         ..LinkConfig::default()
     };
     let (mut s_stack, s_dev, mut c_stack, c_dev) = linked(
@@ -458,6 +461,11 @@ fn stats_are_read_at_one_instant() {
         assert!(get("connections_open") >= 1, "{json}");
         assert!(get("tcp_connections") >= 1, "{json}");
         assert!(get("connections_total") <= get("tcp_accepted"), "{json}");
+        let document: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+        assert_eq!(
+            document["tcp_congestion_control"], "bbr",
+            "the default: {json}"
+        );
     }
 }
 

@@ -171,6 +171,7 @@ struct StatsDocument {
     tcp_accepted: u64,
     tcp_closed: u64,
     tcp_memory: usize,
+    tcp_congestion_control: &'static str,
     frames_in: u64,
     frames_out: u64,
     drops_malformed: u64,
@@ -203,6 +204,7 @@ pub fn stats_json(s: &ServerStats) -> String {
         tcp_accepted: s.stack.accepted,
         tcp_closed: s.stack.closed,
         tcp_memory: s.stack.tcp_memory,
+        tcp_congestion_control: s.stack.congestion_control,
         frames_in: s.stack.rx_frames,
         frames_out: s.stack.tx_frames,
         drops_malformed: s.stack.rx_malformed,
@@ -306,9 +308,11 @@ mod tests {
             ..ServerStats::default()
         };
         stats.stack.tcp_memory = 65536;
+        stats.stack.congestion_control = "bbr";
         let json: serde_json::Value = serde_json::from_str(&stats_json(&stats)).unwrap();
         let object = json.as_object().unwrap();
-        assert_eq!(object.len(), 27);
+        assert_eq!(object.len(), 28);
+        assert_eq!(json["tcp_congestion_control"], "bbr");
         assert_eq!(json["connections_open"], 3);
         assert_eq!(json["requests_rejected"], 7);
         assert_eq!(json["tcp_memory"], 65536);

@@ -145,7 +145,7 @@ pub struct TcpConfig {
     /// Floor of the retransmission timeout computed from the measured RTT (RFC 6298);
     /// 200 ms like Linux (smoltcp's own default is RFC 6298's 1 s).
     pub min_rto: Duration,
-    /// Congestion control algorithm of every connection (CUBIC by default, or Reno).
+    /// Congestion control algorithm of every connection (BBR by default, CUBIC or Reno).
     pub congestion: tcp::CongestionControl,
     /// Offer TCP timestamps (RFC 7323, on by default as in Linux): RTT samples from every
     /// ACK, retransmissions included, for the RTO and for receive-buffer autotuning.
@@ -170,7 +170,7 @@ impl Default for TcpConfig {
             keep_alive: None,
             timeout: None,
             min_rto: Duration::from_millis(200),
-            congestion: tcp::CongestionControl::Cubic,
+            congestion: tcp::CongestionControl::Bbr,
             timestamps: true,
         }
     }
@@ -257,6 +257,19 @@ pub struct StackStats {
     pub tcp_memory: usize,
     /// Connections holding TCP buffers now (an idle connection holds none).
     pub tcp_buffers_held: usize,
+    /// The congestion control algorithm of new connections: "bbr", "cubic", "reno" or
+    /// "none" ("" in a default-constructed value).
+    pub congestion_control: &'static str,
+}
+
+/// The name `--tcp-cc` and `/stats` give a congestion control algorithm.
+pub fn congestion_name(congestion: tcp::CongestionControl) -> &'static str {
+    match congestion {
+        tcp::CongestionControl::None => "none",
+        tcp::CongestionControl::Reno => "reno",
+        tcp::CongestionControl::Cubic => "cubic",
+        tcp::CongestionControl::Bbr => "bbr",
+    }
 }
 
 /// A connection owned by the application. Not `Clone`: closing it consumes the handle, so a
@@ -943,6 +956,7 @@ impl Stack {
         stats.listening = self.listeners.values().map(|l| l.listening.len()).sum();
         stats.tcp_memory = self.sockets.memory();
         stats.tcp_buffers_held = self.sockets.holding();
+        stats.congestion_control = congestion_name(self.config.tcp.congestion);
         stats
     }
 
