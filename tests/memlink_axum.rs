@@ -594,6 +594,18 @@ fn fetch_trailers(
     client.app.result.take().expect("a response")
 }
 
+/// The trailers `/trailers` of the router sends.
+fn assert_router_trailers(trailers: &http::HeaderMap) {
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+    assert_eq!(
+        trailers.get("x-checksum").map(|v| v.as_bytes()),
+        Some(&b"1234"[..])
+    );
+}
+
 /// A response body's trailers reach the client on HTTP/2 (h2c and h2/TLS) and are dropped
 /// on HTTP/1.1 when the request does not accept them, where the body still arrives whole.
 #[test]
@@ -608,15 +620,7 @@ fn response_trailers_reach_the_client_on_http2() {
         let trailers = collected.trailers().cloned();
         assert_eq!(&collected.to_bytes()[..], b"data, then trailers");
         if want == http::Version::HTTP_2 {
-            let trailers = trailers.expect("trailers on HTTP/2");
-            assert_eq!(
-                trailers.get("grpc-status").map(|v| v.as_bytes()),
-                Some(&b"0"[..])
-            );
-            assert_eq!(
-                trailers.get("x-checksum").map(|v| v.as_bytes()),
-                Some(&b"1234"[..])
-            );
+            assert_router_trailers(&trailers.expect("trailers on HTTP/2"));
         } else {
             assert_eq!(trailers, None);
         }
@@ -634,14 +638,7 @@ fn response_trailers_reach_the_client_on_http1_with_te_trailers() {
         assert_eq!(got_version, http::Version::HTTP_11, "{scheme:?}");
         let trailers = collected.trailers().cloned().expect("trailers on HTTP/1.1");
         assert_eq!(&collected.to_bytes()[..], b"data, then trailers");
-        assert_eq!(
-            trailers.get("grpc-status").map(|v| v.as_bytes()),
-            Some(&b"0"[..])
-        );
-        assert_eq!(
-            trailers.get("x-checksum").map(|v| v.as_bytes()),
-            Some(&b"1234"[..])
-        );
+        assert_router_trailers(&trailers);
         assert_eq!(trailers.len(), 2, "{trailers:?}");
     }
 }
