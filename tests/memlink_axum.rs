@@ -26,7 +26,7 @@ use smoltcp::time::Instant;
 use smoltcp::wire::IpAddress;
 use tapir::client::fetch::{Fetch, Job, Outcome, Sink};
 use tapir::client::{Client, ClientConfig, Scheme, Target, Version};
-use tapir::device::memlink::LinkConfig;
+use tapir::device::memlink::{LinkConfig, MemDevice};
 use tapir::runtime::sim::{Node, Sim, SimNode};
 use tapir::runtime::Application;
 use tapir::service::{Body, BodyError, ConnInfo, Incoming, ResponseBody, Server, ServerConfig};
@@ -175,6 +175,40 @@ fn tls() -> std::sync::Arc<rustls::ServerConfig> {
     .expect("TLS configuration")
 }
 
+/// Serves `service` on 80 (HTTP/1.1 and h2c) and 443 (TLS, ALPN) on one end of an
+/// in-memory link (stack seeds `seed` and `seed + 1`) and runs `app` on the other end until
+/// it finishes; the client's node.
+fn serve_and_run<S, A>(service: S, app: A, seed: u64) -> Node<MemDevice, A>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<axum::body::Body>> + Clone + 'static,
+    S::Error: Into<tapir::service::BoxError>,
+    S::Future: 'static,
+    A: Application,
+{
+    let sim = Sim::new();
+    let (mut s_stack, s_dev, c_stack, c_dev) = linked(
+        LinkConfig::default(),
+        config(SERVER_IP, 2, seed),
+        config(CLIENT_IP, 1, seed + 1),
+        &sim,
+    );
+    let mut server = Server::from_service(service, ServerConfig::default());
+    server.bind_http(&mut s_stack, 80).expect("port 80");
+    server
+        .bind_https(&mut s_stack, 443, tls())
+        .expect("port 443");
+    let mut server = Node::new(s_stack, s_dev, server);
+    let mut client = Node::new(c_stack, c_dev, app);
+    let mut sim = sim;
+    sim.run_until(
+        &mut [&mut server as &mut dyn SimNode, &mut client],
+        Duration::from_secs(600),
+        |nodes| nodes[1].finished(),
+    )
+    .expect("the client ends");
+    client
+}
+
 /// Serves `service` on 80 (HTTP/1.1 and h2c) and 443 (TLS, ALPN) and runs `jobs` from
 /// tapir's client until they all end.
 fn fetch<S>(
@@ -188,28 +222,8 @@ where
     S::Error: Into<tapir::service::BoxError>,
     S::Future: 'static,
 {
-    let sim = Sim::new();
-    let (mut s_stack, s_dev, c_stack, c_dev) = linked(
-        LinkConfig::default(),
-        config(SERVER_IP, 2, 61),
-        config(CLIENT_IP, 1, 62),
-        &sim,
-    );
-    let mut server = Server::from_service(service, ServerConfig::default());
-    server.bind_http(&mut s_stack, 80).expect("port 80");
-    server
-        .bind_https(&mut s_stack, 443, tls())
-        .expect("port 443");
     let app = Fetch::new(Client::new(client).expect("client"), jobs, parallel);
-    let mut server = Node::new(s_stack, s_dev, server);
-    let mut client = Node::new(c_stack, c_dev, app);
-    let mut sim = sim;
-    sim.run_until(
-        &mut [&mut server as &mut dyn SimNode, &mut client],
-        Duration::from_secs(600),
-        |nodes| nodes[1].finished(),
-    )
-    .expect("every job ends");
+    let mut client = serve_and_run(service, app, 61);
     assert!(
         client.app.failures().is_empty(),
         "{:?}",
@@ -556,18 +570,6 @@ fn fetch_trailers(
     version: Version,
     headers: &[(&str, &str)],
 ) -> (http::Version, Collected<Bytes>) {
-    let sim = Sim::new();
-    let (mut s_stack, s_dev, c_stack, c_dev) = linked(
-        LinkConfig::default(),
-        config(SERVER_IP, 2, 63),
-        config(CLIENT_IP, 1, 64),
-        &sim,
-    );
-    let mut server = Server::from_service(router(), ServerConfig::default());
-    server.bind_http(&mut s_stack, 80).expect("port 80");
-    server
-        .bind_https(&mut s_stack, 443, tls())
-        .expect("port 443");
     let client = ClientConfig {
         version,
         roots: Roots::Insecure,
@@ -587,17 +589,21 @@ fn fetch_trailers(
         version: None,
         error: None,
     };
-    let mut server = Node::new(s_stack, s_dev, server);
-    let mut client = Node::new(c_stack, c_dev, app);
-    let mut sim = sim;
-    sim.run_until(
-        &mut [&mut server as &mut dyn SimNode, &mut client],
-        Duration::from_secs(60),
-        |nodes| nodes[1].finished(),
-    )
-    .expect("the exchange ends");
+    let mut client = serve_and_run(router(), app, 63);
     assert_eq!(client.app.error, None);
     client.app.result.take().expect("a response")
+}
+
+/// The trailers `/trailers` of the router sends.
+fn assert_router_trailers(trailers: &http::HeaderMap) {
+    assert_eq!(
+        trailers.get("grpc-status").map(|v| v.as_bytes()),
+        Some(&b"0"[..])
+    );
+    assert_eq!(
+        trailers.get("x-checksum").map(|v| v.as_bytes()),
+        Some(&b"1234"[..])
+    );
 }
 
 /// A response body's trailers reach the client on HTTP/2 (h2c and h2/TLS) and are dropped
@@ -614,15 +620,7 @@ fn response_trailers_reach_the_client_on_http2() {
         let trailers = collected.trailers().cloned();
         assert_eq!(&collected.to_bytes()[..], b"data, then trailers");
         if want == http::Version::HTTP_2 {
-            let trailers = trailers.expect("trailers on HTTP/2");
-            assert_eq!(
-                trailers.get("grpc-status").map(|v| v.as_bytes()),
-                Some(&b"0"[..])
-            );
-            assert_eq!(
-                trailers.get("x-checksum").map(|v| v.as_bytes()),
-                Some(&b"1234"[..])
-            );
+            assert_router_trailers(&trailers.expect("trailers on HTTP/2"));
         } else {
             assert_eq!(trailers, None);
         }
@@ -640,14 +638,7 @@ fn response_trailers_reach_the_client_on_http1_with_te_trailers() {
         assert_eq!(got_version, http::Version::HTTP_11, "{scheme:?}");
         let trailers = collected.trailers().cloned().expect("trailers on HTTP/1.1");
         assert_eq!(&collected.to_bytes()[..], b"data, then trailers");
-        assert_eq!(
-            trailers.get("grpc-status").map(|v| v.as_bytes()),
-            Some(&b"0"[..])
-        );
-        assert_eq!(
-            trailers.get("x-checksum").map(|v| v.as_bytes()),
-            Some(&b"1234"[..])
-        );
+        assert_router_trailers(&trailers);
         assert_eq!(trailers.len(), 2, "{trailers:?}");
     }
 }

@@ -66,18 +66,18 @@ fn reject_obs_fold(buf: &[u8]) -> Result<(), ProtocolError> {
     Ok(())
 }
 
-/// httparse's verdict on a complete head as an error; `version` is the start line's
-/// version text (to tell a version we do not speak from a broken one).
-fn parse_status(
+/// httparse's verdict on a complete head as an error; `version` gives the start line's
+/// version text (to tell a version we do not speak from a broken one; only looked at then).
+fn parse_status<'a>(
     result: httparse::Result<usize>,
-    version: &[u8],
+    version: impl FnOnce() -> &'a [u8],
     start_line: &'static str,
 ) -> Result<(), ProtocolError> {
     let error = match result {
         Ok(httparse::Status::Complete(_)) => return Ok(()),
         Ok(httparse::Status::Partial) => ProtocolError::MalformedHead("incomplete"),
         Err(httparse::Error::TooManyHeaders) => ProtocolError::TooManyHeaders,
-        Err(httparse::Error::Version) if is_http_version_syntax(version) => {
+        Err(httparse::Error::Version) if is_http_version_syntax(version()) => {
             ProtocolError::UnsupportedVersion
         }
         Err(httparse::Error::Version) => ProtocolError::MalformedHead("invalid HTTP version"),
@@ -155,7 +155,7 @@ pub fn parse_request_head(buf: &[u8], config: &H1Config) -> Result<ParsedHead, R
     let mut headers = vec![httparse::EMPTY_HEADER; config.max_headers.max(1)];
     let mut req = httparse::Request::new(&mut headers);
     let result = httparse::ParserConfig::default().parse_request(&mut req, buf);
-    parse_status(result, version_token(buf), "invalid request line")?;
+    parse_status(result, || version_token(buf), "invalid request line")?;
     let version = http_version(req.version)?;
     let method_str = req.method.ok_or(RejectReason::InvalidMethod)?;
     let method =
@@ -262,7 +262,11 @@ pub(super) fn parse_response_head(
     let mut headers = vec![httparse::EMPTY_HEADER; max_headers.max(1)];
     let mut resp = httparse::Response::new(&mut headers);
     let result = httparse::ParserConfig::default().parse_response(&mut resp, buf);
-    parse_status(result, buf.get(..8).unwrap_or(&[]), "invalid status line")?;
+    parse_status(
+        result,
+        || buf.get(..8).unwrap_or(&[]),
+        "invalid status line",
+    )?;
     let version = http_version(resp.version)?;
     let status = resp
         .code
