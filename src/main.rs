@@ -714,3 +714,52 @@ where
     }
     Ok((device, app))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::wire::{IpAddress, IpEndpoint};
+    use tapir::service::Protocol;
+
+    /// The status and declared length of `site`'s answer to `GET target`.
+    fn get(site: &Site, target: &str) -> (u16, Option<u64>) {
+        let info = ConnInfo {
+            protocol: Protocol::Http11,
+            peer: IpEndpoint::new(IpAddress::v4(10, 7, 0, 1), 40000),
+            local: IpEndpoint::new(IpAddress::v4(10, 7, 0, 2), 80),
+            tls: None,
+        };
+        let request = Request::builder()
+            .uri(target)
+            .body(RequestBody::empty())
+            .expect("a valid request");
+        let response = site.handle(request, &info);
+        (response.status().as_u16(), response.body().len())
+    }
+
+    #[test]
+    fn files_and_the_built_in_pages_live_together_under_a_prefix() {
+        let root = std::env::temp_dir().join(format!("tapir-site-{}", std::process::id()));
+        std::fs::create_dir_all(&root).expect("temp dir");
+        std::fs::write(root.join("hello.txt"), "from a file").expect("write a file");
+        std::fs::write(root.join("_tapirx"), "a file").expect("write a file");
+        let files = StaticFiles::new(&root, false).expect("the site's root");
+        let site = Site::Files(files, Builtin::new(StatsHandle::default()));
+        assert_eq!(get(&site, "/hello.txt"), (200, Some(11)));
+        // The built-in pages under /_tapir/, queries kept.
+        assert_eq!(get(&site, "/_tapir/bytes/30"), (200, Some(30)));
+        assert_eq!(get(&site, "/_tapir/bytes/5?x=1"), (200, Some(5)));
+        assert_eq!(get(&site, "/_tapir/stats").0, 200);
+        assert_eq!(get(&site, "/_tapir").0, 200);
+        assert_eq!(get(&site, "/_tapir/").0, 200);
+        // The prefix is a directory name only: a file that starts with it is a file.
+        assert_eq!(get(&site, "/_tapirx"), (200, Some(6)));
+        // Outside the prefix, the built-in paths are files (missing here).
+        assert_eq!(get(&site, "/stats").0, 404);
+        assert_eq!(get(&site, "/bytes/30").0, 404);
+        // Without --root the built-in site is at /.
+        let builtin = Site::Builtin(Builtin::new(StatsHandle::default()));
+        assert_eq!(get(&builtin, "/bytes/30"), (200, Some(30)));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+}

@@ -330,10 +330,12 @@ fn get_of_a_small_file_takes_milliseconds_not_the_arp_silence() {
     let mut sorted = times.clone();
     sorted.sort();
     // The median: one run may still lose a frame to a busy machine and wait for smoltcp's
-    // ARP retry; the stall made every run take over a second.
+    // ARP retry; the stall made every run take over a second. Quiet, a run takes 4-7 ms;
+    // with builds on both cores (load 12) process start-up alone pushed the median past
+    // 50 ms, so the bound sits between that and the stall.
     let median = sorted[sorted.len() / 2];
     assert!(
-        median < Duration::from_millis(50),
-        "tapir get took {median:?} (median; want < 50 ms): {times:?}"
+        median < Duration::from_millis(300),
+        "tapir get took {median:?} (median; want < 300 ms, the ARP stall took > 1 s): {times:?}"
     );
 }

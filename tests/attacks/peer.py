@@ -90,7 +90,9 @@ class Peer:
                     Ether(dst=a.hwsrc, src=self.mac)
                     / ARP(op=2, hwsrc=self.mac, psrc=self.ip, hwdst=a.hwsrc, pdst=a.psrc)
                 )
-            if a.op == 2 and a.psrc == TAPIR:
+            # Only a reply to this peer's own request: a reply addressed to someone else
+            # (the ARP spoofer's forged ones, sniffed on the same device) is no answer.
+            if a.op == 2 and a.psrc == TAPIR and a.pdst == self.ip:
                 self.tapir_mac = a.hwsrc
             with self.lock:
                 self.frames.append(p)

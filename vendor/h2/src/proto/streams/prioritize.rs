@@ -301,10 +301,11 @@ impl Prioritize {
         // the queue. Until its END_STREAM is sent (even a HEADERS frame or an empty DATA
         // frame, which buffer no data) the peer sees the stream open, so a WINDOW_UPDATE
         // past 2^31-1 is a stream error (RFC 9113 §5.1, §6.9.1): fall through so that
-        // `inc_window` reports it and the caller resets the stream.
+        // `inc_window` reports it and the caller resets the stream. A stream already reset
+        // (its RST_STREAM possibly still queued) is done too.
         if stream.state.is_send_closed()
             && stream.buffered_send_data == 0
-            && stream.pending_send.is_empty()
+            && (stream.pending_send.is_empty() || stream.state.is_reset())
         {
             // We can't send any data, so don't bother doing anything else.
             return Ok(());

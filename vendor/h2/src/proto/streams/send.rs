@@ -826,6 +826,28 @@ mod tests {
     }
 
     #[test]
+    fn window_update_on_a_stream_already_reset_is_ignored() {
+        // The overflow reset the stream; its RST_STREAM still waits in the queue. A second
+        // overflowing update neither counts as another error nor queues another reset.
+        let ended = ended_response(headers_end_stream(StatusCode::NO_CONTENT));
+        let (mut send, mut buffer, mut store, mut counts) = ended;
+        let mut stream = store.find_mut(&StreamId::from(ID)).unwrap();
+        let first = send.recv_stream_window_update(
+            MAX_WINDOW_SIZE,
+            &mut buffer,
+            &mut stream,
+            &mut counts,
+            &mut None,
+        );
+        assert_eq!(first, Err(Reason::FLOW_CONTROL_ERROR));
+        assert!(stream.state.is_reset());
+        drop(stream);
+        let (again, queued) = overflow_after((send, buffer, store, counts), 0);
+        assert_eq!(again, Ok(()));
+        assert_only_flow_control_reset(&queued);
+    }
+
+    #[test]
     fn window_update_after_end_stream_was_written_is_ignored() {
         // Once END_STREAM left the queue, the stream is closed for sending: a late update,
         // even an overflowing one, is ignored (RFC 9113 §6.9: it may follow END_STREAM).
