@@ -436,7 +436,9 @@ run_conns() { # CLI SERVER
 }
 
 # One upload of $BULK bytes (the download's file) to /sink, MB/s: curl's upload speed, a
-# figure only when every byte went and the sink answered 204. No `Expect: 100-continue`
+# figure only when every byte went and the sink answered 204. Both sinks answer 204 at once
+# and read and discard the body as it arrives (the connection stays open), so the figure is
+# the time curl takes to send the body. No `Expect: 100-continue`
 # (curl asks for it above 1 MiB): a server may answer at once without a 100, and curl then
 # sends no body at all.
 run_upload() { # CLI SERVER TAG
@@ -505,6 +507,8 @@ print(json.dumps(total))' "${readies[@]}")
 
 declare -A R # raw JSON results: R[server.figure]
 
+# Milliseconds with three decimals (null stays null).
+ms() { awk -v v="$1" 'BEGIN { if (v == "null") print v; else printf "%.3f", v }'; }
 # A table row: FIGURE TAPIR BASELINE, and their ratio.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "null" || b == "null" || b == 0) print "-"; else printf "%.2f", a / b }'; }
 row() { printf '%-44s %12s %12s %8s\n' "$1" "$2" "$3" "$(ratio "$2" "$3")"; }
@@ -593,8 +597,8 @@ if ((LATENCY_ONLY)); then
             t=$(run_wrk "$TAG-tap" "tapir-r$round" "$c")
             n=$(run_wrk "$TAG-cli" "nginx-r$round" "$c")
             row "round $round: wrk -c$c req/s (higher)" "$(json_get "$t" rps)" "$(json_get "$n" rps)"
-            row "round $round: wrk -c$c p50 ms (lower)" "$(json_get "$t" p50_ms)" "$(json_get "$n" p50_ms)"
-            row "round $round: wrk -c$c p99 ms (lower)" "$(json_get "$t" p99_ms)" "$(json_get "$n" p99_ms)"
+            row "round $round: wrk -c$c p50 ms (lower)" "$(ms "$(json_get "$t" p50_ms)")" "$(ms "$(json_get "$n" p50_ms)")"
+            row "round $round: wrk -c$c p99 ms (lower)" "$(ms "$(json_get "$t" p99_ms)")" "$(ms "$(json_get "$n" p99_ms)")"
         done
     done
     echo "ratio = tapir / nginx (same run; wrk shares the machine's cores with the server); raw results: $LOGS"

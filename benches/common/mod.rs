@@ -119,14 +119,31 @@ impl<C: Application> Pair<C> {
         &mut self,
         limit: Duration,
         mut before: impl FnMut(bool),
+        done: impl FnMut(&Node<MemDevice, Srv>, &Node<MemDevice, C>) -> bool,
+    ) -> Result<Duration, String> {
+        self.drive_stepping(
+            limit,
+            |server, now| {
+                before(true);
+                let activity = server.step(now);
+                before(false);
+                activity
+            },
+            done,
+        )
+    }
+
+    /// [`Pair::drive`], with the server's turns taken by `step_server` (which steps it).
+    pub fn drive_stepping(
+        &mut self,
+        limit: Duration,
+        mut step_server: impl FnMut(&mut Node<MemDevice, Srv>, Instant) -> bool,
         mut done: impl FnMut(&Node<MemDevice, Srv>, &Node<MemDevice, C>) -> bool,
     ) -> Result<Duration, String> {
         let start = self.now;
         let deadline = start + limit;
         loop {
-            before(true);
-            let mut activity = self.server.step(self.now);
-            before(false);
+            let mut activity = step_server(&mut self.server, self.now);
             activity |= self.client.step(self.now);
             if done(&self.server, &self.client) {
                 return Ok(self.now - start);

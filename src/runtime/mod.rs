@@ -48,13 +48,6 @@ pub trait Application {
 /// Moves between stack and application until neither has more to do right now.
 /// `activity` says whether anything happened; `more` that work was left for the next turn
 /// (the driver must not sleep).
-///
-/// The device is read until it has no frame left once, at the start; after the application
-/// worked, the stack only sends and runs its timers ([`Stack::tend`]) unless that first read
-/// stopped at its budget. A frame that arrives meanwhile wakes the driver (a new readiness
-/// event on a descriptor, a due arrival in a simulation), so reading again at once would
-/// only find nothing: one request answered in one turn costs one read that finds it, one
-/// that finds the device empty, and the writes of its answer.
 pub fn run_until_quiet<D, A>(
     stack: &mut Stack,
     device: &mut D,
@@ -67,21 +60,14 @@ where
 {
     let mut result = crate::stack::PollOutcome::default();
     // Bounded: an application that always reports progress cannot starve the driver.
-    let mut read = true;
     for _ in 0..64 {
-        let outcome = if read {
-            stack.poll(now, device)
-        } else {
-            stack.tend(now, device)
-        };
+        let outcome = stack.poll(now, device);
         let progressed = app.poll(stack, now);
         if progressed {
             stack.flush(now, device);
         }
         result.activity |= outcome.activity || progressed;
         result.more = outcome.more || progressed;
-        // Only a read cut short by the ingress budget left frames behind.
-        read = outcome.more;
         if !result.more {
             break;
         }

@@ -662,28 +662,11 @@ impl Stack {
             }
             self.send_replies(now, device);
         }
-        self.finish_poll(now, device, &mut outcome);
-        outcome
-    }
-
-    /// What [`Stack::poll`] does after reading the device — timers, promoting completed
-    /// handshakes, freeing closed sockets, sending — without reading it. A driver whose
-    /// last [`Stack::poll`] read the device until it had no frame left calls this after the
-    /// application worked: a frame that arrived since then wakes the driver anyway, so
-    /// reading the device again would cost a system call that finds nothing.
-    pub fn tend<D: Device>(&mut self, now: Instant, device: &mut D) -> PollOutcome {
-        self.now = now;
-        let mut outcome = PollOutcome::default();
-        self.iface.poll_maintenance(now);
-        self.finish_poll(now, device, &mut outcome);
-        outcome
-    }
-
-    fn finish_poll<D: Device>(&mut self, now: Instant, device: &mut D, outcome: &mut PollOutcome) {
-        self.egress(now, device, outcome);
+        self.egress(now, device, &mut outcome);
         self.maintain(now);
         // Maintenance may have queued RSTs (aborted sockets) or opened listeners.
-        self.egress(now, device, outcome);
+        self.egress(now, device, &mut outcome);
+        outcome
     }
 
     /// Answers a SYN with a cookie, or opens a connection from an ACK's valid cookie (see

@@ -625,3 +625,52 @@ impl phy::RxToken for FrameToken<'_> {
         self.1
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shards(count: usize) -> Shards {
+        let sizes = BufferSizes {
+            rx_initial: 4096,
+            tx_initial: 4096,
+            rx_max: 1 << 20,
+        };
+        let mut shards = Shards::new(sizes, 1 << 20, Instant::from_millis(0));
+        for _ in 1..count {
+            shards.shards.push(Shard::new());
+        }
+        shards
+    }
+
+    fn set_timer(shards: &mut Shards, i: usize, at: Option<i64>) {
+        shards.shards[i].next_at = at.map(Instant::from_millis);
+        Shards::schedule(&mut shards.timers, &mut shards.shards[i], i as u32);
+    }
+
+    #[test]
+    fn only_shards_whose_timer_is_due_are_taken_once_each() {
+        let mut s = shards(5);
+        set_timer(&mut s, 1, Some(10));
+        set_timer(&mut s, 2, Some(20));
+        set_timer(&mut s, 3, Some(30));
+        set_timer(&mut s, 4, Some(15));
+        // Shard 2's timer moved later and shard 4's went away: their entries are stale.
+        set_timer(&mut s, 2, Some(40));
+        set_timer(&mut s, 4, None);
+        // The same time again queues nothing new.
+        set_timer(&mut s, 3, Some(30));
+        assert_eq!(s.timers.len(), 5);
+        s.take_due(Instant::from_millis(25));
+        assert_eq!(s.dirty, [1]);
+        s.take_due(Instant::from_millis(35));
+        assert_eq!(s.dirty, [1, 3]);
+        s.take_due(Instant::from_millis(40));
+        assert_eq!(s.dirty, [1, 3, 2]);
+        assert!(s.timers.is_empty());
+        // A shard touched again before its egress is listed once.
+        let shard = &mut s.shards[3];
+        touch(&mut s.dirty, shard, 3);
+        assert_eq!(s.dirty, [1, 3, 2]);
+    }
+}
