@@ -33,12 +33,13 @@ use smoltcp::socket::tcp::State;
 use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
+use crate::conn::body::{request_body, Body, BodyError, BodySender, ResponseBody};
+use crate::conn::pump::Pump;
+use crate::conn::upgrade::{Tunnel, TUNNEL_BUFFER};
+use crate::conn::Drive;
 use crate::error::Chain;
 use crate::runtime::wake::{ConnWaker, ReadyQueue};
 use crate::runtime::Application;
-use crate::service::body::{request_body, BodySender};
-use crate::service::tunnel::{Pump, PumpState, Tunnel, TUNNEL_BUFFER};
-use crate::service::{Body, ResponseBody};
 use crate::stack::{Stack, StackError};
 use crate::transport::any::AnyStream;
 use crate::transport::certs::{self, Roots};
@@ -320,9 +321,7 @@ impl Exchange {
     /// Fails the exchange: the response, or its body if the head was already delivered.
     pub(crate) fn fail(&mut self, error: ClientError) {
         if let Some(body) = self.body.take() {
-            body.fail(crate::service::BodyError::Incomplete(
-                Chain(&error).to_string(),
-            ));
+            body.fail(BodyError::Incomplete(Chain(&error).to_string()));
         }
         self.respond(Err(error));
     }
@@ -857,13 +856,13 @@ impl Client {
         }
         if let Engine::Tunnel(pump) = &mut conn.engine {
             match pump.drive(stack, &mut cx, now) {
-                PumpState::Open => {
+                Drive::Open => {
                     if let Some(at) = pump.deadline() {
                         conn.timer = Some(at);
                         self.timers.insert((at, key));
                     }
                 }
-                PumpState::Closed => {
+                Drive::Closed => {
                     self.conns.remove(key);
                 }
             }

@@ -17,9 +17,9 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response, StatusCode};
 
-use super::body::Incoming;
-use super::tunnel::{Tunnel, TunnelTask};
 use super::{text_response, Answer, Body, ConnInfo, Handler};
+use crate::conn::body::Incoming;
+use crate::conn::upgrade::{Tunnel, TunnelTask};
 
 /// The error type services may fail with (tower's and hyper's convention).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -11,17 +11,17 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use smoltcp::time::Instant;
 
-use super::body::{request_body, BodySender, BodyStream, Incoming};
 use super::dispatch::{self, AnswerFuture, Dispatch};
-use super::server::Shared;
-use super::tunnel::{Pump, PumpState, Tunnel, TunnelTask, TUNNEL_BUFFER};
+use super::shared::Shared;
 use super::{Body, ConnInfo, Protocol, Reply};
+use crate::conn::body::{request_body, BodySender, BodyStream, Incoming};
+use crate::conn::pump::Pump;
+use crate::conn::upgrade::{Tunnel, TunnelTask, TUNNEL_BUFFER};
+use crate::conn::Drive;
 use crate::http::h1::{BodyFraming, H1Config, RequestId, ServerConn, ServerEvent};
+use crate::runtime::wake::TURNS;
 use crate::stack::Stack;
 use crate::transport::{ReadStatus, Transport};
-
-/// Turns of read/handle/write per drive before yielding to other connections.
-const TURNS: usize = 16;
 
 enum Stage {
     /// Waiting for the service to be ready to take the request.
@@ -45,15 +45,6 @@ struct Task {
     expect_continue: bool,
     status: StatusCode,
     body_bytes: u64,
-}
-
-/// What a drive left the connection as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Drive {
-    /// Still open.
-    Open,
-    /// Closed and handed back to the stack.
-    Closed,
 }
 
 /// Time on the engine's scale (it only compares instants).
@@ -379,7 +370,7 @@ impl<T: Transport> H1Conn<T> {
         let mut stats = shared.stats.borrow_mut();
         stats.bytes_in += pump.bytes_in - bytes_in;
         stats.bytes_out += pump.bytes_out - bytes_out;
-        if state == PumpState::Closed {
+        if state == Drive::Closed {
             stats.tunnel_closed();
             self.pump = None;
             return Drive::Closed;

@@ -20,16 +20,13 @@ use smoltcp::wire::{IpAddress, IpEndpoint};
 
 use super::{Flow, FlowError, FlowInfo, Pipe, Shared};
 use crate::runtime::local::{LocalTasks, SendSpawner, SpawnError, Spawner};
-use crate::runtime::wake::{ConnWaker, ReadyQueue};
+use crate::runtime::wake::{ConnWaker, ReadyQueue, TURNS};
 use crate::runtime::Application;
 use crate::stack::{DnsPoll, DnsQuery, Stack};
 use crate::transport::any::AnyStream;
 use crate::transport::tcp::TcpStream;
 use crate::transport::tls::{ClientTls, ServerTls};
 use crate::transport::{ReadStatus, Transport, TransportError};
-
-/// Read/write rounds per connection per turn before other connections get theirs.
-const TURNS: usize = 16;
 
 /// Limits and timeouts of a [`Flows`] table.
 #[derive(Debug, Clone)]
