@@ -18,7 +18,6 @@ mod h1;
 mod h2;
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -28,7 +27,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use http::{Request, Response, Uri};
-use slab::Slab;
 use smoltcp::socket::tcp::State;
 use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpEndpoint};
@@ -38,7 +36,7 @@ use crate::conn::pump::Pump;
 use crate::conn::upgrade::{Tunnel, TUNNEL_BUFFER};
 use crate::conn::Drive;
 use crate::error::Chain;
-use crate::runtime::wake::{ConnWaker, ReadyQueue};
+use crate::runtime::table::ConnTable;
 use crate::runtime::Application;
 use crate::stack::{Stack, StackError};
 use crate::transport::any::AnyStream;
@@ -455,9 +453,7 @@ struct Conn {
     engine: Engine,
     /// The exchange this connection was opened for alone ([`Mode::Upgrade`], [`Mode::Raw`]).
     dedicated: Option<ExchangeRef>,
-    waker: Arc<ConnWaker>,
     since: Instant,
-    timer: Option<Instant>,
 }
 
 /// An HTTP client on a stack.
@@ -468,10 +464,8 @@ pub struct Client {
     tls_h1: Arc<rustls::ClientConfig>,
     /// The same trust with no ALPN (bare tunnels).
     tls_raw: Arc<rustls::ClientConfig>,
-    conns: Slab<Conn>,
-    ready: Arc<ReadyQueue>,
+    conns: ConnTable<Conn>,
     queue: Vec<ExchangeRef>,
-    timers: BTreeSet<(Instant, usize)>,
     now: Instant,
 }
 
@@ -510,10 +504,8 @@ impl Client {
             tls,
             tls_h1,
             tls_raw,
-            conns: Slab::new(),
-            ready: ReadyQueue::new(),
+            conns: ConnTable::new(),
             queue: Vec::new(),
-            timers: BTreeSet::new(),
             now: Instant::from_micros(0),
         })
     }
@@ -592,16 +584,11 @@ impl Client {
         let handle = stack
             .connect(target.endpoint())
             .map_err(ClientError::Connect)?;
-        let entry = self.conns.vacant_entry();
-        let waker = ConnWaker::new(entry.key(), &self.ready);
-        waker.wake_now();
-        entry.insert(Conn {
+        self.conns.insert(Conn {
             target: target.clone(),
             engine: Engine::Connecting(Some(TcpStream::new(handle))),
             dedicated,
-            waker,
             since: now,
-            timer: None,
         });
         Ok(())
     }
@@ -627,15 +614,13 @@ impl Client {
             let h2 = self
                 .conns
                 .iter_mut()
-                .find_map(|(_, c)| match &mut c.engine {
-                    Engine::H2(h2) if c.target == target && h2.accepts_streams() => {
-                        Some((h2, &c.waker))
-                    }
+                .find_map(|(key, c)| match &mut c.engine {
+                    Engine::H2(h2) if c.target == target && h2.accepts_streams() => Some((h2, key)),
                     _ => None,
                 });
-            if let Some((h2, waker)) = h2 {
+            if let Some((h2, key)) = h2 {
                 h2.push(exchange);
-                waker.wake_now();
+                self.conns.wake(key);
                 progress = true;
                 continue;
             }
@@ -643,17 +628,17 @@ impl Client {
             let h1 = self
                 .conns
                 .iter_mut()
-                .find_map(|(_, c)| match &mut c.engine {
+                .find_map(|(key, c)| match &mut c.engine {
                     Engine::H1(h1)
                         if c.target == target && c.dedicated.is_none() && h1.is_idle() =>
                     {
-                        Some((h1, &c.waker))
+                        Some((h1, key))
                     }
                     _ => None,
                 });
-            if let Some((h1, waker)) = h1 {
+            if let Some((h1, key)) = h1 {
                 h1.assign(exchange, now);
-                waker.wake_now();
+                self.conns.wake(key);
                 progress = true;
                 continue;
             }
@@ -695,15 +680,13 @@ impl Client {
     }
 
     fn drive(&mut self, stack: &mut Stack, key: usize, now: Instant) -> bool {
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(turn) = self.conns.begin(key, now) else {
             return false;
         };
-        conn.waker.clear();
-        let waker = conn.waker.waker();
+        let (conn, waker) = (turn.conn, turn.waker);
         let mut cx = Context::from_waker(&waker);
-        if let Some(old) = conn.timer.take() {
-            self.timers.remove(&(old, key));
-        }
+        // The next timer, armed when the connection stays.
+        let mut timer = None;
         let mut failure = None;
         let mut closed = false;
         if let Engine::Connecting(stream) = &mut conn.engine {
@@ -716,9 +699,7 @@ impl Client {
                         failure = Some(ClientError::ConnectTimeout(conn.target.endpoint()));
                     } else if let Some(s) = stream.as_mut() {
                         s.register(stack, &waker, true, true);
-                        let at = conn.since + self.config.connect_timeout.into();
-                        conn.timer = Some(at);
-                        self.timers.insert((at, key));
+                        timer = Some(conn.since + self.config.connect_timeout.into());
                     }
                 }
                 Some(State::Closed) | None => {
@@ -817,9 +798,7 @@ impl Client {
                     if let Some(t) = tls.as_mut() {
                         t.register(stack, &waker, true, t.has_pending_output());
                     }
-                    let at = conn.since + self.config.connect_timeout.into();
-                    conn.timer = Some(at);
-                    self.timers.insert((at, key));
+                    timer = Some(conn.since + self.config.connect_timeout.into());
                 }
                 Ok(false) => {
                     failure = Some(ClientError::Tls(TlsFailure::HandshakeTimeout));
@@ -857,10 +836,8 @@ impl Client {
         if let Engine::Tunnel(pump) = &mut conn.engine {
             match pump.drive(stack, &mut cx, now) {
                 Drive::Open => {
-                    if let Some(at) = pump.deadline() {
-                        conn.timer = Some(at);
-                        self.timers.insert((at, key));
-                    }
+                    let at = pump.deadline();
+                    self.conns.set_timer(key, at);
                 }
                 Drive::Closed => {
                     self.conns.remove(key);
@@ -901,10 +878,7 @@ impl Client {
                 }
             }
             if !closed {
-                if let Some(at) = h2.deadline(now, self.config.idle_timeout) {
-                    conn.timer = Some(at);
-                    self.timers.insert((at, key));
-                }
+                timer = h2.deadline(now, self.config.idle_timeout);
             }
         }
         if let Engine::H1(h1) = &mut conn.engine {
@@ -938,17 +912,15 @@ impl Client {
                 }
             }
             if !closed {
-                if let Some(at) = h1.deadline(self.config.idle_timeout) {
-                    conn.timer = Some(at);
-                    self.timers.insert((at, key));
-                }
+                timer = h1.deadline(self.config.idle_timeout);
             }
         }
         if closed {
-            let conn = self.conns.remove(key);
-            if let Some(error) = failure {
+            if let (Some(conn), Some(error)) = (self.conns.remove(key), failure) {
                 self.fail_queued(&conn.target, &error);
             }
+        } else {
+            self.conns.set_timer(key, timer);
         }
         true
     }
@@ -987,16 +959,7 @@ impl Application for Client {
     fn poll(&mut self, stack: &mut Stack, now: Instant) -> bool {
         self.now = now;
         let mut progress = self.dispatch(stack, now);
-        while let Some(&(at, key)) = self.timers.first() {
-            if at > now {
-                break;
-            }
-            self.timers.pop_first();
-            if let Some(conn) = self.conns.get(key) {
-                conn.waker.wake_now();
-            }
-        }
-        for key in self.ready.drain() {
+        for key in self.conns.ready(now) {
             progress |= self.drive(stack, key, now);
         }
         // Requests past their deadline.
@@ -1013,11 +976,11 @@ impl Application for Client {
         progress
     }
 
-    fn poll_at(&self, _now: Instant) -> Option<Instant> {
-        if !self.ready.is_empty() || !self.queue.is_empty() {
-            return Some(Instant::from_micros(0));
+    fn poll_at(&self, now: Instant) -> Option<Instant> {
+        if !self.queue.is_empty() {
+            return Some(now);
         }
-        self.timers.first().map(|(at, _)| *at)
+        self.conns.poll_at(now)
     }
 
     fn shutdown(&mut self, stack: &mut Stack, _now: Instant) {

@@ -391,25 +391,13 @@ impl<T: Transport> H1Conn<T> {
 
     /// Hands the queued requests, in order, to the service as it becomes ready.
     fn call_service(&mut self, cx: &mut Context<'_>, service: &mut dyn Dispatch) -> bool {
-        let mut any = false;
-        for task in self.tasks.iter_mut() {
-            if !matches!(task.stage, Stage::Queued(_)) {
-                continue;
-            }
-            let ready = match service.poll_ready(cx) {
-                Poll::Pending => break,
-                Poll::Ready(ready) => ready,
-            };
-            any = true;
+        let queued = |task: &Task| matches!(task.stage, Stage::Queued(_));
+        dispatch::call_in_order(service, cx, &mut self.tasks, queued, |task, answer| {
             if let Stage::Queued(queued) = std::mem::replace(&mut task.stage, Stage::Done) {
                 let (request, info) = *queued;
-                task.stage = Stage::Waiting(match ready {
-                    Ok(()) => service.call(request, &info),
-                    Err(e) => dispatch::unavailable(&e, &info),
-                });
+                task.stage = Stage::Waiting(answer(request, &info));
             }
-        }
-        any
+        })
     }
 
     fn handle_events(&mut self, shared: &Shared, now: Instant) -> bool {

@@ -561,22 +561,13 @@ impl<T: Transport> H2Conn<T> {
         }
         let info = &self.info;
         // The service takes the new requests as it becomes ready.
-        for task in self.streams.iter_mut() {
-            if !matches!(task.stage, Stage::Queued(_)) {
-                continue;
-            }
-            let ready = match service.poll_ready(cx) {
-                Poll::Pending => break,
-                Poll::Ready(ready) => ready,
-            };
-            progress = true;
-            if let Stage::Queued(request) = std::mem::replace(&mut task.stage, Stage::Done) {
-                task.stage = Stage::Waiting(match ready {
-                    Ok(()) => service.call(*request, info),
-                    Err(e) => dispatch::unavailable(&e, info),
-                });
-            }
-        }
+        let queued = |task: &StreamTask| matches!(task.stage, Stage::Queued(_));
+        progress |=
+            dispatch::call_in_order(service, cx, &mut self.streams, queued, |task, answer| {
+                if let Stage::Queued(request) = std::mem::replace(&mut task.stage, Stage::Done) {
+                    task.stage = Stage::Waiting(answer(*request, info));
+                }
+            });
         let mut i = 0;
         while i < self.streams.len() {
             progress |= advance_stream(&mut self.streams[i], cx, shared, now);

@@ -1,18 +1,16 @@
 //! The server: an [`Application`] that accepts connections on the stack's ports and runs a
 //! protocol engine for each, calling one handler for every request.
 //!
-//! Connections live in a slab. Each has a waker that the smoltcp socket (data arrived,
-//! room to send), a request-body pipe or a handler's future can fire; a woken connection is
-//! queued and driven on the next turn, so the work per turn follows activity, not the
-//! number of open connections. Engine timers (slowloris head timeout, keep-alive idle)
-//! sit in an ordered set.
+//! Connections live in a [`ConnTable`]. Each has a waker that the smoltcp socket (data
+//! arrived, room to send), a request-body pipe or a handler's future can fire; a woken
+//! connection is queued and driven on the next turn, so the work per turn follows activity,
+//! not the number of open connections. Engine timers (slowloris head timeout, keep-alive
+//! idle) are the table's.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::task::Context;
 
 use http::Method;
-use slab::Slab;
 use smoltcp::time::Instant;
 
 use super::dispatch::{self, BoxError, Dispatch, MakeDispatch};
@@ -25,7 +23,7 @@ use crate::conn::body::Incoming;
 use crate::conn::Drive;
 use crate::http::h1::H1Config;
 use crate::http::H2_PREFACE;
-use crate::runtime::wake::{ConnWaker, ReadyQueue};
+use crate::runtime::table::ConnTable;
 use crate::runtime::Application;
 use crate::stack::{Stack, StackError};
 use crate::transport::any::AnyStream;
@@ -147,8 +145,6 @@ struct Conn {
     engine: Engine,
     /// This connection's clone of the application.
     service: Box<dyn Dispatch>,
-    waker: Arc<ConnWaker>,
-    timer: Option<Instant>,
 }
 
 /// What kind of service a port offers.
@@ -167,9 +163,7 @@ pub struct Server<S: ?Sized> {
     config: ServerConfig,
     h1: Arc<H1Config>,
     ports: Vec<(u16, PortKind)>,
-    conns: Slab<Conn>,
-    ready: Arc<ReadyQueue>,
-    timers: BTreeSet<(Instant, usize)>,
+    conns: ConnTable<Conn>,
     shared: Shared,
     accepting: bool,
     make_service: MakeDispatch,
@@ -225,9 +219,7 @@ impl<S: ?Sized> Server<S> {
             h1: Arc::new(config.h1.clone()),
             config,
             ports: Vec::new(),
-            conns: Slab::new(),
-            ready: ReadyQueue::new(),
-            timers: BTreeSet::new(),
+            conns: ConnTable::new(),
             shared,
             accepting: true,
             make_service,
@@ -323,14 +315,9 @@ impl<S: ?Sized> Server<S> {
                         }
                     },
                 };
-                let entry = self.conns.vacant_entry();
-                let waker = ConnWaker::new(entry.key(), &self.ready);
-                waker.wake_now();
-                entry.insert(Conn {
+                self.conns.insert(Conn {
                     engine,
                     service: (self.make_service)(),
-                    waker,
-                    timer: None,
                 });
                 let mut stats = self.shared.stats.borrow_mut();
                 stats.connections_total += 1;
@@ -347,19 +334,14 @@ impl<S: ?Sized> Server<S> {
     }
 
     fn drive(&mut self, stack: &mut Stack, key: usize, now: Instant) -> bool {
-        if !self.conns.contains(key) {
-            return false;
-        }
         // `/stats` (run by a handler below) reads the counters of this very instant: the
         // connection being driven is open and was counted by the stack when accepted.
         self.refresh_stats(stack);
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(turn) = self.conns.begin(key, now) else {
             return false;
         };
-        conn.waker.clear();
-        let waker = conn.waker.waker();
+        let (conn, waker, timer_due) = (turn.conn, turn.waker, turn.timer_due);
         let mut cx = Context::from_waker(&waker);
-        let timer_due = conn.timer.is_some_and(|t| t <= now);
         if let Engine::Sniff(sniff) = &mut conn.engine {
             let head_timeout = self.config.h1.head_timeout;
             let next = match sniff.poll(stack) {
@@ -503,9 +485,6 @@ impl<S: ?Sized> Server<S> {
                 (drive, h2.deadline())
             }
         };
-        if let Some(old) = conn.timer.take() {
-            self.timers.remove(&(old, key));
-        }
         // After `101` to `Upgrade: h2c`, the connection speaks HTTP/2.
         let upgraded = match &mut conn.engine {
             Engine::H1(h1) => h1.take_h2c(),
@@ -520,7 +499,7 @@ impl<S: ?Sized> Server<S> {
                 frame,
                 now,
             )));
-            conn.waker.wake_now();
+            waker.wake_by_ref();
             return true;
         }
         match drive {
@@ -537,10 +516,7 @@ impl<S: ?Sized> Server<S> {
                         };
                     }
                 }
-                if let Some(at) = deadline {
-                    conn.timer = Some(at);
-                    self.timers.insert((at, key));
-                }
+                self.conns.set_timer(key, deadline);
             }
         }
         true
@@ -550,28 +526,15 @@ impl<S: ?Sized> Server<S> {
 impl<S: ?Sized> Application for Server<S> {
     fn poll(&mut self, stack: &mut Stack, now: Instant) -> bool {
         let mut any = self.accepting && self.accept(stack, now);
-        // Connections whose timers are due.
-        while let Some(&(at, key)) = self.timers.first() {
-            if at > now {
-                break;
-            }
-            self.timers.pop_first();
-            if let Some(conn) = self.conns.get(key) {
-                conn.waker.wake_now();
-            }
-        }
-        for key in self.ready.drain() {
+        for key in self.conns.ready(now) {
             any |= self.drive(stack, key, now);
         }
         self.refresh_stats(stack);
         any
     }
 
-    fn poll_at(&self, _now: Instant) -> Option<Instant> {
-        if !self.ready.is_empty() {
-            return Some(Instant::from_micros(0));
-        }
-        self.timers.first().map(|(at, _)| *at)
+    fn poll_at(&self, now: Instant) -> Option<Instant> {
+        self.conns.poll_at(now)
     }
 
     fn shutdown(&mut self, stack: &mut Stack, now: Instant) {
@@ -581,26 +544,23 @@ impl<S: ?Sized> Application for Server<S> {
         }
         // Idle keep-alive connections close now; busy ones finish their requests first.
         // HTTP/2 connections get GOAWAY and end when their streams are done.
+        self.conns.wake_all();
         let idle: Vec<usize> = self
             .conns
             .iter_mut()
-            .filter_map(|(k, c)| {
-                c.waker.wake_now();
-                match &mut c.engine {
-                    Engine::Sniff(_) | Engine::Tls(_) | Engine::Parked(_) | Engine::Gone => Some(k),
-                    Engine::H1(h1) => h1.is_idle().then_some(k),
-                    Engine::H2(h2) => {
-                        h2.shutdown(now);
-                        None
-                    }
+            .filter_map(|(k, c)| match &mut c.engine {
+                Engine::Sniff(_) | Engine::Tls(_) | Engine::Parked(_) | Engine::Gone => Some(k),
+                Engine::H1(h1) => h1.is_idle().then_some(k),
+                Engine::H2(h2) => {
+                    h2.shutdown(now);
+                    None
                 }
             })
             .collect();
         for key in idle {
-            let conn = self.conns.remove(key);
-            if let Some(at) = conn.timer {
-                self.timers.remove(&(at, key));
-            }
+            let Some(conn) = self.conns.remove(key) else {
+                continue;
+            };
             match conn.engine {
                 Engine::Sniff(mut sniff) => {
                     if let Some(stream) = sniff.stream.take() {
@@ -642,7 +602,6 @@ impl<S: ?Sized> Application for Server<S> {
                 Engine::Gone => {}
             }
         }
-        self.timers.clear();
         self.shared.stats.borrow_mut().connections_open = 0;
     }
 
