@@ -242,7 +242,10 @@ mod tests {
         turn.waker.wake_by_ref();
         assert_eq!(table.ready(at(0)), vec![b], "queued once");
         table.wake(a);
-        assert!(table.ready(at(0)).is_empty(), "a had no turn since it was queued");
+        assert!(
+            table.ready(at(0)).is_empty(),
+            "a had no turn since it was queued"
+        );
         let _ = table.begin(a, at(0));
         table.wake(a);
         table.ready_queue().nudge();
