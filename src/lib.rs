@@ -20,6 +20,7 @@
 
 pub mod app;
 pub mod client;
+pub mod conn;
 pub mod device;
 pub mod error;
 pub mod http;

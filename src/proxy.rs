@@ -24,8 +24,8 @@ use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpCidr};
 
 use crate::client::{Client, ClientError, Scheme, Target};
+use crate::conn::upgrade::splice;
 use crate::runtime::Application;
-use crate::service::tunnel::splice;
 use crate::service::{
     text_response, Answer, Body, ConnInfo, Handler, Reply, RequestBody, Server, ServerConfig,
 };

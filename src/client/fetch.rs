@@ -8,9 +8,9 @@ use http::{Request, Response};
 use smoltcp::time::Instant;
 
 use super::{Client, ClientError, ResponseFuture, Target};
+use crate::conn::body::{Body, BodyStream, ResponseBody};
 use crate::error::Chain;
 use crate::runtime::Application;
-use crate::service::{Body, BodyStream, ResponseBody};
 use crate::stack::Stack;
 
 /// Where a response goes.

@@ -11,18 +11,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use super::{ClientConfig, ClientError, ExchangeRef, Mode, Target};
+use crate::conn::body::{request_body, Body, BodyError, BodySender, BodyStream, ResponseBody};
+use crate::conn::pump::Pump;
+use crate::conn::upgrade::{Tunnel, TUNNEL_BUFFER};
+use crate::conn::Drive;
 use crate::error::Chain;
 use crate::http::h1::{
     ClientConfig as H1Config, ClientConn, ClientEvent, ExchangeId, ProtocolError, ResponseFraming,
 };
 use crate::http::{engine_time, stack_time};
-use crate::service::body::{request_body, BodySender, BodyStream};
-use crate::service::tunnel::{Pump, PumpState, Tunnel, TUNNEL_BUFFER};
-use crate::service::{Body, ResponseBody};
+use crate::runtime::wake::TURNS;
 use crate::stack::Stack;
 use crate::transport::{ReadStatus, Transport, TransportError};
-
-const TURNS: usize = 16;
 
 struct Current {
     exchange: ExchangeRef,
@@ -131,9 +131,7 @@ impl<T: Transport> H1Client<T> {
     fn fail(&mut self, stack: &mut Stack, error: ClientError) {
         if let Some(c) = self.current.take() {
             if let Some(body) = &c.body {
-                body.fail(crate::service::BodyError::Incomplete(
-                    Chain(&error).to_string(),
-                ));
+                body.fail(BodyError::Incomplete(Chain(&error).to_string()));
             }
             c.exchange.borrow_mut().fail(error);
         }
@@ -151,7 +149,7 @@ impl<T: Transport> H1Client<T> {
         now: Instant,
     ) -> Result<bool, ClientError> {
         if let Some(pump) = self.pump.as_mut() {
-            return Ok(pump.drive(stack, cx, now) == PumpState::Open);
+            return Ok(pump.drive(stack, cx, now) == Drive::Open);
         }
         // Expired timers: a late response head fails the exchange (below, as an engine
         // event); an idle connection closes.
@@ -250,7 +248,7 @@ impl<T: Transport> H1Client<T> {
                     let mut pump = Pump::new(transport, end, bytes::Bytes::new(), None, now);
                     let state = pump.drive(stack, cx, now);
                     self.pump = Some(pump);
-                    return Ok(state == PumpState::Open);
+                    return Ok(state == Drive::Open);
                 }
                 // Switched without anyone to take the stream: close.
                 if let Some(t) = self.transport.take() {
@@ -361,9 +359,7 @@ impl<T: Transport> H1Client<T> {
                     };
                     if let Some(c) = self.current.take() {
                         if let Some(body) = &c.body {
-                            body.fail(crate::service::BodyError::Incomplete(
-                                Chain(&error).to_string(),
-                            ));
+                            body.fail(BodyError::Incomplete(Chain(&error).to_string()));
                         }
                         c.exchange.borrow_mut().fail(error.clone());
                     }

@@ -16,16 +16,16 @@ use http::{Request, Response, Uri};
 use smoltcp::time::Instant;
 
 use super::{ClientError, ExchangeRef, Scheme, Target};
+use crate::conn::body::{request_body, Body, BodyError, BodySender};
+use crate::conn::h2body::{send_body, Pumped};
+use crate::conn::upgrade::ConnectProtocol;
 use crate::error::Chain;
 use crate::http::h2io::{H2Io, H2Pipes};
 use crate::http::CONNECTION_HEADERS;
-use crate::service::body::{request_body, BodySender};
-use crate::service::h2::{send_body, Pumped};
-use crate::service::{Body, ConnectProtocol};
+use crate::runtime::wake::TURNS;
 use crate::stack::Stack;
 use crate::transport::Transport;
 
-const TURNS: usize = 16;
 /// Response bytes buffered per stream before its window stays closed.
 const STREAM_BODY_BUFFER: usize = 64 * 1024;
 /// How long an extended CONNECT waits for the server's SETTINGS to allow it.
@@ -177,9 +177,7 @@ impl<T: Transport> H2Client<T> {
         }
         for s in self.streams.drain(..) {
             if let Some(body) = &s.body {
-                body.fail(crate::service::BodyError::Incomplete(
-                    Chain(error).to_string(),
-                ));
+                body.fail(BodyError::Incomplete(Chain(error).to_string()));
             }
             s.exchange.borrow_mut().fail(error.clone());
         }
@@ -507,7 +505,7 @@ fn advance(stream: &mut Stream, cx: &mut Context<'_>) -> bool {
             }
             Poll::Ready(Some(Err(e))) => {
                 progress = true;
-                sender.fail(crate::service::BodyError::Incomplete(e.to_string()));
+                sender.fail(BodyError::Incomplete(e.to_string()));
                 stream.recv = None;
             }
             Poll::Ready(None) => match recv.poll_trailers(cx) {
@@ -517,7 +515,7 @@ fn advance(stream: &mut Stream, cx: &mut Context<'_>) -> bool {
                     match trailers {
                         Ok(Some(trailers)) => sender.finish_with_trailers(trailers),
                         Ok(None) => sender.finish(),
-                        Err(e) => sender.fail(crate::service::BodyError::Incomplete(e.to_string())),
+                        Err(e) => sender.fail(BodyError::Incomplete(e.to_string())),
                     }
                     stream.recv = None;
                 }

@@ -4,51 +4,48 @@
 //!
 //! [`Client`] is an [`Application`]: it runs in the same event loop as everything else.
 //! [`Client::send`] queues a request and returns a [`ResponseFuture`]; the response body
-//! arrives as a [`ResponseBody`] stream with backpressure. HTTP/1.1 connections are kept
+//! arrives as a [`ResponseBody`](crate::conn::body::ResponseBody) stream with backpressure. HTTP/1.1 connections are kept
 //! alive and reused for later requests to the same origin; HTTP/2 requests to an origin
 //! share one connection as concurrent streams.
 //!
 //! Connections can outlive HTTP: [`Client::upgrade`] sends a `CONNECT` (to a proxy) or an
 //! `Upgrade` request on a connection of its own and, on a `2xx` / `101`, hands over the byte
-//! stream as a [`Tunnel`]; [`Client::connect_tunnel`] opens a bare TCP (or TLS) connection as a
+//! stream as a [`Tunnel`](crate::conn::upgrade::Tunnel); [`Client::connect_tunnel`] opens a bare TCP (or TLS) connection as a
 //! tunnel, which is what a proxy's `CONNECT` needs towards the origin.
 
+mod connect;
+mod exchange;
 pub mod fetch;
 mod h1;
 mod h2;
+mod target;
+
+pub(crate) use exchange::{Exchange, ExchangeRef, Mode};
+pub use exchange::{ResponseFuture, TunnelFuture, Upgrade, UpgradeFuture};
+pub use target::{Scheme, Target};
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::Context;
 use std::time::Duration;
 
-use http::{Request, Response, Uri};
-use slab::Slab;
-use smoltcp::socket::tcp::State;
+use http::Request;
 use smoltcp::time::Instant;
-use smoltcp::wire::{IpAddress, IpEndpoint};
+use smoltcp::wire::IpEndpoint;
 
+use crate::conn::body::{request_body, Body};
+use crate::conn::Drive;
 use crate::error::Chain;
-use crate::runtime::wake::{ConnWaker, ReadyQueue};
+use crate::runtime::table::ConnTable;
 use crate::runtime::Application;
-use crate::service::body::{request_body, BodySender};
-use crate::service::tunnel::{Pump, PumpState, Tunnel, TUNNEL_BUFFER};
-use crate::service::{Body, ResponseBody};
 use crate::stack::{Stack, StackError};
-use crate::transport::any::AnyStream;
-use crate::transport::certs::{self, Roots};
-use crate::transport::origin::Origin;
+use crate::transport::certs::Roots;
 use crate::transport::tcp::TcpStream;
-use crate::transport::tls::ClientTls;
 use crate::transport::{TlsFailure, Transport, TransportError};
 
-use self::h1::H1Client;
-use self::h2::H2Client;
+use self::connect::{Conn, Engine, Handshakes};
 
 /// Errors a request can end with. Each keeps what caused it as its
 /// [`source`](std::error::Error::source); [`crate::error::Chain`] shows them all.
@@ -165,314 +162,12 @@ impl Default for ClientConfig {
     }
 }
 
-/// `http` or `https`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Scheme {
-    /// Cleartext.
-    Http,
-    /// TLS.
-    Https,
-}
-
-/// Where a request goes: the origin (scheme, host, port) and the address it resolved to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Target {
-    /// `http` or `https`.
-    pub scheme: Scheme,
-    /// Host name (for Host/`:authority` and TLS SNI).
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// The address to connect to.
-    pub addr: IpAddress,
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = match self.scheme {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-        };
-        write!(f, "{scheme}://{}:{} ({})", self.host, self.port, self.addr)
-    }
-}
-
-impl Target {
-    /// The origin of an absolute URL, connecting to `addr`.
-    pub fn from_uri(uri: &Uri, addr: IpAddress) -> Result<Target, ClientError> {
-        let origin = Origin::from_uri(uri).map_err(|reason| ClientError::BadUrl {
-            url: uri.to_string(),
-            reason,
-        })?;
-        let scheme = if origin.tls {
-            Scheme::Https
-        } else {
-            Scheme::Http
-        };
-        let (host, port) = (origin.host, origin.port);
-        Ok(Target {
-            scheme,
-            host,
-            port,
-            addr,
-        })
-    }
-
-    /// Parses an absolute `http://` or `https://` URL; the error says what is wrong with it
-    /// (no scheme, no host, a bad port, ...) rather than the URI parser's "invalid format".
-    pub fn parse_url(url: &str) -> Result<Uri, ClientError> {
-        let bad = |reason: String| ClientError::BadUrl {
-            url: format!("'{url}'"),
-            reason,
-        };
-        if url.is_empty() {
-            return Err(bad("empty URL".into()));
-        }
-        let Some((scheme, rest)) = url.split_once("://") else {
-            return Err(bad(format!(
-                "no scheme: write http://{url} or https://{url}"
-            )));
-        };
-        if rest.is_empty() || rest.starts_with(['/', '?', '#']) {
-            return Err(bad(format!("no host after '{scheme}://'")));
-        }
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| bad(format!("not a valid URL ({e})")))?;
-        Target::from_uri(&uri, IpAddress::v4(0, 0, 0, 0)).map_err(|e| match e {
-            ClientError::BadUrl { reason, .. } => bad(reason),
-            other => other,
-        })?;
-        Ok(uri)
-    }
-
-    /// The host as an IP address, when the URL names one directly.
-    pub fn literal_addr(uri: &Uri) -> Option<IpAddress> {
-        let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
-        host.parse::<std::net::IpAddr>().ok().map(IpAddress::from)
-    }
-
-    fn endpoint(&self) -> IpEndpoint {
-        IpEndpoint::new(self.addr, self.port)
-    }
-
-    /// The `authority` of requests to this target.
-    fn authority(&self) -> String {
-        let default = match self.scheme {
-            Scheme::Http => 80,
-            Scheme::Https => 443,
-        };
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        if self.port == default {
-            host
-        } else {
-            format!("{host}:{}", self.port)
-        }
-    }
-}
-
-/// What a caller wants from a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// An HTTP exchange on a shared (pooled or multiplexed) connection.
-    Http,
-    /// An HTTP/1.1 exchange on a connection of its own that may switch to a tunnel.
-    Upgrade,
-    /// No HTTP at all: the connection is a tunnel as soon as it is open.
-    Raw,
-}
-
-/// What a request turns into, shared between the client and the [`ResponseFuture`].
-pub(crate) struct Exchange {
-    pub(crate) mode: Mode,
-    /// The tunnel, after a switching response (or at once in [`Mode::Raw`]).
-    pub(crate) tunnel: Option<Tunnel>,
-    /// An HTTP/2 `CONNECT`: what the caller sends once the stream is a tunnel (the
-    /// request body's writer).
-    pub(crate) stream_tunnel: Option<BodySender>,
-    pub(crate) request: Option<Request<Body>>,
-    pub(crate) target: Target,
-    pub(crate) result: Option<Result<Response<ResponseBody>, ClientError>>,
-    pub(crate) waker: Option<Waker>,
-    /// Set once the response head was delivered.
-    pub(crate) answered: bool,
-    pub(crate) body: Option<BodySender>,
-}
-
-pub(crate) type ExchangeRef = Rc<RefCell<Exchange>>;
-
-impl Exchange {
-    pub(crate) fn respond(&mut self, result: Result<Response<ResponseBody>, ClientError>) {
-        if self.answered {
-            return;
-        }
-        self.answered = true;
-        self.result = Some(result);
-        if let Some(w) = self.waker.take() {
-            w.wake();
-        }
-    }
-
-    /// Fails the exchange: the response, or its body if the head was already delivered.
-    pub(crate) fn fail(&mut self, error: ClientError) {
-        if let Some(body) = self.body.take() {
-            body.fail(crate::service::BodyError::Incomplete(
-                Chain(&error).to_string(),
-            ));
-        }
-        self.respond(Err(error));
-    }
-}
-
-/// The response to a request sent with [`Client::send`].
-pub struct ResponseFuture {
-    exchange: ExchangeRef,
-}
-
-impl fmt::Debug for ResponseFuture {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture")
-            .field("target", &self.exchange.borrow().target)
-            .finish()
-    }
-}
-
-impl ResponseFuture {
-    /// The response, if it arrived (without a waker; for polling loops).
-    pub fn try_take(&mut self) -> Option<Result<Response<ResponseBody>, ClientError>> {
-        self.exchange.borrow_mut().result.take()
-    }
-}
-
-/// The outcome of [`Client::upgrade`].
-#[derive(Debug)]
-pub struct Upgrade {
-    /// The response (for a switch: the `101` or `2xx` head, with an empty body).
-    pub response: Response<ResponseBody>,
-    /// The connection's byte stream, when the server switched.
-    pub tunnel: Option<Tunnel>,
-}
-
-/// The future of [`Client::upgrade`].
-#[derive(Debug)]
-pub struct UpgradeFuture {
-    inner: ResponseFuture,
-}
-
-impl Future for UpgradeFuture {
-    type Output = Result<Upgrade, ClientError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Ready(Ok(response)) => {
-                let mut ex = this.inner.exchange.borrow_mut();
-                if let Some(tx) = ex.stream_tunnel.take() {
-                    // HTTP/2: a 2xx makes the stream the tunnel; the response body is what
-                    // the server sends.
-                    if response.status().is_success() {
-                        let (parts, rx) = response.into_parts();
-                        let tunnel = Tunnel::from_parts(rx, tx, TUNNEL_BUFFER);
-                        let response = Response::from_parts(parts, ResponseBody::empty());
-                        return Poll::Ready(Ok(Upgrade {
-                            response,
-                            tunnel: Some(tunnel),
-                        }));
-                    }
-                    tx.finish();
-                    return Poll::Ready(Ok(Upgrade {
-                        response,
-                        tunnel: None,
-                    }));
-                }
-                let tunnel = ex.tunnel.take();
-                Poll::Ready(Ok(Upgrade { response, tunnel }))
-            }
-        }
-    }
-}
-
-/// The future of [`Client::connect_tunnel`].
-#[derive(Debug)]
-pub struct TunnelFuture {
-    inner: ResponseFuture,
-}
-
-impl Future for TunnelFuture {
-    type Output = Result<Tunnel, ClientError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Ready(Ok(_)) => Poll::Ready(
-                this.inner
-                    .exchange
-                    .borrow_mut()
-                    .tunnel
-                    .take()
-                    .ok_or_else(|| ClientError::Connection("the tunnel was lost".into())),
-            ),
-        }
-    }
-}
-
-impl Future for ResponseFuture {
-    type Output = Result<Response<ResponseBody>, ClientError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut ex = self.exchange.borrow_mut();
-        match ex.result.take() {
-            Some(result) => Poll::Ready(result),
-            None => {
-                ex.waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        }
-    }
-}
-
-/// A connection's protocol engine.
-enum Engine {
-    /// TCP handshake in progress.
-    Connecting(Option<TcpStream>),
-    /// TLS handshake in progress.
-    Tls(Option<Box<ClientTls>>),
-    H1(Box<H1Client<AnyStream>>),
-    H2(Box<H2Client<AnyStream>>),
-    /// A bare connection carrying a tunnel.
-    Tunnel(Box<Pump<AnyStream>>),
-}
-
-struct Conn {
-    target: Target,
-    engine: Engine,
-    /// The exchange this connection was opened for alone ([`Mode::Upgrade`], [`Mode::Raw`]).
-    dedicated: Option<ExchangeRef>,
-    waker: Arc<ConnWaker>,
-    since: Instant,
-    timer: Option<Instant>,
-}
-
 /// An HTTP client on a stack.
 pub struct Client {
     config: ClientConfig,
-    tls: Arc<rustls::ClientConfig>,
-    /// The same trust with ALPN `http/1.1` only (upgrades).
-    tls_h1: Arc<rustls::ClientConfig>,
-    /// The same trust with no ALPN (bare tunnels).
-    tls_raw: Arc<rustls::ClientConfig>,
-    conns: Slab<Conn>,
-    ready: Arc<ReadyQueue>,
+    tls: Handshakes,
+    conns: ConnTable<Conn>,
     queue: Vec<ExchangeRef>,
-    timers: BTreeSet<(Instant, usize)>,
     now: Instant,
 }
 
@@ -489,32 +184,12 @@ impl Client {
     /// A client with the given settings. Fails when the trusted certificates cannot be
     /// loaded (unless `config.tls` is given).
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
-        let alpn: Vec<Vec<u8>> = match config.version {
-            Version::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-            Version::Http1 => vec![b"http/1.1".to_vec()],
-            Version::Http2 => vec![b"h2".to_vec()],
-        };
-        let tls = match &config.tls {
-            Some(tls) => tls.clone(),
-            None => certs::client_config(&config.roots, &alpn)
-                .map_err(|e| ClientError::Tls(TlsFailure::Config(Arc::new(e))))?,
-        };
-        let with_alpn = |alpn: Vec<Vec<u8>>| {
-            let mut c = (*tls).clone();
-            c.alpn_protocols = alpn;
-            Arc::new(c)
-        };
-        let tls_h1 = with_alpn(vec![b"http/1.1".to_vec()]);
-        let tls_raw = with_alpn(Vec::new());
+        let tls = Handshakes::new(&config)?;
         Ok(Client {
             config,
             tls,
-            tls_h1,
-            tls_raw,
-            conns: Slab::new(),
-            ready: ReadyQueue::new(),
+            conns: ConnTable::new(),
             queue: Vec::new(),
-            timers: BTreeSet::new(),
             now: Instant::from_micros(0),
         })
     }
@@ -528,11 +203,11 @@ impl Client {
     /// Sends `request` over HTTP/1.1 on a connection of its own: `CONNECT host:port` (the
     /// target is then a proxy) or a request with `Upgrade` and `Connection: upgrade`. When
     /// the server answers `2xx` to `CONNECT` or `101`, the connection becomes the returned
-    /// [`Tunnel`] (see [`crate::service::tunnel`]); any other answer comes back as a normal
-    /// response and the connection closes after it.
+    /// [`Tunnel`](crate::conn::upgrade::Tunnel) (see [`crate::conn::upgrade`]); any other
+    /// answer comes back as a normal response and the connection closes after it.
     ///
     /// With [`Version::Http2`] the request goes on an HTTP/2 stream instead: a `CONNECT`
-    /// (RFC 9113 §8.5), or with a [`ConnectProtocol`](crate::service::ConnectProtocol)
+    /// (RFC 9113 §8.5), or with a [`ConnectProtocol`](crate::conn::upgrade::ConnectProtocol)
     /// extension an extended `CONNECT` (RFC 8441, e.g. WebSockets over HTTP/2); on a `2xx`
     /// the stream is the tunnel. The request's own body is not sent.
     pub fn upgrade(&mut self, target: &Target, request: Request<Body>) -> UpgradeFuture {
@@ -549,8 +224,9 @@ impl Client {
         }
     }
 
-    /// Opens a connection to `target` that is a [`Tunnel`] from the start: bare TCP for
-    /// `http`, TLS (no ALPN) for `https`. A proxy's `CONNECT` uses this towards the origin.
+    /// Opens a connection to `target` that is a [`Tunnel`](crate::conn::upgrade::Tunnel)
+    /// from the start: bare TCP for `http`, TLS (no ALPN) for `https`. A proxy's `CONNECT`
+    /// uses this towards the origin.
     pub fn connect_tunnel(&mut self, target: &Target) -> TunnelFuture {
         TunnelFuture {
             inner: self.queue_exchange(target, None, Mode::Raw),
@@ -593,16 +269,11 @@ impl Client {
         let handle = stack
             .connect(target.endpoint())
             .map_err(ClientError::Connect)?;
-        let entry = self.conns.vacant_entry();
-        let waker = ConnWaker::new(entry.key(), &self.ready);
-        waker.wake_now();
-        entry.insert(Conn {
+        self.conns.insert(Conn {
             target: target.clone(),
             engine: Engine::Connecting(Some(TcpStream::new(handle))),
             dedicated,
-            waker,
             since: now,
-            timer: None,
         });
         Ok(())
     }
@@ -628,15 +299,13 @@ impl Client {
             let h2 = self
                 .conns
                 .iter_mut()
-                .find_map(|(_, c)| match &mut c.engine {
-                    Engine::H2(h2) if c.target == target && h2.accepts_streams() => {
-                        Some((h2, &c.waker))
-                    }
+                .find_map(|(key, c)| match &mut c.engine {
+                    Engine::H2(h2) if c.target == target && h2.accepts_streams() => Some((h2, key)),
                     _ => None,
                 });
-            if let Some((h2, waker)) = h2 {
+            if let Some((h2, key)) = h2 {
                 h2.push(exchange);
-                waker.wake_now();
+                self.conns.wake(key);
                 progress = true;
                 continue;
             }
@@ -644,17 +313,17 @@ impl Client {
             let h1 = self
                 .conns
                 .iter_mut()
-                .find_map(|(_, c)| match &mut c.engine {
+                .find_map(|(key, c)| match &mut c.engine {
                     Engine::H1(h1)
                         if c.target == target && c.dedicated.is_none() && h1.is_idle() =>
                     {
-                        Some((h1, &c.waker))
+                        Some((h1, key))
                     }
                     _ => None,
                 });
-            if let Some((h1, waker)) = h1 {
+            if let Some((h1, key)) = h1 {
                 h1.assign(exchange, now);
-                waker.wake_now();
+                self.conns.wake(key);
                 progress = true;
                 continue;
             }
@@ -696,163 +365,17 @@ impl Client {
     }
 
     fn drive(&mut self, stack: &mut Stack, key: usize, now: Instant) -> bool {
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(turn) = self.conns.begin(key, now) else {
             return false;
         };
-        conn.waker.clear();
-        let waker = conn.waker.waker();
+        let (conn, waker) = (turn.conn, turn.waker);
         let mut cx = Context::from_waker(&waker);
-        if let Some(old) = conn.timer.take() {
-            self.timers.remove(&(old, key));
-        }
-        let mut failure = None;
+        // The next timer, armed when the connection stays.
+        let mut timer = None;
         let mut closed = false;
-        if let Engine::Connecting(stream) = &mut conn.engine {
-            let state = stream
-                .as_ref()
-                .map(|s| stack.socket_ref(s.handle()).state());
-            match state {
-                Some(State::SynSent) | Some(State::SynReceived) => {
-                    if now >= conn.since + self.config.connect_timeout.into() {
-                        failure = Some(ClientError::ConnectTimeout(conn.target.endpoint()));
-                    } else if let Some(s) = stream.as_mut() {
-                        s.register(stack, &waker, true, true);
-                        let at = conn.since + self.config.connect_timeout.into();
-                        conn.timer = Some(at);
-                        self.timers.insert((at, key));
-                    }
-                }
-                Some(State::Closed) | None => {
-                    failure = Some(ClientError::Refused(conn.target.endpoint()))
-                }
-                Some(_) => {
-                    // Established: TLS first for https, else pick the protocol.
-                    let mode = conn
-                        .dedicated
-                        .as_ref()
-                        .map_or(Mode::Http, |ex| ex.borrow().mode);
-                    if let Some(s) = stream.take() {
-                        match conn.target.scheme {
-                            Scheme::Https => {
-                                let tls = match mode {
-                                    Mode::Http => self.tls.clone(),
-                                    Mode::Upgrade => self.tls_h1.clone(),
-                                    Mode::Raw => self.tls_raw.clone(),
-                                };
-                                let name = rustls_pki_types::ServerName::try_from(
-                                    conn.target.host.clone(),
-                                );
-                                match name {
-                                    Ok(name) => match ClientTls::connect(s, tls, name) {
-                                        Ok(tls) => conn.engine = Engine::Tls(Some(Box::new(tls))),
-                                        Err(e) => {
-                                            failure =
-                                                Some(ClientError::Tls(e.error().clone().into()));
-                                            e.into_tcp().abort(stack);
-                                        }
-                                    },
-                                    Err(_) => {
-                                        failure = Some(ClientError::Tls(TlsFailure::ServerName(
-                                            conn.target.host.clone(),
-                                        )));
-                                        s.abort(stack);
-                                    }
-                                }
-                            }
-                            Scheme::Http if mode != Mode::Http => {
-                                conn.engine = dedicated_engine(
-                                    AnyStream::from(s),
-                                    conn,
-                                    &self.config,
-                                    mode,
-                                    now,
-                                );
-                            }
-                            Scheme::Http => match self.config.version {
-                                Version::Http2 => {
-                                    conn.engine = Engine::H2(Box::new(H2Client::new(
-                                        AnyStream::from(s),
-                                        &conn.target,
-                                    )))
-                                }
-                                Version::Auto | Version::Http1 => {
-                                    conn.engine = Engine::H1(Box::new(H1Client::new(
-                                        AnyStream::from(s),
-                                        &conn.target,
-                                        &self.config,
-                                        now,
-                                    )))
-                                }
-                            },
-                        }
-                    }
-                }
-            }
-        }
-        if let Engine::Tls(tls) = &mut conn.engine {
-            let result = match tls.as_mut() {
-                Some(t) => t.drive_handshake(stack),
-                None => Ok(false),
-            };
-            match result {
-                Ok(true) => {
-                    let mode = conn
-                        .dedicated
-                        .as_ref()
-                        .map_or(Mode::Http, |ex| ex.borrow().mode);
-                    if let Some(t) = tls.take() {
-                        let h2 = t.alpn_protocol() == Some(b"h2");
-                        if mode != Mode::Http {
-                            conn.engine = dedicated_engine(
-                                AnyStream::from(*t),
-                                conn,
-                                &self.config,
-                                mode,
-                                now,
-                            );
-                        } else if h2 {
-                            conn.engine = Engine::H2(Box::new(H2Client::new(
-                                AnyStream::from(*t),
-                                &conn.target,
-                            )));
-                        } else if self.config.version == Version::Http2 {
-                            failure = Some(ClientError::Tls(TlsFailure::NoHttp2));
-                            t.abort(stack);
-                        } else {
-                            conn.engine = Engine::H1(Box::new(H1Client::new(
-                                AnyStream::from(*t),
-                                &conn.target,
-                                &self.config,
-                                now,
-                            )));
-                        }
-                    }
-                }
-                Ok(false) if now < conn.since + self.config.connect_timeout.into() => {
-                    if let Some(t) = tls.as_mut() {
-                        t.register(stack, &waker, true, t.has_pending_output());
-                    }
-                    let at = conn.since + self.config.connect_timeout.into();
-                    conn.timer = Some(at);
-                    self.timers.insert((at, key));
-                }
-                Ok(false) => {
-                    failure = Some(ClientError::Tls(TlsFailure::HandshakeTimeout));
-                    if let Some(t) = tls.take() {
-                        t.abort(stack);
-                    }
-                }
-                Err(e) => {
-                    failure = Some(match e {
-                        TransportError::Tls(failure) => ClientError::Tls(failure),
-                        other => ClientError::Transport(other),
-                    });
-                    if let Some(t) = tls.take() {
-                        t.close(stack);
-                    }
-                }
-            }
-        }
+        let mut failure = self
+            .tls
+            .open(&self.config, stack, conn, &waker, now, &mut timer);
         if let Some(error) = failure {
             if let Engine::Connecting(Some(s)) =
                 std::mem::replace(&mut conn.engine, Engine::Connecting(None))
@@ -871,13 +394,11 @@ impl Client {
         }
         if let Engine::Tunnel(pump) = &mut conn.engine {
             match pump.drive(stack, &mut cx, now) {
-                PumpState::Open => {
-                    if let Some(at) = pump.deadline() {
-                        conn.timer = Some(at);
-                        self.timers.insert((at, key));
-                    }
+                Drive::Open => {
+                    let at = pump.deadline();
+                    self.conns.set_timer(key, at);
                 }
-                PumpState::Closed => {
+                Drive::Closed => {
                     self.conns.remove(key);
                 }
             }
@@ -916,10 +437,7 @@ impl Client {
                 }
             }
             if !closed {
-                if let Some(at) = h2.deadline(now, self.config.idle_timeout) {
-                    conn.timer = Some(at);
-                    self.timers.insert((at, key));
-                }
+                timer = h2.deadline(now, self.config.idle_timeout);
             }
         }
         if let Engine::H1(h1) = &mut conn.engine {
@@ -953,54 +471,17 @@ impl Client {
                 }
             }
             if !closed {
-                if let Some(at) = h1.deadline() {
-                    conn.timer = Some(at);
-                    self.timers.insert((at, key));
-                }
+                timer = h1.deadline();
             }
         }
         if closed {
-            let conn = self.conns.remove(key);
-            if let Some(error) = failure {
+            if let (Some(conn), Some(error)) = (self.conns.remove(key), failure) {
                 self.fail_queued(&conn.target, &error);
             }
+        } else {
+            self.conns.set_timer(key, timer);
         }
         true
-    }
-}
-
-/// The engine of a connection opened for one exchange: a tunnel at once ([`Mode::Raw`]) or
-/// HTTP/1.1 with the exchange's request sent first ([`Mode::Upgrade`]).
-fn dedicated_engine(
-    stream: AnyStream,
-    conn: &mut Conn,
-    config: &ClientConfig,
-    mode: Mode,
-    now: Instant,
-) -> Engine {
-    match mode {
-        Mode::Raw => {
-            let (user, end) = Tunnel::pair(TUNNEL_BUFFER);
-            if let Some(ex) = &conn.dedicated {
-                let mut ex = ex.borrow_mut();
-                ex.tunnel = Some(user);
-                ex.respond(Ok(Response::new(ResponseBody::empty())));
-            }
-            Engine::Tunnel(Box::new(Pump::new(
-                stream,
-                end,
-                bytes::Bytes::new(),
-                None,
-                now,
-            )))
-        }
-        Mode::Upgrade | Mode::Http => {
-            let mut h1 = H1Client::new(stream, &conn.target, config, now);
-            if let Some(ex) = conn.dedicated.clone() {
-                h1.assign(ex, now);
-            }
-            Engine::H1(Box::new(h1))
-        }
     }
 }
 
@@ -1008,16 +489,7 @@ impl Application for Client {
     fn poll(&mut self, stack: &mut Stack, now: Instant) -> bool {
         self.now = now;
         let mut progress = self.dispatch(stack, now);
-        while let Some(&(at, key)) = self.timers.first() {
-            if at > now {
-                break;
-            }
-            self.timers.pop_first();
-            if let Some(conn) = self.conns.get(key) {
-                conn.waker.wake_now();
-            }
-        }
-        for key in self.ready.drain() {
+        for key in self.conns.ready(now) {
             progress |= self.drive(stack, key, now);
         }
         // HTTP/2 requests past their deadline (an HTTP/1.1 engine times its response head
@@ -1033,11 +505,11 @@ impl Application for Client {
         progress
     }
 
-    fn poll_at(&self, _now: Instant) -> Option<Instant> {
-        if !self.ready.is_empty() || !self.queue.is_empty() {
-            return Some(Instant::from_micros(0));
+    fn poll_at(&self, now: Instant) -> Option<Instant> {
+        if !self.queue.is_empty() {
+            return Some(now);
         }
-        self.timers.first().map(|(at, _)| *at)
+        self.conns.poll_at(now)
     }
 
     fn shutdown(&mut self, stack: &mut Stack, _now: Instant) {
@@ -1055,44 +527,5 @@ impl Application for Client {
 
     fn is_finished(&self) -> bool {
         self.conns.is_empty() && self.queue.is_empty()
-    }
-}
-
-#[cfg(test)]
-mod url_tests {
-    use super::*;
-
-    fn reason(url: &str) -> String {
-        match Target::parse_url(url) {
-            Err(ClientError::BadUrl { reason, .. }) => reason,
-            other => panic!("{url}: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn urls_are_parsed_with_reasons() {
-        assert_eq!(reason(""), "empty URL");
-        assert_eq!(reason("http:///"), "no host after 'http://'");
-        assert_eq!(reason("http://"), "no host after 'http://'");
-        assert_eq!(
-            reason("10.7.0.1:8000/x"),
-            "no scheme: write http://10.7.0.1:8000/x or https://10.7.0.1:8000/x"
-        );
-        assert_eq!(reason("ftp://h/"), "unsupported scheme 'ftp'");
-        assert_eq!(
-            reason("http://10.7.0.1:99999/"),
-            "port 99999 is not 1 to 65535"
-        );
-        assert_eq!(reason("http://[fd00::1]:0/"), "port 0 is not 1 to 65535");
-        let uri = Target::parse_url("http://[fd00:7::1]:8000/x").unwrap();
-        let target = Target::from_uri(&uri, IpAddress::v4(0, 0, 0, 0)).unwrap();
-        assert_eq!((target.host.as_str(), target.port), ("fd00:7::1", 8000));
-        let uri = Target::parse_url("https://u@h:/").unwrap();
-        assert_eq!(
-            Target::from_uri(&uri, IpAddress::v4(0, 0, 0, 0))
-                .unwrap()
-                .port,
-            443
-        );
     }
 }

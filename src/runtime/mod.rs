@@ -8,6 +8,7 @@
 pub mod event_loop;
 pub mod local;
 pub mod sim;
+pub mod table;
 pub mod wake;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -96,6 +96,11 @@ impl Wake for ConnWaker {
     }
 }
 
+/// Rounds of read/poll/write one connection gets per drive before the others get theirs:
+/// every drive loop (byte pump, HTTP engines, flows, tunnels) takes at most this many, then
+/// yields with [`out_of_turns`] if it was still making progress.
+pub const TURNS: usize = 16;
+
 /// Ends a connection's drive loop whose turns ran out while it was still making progress:
 /// wakes it so it gets another turn on the application's next poll. It must not wait for
 /// its socket instead: the work left may be in a producer (a response body) with nothing

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 
-use super::server::{ServerStats, StatsHandle};
+use super::shared::{ServerStats, StatsHandle};
 use super::{
     method_not_allowed, text_response, Body, BodyError, BodyStream, ConnInfo, RequestBody,
 };

@@ -17,9 +17,9 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response, StatusCode};
 
-use super::body::Incoming;
-use super::tunnel::{Tunnel, TunnelTask};
 use super::{text_response, Answer, Body, ConnInfo, Handler};
+use crate::conn::body::Incoming;
+use crate::conn::upgrade::{Tunnel, TunnelTask};
 
 /// The error type services may fail with (tower's and hyper's convention).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -111,8 +111,38 @@ where
     }
 }
 
+/// Hands a connection's queued requests, in request order, to `service` as it becomes
+/// ready (HTTP/1.1 pipelining and HTTP/2 streams alike): for each task that `queued` says
+/// waits, polls the service's readiness and stops at the first `Pending` (its waker is the
+/// connection's); `start` gets the task and the function that answers its request — the
+/// service's call, or `503` when readiness failed. True when a request was handed over.
+pub(crate) fn call_in_order<'a, T: 'a>(
+    service: &mut dyn Dispatch,
+    cx: &mut Context<'_>,
+    tasks: impl IntoIterator<Item = &'a mut T>,
+    queued: impl Fn(&T) -> bool,
+    mut start: impl FnMut(&mut T, &mut dyn FnMut(Request<Incoming>, &ConnInfo) -> AnswerFuture),
+) -> bool {
+    let mut any = false;
+    for task in tasks {
+        if !queued(task) {
+            continue;
+        }
+        let ready = match service.poll_ready(cx) {
+            Poll::Pending => break,
+            Poll::Ready(ready) => ready,
+        };
+        any = true;
+        start(task, &mut |request, info| match &ready {
+            Ok(()) => service.call(request, info),
+            Err(e) => unavailable(e, info),
+        });
+    }
+    any
+}
+
 /// The answer to a request whose service failed its readiness check.
-pub(crate) fn unavailable(error: &BoxError, info: &ConnInfo) -> AnswerFuture {
+fn unavailable(error: &BoxError, info: &ConnInfo) -> AnswerFuture {
     tracing::warn!("{}: service not ready: {error}", info.peer_addr());
     let response = text_response(StatusCode::SERVICE_UNAVAILABLE, "service unavailable\n");
     Box::pin(std::future::ready(Answer::from(response)))

@@ -10,17 +10,17 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use smoltcp::time::Instant;
 
-use super::body::{request_body, BodySender, BodyStream, Incoming};
 use super::dispatch::{self, AnswerFuture, Dispatch};
-use super::server::Shared;
-use super::tunnel::{Pump, PumpState, Tunnel, TunnelTask, TUNNEL_BUFFER};
+use super::shared::Shared;
 use super::{Body, ConnInfo, Protocol, Reply};
+use crate::conn::body::{request_body, BodySender, BodyStream, Incoming};
+use crate::conn::pump::Pump;
+use crate::conn::upgrade::{Tunnel, TunnelTask, TUNNEL_BUFFER};
+use crate::conn::Drive;
 use crate::http::h1::{BodyFraming, H1Config, RequestId, ServerConn, ServerEvent};
+use crate::runtime::wake::TURNS;
 use crate::stack::Stack;
 use crate::transport::{ReadStatus, Transport};
-
-/// Turns of read/handle/write per drive before yielding to other connections.
-const TURNS: usize = 16;
 
 enum Stage {
     /// Waiting for the service to be ready to take the request.
@@ -44,15 +44,6 @@ struct Task {
     expect_continue: bool,
     status: StatusCode,
     body_bytes: u64,
-}
-
-/// What a drive left the connection as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Drive {
-    /// Still open.
-    Open,
-    /// Closed and handed back to the stack.
-    Closed,
 }
 
 pub(crate) use crate::http::{engine_time, stack_time};
@@ -370,7 +361,7 @@ impl<T: Transport> H1Conn<T> {
         let mut stats = shared.stats.borrow_mut();
         stats.bytes_in += pump.bytes_in - bytes_in;
         stats.bytes_out += pump.bytes_out - bytes_out;
-        if state == PumpState::Closed {
+        if state == Drive::Closed {
             stats.tunnel_closed();
             self.pump = None;
             return Drive::Closed;
@@ -391,25 +382,13 @@ impl<T: Transport> H1Conn<T> {
 
     /// Hands the queued requests, in order, to the service as it becomes ready.
     fn call_service(&mut self, cx: &mut Context<'_>, service: &mut dyn Dispatch) -> bool {
-        let mut any = false;
-        for task in self.tasks.iter_mut() {
-            if !matches!(task.stage, Stage::Queued(_)) {
-                continue;
-            }
-            let ready = match service.poll_ready(cx) {
-                Poll::Pending => break,
-                Poll::Ready(ready) => ready,
-            };
-            any = true;
+        let queued = |task: &Task| matches!(task.stage, Stage::Queued(_));
+        dispatch::call_in_order(service, cx, &mut self.tasks, queued, |task, answer| {
             if let Stage::Queued(queued) = std::mem::replace(&mut task.stage, Stage::Done) {
                 let (request, info) = *queued;
-                task.stage = Stage::Waiting(match ready {
-                    Ok(()) => service.call(request, &info),
-                    Err(e) => dispatch::unavailable(&e, &info),
-                });
+                task.stage = Stage::Waiting(answer(request, &info));
             }
-        }
-        any
+        })
     }
 
     fn handle_events(&mut self, shared: &Shared, now: Instant) -> bool {

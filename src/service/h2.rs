@@ -18,25 +18,23 @@ use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST};
 use http::{Method, Request, Response, StatusCode};
 use smoltcp::time::Instant;
 
-use super::body::{request_body, BodySender, BodyStream, Incoming, IncomingBody};
 use super::dispatch::{self, AnswerFuture, Dispatch};
-use super::h1::Drive;
 use super::h2c::Splice;
 use super::h2guard::FrameGuard;
-use super::server::Shared;
-use super::tunnel::{ConnectProtocol, Tunnel, TUNNEL_BUFFER};
+use super::shared::Shared;
 use super::{Body, BodyError, ConnInfo, Protocol};
+use crate::conn::body::{request_body, BodySender, Incoming, IncomingBody};
+use crate::conn::h2body::{send_body, Pumped};
+use crate::conn::upgrade::{ConnectProtocol, Tunnel, TUNNEL_BUFFER};
+use crate::conn::Drive;
 use crate::http::h2io::{H2Io, H2Pipes};
 use crate::http::{CONNECTION_HEADERS, H2_PREFACE};
+use crate::runtime::wake::TURNS;
 use crate::stack::Stack;
 use crate::transport::{ReadStatus, Transport};
 
-/// Turns of read/poll/write per drive before yielding to other connections.
-const TURNS: usize = 16;
 /// Request body bytes buffered per stream before the stream's window stays closed.
 const STREAM_BODY_BUFFER: usize = 64 * 1024;
-/// Send capacity asked for at a time per stream.
-const SEND_CHUNK: usize = 64 * 1024;
 
 /// HTTP/2 settings and timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -563,22 +561,13 @@ impl<T: Transport> H2Conn<T> {
         }
         let info = &self.info;
         // The service takes the new requests as it becomes ready.
-        for task in self.streams.iter_mut() {
-            if !matches!(task.stage, Stage::Queued(_)) {
-                continue;
-            }
-            let ready = match service.poll_ready(cx) {
-                Poll::Pending => break,
-                Poll::Ready(ready) => ready,
-            };
-            progress = true;
-            if let Stage::Queued(request) = std::mem::replace(&mut task.stage, Stage::Done) {
-                task.stage = Stage::Waiting(match ready {
-                    Ok(()) => service.call(*request, info),
-                    Err(e) => dispatch::unavailable(&e, info),
-                });
-            }
-        }
+        let queued = |task: &StreamTask| matches!(task.stage, Stage::Queued(_));
+        progress |=
+            dispatch::call_in_order(service, cx, &mut self.streams, queued, |task, answer| {
+                if let Stage::Queued(request) = std::mem::replace(&mut task.stage, Stage::Done) {
+                    task.stage = Stage::Waiting(answer(*request, info));
+                }
+            });
         let mut i = 0;
         while i < self.streams.len() {
             progress |= advance_stream(&mut self.streams[i], cx, shared, now);
@@ -801,101 +790,6 @@ fn advance_stream(
                     }
                 }
             }
-        }
-    }
-}
-
-/// How far [`send_body`] got.
-#[derive(Debug)]
-pub(crate) enum Pumped {
-    /// Waiting for window or for the body; a waker is registered.
-    Blocked,
-    /// The body was sent, with END_STREAM.
-    Finished,
-    /// The peer reset the stream or the connection is gone.
-    PeerGone,
-    /// The body failed; the stream was reset with the given reason.
-    Failed(BodyError),
-}
-
-/// Sends `body` on `send` as far as the flow-control window allows: reserves capacity in
-/// chunks and pulls at most that much from the body, so a peer that does not open its
-/// window never makes memory grow. Returns how far it got and the body bytes sent.
-///
-/// The body is read one chunk ahead while the window has room, so its last chunk carries
-/// END_STREAM rather than an empty DATA frame after it: `h2` treats a stream whose data
-/// all left its queue as finished and ignores the peer's WINDOW_UPDATEs on it, even when
-/// a separate END_STREAM frame still waits behind a full socket — an update that
-/// overflows the window (RFC 9113 §6.9.1) would then get the end of the response instead
-/// of RST_STREAM FLOW_CONTROL_ERROR.
-pub(crate) fn send_body(
-    send: &mut SendStream<Bytes>,
-    body: &mut dyn BodyStream,
-    cx: &mut Context<'_>,
-    on_error: Reason,
-) -> (Pumped, u64) {
-    let mut sent = 0u64;
-    // A chunk pulled by looking ahead, not sent yet (it fits the capacity held).
-    let mut ahead: Option<Bytes> = None;
-    loop {
-        let chunk = match ahead.take() {
-            Some(chunk) => chunk,
-            None => {
-                if send.capacity() == 0 {
-                    send.reserve_capacity(SEND_CHUNK);
-                    match send.poll_capacity(cx) {
-                        Poll::Ready(Some(Ok(n))) if n > 0 => {}
-                        Poll::Ready(Some(Ok(_))) | Poll::Pending => return (Pumped::Blocked, sent),
-                        Poll::Ready(Some(Err(_))) | Poll::Ready(None) => {
-                            return (Pumped::PeerGone, sent)
-                        }
-                    }
-                }
-                match body.poll_chunk(cx, send.capacity()) {
-                    Poll::Pending => return (Pumped::Blocked, sent),
-                    Poll::Ready(Some(Ok(chunk))) => chunk,
-                    Poll::Ready(None) => {
-                        let _ = match body.take_trailers() {
-                            Some(trailers) => send.send_trailers(trailers),
-                            None => send.send_data(Bytes::new(), true),
-                        };
-                        return (Pumped::Finished, sent);
-                    }
-                    Poll::Ready(Some(Err(e))) => {
-                        send.send_reset(on_error);
-                        return (Pumped::Failed(e), sent);
-                    }
-                }
-            }
-        };
-        // Is this the last chunk? Look while the capacity has room for more.
-        let room = send.capacity().saturating_sub(chunk.len());
-        let mut last = false;
-        let mut trailers = None;
-        if room > 0 {
-            match body.poll_chunk(cx, room) {
-                Poll::Ready(None) => match body.take_trailers() {
-                    Some(t) => trailers = Some(t),
-                    None => last = true,
-                },
-                Poll::Ready(Some(Ok(next))) => ahead = Some(next),
-                Poll::Pending => {}
-                Poll::Ready(Some(Err(e))) => {
-                    send.send_reset(on_error);
-                    return (Pumped::Failed(e), sent);
-                }
-            }
-        }
-        sent += chunk.len() as u64;
-        if send.send_data(chunk, last).is_err() {
-            return (Pumped::PeerGone, sent);
-        }
-        if let Some(trailers) = trailers {
-            let _ = send.send_trailers(trailers);
-            return (Pumped::Finished, sent);
-        }
-        if last {
-            return (Pumped::Finished, sent);
         }
     }
 }

@@ -8,7 +8,6 @@
 //! backpressure both ways (see [`body`]). The [`Server`] is the application that accepts
 //! connections on the stack's ports and runs the right protocol engine for each.
 
-pub mod body;
 pub mod builtin;
 mod dispatch;
 pub mod files;
@@ -17,7 +16,12 @@ pub(crate) mod h2;
 mod h2c;
 mod h2guard;
 pub mod server;
-pub mod tunnel;
+mod shared;
+
+/// Bodies, from the connection layer (the paths `service::body::*` stay valid).
+pub use crate::conn::body;
+/// Tunnels, from the connection layer (the paths `service::tunnel::*` stay valid).
+pub use crate::conn::upgrade as tunnel;
 
 use std::fmt;
 use std::future::Future;

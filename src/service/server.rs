@@ -1,33 +1,31 @@
 //! The server: an [`Application`] that accepts connections on the stack's ports and runs a
 //! protocol engine for each, calling one handler for every request.
 //!
-//! Connections live in a slab. Each has a waker that the smoltcp socket (data arrived,
-//! room to send), a request-body pipe or a handler's future can fire; a woken connection is
-//! queued and driven on the next turn, so the work per turn follows activity, not the
-//! number of open connections. Engine timers (slowloris head timeout, keep-alive idle)
-//! sit in an ordered set.
+//! Connections live in a [`ConnTable`]. Each has a waker that the smoltcp socket (data
+//! arrived, room to send), a request-body pipe or a handler's future can fire; a woken
+//! connection is queued and driven on the next turn, so the work per turn follows activity,
+//! not the number of open connections. Engine timers (slowloris head timeout, keep-alive
+//! idle) are the table's.
 
-use std::cell::RefCell;
-use std::collections::BTreeSet;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Context;
 
-use http::header::{HeaderValue, ALLOW, DATE, SERVER};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
-use slab::Slab;
+use http::Method;
 use smoltcp::time::Instant;
 
-use super::body::Incoming;
 use super::dispatch::{self, BoxError, Dispatch, MakeDispatch};
-use super::h1::{Drive, H1Conn, Parked};
+use super::h1::{H1Conn, Parked};
 use super::h2::{H2Config, H2Conn};
-use super::{text_response, Body, ConnInfo, Handler, Protocol, RECOGNIZED_METHODS};
+use super::shared::Shared;
+pub use super::shared::{ServerStats, StatsHandle};
+use super::{ConnInfo, Handler, Protocol};
+use crate::conn::body::Incoming;
+use crate::conn::Drive;
 use crate::http::h1::H1Config;
 use crate::http::H2_PREFACE;
-use crate::runtime::wake::{ConnWaker, ReadyQueue};
+use crate::runtime::table::ConnTable;
 use crate::runtime::Application;
-use crate::stack::{Stack, StackError, StackStats};
+use crate::stack::{Stack, StackError};
 use crate::transport::any::AnyStream;
 use crate::transport::tcp::TcpStream;
 use crate::transport::tls::ServerTls;
@@ -65,117 +63,6 @@ impl Default for ServerConfig {
             tls_handshake_timeout: std::time::Duration::from_secs(10),
             server_header: Some(concat!("tapir/", env!("CARGO_PKG_VERSION")).to_string()),
             methods: Some(vec![Method::GET, Method::HEAD, Method::POST]),
-        }
-    }
-}
-
-/// Counters of a server, for `/stats` and logs.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ServerStats {
-    /// Connections open now.
-    pub connections_open: u64,
-    /// Connections accepted since start.
-    pub connections_total: u64,
-    /// HTTP/1.0 and HTTP/1.1 requests.
-    pub requests_http1: u64,
-    /// HTTP/2 requests.
-    pub requests_http2: u64,
-    /// Requests rejected by a protocol engine (4xx/5xx before the handler).
-    pub rejected: u64,
-    /// Bytes read from connections (plaintext).
-    pub bytes_in: u64,
-    /// Bytes written to connections (plaintext).
-    pub bytes_out: u64,
-    /// Connections and HTTP/2 streams handed to tunnels since start.
-    pub tunnels_total: u64,
-    /// Tunnels open now.
-    pub tunnels_open: u64,
-    /// The stack's counters as of the last turn.
-    pub stack: StackStats,
-}
-
-impl ServerStats {
-    /// A connection or HTTP/2 stream became a tunnel.
-    pub(crate) fn tunnel_opened(&mut self) {
-        self.tunnels_total += 1;
-        self.tunnels_open += 1;
-    }
-
-    /// A tunnel ended.
-    pub(crate) fn tunnel_closed(&mut self) {
-        self.tunnels_open = self.tunnels_open.saturating_sub(1);
-    }
-
-    pub(crate) fn note_request(&mut self, protocol: Protocol) {
-        match protocol {
-            Protocol::Http10 | Protocol::Http11 => self.requests_http1 += 1,
-            Protocol::Http2 => self.requests_http2 += 1,
-        }
-    }
-}
-
-/// A shareable view of a server's counters (the built-in `/stats` handler reads it).
-#[derive(Debug, Clone, Default)]
-pub struct StatsHandle(Rc<RefCell<ServerStats>>);
-
-impl StatsHandle {
-    /// The counters now.
-    pub fn get(&self) -> ServerStats {
-        *self.0.borrow()
-    }
-}
-
-/// State every connection of a server shares.
-pub(crate) struct Shared {
-    pub(crate) stats: Rc<RefCell<ServerStats>>,
-    server_header: Option<HeaderValue>,
-    date: RefCell<(i64, HeaderValue)>,
-    /// [`ServerConfig::methods`], with OPTIONS.
-    methods: Option<Vec<Method>>,
-    /// Those methods as an `Allow` value.
-    allow: HeaderValue,
-}
-
-impl Shared {
-    /// The server's own answer to `request` when it needs no handler: `OPTIONS *` and
-    /// methods it does not recognize (see [`ServerConfig::methods`]).
-    pub(crate) fn answer_itself<B>(&self, request: &Request<B>) -> Option<Response<Body>> {
-        let methods = self.methods.as_ref()?;
-        let method = request.method();
-        if !RECOGNIZED_METHODS.contains(method) && !methods.contains(method) {
-            return Some(text_response(
-                StatusCode::NOT_IMPLEMENTED,
-                format!("method {method} is not implemented\n"),
-            ));
-        }
-        // `*` is the whole target in HTTP/1.1 and the `:path` in HTTP/2 (RFC 9113 §8.3.1).
-        if method == Method::OPTIONS && request.uri().path() == "*" {
-            let mut response = Response::new(Body::empty());
-            *response.status_mut() = StatusCode::NO_CONTENT;
-            response.headers_mut().insert(ALLOW, self.allow.clone());
-            return Some(response);
-        }
-        None
-    }
-
-    /// Adds `Date` (from the stack's clock, so simulations are reproducible) and `Server`.
-    pub(crate) fn stamp(&self, headers: &mut HeaderMap, now: Instant) {
-        let secs = now.secs();
-        let mut date = self.date.borrow_mut();
-        if date.0 != secs {
-            let when = std::time::UNIX_EPOCH
-                + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
-            if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(when)) {
-                *date = (secs, v);
-            }
-        }
-        if !headers.contains_key(DATE) {
-            headers.insert(DATE, date.1.clone());
-        }
-        if let Some(server) = &self.server_header {
-            if !headers.contains_key(SERVER) {
-                headers.insert(SERVER, server.clone());
-            }
         }
     }
 }
@@ -258,8 +145,6 @@ struct Conn {
     engine: Engine,
     /// This connection's clone of the application.
     service: Box<dyn Dispatch>,
-    waker: Arc<ConnWaker>,
-    timer: Option<Instant>,
 }
 
 /// What kind of service a port offers.
@@ -278,9 +163,7 @@ pub struct Server<S: ?Sized> {
     config: ServerConfig,
     h1: Arc<H1Config>,
     ports: Vec<(u16, PortKind)>,
-    conns: Slab<Conn>,
-    ready: Arc<ReadyQueue>,
-    timers: BTreeSet<(Instant, usize)>,
+    conns: ConnTable<Conn>,
     shared: Shared,
     accepting: bool,
     make_service: MakeDispatch,
@@ -327,38 +210,17 @@ where
 
 impl<S: ?Sized> Server<S> {
     fn make(make_service: MakeDispatch, config: ServerConfig, stats: StatsHandle) -> Self {
-        let server_header = config
-            .server_header
-            .as_deref()
-            .and_then(|s| HeaderValue::from_str(s).ok());
-        let methods = config.methods.clone().map(|mut methods| {
-            if !methods.contains(&Method::OPTIONS) {
-                methods.push(Method::OPTIONS);
-            }
-            methods
-        });
-        let allow = methods.as_deref().unwrap_or_default();
-        let allow = allow
-            .iter()
-            .map(Method::as_str)
-            .collect::<Vec<_>>()
-            .join(", ");
-        // Method names are tokens, so always a valid header value.
-        let allow = HeaderValue::from_str(&allow).unwrap_or(HeaderValue::from_static("OPTIONS"));
+        let shared = Shared::new(
+            config.server_header.as_deref(),
+            config.methods.clone(),
+            stats,
+        );
         Server {
             h1: Arc::new(config.h1.clone()),
             config,
             ports: Vec::new(),
-            conns: Slab::new(),
-            ready: ReadyQueue::new(),
-            timers: BTreeSet::new(),
-            shared: Shared {
-                stats: stats.0,
-                server_header,
-                date: RefCell::new((i64::MIN, HeaderValue::from_static(""))),
-                methods,
-                allow,
-            },
+            conns: ConnTable::new(),
+            shared,
             accepting: true,
             make_service,
             served: std::marker::PhantomData,
@@ -453,14 +315,9 @@ impl<S: ?Sized> Server<S> {
                         }
                     },
                 };
-                let entry = self.conns.vacant_entry();
-                let waker = ConnWaker::new(entry.key(), &self.ready);
-                waker.wake_now();
-                entry.insert(Conn {
+                self.conns.insert(Conn {
                     engine,
                     service: (self.make_service)(),
-                    waker,
-                    timer: None,
                 });
                 let mut stats = self.shared.stats.borrow_mut();
                 stats.connections_total += 1;
@@ -477,19 +334,14 @@ impl<S: ?Sized> Server<S> {
     }
 
     fn drive(&mut self, stack: &mut Stack, key: usize, now: Instant) -> bool {
-        if !self.conns.contains(key) {
-            return false;
-        }
         // `/stats` (run by a handler below) reads the counters of this very instant: the
         // connection being driven is open and was counted by the stack when accepted.
         self.refresh_stats(stack);
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(turn) = self.conns.begin(key, now) else {
             return false;
         };
-        conn.waker.clear();
-        let waker = conn.waker.waker();
+        let (conn, waker, timer_due) = (turn.conn, turn.waker, turn.timer_due);
         let mut cx = Context::from_waker(&waker);
-        let timer_due = conn.timer.is_some_and(|t| t <= now);
         if let Engine::Sniff(sniff) = &mut conn.engine {
             let head_timeout = self.config.h1.head_timeout;
             let next = match sniff.poll(stack) {
@@ -633,9 +485,6 @@ impl<S: ?Sized> Server<S> {
                 (drive, h2.deadline())
             }
         };
-        if let Some(old) = conn.timer.take() {
-            self.timers.remove(&(old, key));
-        }
         // After `101` to `Upgrade: h2c`, the connection speaks HTTP/2.
         let upgraded = match &mut conn.engine {
             Engine::H1(h1) => h1.take_h2c(),
@@ -650,7 +499,7 @@ impl<S: ?Sized> Server<S> {
                 frame,
                 now,
             )));
-            conn.waker.wake_now();
+            waker.wake_by_ref();
             return true;
         }
         match drive {
@@ -667,10 +516,7 @@ impl<S: ?Sized> Server<S> {
                         };
                     }
                 }
-                if let Some(at) = deadline {
-                    conn.timer = Some(at);
-                    self.timers.insert((at, key));
-                }
+                self.conns.set_timer(key, deadline);
             }
         }
         true
@@ -680,28 +526,15 @@ impl<S: ?Sized> Server<S> {
 impl<S: ?Sized> Application for Server<S> {
     fn poll(&mut self, stack: &mut Stack, now: Instant) -> bool {
         let mut any = self.accepting && self.accept(stack, now);
-        // Connections whose timers are due.
-        while let Some(&(at, key)) = self.timers.first() {
-            if at > now {
-                break;
-            }
-            self.timers.pop_first();
-            if let Some(conn) = self.conns.get(key) {
-                conn.waker.wake_now();
-            }
-        }
-        for key in self.ready.drain() {
+        for key in self.conns.ready(now) {
             any |= self.drive(stack, key, now);
         }
         self.refresh_stats(stack);
         any
     }
 
-    fn poll_at(&self, _now: Instant) -> Option<Instant> {
-        if !self.ready.is_empty() {
-            return Some(Instant::from_micros(0));
-        }
-        self.timers.first().map(|(at, _)| *at)
+    fn poll_at(&self, now: Instant) -> Option<Instant> {
+        self.conns.poll_at(now)
     }
 
     fn shutdown(&mut self, stack: &mut Stack, now: Instant) {
@@ -711,26 +544,23 @@ impl<S: ?Sized> Application for Server<S> {
         }
         // Idle keep-alive connections close now; busy ones finish their requests first.
         // HTTP/2 connections get GOAWAY and end when their streams are done.
+        self.conns.wake_all();
         let idle: Vec<usize> = self
             .conns
             .iter_mut()
-            .filter_map(|(k, c)| {
-                c.waker.wake_now();
-                match &mut c.engine {
-                    Engine::Sniff(_) | Engine::Tls(_) | Engine::Parked(_) | Engine::Gone => Some(k),
-                    Engine::H1(h1) => h1.is_idle().then_some(k),
-                    Engine::H2(h2) => {
-                        h2.shutdown(now);
-                        None
-                    }
+            .filter_map(|(k, c)| match &mut c.engine {
+                Engine::Sniff(_) | Engine::Tls(_) | Engine::Parked(_) | Engine::Gone => Some(k),
+                Engine::H1(h1) => h1.is_idle().then_some(k),
+                Engine::H2(h2) => {
+                    h2.shutdown(now);
+                    None
                 }
             })
             .collect();
         for key in idle {
-            let conn = self.conns.remove(key);
-            if let Some(at) = conn.timer {
-                self.timers.remove(&(at, key));
-            }
+            let Some(conn) = self.conns.remove(key) else {
+                continue;
+            };
             match conn.engine {
                 Engine::Sniff(mut sniff) => {
                     if let Some(stream) = sniff.stream.take() {
@@ -772,7 +602,6 @@ impl<S: ?Sized> Application for Server<S> {
                 Engine::Gone => {}
             }
         }
-        self.timers.clear();
         self.shared.stats.borrow_mut().connections_open = 0;
     }
 

@@ -13,23 +13,20 @@ use std::time::Duration;
 
 use bytes::Buf;
 use rustls::pki_types::ServerName;
-use slab::Slab;
 use smoltcp::socket::tcp::State;
 use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
 use super::{Flow, FlowError, FlowInfo, Pipe, Shared};
 use crate::runtime::local::{LocalTasks, SendSpawner, SpawnError, Spawner};
-use crate::runtime::wake::{ConnWaker, ReadyQueue};
+use crate::runtime::table::ConnTable;
+use crate::runtime::wake::{ReadyQueue, TURNS};
 use crate::runtime::Application;
 use crate::stack::{DnsPoll, DnsQuery, Stack};
 use crate::transport::any::AnyStream;
 use crate::transport::tcp::TcpStream;
 use crate::transport::tls::{ClientTls, ServerTls};
 use crate::transport::{ReadStatus, Transport, TransportError};
-
-/// Read/write rounds per connection per turn before other connections get theirs.
-const TURNS: usize = 16;
 
 /// Limits and timeouts of a [`Flows`] table.
 #[derive(Debug, Clone)]
@@ -378,7 +375,6 @@ enum Phase {
 struct Entry {
     transport: Option<AnyStream>,
     phase: Phase,
-    waker: Arc<ConnWaker>,
     last_activity: Instant,
 }
 
@@ -398,8 +394,7 @@ struct Resolving {
 /// simulation node). See the [module docs](super).
 pub struct Flows {
     config: FlowConfig,
-    entries: Slab<Entry>,
-    ready: Arc<ReadyQueue>,
+    entries: ConnTable<Entry>,
     listeners: Vec<Bound>,
     resolving: Vec<Resolving>,
     inbox: Arc<Inbox>,
@@ -435,17 +430,16 @@ fn endpoints(stack: &Stack, tcp: &TcpStream) -> (IpEndpoint, IpEndpoint) {
 impl Flows {
     /// An empty table.
     pub fn new(config: FlowConfig) -> Self {
-        let ready = ReadyQueue::new();
+        let entries = ConnTable::new();
         let tasks = LocalTasks::new(config.max_tasks);
         Flows {
             config,
-            entries: Slab::new(),
             inbox: Arc::new(Inbox {
                 // Requests nudge the table's own ready queue (key `usize::MAX`).
-                ready: ready.clone(),
+                ready: entries.ready_queue().clone(),
                 ..Inbox::default()
             }),
-            ready,
+            entries,
             listeners: Vec::new(),
             resolving: Vec::new(),
             tasks,
@@ -478,17 +472,11 @@ impl Flows {
     }
 
     fn insert(&mut self, transport: AnyStream, phase: Phase, now: Instant) -> usize {
-        let entry = self.entries.vacant_entry();
-        let key = entry.key();
-        let waker = ConnWaker::new(key, &self.ready);
-        waker.wake_now();
-        entry.insert(Entry {
+        self.entries.insert(Entry {
             transport: Some(transport),
             phase,
-            waker,
             last_activity: now,
-        });
-        key
+        })
     }
 
     fn deadline(&self, now: Instant) -> Instant {
@@ -508,7 +496,7 @@ impl Flows {
         Ok(FlowListener {
             port,
             slot,
-            ready: self.ready.clone(),
+            ready: self.entries.ready_queue().clone(),
         })
     }
 
@@ -708,6 +696,9 @@ impl Flows {
     /// to whoever waits.
     fn finish_opening(&mut self, stack: &mut Stack, key: usize, now: Instant) {
         let limit = self.config.buffer;
+        let Some(driver) = self.entries.conn_waker(key).cloned() else {
+            return;
+        };
         let Some(entry) = self.entries.get_mut(key) else {
             return;
         };
@@ -728,7 +719,7 @@ impl Flows {
         };
         let shared = Arc::new(Shared {
             pipe: Mutex::new(Pipe::default()),
-            driver: entry.waker.clone(),
+            driver: driver.clone(),
             limit,
         });
         let flow = Flow {
@@ -737,7 +728,7 @@ impl Flows {
         };
         let phase = std::mem::replace(&mut entry.phase, Phase::Open(shared));
         entry.last_activity = now;
-        entry.waker.wake_now();
+        driver.wake_now();
         match phase {
             Phase::Opening { waiter, .. } => match waiter {
                 Waiter::Listener(slot) => offer(&slot, flow),
@@ -754,7 +745,9 @@ impl Flows {
         key: usize,
         error: impl FnOnce(String) -> FlowError,
     ) {
-        let entry = self.entries.remove(key);
+        let Some(entry) = self.entries.remove(key) else {
+            return;
+        };
         if let Some(t) = entry.transport {
             t.abort(stack);
         }
@@ -770,16 +763,20 @@ impl Flows {
     /// Does the work of connection `key`.
     fn drive(&mut self, stack: &mut Stack, key: usize, now: Instant) {
         let idle_timeout = self.config.idle_timeout;
-        let Some(entry) = self.entries.get_mut(key) else {
+        let Some(turn) = self.entries.begin(key, now) else {
             return;
         };
-        entry.waker.clear();
+        let (entry, waker) = (turn.conn, turn.waker);
         let deadline = match &entry.phase {
             Phase::Opening { deadline, .. } => *deadline,
             Phase::Open(shared) => {
                 let shared = shared.clone();
-                if pump(entry, &shared, stack, now, idle_timeout) {
+                if pump(entry, &waker, &shared, stack, now, idle_timeout) {
                     self.entries.remove(key);
+                } else {
+                    // The idle timeout, from the last byte moved.
+                    let at = entry.last_activity + idle_timeout.into();
+                    self.entries.set_timer(key, Some(at));
                 }
                 return;
             }
@@ -803,8 +800,8 @@ impl Flows {
                 self.fail_opening(stack, key, FlowError::ConnectTimeout)
             }
             Ok(false) => {
-                let waker = entry.waker.waker();
                 transport.register(stack, &waker, true, true);
+                self.entries.set_timer(key, Some(deadline));
             }
             Err(e) => {
                 tracing::debug!("flow {key}: opening failed: {e}");
@@ -816,24 +813,6 @@ impl Flows {
                     },
                 })
             }
-        }
-    }
-
-    /// Resets connections past their deadline (connect timeout, idle timeout).
-    fn expire(&mut self, stack: &mut Stack, now: Instant) {
-        let idle: smoltcp::time::Duration = self.config.idle_timeout.into();
-        let due: Vec<usize> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| match &e.phase {
-                Phase::Opening { deadline, .. } => now >= *deadline,
-                Phase::Open(_) => now >= e.last_activity + idle,
-            })
-            .map(|(k, _)| k)
-            .collect();
-        for key in due {
-            // The drive sees the deadline and ends the connection.
-            self.drive(stack, key, now);
         }
     }
 }
@@ -882,13 +861,14 @@ fn reset(
 /// given back to the stack (the entry is done).
 fn pump(
     entry: &mut Entry,
+    waker: &Waker,
     shared: &Shared,
     stack: &mut Stack,
     now: Instant,
     idle_timeout: Duration,
 ) -> bool {
     let mut wakes = Wakes::default();
-    let done = pump_locked(entry, shared, stack, now, idle_timeout, &mut wakes);
+    let done = pump_locked(entry, waker, shared, stack, now, idle_timeout, &mut wakes);
     for w in wakes.0 {
         w.wake();
     }
@@ -897,6 +877,7 @@ fn pump(
 
 fn pump_locked(
     entry: &mut Entry,
+    waker: &Waker,
     shared: &Shared,
     stack: &mut Stack,
     now: Instant,
@@ -1020,8 +1001,7 @@ fn pump_locked(
     }
     let read = !pipe.rx_eof && (pipe.dropped || pipe.rx.len() < limit);
     let write = !pipe.tx.is_empty();
-    let waker = entry.waker.waker();
-    transport.register(stack, &waker, read, write);
+    transport.register(stack, waker, read, write);
     false
 }
 
@@ -1031,12 +1011,9 @@ impl Application for Flows {
         progress |= self.poll_resolves(stack, now);
         progress |= self.accept(stack, now);
         for _ in 0..TURNS {
-            let keys = self.ready.drain();
+            let keys = self.entries.ready(now);
             let mut worked = false;
             for key in keys {
-                if key == usize::MAX {
-                    continue;
-                }
                 worked = true;
                 self.drive(stack, key, now);
             }
@@ -1050,27 +1027,18 @@ impl Application for Flows {
                 break;
             }
         }
-        self.expire(stack, now);
         self.inbox.held.store(self.entries.len(), Ordering::Release);
         progress
     }
 
     fn poll_at(&self, now: Instant) -> Option<Instant> {
-        if !self.ready.is_empty() || self.tasks.has_work() {
+        if self.tasks.has_work() {
             return Some(now);
         }
         // A DNS answer arrives as a frame (the table polls lookups on every turn); only
         // their deadlines are timers.
-        let idle: smoltcp::time::Duration = self.config.idle_timeout.into();
         let lookups = self.resolving.iter().map(|r| r.deadline);
-        self.entries
-            .iter()
-            .map(|(_, e)| match &e.phase {
-                Phase::Opening { deadline, .. } => *deadline,
-                Phase::Open(_) => e.last_activity + idle,
-            })
-            .chain(lookups)
-            .min()
+        self.entries.poll_at(now).into_iter().chain(lookups).min()
     }
 
     fn shutdown(&mut self, stack: &mut Stack, now: Instant) {
@@ -1092,16 +1060,13 @@ impl Application for Flows {
         for request in std::mem::take(&mut *lock(&self.inbox.connects)) {
             deliver(&request.reply, Err(FlowError::Stopped));
         }
-        let opening: Vec<usize> = self
+        let opening = self
             .entries
-            .iter()
-            .filter(|(_, e)| matches!(e.phase, Phase::Opening { .. }))
-            .map(|(k, _)| k)
-            .collect();
+            .keys_where(|e| matches!(e.phase, Phase::Opening { .. }));
         for key in opening {
             self.fail_opening(stack, key, |_| FlowError::Stopped);
         }
-        let keys: Vec<usize> = self.entries.iter().map(|(k, _)| k).collect();
+        let keys = self.entries.keys_where(|_| true);
         for key in keys {
             self.drive(stack, key, now);
         }
