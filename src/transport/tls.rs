@@ -317,19 +317,15 @@ fn parse_hello_sni(mut body: &[u8]) -> Option<String> {
             continue;
         }
         let mut list = take_prefixed(&mut ext, 2)?;
-        while !list.is_empty() {
-            let name_type = take(&mut list, 1)?[0];
-            if name_type != 0 {
-                // Unknown name types cannot be skipped (RFC 6066): no host name.
-                return None;
-            }
-            let name = take_prefixed(&mut list, 2)?;
-            return match ServerName::try_from(name).ok()? {
-                ServerName::DnsName(dns) => Some(dns.to_lowercase_owned().as_ref().to_string()),
-                _ => None,
-            };
+        // The first entry; unknown name types cannot be skipped (RFC 6066): no host name.
+        if take(&mut list, 1)? != [0] {
+            return None;
         }
-        return None;
+        let name = take_prefixed(&mut list, 2)?;
+        return match ServerName::try_from(name).ok()? {
+            ServerName::DnsName(dns) => Some(dns.to_lowercase_owned().as_ref().to_string()),
+            _ => None,
+        };
     }
     None
 }
@@ -353,7 +349,7 @@ fn version_name(version: rustls::ProtocolVersion) -> String {
 
 /// What to do once rustls may send application data and has nothing else to do.
 #[derive(Clone, Copy)]
-enum Send<'a> {
+enum Emit<'a> {
     /// Nothing: wait for the peer.
     Nothing,
     /// Encrypt these bytes (sized to the socket's room) into the socket.
@@ -481,7 +477,7 @@ impl<C: Side> TlsStream<C> {
         self.push_out(stack)?;
         if self.conn.is_handshaking() {
             // Application data that arrives with the last flight is kept for the reader.
-            self.run(stack, &mut |_| 0, Send::Nothing)?;
+            self.run(stack, &mut |_| 0, Emit::Nothing)?;
         }
         if !self.conn.is_handshaking() {
             return Ok(true);
@@ -604,18 +600,18 @@ impl<C: Side> TlsStream<C> {
 
     /// Runs rustls over the ciphertext held and what the socket has, until it waits for
     /// the peer: handshake messages are answered, decrypted bytes offered to `deliver`
-    /// (what it does not take is kept, and then only `send` goes on), and `send` runs
-    /// once the connection may send. Returns whether bytes were offered and what `send`
+    /// (what it does not take is kept, and then only `emit` goes on), and `emit` runs
+    /// once the connection may send. Returns whether bytes were offered and what `emit`
     /// wrote (`None` if it did not run).
     fn run(
         &mut self,
         stack: &mut Stack,
         deliver: &mut dyn FnMut(&[u8]) -> usize,
-        send: Send<'_>,
+        emit: Emit<'_>,
     ) -> Result<(bool, Option<usize>), TransportError> {
         let mut offered = false;
         loop {
-            let reading = matches!(send, Send::Nothing);
+            let reading = matches!(emit, Emit::Nothing);
             if reading && !self.plaintext.is_empty() {
                 return Ok((offered, None));
             }
@@ -695,15 +691,15 @@ impl<C: Side> TlsStream<C> {
                     *peer_closed = true;
                     Next::Done
                 }
-                Ok(ConnectionState::WriteTraffic(mut traffic)) => match send {
-                    Send::Nothing => Next::Input,
-                    Send::Data(data) => {
+                Ok(ConnectionState::WriteTraffic(mut traffic)) => match emit {
+                    Emit::Nothing => Next::Input,
+                    Emit::Data(data) => {
                         match encrypt_into(&mut traffic, stack, tcp.handle(), outgoing, data) {
                             Ok(n) => Next::Sent(n),
                             Err(e) => Next::Fail(e),
                         }
                     }
-                    Send::CloseNotify => match close_notify_into(&mut traffic, outgoing) {
+                    Emit::CloseNotify => match close_notify_into(&mut traffic, outgoing) {
                         Ok(()) => Next::Sent(0),
                         Err(e) => Next::Fail(e),
                     },
@@ -753,7 +749,7 @@ impl<C: Side> TlsStream<C> {
         if self.failed.is_some() || self.conn.is_handshaking() {
             return Ok(());
         }
-        self.run(stack, &mut |_| 0, Send::CloseNotify)?;
+        self.run(stack, &mut |_| 0, Emit::CloseNotify)?;
         Ok(())
     }
 }
@@ -847,7 +843,7 @@ impl<C: Side> Transport for TlsStream<C> {
                 return self.finish_read(stack, ReadStatus::Data);
             }
         }
-        let (delivered, _) = self.run(stack, reader, Send::Nothing)?;
+        let (delivered, _) = self.run(stack, reader, Emit::Nothing)?;
         offered |= delivered;
         let status = if offered || !self.plaintext.is_empty() {
             ReadStatus::Data
@@ -894,7 +890,7 @@ impl<C: Side> Transport for TlsStream<C> {
         if fit == 0 {
             return Ok(0);
         }
-        let (_, written) = self.run(stack, &mut |_| 0, Send::Data(&data[..fit]))?;
+        let (_, written) = self.run(stack, &mut |_| 0, Emit::Data(&data[..fit]))?;
         Ok(written.unwrap_or(0))
     }
 
