@@ -255,33 +255,58 @@ impl ClientTls {
     }
 }
 
+/// How far the client's hello at the front of a stream is.
+#[derive(Debug, PartialEq, Eq)]
+enum Hello {
+    /// Read: the server name rustls will see in it, or `None` (none sent, or not a hello
+    /// at all: rustls will say why).
+    Read(Option<String>),
+    /// The first record is not whole yet: rustls may look at it (and refuse a bad header
+    /// at once), it joins nothing.
+    FirstRecord,
+    /// The first record is whole but the hello goes on in the next one: rustls must wait,
+    /// as it would join the records in place.
+    MoreRecords,
+}
+
 /// The server name of a client hello at the front of `stream` (TLS records as received),
 /// as rustls reads it: the first `host_name` entry when it is a DNS name, lowercased; an IP
-/// address or no extension gives `None`. `Err(())` while the hello is not complete yet.
-fn hello_server_name(stream: &[u8]) -> Result<Option<String>, ()> {
+/// address or no extension gives `None`.
+fn hello_server_name(stream: &[u8]) -> Hello {
     // The handshake bytes of the first records, up to the whole hello.
     let mut hello = Vec::new();
     let mut rest = stream;
+    let mut first = true;
     loop {
-        let (header, after) = rest.split_first_chunk::<5>().ok_or(())?;
+        let incomplete = if first {
+            Hello::FirstRecord
+        } else {
+            Hello::MoreRecords
+        };
+        let Some((header, after)) = rest.split_first_chunk::<5>() else {
+            return incomplete;
+        };
         let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
-        if header[0] != 22 || len > MAX_FRAGMENT + 2048 {
+        if header[0] != 22 || len >= MAX_FRAGMENT + 2048 {
             // Not a handshake record, or too long for one: rustls refuses it, there is
             // no name to report.
-            return Ok(None);
+            return Hello::Read(None);
         }
-        let payload = after.get(..len).ok_or(())?;
+        let Some(payload) = after.get(..len) else {
+            return incomplete;
+        };
         hello.extend_from_slice(payload);
         rest = &after[len..];
+        first = false;
         if let Some(head) = hello.get(..4) {
             let body_len =
                 usize::from(head[1]) << 16 | usize::from(head[2]) << 8 | usize::from(head[3]);
             if head[0] != 1 || body_len > 0xffff {
                 // Not a client hello, or larger than rustls takes.
-                return Ok(None);
+                return Hello::Read(None);
             }
             if let Some(body) = hello.get(4..4 + body_len) {
-                return Ok(parse_hello_sni(body));
+                return Hello::Read(parse_hello_sni(body));
             }
         }
     }
@@ -616,14 +641,15 @@ impl<C: Side> TlsStream<C> {
                 return Ok((offered, None));
             }
             if self.hello_pending {
-                // rustls sees the client's hello only once it is whole, so the records
-                // are still as they came when the server name is read from them.
+                // rustls is given a hello that spans records only once it is whole, so
+                // the records are still as they came when the server name is read.
                 match hello_server_name(&self.incoming) {
-                    Ok(name) => {
+                    Hello::Read(name) => {
                         self.sni = name;
                         self.hello_pending = false;
                     }
-                    Err(()) => {
+                    Hello::FirstRecord => {}
+                    Hello::MoreRecords => {
                         if !self.fill(stack)? {
                             return Ok((offered, None));
                         }
@@ -1030,13 +1056,17 @@ mod tests {
         let hello = client_hello("Bench.Test");
         assert_eq!(
             hello_server_name(&hello),
-            Ok(Some("bench.test".to_string()))
+            Hello::Read(Some("bench.test".to_string()))
         );
         // An address is not sent as a name.
-        assert_eq!(hello_server_name(&client_hello("10.7.0.2")), Ok(None));
+        assert_eq!(
+            hello_server_name(&client_hello("10.7.0.2")),
+            Hello::Read(None)
+        );
         // Incomplete: wait for more.
         for cut in [0, 3, 5, 9, hello.len() - 1] {
-            assert_eq!(hello_server_name(&hello[..cut]), Err(()), "cut at {cut}");
+            let read = hello_server_name(&hello[..cut]);
+            assert_eq!(read, Hello::FirstRecord, "cut at {cut}");
         }
         // The hello split over two records.
         let body = &hello[5..];
@@ -1048,18 +1078,29 @@ mod tests {
         }
         assert_eq!(
             hello_server_name(&split),
-            Ok(Some("bench.test".to_string()))
+            Hello::Read(Some("bench.test".to_string()))
         );
-        assert_eq!(hello_server_name(&split[..split.len() - 1]), Err(()));
+        for cut in [45, 50, split.len() - 1] {
+            let read = hello_server_name(&split[..cut]);
+            assert_eq!(read, Hello::MoreRecords, "cut at {cut}");
+        }
         // Not TLS, or not a hello: no name, and rustls will say why.
-        assert_eq!(hello_server_name(b"GET / HTTP/1.1\r\n\r\n"), Ok(None));
-        assert_eq!(hello_server_name(&[22, 3, 1, 0xff, 0xff]), Ok(None));
-        assert_eq!(hello_server_name(&[22, 3, 1, 0, 4, 2, 0, 0, 0]), Ok(None));
+        assert_eq!(
+            hello_server_name(b"GET / HTTP/1.1\r\n\r\n"),
+            Hello::Read(None)
+        );
+        // A record longer than TLS allows is rustls's to refuse, at once.
+        let oversized = [22, 3, 1, 0x48, 0x00];
+        assert_eq!(hello_server_name(&oversized), Hello::Read(None));
+        assert_eq!(
+            hello_server_name(&[22, 3, 1, 0, 4, 2, 0, 0, 0]),
+            Hello::Read(None)
+        );
         // A hello cut short inside its extensions has no name.
         let mut short = hello[..5 + 4 + 40].to_vec();
         short[3..5].copy_from_slice(&44u16.to_be_bytes());
         short[6..9].copy_from_slice(&[0, 0, 40]);
-        assert_eq!(hello_server_name(&short), Ok(None));
+        assert_eq!(hello_server_name(&short), Hello::Read(None));
     }
 
     #[test]
