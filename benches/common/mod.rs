@@ -12,11 +12,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use http::{Request, Response};
+use rustls::pki_types::ServerName;
 use smoltcp::socket::tcp::State;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
 use tapir::client::{Client, ClientConfig, ResponseFuture, Scheme, Target, Version};
 use tapir::device::memlink::{self, LinkConfig, MemDevice};
+use tapir::error::Chain;
 use tapir::runtime::sim::{Node, SimNode, EPOCH_MICROS};
 use tapir::runtime::Application;
 use tapir::service::builtin::Builtin;
@@ -24,6 +26,9 @@ use tapir::service::server::StatsHandle;
 use tapir::service::{Body, BodyStream, ConnInfo, RequestBody, ResponseBody, Server, ServerConfig};
 use tapir::stack::{Stack, StackConfig, TcpHandle};
 use tapir::transport::certs::{self, Roots};
+use tapir::transport::tcp::TcpStream;
+use tapir::transport::tls::ClientTls;
+use tapir::transport::{ReadStatus, Transport};
 
 /// The server's address on the link.
 pub const SERVER_IP: Ipv4Address = Ipv4Address::new(10, 7, 0, 2);
@@ -240,19 +245,45 @@ enum Parse {
     Trailer,
 }
 
+/// How an [`H1Conn`] reaches the server.
+enum Link {
+    /// Plain TCP: the client reads and writes the socket.
+    Tcp(TcpHandle),
+    /// HTTPS through tapir's TLS client transport; `partial` bytes of the request are out.
+    Tls {
+        stream: Box<ClientTls>,
+        partial: usize,
+    },
+}
+
 /// One keep-alive HTTP/1.1 connection of [`H1Clients`].
 struct H1Conn {
-    handle: Option<TcpHandle>,
+    handle: Option<Link>,
     /// Requests still to send in this round.
     to_send: u64,
     /// A request is out and its response not complete.
     waiting: bool,
+    parser: ResponseParser,
+}
+
+/// A streaming HTTP/1.1 response parser (Content-Length or chunked bodies, counted, not
+/// kept).
+struct ResponseParser {
     state: Parse,
     line: Vec<u8>,
+    /// The status of the last response head.
     status: u16,
 }
 
-impl H1Conn {
+impl ResponseParser {
+    fn new() -> Self {
+        ResponseParser {
+            state: Parse::Head,
+            line: Vec::new(),
+            status: 0,
+        }
+    }
+
     /// Feeds received bytes; returns the number of responses completed and body bytes seen.
     fn feed(&mut self, mut data: &[u8]) -> Result<(u64, u64), String> {
         let mut done = 0;
@@ -376,20 +407,47 @@ pub struct H1Clients {
     pub bad_status: u64,
     /// Broken connections and parse errors.
     pub errors: Vec<String>,
+    /// The TLS client configuration of connections opened later (HTTPS), if any.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl H1Clients {
     /// Opens `connections` connections to the server's HTTP port; each will ask for `path`.
     pub fn connect(stack: &mut Stack, connections: usize, path: &str) -> Self {
-        let server = IpEndpoint::new(IpAddress::Ipv4(SERVER_IP), HTTP_PORT);
+        H1Clients::connect_with(stack, connections, path, None)
+    }
+
+    /// Like [`H1Clients::connect`], over TLS to the HTTPS port when `tls` is given (the
+    /// client offers no ALPN, so the server speaks HTTP/1.1).
+    fn connect_with(
+        stack: &mut Stack,
+        connections: usize,
+        path: &str,
+        tls: Option<&Arc<rustls::ClientConfig>>,
+    ) -> Self {
+        let port = if tls.is_some() { HTTPS_PORT } else { HTTP_PORT };
+        let server = IpEndpoint::new(IpAddress::Ipv4(SERVER_IP), port);
         let conns = (0..connections)
             .map(|_| H1Conn {
-                handle: Some(stack.connect(server).expect("connect")),
+                handle: Some({
+                    let handle = stack.connect(server).expect("connect");
+                    match tls {
+                        None => Link::Tcp(handle),
+                        Some(config) => {
+                            let name = ServerName::try_from("bench.test").expect("name");
+                            let stream =
+                                ClientTls::connect(TcpStream::new(handle), config.clone(), name)
+                                    .expect("TLS client");
+                            Link::Tls {
+                                stream: Box::new(stream),
+                                partial: 0,
+                            }
+                        }
+                    }
+                }),
                 to_send: 0,
                 waiting: false,
-                state: Parse::Head,
-                line: Vec::new(),
-                status: 0,
+                parser: ResponseParser::new(),
             })
             .collect();
         H1Clients {
@@ -400,11 +458,23 @@ impl H1Clients {
             wire_bytes: 0,
             bad_status: 0,
             errors: Vec::new(),
+            tls: tls.cloned(),
         }
     }
 
     /// No connections yet: [`H1Clients::open`] adds them.
     pub fn connect_later() -> Self {
+        H1Clients::connect_with_later(None)
+    }
+
+    /// No connections yet: [`H1Clients::open`] adds HTTPS connections (TLS 1.3 and 1.2,
+    /// any certificate accepted, no ALPN).
+    pub fn connect_tls_later() -> Self {
+        let config = certs::client_config(&Roots::Insecure, &[]).expect("client TLS config");
+        H1Clients::connect_with_later(Some(config))
+    }
+
+    fn connect_with_later(tls: Option<Arc<rustls::ClientConfig>>) -> Self {
         H1Clients {
             conns: Vec::new(),
             request: Vec::new(),
@@ -413,13 +483,15 @@ impl H1Clients {
             wire_bytes: 0,
             bad_status: 0,
             errors: Vec::new(),
+            tls,
         }
     }
 
     /// Opens `connections` more connections, each to send `requests` requests for `path`
     /// (every connection asks for the `path` given last).
     pub fn open(&mut self, stack: &mut Stack, connections: usize, path: &str, requests: u64) {
-        let mut more = H1Clients::connect(stack, connections, path);
+        let tls = self.tls.clone();
+        let mut more = H1Clients::connect_with(stack, connections, path, tls.as_ref());
         more.round(requests);
         self.conns.extend(more.conns);
         self.request = more.request;
@@ -440,8 +512,40 @@ impl H1Clients {
     /// Closes every connection.
     pub fn close_all(&mut self, stack: &mut Stack) {
         for c in &mut self.conns {
-            if let Some(h) = c.handle.take() {
-                stack.close(h);
+            match c.handle.take() {
+                Some(Link::Tcp(h)) => stack.close(h),
+                Some(Link::Tls { stream, .. }) => stream.close(stack),
+                None => {}
+            }
+        }
+    }
+}
+
+impl H1Clients {
+    /// Counts a turn's received bytes: `fed` is what [`ResponseParser::feed`] said.
+    fn count(
+        &mut self,
+        waiting: &mut bool,
+        status: u16,
+        received: usize,
+        fed: Result<(u64, u64), String>,
+    ) -> bool {
+        match fed {
+            Ok((done, bytes)) => {
+                self.wire_bytes += received as u64;
+                self.body_bytes += bytes;
+                if done > 0 {
+                    if status != 200 {
+                        self.bad_status += done;
+                    }
+                    self.completed += done;
+                    *waiting = false;
+                }
+                true
+            }
+            Err(e) => {
+                self.errors.push(e);
+                false
             }
         }
     }
@@ -450,61 +554,113 @@ impl H1Clients {
 impl Application for H1Clients {
     fn poll(&mut self, stack: &mut Stack, _now: Instant) -> bool {
         let mut progress = false;
-        for c in &mut self.conns {
-            let Some(handle) = c.handle.as_ref() else {
-                continue;
-            };
-            // An idle connection is only looked at (it keeps no buffers); one with a
-            // request to send gets them.
+        let mut conns = std::mem::take(&mut self.conns);
+        for c in &mut conns {
             let sending = !c.waiting && c.to_send > 0;
-            let socket = if sending {
-                stack.socket(handle)
-            } else {
-                stack.socket_for_reading(handle)
-            };
-            if matches!(socket.state(), State::Closed | State::CloseWait) && c.to_send > 0 {
-                self.errors
-                    .push(format!("connection closed: {}", socket.state()));
-                c.to_send = 0;
-                c.waiting = false;
-                continue;
-            }
-            while socket.can_recv() {
-                let result = socket.recv(|buf| (buf.len(), (buf.len(), c.feed(buf))));
-                match result {
-                    Ok((n, Ok((done, bytes)))) => {
-                        progress = true;
-                        self.wire_bytes += n as u64;
-                        self.body_bytes += bytes;
-                        if done > 0 {
-                            if c.status != 200 {
-                                self.bad_status += done;
+            match c.handle.as_mut() {
+                None => {}
+                Some(Link::Tcp(handle)) => {
+                    // An idle connection is only looked at (it keeps no buffers); one with
+                    // a request to send gets them.
+                    let socket = if sending {
+                        stack.socket(handle)
+                    } else {
+                        stack.socket_for_reading(handle)
+                    };
+                    if matches!(socket.state(), State::Closed | State::CloseWait) && c.to_send > 0 {
+                        self.errors
+                            .push(format!("connection closed: {}", socket.state()));
+                        c.to_send = 0;
+                        c.waiting = false;
+                        continue;
+                    }
+                    while socket.can_recv() {
+                        let parser = &mut c.parser;
+                        let result = socket.recv(|buf| (buf.len(), (buf.len(), parser.feed(buf))));
+                        match result {
+                            Ok((n, fed)) => {
+                                let status = c.parser.status;
+                                if !self.count(&mut c.waiting, status, n, fed) {
+                                    break;
+                                }
+                                progress = true;
                             }
-                            self.completed += done;
-                            c.waiting = false;
+                            Err(e) => {
+                                self.errors.push(format!("recv: {e}"));
+                                break;
+                            }
                         }
                     }
-                    Ok((_, Err(e))) => {
-                        self.errors.push(e);
-                        break;
-                    }
-                    Err(e) => {
-                        self.errors.push(format!("recv: {e}"));
-                        break;
+                    if sending && socket.may_send() {
+                        let room = socket.send_capacity() - socket.send_queue();
+                        if room >= self.request.len() {
+                            let n = socket.send_slice(&self.request).expect("send");
+                            debug_assert_eq!(n, self.request.len());
+                            c.to_send -= 1;
+                            c.waiting = true;
+                            progress = true;
+                        }
                     }
                 }
-            }
-            if sending && socket.may_send() {
-                let room = socket.send_capacity() - socket.send_queue();
-                if room >= self.request.len() {
-                    let n = socket.send_slice(&self.request).expect("send");
-                    debug_assert_eq!(n, self.request.len());
-                    c.to_send -= 1;
-                    c.waiting = true;
-                    progress = true;
+                Some(Link::Tls { stream, partial }) => {
+                    let parser = &mut c.parser;
+                    let mut received = 0;
+                    let mut fed: Result<(u64, u64), String> = Ok((0, 0));
+                    let read = stream.read_with(stack, &mut |buf| {
+                        received += buf.len();
+                        let more = parser.feed(buf);
+                        fed = match (&fed, more) {
+                            (Ok((d0, b0)), Ok((d1, b1))) => Ok((d0 + d1, b0 + b1)),
+                            (Err(e), _) => Err(e.clone()),
+                            (_, Err(e)) => Err(e),
+                        };
+                        buf.len()
+                    });
+                    if received > 0 {
+                        progress = true;
+                        let status = c.parser.status;
+                        self.count(&mut c.waiting, status, received, fed);
+                    }
+                    match read {
+                        Ok(ReadStatus::Eof) if c.to_send > 0 || c.waiting => {
+                            self.errors.push("connection closed".to_string());
+                            c.to_send = 0;
+                            c.waiting = false;
+                            continue;
+                        }
+                        Err(e) => {
+                            self.errors.push(format!("TLS read: {}", Chain(&e)));
+                            c.to_send = 0;
+                            c.waiting = false;
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    if sending {
+                        match stream.write(stack, &self.request[*partial..]) {
+                            Ok(n) => {
+                                *partial += n;
+                                if *partial == self.request.len() {
+                                    *partial = 0;
+                                    c.to_send -= 1;
+                                    c.waiting = true;
+                                    progress = true;
+                                }
+                            }
+                            Err(e) => {
+                                self.errors.push(format!("TLS write: {}", Chain(&e)));
+                                c.to_send = 0;
+                            }
+                        }
+                    } else if stream.is_handshaking() {
+                        if let Err(e) = stream.drive_handshake(stack) {
+                            self.errors.push(format!("TLS handshake: {}", Chain(&e)));
+                        }
+                    }
                 }
             }
         }
+        self.conns = conns;
         progress
     }
 
