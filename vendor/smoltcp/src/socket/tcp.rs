@@ -510,34 +510,46 @@ struct Recovery {
     recover_fs: usize,
     prr_delivered: usize,
     prr_out: usize,
-    /// Bytes the latest ACK delivered (RFC 6937's DeliveredData).
-    delivered: usize,
+    /// The window the last ACK left: the pipe then plus that ACK's `sndcnt` (RFC 6937),
+    /// as Linux's `tcp_cwnd_reduction` sets `cwnd = in_flight + sndcnt`. What may be sent
+    /// is this less the pipe now, so the allowance is given once per ACK and used up by
+    /// what is sent after it.
+    cwnd: usize,
 }
 
 impl Recovery {
-    /// RFC 6937 §3: how many bytes may be sent now, with `pipe` bytes in the network.
-    fn allowance(&self, pipe: usize, mss: usize) -> usize {
-        let quota = if pipe > self.ssthresh {
+    /// RFC 6937 §3, on an ACK that delivered `delivered` bytes (DeliveredData) and left
+    /// `pipe` bytes in the network: how many bytes may be sent until the next ACK
+    /// (`sndcnt`), which sets `cwnd`. An ACK that delivers nothing changes nothing, except
+    /// the one that starts recovery: its first lost segment is retransmitted at once (RFC
+    /// 6675 §5 step 4.2).
+    fn on_ack(&mut self, delivered: usize, pipe: usize, mss: usize) {
+        if delivered == 0 && self.prr_out > 0 {
+            return;
+        }
+        self.prr_delivered += delivered;
+        let sndcnt = if pipe > self.ssthresh {
             // Proportional rate reduction: send ssthresh/RecoverFS of what is delivered.
             let allowed = (self.prr_delivered as u64 * self.ssthresh as u64)
                 .div_ceil(self.recover_fs.max(1) as u64);
             (allowed as usize).saturating_sub(self.prr_out)
         } else {
             // Slow start reduction bound (PRR-SSRB): grow back to ssthresh, at most one
-            // segment faster than the data is delivered.
-            let limit = self
-                .prr_delivered
-                .saturating_sub(self.prr_out)
-                .max(self.delivered)
-                + mss;
+            // segment more than this ACK delivered (or than delivered and not yet sent).
+            let limit = self.prr_delivered.saturating_sub(self.prr_out).max(delivered) + mss;
             (self.ssthresh - pipe).min(limit)
         };
-        // RFC 6675 §5 step 4.2: the first lost segment is retransmitted at once.
-        if self.prr_out == 0 {
-            quota.max(mss)
+        let sndcnt = if self.prr_out == 0 {
+            sndcnt.max(mss)
         } else {
-            quota
-        }
+            sndcnt
+        };
+        self.cwnd = pipe + sndcnt;
+    }
+
+    /// The bytes that may be sent now, with `pipe` bytes in the network.
+    fn allowance(&self, pipe: usize) -> usize {
+        self.cwnd.saturating_sub(pipe)
     }
 }
 
@@ -2087,9 +2099,7 @@ impl<'a> Socket<'a> {
         let pipe = self.scoreboard.pipe();
         let controller = self.congestion_controller.inner();
         let allowance = match &self.recovery {
-            Some(recovery) if !controller.controls_recovery() => {
-                recovery.allowance(pipe, self.remote_mss)
-            }
+            Some(recovery) if !controller.controls_recovery() => recovery.allowance(pipe),
             _ => controller.window().saturating_sub(pipe),
         };
         if self.tlp.due {
@@ -2201,7 +2211,8 @@ impl<'a> Socket<'a> {
     }
 
     /// tapir patch: starts fast recovery once the scoreboard holds a lost segment, unless
-    /// a recovery (fast, or after a timeout) is already under way.
+    /// a recovery (fast, or after a timeout) is already under way. Until an ACK sets the
+    /// PRR allowance, the window stays what it was.
     fn maybe_enter_recovery(&mut self, now: Instant) {
         if self.scoreboard.lost_bytes() == 0 || self.recovery.is_some() || self.rto_point.is_some()
         {
@@ -2209,6 +2220,7 @@ impl<'a> Socket<'a> {
         }
         let flight = self.scoreboard.out_bytes();
         let controller = self.congestion_controller.inner_mut();
+        let prior_cwnd = controller.window();
         controller.on_loss(now, flight);
         let ssthresh = controller.ssthresh();
         net_debug!("entering fast recovery, ssthresh {}", ssthresh);
@@ -2218,7 +2230,7 @@ impl<'a> Socket<'a> {
             recover_fs: flight,
             prr_delivered: 0,
             prr_out: 0,
-            delivered: 0,
+            cwnd: prior_cwnd,
         });
         self.tlp = Tlp::default();
     }
@@ -2995,15 +3007,14 @@ impl<'a> Socket<'a> {
 
                     if !self.remote_has_sack {
                         // Without SACK the third duplicate ACK marks the first segment
-                        // lost (RFC 5681 §3.2), and during recovery each duplicate ACK
-                        // stands for one segment delivered (RFC 6937 §3).
+                        // lost (RFC 5681 §3.2), and each duplicate ACK stands for one
+                        // segment delivered (RFC 6937 §3), the third included (it starts
+                        // recovery; Linux's `tcp_add_reno_sack` counts it).
                         if self.local_rx_dup_acks == 3 {
                             losses += self.scoreboard.mark_first_lost();
                             net_debug!("started fast retransmit");
                         }
-                        if self.recovery.is_some() {
-                            delivered += self.remote_mss;
-                        }
+                        delivered += self.remote_mss;
                     }
                 }
 
@@ -3050,13 +3061,9 @@ impl<'a> Socket<'a> {
                         pipe,
                         &self.rtte,
                     );
-                } else {
-                    recovery.prr_delivered += delivered;
-                    recovery.delivered = delivered;
-                    if !self.remote_has_sack && ack_len > 0 {
-                        // A partial ACK: the next segment was lost too (RFC 6582).
-                        losses += self.scoreboard.mark_first_lost();
-                    }
+                } else if !self.remote_has_sack && ack_len > 0 {
+                    // A partial ACK: the next segment was lost too (RFC 6582).
+                    losses += self.scoreboard.mark_first_lost();
                 }
             }
 
@@ -3064,6 +3071,13 @@ impl<'a> Socket<'a> {
             let (lost, rack_timer) = self.scoreboard.detect_loss(now, self.remote_mss, reo_wnd);
             self.rack_timer = rack_timer;
             self.maybe_enter_recovery(now);
+            // PRR's allowance for this ACK, from the pipe its loss detection left; the ACK
+            // that starts recovery counts too (Linux's `tcp_cwnd_reduction` runs after
+            // `tcp_fastretrans_alert` entered it).
+            let pipe = self.scoreboard.pipe();
+            if let Some(recovery) = self.recovery.as_mut() {
+                recovery.on_ack(delivered, pipe, self.remote_mss);
+            }
             self.on_rate_sample(now, prior_in_flight, losses + lost);
             if delivered > 0 || ack_len > 0 {
                 self.tlp.due = false;
@@ -3426,6 +3440,8 @@ impl<'a> Socket<'a> {
             let reo_wnd = self.rack_reo_wnd();
             let (_, rack_timer) = self.scoreboard.detect_loss(now, self.remote_mss, reo_wnd);
             self.rack_timer = rack_timer;
+            // Recovery entered here keeps the window it had until the next ACK, as
+            // Linux's reordering timeout (`tcp_init_cwnd_reduction` leaves cwnd as is).
             self.maybe_enter_recovery(now);
         }
         if self.tlp.at.is_some_and(|at| now >= at) {
@@ -9150,13 +9166,22 @@ mod test {
             ..RECV_TEMPL
         }));
 
-        // Transmission should continue as normal after re-transitting the first segment
+        // Transmission should continue as normal after re-transitting the first segment.
+        // tapir patch: as proportional rate reduction allows (RFC 6937 PRR-SSRB, once per
+        // ACK): the third duplicate ACK delivered a segment, so two go out (the
+        // retransmission and "eee"), and the next duplicate ACK lets the next one go.
         recv!(s, time 1105, Ok(TcpRepr {
             seq_number: LOCAL_SEQ + 1 + (3 * 4),
             ack_number: Some(REMOTE_SEQ + 1),
             payload:    &b"eee"[..],
             ..RECV_TEMPL
         }));
+        recv_nothing!(s, time 1106);
+        send!(s, time 1107, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            ..SEND_TEMPL
+        });
         recv!(s, time 1110, Ok(TcpRepr {
             seq_number: LOCAL_SEQ + 1 + (3 * 5),
             ack_number: Some(REMOTE_SEQ + 1),
@@ -12484,6 +12509,45 @@ mod test {
         assert_eq!(send(s, Instant::from_millis(time), &repr), None);
     }
 
+    /// tapir patch: the sequence number and length of the next segment sent at `time`.
+    fn next_segment(s: &mut TestSocket, time: i64) -> (usize, usize) {
+        let mut sent = (0, 0);
+        recv(s, Instant::from_millis(time), |repr| {
+            let repr = repr.unwrap();
+            sent = (repr.seq_number - (LOCAL_SEQ + 1), repr.payload.len());
+        });
+        sent
+    }
+
+    #[test]
+    fn test_prr_allowance_once_per_ack() {
+        // tapir patch: proportional rate reduction gives each ACK's allowance (RFC 6937
+        // sndcnt) once. Below ssthresh (here: no congestion control, PRR-SSRB) an ACK that
+        // delivers one segment lets two go: the one delivered and one more. The allowance
+        // was evaluated again at every transmission, so the DeliveredData term let
+        // everything the window allowed go at once.
+        let mut s = socket_established_sack();
+        send_segments(&mut s, 0, b"00000000001111111111222222222233333333334444444444", 0);
+        // Segment 0 is lost; the third SACK starts recovery and counts (10 bytes).
+        ack_with_sack(&mut s, 20, 0, [sack_block(10, 20), None, None]);
+        ack_with_sack(&mut s, 20, 0, [sack_block(10, 30), None, None]);
+        ack_with_sack(&mut s, 20, 0, [sack_block(10, 40), None, None]);
+        assert!(s.recovery.is_some());
+        s.send_slice(&[b'n'; 60]).unwrap();
+        // The retransmission and one new segment, nothing more.
+        assert_eq!(next_segment(&mut s, 20), (0, 10));
+        assert_eq!(next_segment(&mut s, 20), (50, 10));
+        recv_nothing!(s, time 20);
+        // The next ACK delivers segment 4: two more new segments.
+        ack_with_sack(&mut s, 21, 0, [sack_block(10, 50), None, None]);
+        assert_eq!(next_segment(&mut s, 21), (60, 10));
+        assert_eq!(next_segment(&mut s, 21), (70, 10));
+        recv_nothing!(s, time 21);
+        // The retransmission arrives: the ACK covers RecoveryPoint (50), recovery is over.
+        ack_with_sack(&mut s, 40, 50, [None, None, None]);
+        assert!(s.recovery.is_none());
+    }
+
     #[test]
     fn test_sack_one_loss_is_repaired_within_an_rtt() {
         let mut s = socket_established_sack();
@@ -12630,23 +12694,27 @@ mod test {
         for end in [50, 60, 70, 80] {
             ack_with_sack(&mut s, 20, 0, [sack_block(40, end), None, None]);
         }
-        // PRR-SSRB: the last ACK delivered 10 bytes, plus one segment: 20 at a time.
-        assert_eq!(s.cwnd_remaining(), 20);
+        // PRR-SSRB, once per ACK: the third SACK started recovery and delivered 10 bytes,
+        // the fourth 10 more; nothing was sent yet, so 20 bytes plus one segment: 30.
+        assert_eq!(s.cwnd_remaining(), 30);
         recv!(s, time 20, Ok(TcpRepr {
             seq_number: LOCAL_SEQ + 1,
             ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..20],
-            ..RECV_TEMPL
-        }));
-        recv!(s, time 20, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 20,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[20..40],
+            payload: &data[..30],
             ..RECV_TEMPL
         }));
         recv_nothing!(s, time 20);
+        // The ACK of the retransmission lets the last lost segment go.
+        ack_with_sack(&mut s, 40, 30, [sack_block(40, 80), None, None]);
+        recv!(s, time 40, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 30,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[30..40],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 40);
         assert_eq!(s.scoreboard.lost_bytes(), 0);
-        ack_with_sack(&mut s, 40, 80, [None, None, None]);
+        ack_with_sack(&mut s, 60, 80, [None, None, None]);
         assert!(s.scoreboard.is_empty());
     }
 
