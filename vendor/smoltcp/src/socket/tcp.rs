@@ -510,34 +510,46 @@ struct Recovery {
     recover_fs: usize,
     prr_delivered: usize,
     prr_out: usize,
-    /// Bytes the latest ACK delivered (RFC 6937's DeliveredData).
-    delivered: usize,
+    /// The window the last ACK left: the pipe then plus that ACK's `sndcnt` (RFC 6937),
+    /// as Linux's `tcp_cwnd_reduction` sets `cwnd = in_flight + sndcnt`. What may be sent
+    /// is this less the pipe now, so the allowance is given once per ACK and used up by
+    /// what is sent after it.
+    cwnd: usize,
 }
 
 impl Recovery {
-    /// RFC 6937 §3: how many bytes may be sent now, with `pipe` bytes in the network.
-    fn allowance(&self, pipe: usize, mss: usize) -> usize {
-        let quota = if pipe > self.ssthresh {
+    /// RFC 6937 §3, on an ACK that delivered `delivered` bytes (DeliveredData) and left
+    /// `pipe` bytes in the network: how many bytes may be sent until the next ACK
+    /// (`sndcnt`), which sets `cwnd`. An ACK that delivers nothing changes nothing, except
+    /// the one that starts recovery: its first lost segment is retransmitted at once (RFC
+    /// 6675 §5 step 4.2).
+    fn on_ack(&mut self, delivered: usize, pipe: usize, mss: usize) {
+        if delivered == 0 && self.prr_out > 0 {
+            return;
+        }
+        self.prr_delivered += delivered;
+        let sndcnt = if pipe > self.ssthresh {
             // Proportional rate reduction: send ssthresh/RecoverFS of what is delivered.
             let allowed = (self.prr_delivered as u64 * self.ssthresh as u64)
                 .div_ceil(self.recover_fs.max(1) as u64);
             (allowed as usize).saturating_sub(self.prr_out)
         } else {
             // Slow start reduction bound (PRR-SSRB): grow back to ssthresh, at most one
-            // segment faster than the data is delivered.
-            let limit = self
-                .prr_delivered
-                .saturating_sub(self.prr_out)
-                .max(self.delivered)
-                + mss;
+            // segment more than this ACK delivered (or than delivered and not yet sent).
+            let limit = self.prr_delivered.saturating_sub(self.prr_out).max(delivered) + mss;
             (self.ssthresh - pipe).min(limit)
         };
-        // RFC 6675 §5 step 4.2: the first lost segment is retransmitted at once.
-        if self.prr_out == 0 {
-            quota.max(mss)
+        let sndcnt = if self.prr_out == 0 {
+            sndcnt.max(mss)
         } else {
-            quota
-        }
+            sndcnt
+        };
+        self.cwnd = pipe + sndcnt;
+    }
+
+    /// The bytes that may be sent now, with `pipe` bytes in the network.
+    fn allowance(&self, pipe: usize) -> usize {
+        self.cwnd.saturating_sub(pipe)
     }
 }
 
@@ -655,7 +667,12 @@ pub struct Socket<'a> {
     /// I.e. in an idle socket, remote_seq_no+rx_buffer.len().
     remote_last_ack: Option<TcpSeqNumber>,
     /// The last window length sent.
+    /// tapir patch: the window field as sent (not scaled in a SYN).
     remote_last_win: u16,
+    /// tapir patch: the furthest right edge of the receive window advertised so far
+    /// (RFC 7323 §2.4's "actual maximum window sequence number"): data up to it is
+    /// accepted even when a later ACK advertised less. `None` before our first ACK.
+    rcv_edge: Option<TcpSeqNumber>,
     /// The sending window scaling factor advertised to remotes which support RFC 1323.
     /// It is zero if the window <= 64KiB and/or the remote does not support it.
     remote_win_shift: u8,
@@ -786,6 +803,7 @@ impl<'a> Socket<'a> {
             remote_last_seq: TcpSeqNumber::default(),
             remote_last_ack: None,
             remote_last_win: 0,
+            rcv_edge: None,
             remote_win_len: 0,
             remote_win_shift: rx_cap_log2.saturating_sub(16) as u8,
             remote_win_scale: None,
@@ -998,25 +1016,84 @@ impl<'a> Socket<'a> {
         u16::try_from(self.receive_window() >> self.remote_win_shift).unwrap_or(u16::MAX)
     }
 
-    /// tapir patch: the receive window to advertise, in bytes: the receive buffer's free
-    /// space, but never less than what is left of the window advertised last, so that the
-    /// right edge of the window never moves left (RFC 9293 3.8.6.2.2) when the buffer is
-    /// replaced by a smaller one (or by none, on an idle connection). Data past the buffer's
-    /// free space is not accepted (see `process`): the application must provide room in
-    /// time for what the peer may send (`receive_room_wanted`).
+    /// tapir patch: the receive window to advertise, in bytes. Without window scaling: the
+    /// receive buffer's free space, but never less than what is left of the window
+    /// advertised so far (`promised_window`), so that the right edge of the window never
+    /// moves left (RFC 9293 3.8.6.2.2) when the buffer is replaced by a smaller one (or by
+    /// none, on an idle connection). Data past the buffer's free space is not accepted (see
+    /// `process`): the application must provide room in time for what the peer may send
+    /// (`receive_room_wanted`).
+    ///
+    /// With window scaling the window is a multiple of the scale unit `1 << shift`. A
+    /// window rounded down from the free space pulls the edge left by up to a unit
+    /// whenever the ACK number moved by a length that is not a multiple of the unit.
+    /// As Linux (`tcp_select_window`: `ALIGN(cur_win, 1 << rcv_wscale)`), the window that
+    /// is left is rounded up instead; unlike Linux, whose buffers are soft limits, the
+    /// bytes this may promise past the free space must be storable, so a reserve of the
+    /// buffer (`window_reserve`) is kept out of the window computed from the free space.
+    /// Only when the application leaves the reserve filled and the ACK number moves by a
+    /// length not a multiple of the unit again can no multiple keep the edge within the
+    /// buffer: then the edge moves left by less than a unit, which RFC 7323 §2.4 allows,
+    /// and data up to the furthest edge advertised is still accepted (`rcv_edge`).
     fn receive_window(&self) -> usize {
-        self.rx_buffer.window().max(self.promised_window())
+        let free = self.rx_buffer.window();
+        let promised = self.promised_window();
+        if self.remote_win_shift == 0 {
+            return free.max(promised);
+        }
+        let unit = 1usize << self.remote_win_shift;
+        let usable = free.saturating_sub(self.window_reserve());
+        // A buffer too small for a reserve advertises what it holds.
+        let from_free = if usable >= unit { usable } else { free } / unit * unit;
+        if from_free >= promised {
+            return from_free;
+        }
+        let kept = promised.next_multiple_of(unit);
+        let limit = free.max(promised);
+        if kept <= limit {
+            kept
+        } else {
+            limit / unit * unit
+        }
     }
 
-    /// tapir patch: what is left of the window advertised last: the bytes the peer may send
-    /// beyond those already received.
+    /// tapir patch: the part of the receive buffer kept out of a scaled window computed
+    /// from the free space, so that the window left can be rounded up to the scale unit
+    /// (see `receive_window`): 1/64 of the buffer, at least a unit less one byte, at most
+    /// 16 units less one byte. Each ACK that rounds up uses less than a unit of it, so a
+    /// buffer of 64 units or more keeps the edge through at least that many ACKs sent
+    /// while the application reads nothing.
+    fn window_reserve(&self) -> usize {
+        let unit = 1usize << self.remote_win_shift;
+        (self.rx_buffer.capacity() / 64).clamp(unit - 1, 16 * unit - 1)
+    }
+
+    /// tapir patch: what is left of the window advertised: the bytes the peer may send
+    /// beyond those already received, up to the furthest edge advertised.
     fn promised_window(&self) -> usize {
-        let Some(last_ack) = self.remote_last_ack else {
+        let Some(edge) = self.rcv_edge else {
             return 0;
         };
-        let edge = last_ack + ((self.remote_last_win as usize) << self.remote_win_shift);
         let next = self.remote_seq_no + self.rx_buffer.len();
         if edge > next { edge - next } else { 0 }
+    }
+
+    /// tapir patch: records the window of a segment sent with ACK number `ack`: the right
+    /// edge advertised moves to its end if that lies further (see `rcv_edge`).
+    fn note_window_sent(&mut self, ack: TcpSeqNumber, window_len: u16, syn: bool) {
+        self.remote_last_win = window_len;
+        self.rcv_edge = self.furthest_edge(ack, window_len, syn);
+    }
+
+    /// tapir patch: `rcv_edge` after sending `window_len` with ACK number `ack`.
+    fn furthest_edge(&self, ack: TcpSeqNumber, window_len: u16, syn: bool) -> Option<TcpSeqNumber> {
+        let window = if syn {
+            window_len as usize
+        } else {
+            (window_len as usize) << self.remote_win_shift
+        };
+        let edge = ack + window;
+        Some(self.rcv_edge.map_or(edge, |old| old.max(edge)))
     }
 
     /// tapir patch: the receive buffer space the peer may fill now: the window advertised
@@ -1034,16 +1111,11 @@ impl<'a> Socket<'a> {
     /// Unlike `remote_last_win`, we take into account new packets received (but not acknowledged)
     /// since the last window update and adjust the window length accordingly. This ensures a fair
     /// comparison between the last window length and the new window length we're going to
-    /// advertise.
+    /// advertise. tapir patch: measured from the furthest edge advertised (`rcv_edge`).
     #[inline]
     fn last_scaled_window(&self) -> Option<u16> {
-        let last_ack = self.remote_last_ack?;
-        let next_ack = self.remote_seq_no + self.rx_buffer.len();
-
-        let last_win = (self.remote_last_win as usize) << self.remote_win_shift;
-        let last_win_adjusted = last_ack + last_win - next_ack;
-
-        Some(u16::try_from(last_win_adjusted >> self.remote_win_shift).unwrap_or(u16::MAX))
+        self.rcv_edge?;
+        Some(u16::try_from(self.promised_window() >> self.remote_win_shift).unwrap_or(u16::MAX))
     }
 
     /// Set the timeout duration.
@@ -1206,6 +1278,7 @@ impl<'a> Socket<'a> {
         self.remote_last_seq = TcpSeqNumber::default();
         self.remote_last_ack = None;
         self.remote_last_win = 0;
+        self.rcv_edge = None;
         self.remote_win_len = 0;
         self.remote_win_scale = None;
         self.remote_win_shift = rx_cap_log2.saturating_sub(16) as u8;
@@ -1264,7 +1337,8 @@ impl<'a> Socket<'a> {
             None => 0,
         };
         // The SYN-ACK's window field is not scaled; keep the acceptable range as announced.
-        self.remote_last_win = handshake.syn_ack_window >> self.remote_win_shift;
+        self.remote_last_win = handshake.syn_ack_window;
+        self.rcv_edge = Some(handshake.irs + 1 + handshake.syn_ack_window as usize);
         self.remote_win_len =
             (handshake.window as usize) << handshake.window_scale.unwrap_or(0) as usize;
         self.remote_has_sack = handshake.sack_permitted;
@@ -1415,20 +1489,22 @@ impl<'a> Socket<'a> {
     /// tapir patch: updates the receive-side measurements when in-order data arrived.
     fn rcv_tune_on_data(&mut self, now: Instant) {
         let rcv_nxt = self.remote_seq_no + self.rx_buffer.len();
-        // tapir patch: the window field of a SYN is not scaled; no window is larger than
-        // the buffer (the mark would lie megabytes ahead and no sample would end).
-        let window = ((self.remote_last_win as usize) << self.remote_win_shift)
-            .min(self.rx_buffer.capacity());
+        // tapir patch: the window last advertised, from the ACK number sent with it; no
+        // window is larger than the buffer (the mark would lie megabytes ahead and no
+        // sample would end).
+        let window = match (self.rcv_edge, self.remote_last_ack) {
+            (Some(edge), Some(ack)) if edge > ack => edge - ack,
+            _ => 0,
+        }
+        .min(self.rx_buffer.capacity());
         // A paced sender that fills the whole window each round trip (the most it can
         // send) is caught by `window_limited` below.
         let initial_space = self.rx_buffer.capacity().min(10 * self.remote_mss);
         let read = self.remote_seq_no;
         let mss = self.remote_mss;
-        // The right edge of the window last advertised: data reaching it means the sender
-        // was limited by our window, not by its own.
-        let edge = self
-            .remote_last_ack
-            .map(|ack| ack + ((self.remote_last_win as usize) << self.remote_win_shift));
+        // The right edge of the window advertised: data reaching it means the sender was
+        // limited by our window, not by its own.
+        let edge = self.rcv_edge;
         let t = &mut self.rcv_tune;
         if edge.is_some_and(|edge| rcv_nxt + mss > edge) {
             t.window_limited = true;
@@ -2023,9 +2099,7 @@ impl<'a> Socket<'a> {
         let pipe = self.scoreboard.pipe();
         let controller = self.congestion_controller.inner();
         let allowance = match &self.recovery {
-            Some(recovery) if !controller.controls_recovery() => {
-                recovery.allowance(pipe, self.remote_mss)
-            }
+            Some(recovery) if !controller.controls_recovery() => recovery.allowance(pipe),
             _ => controller.window().saturating_sub(pipe),
         };
         if self.tlp.due {
@@ -2137,7 +2211,8 @@ impl<'a> Socket<'a> {
     }
 
     /// tapir patch: starts fast recovery once the scoreboard holds a lost segment, unless
-    /// a recovery (fast, or after a timeout) is already under way.
+    /// a recovery (fast, or after a timeout) is already under way. Until an ACK sets the
+    /// PRR allowance, the window stays what it was.
     fn maybe_enter_recovery(&mut self, now: Instant) {
         if self.scoreboard.lost_bytes() == 0 || self.recovery.is_some() || self.rto_point.is_some()
         {
@@ -2145,6 +2220,7 @@ impl<'a> Socket<'a> {
         }
         let flight = self.scoreboard.out_bytes();
         let controller = self.congestion_controller.inner_mut();
+        let prior_cwnd = controller.window();
         controller.on_loss(now, flight);
         let ssthresh = controller.ssthresh();
         net_debug!("entering fast recovery, ssthresh {}", ssthresh);
@@ -2154,7 +2230,7 @@ impl<'a> Socket<'a> {
             recover_fs: flight,
             prr_delivered: 0,
             prr_out: 0,
-            delivered: 0,
+            cwnd: prior_cwnd,
         });
         self.tlp = Tlp::default();
     }
@@ -2273,7 +2349,8 @@ impl<'a> Socket<'a> {
         // of the window advertised last).
         reply_repr.window_len = self.scaled_window();
         self.remote_last_ack = reply_repr.ack_number;
-        self.remote_last_win = reply_repr.window_len;
+        let ack = self.remote_seq_no + self.rx_buffer.len();
+        self.note_window_sent(ack, reply_repr.window_len, false);
 
         // If the remote supports selective acknowledgement, add the option to the outgoing
         // segment. tapir patch: every block held (see `sack_ranges`), and a D-SACK block
@@ -2459,11 +2536,12 @@ impl<'a> Socket<'a> {
         }
 
         let window_start = self.remote_seq_no + self.rx_buffer.len();
-        let window_end = if let Some(last_ack) = self.remote_last_ack {
-            last_ack + ((self.remote_last_win as usize) << self.remote_win_shift)
-        } else {
-            window_start
-        };
+        // tapir patch: up to the furthest edge advertised (RFC 7323 §2.4: "The receiver
+        // MUST honor, as in window, any segment that would have been in window for any ACK
+        // sent by the receiver"), not only the last ACK's.
+        let window_end = self
+            .rcv_edge
+            .map_or(window_start, |edge| edge.max(window_start));
         let segment_start = repr.seq_number;
         let segment_end = repr.seq_number + repr.payload.len();
         // tapir patch: an unacceptable segment whose ACK field is processed all the same.
@@ -2769,6 +2847,8 @@ impl<'a> Socket<'a> {
                 self.remote_seq_no = repr.seq_number + 1;
                 self.remote_last_seq = self.local_seq_no + 1;
                 self.remote_last_ack = Some(repr.seq_number);
+                // tapir patch: our SYN's window (not scaled) counts from the peer's SYN.
+                self.rcv_edge = Some(self.remote_seq_no + self.remote_last_win as usize);
                 self.remote_has_sack = repr.sack_permitted;
                 self.remote_win_scale = repr.window_scale;
                 // Remote doesn't support window scaling, don't do it.
@@ -2927,15 +3007,14 @@ impl<'a> Socket<'a> {
 
                     if !self.remote_has_sack {
                         // Without SACK the third duplicate ACK marks the first segment
-                        // lost (RFC 5681 §3.2), and during recovery each duplicate ACK
-                        // stands for one segment delivered (RFC 6937 §3).
+                        // lost (RFC 5681 §3.2), and each duplicate ACK stands for one
+                        // segment delivered (RFC 6937 §3), the third included (it starts
+                        // recovery; Linux's `tcp_add_reno_sack` counts it).
                         if self.local_rx_dup_acks == 3 {
                             losses += self.scoreboard.mark_first_lost();
                             net_debug!("started fast retransmit");
                         }
-                        if self.recovery.is_some() {
-                            delivered += self.remote_mss;
-                        }
+                        delivered += self.remote_mss;
                     }
                 }
 
@@ -2982,13 +3061,9 @@ impl<'a> Socket<'a> {
                         pipe,
                         &self.rtte,
                     );
-                } else {
-                    recovery.prr_delivered += delivered;
-                    recovery.delivered = delivered;
-                    if !self.remote_has_sack && ack_len > 0 {
-                        // A partial ACK: the next segment was lost too (RFC 6582).
-                        losses += self.scoreboard.mark_first_lost();
-                    }
+                } else if !self.remote_has_sack && ack_len > 0 {
+                    // A partial ACK: the next segment was lost too (RFC 6582).
+                    losses += self.scoreboard.mark_first_lost();
                 }
             }
 
@@ -2996,6 +3071,13 @@ impl<'a> Socket<'a> {
             let (lost, rack_timer) = self.scoreboard.detect_loss(now, self.remote_mss, reo_wnd);
             self.rack_timer = rack_timer;
             self.maybe_enter_recovery(now);
+            // PRR's allowance for this ACK, from the pipe its loss detection left; the ACK
+            // that starts recovery counts too (Linux's `tcp_cwnd_reduction` runs after
+            // `tcp_fastretrans_alert` entered it).
+            let pipe = self.scoreboard.pipe();
+            if let Some(recovery) = self.recovery.as_mut() {
+                recovery.on_ack(delivered, pipe, self.remote_mss);
+            }
             self.on_rate_sample(now, prior_in_flight, losses + lost);
             if delivered > 0 || ack_len > 0 {
                 self.tlp.due = false;
@@ -3358,6 +3440,8 @@ impl<'a> Socket<'a> {
             let reo_wnd = self.rack_reo_wnd();
             let (_, rack_timer) = self.scoreboard.detect_loss(now, self.remote_mss, reo_wnd);
             self.rack_timer = rack_timer;
+            // Recovery entered here keeps the window it had until the next ACK, as
+            // Linux's reordering timeout (`tcp_init_cwnd_reduction` leaves cwnd as is).
             self.maybe_enter_recovery(now);
         }
         if self.tlp.at.is_some_and(|at| now >= at) {
@@ -3519,7 +3603,9 @@ impl<'a> Socket<'a> {
                 repr.control = TcpControl::Syn;
                 repr.seq_number = self.local_seq_no;
                 // window len must NOT be scaled in SYNs.
-                repr.window_len = u16::try_from(self.receive_window()).unwrap_or(u16::MAX);
+                // tapir patch: nor rounded to the scale unit: the free space, as upstream.
+                let window = self.rx_buffer.window().max(self.promised_window());
+                repr.window_len = u16::try_from(window).unwrap_or(u16::MAX);
                 if self.state == State::SynSent {
                     repr.ack_number = None;
                     repr.window_scale = Some(self.remote_win_shift);
@@ -3779,14 +3865,12 @@ impl<'a> Socket<'a> {
             .remote_last_seq
             .max(repr.seq_number + repr.segment_len());
         self.remote_last_ack = repr.ack_number;
-        // tapir patch: the window field of a SYN is not scaled; keep it in the scaled units
-        // of every later segment (rounded down), or the window would be taken for
-        // `1 << remote_win_shift` times what was announced.
-        self.remote_last_win = if repr.control == TcpControl::Syn {
-            repr.window_len >> self.remote_win_shift
-        } else {
-            repr.window_len
-        };
+        // tapir patch: the window field of a SYN is not scaled; the edge it advertises is
+        // counted in bytes (see `note_window_sent`).
+        self.remote_last_win = repr.window_len;
+        if let Some(ack) = repr.ack_number {
+            self.rcv_edge = self.furthest_edge(ack, repr.window_len, repr.control == TcpControl::Syn);
+        }
 
         if repr.segment_len() > 0 {
             self.rtte
@@ -4208,7 +4292,8 @@ mod test {
         s.local_seq_no = LOCAL_SEQ + 1;
         s.remote_last_seq = LOCAL_SEQ + 1;
         s.remote_last_ack = Some(REMOTE_SEQ + 1);
-        s.remote_last_win = s.scaled_window();
+        let window = s.scaled_window();
+        s.note_window_sent(REMOTE_SEQ + 1, window, false);
         s
     }
 
@@ -5910,6 +5995,7 @@ mod test {
         s.remote_has_sack = true;
         s.remote_seq_no = TcpSeqNumber(-4);
         s.remote_last_ack = Some(TcpSeqNumber(-4));
+        s.rcv_edge = Some(TcpSeqNumber(-4) + 64);
 
         // Send an out-of-order segment 10 bytes past the expected sequence,
         // creating a 10-byte hole at the front of the assembler.
@@ -5945,6 +6031,7 @@ mod test {
         s.remote_win_scale = Some(0);
         s.remote_last_win = 65535;
         s.remote_win_shift = 2;
+        s.rcv_edge = Some(REMOTE_SEQ + 1 + (65535 << 2));
 
         // Create a TCP segment that will mostly fill an IP frame.
         let mut segment: Vec<u8> = Vec::with_capacity(1400);
@@ -8211,6 +8298,137 @@ mod test {
         assert_eq!(s.recv_slice(&mut got), Ok(2));
     }
 
+    /// tapir patch: an established socket with an `rx_len` receive buffer and window
+    /// scale 9 (tapir's, for 16 MiB buffers), its window advertised with the last ACK.
+    fn socket_established_scale_9(rx_len: usize) -> TestSocket {
+        let mut s = socket_established_with_buffer_sizes(64, rx_len);
+        s.remote_win_scale = Some(0);
+        s.remote_win_shift = 9;
+        s.rcv_edge = None;
+        let window = s.scaled_window();
+        s.note_window_sent(REMOTE_SEQ + 1, window, false);
+        s
+    }
+
+    /// tapir patch: sends `len` bytes at `offset` past the peer's ISN and returns the right
+    /// edge of the window the ACK advertises.
+    fn send_and_read_edge(s: &mut TestSocket, offset: usize, len: usize) -> TcpSeqNumber {
+        let data = vec![b'w'; len];
+        send(
+            s,
+            Instant::from_millis(0),
+            &TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + offset,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &data,
+                ..SEND_TEMPL
+            },
+        );
+        let mut edge = None;
+        recv(s, Instant::from_millis(0), |repr| {
+            let repr = repr.unwrap();
+            edge = Some(repr.ack_number.unwrap() + ((repr.window_len as usize) << 9));
+        });
+        edge.unwrap()
+    }
+
+    #[test]
+    fn test_scaled_window_edge_never_moves_left() {
+        // tapir patch: with window scale 9 the window is counted in 512-byte units. ACKs
+        // of 1448-byte segments read by the application only every fourth segment: the
+        // window left after each segment is rounded up (not down) to a unit, so the
+        // right edge never moves left, and every byte is taken.
+        let mut s = socket_established_scale_9(256 * 1024);
+        let first_edge = REMOTE_SEQ + 1 + ((s.remote_last_win as usize) << 9);
+        let mut last_edge = first_edge;
+        let mut rounded_up = 0;
+        let mut received = 0;
+        for i in 0..60 {
+            let from_free = (s.rx_buffer.window() - 1448 - s.window_reserve()) / 512 * 512;
+            let edge = send_and_read_edge(&mut s, received, 1448);
+            received += 1448;
+            assert!(edge >= last_edge, "segment {i}: edge moved left by {}", last_edge - edge);
+            // The ACK advertised more than the free space less the reserve, rounded down.
+            if edge - (REMOTE_SEQ + 1 + received) > from_free {
+                rounded_up += 1;
+            }
+            last_edge = edge;
+            if i % 4 == 3 {
+                let mut sink = vec![0; 256 * 1024];
+                let _ = s.recv_slice(&mut sink);
+            }
+        }
+        assert_eq!(s.remote_seq_no + s.rx_buffer.len(), REMOTE_SEQ + 1 + received);
+        assert!(rounded_up > 10, "only {rounded_up} windows were rounded up");
+    }
+
+    #[test]
+    fn test_scaled_window_data_and_fin_up_to_the_edge_accepted() {
+        // tapir patch: the window rounded up past the free space (into the reserve) is
+        // honoured: data up to the advertised edge is stored, and a FIN right at the
+        // edge is accepted.
+        let mut s = socket_established_scale_9(8192);
+        // 8192 - 511 reserved: 15 units.
+        assert_eq!(s.remote_last_win, 15);
+        let edge = send_and_read_edge(&mut s, 0, 1000);
+        // 6680 bytes were left of the window: 14 units (7168), not 13 (6656), past the
+        // free space rounded down (13 units) and into the reserve.
+        assert_eq!(s.remote_last_win, 14);
+        assert_eq!(edge, REMOTE_SEQ + 1 + 8168);
+        let data = vec![b'e'; 7168];
+        send!(
+            s,
+            TcpRepr {
+                control: TcpControl::Fin,
+                seq_number: REMOTE_SEQ + 1 + 1000,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &data,
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.state, State::CloseWait);
+        assert_eq!(s.recv_queue(), 8168);
+    }
+
+    #[test]
+    fn test_scaled_window_edge_past_the_reserve() {
+        // tapir patch: an application that reads nothing while 700-byte segments arrive
+        // uses up the reserve: then no multiple of 512 keeps the edge within the buffer,
+        // and the edge moves left by less than a unit (RFC 7323 §2.4). Data up to the
+        // furthest edge advertised is still accepted, and stored.
+        let mut s = socket_established_scale_9(4096);
+        let mut furthest = REMOTE_SEQ + 1 + ((s.remote_last_win as usize) << 9);
+        let mut received = 0;
+        let mut moved_left = false;
+        while furthest - (REMOTE_SEQ + 1 + received) >= 700 {
+            let edge = send_and_read_edge(&mut s, received, 700);
+            received += 700;
+            if edge < furthest {
+                moved_left = true;
+                assert!(furthest - edge < 512);
+            }
+            furthest = furthest.max(edge);
+            assert_eq!(s.rcv_edge, Some(furthest));
+            assert!(furthest - (REMOTE_SEQ + 1) <= 4096, "edge past the buffer");
+        }
+        assert!(moved_left);
+        // The rest of the furthest window, and the FIN right at its edge.
+        let rest = furthest - (REMOTE_SEQ + 1 + received);
+        let data = vec![b'r'; rest];
+        send!(
+            s,
+            TcpRepr {
+                control: TcpControl::Fin,
+                seq_number: REMOTE_SEQ + 1 + received,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &data,
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.state, State::CloseWait);
+        assert_eq!(s.recv_queue(), received + rest);
+    }
+
     #[test]
     fn test_syn_ack_window_is_remembered_unscaled() {
         // tapir patch: the SYN-ACK's window field is not scaled. It was remembered as if it
@@ -8948,13 +9166,22 @@ mod test {
             ..RECV_TEMPL
         }));
 
-        // Transmission should continue as normal after re-transitting the first segment
+        // Transmission should continue as normal after re-transitting the first segment.
+        // tapir patch: as proportional rate reduction allows (RFC 6937 PRR-SSRB, once per
+        // ACK): the third duplicate ACK delivered a segment, so two go out (the
+        // retransmission and "eee"), and the next duplicate ACK lets the next one go.
         recv!(s, time 1105, Ok(TcpRepr {
             seq_number: LOCAL_SEQ + 1 + (3 * 4),
             ack_number: Some(REMOTE_SEQ + 1),
             payload:    &b"eee"[..],
             ..RECV_TEMPL
         }));
+        recv_nothing!(s, time 1106);
+        send!(s, time 1107, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1),
+            ..SEND_TEMPL
+        });
         recv!(s, time 1110, Ok(TcpRepr {
             seq_number: LOCAL_SEQ + 1 + (3 * 5),
             ack_number: Some(REMOTE_SEQ + 1),
@@ -12282,6 +12509,45 @@ mod test {
         assert_eq!(send(s, Instant::from_millis(time), &repr), None);
     }
 
+    /// tapir patch: the sequence number and length of the next segment sent at `time`.
+    fn next_segment(s: &mut TestSocket, time: i64) -> (usize, usize) {
+        let mut sent = (0, 0);
+        recv(s, Instant::from_millis(time), |repr| {
+            let repr = repr.unwrap();
+            sent = (repr.seq_number - (LOCAL_SEQ + 1), repr.payload.len());
+        });
+        sent
+    }
+
+    #[test]
+    fn test_prr_allowance_once_per_ack() {
+        // tapir patch: proportional rate reduction gives each ACK's allowance (RFC 6937
+        // sndcnt) once. Below ssthresh (here: no congestion control, PRR-SSRB) an ACK that
+        // delivers one segment lets two go: the one delivered and one more. The allowance
+        // was evaluated again at every transmission, so the DeliveredData term let
+        // everything the window allowed go at once.
+        let mut s = socket_established_sack();
+        send_segments(&mut s, 0, b"00000000001111111111222222222233333333334444444444", 0);
+        // Segment 0 is lost; the third SACK starts recovery and counts (10 bytes).
+        ack_with_sack(&mut s, 20, 0, [sack_block(10, 20), None, None]);
+        ack_with_sack(&mut s, 20, 0, [sack_block(10, 30), None, None]);
+        ack_with_sack(&mut s, 20, 0, [sack_block(10, 40), None, None]);
+        assert!(s.recovery.is_some());
+        s.send_slice(&[b'n'; 60]).unwrap();
+        // The retransmission and one new segment, nothing more.
+        assert_eq!(next_segment(&mut s, 20), (0, 10));
+        assert_eq!(next_segment(&mut s, 20), (50, 10));
+        recv_nothing!(s, time 20);
+        // The next ACK delivers segment 4: two more new segments.
+        ack_with_sack(&mut s, 21, 0, [sack_block(10, 50), None, None]);
+        assert_eq!(next_segment(&mut s, 21), (60, 10));
+        assert_eq!(next_segment(&mut s, 21), (70, 10));
+        recv_nothing!(s, time 21);
+        // The retransmission arrives: the ACK covers RecoveryPoint (50), recovery is over.
+        ack_with_sack(&mut s, 40, 50, [None, None, None]);
+        assert!(s.recovery.is_none());
+    }
+
     #[test]
     fn test_sack_one_loss_is_repaired_within_an_rtt() {
         let mut s = socket_established_sack();
@@ -12428,23 +12694,27 @@ mod test {
         for end in [50, 60, 70, 80] {
             ack_with_sack(&mut s, 20, 0, [sack_block(40, end), None, None]);
         }
-        // PRR-SSRB: the last ACK delivered 10 bytes, plus one segment: 20 at a time.
-        assert_eq!(s.cwnd_remaining(), 20);
+        // PRR-SSRB, once per ACK: the third SACK started recovery and delivered 10 bytes,
+        // the fourth 10 more; nothing was sent yet, so 20 bytes plus one segment: 30.
+        assert_eq!(s.cwnd_remaining(), 30);
         recv!(s, time 20, Ok(TcpRepr {
             seq_number: LOCAL_SEQ + 1,
             ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[..20],
-            ..RECV_TEMPL
-        }));
-        recv!(s, time 20, Ok(TcpRepr {
-            seq_number: LOCAL_SEQ + 1 + 20,
-            ack_number: Some(REMOTE_SEQ + 1),
-            payload: &data[20..40],
+            payload: &data[..30],
             ..RECV_TEMPL
         }));
         recv_nothing!(s, time 20);
+        // The ACK of the retransmission lets the last lost segment go.
+        ack_with_sack(&mut s, 40, 30, [sack_block(40, 80), None, None]);
+        recv!(s, time 40, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 30,
+            ack_number: Some(REMOTE_SEQ + 1),
+            payload: &data[30..40],
+            ..RECV_TEMPL
+        }));
+        recv_nothing!(s, time 40);
         assert_eq!(s.scoreboard.lost_bytes(), 0);
-        ack_with_sack(&mut s, 40, 80, [None, None, None]);
+        ack_with_sack(&mut s, 60, 80, [None, None, None]);
         assert!(s.scoreboard.is_empty());
     }
 
