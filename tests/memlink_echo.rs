@@ -72,6 +72,24 @@ fn tcp_settings_reach_every_connection() {
     assert!(c_stack.socket_ref(&handle).timestamp_enabled());
 }
 
+/// A connection tapir opens offers a 64 KiB receive window from its SYN on (a response is
+/// coming; 4 KiB held its first round trips to 3 segments), unless the memory budget is
+/// already half taken.
+#[test]
+fn connections_opened_start_with_a_64_kib_receive_window() {
+    let sim = Sim::new();
+    let open = |memory: usize| {
+        let mut client = config(CLIENT_IP, 1, 2);
+        client.tcp.memory = memory;
+        let (_, _, mut c_stack, _) =
+            linked(LinkConfig::default(), config(SERVER_IP, 2, 1), client, &sim);
+        let handle = c_stack.connect(server_endpoint()).unwrap();
+        c_stack.socket_ref(&handle).recv_capacity()
+    };
+    assert_eq!(open(256 << 20), 64 * 1024);
+    assert_eq!(open(64 * 1024), 4 * 1024);
+}
+
 /// With `--syn-cookies always` the server keeps no state for the handshake: the connection
 /// is made from the cookie the client's ACK returns, and carries 16 MiB intact.
 #[test]

@@ -997,6 +997,21 @@ impl Stack {
         }
         let port = self.ephemeral_port()?;
         let mut socket = self.new_socket();
+        // A connection we open is about to receive a response: its SYN offers a 64 KiB
+        // receive window (Linux's initial window), not the initial buffer's 4 KiB, which
+        // held a response's first round trips to 3 segments and then 32 KiB. Only while
+        // the buffers of all connections take less than half of the memory budget: the
+        // initial buffers of the connections still to come must fit too.
+        let rx = FIRST_GROWTH.min(self.config.tcp.rx_buffer);
+        let grow = rx.saturating_sub(socket.recv_capacity());
+        if grow > 0 && self.sockets.memory() + grow <= self.config.tcp.memory / 2 {
+            let buffers = (
+                tcp::SocketBuffer::new(vec![0; rx]),
+                tcp::SocketBuffer::new(vec![0; socket.send_capacity()]),
+            );
+            // Empty buffers, at least as large: never refused.
+            let _ = socket.replace_buffers(buffers.0, buffers.1);
+        }
         socket
             .connect(self.iface.context(), remote, port)
             .map_err(|reason| StackError::Connect { remote, reason })?;
