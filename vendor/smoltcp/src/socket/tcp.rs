@@ -1724,6 +1724,21 @@ impl<'a> Socket<'a> {
     /// In terms of the TCP state machine, the socket may be in any state and is moved to
     /// the `CLOSED` state.
     pub fn abort(&mut self) {
+        // tapir patch: the RST goes out at a sequence number the peer accepts. SND.NXT can
+        // lie past the peer's window (a zero-window probe, data the peer dropped after
+        // shrinking its window); a peer drops or only challenges an RST there (RFC 9293
+        // 3.10.7.4, RFC 5961 §3.2) and keeps the connection forever if we are gone. Send it
+        // at the window's right edge instead, as Linux does (tcp_acceptable_seq): with a
+        // zero window that is exactly the peer's RCV.NXT.
+        if !matches!(
+            self.state,
+            State::Closed | State::Listen | State::SynSent | State::SynReceived
+        ) {
+            let window_end = self.local_seq_no + self.remote_win_len;
+            if self.remote_last_seq > window_end {
+                self.remote_last_seq = window_end;
+            }
+        }
         self.set_state(State::Closed);
     }
 
@@ -6761,6 +6776,43 @@ mod test {
         let mut s = socket_established();
         s.abort();
         assert_eq!(s.state, State::Closed);
+        recv!(
+            s,
+            [TcpRepr {
+                control: TcpControl::Rst,
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                ..RECV_TEMPL
+            }]
+        );
+    }
+
+    #[test]
+    fn test_abort_past_a_closed_window_rst_at_window_edge() {
+        let mut s = socket_established();
+        s.send_slice(b"abcdef").unwrap();
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &b"abcdef"[..],
+                ..RECV_TEMPL
+            }]
+        );
+        // The peer dropped the data (memory pressure) and closed its window.
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                window_len: 0,
+                ..SEND_TEMPL
+            }
+        );
+        s.abort();
+        // The RST is at the peer's RCV.NXT, not after the bytes it dropped: with a zero
+        // window a peer accepts only that one (RFC 9293 3.10.7.4, RFC 5961 §3.2).
         recv!(
             s,
             [TcpRepr {
