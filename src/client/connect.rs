@@ -141,7 +141,8 @@ impl Handshakes {
                                 }
                             }
                             Scheme::Http if mode != Mode::Http => {
-                                conn.engine = dedicated_engine(AnyStream::from(s), conn, config, mode, now);
+                                conn.engine =
+                                    dedicated_engine(AnyStream::from(s), conn, config, mode, now);
                             }
                             Scheme::Http => match config.version {
                                 Version::Http2 => {
@@ -178,7 +179,8 @@ impl Handshakes {
                     if let Some(t) = tls.take() {
                         let h2 = t.alpn_protocol() == Some(b"h2");
                         if mode != Mode::Http {
-                            conn.engine = dedicated_engine(AnyStream::from(*t), conn, config, mode, now);
+                            conn.engine =
+                                dedicated_engine(AnyStream::from(*t), conn, config, mode, now);
                         } else if h2 {
                             conn.engine = Engine::H2(Box::new(H2Client::new(
                                 AnyStream::from(*t),
