@@ -31,7 +31,8 @@
 # Environment: TAPIR_FLAGS="..." adds flags to every tapir serve/get this script starts
 # (e.g. TAPIR_FLAGS="--tcp-cc bbr"); TAPIR_MATRIX_CC="cubic bbr" measures the matrix
 # cells once per congestion control (tapir --tcp-cc NAME; "default": none given), in the
-# same run, each against the same kernel figures.
+# same run, each against the same kernel figures. TAPIR_MATRIX_RTTS, TAPIR_MATRIX_LOSSES
+# and TAPIR_MATRIX_LONG_MIB choose the cells and the long download's size.
 # --bulk: only the 128 MiB downloads at MTU 1500 and 65000, best of 3, for tapir with
 #   offloads (TSO and checksum offload through the virtio-net header), tapir --no-offload
 #   and nginx, alternating (about 1 minute; a table, no report.json).
@@ -58,7 +59,7 @@ BUSY_ONLY=0
 LATENCY_ONLY=0
 
 usage() {
-    sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,46p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 while (($#)); do
@@ -126,6 +127,17 @@ else
     M_LONG=$((256 << 20))
     M_TIMEOUT=180
 fi
+# A subset of the matrix: TAPIR_MATRIX_RTTS="50" TAPIR_MATRIX_LOSSES="0.1 3" (space-separated),
+# TAPIR_MATRIX_LONG_MIB=256 (the long download at 100 ms).
+if [[ -n ${TAPIR_MATRIX_RTTS:-} ]]; then read -r -a M_RTTS <<<"$TAPIR_MATRIX_RTTS"; fi
+if [[ -n ${TAPIR_MATRIX_LOSSES:-} ]]; then read -r -a M_LOSSES <<<"$TAPIR_MATRIX_LOSSES"; fi
+if [[ -n ${TAPIR_MATRIX_LONG_MIB:-} ]]; then
+    [[ $TAPIR_MATRIX_LONG_MIB =~ ^[0-9]+$ ]] || die "TAPIR_MATRIX_LONG_MIB: a number of MiB"
+    M_LONG=$((TAPIR_MATRIX_LONG_MIB << 20))
+fi
+for v in "${M_RTTS[@]}" "${M_LOSSES[@]}"; do
+    [[ $v =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "TAPIR_MATRIX_RTTS/LOSSES: '$v' is not a number"
+done
 SMALL=/bytes/100
 BIG=/bytes/$BULK
 IP_SERVER=10.7.0.2
