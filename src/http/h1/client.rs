@@ -928,6 +928,21 @@ mod tests {
         (c, ev)
     }
 
+    #[test]
+    fn a_higher_minor_version_is_read_as_http_1_1() {
+        // RFC 9110 §2.5: a recipient processes HTTP/1.2 as the highest 1.x it speaks.
+        let (c, ev) = get_with_response(b"HTTP/1.2 200 OK\r\nContent-Length: 2\r\n\r\nhi");
+        assert_eq!(
+            ev,
+            vec![
+                E::Resp(0, 200, ResponseFraming::Length(2)),
+                E::Body(0, b"hi".to_vec()),
+                E::End(0)
+            ]
+        );
+        assert!(c.is_reusable());
+    }
+
     /// Feeds `resp` to a GET and expects `Failed { id: 0, error }`.
     fn expect_fail(resp: &str, error: ClientError) {
         let (c, ev) = get_with_response(resp.as_bytes());
@@ -1604,7 +1619,7 @@ mod tests {
                 C::MalformedHead("invalid HTTP version"),
             ),
             ("HTTP/2.0 200 OK\r\n\r\n", C::UnsupportedVersion),
-            ("HTTP/1.2 200 OK\r\n\r\n", C::UnsupportedVersion),
+            ("HTTP/3.0 200 OK\r\n\r\n", C::UnsupportedVersion),
             ("garbage\r\n\r\n", C::MalformedHead("invalid HTTP version")),
             ("HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n", C::BareLf),
             ("HTTP/1.1 200 OK\r\nContent-Length: 0\n\r\n", C::BareLf),

@@ -259,6 +259,14 @@ pub(super) fn parse_response_head(
     connect: bool,
 ) -> Result<ParsedResponse, ProtocolError> {
     reject_obs_fold(buf)?;
+    // HTTP/1.2 and later 1.x: handled as HTTP/1.1, as for requests (RFC 9110 §2.5).
+    if let Some([b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'2'..=b'9', b' ']) = buf.get(..9) {
+        let mut copy = buf.to_vec();
+        if let Some(digit) = copy.get_mut(7) {
+            *digit = b'1';
+            return parse_response_head(&copy, max_headers, head_req, connect);
+        }
+    }
     let mut headers = vec![httparse::EMPTY_HEADER; max_headers.max(1)];
     let mut resp = httparse::Response::new(&mut headers);
     let result = httparse::ParserConfig::default().parse_response(&mut resp, buf);
