@@ -54,6 +54,22 @@ fn version_token(buf: &[u8]) -> &[u8] {
     line.splitn(3, |&b| b == b' ').nth(2).unwrap_or(&[])
 }
 
+/// A copy of `buf` with the version at `start` read as HTTP/1.1 when it is HTTP/1.2 or a
+/// later 1.x: a recipient processes a higher minor version as the highest it speaks (RFC
+/// 9110 §2.5), and httparse knows only 1.0 and 1.1, so the digit is rewritten in a copy.
+fn as_http_1_1(buf: &[u8], start: usize) -> Option<Vec<u8>> {
+    let version = buf.get(start..start.checked_add(8)?)?;
+    if !matches!(
+        version,
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'2'..=b'9']
+    ) {
+        return None;
+    }
+    let mut copy = buf.to_vec();
+    *copy.get_mut(start + 7)? = b'1';
+    Some(copy)
+}
+
 /// Rejects obsolete line folding (or whitespace before the first field line): a line
 /// starting with SP / HTAB after the start line.
 fn reject_obs_fold(buf: &[u8]) -> Result<(), ProtocolError> {
@@ -140,16 +156,13 @@ pub(super) fn accepts_trailers(map: &HeaderMap) -> bool {
 pub fn parse_request_head(buf: &[u8], config: &H1Config) -> Result<ParsedHead, RejectReason> {
     reject_obs_fold(buf)?;
 
-    // HTTP/1.2 and later 1.x: handled as HTTP/1.1, the highest 1.x we speak (RFC 9110
-    // §2.5: a recipient of a higher minor version processes it as its own). httparse knows
-    // only 1.0 and 1.1, so the digit is rewritten in a copy.
-    if let [b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'2'..=b'9'] = version_token(buf) {
-        let line_end = buf.iter().position(|&b| b == b'\r').unwrap_or(buf.len());
-        let mut copy = buf.to_vec();
-        if let Some(digit) = line_end.checked_sub(1).and_then(|i| copy.get_mut(i)) {
-            *digit = b'1';
-            return parse_request_head(&copy, config);
-        }
+    // The version is the request line's third token, at its end.
+    let line_end = buf.iter().position(|&b| b == b'\r').unwrap_or(buf.len());
+    if let Some(copy) = line_end
+        .checked_sub(version_token(buf).len())
+        .and_then(|start| as_http_1_1(buf, start))
+    {
+        return parse_request_head(&copy, config);
     }
 
     let mut headers = vec![httparse::EMPTY_HEADER; config.max_headers.max(1)];
@@ -259,11 +272,9 @@ pub(super) fn parse_response_head(
     connect: bool,
 ) -> Result<ParsedResponse, ProtocolError> {
     reject_obs_fold(buf)?;
-    // HTTP/1.2 and later 1.x: handled as HTTP/1.1, as for requests (RFC 9110 §2.5).
-    if let Some([b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'2'..=b'9', b' ']) = buf.get(..9) {
-        let mut copy = buf.to_vec();
-        if let Some(digit) = copy.get_mut(7) {
-            *digit = b'1';
+    // The version opens the status line, followed by SP.
+    if buf.get(8) == Some(&b' ') {
+        if let Some(copy) = as_http_1_1(buf, 0) {
             return parse_response_head(&copy, max_headers, head_req, connect);
         }
     }
