@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::fs::File;
 use std::future::Future;
-use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -49,6 +49,24 @@ pub trait BodyStream {
         max: usize,
     ) -> Poll<Option<Result<Bytes, BodyError>>>;
 
+    /// Writes the next bytes straight into `buf` (the free space of a socket's send
+    /// buffer) and says how many: `Ready(Some(Ok(n)))` with `1 <= n <= buf.len()`,
+    /// `Ready(None)` at the end. Bodies that make their bytes (a generator, a file read with
+    /// `pread`) make them there; the default takes a chunk of at most `buf.len()` from
+    /// [`poll_chunk`](Self::poll_chunk) and copies it in.
+    fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<Option<Result<usize, BodyError>>> {
+        match self.poll_chunk(cx, buf.len()) {
+            Poll::Ready(Some(Ok(chunk))) => Poll::Ready(Some(copy_chunk(&chunk, buf))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
     /// The exact length, when known in advance (sent as Content-Length).
     fn len_hint(&self) -> Option<u64> {
         None
@@ -62,10 +80,31 @@ pub trait BodyStream {
     }
 }
 
+/// Copies a chunk that [`BodyStream::poll_chunk`] gave for `buf.len()` bytes into `buf`.
+fn copy_chunk(chunk: &[u8], buf: &mut [u8]) -> Result<usize, BodyError> {
+    let Some(dest) = buf.get_mut(..chunk.len()) else {
+        let msg = format!(
+            "a body stream gave {} bytes, {} asked",
+            chunk.len(),
+            buf.len()
+        );
+        return Err(BodyError::Source(std::sync::Arc::from(Box::<
+            dyn std::error::Error + Send + Sync,
+        >::from(msg))));
+    };
+    dest.copy_from_slice(chunk);
+    Ok(chunk.len())
+}
+
 enum Kind {
     Empty,
     Full(Bytes),
-    File { file: File, remaining: u64 },
+    /// `remaining` bytes of `file` from `offset`, read with `pread`.
+    File {
+        file: File,
+        offset: u64,
+        remaining: u64,
+    },
     Stream(Box<dyn BodyStream>),
 }
 
@@ -111,12 +150,11 @@ impl Body {
     }
 
     /// `len` bytes of `file` from `offset`, read in chunks as the peer takes them.
-    pub fn file(mut file: File, offset: u64, len: u64) -> Result<Self, BodyError> {
-        file.seek(SeekFrom::Start(offset))
-            .map_err(|e| BodyError::Io(e.into()))?;
+    pub fn file(file: File, offset: u64, len: u64) -> Result<Self, BodyError> {
         Ok(Body {
             kind: Kind::File {
                 file,
+                offset,
                 remaining: len,
             },
         })
@@ -158,6 +196,40 @@ impl Body {
     /// True for a body known to be empty.
     pub fn is_empty(&self) -> bool {
         self.len() == Some(0)
+    }
+}
+
+impl Body {
+    /// Reads the file's next bytes into `buf` (at most what remains) with `pread`; a file
+    /// that ends early is an error.
+    fn read_file(&mut self, buf: &mut [u8]) -> Result<usize, BodyError> {
+        let Kind::File {
+            file,
+            offset,
+            remaining,
+        } = &mut self.kind
+        else {
+            return Ok(0);
+        };
+        let want = usize::try_from(*remaining)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let dest = buf.get_mut(..want).unwrap_or_default();
+        match file.read_at(dest, *offset) {
+            Ok(0) if want > 0 => Err(BodyError::Io(
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "file is shorter than announced",
+                )
+                .into(),
+            )),
+            Ok(n) => {
+                *offset += n as u64;
+                *remaining -= n as u64;
+                Ok(n)
+            }
+            Err(e) => Err(BodyError::Io(e.into())),
+        }
     }
 }
 
@@ -210,29 +282,38 @@ impl BodyStream for Body {
                 }
                 Poll::Ready(Some(Ok(chunk)))
             }
-            Kind::File { file, remaining } => {
+            Kind::File { remaining, .. } => {
                 if *remaining == 0 {
                     return Poll::Ready(None);
                 }
                 let want = (*remaining).min(max.min(FILE_CHUNK) as u64) as usize;
                 let mut buf = BytesMut::zeroed(want);
-                match file.read(&mut buf) {
-                    Ok(0) => Poll::Ready(Some(Err(BodyError::Io(
-                        std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "file is shorter than announced",
-                        )
-                        .into(),
-                    )))),
-                    Ok(n) => {
-                        buf.truncate(n);
-                        *remaining -= n as u64;
-                        Poll::Ready(Some(Ok(buf.freeze())))
-                    }
-                    Err(e) => Poll::Ready(Some(Err(BodyError::Io(e.into())))),
-                }
+                Poll::Ready(Some(self.read_file(&mut buf).map(|n| {
+                    buf.truncate(n);
+                    buf.freeze()
+                })))
             }
             Kind::Stream(stream) => stream.poll_chunk(cx, max),
+        }
+    }
+
+    fn poll_fill(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<Option<Result<usize, BodyError>>> {
+        match &mut self.kind {
+            Kind::Empty => Poll::Ready(None),
+            Kind::Full(bytes) => {
+                let chunk = bytes.split_to(buf.len().min(bytes.len()));
+                if bytes.is_empty() {
+                    self.kind = Kind::Empty;
+                }
+                Poll::Ready(Some(copy_chunk(&chunk, buf)))
+            }
+            Kind::File { remaining: 0, .. } => Poll::Ready(None),
+            Kind::File { .. } => Poll::Ready(Some(self.read_file(buf))),
+            Kind::Stream(stream) => stream.poll_fill(cx, buf),
         }
     }
 

@@ -249,6 +249,33 @@ impl BodyStream for Repeat {
         Poll::Ready(Some(Ok(chunk)))
     }
 
+    /// Copies the pattern straight into `buf` from the block, up to a block at a time.
+    fn poll_fill(
+        &mut self,
+        _cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<Option<Result<usize, BodyError>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.remaining.min(buf.len() as u64) as usize;
+        let mut done = 0;
+        while done < n {
+            let part = (n - done).min(BLOCK);
+            let (Some(dest), Some(src)) = (
+                buf.get_mut(done..done + part),
+                self.block.get(self.offset..self.offset + part),
+            ) else {
+                break;
+            };
+            dest.copy_from_slice(src);
+            self.offset = (self.offset + part) % PATTERN.len();
+            done += part;
+        }
+        self.remaining -= done as u64;
+        Poll::Ready(Some(Ok(done)))
+    }
+
     fn len_hint(&self) -> Option<u64> {
         Some(self.remaining)
     }

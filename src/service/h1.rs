@@ -13,14 +13,14 @@ use smoltcp::time::Instant;
 use super::dispatch::{self, AnswerFuture, Dispatch};
 use super::shared::Shared;
 use super::{Body, ConnInfo, Protocol, Reply};
-use crate::conn::body::{request_body, BodySender, BodyStream, Incoming};
+use crate::conn::body::{request_body, BodyError, BodySender, BodyStream, Incoming};
 use crate::conn::pump::Pump;
 use crate::conn::upgrade::{Tunnel, TunnelTask, TUNNEL_BUFFER};
 use crate::conn::Drive;
-use crate::http::h1::{BodyFraming, H1Config, RequestId, ServerConn, ServerEvent};
+use crate::http::h1::{BodyFraming, H1Config, InPlaceWrite, RequestId, ServerConn, ServerEvent};
 use crate::runtime::wake::TURNS;
 use crate::stack::Stack;
-use crate::transport::{ReadStatus, Transport};
+use crate::transport::{ReadStatus, Transport, TransportError};
 
 enum Stage {
     /// Waiting for the service to be ready to take the request.
@@ -96,6 +96,8 @@ pub(crate) struct H1Conn<T: Transport> {
     h2c_frame: Option<Vec<u8>>,
     /// After the `101`: the transport and the bytes read past the request, for HTTP/2.
     h2c_ready: Option<(T, Vec<u8>, Vec<u8>)>,
+    /// A body written in place waits for room in the send buffer.
+    waits_for_room: bool,
 }
 
 impl<T: Transport> H1Conn<T> {
@@ -120,6 +122,7 @@ impl<T: Transport> H1Conn<T> {
             h2c_allowed: false,
             h2c_frame: None,
             h2c_ready: None,
+            waits_for_room: false,
         }
     }
 
@@ -275,26 +278,18 @@ impl<T: Transport> H1Conn<T> {
 
             progress |= self.handle_events(shared, now);
             progress |= self.call_service(cx, service);
-            progress |= self.advance_tasks(cx, shared, now);
+            match self.advance_tasks(cx, stack, shared, now) {
+                Ok(any) => progress |= any,
+                Err(_) => return self.finish(stack, true),
+            }
 
             // Output.
-            let transport = match self.transport.as_mut() {
-                Some(t) => t,
-                None => return Drive::Closed,
+            let Some(transport) = self.transport.as_mut() else {
+                return Drive::Closed;
             };
-            while !self.engine.pending_output().is_empty() {
-                match transport.write(stack, self.engine.pending_output()) {
-                    Ok(0) => {
-                        self.engine.output_blocked(t);
-                        break;
-                    }
-                    Ok(n) => {
-                        self.engine.consume_output(n, t);
-                        shared.stats.borrow_mut().bytes_out += n as u64;
-                        progress = true;
-                    }
-                    Err(_) => return self.finish(stack, true),
-                }
+            match write_output(transport, stack, &mut self.engine, t, shared) {
+                Ok(any) => progress |= any,
+                Err(_) => return self.finish(stack, true),
             }
             if self.engine.is_closed() && self.engine.pending_output().is_empty() {
                 // A stalled connection (its peer stopped reading) is reset: its unsent
@@ -313,7 +308,7 @@ impl<T: Transport> H1Conn<T> {
         }
         if let Some(transport) = self.transport.as_mut() {
             let read = self.engine.wants_input();
-            let write = !self.engine.pending_output().is_empty();
+            let write = !self.engine.pending_output().is_empty() || self.waits_for_room;
             transport.register(stack, cx.waker(), read, write);
         }
         Drive::Open
@@ -490,7 +485,17 @@ impl<T: Transport> H1Conn<T> {
     }
 
     /// Moves the tasks along in request order; later tasks wait so memory stays bounded.
-    fn advance_tasks(&mut self, cx: &mut Context<'_>, shared: &Shared, now: Instant) -> bool {
+    /// Bodies go straight into the send buffer when the transport allows it (one copy
+    /// fewer), else through the engine's output buffer.
+    fn advance_tasks(
+        &mut self,
+        cx: &mut Context<'_>,
+        stack: &mut Stack,
+        shared: &Shared,
+        now: Instant,
+    ) -> Result<bool, TransportError> {
+        let t = engine_time(now);
+        self.waits_for_room = false;
         let mut any = false;
         while let Some(task) = self.tasks.front_mut() {
             if task.expect_continue && task.sender.demanded() {
@@ -499,9 +504,9 @@ impl<T: Transport> H1Conn<T> {
                 any = true;
             }
             match &mut task.stage {
-                Stage::Queued(_) => return any,
+                Stage::Queued(_) => return Ok(any),
                 Stage::Waiting(future) => match future.as_mut().poll(cx) {
-                    Poll::Pending => return any,
+                    Poll::Pending => return Ok(any),
                     Poll::Ready(answer) => {
                         any = true;
                         let (mut parts, body) = answer.response.into_parts();
@@ -525,12 +530,53 @@ impl<T: Transport> H1Conn<T> {
                     }
                 },
                 Stage::Streaming(body) => {
+                    let in_place = self.transport.as_mut().filter(|t| t.writes_in_place());
+                    if let Some(transport) = in_place {
+                        // The head and whatever precedes this body go first, so that the
+                        // body follows them in place.
+                        any |= write_output(transport, stack, &mut self.engine, t, shared)?;
+                        if !self.engine.pending_output().is_empty() {
+                            return Ok(any);
+                        }
+                        let (step, wrote) =
+                            write_in_place(transport, stack, &mut self.engine, task.id, body, cx)?;
+                        task.body_bytes += wrote.body as u64;
+                        shared.stats.borrow_mut().bytes_out += wrote.wire as u64;
+                        any |= wrote.wire > 0;
+                        match step {
+                            InPlaceStep::Wrote => continue,
+                            InPlaceStep::NoRoom => {
+                                self.engine.output_blocked(t);
+                                self.waits_for_room = true;
+                                return Ok(any);
+                            }
+                            InPlaceStep::Pending => return Ok(any),
+                            InPlaceStep::End => {
+                                any = true;
+                                finish_body(&mut self.engine, task.id, body);
+                                task.stage = Stage::Done;
+                                continue;
+                            }
+                            InPlaceStep::Failed(e) => {
+                                any = true;
+                                tracing::warn!(
+                                    "{}: response body failed: {e}",
+                                    self.info.peer_addr()
+                                );
+                                self.engine.abort(task.id);
+                                task.stage = Stage::Done;
+                                continue;
+                            }
+                            // Through the output buffer this time.
+                            InPlaceStep::Buffered => {}
+                        }
+                    }
                     let room = self.engine.send_capacity();
                     if room == 0 {
-                        return any;
+                        return Ok(any);
                     }
                     match body.poll_chunk(cx, room) {
-                        Poll::Pending => return any,
+                        Poll::Pending => return Ok(any),
                         Poll::Ready(Some(Ok(chunk))) => {
                             any = true;
                             task.body_bytes += chunk.len() as u64;
@@ -541,13 +587,7 @@ impl<T: Transport> H1Conn<T> {
                         }
                         Poll::Ready(None) => {
                             any = true;
-                            let trailers = body.take_trailers();
-                            let finished = self
-                                .engine
-                                .finish_response_with_trailers(task.id, trailers.as_ref());
-                            if finished.is_err() {
-                                self.engine.abort(task.id);
-                            }
+                            finish_body(&mut self.engine, task.id, body);
                             task.stage = Stage::Done;
                         }
                         Poll::Ready(Some(Err(e))) => {
@@ -567,7 +607,110 @@ impl<T: Transport> H1Conn<T> {
                 }
             }
         }
-        any
+        Ok(any)
+    }
+}
+
+/// Writes the engine's pending output to the transport until it is empty or the transport
+/// is full; true when some was written.
+fn write_output<T: Transport>(
+    transport: &mut T,
+    stack: &mut Stack,
+    engine: &mut ServerConn,
+    t: std::time::Duration,
+    shared: &Shared,
+) -> Result<bool, TransportError> {
+    let mut any = false;
+    while !engine.pending_output().is_empty() {
+        match transport.write(stack, engine.pending_output())? {
+            0 => {
+                engine.output_blocked(t);
+                break;
+            }
+            n => {
+                engine.consume_output(n, t);
+                shared.stats.borrow_mut().bytes_out += n as u64;
+                any = true;
+            }
+        }
+    }
+    Ok(any)
+}
+
+/// Where writing a body in place stopped.
+enum InPlaceStep {
+    /// Bytes went out; there may be room for more.
+    Wrote,
+    /// The send buffer is full.
+    NoRoom,
+    /// The body has no bytes ready (it wakes the connection when it has).
+    Pending,
+    /// The body ended.
+    End,
+    /// The body failed.
+    Failed(BodyError),
+    /// Not possible now (the free part of the buffer is too small for a chunk, or the
+    /// engine refuses): send this part through the output buffer.
+    Buffered,
+}
+
+/// Writes body bytes of response `id` straight into the transport's send buffer: the body
+/// fills the free space, the engine frames and counts it.
+fn write_in_place<T: Transport>(
+    transport: &mut T,
+    stack: &mut Stack,
+    engine: &mut ServerConn,
+    id: RequestId,
+    body: &mut Body,
+    cx: &mut Context<'_>,
+) -> Result<(InPlaceStep, InPlaceWrite), TransportError> {
+    if !engine.can_write_in_place(id) {
+        return Ok((InPlaceStep::Buffered, InPlaceWrite::default()));
+    }
+    let mut step = None;
+    let mut total = InPlaceWrite::default();
+    let written = transport.write_in_place(stack, &mut |space| {
+        let mut fill = |room: &mut [u8]| match body.poll_fill(cx, room) {
+            Poll::Ready(Some(Ok(n))) => n,
+            Poll::Ready(Some(Err(e))) => {
+                step = Some(InPlaceStep::Failed(e));
+                0
+            }
+            Poll::Ready(None) => {
+                step = Some(InPlaceStep::End);
+                0
+            }
+            Poll::Pending => {
+                step = Some(InPlaceStep::Pending);
+                0
+            }
+        };
+        match engine.write_body_in_place(id, space, &mut fill) {
+            Ok(wrote) => {
+                total.wire += wrote.wire;
+                total.body += wrote.body;
+                wrote.wire
+            }
+            Err(_) => 0,
+        }
+    })?;
+    let step = match step {
+        Some(step) => step,
+        None if written.written > 0 => InPlaceStep::Wrote,
+        None if written.room == 0 => InPlaceStep::NoRoom,
+        None => InPlaceStep::Buffered,
+    };
+    Ok((step, total))
+}
+
+/// Ends response `id` after its last body byte, with the body's trailers.
+fn finish_body(engine: &mut ServerConn, id: RequestId, body: &mut Body) {
+    let trailers = body.take_trailers();
+    if engine
+        .finish_response_with_trailers(id, trailers.as_ref())
+        .is_err()
+    {
+        engine.abort(id);
     }
 }
 

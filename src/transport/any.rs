@@ -4,7 +4,7 @@ use std::task::Waker;
 
 use super::tcp::TcpStream;
 use super::tls::{ClientTls, ServerTls};
-use super::{ReadStatus, Transport, TransportError};
+use super::{InPlace, ReadStatus, Transport, TransportError};
 use crate::stack::{ConnId, Stack};
 
 /// A plain or TLS stream.
@@ -62,6 +62,18 @@ impl Transport for AnyStream {
 
     fn write(&mut self, stack: &mut Stack, data: &[u8]) -> Result<usize, TransportError> {
         each!(self, s => s.write(stack, data))
+    }
+
+    fn writes_in_place(&self) -> bool {
+        each!(self, s => s.writes_in_place())
+    }
+
+    fn write_in_place(
+        &mut self,
+        stack: &mut Stack,
+        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> Result<InPlace, TransportError> {
+        each!(self, s => s.write_in_place(stack, fill))
     }
 
     fn unsent(&self, stack: &Stack) -> usize {

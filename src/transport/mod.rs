@@ -73,6 +73,15 @@ pub enum ReadStatus {
     Eof,
 }
 
+/// What [`Transport::write_in_place`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InPlace {
+    /// Bytes the filler wrote into the send buffer.
+    pub written: usize,
+    /// Free space left in the send buffer afterwards.
+    pub room: usize,
+}
+
 /// A connected byte stream on the stack.
 pub trait Transport {
     /// The connection's name, for logs and maps.
@@ -89,6 +98,25 @@ pub trait Transport {
     /// Writes as much of `data` as fits now; `Ok(0)` means full (a registered waker fires
     /// when there is room).
     fn write(&mut self, stack: &mut Stack, data: &[u8]) -> Result<usize, TransportError>;
+
+    /// True when [`write_in_place`](Self::write_in_place) hands out the send buffer's own
+    /// free space (plain TCP); false when bytes must pass through the transport (TLS
+    /// encrypts them): use [`write`](Self::write).
+    fn writes_in_place(&self) -> bool {
+        false
+    }
+
+    /// Lets `fill` write straight into the free space of the send buffer, saving the copy
+    /// [`write`](Self::write) makes: it gets contiguous free bytes and returns how many it
+    /// wrote; when it fills them all and the buffer wraps, it is offered the rest. Writes
+    /// nothing on a transport that does not [`writes_in_place`](Self::writes_in_place).
+    fn write_in_place(
+        &mut self,
+        _stack: &mut Stack,
+        _fill: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> Result<InPlace, TransportError> {
+        Ok(InPlace::default())
+    }
 
     /// Bytes queued but not yet acknowledged by the peer (0 when everything is delivered).
     fn unsent(&self, stack: &Stack) -> usize;

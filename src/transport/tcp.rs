@@ -4,7 +4,7 @@ use std::task::Waker;
 
 use smoltcp::socket::tcp::{RecvError, State};
 
-use super::{ReadStatus, Transport, TransportError};
+use super::{InPlace, ReadStatus, Transport, TransportError};
 use crate::stack::{ConnId, Stack, TcpHandle};
 
 /// A TCP connection used as a byte stream.
@@ -91,6 +91,45 @@ impl Transport for TcpStream {
             return Err(TransportError::Closed);
         }
         socket.send_slice(data).map_err(|_| TransportError::Closed)
+    }
+
+    fn writes_in_place(&self) -> bool {
+        true
+    }
+
+    fn write_in_place(
+        &mut self,
+        stack: &mut Stack,
+        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> Result<InPlace, TransportError> {
+        let socket = stack.socket(&self.handle);
+        if socket.state() == State::Closed {
+            return Err(TransportError::Reset);
+        }
+        if !socket.may_send() {
+            return Err(TransportError::Closed);
+        }
+        let mut written = 0;
+        // `send` offers the contiguous free part of the ring buffer; a wrapped buffer
+        // takes two turns.
+        loop {
+            let (n, offered) = socket
+                .send(|space| {
+                    let n = if space.is_empty() {
+                        0
+                    } else {
+                        fill(space).min(space.len())
+                    };
+                    (n, (n, space.len()))
+                })
+                .map_err(|_| TransportError::Closed)?;
+            written += n;
+            if n == 0 || n < offered {
+                break;
+            }
+        }
+        let room = socket.send_capacity() - socket.send_queue();
+        Ok(InPlace { written, room })
     }
 
     fn unsent(&self, stack: &Stack) -> usize {

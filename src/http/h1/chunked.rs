@@ -478,15 +478,51 @@ pub fn encode_chunk(buf: &mut Vec<u8>, data: &[u8]) {
     buf.extend_from_slice(b"\r\n");
 }
 
+/// Frames one chunk in place at the start of `buf` (free space of a send buffer): `fill`
+/// gets the room for the chunk's data, after space for its chunk-size line, and returns how
+/// many bytes it wrote there; the chunk-size line goes before them and CRLF after. The
+/// chunk-size keeps the width reserved for the room (leading zeros, which `1*HEXDIG`
+/// allows, RFC 9112 §7.1), so the data never moves. Returns the bytes of `buf` used;
+/// nothing is written (0) when `buf` cannot hold a one-byte chunk or `fill` wrote nothing.
+pub fn encode_chunk_in_place(buf: &mut [u8], fill: &mut dyn FnMut(&mut [u8]) -> usize) -> usize {
+    // The widest chunk-size line `buf` could need, then the data that fits around it.
+    let width = hex_width(buf.len() as u64);
+    let Some(room) = buf.len().checked_sub(width + 4).filter(|&r| r > 0) else {
+        return 0;
+    };
+    let start = width + 2;
+    let Some(data) = buf.get_mut(start..start + room) else {
+        return 0;
+    };
+    let n = fill(data).min(room);
+    if n == 0 {
+        return 0;
+    }
+    let mut v = n as u64;
+    for digit in buf[..width].iter_mut().rev() {
+        *digit = HEX_DIGITS[(v & 0xf) as usize];
+        v >>= 4;
+    }
+    buf[width..start].copy_from_slice(b"\r\n");
+    buf[start + n..start + n + 2].copy_from_slice(b"\r\n");
+    start + n + 2
+}
+
+/// Hex digits of `n` (at least one).
+fn hex_width(n: u64) -> usize {
+    (((64 - n.leading_zeros()) as usize).div_ceil(4)).max(1)
+}
+
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// Appends the lowercase hex representation of `n` to `buf`.
 fn push_hex(buf: &mut Vec<u8>, n: u64) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut tmp = [0u8; 16];
     let mut i = tmp.len();
     let mut v = n;
     loop {
         i -= 1;
-        tmp[i] = DIGITS[(v & 0xf) as usize];
+        tmp[i] = HEX_DIGITS[(v & 0xf) as usize];
         v >>= 4;
         if v == 0 {
             break;
@@ -623,5 +659,39 @@ mod tests {
         let mut out = BytesMut::new();
         assert_eq!(d.decode(&buf, &mut out, 100), Ok(buf.len()));
         assert!(d.is_done());
+    }
+
+    #[test]
+    fn chunks_framed_in_place_decode_like_appended_ones() {
+        // Room for 300 bytes: a 3-digit chunk-size is reserved; a short fill keeps it.
+        for (space, wrote) in [(300usize, 296usize), (300, 26), (300, 1), (7, 1), (6, 0)] {
+            let mut buf = vec![b'x'; space];
+            let used = encode_chunk_in_place(&mut buf, &mut |room| {
+                let n = wrote.min(room.len());
+                room[..n].fill(b'a');
+                n
+            });
+            if wrote == 0 {
+                assert_eq!(used, 0, "nothing filled, nothing framed");
+                continue;
+            }
+            let n = wrote.min(space - hex_width(space as u64) - 4);
+            let mut wire = buf[..used].to_vec();
+            wire.extend_from_slice(LAST_CHUNK);
+            let mut d = ChunkedDecoder::new(1 << 20, 100);
+            let mut out = BytesMut::new();
+            assert_eq!(d.decode(&wire, &mut out, 1 << 20), Ok(wire.len()));
+            assert!(d.is_done());
+            assert_eq!(&out[..], vec![b'a'; n].as_slice(), "space {space}");
+        }
+        let mut called = false;
+        let used = encode_chunk_in_place(&mut [0u8; 5], &mut |_| {
+            called = true;
+            1
+        });
+        assert_eq!((used, called), (0, false), "5 bytes hold no chunk");
+        assert_eq!(hex_width(0), 1);
+        assert_eq!(hex_width(0xfff), 3);
+        assert_eq!(hex_width(0x1000), 4);
     }
 }

@@ -313,6 +313,40 @@ impl BodyEncoder {
         Ok(())
     }
 
+    /// Writes this body's next bytes in place at the start of `buf` (a send buffer's free
+    /// space): `fill` writes data into the room it gets (never past a declared length) and
+    /// returns how many bytes; chunk framing goes around them. Returns (bytes of `buf`
+    /// used, body bytes written).
+    pub(super) fn encode_in_place(
+        &mut self,
+        buf: &mut [u8],
+        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> (usize, usize) {
+        match self {
+            BodyEncoder::NoBody => (0, 0),
+            BodyEncoder::Length { remaining } => {
+                let room = buf
+                    .len()
+                    .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                let n = buf.get_mut(..room).map_or(0, |room| fill(room)).min(room);
+                *remaining -= n as u64;
+                (n, n)
+            }
+            BodyEncoder::Chunked { .. } => {
+                let mut data = 0;
+                let used = chunked::encode_chunk_in_place(buf, &mut |room| {
+                    data = fill(room).min(room.len());
+                    data
+                });
+                (used, if used == 0 { 0 } else { data })
+            }
+            BodyEncoder::CloseDelimited => {
+                let n = fill(buf).min(buf.len());
+                (n, n)
+            }
+        }
+    }
+
     /// Ends the body: the last chunk with its trailer section if chunked (the `trailers`
     /// fields allowed there, see [`write_trailers`]); a length body must be complete.
     pub(super) fn finish(
@@ -394,6 +428,8 @@ pub(super) struct Output {
     pos: usize,
     /// Output was blocked (no room for any of it) since then, none written since.
     blocked_since: Option<Duration>,
+    /// The blocked output is a body written in place (nothing pending here).
+    in_place: bool,
 }
 
 impl Output {
@@ -422,6 +458,7 @@ impl Output {
         self.pos = self.pos.saturating_add(n).min(self.buf.len());
         if n > 0 {
             self.blocked_since = None;
+            self.in_place = false;
         }
         if self.pos == self.buf.len() {
             self.buf.clear();
@@ -438,6 +475,23 @@ impl Output {
         self.buf = Vec::new();
         self.pos = 0;
         self.blocked_since = None;
+        self.in_place = false;
+    }
+
+    /// A body written in place found no room in the transport at `now`.
+    pub(super) fn blocked_in_place(&mut self, now: Duration) {
+        if self.blocked_since.is_none() {
+            self.blocked_since = Some(now);
+        }
+        self.in_place = true;
+    }
+
+    /// The transport had room for a body written in place: not blocked.
+    pub(super) fn room_in_place(&mut self) {
+        if self.in_place {
+            self.blocked_since = None;
+            self.in_place = false;
+        }
     }
 
     /// None of the pending bytes could be written at `now`.
@@ -450,7 +504,8 @@ impl Output {
     /// The stall timer: since when pending output waits with none written.
     pub(super) fn stall_timer(&self, limit: Duration) -> Timer {
         Timer::new(
-            self.blocked_since.filter(|_| !self.pending().is_empty()),
+            self.blocked_since
+                .filter(|_| self.in_place || !self.pending().is_empty()),
             limit,
         )
     }

@@ -20,7 +20,8 @@
 //! Typical driving loop: offer input with `handle_input` (keep unconsumed
 //! bytes), drain `poll_event`, answer with `send_response` / `send_body` /
 //! `finish_response`, write `pending_output` and report it with
-//! `consume_output`, arm a timer at `poll_timeout` and call `handle_timeout`,
+//! `consume_output` (or, once the output is empty, write body bytes straight into the
+//! transport's send buffer with `write_body_in_place`), arm a timer at `poll_timeout` and call `handle_timeout`,
 //! and close the socket once `is_closed` is true. See the `server` module
 //! docs for the protocol decisions (Expect handling, errors while a response
 //! is in flight, EOF).
@@ -48,7 +49,7 @@ pub use chunked::{encode_chunk, ChunkedDecoder, ChunkedError, LAST_CHUNK};
 pub use client::{ClientConfig, ClientConn, ClientEvent, ExchangeId};
 pub use conn::is_forbidden_trailer;
 pub use head::{parse_request_head, ParsedHead};
-pub use server::{RequestId, ServerConn, ServerEvent};
+pub use server::{InPlaceWrite, RequestId, ServerConn, ServerEvent};
 
 /// Limits and timeouts of an HTTP/1.1 server connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,6 +279,11 @@ pub enum H1Error {
         /// How many bytes were missing.
         missing: u64,
     },
+    /// Body bytes of response `id` cannot be written in place now: output is waiting
+    /// before them, or the response is not the one on the wire (see
+    /// `ServerConn::can_write_in_place`).
+    #[error("response {0} cannot be written in place now")]
+    NotInPlace(u64),
     /// The output buffer cannot take this many bytes now (see `send_capacity`).
     #[error("output buffer full: {requested} bytes offered, capacity {capacity}")]
     OutputFull {

@@ -133,6 +133,15 @@ pub enum ServerEvent {
     },
 }
 
+/// What [`ServerConn::write_body_in_place`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InPlaceWrite {
+    /// Bytes of the buffer used: body bytes plus their chunk framing.
+    pub wire: usize,
+    /// Body bytes among them.
+    pub body: usize,
+}
+
 /// How the request body is being decoded.
 #[derive(Debug)]
 enum ReadState {
@@ -523,6 +532,60 @@ impl ServerConn {
         Ok(())
     }
 
+    /// True when body bytes of response `id` may be written straight into the transport's
+    /// send buffer now ([`write_body_in_place`](Self::write_body_in_place)): its head is
+    /// written out (no output pending), it is the response on the wire (earlier ones are
+    /// finished; later pipelined ones wait in their own buffers), and its body still takes
+    /// bytes.
+    pub fn can_write_in_place(&self, id: RequestId) -> bool {
+        if self.closed_now || self.write_done || !self.output.pending().is_empty() {
+            return false;
+        }
+        match self.slots.front() {
+            Some(slot) if slot.id == id && slot.buf.is_empty() => match slot.resp {
+                RespState::Streaming(BodyEncoder::Length { remaining }) => remaining > 0,
+                RespState::Streaming(framing) => framing.carries_body(),
+                RespState::NotStarted | RespState::Finished => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// Writes body bytes of response `id` in place at the start of `buf`, the free space
+    /// of the transport's send buffer: `fill` gets room for body bytes (never past the
+    /// declared length) and returns how many it wrote there; the engine frames them
+    /// (chunk-size line and CRLF around them when chunked) and counts them like
+    /// [`send_body`](Self::send_body) would. The caller then tells the transport that
+    /// [`InPlaceWrite::wire`] bytes of `buf` were written. Only when
+    /// [`can_write_in_place`](Self::can_write_in_place); otherwise
+    /// [`H1Error::NotInPlace`]. A `buf` too small for one chunk is left untouched (0
+    /// written).
+    pub fn write_body_in_place(
+        &mut self,
+        id: RequestId,
+        buf: &mut [u8],
+        fill: &mut dyn FnMut(&mut [u8]) -> usize,
+    ) -> Result<InPlaceWrite, H1Error> {
+        if self.is_closed() || self.write_done {
+            return Err(H1Error::Closed);
+        }
+        if !self.can_write_in_place(id) {
+            return Err(H1Error::NotInPlace(id));
+        }
+        let Some(RespState::Streaming(mut framing)) = self.slots.front().map(|s| s.resp) else {
+            return Err(H1Error::NotInPlace(id));
+        };
+        if !buf.is_empty() {
+            self.output.room_in_place();
+        }
+        let Some(slot) = self.slots.front_mut() else {
+            return Err(H1Error::UnknownRequest(id));
+        };
+        let (wire, body) = framing.encode_in_place(buf, fill);
+        slot.resp = RespState::Streaming(framing);
+        Ok(InPlaceWrite { wire, body })
+    }
+
     /// Ends response `id` (writes the last chunk if chunked). If fewer bytes
     /// than the declared `Content-Length` were sent, the response is left
     /// truncated, the connection closes after it, and an error is returned.
@@ -645,11 +708,21 @@ impl ServerConn {
         earliest([stall, other])
     }
 
-    /// Reports that the caller could write none of [`pending_output`](Self::pending_output)
-    /// (the peer's window is full or closed). Starts the output stall timer unless it runs.
+    /// Reports that the caller could write none of [`pending_output`](Self::pending_output),
+    /// or no room was free for a body written in place (the peer's window is full or
+    /// closed). Starts the output stall timer unless it runs.
     pub fn output_blocked(&mut self, now: Duration) {
         self.now = now;
-        if !self.closed_now {
+        if self.closed_now {
+            return;
+        }
+        let in_place = self
+            .slots
+            .front()
+            .is_some_and(|slot| self.can_write_in_place(slot.id));
+        if in_place {
+            self.output.blocked_in_place(now);
+        } else {
             self.output.blocked(now);
         }
     }
@@ -2750,6 +2823,191 @@ GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
         h.respond(0, 502, b"no");
         let r = parse_all(&h.out());
         assert!(r[0].closes());
+        assert!(h.c.is_closed());
+    }
+
+    /// Writes `data` (as much as fits) in place into a send buffer of `space` bytes;
+    /// returns what the engine reported and the bytes of the buffer it used.
+    fn write_in_place(
+        h: &mut H,
+        id: RequestId,
+        space: usize,
+        data: &[u8],
+    ) -> (Result<InPlaceWrite, H1Error>, Vec<u8>) {
+        let mut buf = vec![0u8; space];
+        let result = h.c.write_body_in_place(id, &mut buf, &mut |room| {
+            let n = data.len().min(room.len());
+            room[..n].copy_from_slice(&data[..n]);
+            n
+        });
+        let wire = result.as_ref().map_or(0, |w| w.wire);
+        buf.truncate(wire);
+        (result, buf)
+    }
+
+    #[test]
+    fn in_place_body_with_length_framing() {
+        let mut h = H::new();
+        h.feed_all(&get("/a"));
+        h.events();
+        h.c.send_response(0, parts(200), Some(10)).unwrap();
+        // The head is still pending: the body may not go around it.
+        assert!(!h.c.can_write_in_place(0));
+        let (r, _) = write_in_place(&mut h, 0, 64, b"abc");
+        assert_eq!(r, Err(H1Error::NotInPlace(0)));
+        let mut wire = h.out();
+        assert!(h.c.can_write_in_place(0));
+        // A send buffer of 4 free bytes takes 4; then never past the declared length.
+        let (r, bytes) = write_in_place(&mut h, 0, 4, b"0123456789xyz");
+        assert_eq!(r, Ok(InPlaceWrite { wire: 4, body: 4 }));
+        wire.extend_from_slice(&bytes);
+        let (r, bytes) = write_in_place(&mut h, 0, 64, b"456789xyz");
+        assert_eq!(r, Ok(InPlaceWrite { wire: 6, body: 6 }));
+        wire.extend_from_slice(&bytes);
+        assert!(!h.c.can_write_in_place(0), "the body is complete");
+        h.c.finish_response(0).unwrap();
+        assert!(
+            h.c.pending_output().is_empty(),
+            "nothing follows a length body"
+        );
+        let r = parse_all(&wire);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].body, b"0123456789");
+        // Keep-alive: the next request is answered normally.
+        h.feed_all(&get("/b"));
+        h.events();
+        h.respond(1, 200, b"next");
+        assert_eq!(parse_all(&h.out())[0].body, b"next");
+        assert!(!h.c.is_closed());
+    }
+
+    #[test]
+    fn in_place_body_with_chunked_framing() {
+        let mut h = H::new();
+        h.feed_all(&get("/a"));
+        h.events();
+        h.c.send_response(0, parts(200), None).unwrap();
+        let mut wire = h.out();
+        let mut body = Vec::new();
+        for (space, part) in [
+            (300, &b"hello "[..]),
+            (5, b"never"),
+            (7, b"w"),
+            (64, b"orld"),
+        ] {
+            let (r, bytes) = write_in_place(&mut h, 0, space, part);
+            let wrote = r.unwrap();
+            if space == 5 {
+                assert_eq!(wrote, InPlaceWrite::default(), "5 bytes hold no chunk");
+            }
+            assert_eq!(wrote.wire, bytes.len());
+            body.extend_from_slice(&part[..wrote.body]);
+            wire.extend_from_slice(&bytes);
+        }
+        assert_eq!(body, b"hello world");
+        h.c.finish_response(0).unwrap();
+        wire.extend_from_slice(&h.out());
+        let r = parse_all(&wire);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].header("transfer-encoding"), Some("chunked"));
+        assert_eq!(r[0].body, b"hello world");
+        assert!(!h.c.is_closed());
+    }
+
+    #[test]
+    fn in_place_body_keeps_a_pipelined_response_behind_it() {
+        let mut h = H::new();
+        let mut input = get("/a");
+        input.extend_from_slice(&get("/b"));
+        h.feed_all(&input);
+        h.events();
+        h.c.send_response(0, parts(200), Some(6)).unwrap();
+        // The second response is complete before the first one's body.
+        h.respond(1, 200, b"second");
+        assert!(!h.c.can_write_in_place(1));
+        let mut wire = h.out();
+        assert_eq!(
+            parse_resp(&wire, true).1,
+            wire.len(),
+            "only the first head is out"
+        );
+        let (r, bytes) = write_in_place(&mut h, 0, 64, b"first!");
+        assert_eq!(r.unwrap().body, 6);
+        assert!(
+            h.c.pending_output().is_empty(),
+            "the second waits for the first"
+        );
+        wire.extend_from_slice(&bytes);
+        h.c.finish_response(0).unwrap();
+        wire.extend_from_slice(&h.out());
+        let r = parse_all(&wire);
+        let bodies: Vec<&[u8]> = r.iter().map(|r| r.body.as_slice()).collect();
+        assert_eq!(bodies, [&b"first!"[..], b"second"]);
+    }
+
+    #[test]
+    fn in_place_body_shorter_than_declared_closes_after_it() {
+        let mut h = H::new();
+        let mut input = get("/file");
+        input.extend_from_slice(&get("/next"));
+        h.feed_all(&input);
+        h.events();
+        h.c.send_response(0, parts(200), Some(10)).unwrap();
+        let mut wire = h.out();
+        let (r, bytes) = write_in_place(&mut h, 0, 64, b"four");
+        assert_eq!(r.unwrap().body, 4);
+        wire.extend_from_slice(&bytes);
+        // The file ended early: the response is cut and the connection ends after it.
+        assert_eq!(
+            h.c.finish_response(0),
+            Err(H1Error::BodyTooShort { id: 0, missing: 6 })
+        );
+        assert!(h.c.pending_output().is_empty());
+        assert!(h.c.is_closed(), "nothing more is sent on this connection");
+        assert_eq!(
+            write_in_place(&mut h, 0, 64, b"more").0,
+            Err(H1Error::Closed)
+        );
+        assert!(wire.ends_with(b"\r\n\r\nfour"));
+    }
+
+    #[test]
+    fn in_place_body_after_the_peer_closes_and_when_the_peer_stops_reading() {
+        let mut h = H::new();
+        h.feed_all(&get("/a"));
+        h.events();
+        h.c.send_response(0, parts(200), Some(8)).unwrap();
+        let mut wire = h.out();
+        let (r, bytes) = write_in_place(&mut h, 0, 64, b"half");
+        assert_eq!(r.unwrap().body, 4);
+        wire.extend_from_slice(&bytes);
+        // The peer half-closes midway: the response in flight is still finished, then
+        // the connection closes.
+        h.c.handle_eof(h.now);
+        let (r, bytes) = write_in_place(&mut h, 0, 64, b"done");
+        assert_eq!(r.unwrap().body, 4);
+        wire.extend_from_slice(&bytes);
+        h.c.finish_response(0).unwrap();
+        assert!(h.c.is_closed());
+        assert_eq!(parse_all(&wire)[0].body, b"halfdone");
+
+        // A peer that stops reading: no room in place for the idle timeout ends it.
+        let mut h = H::new();
+        h.feed_all(&get("/a"));
+        h.events();
+        h.c.send_response(0, parts(200), Some(8)).unwrap();
+        h.out();
+        assert_eq!(h.c.poll_timeout(), None);
+        h.c.output_blocked(10 * SEC);
+        let stall = h.c.poll_timeout().expect("the stall timer runs");
+        // Room again restarts it.
+        let (r, _) = write_in_place(&mut h, 0, 64, b"ab");
+        assert_eq!(r.unwrap().body, 2);
+        assert_eq!(h.c.poll_timeout(), None);
+        h.c.output_blocked(20 * SEC);
+        assert!(h.c.poll_timeout().unwrap() > stall);
+        h.c.handle_timeout(h.c.poll_timeout().unwrap());
+        assert!(h.c.is_stalled());
         assert!(h.c.is_closed());
     }
 }
