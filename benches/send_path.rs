@@ -36,12 +36,19 @@ fn main() {
         |stack| H1Clients::connect(stack, 1, &path),
     );
     pair.client.app.round(1);
-    pair.drive_stepping(Duration::from_secs(600), server_turn, |_, c| {
-        c.app.round_done()
-    })
-    .expect("the download finishes");
+    let mut turns = 0u64;
+    let step = |server: &mut Node<MemDevice, Srv>, now| {
+        turns += 1;
+        server_turn(server, now)
+    };
+    pair.drive_stepping(Duration::from_secs(600), step, |_, c| c.app.round_done())
+        .expect("the download finishes");
     let app = &pair.client.app;
     assert!(app.errors.is_empty(), "{:?}", app.errors);
     assert_eq!(app.body_bytes, bytes, "the whole body arrived");
-    println!("body bytes {}", app.body_bytes);
+    let device = pair.server.device.stats();
+    println!(
+        "body bytes {}, server turns {turns}, frames sent {} ({} bytes), received {}",
+        app.body_bytes, device.tx_frames, device.tx_bytes, device.rx_frames
+    );
 }

@@ -528,3 +528,135 @@ fn a_users_own_handler_gets_options_star_and_501_from_the_server() {
     assert_eq!(&r[1].body[..], b"mine: FOO /");
     assert_eq!(calls, 5);
 }
+
+/// SHA-256 of `data`, for comparing large bodies.
+fn sha256(data: &[u8]) -> Vec<u8> {
+    Sha256::digest(data).to_vec()
+}
+
+/// A body of unknown length (sent chunked, or close-delimited to HTTP/1.0) handed out in
+/// pieces of changing size, each already in a `Bytes`.
+struct Pieces {
+    data: bytes::Bytes,
+    step: usize,
+}
+
+impl tapir::service::BodyStream for Pieces {
+    fn poll_chunk(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+        max: usize,
+    ) -> std::task::Poll<Option<Result<bytes::Bytes, tapir::service::BodyError>>> {
+        if self.data.is_empty() {
+            return std::task::Poll::Ready(None);
+        }
+        self.step = self.step % 40_000 + 7_919;
+        let n = self.step.min(max).min(self.data.len());
+        std::task::Poll::Ready(Some(Ok(self.data.split_to(n))))
+    }
+}
+
+/// Bodies written straight into the send buffer arrive exactly, over a link that loses
+/// and delays frames (retransmissions come from the same buffer): `/bytes/N`, a file read
+/// with pread, a length file range, a streamed body sent chunked and the same body
+/// close-delimited to an HTTP/1.0 client, each followed by a pipelined request that must
+/// not overtake it.
+#[test]
+fn bodies_written_in_place_arrive_exactly_and_in_order() {
+    let dir = std::env::temp_dir().join(format!("tapir-in-place-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let content: Vec<u8> = (0..(2 << 20) + 13u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(dir.join("data.bin"), &content).unwrap();
+    let root = dir.clone();
+    let stream_data = bytes::Bytes::from(content.clone());
+    let make = move |stats| -> Handler {
+        let files = StaticFiles::new(&root, false).unwrap();
+        let builtin = Builtin::new(stats);
+        Box::new(
+            move |req: Request<RequestBody>, info: &ConnInfo| match req.uri().path() {
+                "/stream" => Response::new(Body::stream(Pieces {
+                    data: stream_data.clone(),
+                    step: 0,
+                })),
+                p if p.starts_with("/bytes/") => builtin.handle(req, info),
+                _ => files.handle(&req),
+            },
+        )
+    };
+    let n = 3 * 1024 * 1024 + 7;
+    let scripts = vec![
+        vec![
+            Req::get(&format!("/bytes/{n}")),
+            Req::get("/data.bin"),
+            Req::raw("GET /data.bin HTTP/1.1\r\nHost: t\r\nRange: bytes=1000-1999999\r\n\r\n"),
+            Req::get("/stream"),
+            Req::get("/bytes/5"),
+        ],
+        vec![Req::raw("GET /stream HTTP/1.0\r\n\r\n")],
+    ];
+    let link = LinkConfig {
+        latency: Duration::from_millis(2),
+        loss: 0.005,
+        seed: 15,
+        ..LinkConfig::default()
+    };
+    let (client, _, _) = exchange(link, ServerConfig::default(), make, scripts, true, |_| {});
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(client.app.errors().is_empty(), "{:?}", client.app.errors());
+    let r = &client.app.flows[0].responses;
+    let pattern = tapir::service::builtin::PATTERN;
+    let expected: Vec<u8> = (0..n).map(|i| pattern[i % pattern.len()]).collect();
+    assert_eq!(r.len(), 5);
+    assert_eq!(sha256(&r[0].body), sha256(&expected), "/bytes/{n}");
+    assert_eq!(sha256(&r[1].body), sha256(&content), "the file");
+    assert_eq!(r[2].status, 206);
+    assert_eq!(sha256(&r[2].body), sha256(&content[1000..2_000_000]));
+    assert_eq!(r[3].header("transfer-encoding"), Some("chunked"));
+    assert_eq!(sha256(&r[3].body), sha256(&content), "the chunked stream");
+    assert_eq!(r[4].body, &expected[..5]);
+    let old = &client.app.flows[1];
+    assert!(old.closed_by_server);
+    assert_eq!(old.responses[0].header("content-length"), None);
+    assert_eq!(
+        sha256(&old.responses[0].body),
+        sha256(&content),
+        "close-delimited"
+    );
+}
+
+/// A file that is shorter than the length its response announced (it shrank after the
+/// head went out): the body is cut where the file ends, the connection closes, and the
+/// pipelined request behind it gets no answer on this connection.
+#[test]
+fn a_file_shorter_than_announced_cuts_the_response_and_closes() {
+    let dir = std::env::temp_dir().join(format!("tapir-short-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("short.bin");
+    std::fs::write(&path, vec![b'x'; 100_000]).unwrap();
+    let make = move |_stats| -> Handler {
+        Box::new(move |_req: Request<RequestBody>, _: &ConnInfo| {
+            let file = std::fs::File::open(&path).unwrap();
+            Response::new(Body::file(file, 0, 300_000).unwrap())
+        })
+    };
+    let scripts = vec![vec![Req::get("/short"), Req::get("/next")]];
+    let (client, server, _) = exchange(
+        LinkConfig::default(),
+        ServerConfig::default(),
+        make,
+        scripts,
+        true,
+        |_| {},
+    );
+    std::fs::remove_dir_all(&dir).ok();
+    let flow = &client.app.flows[0];
+    assert!(flow.closed_by_server);
+    assert!(flow.responses.is_empty(), "{:?}", flow.responses.len());
+    let error = flow.error.as_deref().unwrap_or("");
+    assert!(error.contains("ended after 0 of 2"), "{error}");
+    // The head and the 100,000 bytes the file had, nothing after them.
+    let out = server.app.stats_handle().get().bytes_out;
+    assert!((100_000..101_000).contains(&out), "{out} bytes sent");
+}
