@@ -328,7 +328,7 @@ impl BodyEncoder {
                 let room = buf
                     .len()
                     .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
-                let n = buf.get_mut(..room).map_or(0, |room| fill(room)).min(room);
+                let n = buf.get_mut(..room).map_or(0, &mut *fill).min(room);
                 *remaining -= n as u64;
                 (n, n)
             }
