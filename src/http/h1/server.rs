@@ -2845,6 +2845,17 @@ GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
         (result, buf)
     }
 
+    /// Requests of `paths` (pipelined), a 200 with a body of `len` (chunked: `None`)
+    /// started for the first; the bytes written out (its head).
+    fn start_streaming(h: &mut H, paths: &[&str], len: Option<u64>) -> Vec<u8> {
+        for path in paths {
+            h.feed_all(&get(path));
+        }
+        h.events();
+        h.c.send_response(0, parts(200), len).unwrap();
+        h.out()
+    }
+
     #[test]
     fn in_place_body_with_length_framing() {
         let mut h = H::new();
@@ -2884,10 +2895,7 @@ GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
     #[test]
     fn in_place_body_with_chunked_framing() {
         let mut h = H::new();
-        h.feed_all(&get("/a"));
-        h.events();
-        h.c.send_response(0, parts(200), None).unwrap();
-        let mut wire = h.out();
+        let mut wire = start_streaming(&mut h, &["/a"], None);
         let mut body = Vec::new();
         for (space, part) in [
             (300, &b"hello "[..]),
@@ -2917,20 +2925,12 @@ GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
     #[test]
     fn in_place_body_keeps_a_pipelined_response_behind_it() {
         let mut h = H::new();
-        let mut input = get("/a");
-        input.extend_from_slice(&get("/b"));
-        h.feed_all(&input);
-        h.events();
-        h.c.send_response(0, parts(200), Some(6)).unwrap();
+        let mut wire = start_streaming(&mut h, &["/a", "/b"], Some(6));
         // The second response is complete before the first one's body.
         h.respond(1, 200, b"second");
         assert!(!h.c.can_write_in_place(1));
-        let mut wire = h.out();
-        assert_eq!(
-            parse_resp(&wire, true).1,
-            wire.len(),
-            "only the first head is out"
-        );
+        assert!(h.c.pending_output().is_empty(), "the second waits");
+        assert!(h.c.can_write_in_place(0));
         let (r, bytes) = write_in_place(&mut h, 0, 64, b"first!");
         assert_eq!(r.unwrap().body, 6);
         assert!(
@@ -2948,12 +2948,7 @@ GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
     #[test]
     fn in_place_body_shorter_than_declared_closes_after_it() {
         let mut h = H::new();
-        let mut input = get("/file");
-        input.extend_from_slice(&get("/next"));
-        h.feed_all(&input);
-        h.events();
-        h.c.send_response(0, parts(200), Some(10)).unwrap();
-        let mut wire = h.out();
+        let mut wire = start_streaming(&mut h, &["/file", "/next"], Some(10));
         let (r, bytes) = write_in_place(&mut h, 0, 64, b"four");
         assert_eq!(r.unwrap().body, 4);
         wire.extend_from_slice(&bytes);
@@ -2974,10 +2969,7 @@ GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
     #[test]
     fn in_place_body_after_the_peer_closes_and_when_the_peer_stops_reading() {
         let mut h = H::new();
-        h.feed_all(&get("/a"));
-        h.events();
-        h.c.send_response(0, parts(200), Some(8)).unwrap();
-        let mut wire = h.out();
+        let mut wire = start_streaming(&mut h, &["/a"], Some(8));
         let (r, bytes) = write_in_place(&mut h, 0, 64, b"half");
         assert_eq!(r.unwrap().body, 4);
         wire.extend_from_slice(&bytes);
@@ -2993,10 +2985,7 @@ GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
 
         // A peer that stops reading: no room in place for the idle timeout ends it.
         let mut h = H::new();
-        h.feed_all(&get("/a"));
-        h.events();
-        h.c.send_response(0, parts(200), Some(8)).unwrap();
-        h.out();
+        start_streaming(&mut h, &["/a"], Some(8));
         assert_eq!(h.c.poll_timeout(), None);
         h.c.output_blocked(10 * SEC);
         let stall = h.c.poll_timeout().expect("the stall timer runs");
