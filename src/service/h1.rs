@@ -1,6 +1,9 @@
 //! An HTTP/1.1 connection: the sans-IO engine ([`crate::http::h1`]) joined to a transport and
 //! the handler. Requests become handler calls; replies are written in request order, their
-//! bodies pulled only as fast as the engine's output buffer drains into the socket.
+//! bodies pulled only as fast as the socket takes them: on plain TCP a body is written
+//! straight into the socket's send buffer once its head is out (`/bytes/N` and files are
+//! made there, other bodies copied there once); otherwise (TLS, a chunk that does not fit
+//! the buffer's free part) through the engine's output buffer.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
