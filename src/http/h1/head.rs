@@ -151,6 +151,58 @@ pub(super) fn accepts_trailers(map: &HeaderMap) -> bool {
         .any(|v| list_elements(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"trailers")))
 }
 
+/// Fields a trailer section never carries (RFC 9110 §6.5.1): message framing, routing,
+/// request modifiers, authentication, response control and content metadata the recipient
+/// needs before the content. The same list as hyper's.
+pub fn is_forbidden_trailer(name: &HeaderName) -> bool {
+    matches!(
+        *name,
+        header::AUTHORIZATION
+            | header::CACHE_CONTROL
+            | header::CONTENT_ENCODING
+            | header::CONTENT_LENGTH
+            | header::CONTENT_RANGE
+            | header::CONTENT_TYPE
+            | header::HOST
+            | header::MAX_FORWARDS
+            | header::SET_COOKIE
+            | header::TRAILER
+            | header::TRANSFER_ENCODING
+            | header::TE
+            | header::CONNECTION
+            | header::PROXY_AUTHORIZATION
+            | header::PROXY_AUTHENTICATE
+            | header::WWW_AUTHENTICATE
+            | header::EXPECT
+            | header::RANGE
+            | header::IF_MATCH
+            | header::IF_NONE_MATCH
+            | header::IF_MODIFIED_SINCE
+            | header::IF_UNMODIFIED_SINCE
+            | header::IF_RANGE
+            | header::AGE
+            | header::EXPIRES
+            | header::DATE
+            | header::LOCATION
+            | header::RETRY_AFTER
+            | header::VARY
+            | header::WARNING
+            | header::UPGRADE
+    ) || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// The field names a head declares in `Trailer` (RFC 9110 §6.6.2), if it has that field.
+pub(super) fn declared_trailers(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
+    let mut fields = headers.get_all(header::TRAILER).iter().peekable();
+    fields.peek()?;
+    let names = fields
+        .flat_map(|v| list_elements(v.as_bytes()))
+        .filter_map(|name| HeaderName::from_bytes(name).ok())
+        .collect();
+    Some(names)
+}
+
 /// Parses and validates a complete request head (`buf` ends with CRLFCRLF,
 /// bare LFs were already rejected by the caller).
 pub fn parse_request_head(buf: &[u8], config: &H1Config) -> Result<ParsedHead, RejectReason> {
@@ -439,10 +491,15 @@ pub enum FramingHeader {
 
 /// Returns true if the application's `Connection` headers contain `close`.
 pub fn has_close_token(headers: &HeaderMap) -> bool {
+    has_connection_option(headers, b"close")
+}
+
+/// Whether a `Connection` field lists `option` (case-insensitive).
+pub(super) fn has_connection_option(headers: &HeaderMap, option: &[u8]) -> bool {
     headers
         .get_all(header::CONNECTION)
         .iter()
-        .any(|v| list_elements(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close")))
+        .any(|v| list_elements(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(option)))
 }
 
 /// Serializes a response head. The application's framing headers

@@ -46,7 +46,7 @@ use core::time::Duration;
 
 pub use chunked::{encode_chunk, ChunkedDecoder, ChunkedError, LAST_CHUNK};
 pub use client::{ClientConfig, ClientConn, ClientEvent, ExchangeId};
-pub use conn::is_forbidden_trailer;
+pub use head::is_forbidden_trailer;
 pub use head::{parse_request_head, ParsedHead};
 pub use server::{RequestId, ServerConn, ServerEvent};
 
