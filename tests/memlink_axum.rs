@@ -148,6 +148,7 @@ fn router() -> Router {
                 })
             }),
         )
+        .route("/echo-trailers", post(echo_trailers))
         .route(
             "/whoami",
             get(|Extension(info): Extension<ConnInfo>| async move {
@@ -158,6 +159,35 @@ fn router() -> Router {
             HeaderName::from_static("x-served-by"),
             HeaderValue::from_static("tapir"),
         ))
+}
+
+/// Reads the request body frame by frame (`http_body::Body::frame`) and answers with its
+/// data and its trailer fields, sorted: `data | name=value,...`.
+async fn echo_trailers(request: axum::extract::Request) -> String {
+    let mut body = request.into_body();
+    let mut data = Vec::new();
+    let mut fields = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => return format!("body error: {e}"),
+        };
+        match frame.into_data() {
+            Ok(bytes) => data.extend_from_slice(&bytes),
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    for (name, value) in &trailers {
+                        fields.push(format!(
+                            "{name}={}",
+                            String::from_utf8_lossy(value.as_bytes())
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    fields.sort();
+    format!("{} | {}", String::from_utf8_lossy(&data), fields.join(","))
 }
 
 /// The server's TLS configuration (self-signed, ALPN h2 and http/1.1).
@@ -640,5 +670,69 @@ fn response_trailers_reach_the_client_on_http1_with_te_trailers() {
         assert_eq!(&collected.to_bytes()[..], b"data, then trailers");
         assert_router_trailers(&trailers);
         assert_eq!(trailers.len(), 2, "{trailers:?}");
+    }
+}
+
+/// tapir's client sends a request body's trailers (a chunked trailer section on HTTP/1.1,
+/// a trailing HEADERS frame on HTTP/2) and an axum handler reading `into_body()` frame by
+/// frame gets them as the trailers frame, on HTTP/1.1 (cleartext and TLS), h2c and h2/TLS;
+/// a field a trailer section never carries (`content-type`) does not reach it.
+#[test]
+fn request_trailers_reach_an_axum_handler_as_a_trailers_frame() {
+    for (scheme, version) in [
+        (Scheme::Http, Version::Http1),
+        (Scheme::Https, Version::Http1),
+        (Scheme::Http, Version::Http2),
+        (Scheme::Https, Version::Http2),
+    ] {
+        let body = |data: &'static str| {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("x-checksum", HeaderValue::from_static("1234"));
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            trailers.insert(CONTENT_TYPE, HeaderValue::from_static("text/evil"));
+            Body::from_http(WithTrailers {
+                data: Some(Bytes::from_static(data.as_bytes())),
+                trailers: Some(trailers),
+            })
+        };
+        let post = |data| {
+            job(
+                scheme,
+                Request::post("/echo-trailers")
+                    .body(body(data))
+                    .expect("request"),
+            )
+        };
+        // Two on one connection: the first request's trailer section ends its body exactly.
+        let jobs = vec![post("first upload"), post("second upload")];
+        let client = ClientConfig {
+            version,
+            roots: Roots::Insecure,
+            ..ClientConfig::default()
+        };
+        let jobs = fetch(router(), client, jobs, false);
+        for (job, data) in jobs.iter().zip(["first upload", "second upload"]) {
+            assert_eq!(status(job), StatusCode::OK, "{scheme:?} {version:?}");
+            assert_eq!(
+                String::from_utf8_lossy(&job.sink.body),
+                format!("{data} | grpc-status=0,x-checksum=1234"),
+                "{scheme:?} {version:?}"
+            );
+        }
+    }
+}
+
+/// A request's `TE` reaches HTTP/2 as `te: trailers` when it lists `trailers`, and is left
+/// out otherwise (HTTP/2 carries no other TE, RFC 9113 §8.2.2): the request is sent either
+/// way, and the response trailers arrive.
+#[test]
+fn te_is_reduced_to_trailers_on_http2() {
+    for te in ["gzip, trailers", "gzip"] {
+        let headers = [("te", te), ("connection", "TE")];
+        let (got_version, collected) = fetch_trailers(Scheme::Http, Version::Http2, &headers);
+        assert_eq!(got_version, http::Version::HTTP_2, "{te}");
+        let trailers = collected.trailers().cloned().expect("trailers on HTTP/2");
+        assert_eq!(&collected.to_bytes()[..], b"data, then trailers");
+        assert_router_trailers(&trailers);
     }
 }

@@ -2,10 +2,9 @@
 //! responses) everything until the connection closes.
 
 use bytes::BytesMut;
-use http::header::{HeaderMap, HeaderName};
+use http::header::HeaderMap;
 
 use super::chunked::{ChunkedDecoder, ChunkedError};
-use super::head::is_forbidden_trailer;
 
 /// How the body being read is framed, with the state to decode it.
 #[derive(Debug)]
@@ -48,21 +47,12 @@ impl BodyDecoder {
     }
 
     /// The trailer fields of a complete chunked body, without the fields a trailer section
-    /// never carries ([`is_forbidden_trailer`]); `None` when none are left (or the body is
+    /// never carries ([`crate::http::permitted_trailers`]); `None` when none are left (or the body is
     /// not chunked, not complete, or its decoder does not keep trailers).
     pub(super) fn take_trailers(&mut self) -> Option<HeaderMap> {
         let BodyDecoder::Chunked(decoder) = self else {
             return None;
         };
-        let mut fields = decoder.take_trailers()?;
-        let forbidden: Vec<HeaderName> = fields
-            .keys()
-            .filter(|name| is_forbidden_trailer(name))
-            .cloned()
-            .collect();
-        for name in forbidden {
-            fields.remove(name);
-        }
-        (!fields.is_empty()).then_some(fields)
+        crate::http::permitted_trailers(decoder.take_trailers()?)
     }
 }

@@ -340,11 +340,11 @@ impl BodyEncoder {
 }
 
 /// Writes the permitted fields of `trailers` as field lines: never the forbidden ones
-/// ([`head::is_forbidden_trailer`]), and only the `declared` names if given.
+/// ([`crate::http::is_forbidden_trailer`]), and only the `declared` names if given.
 fn write_trailers(buf: &mut Vec<u8>, trailers: &HeaderMap, declared: Option<&[HeaderName]>) {
     for (name, value) in trailers {
         let permitted = declared.is_none_or(|names| names.contains(name));
-        if permitted && !head::is_forbidden_trailer(name) {
+        if permitted && !crate::http::is_forbidden_trailer(name) {
             head::write_header(buf, name.as_str().as_bytes(), value.as_bytes());
         }
     }

@@ -151,47 +151,6 @@ pub(super) fn accepts_trailers(map: &HeaderMap) -> bool {
         .any(|v| list_elements(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"trailers")))
 }
 
-/// Fields a trailer section never carries (RFC 9110 §6.5.1): message framing, routing,
-/// request modifiers, authentication, response control and content metadata the recipient
-/// needs before the content. The same list as hyper's.
-pub fn is_forbidden_trailer(name: &HeaderName) -> bool {
-    matches!(
-        *name,
-        header::AUTHORIZATION
-            | header::CACHE_CONTROL
-            | header::CONTENT_ENCODING
-            | header::CONTENT_LENGTH
-            | header::CONTENT_RANGE
-            | header::CONTENT_TYPE
-            | header::HOST
-            | header::MAX_FORWARDS
-            | header::SET_COOKIE
-            | header::TRAILER
-            | header::TRANSFER_ENCODING
-            | header::TE
-            | header::CONNECTION
-            | header::PROXY_AUTHORIZATION
-            | header::PROXY_AUTHENTICATE
-            | header::WWW_AUTHENTICATE
-            | header::EXPECT
-            | header::RANGE
-            | header::IF_MATCH
-            | header::IF_NONE_MATCH
-            | header::IF_MODIFIED_SINCE
-            | header::IF_UNMODIFIED_SINCE
-            | header::IF_RANGE
-            | header::AGE
-            | header::EXPIRES
-            | header::DATE
-            | header::LOCATION
-            | header::RETRY_AFTER
-            | header::VARY
-            | header::WARNING
-            | header::UPGRADE
-    ) || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
-}
-
 /// The field names a head declares in `Trailer` (RFC 9110 §6.6.2), if it has that field.
 pub(super) fn declared_trailers(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
     let mut fields = headers.get_all(header::TRAILER).iter().peekable();

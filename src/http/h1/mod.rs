@@ -44,9 +44,9 @@ mod server;
 
 use core::time::Duration;
 
+pub use super::is_forbidden_trailer;
 pub use chunked::{encode_chunk, ChunkedDecoder, ChunkedError, LAST_CHUNK};
 pub use client::{ClientConfig, ClientConn, ClientEvent, ExchangeId};
-pub use head::is_forbidden_trailer;
 pub use head::{parse_request_head, ParsedHead};
 pub use server::{RequestId, ServerConn, ServerEvent};
 
