@@ -22,15 +22,13 @@ use http_body::Frame;
 use http_body_util::{BodyExt, Collected};
 use serde_json::{json, Value};
 use smoltcp::time::Duration;
-use smoltcp::time::Instant;
 use smoltcp::wire::IpAddress;
-use tapir::client::fetch::{Fetch, Job, Outcome, Sink};
+use tapir::client::fetch::{ClientWork, Fetch, Job, Outcome, Sink, WithClient};
 use tapir::client::{Client, ClientConfig, Scheme, Target, Version};
 use tapir::device::memlink::{LinkConfig, MemDevice};
 use tapir::runtime::sim::{Node, Sim, SimNode};
 use tapir::runtime::Application;
 use tapir::service::{Body, BodyError, ConnInfo, Incoming, ResponseBody, Server, ServerConfig};
-use tapir::stack::Stack;
 use tapir::transport::certs::{self, Roots};
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -508,7 +506,6 @@ type Collecting = Pin<Box<dyn Future<Output = Result<Collected<Bytes>, BodyError
 /// Sends one request with tapir's client and collects the response body with
 /// `http_body_util` (data and trailers).
 struct CollectOne {
-    client: Client,
     target: Target,
     request: Option<Request<Body>>,
     response: Option<tapir::client::ResponseFuture>,
@@ -518,10 +515,13 @@ struct CollectOne {
     error: Option<String>,
 }
 
-impl CollectOne {
-    fn step(&mut self, cx: &mut Context<'_>) -> bool {
+impl ClientWork for CollectOne {
+    fn advance(&mut self, client: &mut Client, cx: &mut Context<'_>) -> bool {
+        if self.result.is_some() || self.error.is_some() {
+            return false;
+        }
         if let Some(request) = self.request.take() {
-            self.response = Some(self.client.send(&self.target, request));
+            self.response = Some(client.send(&self.target, request));
             return true;
         }
         if let Some(future) = self.response.as_mut() {
@@ -558,38 +558,8 @@ impl CollectOne {
         false
     }
 
-    fn done(&self) -> bool {
+    fn is_done(&self, _client: &Client) -> bool {
         self.result.is_some() || self.error.is_some()
-    }
-}
-
-impl Application for CollectOne {
-    fn poll(&mut self, stack: &mut Stack, now: Instant) -> bool {
-        let mut progress = false;
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        for _ in 0..64 {
-            let mut turn = self.client.poll(stack, now);
-            if !self.done() {
-                turn |= self.step(&mut cx);
-            }
-            progress |= turn;
-            if !turn {
-                break;
-            }
-        }
-        progress
-    }
-
-    fn poll_at(&self, now: Instant) -> Option<Instant> {
-        self.client.poll_at(now)
-    }
-
-    fn shutdown(&mut self, stack: &mut Stack, now: Instant) {
-        self.client.shutdown(stack, now);
-    }
-
-    fn is_finished(&self) -> bool {
-        self.done()
     }
 }
 
@@ -609,8 +579,7 @@ fn fetch_trailers(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let app = CollectOne {
-        client: Client::new(client).expect("client"),
+    let collect = CollectOne {
         target: target(scheme),
         request: Some(request.body(Body::empty()).expect("request")),
         response: None,
@@ -619,9 +588,10 @@ fn fetch_trailers(
         version: None,
         error: None,
     };
+    let app = WithClient::new(Client::new(client).expect("client"), collect);
     let mut client = serve_and_run(router(), app, 63);
-    assert_eq!(client.app.error, None);
-    client.app.result.take().expect("a response")
+    assert_eq!(client.app.work.error, None);
+    client.app.work.result.take().expect("a response")
 }
 
 /// The trailers `/trailers` of the router sends.
