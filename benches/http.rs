@@ -120,21 +120,21 @@ fn h2c_streams(c: &mut Criterion) {
         |_| {},
         |_| Fetcher::new(Version::Http2),
     );
-    pair.client.app.get(Scheme::Http, "bench", "/");
-    check(pair.drive(LIMIT, |_, c| c.app.idle()), "h2 warm-up");
+    pair.client.app.work.get(Scheme::Http, "bench", "/");
+    check(pair.drive(LIMIT, |_, c| c.app.work.idle()), "h2 warm-up");
     let path = format!("/bytes/{SMALL}");
     group.bench_function("tapir_1conn_x100streams", |b| {
         b.iter(|| {
             for _ in 0..H2_STREAMS {
-                pair.client.app.get(Scheme::Http, "bench", &path);
+                pair.client.app.work.get(Scheme::Http, "bench", &path);
             }
-            check(pair.drive(LIMIT, |_, c| c.app.idle()), "h2 round");
+            check(pair.drive(LIMIT, |_, c| c.app.work.idle()), "h2 round");
         })
     });
     assert!(
-        pair.client.app.errors.is_empty(),
+        pair.client.app.work.errors.is_empty(),
         "{:?}",
-        pair.client.app.errors
+        pair.client.app.work.errors
     );
     assert_eq!(
         pair.server.app.stats_handle().get().connections_total,
@@ -176,10 +176,13 @@ fn tls_handshake(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 for _ in 0..HANDSHAKES {
-                    pair.client.app.get(scheme, &format!("h{next}.bench"), "/");
+                    pair.client
+                        .app
+                        .work
+                        .get(scheme, &format!("h{next}.bench"), "/");
                     next += 1;
                 }
-                check(pair.drive(LIMIT, |_, c| c.app.idle()), "handshakes");
+                check(pair.drive(LIMIT, |_, c| c.app.work.idle()), "handshakes");
                 let now = pair.now;
                 pair.client.app.shutdown(&mut pair.client.stack, now);
                 check(
@@ -193,9 +196,9 @@ fn tls_handshake(c: &mut Criterion) {
             })
         });
         assert!(
-            pair.client.app.errors.is_empty(),
+            pair.client.app.work.errors.is_empty(),
             "{:?}",
-            pair.client.app.errors
+            pair.client.app.work.errors
         );
     }
     group.finish();
@@ -239,16 +242,16 @@ fn bulk(c: &mut Criterion) {
     );
     group.bench_function("tapir_h2c", |b| {
         b.iter(|| {
-            h2.client.app.get(Scheme::Http, "bench", &path);
-            check(h2.drive(LIMIT, |_, c| c.app.idle()), "h2 bulk");
+            h2.client.app.work.get(Scheme::Http, "bench", &path);
+            check(h2.drive(LIMIT, |_, c| c.app.work.idle()), "h2 bulk");
         })
     });
     assert!(
-        h2.client.app.errors.is_empty(),
+        h2.client.app.work.errors.is_empty(),
         "{:?}",
-        h2.client.app.errors
+        h2.client.app.work.errors
     );
-    assert_eq!(h2.client.app.body_bytes % BULK, 0);
+    assert_eq!(h2.client.app.work.body_bytes % BULK, 0);
 
     let mut raw = RawPair::new(1, 40, BULK as usize);
     group.bench_function("baseline_raw_tcp", |b| b.iter(|| raw.round(1)));

@@ -22,15 +22,13 @@ use http_body::Frame;
 use http_body_util::{BodyExt, Collected};
 use serde_json::{json, Value};
 use smoltcp::time::Duration;
-use smoltcp::time::Instant;
 use smoltcp::wire::IpAddress;
-use tapir::client::fetch::{Fetch, Job, Outcome, Sink};
+use tapir::client::fetch::{ClientWork, Fetch, Job, Outcome, Sink, WithClient};
 use tapir::client::{Client, ClientConfig, Scheme, Target, Version};
 use tapir::device::memlink::{LinkConfig, MemDevice};
 use tapir::runtime::sim::{Node, Sim, SimNode};
 use tapir::runtime::Application;
 use tapir::service::{Body, BodyError, ConnInfo, Incoming, ResponseBody, Server, ServerConfig};
-use tapir::stack::Stack;
 use tapir::transport::certs::{self, Roots};
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -148,6 +146,7 @@ fn router() -> Router {
                 })
             }),
         )
+        .route("/echo-trailers", post(echo_trailers))
         .route(
             "/whoami",
             get(|Extension(info): Extension<ConnInfo>| async move {
@@ -158,6 +157,35 @@ fn router() -> Router {
             HeaderName::from_static("x-served-by"),
             HeaderValue::from_static("tapir"),
         ))
+}
+
+/// Reads the request body frame by frame (`http_body::Body::frame`) and answers with its
+/// data and its trailer fields, sorted: `data | name=value,...`.
+async fn echo_trailers(request: axum::extract::Request) -> String {
+    let mut body = request.into_body();
+    let mut data = Vec::new();
+    let mut fields = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => return format!("body error: {e}"),
+        };
+        match frame.into_data() {
+            Ok(bytes) => data.extend_from_slice(&bytes),
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    for (name, value) in &trailers {
+                        fields.push(format!(
+                            "{name}={}",
+                            String::from_utf8_lossy(value.as_bytes())
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    fields.sort();
+    format!("{} | {}", String::from_utf8_lossy(&data), fields.join(","))
 }
 
 /// The server's TLS configuration (self-signed, ALPN h2 and http/1.1).
@@ -478,7 +506,6 @@ type Collecting = Pin<Box<dyn Future<Output = Result<Collected<Bytes>, BodyError
 /// Sends one request with tapir's client and collects the response body with
 /// `http_body_util` (data and trailers).
 struct CollectOne {
-    client: Client,
     target: Target,
     request: Option<Request<Body>>,
     response: Option<tapir::client::ResponseFuture>,
@@ -488,10 +515,13 @@ struct CollectOne {
     error: Option<String>,
 }
 
-impl CollectOne {
-    fn step(&mut self, cx: &mut Context<'_>) -> bool {
+impl ClientWork for CollectOne {
+    fn advance(&mut self, client: &mut Client, cx: &mut Context<'_>) -> bool {
+        if self.result.is_some() || self.error.is_some() {
+            return false;
+        }
         if let Some(request) = self.request.take() {
-            self.response = Some(self.client.send(&self.target, request));
+            self.response = Some(client.send(&self.target, request));
             return true;
         }
         if let Some(future) = self.response.as_mut() {
@@ -528,38 +558,8 @@ impl CollectOne {
         false
     }
 
-    fn done(&self) -> bool {
+    fn is_done(&self, _client: &Client) -> bool {
         self.result.is_some() || self.error.is_some()
-    }
-}
-
-impl Application for CollectOne {
-    fn poll(&mut self, stack: &mut Stack, now: Instant) -> bool {
-        let mut progress = false;
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        for _ in 0..64 {
-            let mut turn = self.client.poll(stack, now);
-            if !self.done() {
-                turn |= self.step(&mut cx);
-            }
-            progress |= turn;
-            if !turn {
-                break;
-            }
-        }
-        progress
-    }
-
-    fn poll_at(&self, now: Instant) -> Option<Instant> {
-        self.client.poll_at(now)
-    }
-
-    fn shutdown(&mut self, stack: &mut Stack, now: Instant) {
-        self.client.shutdown(stack, now);
-    }
-
-    fn is_finished(&self) -> bool {
-        self.done()
     }
 }
 
@@ -579,8 +579,7 @@ fn fetch_trailers(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let app = CollectOne {
-        client: Client::new(client).expect("client"),
+    let collect = CollectOne {
         target: target(scheme),
         request: Some(request.body(Body::empty()).expect("request")),
         response: None,
@@ -589,9 +588,10 @@ fn fetch_trailers(
         version: None,
         error: None,
     };
+    let app = WithClient::new(Client::new(client).expect("client"), collect);
     let mut client = serve_and_run(router(), app, 63);
-    assert_eq!(client.app.error, None);
-    client.app.result.take().expect("a response")
+    assert_eq!(client.app.work.error, None);
+    client.app.work.result.take().expect("a response")
 }
 
 /// The trailers `/trailers` of the router sends.
@@ -640,5 +640,69 @@ fn response_trailers_reach_the_client_on_http1_with_te_trailers() {
         assert_eq!(&collected.to_bytes()[..], b"data, then trailers");
         assert_router_trailers(&trailers);
         assert_eq!(trailers.len(), 2, "{trailers:?}");
+    }
+}
+
+/// tapir's client sends a request body's trailers (a chunked trailer section on HTTP/1.1,
+/// a trailing HEADERS frame on HTTP/2) and an axum handler reading `into_body()` frame by
+/// frame gets them as the trailers frame, on HTTP/1.1 (cleartext and TLS), h2c and h2/TLS;
+/// a field a trailer section never carries (`content-type`) does not reach it.
+#[test]
+fn request_trailers_reach_an_axum_handler_as_a_trailers_frame() {
+    for (scheme, version) in [
+        (Scheme::Http, Version::Http1),
+        (Scheme::Https, Version::Http1),
+        (Scheme::Http, Version::Http2),
+        (Scheme::Https, Version::Http2),
+    ] {
+        let body = |data: &'static str| {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("x-checksum", HeaderValue::from_static("1234"));
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            trailers.insert(CONTENT_TYPE, HeaderValue::from_static("text/evil"));
+            Body::from_http(WithTrailers {
+                data: Some(Bytes::from_static(data.as_bytes())),
+                trailers: Some(trailers),
+            })
+        };
+        let post = |data| {
+            job(
+                scheme,
+                Request::post("/echo-trailers")
+                    .body(body(data))
+                    .expect("request"),
+            )
+        };
+        // Two on one connection: the first request's trailer section ends its body exactly.
+        let jobs = vec![post("first upload"), post("second upload")];
+        let client = ClientConfig {
+            version,
+            roots: Roots::Insecure,
+            ..ClientConfig::default()
+        };
+        let jobs = fetch(router(), client, jobs, false);
+        for (job, data) in jobs.iter().zip(["first upload", "second upload"]) {
+            assert_eq!(status(job), StatusCode::OK, "{scheme:?} {version:?}");
+            assert_eq!(
+                String::from_utf8_lossy(&job.sink.body),
+                format!("{data} | grpc-status=0,x-checksum=1234"),
+                "{scheme:?} {version:?}"
+            );
+        }
+    }
+}
+
+/// A request's `TE` reaches HTTP/2 as `te: trailers` when it lists `trailers`, and is left
+/// out otherwise (HTTP/2 carries no other TE, RFC 9113 §8.2.2): the request is sent either
+/// way, and the response trailers arrive.
+#[test]
+fn te_is_reduced_to_trailers_on_http2() {
+    for te in ["gzip, trailers", "gzip"] {
+        let headers = [("te", te), ("connection", "TE")];
+        let (got_version, collected) = fetch_trailers(Scheme::Http, Version::Http2, &headers);
+        assert_eq!(got_version, http::Version::HTTP_2, "{te}");
+        let trailers = collected.trailers().cloned().expect("trailers on HTTP/2");
+        assert_eq!(&collected.to_bytes()[..], b"data, then trailers");
+        assert_router_trailers(&trailers);
     }
 }

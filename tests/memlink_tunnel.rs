@@ -7,14 +7,15 @@ mod common;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use common::{config, linked, CLIENT_IP, SERVER_IP};
 use http::header::{CONNECTION, UPGRADE};
 use http::{Method, Request, Response, StatusCode};
-use smoltcp::time::{Duration, Instant};
+use smoltcp::time::Duration;
 use smoltcp::wire::IpAddress;
+use tapir::client::fetch::{ClientWork, WithClient};
 use tapir::client::{Client, ClientConfig, ClientError, Scheme, Target, Upgrade, UpgradeFuture};
 use tapir::device::memlink::{LinkConfig, MemDevice};
 use tapir::runtime::sim::{Node, Sim, SimNode};
@@ -24,7 +25,6 @@ use tapir::service::{
     Body, ConnInfo, ConnectProtocol, Incoming, Reply, RequestBody, Server, ServerConfig, Takeover,
     Tunnel,
 };
-use tapir::stack::Stack;
 use tapir::transport::certs::Roots;
 
 const PROTOCOL: &str = "tapir-echo";
@@ -118,7 +118,6 @@ struct Outcome {
 /// A client application that sends `count` framed messages through a tunnel while reading
 /// their echoes, then closes and waits for the server to close.
 struct Talk {
-    client: Client,
     target: Target,
     request: Option<Request<Body>>,
     future: Option<UpgradeFuture>,
@@ -131,9 +130,9 @@ struct Talk {
 }
 
 impl Talk {
-    fn new(client: Client, target: Target, request: Request<Body>, count: u32) -> Self {
-        Talk {
-            client,
+    /// The conversation on `client`, as the client node's application.
+    fn new(client: Client, target: Target, request: Request<Body>, count: u32) -> WithClient<Self> {
+        let talk = Talk {
             target,
             request: Some(request),
             future: None,
@@ -143,7 +142,8 @@ impl Talk {
             inbox: Vec::new(),
             outcome: Outcome::default(),
             done: false,
-        }
+        };
+        WithClient::new(client, talk)
     }
 
     fn fail(&mut self, error: String) {
@@ -153,9 +153,9 @@ impl Talk {
     }
 
     /// One step of the conversation; true when anything moved.
-    fn step(&mut self, cx: &mut Context<'_>) -> bool {
+    fn step(&mut self, client: &mut Client, cx: &mut Context<'_>) -> bool {
         if let Some(request) = self.request.take() {
-            self.future = Some(self.client.upgrade(&self.target, request));
+            self.future = Some(client.upgrade(&self.target, request));
             return true;
         }
         if let Some(future) = self.future.as_mut() {
@@ -254,33 +254,13 @@ impl Talk {
     }
 }
 
-impl Application for Talk {
-    fn poll(&mut self, stack: &mut Stack, now: Instant) -> bool {
-        let mut progress = false;
-        let mut cx = Context::from_waker(Waker::noop());
-        for _ in 0..64 {
-            let mut turn = self.client.poll(stack, now);
-            if !self.done {
-                turn |= self.step(&mut cx);
-            }
-            progress |= turn;
-            if !turn {
-                break;
-            }
-        }
-        progress
+impl ClientWork for Talk {
+    fn advance(&mut self, client: &mut Client, cx: &mut Context<'_>) -> bool {
+        !self.done && self.step(client, cx)
     }
 
-    fn poll_at(&self, now: Instant) -> Option<Instant> {
-        self.client.poll_at(now)
-    }
-
-    fn shutdown(&mut self, stack: &mut Stack, now: Instant) {
-        self.client.shutdown(stack, now);
-    }
-
-    fn is_finished(&self) -> bool {
-        self.done && self.client.is_finished()
+    fn is_done(&self, client: &Client) -> bool {
+        self.done && client.is_finished()
     }
 }
 
@@ -370,8 +350,8 @@ fn talk_to<S: ?Sized>(
     .unwrap_or_else(|e| {
         panic!(
             "conversation ends: {e}; outcome {:?}; sent {}; server {:?}",
-            client.app.outcome,
-            client.app.sent,
+            client.app.work.outcome,
+            client.app.work.sent,
             stats.get()
         )
     });
@@ -382,7 +362,7 @@ fn talk_to<S: ?Sized>(
         |_| false,
     );
     let sockets = server.stack.describe_connections().len();
-    let outcome = std::mem::take(&mut client.app.outcome);
+    let outcome = std::mem::take(&mut client.app.work.outcome);
     (outcome, stats.get(), sockets)
 }
 
@@ -611,7 +591,7 @@ fn upgrade_to_a_refused_port_is_a_clear_error() {
         |nodes| nodes[1].finished(),
     )
     .unwrap();
-    let error = client.app.outcome.error.clone().unwrap_or_default();
+    let error = client.app.work.outcome.error.clone().unwrap_or_default();
     let expected = ClientError::Refused(smoltcp::wire::IpEndpoint::new(
         IpAddress::Ipv4(SERVER_IP),
         81,
@@ -653,7 +633,7 @@ fn server_shutdown_ends_open_tunnels_and_frees_everything() {
         nodes[0].finished() && nodes[1].finished()
     })
     .expect("the server finishes and the client sees the end");
-    let outcome = &client.app.outcome;
+    let outcome = &client.app.work.outcome;
     assert!(outcome.tunnel);
     assert!(outcome.echoed > 100, "{outcome:?}");
     assert!(outcome.echoed < 1_000_000, "{outcome:?}");

@@ -9,21 +9,22 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::Context;
 
 use http::{Request, Response};
 use rustls::pki_types::ServerName;
 use smoltcp::socket::tcp::State;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
-use tapir::client::{Client, ClientConfig, ResponseFuture, Scheme, Target, Version};
+use tapir::client::fetch::{ClientWork, Job, Outcome, Sink, WithClient};
+use tapir::client::{Client, ClientConfig, Scheme, Target, Version};
 use tapir::device::memlink::{self, LinkConfig, MemDevice};
 use tapir::error::Chain;
 use tapir::runtime::sim::{Node, SimNode, EPOCH_MICROS};
 use tapir::runtime::Application;
 use tapir::service::builtin::Builtin;
 use tapir::service::server::StatsHandle;
-use tapir::service::{Body, BodyStream, ConnInfo, RequestBody, ResponseBody, Server, ServerConfig};
+use tapir::service::{Body, ConnInfo, RequestBody, ResponseBody, Server, ServerConfig};
 use tapir::stack::{Stack, StackConfig, TcpHandle};
 use tapir::transport::certs::{self, Roots};
 use tapir::transport::tcp::TcpStream;
@@ -669,17 +670,22 @@ impl Application for H1Clients {
     }
 }
 
-enum InFlight {
-    Waiting(ResponseFuture),
-    Body(ResponseBody),
+/// Counts a response's body bytes (the body is read to the end and dropped).
+#[derive(Default)]
+pub struct Count;
+
+impl Sink for Count {
+    fn head(&mut self, _response: &Response<ResponseBody>) {}
+    fn data(&mut self, _data: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
-/// tapir's own client ([`Client`]) with requests in flight: responses are read to the end
-/// and counted.
+/// Requests in flight on tapir's own client ([`Client`], in [`WithClient`]): responses
+/// are read to the end and counted.
+#[derive(Default)]
 pub struct Fetcher {
-    /// The client.
-    pub client: Client,
-    inflight: Vec<InFlight>,
+    inflight: Vec<Job<Count>>,
     /// Responses completed since the start.
     pub completed: u64,
     /// Body bytes received since the start.
@@ -689,25 +695,19 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    /// A fetcher with a client of `version` trusting any certificate.
-    pub fn new(version: Version) -> Self {
+    /// A fetcher on a client of `version` trusting any certificate.
+    pub fn new(version: Version) -> WithClient<Self> {
         let config = ClientConfig {
             version,
             roots: Roots::Insecure,
             max_connections_per_origin: 1,
             ..ClientConfig::default()
         };
-        Fetcher {
-            client: Client::new(config).expect("client"),
-            inflight: Vec::new(),
-            completed: 0,
-            body_bytes: 0,
-            errors: Vec::new(),
-        }
+        WithClient::new(Client::new(config).expect("client"), Fetcher::default())
     }
 
     /// Sends `GET path` to the server under the name `host` (a new name is a new origin,
-    /// so a new connection).
+    /// so a new connection) on the next turn.
     pub fn get(&mut self, scheme: Scheme, host: &str, path: &str) {
         let target = Target {
             scheme,
@@ -719,91 +719,47 @@ impl Fetcher {
             addr: IpAddress::Ipv4(SERVER_IP),
         };
         let request = Request::get(path).body(Body::empty()).expect("request");
-        let future = self.client.send(&target, request);
-        self.inflight.push(InFlight::Waiting(future));
+        self.inflight.push(Job::new(target, request, Count));
     }
 
     /// True when no request is in flight.
     pub fn idle(&self) -> bool {
         self.inflight.is_empty()
     }
-
-    fn advance(&mut self) -> bool {
-        let mut progress = false;
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut i = 0;
-        while i < self.inflight.len() {
-            let mut finished = false;
-            if let InFlight::Waiting(future) = &mut self.inflight[i] {
-                match future.try_take() {
-                    None => {}
-                    Some(Ok(response)) => {
-                        progress = true;
-                        self.inflight[i] = InFlight::Body(response.into_body());
-                    }
-                    Some(Err(e)) => {
-                        progress = true;
-                        self.errors.push(e.to_string());
-                        finished = true;
-                    }
-                }
-            }
-            if let InFlight::Body(body) = &mut self.inflight[i] {
-                loop {
-                    match body.poll_chunk(&mut cx, 256 * 1024) {
-                        Poll::Pending => break,
-                        Poll::Ready(Some(Ok(chunk))) => {
-                            progress = true;
-                            self.body_bytes += chunk.len() as u64;
-                        }
-                        Poll::Ready(Some(Err(e))) => {
-                            progress = true;
-                            self.errors.push(e.to_string());
-                            finished = true;
-                            break;
-                        }
-                        Poll::Ready(None) => {
-                            progress = true;
-                            self.completed += 1;
-                            finished = true;
-                            break;
-                        }
-                    }
-                }
-            }
-            if finished {
-                self.inflight.swap_remove(i);
-            } else {
-                i += 1;
-            }
-        }
-        progress
-    }
 }
 
-impl Application for Fetcher {
-    fn poll(&mut self, stack: &mut Stack, now: Instant) -> bool {
-        let mut progress = false;
-        for _ in 0..8 {
-            let mut turn = self.client.poll(stack, now);
-            turn |= self.advance();
-            progress |= turn;
-            if !turn {
-                break;
-            }
+impl ClientWork for Fetcher {
+    fn start(&mut self, client: &mut Client) -> bool {
+        let mut started = false;
+        for job in &mut self.inflight {
+            started |= job.start(client);
         }
+        started
+    }
+
+    fn advance(&mut self, _client: &mut Client, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        for job in &mut self.inflight {
+            progress |= job.advance(cx);
+        }
+        let (completed, body_bytes, errors) =
+            (&mut self.completed, &mut self.body_bytes, &mut self.errors);
+        self.inflight.retain(|job| match &job.outcome {
+            None => true,
+            Some(Outcome::Done { bytes, .. }) => {
+                *completed += 1;
+                *body_bytes += bytes;
+                false
+            }
+            Some(Outcome::Failed(error)) => {
+                errors.push(error.clone());
+                false
+            }
+        });
         progress
     }
 
-    fn poll_at(&self, now: Instant) -> Option<Instant> {
-        self.client.poll_at(now)
-    }
-
-    fn shutdown(&mut self, stack: &mut Stack, now: Instant) {
-        self.client.shutdown(stack, now);
-    }
-
-    fn is_finished(&self) -> bool {
+    fn is_done(&self, _client: &Client) -> bool {
         self.idle()
     }
 }

@@ -23,6 +23,10 @@ enum Seen {
         id: u64,
         data: Vec<u8>,
     },
+    Trailers {
+        id: u64,
+        fields: Vec<(String, Vec<u8>)>,
+    },
     BodyEnd {
         id: u64,
     },
@@ -113,6 +117,13 @@ impl Run {
                     data: data.to_vec(),
                 }),
             },
+            ServerEvent::Trailers { id, trailers } => {
+                let fields = trailers
+                    .iter()
+                    .map(|(n, v)| (n.as_str().to_string(), v.as_bytes().to_vec()))
+                    .collect();
+                self.seen.push(Seen::Trailers { id, fields });
+            }
             ServerEvent::BodyEnd { id } => {
                 self.seen.push(Seen::BodyEnd { id });
                 if !self.answer_early {

@@ -1,5 +1,9 @@
 //! Fetching a list of requests to completion: the application behind `tapir get` and the
 //! client tests. Each job's response body goes to a [`Sink`] as it arrives.
+//!
+//! [`ClientWork`] and [`WithClient`] are the same loop for any other work on a client (a
+//! test collecting a body frame by frame, a benchmark counting responses): the client is
+//! polled, then the work, in rounds until neither moves ([`poll_with`]).
 
 use std::future::Future;
 use std::task::{Context, Poll, Waker};
@@ -75,8 +79,20 @@ impl<S: Sink> Job<S> {
         self.body = None;
     }
 
-    /// Moves the job along; true when something changed.
-    fn advance(&mut self, cx: &mut Context<'_>) -> bool {
+    /// Sends the request on `client` if not sent yet; true when it was sent now.
+    pub fn start(&mut self, client: &mut Client) -> bool {
+        match self.request.take() {
+            Some(request) => {
+                self.future = Some(client.send(&self.target, request));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Moves the job along: the response head, then its body into the sink; true when
+    /// something changed. The job is over once [`Job::outcome`] is set.
+    pub fn advance(&mut self, cx: &mut Context<'_>) -> bool {
         let mut progress = false;
         if let Some(future) = self.future.as_mut() {
             match std::pin::Pin::new(future).poll(cx) {
@@ -160,43 +176,69 @@ impl<S: Sink> Fetch<S> {
             })
             .collect()
     }
+}
 
-    fn start_jobs(&mut self) -> bool {
+/// The jobs of a [`Fetch`], as work on its client.
+struct Running<'a, S> {
+    jobs: &'a mut [Job<S>],
+    parallel: bool,
+    next: &'a mut usize,
+}
+
+impl<S: Sink> ClientWork for Running<'_, S> {
+    fn start(&mut self, client: &mut Client) -> bool {
         let mut started = false;
-        while self.next < self.jobs.len() {
-            let running = self.jobs[..self.next].iter().any(|j| j.outcome.is_none());
-            if running && !self.parallel {
+        while *self.next < self.jobs.len() {
+            let (before, rest) = self.jobs.split_at_mut(*self.next);
+            if !self.parallel && before.iter().any(|j| j.outcome.is_none()) {
                 break;
             }
-            let job = &mut self.jobs[self.next];
-            if let Some(request) = job.request.take() {
-                job.future = Some(self.client.send(&job.target, request));
-                started = true;
+            if let Some(job) = rest.first_mut() {
+                started |= job.start(client);
             }
-            self.next += 1;
+            *self.next += 1;
         }
         started
+    }
+
+    fn advance(&mut self, _client: &mut Client, cx: &mut Context<'_>) -> bool {
+        let mut moved = false;
+        for job in self.jobs.iter_mut() {
+            if job.outcome.is_none() {
+                moved |= job.advance(cx);
+            }
+        }
+        moved
+    }
+
+    fn is_done(&self, _client: &Client) -> bool {
+        all_done(self.jobs, *self.next)
+    }
+
+    fn stop(&mut self) {
+        for job in self.jobs.iter_mut() {
+            if job.outcome.is_none() {
+                job.fail(&ClientError::Connection("stopped".into()));
+            }
+        }
+    }
+}
+
+impl<S: Sink> Fetch<S> {
+    fn running(&mut self) -> (&mut Client, Running<'_, S>) {
+        let running = Running {
+            jobs: &mut self.jobs,
+            parallel: self.parallel,
+            next: &mut self.next,
+        };
+        (&mut self.client, running)
     }
 }
 
 impl<S: Sink> Application for Fetch<S> {
     fn poll(&mut self, stack: &mut Stack, now: Instant) -> bool {
-        let mut progress = false;
-        for _ in 0..8 {
-            let mut turn = self.start_jobs();
-            turn |= self.client.poll(stack, now);
-            let mut cx = Context::from_waker(Waker::noop());
-            for job in &mut self.jobs {
-                if job.outcome.is_none() {
-                    turn |= job.advance(&mut cx);
-                }
-            }
-            progress |= turn;
-            if !turn {
-                break;
-            }
-        }
-        progress
+        let (client, mut running) = self.running();
+        poll_with(client, &mut running, stack, now)
     }
 
     fn poll_at(&self, now: Instant) -> Option<Instant> {
@@ -204,15 +246,96 @@ impl<S: Sink> Application for Fetch<S> {
     }
 
     fn shutdown(&mut self, stack: &mut Stack, now: Instant) {
-        for job in &mut self.jobs {
-            if job.outcome.is_none() {
-                job.fail(&ClientError::Connection("stopped".into()));
-            }
+        let (client, mut running) = self.running();
+        running.stop();
+        client.shutdown(stack, now);
+    }
+
+    fn is_finished(&self) -> bool {
+        all_done(&self.jobs, self.next)
+    }
+}
+
+/// True when every job was started (`next` is past the last) and is over.
+fn all_done<S>(jobs: &[Job<S>], next: usize) -> bool {
+    next >= jobs.len() && jobs.iter().all(|j| j.outcome.is_some())
+}
+
+/// Work on a [`Client`] in the loop: requests sent on it and what comes back read.
+/// [`WithClient`] makes it an [`Application`]; [`poll_with`] runs one turn of it.
+pub trait ClientWork {
+    /// Sends what is due, before the client is polled; true when anything was sent.
+    fn start(&mut self, _client: &mut Client) -> bool {
+        false
+    }
+
+    /// Moves the work along after the client was polled (responses, bodies); true when
+    /// anything moved. `cx` has a no-op waker: the loop comes back whenever anything moved.
+    fn advance(&mut self, client: &mut Client, cx: &mut Context<'_>) -> bool;
+
+    /// True once the work is over (the application is then finished).
+    fn is_done(&self, client: &Client) -> bool;
+
+    /// The loop stops: end whatever is unfinished.
+    fn stop(&mut self) {}
+}
+
+/// Rounds of [`poll_with`] at most per turn of the loop.
+const ROUNDS: usize = 8;
+
+/// One turn of the loop for `work` on `client`: in rounds, the work starts what is due,
+/// the client is polled and the work moves along, until a round moves nothing (at most
+/// 8 rounds, so the stack gets its turn). True when anything moved.
+pub fn poll_with<W: ClientWork + ?Sized>(
+    client: &mut Client,
+    work: &mut W,
+    stack: &mut Stack,
+    now: Instant,
+) -> bool {
+    let mut progress = false;
+    for _ in 0..ROUNDS {
+        let mut turn = work.start(client);
+        turn |= client.poll(stack, now);
+        let mut cx = Context::from_waker(Waker::noop());
+        turn |= work.advance(client, &mut cx);
+        progress |= turn;
+        if !turn {
+            break;
         }
+    }
+    progress
+}
+
+/// A [`Client`] and work on it, as an [`Application`]: finished once the work is done.
+pub struct WithClient<W> {
+    /// The client.
+    pub client: Client,
+    /// The work on it.
+    pub work: W,
+}
+
+impl<W: ClientWork> WithClient<W> {
+    /// `work` on `client`.
+    pub fn new(client: Client, work: W) -> Self {
+        WithClient { client, work }
+    }
+}
+
+impl<W: ClientWork> Application for WithClient<W> {
+    fn poll(&mut self, stack: &mut Stack, now: Instant) -> bool {
+        poll_with(&mut self.client, &mut self.work, stack, now)
+    }
+
+    fn poll_at(&self, now: Instant) -> Option<Instant> {
+        self.client.poll_at(now)
+    }
+
+    fn shutdown(&mut self, stack: &mut Stack, now: Instant) {
+        self.work.stop();
         self.client.shutdown(stack, now);
     }
 
     fn is_finished(&self) -> bool {
-        self.next >= self.jobs.len() && self.jobs.iter().all(|j| j.outcome.is_some())
+        self.work.is_done(&self.client)
     }
 }

@@ -4,7 +4,7 @@
 //! connection's timeouts: the response-head timeout (the client's `request_timeout`) and
 //! the keep-alive idle timeout.
 
-use http::header::{HeaderMap, HeaderValue, HOST};
+use http::header::{HeaderValue, HOST, TRAILER};
 use http::{Response, Uri};
 use smoltcp::time::Instant;
 use std::sync::Arc;
@@ -29,8 +29,6 @@ struct Current {
     id: ExchangeId,
     upload: Option<Body>,
     body: Option<BodySender>,
-    /// Trailer fields of the response, given to the body at its end.
-    trailers: Option<HeaderMap>,
 }
 
 /// One HTTP/1.1 connection to an origin.
@@ -89,17 +87,15 @@ impl<T: Transport> H1Client<T> {
                 parts.uri = uri;
             }
         }
-        match self
-            .engine
-            .send_request(parts, body.len(), engine_time(now))
-        {
+        // Declared trailer fields need the chunked coding's trailer section.
+        let len = body.len().filter(|_| !parts.headers.contains_key(TRAILER));
+        match self.engine.send_request(parts, len, engine_time(now)) {
             Ok(id) => {
                 self.current = Some(Current {
                     exchange,
                     id,
                     upload: Some(body),
                     body: None,
-                    trailers: None,
                 })
             }
             Err(e) => exchange.borrow_mut().fail(ClientError::Http1Request(e)),
@@ -176,7 +172,10 @@ impl<T: Transport> H1Client<T> {
                         }
                         Poll::Ready(None) => {
                             progress = true;
-                            let _ = self.engine.finish_request(current.id);
+                            let trailers = body.take_trailers();
+                            let _ = self
+                                .engine
+                                .finish_request_with_trailers(current.id, trailers.as_ref());
                             current.upload = None;
                         }
                         Poll::Ready(Some(Err(e))) => {
@@ -340,13 +339,15 @@ impl<T: Transport> H1Client<T> {
                         body.push(data);
                     }
                 }
-                ClientEvent::Trailers { trailers, .. } => current.trailers = Some(trailers),
+                ClientEvent::Trailers { trailers, .. } => {
+                    // Trailers end the body (the `BodyEnd` after them changes nothing).
+                    if let Some(body) = &current.body {
+                        body.finish_with_trailers(trailers);
+                    }
+                }
                 ClientEvent::BodyEnd { .. } => {
                     if let Some(body) = &current.body {
-                        match current.trailers.take() {
-                            Some(trailers) => body.finish_with_trailers(trailers),
-                            None => body.finish(),
-                        }
+                        body.finish();
                     }
                     // The exchange is over (a server may answer before the upload ends;
                     // the engine then does not reuse the connection).

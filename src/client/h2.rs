@@ -11,13 +11,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use h2::client::{Connection, ResponseFuture, SendRequest};
 use h2::{RecvStream, SendStream};
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST, TE};
 use http::{Request, Response, Uri};
 use smoltcp::time::Instant;
 
 use super::{ClientError, ExchangeRef, Scheme, Target};
 use crate::conn::body::{request_body, Body, BodyError, BodySender};
-use crate::conn::h2body::{send_body, Pumped};
+use crate::conn::h2body::{receive_body, send_body, Pumped};
 use crate::conn::upgrade::ConnectProtocol;
 use crate::error::Chain;
 use crate::http::h2io::{H2Io, H2Pipes};
@@ -26,8 +26,6 @@ use crate::runtime::wake::TURNS;
 use crate::stack::Stack;
 use crate::transport::Transport;
 
-/// Response bytes buffered per stream before its window stays closed.
-const STREAM_BODY_BUFFER: usize = 64 * 1024;
 /// How long an extended CONNECT waits for the server's SETTINGS to allow it.
 const EXTENDED_CONNECT_WAIT: Duration = Duration::from_secs(2);
 
@@ -362,6 +360,18 @@ impl<T: Transport> H2Client<T> {
             for name in CONNECTION_HEADERS {
                 parts.headers.remove(HeaderName::from_static(name));
             }
+            // HTTP/2 carries TE only as `trailers` (RFC 9113 §8.2.2).
+            let te_trailers = parts.headers.get_all(TE).iter().any(|v| {
+                v.to_str().is_ok_and(|v| {
+                    v.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+                })
+            });
+            if parts.headers.remove(TE).is_some() && te_trailers {
+                parts
+                    .headers
+                    .insert(TE, HeaderValue::from_static("trailers"));
+            }
             let len = body.len();
             if let Some(len) = len.filter(|&l| l > 0) {
                 parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
@@ -491,36 +501,11 @@ fn advance(stream: &mut Stream, cx: &mut Context<'_>) -> bool {
         }
     }
     // The response body, released to the server only as it goes into the bounded pipe.
-    while let (Some(recv), Some(sender)) = (stream.recv.as_mut(), stream.body.as_ref()) {
-        if sender.buffered() >= STREAM_BODY_BUFFER {
-            sender.park(cx.waker());
-            break;
-        }
-        match recv.poll_data(cx) {
-            Poll::Ready(Some(Ok(data))) => {
-                progress = true;
-                let n = data.len();
-                sender.push(data);
-                let _ = recv.flow_control().release_capacity(n);
-            }
-            Poll::Ready(Some(Err(e))) => {
-                progress = true;
-                sender.fail(BodyError::Incomplete(e.to_string()));
-                stream.recv = None;
-            }
-            Poll::Ready(None) => match recv.poll_trailers(cx) {
-                Poll::Pending => break,
-                Poll::Ready(trailers) => {
-                    progress = true;
-                    match trailers {
-                        Ok(Some(trailers)) => sender.finish_with_trailers(trailers),
-                        Ok(None) => sender.finish(),
-                        Err(e) => sender.fail(BodyError::Incomplete(e.to_string())),
-                    }
-                    stream.recv = None;
-                }
-            },
-            Poll::Pending => break,
+    if let (Some(recv), Some(sender)) = (stream.recv.as_mut(), stream.body.as_ref()) {
+        let (moved, over) = receive_body(recv, sender, cx);
+        progress |= moved;
+        if over {
+            stream.recv = None;
         }
     }
     progress

@@ -73,8 +73,9 @@ pub trait BodyStream {
     }
 
     /// Trailers to send after the last chunk (asked once `poll_chunk` gave `Ready(None)`).
-    /// HTTP/2 sends them; HTTP/1.1 sends them in the trailer section of a chunked response
-    /// when the request's `TE` lists `trailers`, and drops them otherwise.
+    /// HTTP/2 sends them; HTTP/1.1 sends them in the trailer section of a chunked body (a
+    /// request's always, a response's when the request's `TE` lists `trailers`) and drops
+    /// them otherwise.
     fn take_trailers(&mut self) -> Option<HeaderMap> {
         None
     }

@@ -1,12 +1,61 @@
-//! Sending a body on an HTTP/2 stream with the peer's flow control, for both roles (the
-//! server's responses, the client's requests).
+//! Bodies on HTTP/2 streams with flow control, for both roles: sending (the server's
+//! responses, the client's requests) and receiving (the server's requests, the client's
+//! responses).
 
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use h2::{Reason, SendStream};
+use h2::{Reason, RecvStream, SendStream};
 
-use super::body::{BodyError, BodyStream};
+use super::body::{BodyError, BodySender, BodyStream};
+
+/// Received body bytes buffered per stream before its window stays closed.
+pub(crate) const STREAM_BODY_BUFFER: usize = 64 * 1024;
+
+/// Moves a received body from `recv` into its pipe (`sender`): data as it comes, releasing
+/// flow-control capacity only as bytes go into the pipe (bounded by [`STREAM_BODY_BUFFER`]:
+/// above it the writer parks and the peer's window stays closed), then the trailers (the
+/// fields a trailer section may carry, [`crate::http::permitted_trailers`]) or the end.
+/// Returns whether anything moved and whether the body is over (ended or failed).
+pub(crate) fn receive_body(
+    recv: &mut RecvStream,
+    sender: &BodySender,
+    cx: &mut Context<'_>,
+) -> (bool, bool) {
+    let mut progress = false;
+    loop {
+        if sender.buffered() >= STREAM_BODY_BUFFER {
+            sender.park(cx.waker());
+            return (progress, false);
+        }
+        match recv.poll_data(cx) {
+            Poll::Ready(Some(Ok(data))) => {
+                progress = true;
+                let n = data.len();
+                sender.push(data);
+                let _ = recv.flow_control().release_capacity(n);
+            }
+            Poll::Ready(Some(Err(e))) => {
+                sender.fail(BodyError::Incomplete(e.to_string()));
+                return (true, true);
+            }
+            Poll::Ready(None) => {
+                return match recv.poll_trailers(cx) {
+                    Poll::Pending => (progress, false),
+                    Poll::Ready(trailers) => {
+                        match trailers.map(|t| t.and_then(crate::http::permitted_trailers)) {
+                            Ok(Some(trailers)) => sender.finish_with_trailers(trailers),
+                            Ok(None) => sender.finish(),
+                            Err(e) => sender.fail(BodyError::Incomplete(e.to_string())),
+                        }
+                        (true, true)
+                    }
+                };
+            }
+            Poll::Pending => return (progress, false),
+        }
+    }
+}
 
 /// Send capacity asked for at a time per stream.
 const SEND_CHUNK: usize = 64 * 1024;

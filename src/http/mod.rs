@@ -8,6 +8,8 @@
 pub mod h1;
 pub mod h2io;
 
+use http::header::{self, HeaderMap, HeaderName};
+
 /// The HTTP/2 connection preface a client sends first (RFC 9113 §3.4).
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -20,6 +22,62 @@ pub const CONNECTION_HEADERS: [&str; 5] = [
     "transfer-encoding",
     "upgrade",
 ];
+
+/// Fields a trailer section never carries (RFC 9110 §6.5.1): message framing, routing,
+/// request modifiers, authentication, response control and content metadata the recipient
+/// needs before the content. The same list as hyper's.
+pub fn is_forbidden_trailer(name: &HeaderName) -> bool {
+    matches!(
+        *name,
+        header::AUTHORIZATION
+            | header::CACHE_CONTROL
+            | header::CONTENT_ENCODING
+            | header::CONTENT_LENGTH
+            | header::CONTENT_RANGE
+            | header::CONTENT_TYPE
+            | header::HOST
+            | header::MAX_FORWARDS
+            | header::SET_COOKIE
+            | header::TRAILER
+            | header::TRANSFER_ENCODING
+            | header::TE
+            | header::CONNECTION
+            | header::PROXY_AUTHORIZATION
+            | header::PROXY_AUTHENTICATE
+            | header::WWW_AUTHENTICATE
+            | header::EXPECT
+            | header::RANGE
+            | header::IF_MATCH
+            | header::IF_NONE_MATCH
+            | header::IF_MODIFIED_SINCE
+            | header::IF_UNMODIFIED_SINCE
+            | header::IF_RANGE
+            | header::AGE
+            | header::EXPIRES
+            | header::DATE
+            | header::LOCATION
+            | header::RETRY_AFTER
+            | header::VARY
+            | header::WARNING
+            | header::UPGRADE
+    ) || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+/// The fields of a received trailer section (HTTP/1.1 or HTTP/2) a recipient may use:
+/// `fields` without the ones a trailer section never carries ([`is_forbidden_trailer`]);
+/// `None` when none is left.
+pub fn permitted_trailers(mut fields: HeaderMap) -> Option<HeaderMap> {
+    let forbidden: Vec<HeaderName> = fields
+        .keys()
+        .filter(|name| is_forbidden_trailer(name))
+        .cloned()
+        .collect();
+    for name in forbidden {
+        fields.remove(name);
+    }
+    (!fields.is_empty()).then_some(fields)
+}
 
 /// Time on the engines' scale (a `Duration` since the stack clock's zero; they only compare
 /// instants).

@@ -458,6 +458,12 @@ impl<T: Transport> H1Conn<T> {
                         task.sender.push(data);
                     }
                 }
+                ServerEvent::Trailers { id, trailers } => {
+                    // Trailers end the body (the `BodyEnd` after them changes nothing).
+                    if let Some(task) = self.tasks.iter().find(|t| t.id == id) {
+                        task.sender.finish_with_trailers(trailers);
+                    }
+                }
                 ServerEvent::BodyEnd { id } => {
                     if let Some(task) = self.tasks.iter().find(|t| t.id == id) {
                         task.sender.finish();

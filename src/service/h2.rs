@@ -24,7 +24,7 @@ use super::h2guard::FrameGuard;
 use super::shared::Shared;
 use super::{Body, BodyError, ConnInfo, Protocol};
 use crate::conn::body::{request_body, BodySender, Incoming, IncomingBody};
-use crate::conn::h2body::{send_body, Pumped};
+use crate::conn::h2body::{receive_body, send_body, Pumped, STREAM_BODY_BUFFER};
 use crate::conn::upgrade::{ConnectProtocol, Tunnel, TUNNEL_BUFFER};
 use crate::conn::Drive;
 use crate::http::h2io::{H2Io, H2Pipes};
@@ -32,9 +32,6 @@ use crate::http::{CONNECTION_HEADERS, H2_PREFACE};
 use crate::runtime::wake::TURNS;
 use crate::stack::Stack;
 use crate::transport::{ReadStatus, Transport};
-
-/// Request body bytes buffered per stream before the stream's window stays closed.
-const STREAM_BODY_BUFFER: usize = 64 * 1024;
 
 /// HTTP/2 settings and timeouts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -693,36 +690,11 @@ fn advance_stream(
         }
     }
     // Request body → pipe, releasing flow-control capacity as it goes in.
-    while let Some(recv) = task.recv.as_mut() {
-        if task.sender.buffered() >= STREAM_BODY_BUFFER {
-            task.sender.park(cx.waker());
-            break;
-        }
-        match recv.poll_data(cx) {
-            Poll::Ready(Some(Ok(data))) => {
-                progress = true;
-                let n = data.len();
-                task.sender.push(data);
-                let _ = recv.flow_control().release_capacity(n);
-            }
-            Poll::Ready(Some(Err(e))) => {
-                progress = true;
-                task.sender.fail(BodyError::Incomplete(e.to_string()));
-                task.recv = None;
-            }
-            Poll::Ready(None) => match recv.poll_trailers(cx) {
-                Poll::Pending => break,
-                Poll::Ready(trailers) => {
-                    progress = true;
-                    match trailers {
-                        Ok(Some(trailers)) => task.sender.finish_with_trailers(trailers),
-                        Ok(None) => task.sender.finish(),
-                        Err(e) => task.sender.fail(BodyError::Incomplete(e.to_string())),
-                    }
-                    task.recv = None;
-                }
-            },
-            Poll::Pending => break,
+    if let Some(recv) = task.recv.as_mut() {
+        let (moved, over) = receive_body(recv, &task.sender, cx);
+        progress |= moved;
+        if over {
+            task.recv = None;
         }
     }
     loop {

@@ -2,6 +2,7 @@
 //! responses) everything until the connection closes.
 
 use bytes::BytesMut;
+use http::header::HeaderMap;
 
 use super::chunked::{ChunkedDecoder, ChunkedError};
 
@@ -43,5 +44,15 @@ impl BodyDecoder {
                 Ok((take, false))
             }
         }
+    }
+
+    /// The trailer fields of a complete chunked body, without the fields a trailer section
+    /// never carries ([`crate::http::permitted_trailers`]); `None` when none are left (or the body is
+    /// not chunked, not complete, or its decoder does not keep trailers).
+    pub(super) fn take_trailers(&mut self) -> Option<HeaderMap> {
+        let BodyDecoder::Chunked(decoder) = self else {
+            return None;
+        };
+        crate::http::permitted_trailers(decoder.take_trailers()?)
     }
 }

@@ -78,7 +78,7 @@ use std::sync::Arc;
 use core::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, StatusCode};
 
 use super::body::BodyDecoder;
@@ -238,6 +238,8 @@ pub struct ClientConn {
     events: VecDeque<ClientEvent>,
     body: BodyBuffer,
     output: Output,
+    /// The trailer fields the request being sent declared (`Trailer`), if it did.
+    declared_trailers: Option<Vec<HeaderName>>,
     /// The response-head timer runs since then (a response is awaited, none being read).
     head_wait_since: Option<Duration>,
     /// The idle timer runs since then (nothing outstanding).
@@ -259,6 +261,7 @@ impl ClientConn {
             events: VecDeque::new(),
             body: BodyBuffer::default(),
             output: Output::default(),
+            declared_trailers: None,
             head_wait_since: None,
             idle_since: Some(now),
         }
@@ -311,6 +314,12 @@ impl ClientConn {
             }
             head::write_header(out, name.as_str().as_bytes(), value.as_bytes());
         }
+        if head.headers.contains_key(header::TE)
+            && !head::has_connection_option(&head.headers, b"te")
+        {
+            // TE is hop-by-hop: its sender also lists it in Connection (RFC 9110 §10.1.4).
+            head::write_header(out, b"connection", b"te");
+        }
         let body = match body_len {
             Some(0) => {
                 if method_has_content(&head.method) {
@@ -324,9 +333,10 @@ impl ClientConn {
             }
             None => {
                 head::write_header(out, b"transfer-encoding", b"chunked");
-                Some(BodyEncoder::Chunked { trailers: false })
+                Some(BodyEncoder::Chunked { trailers: true })
             }
         };
+        self.declared_trailers = head::declared_trailers(&head.headers);
         out.extend_from_slice(b"\r\n");
 
         let id = self.next_id;
@@ -382,11 +392,26 @@ impl ClientConn {
     /// than the declared `Content-Length` were sent, returns
     /// [`H1Error::BodyTooShort`] and the request stays open.
     pub fn finish_request(&mut self, id: ExchangeId) -> Result<(), H1Error> {
+        self.finish_request_with_trailers(id, None)
+    }
+
+    /// Ends the body of request `id` like [`finish_request`](Self::finish_request), with
+    /// trailer fields after the last chunk when the request is chunked (RFC 9112 §7.1.2):
+    /// never the fields a trailer section must not carry ([`super::is_forbidden_trailer`]),
+    /// and only the names the request head declared in `Trailer` if it has that field. A
+    /// `Content-Length` request has no trailer section: its trailers are dropped.
+    pub fn finish_request_with_trailers(
+        &mut self,
+        id: ExchangeId,
+        trailers: Option<&HeaderMap>,
+    ) -> Result<(), H1Error> {
         if !self.can_write() {
             return Err(H1Error::Closed);
         }
+        let declared = self.declared_trailers.as_deref();
         match self.sending {
-            Some(s) if s.id == id => match s.body.finish(self.output.buf_mut(), None) {
+            Some(s) if s.id == id => match s.body.finish(self.output.buf_mut(), trailers, declared)
+            {
                 Err(Misframed::TooShort(missing)) | Err(Misframed::TooLong(missing)) => {
                     Err(H1Error::BodyTooShort { id, missing })
                 }
@@ -698,16 +723,10 @@ impl ClientConn {
                 0
             }
             Ok(true) => {
-                if let ReadState::Body {
-                    decoder: BodyDecoder::Chunked(d),
-                    ..
-                } = &mut self.read
-                {
-                    if let Some(trailers) = d.take_trailers() {
-                        self.flush_body();
-                        self.events
-                            .push_back(ClientEvent::Trailers { id, trailers });
-                    }
+                if let Some(trailers) = decoder.take_trailers() {
+                    self.flush_body();
+                    self.events
+                        .push_back(ClientEvent::Trailers { id, trailers });
                 }
                 self.end_response(id, keep_alive, Some(now));
                 consumed
@@ -1066,6 +1085,66 @@ mod tests {
         c.finish_request(id).unwrap();
         assert_eq!(c.send_body(id, b"x"), Err(H1Error::Finished(id)));
         assert_eq!(c.send_request(req("GET", "http://h/"), Some(0), T0), Ok(1));
+    }
+
+    #[test]
+    fn request_trailers_follow_the_last_chunk() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-checksum", "42".parse().unwrap());
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        trailers.insert(header::CONTENT_LENGTH, "5".parse().unwrap());
+        trailers.insert(header::HOST, "evil".parse().unwrap());
+        let mut c = conn();
+        let id = c.send_request(req("PUT", "http://h/f"), None, T0).unwrap();
+        c.send_body(id, b"hello").unwrap();
+        c.finish_request_with_trailers(id, Some(&trailers)).unwrap();
+        assert_eq!(
+            out_str(&mut c),
+            "PUT /f HTTP/1.1\r\nhost: h\r\ntransfer-encoding: chunked\r\n\r\n\
+             5\r\nhello\r\n0\r\nx-checksum: 42\r\ngrpc-status: 0\r\n\r\n"
+        );
+        // Declared in `Trailer`: only those names.
+        let declared = req_h("PUT", "http://h/f", &[("trailer", "X-Checksum")]);
+        let id = c.send_request(declared, None, T0).unwrap();
+        c.finish_request_with_trailers(id, Some(&trailers)).unwrap();
+        assert_eq!(
+            out_str(&mut c),
+            "PUT /f HTTP/1.1\r\nhost: h\r\ntrailer: X-Checksum\r\n\
+             transfer-encoding: chunked\r\n\r\n0\r\nx-checksum: 42\r\n\r\n"
+        );
+        // A length body has no trailer section.
+        let id = c
+            .send_request(req("PUT", "http://h/f"), Some(2), T0)
+            .unwrap();
+        c.send_body(id, b"hi").unwrap();
+        c.finish_request_with_trailers(id, Some(&trailers)).unwrap();
+        assert_eq!(
+            out_str(&mut c),
+            "PUT /f HTTP/1.1\r\nhost: h\r\ncontent-length: 2\r\n\r\nhi"
+        );
+    }
+
+    #[test]
+    fn te_is_listed_in_connection() {
+        let mut c = conn();
+        let te = req_h("GET", "http://h/", &[("te", "trailers")]);
+        c.send_request(te, Some(0), T0).unwrap();
+        assert_eq!(
+            out_str(&mut c),
+            "GET / HTTP/1.1\r\nhost: h\r\nte: trailers\r\nconnection: te\r\n\r\n"
+        );
+        // Already listed: not twice.
+        let mut c = conn();
+        let te = req_h(
+            "GET",
+            "http://h/",
+            &[("te", "trailers"), ("connection", "keep-alive, TE")],
+        );
+        c.send_request(te, Some(0), T0).unwrap();
+        assert_eq!(
+            out_str(&mut c),
+            "GET / HTTP/1.1\r\nhost: h\r\nte: trailers\r\nconnection: keep-alive, TE\r\n\r\n"
+        );
     }
 
     #[test]
@@ -2265,5 +2344,37 @@ mod tests {
             ]
         );
         assert!(cli.is_reusable());
+    }
+
+    #[test]
+    fn request_trailers_reach_the_server_engine() {
+        let mut srv = ServerConn::new(Arc::new(H1Config::default()), T0);
+        let mut cli = conn();
+        let id = cli
+            .send_request(req("POST", "http://example.com/up"), None, T0)
+            .unwrap();
+        cli.send_body(id, b"payload").unwrap();
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-checksum", "42".parse().unwrap());
+        cli.finish_request_with_trailers(id, Some(&trailers))
+            .unwrap();
+        let wire = out(&mut cli);
+        assert_eq!(srv.handle_input(&wire, T0), wire.len());
+        let mut seen = Vec::new();
+        while let Some(ev) = srv.poll_event() {
+            match ev {
+                ServerEvent::Request { id, .. } => seen.push(format!("req{id}")),
+                ServerEvent::Body { data, .. } => {
+                    seen.push(String::from_utf8_lossy(&data).into_owned())
+                }
+                ServerEvent::Trailers { trailers, .. } => seen.push(format!("{trailers:?}")),
+                ServerEvent::BodyEnd { id } => seen.push(format!("end{id}")),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            seen,
+            ["req0", "payload", "{\"x-checksum\": \"42\"}", "end0"]
+        );
     }
 }

@@ -17,7 +17,7 @@
 use core::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{HeaderMap, HeaderName};
 
 use super::body::BodyDecoder;
 use super::chunked::{self, ChunkedError};
@@ -348,17 +348,19 @@ impl BodyEncoder {
     }
 
     /// Ends the body: the last chunk with its trailer section if chunked (the `trailers`
-    /// fields allowed there, see [`write_trailers`]); a length body must be complete.
+    /// fields allowed there, see [`write_trailers`]: when the head declared its trailer
+    /// fields in `Trailer`, `declared`, only those); a length body must be complete.
     pub(super) fn finish(
         &self,
         buf: &mut Vec<u8>,
         trailers: Option<&HeaderMap>,
+        declared: Option<&[HeaderName]>,
     ) -> Result<(), Misframed> {
         match *self {
             BodyEncoder::Chunked { trailers: allowed } => {
                 buf.extend_from_slice(b"0\r\n");
                 if let (true, Some(fields)) = (allowed, trailers) {
-                    write_trailers(buf, fields);
+                    write_trailers(buf, fields, declared);
                 }
                 buf.extend_from_slice(b"\r\n");
                 Ok(())
@@ -371,51 +373,12 @@ impl BodyEncoder {
     }
 }
 
-/// Fields a trailer section never carries (RFC 9110 §6.5.1): message framing, routing,
-/// request modifiers, authentication, response control and content metadata the recipient
-/// needs before the content. The same list as hyper's.
-pub fn is_forbidden_trailer(name: &HeaderName) -> bool {
-    matches!(
-        *name,
-        header::AUTHORIZATION
-            | header::CACHE_CONTROL
-            | header::CONTENT_ENCODING
-            | header::CONTENT_LENGTH
-            | header::CONTENT_RANGE
-            | header::CONTENT_TYPE
-            | header::HOST
-            | header::MAX_FORWARDS
-            | header::SET_COOKIE
-            | header::TRAILER
-            | header::TRANSFER_ENCODING
-            | header::TE
-            | header::CONNECTION
-            | header::PROXY_AUTHORIZATION
-            | header::PROXY_AUTHENTICATE
-            | header::WWW_AUTHENTICATE
-            | header::EXPECT
-            | header::RANGE
-            | header::IF_MATCH
-            | header::IF_NONE_MATCH
-            | header::IF_MODIFIED_SINCE
-            | header::IF_UNMODIFIED_SINCE
-            | header::IF_RANGE
-            | header::AGE
-            | header::EXPIRES
-            | header::DATE
-            | header::LOCATION
-            | header::RETRY_AFTER
-            | header::VARY
-            | header::WARNING
-            | header::UPGRADE
-    ) || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
-}
-
-/// Writes the permitted fields of `trailers` as field lines (forbidden ones dropped).
-fn write_trailers(buf: &mut Vec<u8>, trailers: &HeaderMap) {
+/// Writes the permitted fields of `trailers` as field lines: never the forbidden ones
+/// ([`crate::http::is_forbidden_trailer`]), and only the `declared` names if given.
+fn write_trailers(buf: &mut Vec<u8>, trailers: &HeaderMap, declared: Option<&[HeaderName]>) {
     for (name, value) in trailers {
-        if !is_forbidden_trailer(name) {
+        let permitted = declared.is_none_or(|names| names.contains(name));
+        if permitted && !crate::http::is_forbidden_trailer(name) {
             head::write_header(buf, name.as_str().as_bytes(), value.as_bytes());
         }
     }
@@ -543,6 +506,7 @@ pub(super) fn earliest(deadlines: impl IntoIterator<Item = Option<Duration>>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header;
 
     #[test]
     fn trailers_drop_forbidden_fields() {
@@ -554,13 +518,23 @@ mod tests {
         fields.insert("x-checksum", "abc".parse().unwrap());
         let mut buf = Vec::new();
         let enc = BodyEncoder::Chunked { trailers: true };
-        enc.finish(&mut buf, Some(&fields)).unwrap();
+        enc.finish(&mut buf, Some(&fields), None).unwrap();
         assert_eq!(buf, b"0\r\ngrpc-status: 0\r\nx-checksum: abc\r\n\r\n");
+
+        // The head declared its trailers: only those names.
+        let mut buf = Vec::new();
+        let declared = [
+            HeaderName::from_static("x-checksum"),
+            header::CONTENT_LENGTH,
+        ];
+        enc.finish(&mut buf, Some(&fields), Some(&declared))
+            .unwrap();
+        assert_eq!(buf, b"0\r\nx-checksum: abc\r\n\r\n");
 
         // Not accepted by the peer: an empty trailer section.
         let mut buf = Vec::new();
         let enc = BodyEncoder::Chunked { trailers: false };
-        enc.finish(&mut buf, Some(&fields)).unwrap();
+        enc.finish(&mut buf, Some(&fields), None).unwrap();
         assert_eq!(buf, chunked::LAST_CHUNK);
     }
 
@@ -570,9 +544,12 @@ mod tests {
         let mut buf = Vec::new();
         assert_eq!(enc.encode(&mut buf, b"abcd"), Err(Misframed::TooLong(1)));
         enc.encode(&mut buf, b"ab").unwrap();
-        assert_eq!(enc.finish(&mut buf, None), Err(Misframed::TooShort(1)));
+        assert_eq!(
+            enc.finish(&mut buf, None, None),
+            Err(Misframed::TooShort(1))
+        );
         enc.encode(&mut buf, b"c").unwrap();
-        assert_eq!(enc.finish(&mut buf, None), Ok(()));
+        assert_eq!(enc.finish(&mut buf, None, None), Ok(()));
         assert_eq!(buf, b"abc");
     }
 

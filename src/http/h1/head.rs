@@ -151,6 +151,17 @@ pub(super) fn accepts_trailers(map: &HeaderMap) -> bool {
         .any(|v| list_elements(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"trailers")))
 }
 
+/// The field names a head declares in `Trailer` (RFC 9110 §6.6.2), if it has that field.
+pub(super) fn declared_trailers(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
+    let mut fields = headers.get_all(header::TRAILER).iter().peekable();
+    fields.peek()?;
+    let names = fields
+        .flat_map(|v| list_elements(v.as_bytes()))
+        .filter_map(|name| HeaderName::from_bytes(name).ok())
+        .collect();
+    Some(names)
+}
+
 /// Parses and validates a complete request head (`buf` ends with CRLFCRLF,
 /// bare LFs were already rejected by the caller).
 pub fn parse_request_head(buf: &[u8], config: &H1Config) -> Result<ParsedHead, RejectReason> {
@@ -439,10 +450,15 @@ pub enum FramingHeader {
 
 /// Returns true if the application's `Connection` headers contain `close`.
 pub fn has_close_token(headers: &HeaderMap) -> bool {
+    has_connection_option(headers, b"close")
+}
+
+/// Whether a `Connection` field lists `option` (case-insensitive).
+pub(super) fn has_connection_option(headers: &HeaderMap, option: &[u8]) -> bool {
     headers
         .get_all(header::CONNECTION)
         .iter()
-        .any(|v| list_elements(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"close")))
+        .any(|v| list_elements(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(option)))
 }
 
 /// Serializes a response head. The application's framing headers

@@ -45,9 +45,9 @@ mod server;
 
 use core::time::Duration;
 
+pub use super::is_forbidden_trailer;
 pub use chunked::{encode_chunk, ChunkedDecoder, ChunkedError, LAST_CHUNK};
 pub use client::{ClientConfig, ClientConn, ClientEvent, ExchangeId};
-pub use conn::is_forbidden_trailer;
 pub use head::{parse_request_head, ParsedHead};
 pub use server::{InPlaceWrite, RequestId, ServerConn, ServerEvent};
 

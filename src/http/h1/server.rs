@@ -52,7 +52,12 @@
 //!   is refused (use `send_continue`). For HEAD, 204 and 304 no body is
 //!   written: `send_body` data is discarded and the declared length is not
 //!   enforced; `Content-Length` is kept for HEAD/304, never sent for 204.
-//!   Request trailers are validated and discarded.
+//! * **Request trailers.** The trailer section of a chunked request body is bounded by
+//!   `max_head_size` (larger: 431) and checked field by field (malformed: 400); its fields
+//!   are reported as [`ServerEvent::Trailers`] just before `BodyEnd`, without the fields a
+//!   trailer section never carries (RFC 9110 §6.5.1, [`super::is_forbidden_trailer`]:
+//!   they are dropped, as a recipient must not use them as header fields). No event when
+//!   no field is left.
 //! * **Response trailers.** [`ServerConn::finish_response_with_trailers`] sends trailer
 //!   fields after the last chunk of a chunked response (RFC 9112 §7.1.2) only when the
 //!   request's `TE` lists `trailers` (hyper's rule: the client said it accepts them). Fields
@@ -109,6 +114,14 @@ pub enum ServerEvent {
         id: RequestId,
         /// Body bytes.
         data: Bytes,
+    },
+    /// The trailer fields of a chunked request body (only when it had some that a
+    /// trailer section may carry), just before its `BodyEnd`.
+    Trailers {
+        /// Request id.
+        id: RequestId,
+        /// The trailer fields.
+        trailers: HeaderMap,
     },
     /// The request body is complete (emitted for every request, also with no body).
     BodyEnd {
@@ -469,7 +482,7 @@ impl ServerConn {
             }
         };
         if matches!(framing, BodyEncoder::Chunked { trailers: true }) {
-            slot.declared_trailers = declared_trailers(&head.headers);
+            slot.declared_trailers = head::declared_trailers(&head.headers);
         }
         let expect_close =
             slot.expect_continue && !slot.continue_sent && !slot.body_done && slot.body_bytes == 0;
@@ -614,17 +627,10 @@ impl ServerConn {
             RespState::Streaming(f) => f,
         };
         slot.resp = RespState::Finished;
-        let declared;
-        let trailers = match (trailers, &slot.declared_trailers) {
-            (Some(fields), Some(names)) => {
-                declared = only_declared(fields, names);
-                Some(&declared)
-            }
-            (fields, _) => fields,
-        };
+        let declared = slot.declared_trailers.as_deref();
         let mut result = Ok(());
         if let Err(Misframed::TooShort(missing) | Misframed::TooLong(missing)) =
-            framing.finish(&mut slot.buf, trailers)
+            framing.finish(&mut slot.buf, trailers, declared)
         {
             result = Err(H1Error::BodyTooShort { id, missing });
             self.set_close_after(id);
@@ -908,10 +914,10 @@ impl ServerConn {
             BodyFraming::Chunked => {
                 self.read = ReadState::Body {
                     id,
-                    decoder: BodyDecoder::Chunked(ChunkedDecoder::new(
-                        self.config.max_body_size,
-                        self.config.max_head_size,
-                    )),
+                    decoder: BodyDecoder::Chunked(
+                        ChunkedDecoder::new(self.config.max_body_size, self.config.max_head_size)
+                            .keep_trailers(),
+                    ),
                 };
             }
         }
@@ -926,6 +932,10 @@ impl ServerConn {
         let (consumed, result, produced) =
             self.body
                 .decode(id, decoder, rest, self.config.max_body_buffer);
+        let trailers = match result {
+            Ok(true) => decoder.take_trailers(),
+            _ => None,
+        };
         if let Some(slot) = self.slot_mut(id) {
             slot.body_bytes += produced;
         }
@@ -936,6 +946,11 @@ impl ServerConn {
             }
             Ok(done) => {
                 if done {
+                    if let Some(trailers) = trailers {
+                        self.flush_body();
+                        self.events
+                            .push_back(ServerEvent::Trailers { id, trailers });
+                    }
                     self.end_body(id);
                 }
                 consumed
@@ -1090,30 +1105,9 @@ fn error_text(reason: &RejectReason) -> String {
     text
 }
 
-/// The field names a response head declares in `Trailer`, if it has that field.
-fn declared_trailers(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
-    let mut fields = headers.get_all(http::header::TRAILER).iter().peekable();
-    fields.peek()?;
-    let names = fields
-        .flat_map(|v| head::list_elements(v.as_bytes()))
-        .filter_map(|name| HeaderName::from_bytes(name).ok())
-        .collect();
-    Some(names)
-}
-
-/// The fields of `trailers` whose names are in `names`.
-fn only_declared(trailers: &HeaderMap, names: &[HeaderName]) -> HeaderMap {
-    let mut kept = HeaderMap::new();
-    for (name, value) in trailers {
-        if names.contains(name) {
-            kept.append(name.clone(), value.clone());
-        }
-    }
-    kept
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::chunked::ChunkedError;
     use super::*;
     use bytes::BytesMut;
 
@@ -1937,12 +1931,26 @@ GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
                         assert_eq!(id, 0);
                         body.extend_from_slice(&data);
                     }
+                    ServerEvent::Trailers { id, trailers } => {
+                        for (name, value) in &trailers {
+                            seen.push(format!("trailer{id}:{name}={value:?}"));
+                        }
+                    }
                     ServerEvent::BodyEnd { id } => seen.push(format!("end{id}")),
                     other => panic!("{other:?}"),
                 }
             }
             assert_eq!(body, b"hello, world");
-            assert_eq!(seen, ["req0:Chunked", "end0", "req1:None", "end1"]);
+            assert_eq!(
+                seen,
+                [
+                    "req0:Chunked",
+                    "trailer0:x-trailer=\"yes\"",
+                    "end0",
+                    "req1:None",
+                    "end1"
+                ]
+            );
         };
         for split in 0..=req.len() {
             let mut h = H::new();
@@ -1956,6 +1964,88 @@ GET /next HTTP/1.1\r\nHost: a\r\n\r\n";
             h.feed_all(std::slice::from_ref(b));
         }
         check(&mut h);
+    }
+
+    /// The events of one chunked request whose body ends with `trailer_section`.
+    fn chunked_request_events(cfg: H1Config, trailer_section: &str) -> Vec<ServerEvent> {
+        let mut h = H::with(cfg);
+        let req = format!(
+            "POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
+             2\r\nhi\r\n0\r\n{trailer_section}\r\n"
+        );
+        h.feed_all(req.as_bytes());
+        h.events()
+    }
+
+    #[test]
+    fn request_trailers_come_before_body_end_without_forbidden_fields() {
+        let section = "X-Checksum: 42\r\nContent-Length: 5\r\nHost: evil\r\n\
+                       Transfer-Encoding: gzip\r\nAuthorization: secret\r\n\
+                       grpc-status:  0 \r\nx-checksum: 43\r\n";
+        let events = chunked_request_events(H1Config::default(), section);
+        match events.as_slice() {
+            [ServerEvent::Request { .. }, ServerEvent::Body { data, .. }, ServerEvent::Trailers { id: 0, trailers }, ServerEvent::BodyEnd { id: 0 }] =>
+            {
+                assert_eq!(&data[..], b"hi");
+                let fields: Vec<_> = trailers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+                    .collect();
+                assert_eq!(
+                    fields,
+                    [
+                        ("x-checksum", "42"),
+                        ("x-checksum", "43"),
+                        ("grpc-status", "0")
+                    ]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // Only forbidden fields, or none: no trailers event.
+        for section in ["Content-Type: text/evil\r\nTrailer: x\r\n", ""] {
+            let events = chunked_request_events(H1Config::default(), section);
+            assert!(
+                !events
+                    .iter()
+                    .any(|e| matches!(e, ServerEvent::Trailers { .. })),
+                "{section:?}: {events:?}"
+            );
+            assert!(matches!(
+                events.last(),
+                Some(ServerEvent::BodyEnd { id: 0 })
+            ));
+        }
+    }
+
+    #[test]
+    fn request_trailer_section_is_bounded_by_the_head_limit() {
+        let cfg = H1Config {
+            max_head_size: 200,
+            ..H1Config::default()
+        };
+        // The field lines ("X: " + value + CRLF) count: 200 bytes fit.
+        let fits = format!("X: {}\r\n", "t".repeat(195));
+        let events = chunked_request_events(cfg.clone(), &fits);
+        match events.as_slice() {
+            [.., ServerEvent::Trailers { trailers, .. }, ServerEvent::BodyEnd { .. }] => {
+                assert_eq!(trailers["x"].len(), 195);
+            }
+            other => panic!("{other:?}"),
+        }
+        let over = format!("X: {}\r\n", "t".repeat(196));
+        let events = chunked_request_events(cfg, &over);
+        match events.as_slice() {
+            [ServerEvent::Request { .. }, ServerEvent::Body { .. }, ServerEvent::Rejected { status, reason }] =>
+            {
+                assert_eq!(*status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+                assert!(
+                    matches!(reason, RejectReason::Chunked(ChunkedError::TrailerTooLarge)),
+                    "{reason:?}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
