@@ -494,13 +494,16 @@ mod tests {
             "a role cannot take another's turn"
         );
         assert!(table.role::<u32>().remove(down).is_none());
+        assert!(table.role::<&str>().begin(down, at(0)).is_some());
+        assert!(table.role::<u32>().begin(up, at(0)).is_some());
         // A timer of each role, both due at one turn.
         table.role::<&str>().set_timer(down, Some(at(100)));
         table.role::<u32>().set_timer(up, Some(at(90)));
         assert_eq!(table.poll_at(at(0)), Some(at(90)));
         assert_eq!(table.ready(at(100)), vec![up, down]);
         assert!(table.role::<&str>().begin(down, at(100)).unwrap().timer_due);
-        let turn = table.role::<u32>().begin(up, at(100)).unwrap();
+        let mut ups = table.role::<u32>();
+        let turn = ups.begin(up, at(100)).unwrap();
         assert!(turn.timer_due);
         *turn.conn += 1;
         assert_eq!(table.role::<u32>().drain(), vec![8]);
