@@ -102,7 +102,7 @@ pub(crate) fn pump<T: Transport + ?Sized, L: LocalEnd>(
         // Local → peer.
         loop {
             let out = match local.outgoing(cx) {
-                Ok(out) if out.is_empty() => break,
+                Ok([]) => break,
                 Ok(out) => out,
                 Err(reason) => return Pumped::LocalFailed(reason),
             };
