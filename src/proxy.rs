@@ -29,7 +29,7 @@ use smoltcp::wire::{IpAddress, IpCidr};
 
 use crate::client::{Client, ClientConn, ClientCore, ClientError, Scheme, Target};
 use crate::conn::upgrade::splice;
-use crate::runtime::table::{ConnTable, Holds};
+use crate::runtime::table::{holds, ConnTable};
 use crate::runtime::Application;
 use crate::service::server::{ServerConn, ServerCore, StatsHandle};
 use crate::service::{
@@ -113,53 +113,10 @@ enum ProxyConn {
     Up(ClientConn),
 }
 
-impl Holds<ServerConn> for ProxyConn {
-    fn from_conn(conn: ServerConn) -> Self {
-        ProxyConn::Down(conn)
-    }
-    fn conn(&self) -> Option<&ServerConn> {
-        match self {
-            ProxyConn::Down(c) => Some(c),
-            ProxyConn::Up(_) => None,
-        }
-    }
-    fn conn_mut(&mut self) -> Option<&mut ServerConn> {
-        match self {
-            ProxyConn::Down(c) => Some(c),
-            ProxyConn::Up(_) => None,
-        }
-    }
-    fn into_conn(self) -> Option<ServerConn> {
-        match self {
-            ProxyConn::Down(c) => Some(c),
-            ProxyConn::Up(_) => None,
-        }
-    }
-}
-
-impl Holds<ClientConn> for ProxyConn {
-    fn from_conn(conn: ClientConn) -> Self {
-        ProxyConn::Up(conn)
-    }
-    fn conn(&self) -> Option<&ClientConn> {
-        match self {
-            ProxyConn::Up(c) => Some(c),
-            ProxyConn::Down(_) => None,
-        }
-    }
-    fn conn_mut(&mut self) -> Option<&mut ClientConn> {
-        match self {
-            ProxyConn::Up(c) => Some(c),
-            ProxyConn::Down(_) => None,
-        }
-    }
-    fn into_conn(self) -> Option<ClientConn> {
-        match self {
-            ProxyConn::Up(c) => Some(c),
-            ProxyConn::Down(_) => None,
-        }
-    }
-}
+holds!(ProxyConn {
+    Down(ServerConn),
+    Up(ClientConn),
+});
 
 /// An HTTP proxy: a server and a client on the same stack, one application with one
 /// connection table.

@@ -257,6 +257,40 @@ impl<C> Holds<C> for C {
     }
 }
 
+/// Makes an enum with one variant per role the entry of a shared table: implements
+/// [`Holds`] for each variant's connection, e.g.
+/// `holds!(ProxyConn { Down(ServerConn), Up(ClientConn) })`.
+macro_rules! holds {
+    ($entry:ident { $($variant:ident($conn:ty)),+ $(,)? }) => {
+        $(
+            impl $crate::runtime::table::Holds<$conn> for $entry {
+                fn from_conn(conn: $conn) -> Self {
+                    $entry::$variant(conn)
+                }
+                fn conn(&self) -> Option<&$conn> {
+                    match self {
+                        $entry::$variant(c) => Some(c),
+                        _ => None,
+                    }
+                }
+                fn conn_mut(&mut self) -> Option<&mut $conn> {
+                    match self {
+                        $entry::$variant(c) => Some(c),
+                        _ => None,
+                    }
+                }
+                fn into_conn(self) -> Option<$conn> {
+                    match self {
+                        $entry::$variant(c) => Some(c),
+                        _ => None,
+                    }
+                }
+            }
+        )+
+    };
+}
+pub(crate) use holds;
+
 impl<E> ConnTable<E> {
     /// The connections of the role whose connection is `C`, in a table perhaps shared with
     /// other roles.
@@ -425,53 +459,10 @@ mod tests {
         Up(u32),
     }
 
-    impl Holds<&'static str> for Either {
-        fn from_conn(conn: &'static str) -> Self {
-            Either::Down(conn)
-        }
-        fn conn(&self) -> Option<&&'static str> {
-            match self {
-                Either::Down(c) => Some(c),
-                Either::Up(_) => None,
-            }
-        }
-        fn conn_mut(&mut self) -> Option<&mut &'static str> {
-            match self {
-                Either::Down(c) => Some(c),
-                Either::Up(_) => None,
-            }
-        }
-        fn into_conn(self) -> Option<&'static str> {
-            match self {
-                Either::Down(c) => Some(c),
-                Either::Up(_) => None,
-            }
-        }
-    }
-
-    impl Holds<u32> for Either {
-        fn from_conn(conn: u32) -> Self {
-            Either::Up(conn)
-        }
-        fn conn(&self) -> Option<&u32> {
-            match self {
-                Either::Up(c) => Some(c),
-                Either::Down(_) => None,
-            }
-        }
-        fn conn_mut(&mut self) -> Option<&mut u32> {
-            match self {
-                Either::Up(c) => Some(c),
-                Either::Down(_) => None,
-            }
-        }
-        fn into_conn(self) -> Option<u32> {
-            match self {
-                Either::Up(c) => Some(c),
-                Either::Down(_) => None,
-            }
-        }
-    }
+    holds!(Either {
+        Down(&'static str),
+        Up(u32),
+    });
 
     #[test]
     fn roles_sharing_a_table_see_their_own_connections_and_one_ready_queue() {
