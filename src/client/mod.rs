@@ -13,7 +13,7 @@
 //! stream as a [`Tunnel`](crate::conn::upgrade::Tunnel); [`Client::connect_tunnel`] opens a bare TCP (or TLS) connection as a
 //! tunnel, which is what a proxy's `CONNECT` needs towards the origin.
 //!
-//! A [`Client`] alone owns its connection table; the client proper ([`ClientCore`]: the
+//! A [`Client`] alone owns its connection table; the client proper (`ClientCore`: the
 //! settings and the request queue) takes the table as an argument, so a proxy keeps its
 //! client's connections and its server's in one.
 

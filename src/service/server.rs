@@ -7,7 +7,7 @@
 //! not the number of open connections. Engine timers (slowloris head timeout, keep-alive
 //! idle) are the table's.
 //!
-//! A [`Server`] alone owns its table; the server proper ([`ServerCore`]) takes the table as
+//! A [`Server`] alone owns its table; the server proper (`ServerCore`) takes the table as
 //! an argument, so a proxy keeps its server's connections and its client's in one.
 
 use std::sync::Arc;
