@@ -11,6 +11,10 @@
 //! * **Reverse** ([`ProxyMode::Reverse`]): every request goes to one upstream origin over the
 //!   client's HTTP/1.1 keep-alive pool or one HTTP/2 connection, whatever protocol the
 //!   downstream client speaks.
+//!
+//! The downstream connections (the server's) and the upstream ones (the client's) live in one
+//! [`ConnTable`]: one ready queue, one set of timers, one turn that drives every ready or
+//! due connection once, whatever its role.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -23,11 +27,13 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpCidr};
 
-use crate::client::{Client, ClientError, Scheme, Target};
+use crate::client::{Client, ClientConn, ClientCore, ClientError, Scheme, Target};
 use crate::conn::upgrade::splice;
+use crate::runtime::table::{holds, ConnTable};
 use crate::runtime::Application;
+use crate::service::server::{ServerConn, ServerCore, StatsHandle};
 use crate::service::{
-    text_response, Answer, Body, ConnInfo, Handler, Reply, RequestBody, Server, ServerConfig,
+    text_response, Answer, Body, ConnInfo, Handler, Reply, RequestBody, ServerConfig,
 };
 use crate::stack::{Stack, StackError};
 
@@ -98,23 +104,33 @@ impl Refusal {
 /// The proxy's request handler.
 pub struct ProxyHandler {
     mode: ProxyMode,
-    client: Rc<RefCell<Client>>,
+    client: Rc<RefCell<ClientCore>>,
 }
 
-/// An HTTP proxy: a [`Server`] and a [`Client`] on the same stack, one application.
+/// A connection of the proxy: downstream (the server's) or upstream (the client's).
+enum ProxyConn {
+    Down(ServerConn),
+    Up(ClientConn),
+}
+
+holds!(ProxyConn {
+    Down(ServerConn),
+    Up(ClientConn),
+});
+
+/// An HTTP proxy: a server and a client on the same stack, one application with one
+/// connection table.
 pub struct Proxy {
-    server: Server<ProxyHandler>,
-    client: Rc<RefCell<Client>>,
+    server: ServerCore,
+    client: Rc<RefCell<ClientCore>>,
+    conns: ConnTable<ProxyConn>,
 }
 
 impl fmt::Debug for Proxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Proxy")
-            .field("connections", &self.server.open_connections())
-            .field(
-                "upstream_connections",
-                &self.client.borrow().open_connections(),
-            )
+            .field("connections", &self.open_connections())
+            .field("upstream_connections", &self.upstream_connections())
             .finish()
     }
 }
@@ -124,14 +140,22 @@ impl Proxy {
     /// judge, so the server in front hands all of them on (`config.methods` is cleared).
     pub fn new(mode: ProxyMode, client: Client, mut config: ServerConfig) -> Self {
         config.methods = None;
+        let (client, own) = client.into_parts();
         let client = Rc::new(RefCell::new(client));
         let handler = ProxyHandler {
             mode,
             client: client.clone(),
         };
+        let mut conns = ConnTable::new();
+        // Connections the client holds already (none unless it ran before) move along.
+        let mut own = own;
+        for conn in own.drain() {
+            conns.insert(ProxyConn::Up(conn));
+        }
         Proxy {
-            server: Server::new(handler, config),
+            server: ServerCore::for_handler(handler, config),
             client,
+            conns,
         }
     }
 
@@ -150,48 +174,86 @@ impl Proxy {
         self.server.bind_https(stack, port, tls)
     }
 
-    /// The downstream server (its counters, its connections).
-    pub fn server(&self) -> &Server<ProxyHandler> {
-        &self.server
+    /// The downstream server's counters.
+    pub fn stats_handle(&self) -> StatsHandle {
+        self.server.stats_handle()
+    }
+
+    /// Downstream connections (from the proxy's clients) open now.
+    pub fn open_connections(&self) -> usize {
+        self.server.open_connections()
     }
 
     /// Connections open to origins now.
     pub fn upstream_connections(&self) -> usize {
-        self.client.borrow().open_connections()
+        self.conns.len() - self.server.open_connections()
+    }
+
+    /// Connections in the proxy's one table, both directions.
+    pub fn table_len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// One turn: new downstream connections and queued upstream requests take their
+    /// connections, then every connection that is ready or whose timer is due is driven
+    /// once, downstream or upstream alike.
+    fn turn(&mut self, stack: &mut Stack, now: Instant) -> bool {
+        let mut progress = self.server.accept(&mut self.conns, stack, now);
+        progress |= self
+            .client
+            .borrow_mut()
+            .dispatch(&mut self.conns, stack, now);
+        for key in self.conns.ready(now) {
+            progress |= match self.conns.get(key) {
+                Some(ProxyConn::Down(_)) => self.server.drive(&mut self.conns, stack, key, now),
+                Some(ProxyConn::Up(_)) => {
+                    self.client
+                        .borrow_mut()
+                        .drive(&mut self.conns, stack, key, now)
+                }
+                None => false,
+            };
+        }
+        progress |= self.client.borrow_mut().expire(&mut self.conns, now);
+        progress
     }
 }
 
 impl Application for Proxy {
     fn poll(&mut self, stack: &mut Stack, now: Instant) -> bool {
         let mut progress = false;
-        // Handlers queue upstream work and upstream answers wake downstream connections:
-        // turn both until neither moves.
+        // A handler queues upstream requests during its connection's drive: they take
+        // their connections on a next turn at once, as long as turns move something.
         for _ in 0..8 {
-            let turn = self.server.poll(stack, now) | self.client.borrow_mut().poll(stack, now);
-            progress |= turn;
-            if !turn {
+            let moved = self.turn(stack, now);
+            progress |= moved;
+            if !moved || !(self.client.borrow().has_queued() || self.conns.has_ready()) {
                 break;
             }
         }
+        self.server.refresh_stats(stack);
         progress
     }
 
     fn poll_at(&self, now: Instant) -> Option<Instant> {
-        let a = self.server.poll_at(now);
-        let b = self.client.borrow().poll_at(now);
-        match (a, b) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        if self.client.borrow().has_queued() {
+            return Some(now);
         }
+        self.conns.poll_at(now)
     }
 
     fn shutdown(&mut self, stack: &mut Stack, now: Instant) {
-        self.server.shutdown(stack, now);
-        self.client.borrow_mut().shutdown(stack, now);
+        self.server.shutdown(&mut self.conns, stack, now);
+        self.client.borrow_mut().shutdown(&mut self.conns, stack);
+    }
+
+    fn abort(&mut self, stack: &mut Stack) {
+        self.server.abort(&mut self.conns, stack);
+        self.client.borrow_mut().shutdown(&mut self.conns, stack);
     }
 
     fn is_finished(&self) -> bool {
-        self.server.is_finished() && self.client.borrow().is_finished()
+        self.server.is_finished() && self.conns.is_empty() && !self.client.borrow().has_queued()
     }
 }
 

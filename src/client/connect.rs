@@ -33,7 +33,9 @@ pub(super) enum Engine {
     Tunnel(Box<Pump<AnyStream>>),
 }
 
-pub(super) struct Conn {
+/// A client connection: its origin, its engine and, if opened for one exchange alone, that
+/// exchange.
+pub(crate) struct ClientConn {
     pub(super) target: Target,
     pub(super) engine: Engine,
     /// The exchange this connection was opened for alone ([`Mode::Upgrade`], [`Mode::Raw`]).
@@ -84,7 +86,7 @@ impl Handshakes {
         &self,
         config: &ClientConfig,
         stack: &mut Stack,
-        conn: &mut Conn,
+        conn: &mut ClientConn,
         waker: &Waker,
         now: Instant,
         timer: &mut Option<Instant>,
@@ -230,7 +232,7 @@ impl Handshakes {
 /// HTTP/1.1 with the exchange's request sent first ([`Mode::Upgrade`]).
 pub(super) fn dedicated_engine(
     stream: AnyStream,
-    conn: &mut Conn,
+    conn: &mut ClientConn,
     config: &ClientConfig,
     mode: Mode,
     now: Instant,

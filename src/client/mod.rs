@@ -12,6 +12,10 @@
 //! `Upgrade` request on a connection of its own and, on a `2xx` / `101`, hands over the byte
 //! stream as a [`Tunnel`](crate::conn::upgrade::Tunnel); [`Client::connect_tunnel`] opens a bare TCP (or TLS) connection as a
 //! tunnel, which is what a proxy's `CONNECT` needs towards the origin.
+//!
+//! A [`Client`] alone owns its connection table; the client proper (`ClientCore`: the
+//! settings and the request queue) takes the table as an argument, so a proxy keeps its
+//! client's connections and its server's in one.
 
 mod connect;
 mod exchange;
@@ -38,14 +42,15 @@ use smoltcp::wire::IpEndpoint;
 use crate::conn::body::{request_body, Body};
 use crate::conn::Drive;
 use crate::error::Chain;
-use crate::runtime::table::ConnTable;
+use crate::runtime::table::{ConnTable, Holds};
 use crate::runtime::Application;
 use crate::stack::{Stack, StackError};
 use crate::transport::certs::Roots;
 use crate::transport::tcp::TcpStream;
 use crate::transport::{TlsFailure, Transport, TransportError};
 
-use self::connect::{Conn, Engine, Handshakes};
+pub(crate) use self::connect::ClientConn;
+use self::connect::{Engine, Handshakes};
 
 /// Errors a request can end with. Each keeps what caused it as its
 /// [`source`](std::error::Error::source); [`crate::error::Chain`] shows them all.
@@ -164,18 +169,24 @@ impl Default for ClientConfig {
 
 /// An HTTP client on a stack.
 pub struct Client {
+    core: ClientCore,
+    conns: ConnTable<ClientConn>,
+}
+
+/// The client without a connection table: settings, TLS configurations and the queue of
+/// requests, driving [`ClientConn`]s in a table it is given (its own [`Client`]'s, or a
+/// proxy's shared with a server).
+pub(crate) struct ClientCore {
     config: ClientConfig,
     tls: Handshakes,
-    conns: ConnTable<Conn>,
     queue: Vec<ExchangeRef>,
-    now: Instant,
 }
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("connections", &self.conns.len())
-            .field("queued", &self.queue.len())
+            .field("queued", &self.core.queue.len())
             .finish()
     }
 }
@@ -186,18 +197,25 @@ impl Client {
     pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
         let tls = Handshakes::new(&config)?;
         Ok(Client {
-            config,
-            tls,
+            core: ClientCore {
+                config,
+                tls,
+                queue: Vec::new(),
+            },
             conns: ConnTable::new(),
-            queue: Vec::new(),
-            now: Instant::from_micros(0),
         })
+    }
+
+    /// The client proper, without its table, and the connections it holds (a proxy takes
+    /// both into its own table).
+    pub(crate) fn into_parts(self) -> (ClientCore, ConnTable<ClientConn>) {
+        (self.core, self.conns)
     }
 
     /// Queues `request` for `target`. The request's URI may be a path or an absolute URL;
     /// Host (HTTP/1.1) or `:authority` (HTTP/2) come from the target.
     pub fn send(&mut self, target: &Target, request: Request<Body>) -> ResponseFuture {
-        self.queue_exchange(target, Some(request), Mode::Http)
+        self.core.send(target, request)
     }
 
     /// Sends `request` over HTTP/1.1 on a connection of its own: `CONNECT host:port` (the
@@ -211,6 +229,32 @@ impl Client {
     /// extension an extended `CONNECT` (RFC 8441, e.g. WebSockets over HTTP/2); on a `2xx`
     /// the stream is the tunnel. The request's own body is not sent.
     pub fn upgrade(&mut self, target: &Target, request: Request<Body>) -> UpgradeFuture {
+        self.core.upgrade(target, request)
+    }
+
+    /// Opens a connection to `target` that is a [`Tunnel`](crate::conn::upgrade::Tunnel)
+    /// from the start: bare TCP for `http`, TLS (no ALPN) for `https`. A proxy's `CONNECT`
+    /// uses this towards the origin.
+    pub fn connect_tunnel(&mut self, target: &Target) -> TunnelFuture {
+        self.core.connect_tunnel(target)
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.conns.len()
+    }
+}
+
+impl ClientCore {
+    /// Queues `request` for `target` (see [`Client::send`]). The request's URI may be a path or an absolute URL;
+    /// Host (HTTP/1.1) or `:authority` (HTTP/2) come from the target.
+    pub(crate) fn send(&mut self, target: &Target, request: Request<Body>) -> ResponseFuture {
+        self.queue_exchange(target, Some(request), Mode::Http)
+    }
+
+    /// Sends `request` on a connection of its own, or an HTTP/2 stream (see
+    /// [`Client::upgrade`]).
+    pub(crate) fn upgrade(&mut self, target: &Target, request: Request<Body>) -> UpgradeFuture {
         if self.config.version == Version::Http2 {
             let (parts, _) = request.into_parts();
             let (tx, outgoing) = request_body(None);
@@ -224,10 +268,8 @@ impl Client {
         }
     }
 
-    /// Opens a connection to `target` that is a [`Tunnel`](crate::conn::upgrade::Tunnel)
-    /// from the start: bare TCP for `http`, TLS (no ALPN) for `https`. A proxy's `CONNECT`
-    /// uses this towards the origin.
-    pub fn connect_tunnel(&mut self, target: &Target) -> TunnelFuture {
+    /// Opens a connection that is a tunnel from the start (see [`Client::connect_tunnel`]).
+    pub(crate) fn connect_tunnel(&mut self, target: &Target) -> TunnelFuture {
         TunnelFuture {
             inner: self.queue_exchange(target, None, Mode::Raw),
         }
@@ -254,13 +296,9 @@ impl Client {
         ResponseFuture { exchange }
     }
 
-    /// Connections open now.
-    pub fn open_connections(&self) -> usize {
-        self.conns.len()
-    }
-
-    fn open(
+    fn open<E: Holds<ClientConn>>(
         &mut self,
+        table: &mut ConnTable<E>,
         stack: &mut Stack,
         target: &Target,
         now: Instant,
@@ -269,17 +307,22 @@ impl Client {
         let handle = stack
             .connect(target.endpoint())
             .map_err(ClientError::Connect)?;
-        self.conns.insert(Conn {
+        table.insert(E::from_conn(ClientConn {
             target: target.clone(),
             engine: Engine::Connecting(Some(TcpStream::new(handle))),
             dedicated,
             since: now,
-        });
+        }));
         Ok(())
     }
 
     /// Hands queued requests to connections, opening connections as needed.
-    fn dispatch(&mut self, stack: &mut Stack, now: Instant) -> bool {
+    pub(crate) fn dispatch<E: Holds<ClientConn>>(
+        &mut self,
+        table: &mut ConnTable<E>,
+        stack: &mut Stack,
+        now: Instant,
+    ) -> bool {
         let mut progress = false;
         let queue = std::mem::take(&mut self.queue);
         for exchange in queue {
@@ -289,58 +332,50 @@ impl Client {
             };
             if mode != Mode::Http {
                 // Upgrades and bare tunnels get a connection of their own.
-                if let Err(e) = self.open(stack, &target, now, Some(exchange.clone())) {
+                if let Err(e) = self.open(table, stack, &target, now, Some(exchange.clone())) {
                     exchange.borrow_mut().fail(e);
                 }
                 progress = true;
                 continue;
             }
             // An established HTTP/2 connection to the origin takes every request.
-            let h2 = self
-                .conns
-                .iter_mut()
-                .find_map(|(key, c)| match &mut c.engine {
-                    Engine::H2(h2) if c.target == target && h2.accepts_streams() => Some((h2, key)),
-                    _ => None,
-                });
+            let mut conns = table.role::<ClientConn>();
+            let h2 = conns.iter_mut().find_map(|(key, c)| match &mut c.engine {
+                Engine::H2(h2) if c.target == target && h2.accepts_streams() => Some((h2, key)),
+                _ => None,
+            });
             if let Some((h2, key)) = h2 {
                 h2.push(exchange);
-                self.conns.wake(key);
+                conns.wake(key);
                 progress = true;
                 continue;
             }
             // An idle keep-alive HTTP/1.1 connection takes the next request.
-            let h1 = self
-                .conns
-                .iter_mut()
-                .find_map(|(key, c)| match &mut c.engine {
-                    Engine::H1(h1)
-                        if c.target == target && c.dedicated.is_none() && h1.is_idle() =>
-                    {
-                        Some((h1, key))
-                    }
-                    _ => None,
-                });
+            let h1 = conns.iter_mut().find_map(|(key, c)| match &mut c.engine {
+                Engine::H1(h1) if c.target == target && c.dedicated.is_none() && h1.is_idle() => {
+                    Some((h1, key))
+                }
+                _ => None,
+            });
             if let Some((h1, key)) = h1 {
                 h1.assign(exchange, now);
-                self.conns.wake(key);
+                conns.wake(key);
                 progress = true;
                 continue;
             }
-            let connecting = self.conns.iter().any(|(_, c)| {
+            let connecting = conns.iter().any(|(_, c)| {
                 c.target == target
                     && c.dedicated.is_none()
                     && matches!(c.engine, Engine::Connecting(_) | Engine::Tls(_))
             });
-            let h1_count = self
-                .conns
+            let h1_count = conns
                 .iter()
                 .filter(|(_, c)| {
                     c.target == target && c.dedicated.is_none() && matches!(c.engine, Engine::H1(_))
                 })
                 .count();
             if !connecting && h1_count < self.config.max_connections_per_origin {
-                if let Err(e) = self.open(stack, &target, now, None) {
+                if let Err(e) = self.open(table, stack, &target, now, None) {
                     exchange.borrow_mut().fail(e);
                     progress = true;
                     continue;
@@ -364,8 +399,16 @@ impl Client {
         });
     }
 
-    fn drive(&mut self, stack: &mut Stack, key: usize, now: Instant) -> bool {
-        let Some(turn) = self.conns.begin(key, now) else {
+    /// Gives connection `key` of `table` its turn. False when it is none of this client's.
+    pub(crate) fn drive<E: Holds<ClientConn>>(
+        &mut self,
+        table: &mut ConnTable<E>,
+        stack: &mut Stack,
+        key: usize,
+        now: Instant,
+    ) -> bool {
+        let mut conns = table.role::<ClientConn>();
+        let Some(turn) = conns.begin(key, now) else {
             return false;
         };
         let (conn, waker) = (turn.conn, turn.waker);
@@ -385,10 +428,10 @@ impl Client {
             let target = conn.target.clone();
             if let Some(ex) = conn.dedicated.take() {
                 ex.borrow_mut().fail(error);
-                self.conns.remove(key);
+                conns.remove(key);
                 return true;
             }
-            self.conns.remove(key);
+            conns.remove(key);
             self.fail_queued(&target, &error);
             return true;
         }
@@ -396,10 +439,10 @@ impl Client {
             match pump.drive(stack, &mut cx, now) {
                 Drive::Open => {
                     let at = pump.deadline();
-                    self.conns.set_timer(key, at);
+                    conns.set_timer(key, at);
                 }
                 Drive::Closed => {
-                    self.conns.remove(key);
+                    conns.remove(key);
                 }
             }
             return true;
@@ -408,7 +451,7 @@ impl Client {
         if let Engine::H2(h2) = &mut conn.engine {
             if h2.idle_expired(now, self.config.idle_timeout) {
                 h2.close(stack);
-                self.conns.remove(key);
+                conns.remove(key);
                 return true;
             }
             let target = conn.target.clone();
@@ -445,7 +488,7 @@ impl Client {
             let spent = conn.dedicated.is_some() && h1.is_idle();
             if spent {
                 h1.close(stack);
-                self.conns.remove(key);
+                conns.remove(key);
                 return true;
             }
             let queued = self
@@ -475,11 +518,11 @@ impl Client {
             }
         }
         if closed {
-            if let (Some(conn), Some(error)) = (self.conns.remove(key), failure) {
+            if let (Some(conn), Some(error)) = (conns.remove(key), failure) {
                 self.fail_queued(&conn.target, &error);
             }
         } else {
-            self.conns.set_timer(key, timer);
+            conns.set_timer(key, timer);
         }
         true
     }
@@ -487,16 +530,41 @@ impl Client {
 
 impl Application for Client {
     fn poll(&mut self, stack: &mut Stack, now: Instant) -> bool {
-        self.now = now;
-        let mut progress = self.dispatch(stack, now);
+        let mut progress = self.core.dispatch(&mut self.conns, stack, now);
         for key in self.conns.ready(now) {
-            progress |= self.drive(stack, key, now);
+            progress |= self.core.drive(&mut self.conns, stack, key, now);
         }
-        // HTTP/2 requests past their deadline (an HTTP/1.1 engine times its response head
-        // itself: its timer wakes the connection).
-        let timeout = self.config.request_timeout;
-        if let Some(limit) = timeout {
-            for (_, conn) in self.conns.iter_mut() {
+        progress |= self.core.expire(&mut self.conns, now);
+        progress
+    }
+
+    fn poll_at(&self, now: Instant) -> Option<Instant> {
+        if self.core.has_queued() {
+            return Some(now);
+        }
+        self.conns.poll_at(now)
+    }
+
+    fn shutdown(&mut self, stack: &mut Stack, _now: Instant) {
+        self.core.shutdown(&mut self.conns, stack);
+    }
+
+    fn is_finished(&self) -> bool {
+        self.conns.is_empty() && !self.core.has_queued()
+    }
+}
+
+impl ClientCore {
+    /// Fails the HTTP/2 requests past their deadline (an HTTP/1.1 engine times its
+    /// response head itself: its timer wakes the connection).
+    pub(crate) fn expire<E: Holds<ClientConn>>(
+        &mut self,
+        table: &mut ConnTable<E>,
+        now: Instant,
+    ) -> bool {
+        let mut progress = false;
+        if let Some(limit) = self.config.request_timeout {
+            for (_, conn) in table.role::<ClientConn>().iter_mut() {
                 if let Engine::H2(h2) = &mut conn.engine {
                     progress |= h2.expire(now, limit);
                 }
@@ -505,15 +573,18 @@ impl Application for Client {
         progress
     }
 
-    fn poll_at(&self, now: Instant) -> Option<Instant> {
-        if !self.queue.is_empty() {
-            return Some(now);
-        }
-        self.conns.poll_at(now)
+    /// True while requests wait for a connection.
+    pub(crate) fn has_queued(&self) -> bool {
+        !self.queue.is_empty()
     }
 
-    fn shutdown(&mut self, stack: &mut Stack, _now: Instant) {
-        for conn in self.conns.drain() {
+    /// Closes every connection of this client in `table`.
+    pub(crate) fn shutdown<E: Holds<ClientConn>>(
+        &mut self,
+        table: &mut ConnTable<E>,
+        stack: &mut Stack,
+    ) {
+        for conn in table.role::<ClientConn>().drain() {
             match conn.engine {
                 Engine::Connecting(Some(s)) => s.abort(stack),
                 Engine::Tls(Some(t)) => t.abort(stack),
@@ -523,9 +594,5 @@ impl Application for Client {
                 Engine::Tunnel(mut pump) => pump.close(stack, "client shut down"),
             }
         }
-    }
-
-    fn is_finished(&self) -> bool {
-        self.conns.is_empty() && self.queue.is_empty()
     }
 }

@@ -8,8 +8,15 @@
 //! each: [`ConnTable::begin`] clears its queued mark and its timer, and the drive arms the
 //! next one with [`ConnTable::set_timer`]. The work per turn follows activity, not the
 //! number of open connections.
+//!
+//! Roles can share one table: a proxy keeps its server's and its client's connections in
+//! one `ConnTable<E>` whose entry `E` is either role's connection ([`Holds`]), so one turn
+//! drives every ready or due connection once, whatever its role. Each role sees only its
+//! own connections through [`ConnTable::role`]; a role alone keeps a table of its own
+//! connections (every `C` [`Holds`] itself).
 
 use std::collections::BTreeSet;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::Waker;
 
@@ -222,6 +229,163 @@ impl<C> ConnTable<C> {
     }
 }
 
+/// A table entry that may be one role's connection `C`: every connection is its own entry
+/// in a table of one role; an enum with a variant per role is the entry of a shared table.
+pub trait Holds<C>: Sized {
+    /// The entry for `conn`.
+    fn from_conn(conn: C) -> Self;
+    /// The connection, when this entry is one of the role's.
+    fn conn(&self) -> Option<&C>;
+    /// The connection to change, when this entry is one of the role's.
+    fn conn_mut(&mut self) -> Option<&mut C>;
+    /// The connection taken out, when this entry is one of the role's.
+    fn into_conn(self) -> Option<C>;
+}
+
+impl<C> Holds<C> for C {
+    fn from_conn(conn: C) -> Self {
+        conn
+    }
+    fn conn(&self) -> Option<&C> {
+        Some(self)
+    }
+    fn conn_mut(&mut self) -> Option<&mut C> {
+        Some(self)
+    }
+    fn into_conn(self) -> Option<C> {
+        Some(self)
+    }
+}
+
+/// Makes an enum with one variant per role the entry of a shared table: implements
+/// [`Holds`] for each variant's connection, e.g.
+/// `holds!(ProxyConn { Down(ServerConn), Up(ClientConn) })`.
+macro_rules! holds {
+    ($entry:ident { $($variant:ident($conn:ty)),+ $(,)? }) => {
+        $(
+            impl $crate::runtime::table::Holds<$conn> for $entry {
+                fn from_conn(conn: $conn) -> Self {
+                    $entry::$variant(conn)
+                }
+                fn conn(&self) -> Option<&$conn> {
+                    match self {
+                        $entry::$variant(c) => Some(c),
+                        _ => None,
+                    }
+                }
+                fn conn_mut(&mut self) -> Option<&mut $conn> {
+                    match self {
+                        $entry::$variant(c) => Some(c),
+                        _ => None,
+                    }
+                }
+                fn into_conn(self) -> Option<$conn> {
+                    match self {
+                        $entry::$variant(c) => Some(c),
+                        _ => None,
+                    }
+                }
+            }
+        )+
+    };
+}
+pub(crate) use holds;
+
+impl<E> ConnTable<E> {
+    /// The connections of the role whose connection is `C`, in a table perhaps shared with
+    /// other roles.
+    pub fn role<C>(&mut self) -> Role<'_, E, C>
+    where
+        E: Holds<C>,
+    {
+        Role {
+            table: self,
+            role: PhantomData,
+        }
+    }
+}
+
+/// One role's connections in a [`ConnTable`], from [`ConnTable::role`]: the table's
+/// operations, seeing only the entries that are `C`. Keys are the table's.
+pub struct Role<'t, E, C> {
+    table: &'t mut ConnTable<E>,
+    role: PhantomData<fn() -> C>,
+}
+
+impl<E: Holds<C>, C> Role<'_, E, C> {
+    /// Adds a connection, queued for its first turn; returns its key.
+    pub fn insert(&mut self, conn: C) -> usize {
+        self.table.insert(E::from_conn(conn))
+    }
+
+    /// Removes connection `key` (when it is one of the role's) and its timer.
+    pub fn remove(&mut self, key: usize) -> Option<C> {
+        self.table.get(key)?.conn()?;
+        self.table.remove(key)?.into_conn()
+    }
+
+    /// Connection `key`, to change.
+    pub fn get_mut(&mut self, key: usize) -> Option<&mut C> {
+        self.table.get_mut(key)?.conn_mut()
+    }
+
+    /// The role's connections with their keys.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &C)> {
+        self.table.iter().filter_map(|(k, e)| Some((k, e.conn()?)))
+    }
+
+    /// The role's connections with their keys, to change.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (usize, &mut C)> {
+        self.table
+            .iter_mut()
+            .filter_map(|(k, e)| Some((k, e.conn_mut()?)))
+    }
+
+    /// The role's connections held (counted: a table shared by roles holds others too).
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// True when the role holds no connection.
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+
+    /// Takes the role's connections out, with their timers.
+    pub fn drain(&mut self) -> Vec<C> {
+        let keys = self.table.keys_where(|e| e.conn().is_some());
+        keys.into_iter().filter_map(|k| self.remove(k)).collect()
+    }
+
+    /// Queues connection `key` for a turn.
+    pub fn wake(&self, key: usize) {
+        self.table.wake(key);
+    }
+
+    /// Queues every connection of the role for a turn.
+    pub fn wake_all(&self) {
+        for (key, _) in self.iter() {
+            self.table.wake(key);
+        }
+    }
+
+    /// Starts connection `key`'s turn (see [`ConnTable::begin`]) when it is the role's.
+    pub fn begin(&mut self, key: usize, now: Instant) -> Option<Turn<'_, C>> {
+        self.table.get(key)?.conn()?;
+        let turn = self.table.begin(key, now)?;
+        Some(Turn {
+            conn: turn.conn.conn_mut()?,
+            waker: turn.waker,
+            timer_due: turn.timer_due,
+        })
+    }
+
+    /// Sets (or with `None` clears) connection `key`'s timer.
+    pub fn set_timer(&mut self, key: usize, at: Option<Instant>) {
+        self.table.set_timer(key, at);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,5 +450,55 @@ mod tests {
         table.set_timer(a, None);
         assert_eq!(table.poll_at(at(150)), None);
         assert!(table.ready(at(1_000)).is_empty());
+    }
+
+    /// An entry of a table shared by two roles.
+    #[derive(Debug, PartialEq)]
+    enum Either {
+        Down(&'static str),
+        Up(u32),
+    }
+
+    holds!(Either {
+        Down(&'static str),
+        Up(u32),
+    });
+
+    #[test]
+    fn roles_sharing_a_table_see_their_own_connections_and_one_ready_queue() {
+        let mut table: ConnTable<Either> = ConnTable::new();
+        let down = table.role::<&str>().insert("a");
+        let up = table.role::<u32>().insert(7);
+        assert_eq!(table.len(), 2);
+        assert_eq!(table.role::<&str>().len(), 1);
+        assert_eq!(
+            table.role::<u32>().iter().collect::<Vec<_>>(),
+            vec![(up, &7)]
+        );
+        assert_eq!(
+            table.ready(at(0)),
+            vec![down, up],
+            "one queue for both roles"
+        );
+        assert!(
+            table.role::<u32>().begin(down, at(0)).is_none(),
+            "a role cannot take another's turn"
+        );
+        assert!(table.role::<u32>().remove(down).is_none());
+        assert!(table.role::<&str>().begin(down, at(0)).is_some());
+        assert!(table.role::<u32>().begin(up, at(0)).is_some());
+        // A timer of each role, both due at one turn.
+        table.role::<&str>().set_timer(down, Some(at(100)));
+        table.role::<u32>().set_timer(up, Some(at(90)));
+        assert_eq!(table.poll_at(at(0)), Some(at(90)));
+        assert_eq!(table.ready(at(100)), vec![up, down]);
+        assert!(table.role::<&str>().begin(down, at(100)).unwrap().timer_due);
+        let mut ups = table.role::<u32>();
+        let turn = ups.begin(up, at(100)).unwrap();
+        assert!(turn.timer_due);
+        *turn.conn += 1;
+        assert_eq!(table.role::<u32>().drain(), vec![8]);
+        assert_eq!(table.len(), 1, "the other role's connection stays");
+        assert_eq!(table.get(down), Some(&Either::Down("a")));
     }
 }

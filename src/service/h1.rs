@@ -354,11 +354,11 @@ impl<T: Transport> H1Conn<T> {
         let Some(pump) = self.pump.as_mut() else {
             return Drive::Closed;
         };
-        let (bytes_in, bytes_out) = (pump.bytes_in, pump.bytes_out);
+        let (bytes_in, bytes_out) = pump.bytes();
         let state = pump.drive(stack, cx, now);
         let mut stats = shared.stats.borrow_mut();
-        stats.bytes_in += pump.bytes_in - bytes_in;
-        stats.bytes_out += pump.bytes_out - bytes_out;
+        stats.bytes_in += pump.bytes().0 - bytes_in;
+        stats.bytes_out += pump.bytes().1 - bytes_out;
         if state == Drive::Closed {
             stats.tunnel_closed();
             self.pump = None;

@@ -6,6 +6,9 @@
 //! connection is queued and driven on the next turn, so the work per turn follows activity,
 //! not the number of open connections. Engine timers (slowloris head timeout, keep-alive
 //! idle) are the table's.
+//!
+//! A [`Server`] alone owns its table; the server proper (`ServerCore`) takes the table as
+//! an argument, so a proxy keeps its server's connections and its client's in one.
 
 use std::sync::Arc;
 use std::task::Context;
@@ -23,7 +26,7 @@ use crate::conn::body::Incoming;
 use crate::conn::Drive;
 use crate::http::h1::H1Config;
 use crate::http::H2_PREFACE;
-use crate::runtime::table::ConnTable;
+use crate::runtime::table::{ConnTable, Holds};
 use crate::runtime::Application;
 use crate::stack::{Stack, StackError};
 use crate::transport::any::AnyStream;
@@ -141,7 +144,8 @@ impl Sniff {
     }
 }
 
-struct Conn {
+/// A server connection: its engine and its clone of the application.
+pub(crate) struct ServerConn {
     engine: Engine,
     /// This connection's clone of the application.
     service: Box<dyn Dispatch>,
@@ -160,14 +164,23 @@ pub enum PortKind {
 /// An HTTP server on a stack, serving `S`: a tapir [`Handler`] ([`Server::new`]) or a
 /// `tower::Service` ([`Server::from_service`]).
 pub struct Server<S: ?Sized> {
+    core: ServerCore,
+    conns: ConnTable<ServerConn>,
+    served: std::marker::PhantomData<Box<S>>,
+}
+
+/// The server without a connection table: ports, settings, counters and the application,
+/// driving [`ServerConn`]s in a table it is given (its own [`Server`]'s, or a proxy's shared
+/// with a client).
+pub(crate) struct ServerCore {
     config: ServerConfig,
     h1: Arc<H1Config>,
     ports: Vec<(u16, PortKind)>,
-    conns: ConnTable<Conn>,
+    /// Connections of this server open now (in a shared table, not all entries are ours).
+    open: usize,
     shared: Shared,
     accepting: bool,
     make_service: MakeDispatch,
-    served: std::marker::PhantomData<Box<S>>,
 }
 
 impl<H: Handler + 'static> Server<H> {
@@ -210,28 +223,16 @@ where
 
 impl<S: ?Sized> Server<S> {
     fn make(make_service: MakeDispatch, config: ServerConfig, stats: StatsHandle) -> Self {
-        let shared = Shared::new(
-            config.server_header.as_deref(),
-            config.methods.clone(),
-            stats,
-        );
         Server {
-            h1: Arc::new(config.h1.clone()),
-            config,
-            ports: Vec::new(),
+            core: ServerCore::new(make_service, config, stats),
             conns: ConnTable::new(),
-            shared,
-            accepting: true,
-            make_service,
             served: std::marker::PhantomData,
         }
     }
 
     /// Serves cleartext HTTP/1.1 (and h2c) on `port` of `stack`.
     pub fn bind_http(&mut self, stack: &mut Stack, port: u16) -> Result<(), StackError> {
-        stack.listen(port)?;
-        self.ports.push((port, PortKind::Http));
-        Ok(())
+        self.core.bind_http(stack, port)
     }
 
     /// Serves HTTPS on `port` of `stack` with `tls` (see
@@ -244,32 +245,100 @@ impl<S: ?Sized> Server<S> {
         port: u16,
         tls: Arc<rustls::ServerConfig>,
     ) -> Result<(), StackError> {
+        self.core.bind_https(stack, port, tls)
+    }
+
+    /// The ports served, with their kind.
+    pub fn ports(&self) -> &[(u16, PortKind)] {
+        &self.core.ports
+    }
+
+    /// The server's counters, shareable with handlers.
+    pub fn stats_handle(&self) -> StatsHandle {
+        self.core.stats_handle()
+    }
+
+    /// The server's settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.core.config
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.core.open_connections()
+    }
+}
+
+impl ServerCore {
+    /// A server without a table answering every request with `handler` (a proxy's).
+    pub(crate) fn for_handler<H: Handler + 'static>(handler: H, config: ServerConfig) -> Self {
+        ServerCore::new(
+            dispatch::make_handler(handler),
+            config,
+            StatsHandle::default(),
+        )
+    }
+
+    /// A server serving the applications `make_service` makes (one per connection).
+    fn new(make_service: MakeDispatch, config: ServerConfig, stats: StatsHandle) -> Self {
+        let shared = Shared::new(
+            config.server_header.as_deref(),
+            config.methods.clone(),
+            stats,
+        );
+        ServerCore {
+            h1: Arc::new(config.h1.clone()),
+            config,
+            ports: Vec::new(),
+            open: 0,
+            shared,
+            accepting: true,
+            make_service,
+        }
+    }
+
+    /// Serves cleartext HTTP/1.1 (and h2c) on `port` of `stack`.
+    pub(crate) fn bind_http(&mut self, stack: &mut Stack, port: u16) -> Result<(), StackError> {
+        stack.listen(port)?;
+        self.ports.push((port, PortKind::Http));
+        Ok(())
+    }
+
+    /// Serves HTTPS on `port` of `stack` with `tls` (see
+    /// [`crate::transport::certs::server_config`]). With `h2` among the configuration's ALPN
+    /// protocols this is paf's ALPN service: each client's choice picks HTTP/2 or HTTP/1.1;
+    /// a client offering no ALPN gets HTTP/1.1.
+    pub(crate) fn bind_https(
+        &mut self,
+        stack: &mut Stack,
+        port: u16,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> Result<(), StackError> {
         stack.listen(port)?;
         self.ports.push((port, PortKind::Https(tls)));
         Ok(())
     }
 
-    /// The ports served, with their kind.
-    pub fn ports(&self) -> &[(u16, PortKind)] {
-        &self.ports
-    }
-
     /// The server's counters, shareable with handlers.
-    pub fn stats_handle(&self) -> StatsHandle {
+    pub(crate) fn stats_handle(&self) -> StatsHandle {
         StatsHandle(self.shared.stats.clone())
     }
 
-    /// The server's settings.
-    pub fn config(&self) -> &ServerConfig {
-        &self.config
+    /// Connections of this server open now.
+    pub(crate) fn open_connections(&self) -> usize {
+        self.open
     }
 
-    /// Connections open now.
-    pub fn open_connections(&self) -> usize {
-        self.conns.len()
-    }
-
-    fn accept(&mut self, stack: &mut Stack, now: Instant) -> bool {
+    /// Takes the connections waiting on the ports into `table`.
+    pub(crate) fn accept<E: Holds<ServerConn>>(
+        &mut self,
+        table: &mut ConnTable<E>,
+        stack: &mut Stack,
+        now: Instant,
+    ) -> bool {
+        if !self.accepting {
+            return false;
+        }
         let mut any = false;
         for (port, kind) in &self.ports {
             let port = *port;
@@ -315,10 +384,11 @@ impl<S: ?Sized> Server<S> {
                         }
                     },
                 };
-                self.conns.insert(Conn {
+                table.insert(E::from_conn(ServerConn {
                     engine,
                     service: (self.make_service)(),
-                });
+                }));
+                self.open += 1;
                 let mut stats = self.shared.stats.borrow_mut();
                 stats.connections_total += 1;
             }
@@ -327,17 +397,38 @@ impl<S: ?Sized> Server<S> {
     }
 
     /// Brings the counters that are copies (open connections, the stack's) up to now.
-    fn refresh_stats(&self, stack: &Stack) {
+    pub(crate) fn refresh_stats(&self, stack: &Stack) {
         let mut stats = self.shared.stats.borrow_mut();
-        stats.connections_open = self.conns.len() as u64;
+        stats.connections_open = self.open as u64;
         stats.stack = stack.stats();
     }
 
-    fn drive(&mut self, stack: &mut Stack, key: usize, now: Instant) -> bool {
+    /// Connection `key` leaves the table (and the count).
+    fn forget<E: Holds<ServerConn>>(
+        &mut self,
+        table: &mut ConnTable<E>,
+        key: usize,
+    ) -> Option<ServerConn> {
+        let conn = table.role::<ServerConn>().remove(key);
+        if conn.is_some() {
+            self.open -= 1;
+        }
+        conn
+    }
+
+    /// Gives connection `key` of `table` its turn. False when it is none of this server's.
+    pub(crate) fn drive<E: Holds<ServerConn>>(
+        &mut self,
+        table: &mut ConnTable<E>,
+        stack: &mut Stack,
+        key: usize,
+        now: Instant,
+    ) -> bool {
         // `/stats` (run by a handler below) reads the counters of this very instant: the
         // connection being driven is open and was counted by the stack when accepted.
         self.refresh_stats(stack);
-        let Some(turn) = self.conns.begin(key, now) else {
+        let mut conns = table.role::<ServerConn>();
+        let Some(turn) = conns.begin(key, now) else {
             return false;
         };
         let (conn, waker, timer_due) = (turn.conn, turn.waker, turn.timer_due);
@@ -350,7 +441,7 @@ impl<S: ?Sized> Server<S> {
                     if let Some(stream) = sniff.stream.take() {
                         stream.close(stack);
                     }
-                    self.conns.remove(key);
+                    self.forget(table, key);
                     return true;
                 }
                 Sniffed::BadPreface => {
@@ -361,7 +452,7 @@ impl<S: ?Sized> Server<S> {
                         stream.close(stack);
                     }
                     self.shared.stats.borrow_mut().rejected += 1;
-                    self.conns.remove(key);
+                    self.forget(table, key);
                     return true;
                 }
                 Sniffed::Http1 => sniff.stream.take().map(|s| {
@@ -439,7 +530,7 @@ impl<S: ?Sized> Server<S> {
                         // A graceful close lets the alert rustls queued reach the client.
                         tls.close(stack);
                     }
-                    self.conns.remove(key);
+                    self.forget(table, key);
                     return true;
                 }
             }
@@ -504,7 +595,7 @@ impl<S: ?Sized> Server<S> {
         }
         match drive {
             Drive::Closed => {
-                self.conns.remove(key);
+                self.forget(table, key);
             }
             Drive::Open => {
                 if let Engine::H1(_) = conn.engine {
@@ -516,7 +607,7 @@ impl<S: ?Sized> Server<S> {
                         };
                     }
                 }
-                self.conns.set_timer(key, deadline);
+                table.set_timer(key, deadline);
             }
         }
         true
@@ -525,11 +616,11 @@ impl<S: ?Sized> Server<S> {
 
 impl<S: ?Sized> Application for Server<S> {
     fn poll(&mut self, stack: &mut Stack, now: Instant) -> bool {
-        let mut any = self.accepting && self.accept(stack, now);
+        let mut any = self.core.accept(&mut self.conns, stack, now);
         for key in self.conns.ready(now) {
-            any |= self.drive(stack, key, now);
+            any |= self.core.drive(&mut self.conns, stack, key, now);
         }
-        self.refresh_stats(stack);
+        self.core.refresh_stats(stack);
         any
     }
 
@@ -538,15 +629,35 @@ impl<S: ?Sized> Application for Server<S> {
     }
 
     fn shutdown(&mut self, stack: &mut Stack, now: Instant) {
+        self.core.shutdown(&mut self.conns, stack, now);
+    }
+
+    fn abort(&mut self, stack: &mut Stack) {
+        self.core.abort(&mut self.conns, stack);
+    }
+
+    fn is_finished(&self) -> bool {
+        self.core.is_finished()
+    }
+}
+
+impl ServerCore {
+    /// Stops accepting: idle connections close now, busy ones after their requests.
+    pub(crate) fn shutdown<E: Holds<ServerConn>>(
+        &mut self,
+        table: &mut ConnTable<E>,
+        stack: &mut Stack,
+        now: Instant,
+    ) {
         self.accepting = false;
         for (port, _) in &self.ports {
             stack.unlisten(*port);
         }
         // Idle keep-alive connections close now; busy ones finish their requests first.
         // HTTP/2 connections get GOAWAY and end when their streams are done.
-        self.conns.wake_all();
-        let idle: Vec<usize> = self
-            .conns
+        let mut conns = table.role::<ServerConn>();
+        conns.wake_all();
+        let idle: Vec<usize> = conns
             .iter_mut()
             .filter_map(|(k, c)| match &mut c.engine {
                 Engine::Sniff(_) | Engine::Tls(_) | Engine::Parked(_) | Engine::Gone => Some(k),
@@ -558,7 +669,7 @@ impl<S: ?Sized> Application for Server<S> {
             })
             .collect();
         for key in idle {
-            let Some(conn) = self.conns.remove(key) else {
+            let Some(conn) = self.forget(table, key) else {
                 continue;
             };
             match conn.engine {
@@ -580,11 +691,17 @@ impl<S: ?Sized> Application for Server<S> {
         }
     }
 
-    fn abort(&mut self, stack: &mut Stack) {
-        if !self.conns.is_empty() {
-            tracing::info!("resetting {} connections still open", self.conns.len());
+    /// Resets every connection still open.
+    pub(crate) fn abort<E: Holds<ServerConn>>(
+        &mut self,
+        table: &mut ConnTable<E>,
+        stack: &mut Stack,
+    ) {
+        if self.open > 0 {
+            tracing::info!("resetting {} connections still open", self.open);
         }
-        for conn in self.conns.drain() {
+        self.open = 0;
+        for conn in table.role::<ServerConn>().drain() {
             match conn.engine {
                 Engine::Sniff(mut sniff) => {
                     if let Some(stream) = sniff.stream.take() {
@@ -605,7 +722,8 @@ impl<S: ?Sized> Application for Server<S> {
         self.shared.stats.borrow_mut().connections_open = 0;
     }
 
-    fn is_finished(&self) -> bool {
-        !self.accepting && self.conns.is_empty()
+    /// True once shut down with every connection closed.
+    pub(crate) fn is_finished(&self) -> bool {
+        !self.accepting && self.open == 0
     }
 }

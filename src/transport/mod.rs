@@ -6,6 +6,7 @@ pub mod any;
 pub mod certs;
 pub mod flow;
 pub mod origin;
+pub(crate) mod pump;
 pub mod tcp;
 pub mod tls;
 

@@ -24,9 +24,10 @@ use crate::runtime::wake::{ReadyQueue, TURNS};
 use crate::runtime::Application;
 use crate::stack::{DnsPoll, DnsQuery, Stack};
 use crate::transport::any::AnyStream;
+use crate::transport::pump::{pump as pump_bytes, LocalEnd, Pumped};
 use crate::transport::tcp::TcpStream;
 use crate::transport::tls::{ClientTls, ServerTls};
-use crate::transport::{ReadStatus, Transport, TransportError};
+use crate::transport::{Transport, TransportError};
 
 /// Limits and timeouts of a [`Flows`] table.
 #[derive(Debug, Clone)]
@@ -911,98 +912,113 @@ fn pump_locked(
             reason,
         );
     }
-    let limit = shared.limit;
-    for _ in 0..TURNS {
-        let mut progress = false;
-        // Peer → flow (discarded once the owner is gone).
-        if !pipe.rx_eof {
-            let room = if pipe.dropped {
-                usize::MAX
-            } else {
-                limit.saturating_sub(pipe.rx.len())
-            };
-            if room > 0 {
-                let mut moved = 0;
-                let dropped = pipe.dropped;
-                let rx = &mut pipe.rx;
-                let status = transport.read_with(stack, &mut |data| {
-                    let n = data.len().min(room - moved);
-                    if !dropped {
-                        rx.extend_from_slice(&data[..n]);
-                    }
-                    moved += n;
-                    n
-                });
-                if moved > 0 {
-                    progress = true;
-                    wakes.take(&mut pipe.reader);
-                }
-                match status {
-                    Ok(ReadStatus::Eof) => {
-                        pipe.rx_eof = true;
-                        progress = true;
-                        wakes.take(&mut pipe.reader);
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let kind = error_kind(&e);
-                        return reset(entry, stack, &mut pipe, wakes, kind, e.to_string());
-                    }
-                }
+    let mut end = FlowEnd {
+        pipe: &mut pipe,
+        limit: shared.limit,
+        wakes,
+    };
+    let mut cx = Context::from_waker(waker);
+    match pump_bytes(transport, stack, &mut end, &mut cx) {
+        Pumped::Open { moved } => {
+            if moved {
+                entry.last_activity = now;
             }
+            false
         }
-        // Flow → peer.
-        while !pipe.tx.is_empty() {
-            match transport.write(stack, &pipe.tx) {
-                Ok(0) => break,
-                Ok(n) => {
-                    pipe.tx.advance(n);
-                    progress = true;
-                }
-                Err(e) => {
-                    let kind = error_kind(&e);
-                    return reset(entry, stack, &mut pipe, wakes, kind, e.to_string());
-                }
-            }
-        }
-        if pipe.tx.is_empty() {
-            if pipe.dropped {
-                // to_close: everything written is queued; close after it.
-                if let Some(t) = entry.transport.take() {
-                    t.close(stack);
-                }
-                return true;
-            }
-            if pipe.shutdown && !pipe.write_closed {
-                transport.shutdown_write(stack);
-                pipe.write_closed = true;
-                progress = true;
-            }
-            if progress || pipe.write_closed {
-                // Room freed, a flush done, or the shutdown done.
-                wakes.take(&mut pipe.writer);
-            }
-        } else if progress && limit.saturating_sub(pipe.tx.len()) > 0 {
-            wakes.take(&mut pipe.writer);
-        }
-        // Both directions ended: the connection goes back to the stack; the flow keeps
-        // what it has not read.
-        if pipe.write_closed && pipe.rx_eof {
+        Pumped::Done => {
+            // Both directions ended, or the owner is gone with everything written queued
+            // (`to_close`): the connection goes back to the stack; the flow keeps what it
+            // has not read.
             if let Some(t) = entry.transport.take() {
                 t.close(stack);
             }
-            return true;
+            true
         }
-        if progress {
-            entry.last_activity = now;
-        } else {
-            break;
+        Pumped::Failed(e) => {
+            let kind = error_kind(&e);
+            reset(entry, stack, &mut pipe, wakes, kind, e.to_string())
+        }
+        // A pipe does not fail on its own.
+        Pumped::LocalFailed(reason) => {
+            let kind = io::ErrorKind::Other;
+            reset(entry, stack, &mut pipe, wakes, kind, reason)
         }
     }
-    let read = !pipe.rx_eof && (pipe.dropped || pipe.rx.len() < limit);
-    let write = !pipe.tx.is_empty();
-    transport.register(stack, waker, read, write);
-    false
+}
+
+/// A flow's pipe as the local end of the byte pump.
+struct FlowEnd<'a> {
+    pipe: &'a mut Pipe,
+    limit: usize,
+    wakes: &'a mut Wakes,
+}
+
+impl LocalEnd for FlowEnd<'_> {
+    fn room(&mut self, _cx: &mut Context<'_>) -> usize {
+        if self.pipe.dropped {
+            // The owner is gone: drained and discarded.
+            usize::MAX
+        } else {
+            self.limit.saturating_sub(self.pipe.rx.len())
+        }
+    }
+
+    fn receive(&mut self, data: &[u8]) {
+        if !self.pipe.dropped {
+            self.pipe.rx.extend_from_slice(data);
+        }
+        self.wakes.take(&mut self.pipe.reader);
+    }
+
+    fn peer_closed(&mut self) {
+        self.pipe.rx_eof = true;
+        self.wakes.take(&mut self.pipe.reader);
+    }
+
+    fn peer_eof(&self) -> bool {
+        self.pipe.rx_eof
+    }
+
+    fn outgoing(&mut self, _cx: &mut Context<'_>) -> Result<&[u8], String> {
+        Ok(&self.pipe.tx)
+    }
+
+    fn sent(&mut self, n: usize) {
+        self.pipe.tx.advance(n);
+    }
+
+    fn has_outgoing(&self) -> bool {
+        !self.pipe.tx.is_empty()
+    }
+
+    fn done_sending(&self) -> bool {
+        self.pipe.shutdown || self.pipe.dropped
+    }
+
+    fn close_when_sent(&self) -> bool {
+        self.pipe.dropped
+    }
+
+    fn write_shut(&mut self) {
+        self.pipe.write_closed = true;
+    }
+
+    fn write_closed(&self) -> bool {
+        self.pipe.write_closed
+    }
+
+    fn after_round(&mut self, progress: bool) {
+        // Room freed, a flush done, or the shutdown done: the writer goes on.
+        let flushed = self.pipe.tx.is_empty() && (progress || self.pipe.write_closed);
+        let room = progress && self.limit.saturating_sub(self.pipe.tx.len()) > 0;
+        if flushed || room {
+            self.wakes.take(&mut self.pipe.writer);
+        }
+    }
+
+    fn wants_read(&self) -> bool {
+        !self.pipe.rx_eof && (self.pipe.dropped || self.pipe.rx.len() < self.limit)
+    }
 }
 
 impl Application for Flows {
