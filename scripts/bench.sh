@@ -17,7 +17,8 @@
 # req/s (h2load), new TLS connections/s (h2load, Connection: close), bulk download MB/s at
 # MTU 1500 and 65000 (curl), bulk upload MB/s (curl POST to a sink that reads and discards
 # the body: tapir's /sink, nginx `return 204`), req/s against concurrent connections, RSS
-# with idle connections, and a
+# with idle connections (per connection: the first N on a fresh process, with the
+# memory of their opening burst, and the next N while the first stay open), and a
 # small `tapir get` against curl (wall time of a new process, neighbour resolution included).
 # TCP path matrix (also alone with --tcp-matrix): tb<PID>-lp-c / -lp-s from
 # scripts/linkpath.sh, joined only by `tapir link` (delay RTT/2 each way, loss p each way);
