@@ -8,6 +8,11 @@
 //!
 //! `SEND_PATH_MIB=N cargo bench --bench send_path` (default 16); it prints the bytes
 //! received, and fails if the download is not complete.
+//!
+//! `SEND_PATH_REQUESTS=N`: instead, N keep-alive `GET /bytes/100` on each of 10
+//! connections (wrk -c10's pattern; `SEND_PATH_CONNECTIONS` sets another number);
+//! `scripts/callgrind.sh --requests` prints the instructions per request between two
+//! counts.
 
 mod common;
 
@@ -23,6 +28,12 @@ fn server_turn(server: &mut Node<MemDevice, Srv>, now: smoltcp::time::Instant) -
 }
 
 fn main() {
+    if let Some(requests) = std::env::var("SEND_PATH_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return small_requests(requests);
+    }
     let mib: u64 = std::env::var("SEND_PATH_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -51,4 +62,32 @@ fn main() {
         "body bytes {}, server turns {turns}, frames sent {} ({} bytes), received {}",
         app.body_bytes, device.tx_frames, device.tx_bytes, device.rx_frames
     );
+}
+
+/// `requests` keep-alive requests for 100 bytes on each of `SEND_PATH_CONNECTIONS`
+/// connections (default 10).
+fn small_requests(requests: u64) {
+    let connections: usize = std::env::var("SEND_PATH_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let mut pair = Pair::new(
+        LinkConfig::default(),
+        None,
+        |_| {},
+        |stack| H1Clients::connect(stack, connections, "/bytes/100"),
+    );
+    pair.client.app.round(requests);
+    pair.drive_stepping(Duration::from_secs(600), server_turn, |_, c| {
+        c.app.round_done()
+    })
+    .expect("the requests finish");
+    let app = &pair.client.app;
+    assert!(app.errors.is_empty(), "{:?}", app.errors);
+    assert_eq!(
+        app.completed,
+        requests * connections as u64,
+        "every response arrived"
+    );
+    println!("responses {}", app.completed);
 }

@@ -17,7 +17,8 @@
 # req/s (h2load), new TLS connections/s (h2load, Connection: close), bulk download MB/s at
 # MTU 1500 and 65000 (curl), bulk upload MB/s (curl POST to a sink that reads and discards
 # the body: tapir's /sink, nginx `return 204`), req/s against concurrent connections, RSS
-# with idle connections, and a
+# with idle connections (per connection: the first N on a fresh process, with the
+# memory of their opening burst, and the next N while the first stay open), and a
 # small `tapir get` against curl (wall time of a new process, neighbour resolution included).
 # TCP path matrix (also alone with --tcp-matrix): tb<PID>-lp-c / -lp-s from
 # scripts/linkpath.sh, joined only by `tapir link` (delay RTT/2 each way, loss p each way);
@@ -532,6 +533,32 @@ print(json.dumps(total))' "${readies[@]}")
     IDLE_RESULT="{\"before_kib\": $before, \"after_kib\": $after, \"conns\": $open}"
 }
 
+# run_idle on a fresh server, then again with the first connections still open:
+# IDLE_RESULT is the first (from the fresh process), IDLE_MORE the second ("before" is the
+# RSS with the first $IDLE open and quiet). Opening a connection costs more memory than
+# holding it (request and TCP buffers, handed back once the connection is quiet), and
+# memory given back to the allocator stays in the process's RSS: the second count reuses
+# what the first opening burst left, so its growth is what each further idle connection
+# holds (the first one's includes the burst's high-water mark).
+idle_twice() { # CLI SERVER PIDS...
+    local cli=$1 name=$2 first pid
+    shift 2
+    IDLE_KEEP=1 run_idle "$cli" "$name" "$@"
+    first=("${IDLE_CLIENTS[@]}")
+    local result=$IDLE_RESULT
+    IDLE_KEEP=0 run_idle "$cli" "$name-more" "$@"
+    IDLE_MORE=$IDLE_RESULT
+    IDLE_RESULT=$result
+    for pid in "${first[@]}"; do stop_pid "$pid"; done
+}
+
+# KiB of RSS growth per open connection of a run_idle result.
+idle_per_conn() {
+    "$PY" -c 'import json, sys
+r = json.loads(sys.argv[1]); n = r["conns"]["open"]
+print("%.2f" % ((r["after_kib"] - r["before_kib"]) / n) if n else "null")' "$1"
+}
+
 declare -A R # raw JSON results: R[server.figure]
 
 # Milliseconds with three decimals (null stays null).
@@ -719,11 +746,6 @@ if ((IDLE_ONLY)); then
         echo "${SRCS[*]}"
     )
     IDLE_HOLD=1800 IDLE_KEEP=1
-    per_conn() { # RESULT_JSON: KiB of RSS per open connection
-        "$PY" -c 'import json, sys
-r = json.loads(sys.argv[1]); n = r["conns"]["open"]
-print("%.2f" % ((r["after_kib"] - r["before_kib"]) / n) if n else "null")' "$1"
-    }
     opened() { "$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["conns"]["open"])' "$1"; }
     idle_one() { # SERVER CLI COUNT PORT TLS PIDS...: run_idle, the client stopped after
         local server=$1 cli=$2
@@ -752,9 +774,9 @@ print("%.2f" % ((r["after_kib"] - r["before_kib"]) / n) if n else "null")' "$1"
     echo
     printf '%-44s %12s %12s %8s\n' figure tapir nginx ratio
     row "open idle HTTP/1.1 connections" "$(opened "$TP")" "$(opened "$NP")"
-    row "RSS per idle HTTP/1.1 conn, KiB (lower)" "$(per_conn "$TP")" "$(per_conn "$NP")"
+    row "RSS per idle HTTP/1.1 conn, KiB (lower)" "$(idle_per_conn "$TP")" "$(idle_per_conn "$NP")"
     row "open idle TLS connections" "$(opened "$TT")" "$(opened "$NT")"
-    row "RSS per idle TLS conn, KiB (lower)" "$(per_conn "$TT")" "$(per_conn "$NT")"
+    row "RSS per idle TLS conn, KiB (lower)" "$(idle_per_conn "$TT")" "$(idle_per_conn "$NT")"
     busy_rows
     echo "RSS: VmRSS growth of the server process (nginx: master + worker; the kernel's socket"
     echo "memory is not in it) divided by the connections held open; raw results: $LOGS"
@@ -977,10 +999,11 @@ echo "   tapir --no-offload: bulk $((BULK >> 20)) MiB, MTU 1500"
 start_tapir "$TAG-tap" 1500 tapir-plain --no-offload
 R[plain.bulk1500]=$(run_bulk "$TAG-tap" tapir-plain mtu1500)
 stop_pid "$TAPIR_PID"
-echo "   tapir: RSS with $IDLE idle keep-alive connections (fresh process)"
+echo "   tapir: RSS with $IDLE idle keep-alive connections (fresh process), then $IDLE more"
 start_tapir "$TAG-tap" 1500 tapir-idle --max-connections 30000 --backlog 1024
-run_idle "$TAG-tap" tapir "$TAPIR_PID"
+idle_twice "$TAG-tap" tapir "$TAPIR_PID"
 R[tapir.idle]=$IDLE_RESULT
+R[tapir.idle_more]=$IDLE_MORE
 stop_pid "$TAPIR_PID"
 drop_ns "$TAG-tap"
 
@@ -989,10 +1012,11 @@ veth_ns "$TAG-srv" "$TAG-cli" 1500
 start_nginx "$TAG-srv" "$TAG-cli" nginx
 measure_server nginx "$TAG-cli"
 stop_pid "${NGINX_PIDS[0]}"
-echo "   nginx: RSS with $IDLE idle keep-alive connections (fresh process)"
+echo "   nginx: RSS with $IDLE idle keep-alive connections (fresh process), then $IDLE more"
 start_nginx "$TAG-srv" "$TAG-cli" nginx-idle
-run_idle "$TAG-cli" nginx "${NGINX_PIDS[@]}"
+idle_twice "$TAG-cli" nginx "${NGINX_PIDS[@]}"
 R[nginx.idle]=$IDLE_RESULT
+R[nginx.idle_more]=$IDLE_MORE
 stop_pid "${NGINX_PIDS[0]}"
 drop_ns "$TAG-srv"
 drop_ns "$TAG-cli"
@@ -1110,10 +1134,13 @@ record "RSS with $IDLE idle keep-alive conns" "MiB" "nginx (master+worker)" \
     "$(awk -v k="$(json_get "$ni" after_kib)" 'BEGIN { printf "%.1f", k / 1024 }')" \
     "python3 scripts/bench_helper.py idle (one request per connection, then idle); VmRSS" \
     "{\"tapir_idle\": $ti, \"baseline_idle\": $ni}"
-record "RSS growth per idle conn" "KiB/conn" "nginx (master+worker)" \
-    "$(awk -v a="$(json_get "$ti" after_kib)" -v b="$(json_get "$ti" before_kib)" -v n="$IDLE" 'BEGIN { printf "%.2f", (a - b) / n }')" \
-    "$(awk -v a="$(json_get "$ni" after_kib)" -v b="$(json_get "$ni" before_kib)" -v n="$IDLE" 'BEGIN { printf "%.2f", (a - b) / n }')" \
-    "(RSS with - RSS before) / connections"
+record "RSS growth per idle conn, first $IDLE (fresh process, with the opening burst)" "KiB/conn" \
+    "nginx (master+worker)" "$(idle_per_conn "$ti")" "$(idle_per_conn "$ni")" \
+    "(RSS with - RSS before) / connections; the buffers are back in the pool (tcp_memory in /stats) but the heap keeps the burst's pages"
+record "RSS growth per idle conn, next $IDLE (the first still open and quiet)" "KiB/conn" \
+    "nginx (master+worker)" "$(idle_per_conn "${R[tapir.idle_more]}")" "$(idle_per_conn "${R[nginx.idle_more]}")" \
+    "(RSS with 2x - RSS with 1x) / connections: what each further idle connection holds" \
+    "{\"tapir_idle\": ${R[tapir.idle_more]}, \"baseline_idle\": ${R[nginx.idle_more]}}"
 
 tcp_matrix
 

@@ -5,10 +5,24 @@
 # and setup cancel out). Prints the top functions of the large run too.
 #
 #   scripts/callgrind.sh [SMALL_MIB LARGE_MIB]     (default 4 20)
+#
+# --requests [SMALL LARGE]: instructions per request instead, for keep-alive GET /bytes/100
+# on 10 connections (wrk -c10's pattern; SEND_PATH_CONNECTIONS=N for another number),
+# SMALL and LARGE requests per connection (default 200 1000).
 set -euo pipefail
+MODE=bytes
+if [[ ${1:-} == --requests ]]; then
+    MODE=requests
+    shift
+fi
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-SMALL=${1:-4}
-LARGE=${2:-20}
+if [[ $MODE == requests ]]; then
+    SMALL=${1:-200}
+    LARGE=${2:-1000}
+else
+    SMALL=${1:-4}
+    LARGE=${2:-20}
+fi
 PROG=$(basename "$0")
 # shellcheck source=scripts/deps.sh
 source "$REPO/scripts/deps.sh"
@@ -24,15 +38,24 @@ for line in sys.stdin:
 [[ -x $BIN ]] || { echo "$PROG: no send_path benchmark binary" >&2; exit 1; }
 OUT=$(mktemp -d /tmp/tapir-callgrind.XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
-count() { # MIB: instructions counted in server_turn
-    SEND_PATH_MIB=$1 valgrind --tool=callgrind --toggle-collect='*server_turn*' \
+count() { # MIB (or requests per connection): instructions counted in server_turn
+    local var=SEND_PATH_MIB
+    [[ $MODE == requests ]] && var=SEND_PATH_REQUESTS
+    env "$var=$1" valgrind --tool=callgrind --toggle-collect='*server_turn*' \
         --callgrind-out-file="$OUT/cg.$1" "$BIN" >"$OUT/run.$1" 2>&1 ||
         { cat "$OUT/run.$1" >&2; exit 1; }
     awk '/^summary:|^totals:/ { print $2; exit }' "$OUT/cg.$1"
 }
 small=$(count "$SMALL")
 large=$(count "$LARGE")
-echo "server instructions: $SMALL MiB $small, $LARGE MiB $large"
-awk -v a="$small" -v b="$large" -v s="$SMALL" -v l="$LARGE" \
-    'BEGIN { printf "instructions per byte sent: %.3f\n", (b - a) / ((l - s) * 1048576) }'
+if [[ $MODE == requests ]]; then
+    echo "server instructions: $SMALL requests per connection $small, $LARGE $large"
+    awk -v a="$small" -v b="$large" -v s="$SMALL" -v l="$LARGE" \
+        -v c="${SEND_PATH_CONNECTIONS:-10}" \
+        'BEGIN { printf "instructions per request: %.0f\n", (b - a) / ((l - s) * c) }'
+else
+    echo "server instructions: $SMALL MiB $small, $LARGE MiB $large"
+    awk -v a="$small" -v b="$large" -v s="$SMALL" -v l="$LARGE" \
+        'BEGIN { printf "instructions per byte sent: %.3f\n", (b - a) / ((l - s) * 1048576) }'
+fi
 callgrind_annotate --inclusive=no "$OUT/cg.$LARGE" 2>/dev/null | sed -n '1,40p' | grep -v '^--\|^$' | tail -n +8 | head -25

@@ -22,6 +22,7 @@
 //! which it discards without further work.
 
 use std::cell::{Cell, RefCell};
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use smoltcp::phy::{self, DeviceCapabilities};
@@ -195,9 +196,8 @@ struct Sent {
     timestamp: Option<TcpTimestampRepr>,
 }
 
-/// A TCP connection as seen from the stack: (local address, local port, remote address,
-/// remote port).
-pub type TcpKey = (IpAddress, u16, IpAddress, u16);
+/// A TCP connection as seen from the stack (see [`super::key`]).
+pub type TcpKey = super::key::ConnKey;
 
 /// Most connections whose last acknowledgement number is remembered; past this the table is
 /// pruned to the live connections (see [`Tally::prune_acks`]), and cleared if that is not
@@ -278,26 +278,35 @@ impl Tally {
             if map.len() >= MAX_TRACKED && !map.contains_key(&key) {
                 map.clear();
             }
-            let shift = match (tcp.syn, map.get(&key)) {
-                (true, _) => tcp.window_scale.unwrap_or(0),
-                (false, Some(old)) => old.shift,
-                (false, None) => 0,
+            let sent = Sent {
+                ack,
+                next_seq: tcp.seq.wrapping_add(tcp.seq_len),
+                window: tcp.window,
+                shift: tcp.window_scale.unwrap_or(0),
+                timestamp: tcp.timestamp,
             };
-            map.insert(
-                key,
-                Sent {
-                    ack,
-                    next_seq: tcp.seq.wrapping_add(tcp.seq_len),
-                    window: tcp.window,
-                    shift,
-                    timestamp: tcp.timestamp,
-                },
-            );
+            // One lookup per frame sent: the shift is the SYN's, kept from then on.
+            match map.entry(key) {
+                Entry::Occupied(mut old) if !tcp.syn => {
+                    let shift = old.get().shift;
+                    *old.get_mut() = Sent { shift, ..sent };
+                }
+                Entry::Occupied(mut old) => *old.get_mut() = sent,
+                Entry::Vacant(new) => {
+                    new.insert(Sent {
+                        shift: if tcp.syn { sent.shift } else { 0 },
+                        ..sent
+                    });
+                }
+            }
         }
     }
 
     /// What RFC 5961 asks of a received frame that passed inspection.
     fn check_rst(&self, frame: &[u8]) -> RstCheck {
+        if !is_rst(frame) {
+            return RstCheck::Pass;
+        }
         let Some((key, tcp)) = tcp_segment(frame, true) else {
             return RstCheck::Pass;
         };
@@ -391,9 +400,24 @@ struct SegmentInfo {
     timestamp: Option<TcpTimestampRepr>,
 }
 
+/// True when `frame` is a TCP segment with RST set (a cheap look at the flags before
+/// [`tcp_segment`] parses the whole header: most frames are not RSTs).
+fn is_rst(frame: &[u8]) -> bool {
+    tcp_in_frame(frame)
+        .and_then(|(_, _, segment)| TcpPacket::new_checked(segment).ok())
+        .is_some_and(|tcp| tcp.rst())
+}
+
 /// The connection and header fields of a TCP segment in an Ethernet frame (unfragmented
 /// IPv4 or IPv6 without extension headers); `incoming` says which end is local.
 fn tcp_segment(frame: &[u8], incoming: bool) -> Option<(TcpKey, SegmentInfo)> {
+    let (src, dst, segment) = tcp_in_frame(frame)?;
+    segment_info(segment, src, dst, incoming)
+}
+
+/// Source, destination and TCP segment of an Ethernet frame carrying one (unfragmented
+/// IPv4 or IPv6 without extension headers).
+fn tcp_in_frame(frame: &[u8]) -> Option<(IpAddress, IpAddress, &[u8])> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
     match eth.ethertype() {
         EthernetProtocol::Ipv4 => {
@@ -401,16 +425,14 @@ fn tcp_segment(frame: &[u8], incoming: bool) -> Option<(TcpKey, SegmentInfo)> {
             if ip.next_header() != IpProtocol::Tcp || ip.more_frags() || ip.frag_offset() != 0 {
                 return None;
             }
-            let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
-            segment_info(ip.payload(), src, dst, incoming)
+            Some((ip.src_addr().into(), ip.dst_addr().into(), ip.payload()))
         }
         EthernetProtocol::Ipv6 => {
             let ip = Ipv6Packet::new_checked(eth.payload()).ok()?;
             if ip.next_header() != IpProtocol::Tcp {
                 return None;
             }
-            let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
-            segment_info(ip.payload(), src, dst, incoming)
+            Some((ip.src_addr().into(), ip.dst_addr().into(), ip.payload()))
         }
         _ => None,
     }
@@ -424,9 +446,9 @@ fn segment_info(
 ) -> Option<(TcpKey, SegmentInfo)> {
     let tcp = TcpPacket::new_checked(segment).ok()?;
     let key = if incoming {
-        (dst, tcp.dst_port(), src, tcp.src_port())
+        TcpKey::new(dst, tcp.dst_port(), src, tcp.src_port())
     } else {
-        (src, tcp.src_port(), dst, tcp.dst_port())
+        TcpKey::new(src, tcp.src_port(), dst, tcp.dst_port())
     };
     let (mut window_scale, mut timestamp) = (None, None);
     let mut options = tcp.options();

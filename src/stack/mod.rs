@@ -8,6 +8,7 @@
 mod buffers;
 mod cookie;
 mod ingress;
+mod key;
 mod listener;
 mod reply;
 mod shards;
@@ -387,9 +388,7 @@ pub struct Stack {
 /// True when the stack sent a segment with an ACK on `socket`'s connection.
 fn sent_on(tally: &Tally, socket: &tcp::Socket) -> bool {
     match (socket.local_endpoint(), socket.remote_endpoint()) {
-        (Some(local), Some(remote)) => {
-            tally.has_sent(&(local.addr, local.port, remote.addr, remote.port))
-        }
+        (Some(local), Some(remote)) => tally.has_sent(&ingress::TcpKey::of(local, remote)),
         _ => false,
     }
 }
@@ -1139,20 +1138,30 @@ impl Stack {
     }
 
     /// Moves sockets of `port` that took a SYN to the half-open list and tops the pool up.
+    /// Called for each listener on every poll: without allocating, and with one lookup
+    /// while the pool is full.
     fn refill(&mut self, port: u16, now: Instant) {
-        let Some(mut listener) = self.listeners.remove(&port) else {
+        let Some(listener) = self.listeners.get_mut(&port) else {
             return;
         };
         let sockets = &self.sockets;
-        let (still, taken): (Vec<_>, Vec<_>) = listener
-            .listening
-            .drain(..)
-            .partition(|h| sockets.get::<tcp::Socket>(*h).state() == tcp::State::Listen);
-        listener.listening = still;
-        listener
-            .half_open
-            .extend(taken.into_iter().map(|h| (h, now)));
+        let mut i = 0;
+        while i < listener.listening.len() {
+            let handle = listener.listening[i];
+            if sockets.get::<tcp::Socket>(handle).state() == tcp::State::Listen {
+                i += 1;
+            } else {
+                listener.listening.swap_remove(i);
+                listener.half_open.push((handle, now));
+            }
+        }
         let wanted = listener.wanted(self.config.tcp.backlog, usize::MAX);
+        if listener.listening.len() == wanted {
+            return;
+        }
+        let Some(mut listener) = self.listeners.remove(&port) else {
+            return;
+        };
         while listener.listening.len() < wanted {
             let mut socket = self.new_socket();
             if socket
@@ -1182,7 +1191,7 @@ impl Stack {
                 .filter_map(|(_, socket)| match socket {
                     smoltcp::socket::Socket::Tcp(tcp) => {
                         let (local, remote) = (tcp.local_endpoint()?, tcp.remote_endpoint()?);
-                        Some((local.addr, local.port, remote.addr, remote.port))
+                        Some(ingress::TcpKey::of(local, remote))
                     }
                     _ => None,
                 })

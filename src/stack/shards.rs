@@ -31,8 +31,7 @@ use smoltcp::time::Instant;
 
 use super::buffers::{held, Activity, BufferSizes, Pool, RELEASE_PERIOD};
 use smoltcp::wire::{
-    EthernetFrame, EthernetProtocol, IpAddress, IpEndpoint, IpProtocol, Ipv4Packet, Ipv6Packet,
-    TcpPacket,
+    EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
 };
 
 /// Most sockets per data shard: small enough that a frame costs few socket visits, large
@@ -64,7 +63,7 @@ impl std::fmt::Display for Slot {
 }
 
 /// (local, remote) endpoints of a connection.
-type Key = (IpEndpoint, IpEndpoint);
+type Key = super::key::ConnKey;
 
 struct Shard {
     set: SocketSet<'static>,
@@ -246,7 +245,10 @@ impl Shards {
     /// Adds a TCP socket that has its endpoints (connected, or connecting from us) to a
     /// data shard, indexed by its 4-tuple.
     pub fn add_connection(&mut self, socket: tcp::Socket<'static>) -> Slot {
-        let key = socket.local_endpoint().zip(socket.remote_endpoint());
+        let key = socket
+            .local_endpoint()
+            .zip(socket.remote_endpoint())
+            .map(|(local, remote)| Key::of(local, remote));
         self.memory += socket.recv_capacity() + socket.send_capacity();
         let shard = match self.roomy.last() {
             Some(&s) => s,
@@ -527,9 +529,11 @@ fn classify(frame: &[u8]) -> Routing {
         (Some(sp), Some(dp)) => {
             let src_port = u16::from_be_bytes([sp[0], sp[1]]);
             let dst_port = u16::from_be_bytes([dp[0], dp[1]]);
-            let key = (
-                IpEndpoint::new(ip.dst_addr().into(), dst_port),
-                IpEndpoint::new(ip.src_addr().into(), src_port),
+            let key = Key::new(
+                ip.dst_addr().into(),
+                dst_port,
+                ip.src_addr().into(),
+                src_port,
             );
             Routing::FirstFragment(id, key)
         }
@@ -570,10 +574,7 @@ fn tcp_key(frame: &[u8]) -> Option<(Key, bool)> {
         return None;
     }
     let tcp = TcpPacket::new_checked(payload).ok()?;
-    let key = (
-        IpEndpoint::new(dst, tcp.dst_port()),
-        IpEndpoint::new(src, tcp.src_port()),
-    );
+    let key = Key::new(dst, tcp.dst_port(), src, tcp.src_port());
     Some((key, !tcp.payload().is_empty()))
 }
 
