@@ -2,7 +2,8 @@
 # Benchmarks tapir on a real TAP device against baselines measured in the same run on the
 # same machine, and prints a table (figure, tapir, baseline, ratio).
 #
-#   sudo scripts/bench.sh [--quick] [--tcp-matrix | --bulk | --idle N | --busy | --latency]
+#   sudo scripts/bench.sh [--quick] [--tcp-matrix | --bulk | --idle N | --busy | --latency |
+#                          --compare REV]
 #
 # Every client runs inside network namespaces this script makes (unique names, removed on
 # exit, also on failure); no traffic goes anywhere else:
@@ -43,6 +44,11 @@
 # --busy: only the last part of --idle: req/s at 100 and 10,000 busy connections.
 # --latency: only HTTP/1.1 keep-alive at low concurrency, wrk -c1 and -c10 (req/s, p50 and
 #   p99 latency), tapir and nginx alternating, 3 rounds (about 1 minute; a table).
+# --compare REV: this tree's tapir against the tapir of git revision REV (built once into
+#   target/bench/compare/, from a temporary worktree) on the same local TAP, alternating
+#   the two binaries, 3 rounds: wrk -c1/-c10/-c64/-c100 req/s, h2 over TLS req/s, new TLS
+#   connections/s; mean per figure and the ratio this / REV (about 3 minutes plus the build;
+#   a table, no report.json). The "no regression" check of a change.
 # Each table says which figures are lower-is-better; report.json has "better" per figure.
 set -euo pipefail
 
@@ -57,9 +63,10 @@ BULK_ONLY=0
 IDLE_ONLY=0
 BUSY_ONLY=0
 LATENCY_ONLY=0
+COMPARE_REV=""
 
 usage() {
-    sed -n '2,46p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,52p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 while (($#)); do
@@ -71,6 +78,14 @@ while (($#)); do
     --bulk) QUICK=1 BULK_ONLY=1 ;;
     --busy) QUICK=1 BUSY_ONLY=1 ;;
     --latency) QUICK=1 LATENCY_ONLY=1 ;;
+    --compare)
+        [[ -n ${1:-} ]] || {
+            echo "$PROG: --compare needs a git revision (e.g. HEAD~1 or a commit)" >&2
+            exit 2
+        }
+        QUICK=1 LATENCY_ONLY=0 COMPARE_REV=$1
+        shift
+        ;;
     --idle)
         [[ ${1:-} =~ ^[0-9]+$ && $1 -ge 100 ]] || {
             echo "$PROG: --idle needs a number of connections (at least 100)" >&2
@@ -267,8 +282,8 @@ SMOL_BIN=""
 SMOL_WHY=""
 if ((MATRIX_ONLY)); then
     : # the matrix alone needs no smoltcp benchmark
-elif ((BULK_ONLY || IDLE_ONLY || BUSY_ONLY || LATENCY_ONLY)); then
-    SMOL_WHY="not measured with --bulk, --idle, --busy or --latency"
+elif ((BULK_ONLY || IDLE_ONLY || BUSY_ONLY || LATENCY_ONLY)) || [[ -n $COMPARE_REV ]]; then
+    SMOL_WHY="not measured with --bulk, --idle, --busy, --latency or --compare"
 elif [[ -z $SMOL_SRC ]]; then
     SMOL_WHY="smoltcp-0.14.0 source not in the cargo registry (run cargo fetch)"
 else
@@ -356,7 +371,7 @@ stop_pid() {
 WWW="$WORK/www"
 mkdir -p "$WWW/bytes" "$WORK/nginx"
 "$PY" "$HELPER" pattern-file "$WWW/bytes/100" 100
-((MATRIX_ONLY || IDLE_ONLY || BUSY_ONLY || LATENCY_ONLY)) || "$PY" "$HELPER" pattern-file "$WWW/bytes/$BULK" "$BULK"
+((MATRIX_ONLY || IDLE_ONLY || BUSY_ONLY || LATENCY_ONLY)) || [[ -n $COMPARE_REV ]] || "$PY" "$HELPER" pattern-file "$WWW/bytes/$BULK" "$BULK"
 echo '<!doctype html><p>nginx</p>' >"$WWW/index.html"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -subj "/CN=$IP_SERVER" -addext "subjectAltName=IP:$IP_SERVER" \
@@ -591,6 +606,70 @@ if ((BUSY_ONLY)); then
     printf '%-44s %12s %12s %8s\n' figure tapir nginx ratio
     busy_rows
     echo "raw results: $LOGS"
+    exit 0
+fi
+
+if [[ -n $COMPARE_REV ]]; then
+    # This tree's tapir against REV's, on the same TAP namespace, one server process at a
+    # time, alternating; REV's binary is built once per commit and kept.
+    command -v git >/dev/null || die "git is needed for --compare (install: apt-get install git)"
+    REV_SHA=$(git -C "$REPO" rev-parse --verify --quiet "$COMPARE_REV^{commit}") ||
+        die "--compare: '$COMPARE_REV' is not a commit of this repository"
+    CMP="$OUT/compare"
+    OLD="$CMP/$REV_SHA/tapir"
+    if [[ ! -x $OLD ]]; then
+        echo "== building tapir at ${REV_SHA:0:12} (once; kept in $CMP)"
+        src="$CMP/src-$REV_SHA"
+        rm -rf "$src"
+        git -C "$REPO" worktree prune
+        git -C "$REPO" worktree add --detach --quiet "$src" "$REV_SHA"
+        if (cd "$src" && "$CARGO" build --release --quiet --bin tapir --target-dir "$CMP/target") \
+            >"$CMP/build-$REV_SHA.log" 2>&1; then
+            mkdir -p "$CMP/$REV_SHA"
+            cp "$CMP/target/release/tapir" "$OLD"
+        fi
+        git -C "$REPO" worktree remove --force "$src" 2>/dev/null || rm -rf "$src"
+        git -C "$REPO" worktree prune
+        [[ -x $OLD ]] || die "building ${REV_SHA:0:12} failed (see $CMP/build-$REV_SHA.log)"
+    fi
+    HEAD_DESC=$(git -C "$REPO" describe --always --dirty 2>/dev/null || echo "this tree")
+    tap_ns "$TAG-tap" 1500
+    declare -A CMPV # "which figure" -> values, space-separated
+    figures=("wrk -c1 req/s" "wrk -c10 req/s" "wrk -c64 req/s" "wrk -c100 req/s"
+        "h2 over TLS (h2load -c64 -m10) req/s" "new TLS connections/s")
+    echo "== this tree ($HEAD_DESC) against ${REV_SHA:0:12}, ${DUR}s per run, 3 rounds alternating"
+    for round in 1 2 3; do
+        for which in old new; do
+            bin=$TAPIR
+            [[ $which == old ]] && bin=$OLD
+            # Each process has its own MAC address: forget the last one's (an older tapir
+            # does not announce itself, and the kernel would wait for its stale entry).
+            ip -n "$TAG-tap" neigh flush dev tap0 2>/dev/null || true
+            TAPIR=$bin start_tapir "$TAG-tap" 1500 "tapir-$which-r$round" --max-connections 30000 --backlog 1024
+            vals=()
+            for c in 1 10 64 100; do
+                vals+=("$(json_get "$(run_wrk "$TAG-tap" "tapir-$which-r$round" "$c")" rps)")
+            done
+            vals+=("$(json_get "$(run_h2tls "$TAG-tap" "tapir-$which-r$round")" rps)")
+            vals+=("$(json_get "$(run_conns "$TAG-tap" "tapir-$which-r$round")" rps)")
+            stop_pid "$TAPIR_PID"
+            for i in "${!figures[@]}"; do
+                CMPV["$which ${figures[$i]}"]+="${vals[$i]} "
+            done
+            echo "   round $round, $which: ${vals[*]}"
+        done
+    done
+    mean() { printf '%s\n' $1 | awk '$1 != "null" { s += $1; n++ } END { if (n) printf "%.0f", s / n; else print "null" }'; }
+    spread() { printf '%s\n' $1 | awk '$1 != "null" { if (n == 0 || $1 < lo) lo = $1; if ($1 > hi) hi = $1; n++ } END { if (n) printf "%.0f-%.0f", lo, hi; else print "-" }'; }
+    echo
+    printf '%-40s %12s %12s %8s   %s\n' "figure (mean of 3, higher is better)" "this" "${REV_SHA:0:10}" ratio "range this / range rev"
+    for f in "${figures[@]}"; do
+        a=$(mean "${CMPV["new $f"]}")
+        b=$(mean "${CMPV["old $f"]}")
+        printf '%-40s %12s %12s %8s   %s / %s\n' "$f" "$a" "$b" "$(ratio "$a" "$b")" \
+            "$(spread "${CMPV["new $f"]}")" "$(spread "${CMPV["old $f"]}")"
+    done
+    echo "ratio = this tree / ${REV_SHA:0:12} (same run, same TAP namespace, default flags plus TAPIR_FLAGS); raw results: $LOGS"
     exit 0
 fi
 

@@ -1,7 +1,8 @@
 //! Offloads through the virtio-net header on a real TAP device: with TSO and checksum
 //! offload, with each refused in turn (the fallback), and with `--no-offload`, a 64 MiB
 //! download by curl has the file's exact bytes; an upload through the kernel's own
-//! super-frames is echoed whole; a capture taken with offloads on opens in tshark.
+//! super-frames is echoed whole; a capture taken with offloads on opens in tshark; a
+//! persistent TAP is left without offloads when tapir exits.
 //!
 //! Each test makes its own network namespace (see `common::netns`) and needs root; without
 //! root each prints `SKIPPED <test>: ...` and returns.
@@ -11,7 +12,7 @@ mod common;
 use std::fs;
 
 use common::netns::{count_before, output_text, sha256_file_hex, write_random_file, TAPIR_V6};
-use common::tap::{stopped_line, CURL, TSHARK};
+use common::tap::{stopped_line, CURL, PYTHON3, TSHARK};
 
 const BASE: &str = "http://10.7.0.2";
 /// Bytes downloaded per run.
@@ -189,5 +190,55 @@ fn capture_with_offloads_opens_in_tshark() {
         bad.is_empty(),
         "{} frames with a bad TCP checksum:\n{text}",
         bad.len()
+    );
+}
+
+/// Opens tap0 as a plain TAP reader (no virtio-net header: what a program that knows nothing
+/// of offloads does), sends a UDP datagram from the kernel to 10.7.0.2 and prints whether
+/// the frame read carries a complete UDP checksum.
+const PLAIN_READER: &str = r#"
+import fcntl, os, select, socket, struct
+fd = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(fd, 0x400454ca, struct.pack("16sH", b"tap0", 0x0002 | 0x1000))  # TUNSETIFF: IFF_TAP|IFF_NO_PI
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x" * 1000, ("10.7.0.2", 9999))
+while select.select([fd], [], [], 5)[0]:
+    f = os.read(fd, 70000)
+    if struct.unpack("!H", f[12:14])[0] != 0x0800 or f[23] != 17:
+        continue
+    ip = f[14:]; udp = ip[(ip[0] & 15) * 4:]
+    data = ip[12:20] + struct.pack("!BBH", 0, 17, len(udp)) + udp + b"\0" * (len(udp) % 2)
+    t = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while t >> 16:
+        t = (t & 0xFFFF) + (t >> 16)
+    print("complete" if t == 0xFFFF else "partial %04x" % t)
+    break
+else:
+    print("no frame")
+"#;
+
+#[test]
+fn a_persistent_tap_is_left_without_offloads() {
+    let Some(ns) = tap_test!("offload-left", CURL, PYTHON3) else {
+        return;
+    };
+    let tapir = ns.spawn_http(&[]);
+    assert_eq!(
+        ns.curl(&["-o", "/dev/null", "-w", "%{http_code}", BASE]),
+        "200"
+    );
+    let log = tapir.stop();
+    assert!(log.contains("offloads csum+tso4+tso6"), "{log}");
+    // tapir is gone: the kernel must not think its next reader takes partial checksums.
+    let mac = "02:00:00:00:00:02";
+    let out = ns.run(&[
+        "ip", "neigh", "replace", "10.7.0.2", "lladdr", mac, "dev", "tap0",
+    ]);
+    assert!(out.status.success(), "ip neigh:\n{}", output_text(&out));
+    let out = ns.run(&["python3", "-c", PLAIN_READER]);
+    assert!(out.status.success(), "plain reader:\n{}", output_text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "complete",
+        "the UDP checksum a plain reader of the TAP gets after tapir exited"
     );
 }

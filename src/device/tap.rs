@@ -61,6 +61,19 @@ impl FramePort for TapPort {
     }
 }
 
+impl Drop for TapPort {
+    fn drop(&mut self) {
+        // A persistent device keeps the offloads we negotiated after we close it, and its
+        // next user (a VM, another program) that reads plain frames would get partial
+        // checksums and super-frames: leave it as a plain device.
+        if let TapPort::Vnet(file) = self {
+            if let Err(e) = kernel::set_offload(file.as_raw_fd(), 0) {
+                tracing::debug!("TAP: clearing offloads on close failed: {e}");
+            }
+        }
+    }
+}
+
 impl AsRawFd for TapPort {
     fn as_raw_fd(&self) -> RawFd {
         match self {
