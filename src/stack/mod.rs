@@ -1118,6 +1118,8 @@ impl Stack {
         socket.set_window_capacity(tcp.rx_buffer);
         socket.set_nagle_enabled(tcp.nagle);
         socket.set_ack_delay(tcp.ack_delay);
+        // One ACK per receive batch while holes are open, as Linux (tcp_comp_sack_nr).
+        socket.set_sack_compression(true);
         socket.set_keep_alive(tcp.keep_alive);
         socket.set_timeout(tcp.timeout);
         socket.set_min_rto(tcp.min_rto);

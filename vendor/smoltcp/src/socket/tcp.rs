@@ -378,6 +378,9 @@ enum Timer {
 }
 
 const ACK_DELAY_DEFAULT: Duration = Duration::from_millis(10);
+/// tapir patch: with SACK compression, the most out-of-order segments one ACK answers
+/// (Linux's `tcp_comp_sack_nr` default).
+pub const SACK_COMPRESS_MAX: u8 = 44;
 const CLOSE_DELAY: Duration = Duration::from_millis(10_000);
 
 impl Timer {
@@ -692,6 +695,11 @@ pub struct Socket<'a> {
     /// tapir patch: where the most recent out-of-order segments started, newest first:
     /// the blocks holding them are the SACK blocks to report (RFC 2018 §4).
     sack_recent: [Option<TcpSeqNumber>; 3],
+    /// tapir patch: SACK compression (see `set_sack_compression`): whether it is on, and
+    /// how many out-of-order segments arrived since the last ACK went out (their ACK waits
+    /// for the next `dispatch`).
+    sack_compression: bool,
+    sack_unsent: u8,
     /// The ACK number of the last packet received.
     local_rx_last_ack: Option<TcpSeqNumber>,
     /// The number of packets received directly after
@@ -813,6 +821,8 @@ impl<'a> Socket<'a> {
             local_rx_last_ack: None,
             local_rx_last_seq: None,
             sack_recent: [None; 3],
+            sack_compression: false,
+            sack_unsent: 0,
             local_rx_dup_acks: 0,
             scoreboard: Scoreboard::default(),
             recovery: None,
@@ -1159,6 +1169,27 @@ impl<'a> Socket<'a> {
         self.ack_delay = duration
     }
 
+    /// Enable or disable SACK compression (off by default).
+    ///
+    /// RFC 5681 §4.2 asks for an immediate ACK of every out-of-order segment. With SACK
+    /// (and delayed ACKs enabled), one ACK at the end of a receive batch says as much:
+    /// when compression is on, out-of-order segments and segments filling a hole are
+    /// acknowledged at the socket's next dispatch (after the interface has processed the
+    /// frames it received), but at least every [`SACK_COMPRESS_MAX`]th such segment, and a
+    /// duplicate at once (its D-SACK block). Linux does the same (`tcp_comp_sack_nr`): on a
+    /// lossy path a receiver otherwise sends one ACK per segment while a hole is open,
+    /// which costs the path, the sender and the receiver a packet per packet.
+    pub fn set_sack_compression(&mut self, enabled: bool) {
+        self.sack_compression = enabled;
+    }
+
+    /// Whether SACK compression is enabled.
+    ///
+    /// See also the [set_sack_compression](#method.set_sack_compression) method.
+    pub fn sack_compression(&self) -> bool {
+        self.sack_compression
+    }
+
     /// Enable or disable Nagle's Algorithm.
     ///
     /// Also known as "tinygram prevention". By default, it is enabled.
@@ -1285,6 +1316,7 @@ impl<'a> Socket<'a> {
         self.remote_mss = DEFAULT_MSS;
         self.remote_last_ts = None;
         self.sack_recent = [None; 3];
+        self.sack_unsent = 0;
         self.ack_delay_timer = AckDelayTimer::Idle;
         self.challenge_ack_timer = Instant::from_secs(0);
         self.scoreboard.clear();
@@ -2338,11 +2370,27 @@ impl<'a> Socket<'a> {
         (ip_reply_repr, reply_repr)
     }
 
+    /// The ACK answering `repr`, a segment that did not move RCV.NXT: its part below
+    /// RCV.NXT, if any, is a duplicate (D-SACK).
     fn ack_reply(
         &mut self,
         now: Instant,
         ip_repr: &IpRepr,
         repr: &TcpRepr,
+    ) -> (IpRepr, TcpRepr<'static>) {
+        let rcv_nxt = self.remote_seq_no + self.rx_buffer.len();
+        self.ack_reply_since(now, ip_repr, repr, rcv_nxt)
+    }
+
+    /// The ACK answering `repr`, which arrived when RCV.NXT was `rcv_nxt_at_arrival`: only
+    /// its part below that was a duplicate (D-SACK, RFC 2883). A segment that fills a hole
+    /// moves RCV.NXT past itself, and is new data, not a duplicate.
+    fn ack_reply_since(
+        &mut self,
+        now: Instant,
+        ip_repr: &IpRepr,
+        repr: &TcpRepr,
+        rcv_nxt_at_arrival: TcpSeqNumber,
     ) -> (IpRepr, TcpRepr<'static>) {
         let (mut ip_reply_repr, mut reply_repr) = Self::reply(ip_repr, repr);
         reply_repr.timestamp = repr
@@ -2364,17 +2412,18 @@ impl<'a> Socket<'a> {
         // of the window advertised last).
         reply_repr.window_len = self.scaled_window();
         self.remote_last_ack = reply_repr.ack_number;
+        self.sack_unsent = 0;
         let ack = self.remote_seq_no + self.rx_buffer.len();
         self.note_window_sent(ack, reply_repr.window_len, false);
 
         // If the remote supports selective acknowledgement, add the option to the outgoing
         // segment. tapir patch: every block held (see `sack_ranges`), and a D-SACK block
-        // (RFC 2883) first when the segment that triggered this ACK was a duplicate.
+        // (RFC 2883) first when the segment that triggered this ACK was a duplicate, i.e.
+        // began below RCV.NXT as it was when the segment arrived.
         if self.remote_has_sack {
-            let ack = reply_repr.ack_number.unwrap_or(TcpSeqNumber(0));
             let end = repr.seq_number + repr.payload.len();
-            let dsack = (!repr.payload.is_empty() && repr.seq_number < ack)
-                .then(|| (repr.seq_number, end.min(ack)));
+            let dsack = (!repr.payload.is_empty() && repr.seq_number < rcv_nxt_at_arrival)
+                .then(|| (repr.seq_number, end.min(rcv_nxt_at_arrival)));
             reply_repr.sack_ranges = self.sack_ranges(dsack);
         }
 
@@ -3253,11 +3302,25 @@ impl<'a> Socket<'a> {
         //  1) an out-of-order segment is received, or
         //  2) a segment arrives that fills in all or part of a gap in sequence space.
         if !self.assembler.is_empty() || !assembler_was_empty {
+            // tapir patch: SACK compression (see `set_sack_compression`): the ACK leaves
+            // at the next dispatch, unless the segment was partly a duplicate (D-SACK) or
+            // too many went unacknowledged already.
+            if self.sack_compression
+                && self.remote_has_sack
+                && self.ack_delay.is_some()
+                && repr.seq_number >= window_start
+                && self.sack_unsent + 1 < SACK_COMPRESS_MAX
+            {
+                tcp_trace!("ACK of incoming segment left to dispatch");
+                self.sack_unsent += 1;
+                self.ack_delay_timer = AckDelayTimer::Immediate;
+                return None;
+            }
             // Note that we change the transmitter state here.
             // This is fine because smoltcp assumes that it can always transmit zero or one
             // packets for every packet it receives.
             tcp_trace!("ACKing incoming segment");
-            Some(self.ack_reply(cx.now(), ip_repr, repr))
+            Some(self.ack_reply_since(cx.now(), ip_repr, repr, window_start))
         } else {
             None
         }
@@ -3522,8 +3585,11 @@ impl<'a> Socket<'a> {
         if self.seq_to_transmit(cx) {
             // If we have data to transmit and it fits into partner's window, do it.
             tcp_trace!("outgoing segment will send data or flags");
-        } else if self.ack_to_transmit() && self.delayed_ack_expired(cx.now()) {
-            // If we have data to acknowledge, do it.
+        } else if (self.ack_to_transmit() || self.sack_unsent > 0)
+            && self.delayed_ack_expired(cx.now())
+        {
+            // If we have data to acknowledge (or, tapir patch, out-of-order data to report
+            // in SACK blocks), do it.
             tcp_trace!("outgoing segment will acknowledge");
         } else if self.window_to_update() {
             // If we have window length increase to advertise, do it.
@@ -3840,6 +3906,7 @@ impl<'a> Socket<'a> {
             }
         }
         self.ack_delay_timer = AckDelayTimer::Idle;
+        self.sack_unsent = 0;
 
         // Leave the rest of the state intact if sending a zero-window probe.
         if is_zero_window_probe {
@@ -3939,7 +4006,7 @@ impl<'a> Socket<'a> {
             // The receive window has been raised significantly.
             PollAt::Now
         } else {
-            let want_ack = self.ack_to_transmit();
+            let want_ack = self.ack_to_transmit() || self.sack_unsent > 0;
 
             let delayed_ack_poll_at = match (want_ack, self.ack_delay_timer) {
                 (false, _) => PollAt::Ingress,
@@ -5999,6 +6066,211 @@ mod test {
                 ack_number: Some(REMOTE_SEQ + 1 + 6),
                 window_len: 58,
                 sack_ranges: [Some((seq(0), seq(6))), Some((seq(10), seq(13))), None],
+                ..RECV_TEMPL
+            })
+        );
+    }
+
+    #[test]
+    fn test_no_dsack_for_segment_filling_a_hole() {
+        // RFC 2883: only a duplicate is reported in a D-SACK block. The retransmission that
+        // fills a hole arrives for the first time; that RCV.NXT moves past it does not make
+        // it one (a D-SACK there tells the sender its retransmission was spurious).
+        let mut s = socket_established_with_buffer_sizes(64, 64);
+        s.remote_has_sack = true;
+        let seq = |n: usize| REMOTE_SEQ.0 as u32 + 1 + n as u32;
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 6,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"ghi"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 64,
+                sack_ranges: [Some((seq(6), seq(9))), None, None],
+                ..RECV_TEMPL
+            })
+        );
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 12,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"mno"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 64,
+                sack_ranges: [Some((seq(12), seq(15))), Some((seq(6), seq(9))), None],
+                ..RECV_TEMPL
+            })
+        );
+        // The first hole filled: the ACK moves to the second hole and reports the block
+        // above it, with no D-SACK block for "abcdef".
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abcdef"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 9),
+                window_len: 55,
+                sack_ranges: [Some((seq(12), seq(15))), None, None],
+                ..RECV_TEMPL
+            })
+        );
+        // A segment half duplicate, half filling the last hole: only its part below the
+        // RCV.NXT it arrived at is a D-SACK block.
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 7,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"hijkl"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 15),
+                window_len: 49,
+                sack_ranges: [Some((seq(7), seq(9))), None, None],
+                ..RECV_TEMPL
+            })
+        );
+    }
+
+    #[test]
+    fn test_sack_compression_one_ack_per_batch() {
+        // With SACK compression, out-of-order segments and the segment filling a hole are
+        // acknowledged by the next dispatch, once for all of them; a partial duplicate at
+        // once, with its D-SACK block.
+        let mut s = socket_established_with_buffer_sizes(64, 64);
+        s.remote_has_sack = true;
+        s.set_ack_delay(Some(ACK_DELAY_DEFAULT));
+        s.set_sack_compression(true);
+        let seq = |n: usize| REMOTE_SEQ.0 as u32 + 1 + n as u32;
+        for (offset, payload) in [(6, &b"ghi"[..]), (12, &b"mno"[..])] {
+            send!(
+                s,
+                TcpRepr {
+                    seq_number: REMOTE_SEQ + 1 + offset,
+                    ack_number: Some(LOCAL_SEQ + 1),
+                    payload,
+                    ..SEND_TEMPL
+                }
+            );
+        }
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 64,
+                sack_ranges: [Some((seq(12), seq(15))), Some((seq(6), seq(9))), None],
+                ..RECV_TEMPL
+            }]
+        );
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abcdef"[..],
+                ..SEND_TEMPL
+            }
+        );
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 9),
+                window_len: 55,
+                sack_ranges: [Some((seq(12), seq(15))), None, None],
+                ..RECV_TEMPL
+            }]
+        );
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 7,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"hijkl"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 15),
+                window_len: 49,
+                sack_ranges: [Some((seq(7), seq(9))), None, None],
+                ..RECV_TEMPL
+            })
+        );
+        recv_nothing!(s);
+    }
+
+    #[test]
+    fn test_sack_compression_acks_every_44th_segment() {
+        // However long the batch, one ACK answers at most SACK_COMPRESS_MAX out-of-order
+        // segments.
+        let mut s = socket_established_with_buffer_sizes(64, 64);
+        s.remote_has_sack = true;
+        s.set_ack_delay(Some(ACK_DELAY_DEFAULT));
+        s.set_sack_compression(true);
+        let seq = |n: usize| REMOTE_SEQ.0 as u32 + 1 + n as u32;
+        let max = SACK_COMPRESS_MAX as usize;
+        for offset in 1..max {
+            send!(
+                s,
+                TcpRepr {
+                    seq_number: REMOTE_SEQ + 1 + offset,
+                    ack_number: Some(LOCAL_SEQ + 1),
+                    payload: &b"x"[..],
+                    ..SEND_TEMPL
+                }
+            );
+        }
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + max,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"x"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 64,
+                sack_ranges: [Some((seq(1), seq(max + 1))), None, None],
+                ..RECV_TEMPL
+            })
+        );
+        recv_nothing!(s);
+        // Without delayed ACKs, every out-of-order segment is answered at once.
+        s.set_ack_delay(None);
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + max + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"x"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                window_len: 64,
+                sack_ranges: [Some((seq(1), seq(max + 2))), None, None],
                 ..RECV_TEMPL
             })
         );
