@@ -3601,6 +3601,15 @@ impl<'a> Socket<'a> {
             // If we need to transmit a keep-alive packet, do it.
             tcp_trace!("keep-alive timer expired");
         } else if self.timer.should_zero_window_probe(cx.now()) {
+            // tapir patch: nothing is left to probe with (the peer acknowledged all data,
+            // and any FIN, while keeping its window closed): stop the timer. Otherwise the
+            // segment sent below is a bare ACK that does not rewind it (only a probe does),
+            // and every later dispatch would send another at once, forever.
+            if self.tx_buffer.is_empty() {
+                tcp_trace!("no data left to probe with: stopping zero-window-probe timer");
+                self.timer.set_for_idle(cx.now(), self.keep_alive);
+                return Ok(());
+            }
             tcp_trace!("sending zero-window probe");
         } else if self.timer.should_close(cx.now()) {
             // If we have spent enough time in the TIME-WAIT state, close the socket.
@@ -10889,6 +10898,21 @@ mod test {
         );
 
         assert!(!s.timer.is_zero_window_probe());
+    }
+
+    #[test]
+    fn test_zero_window_probe_timer_without_data_stops() {
+        // The peer acknowledged everything, FIN included, with its window still closed:
+        // the probe timer armed while data waited has nothing left to probe with. It must
+        // stop, not make every dispatch send a bare ACK (found by fuzzing: one `poll`
+        // never returned).
+        let mut s = socket_fin_wait_2();
+        s.timer
+            .set_for_zero_window_probe(Instant::from_millis(0), Duration::from_millis(100));
+        recv_nothing!(s, time 1000);
+        recv_nothing!(s, time 1000);
+        assert!(!s.timer.is_zero_window_probe());
+        assert_eq!(s.state, State::FinWait2);
     }
 
     #[test]
