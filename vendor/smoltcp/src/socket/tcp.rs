@@ -3202,7 +3202,13 @@ impl<'a> Socket<'a> {
             tcp_trace!("starting zero-window-probe timer for t+{}", delay);
             self.timer.set_for_zero_window_probe(cx.now(), delay);
         }
-        if self.remote_win_len != 0 && self.timer.is_zero_window_probe() {
+        // tapir patch: also once this ACK emptied the send buffer (the peer acknowledged
+        // all data, and any FIN, with its window still closed): nothing is left to probe
+        // with, and an armed timer would make every dispatch send a bare ACK that does not
+        // rewind it (only a probe does).
+        if (self.remote_win_len != 0 || self.tx_buffer.is_empty())
+            && self.timer.is_zero_window_probe()
+        {
             tcp_trace!("stopping zero-window-probe timer");
             self.timer.set_for_idle(cx.now(), self.keep_alive);
         }
@@ -3601,15 +3607,10 @@ impl<'a> Socket<'a> {
             // If we need to transmit a keep-alive packet, do it.
             tcp_trace!("keep-alive timer expired");
         } else if self.timer.should_zero_window_probe(cx.now()) {
-            // tapir patch: nothing is left to probe with (the peer acknowledged all data,
-            // and any FIN, while keeping its window closed): stop the timer. Otherwise the
-            // segment sent below is a bare ACK that does not rewind it (only a probe does),
-            // and every later dispatch would send another at once, forever.
-            if self.tx_buffer.is_empty() {
-                tcp_trace!("no data left to probe with: stopping zero-window-probe timer");
-                self.timer.set_for_idle(cx.now(), self.keep_alive);
-                return Ok(());
-            }
+            // tapir patch: the timer runs only while data waits: it starts when data is
+            // queued or acknowledged with the window closed, and `process` stops it when an
+            // ACK empties the send buffer (the only place it empties, besides `reset`).
+            debug_assert!(!self.tx_buffer.is_empty(), "zero-window probe without data");
             tcp_trace!("sending zero-window probe");
         } else if self.timer.should_close(cx.now()) {
             // If we have spent enough time in the TIME-WAIT state, close the socket.
@@ -10902,16 +10903,51 @@ mod test {
 
     #[test]
     fn test_zero_window_probe_timer_without_data_stops() {
-        // The peer acknowledged everything, FIN included, with its window still closed:
+        // The peer acknowledges everything, FIN included, with its window still closed:
         // the probe timer armed while data waited has nothing left to probe with. It must
-        // stop, not make every dispatch send a bare ACK (found by fuzzing: one `poll`
-        // never returned).
-        let mut s = socket_fin_wait_2();
-        s.timer
-            .set_for_zero_window_probe(Instant::from_millis(0), Duration::from_millis(100));
-        recv_nothing!(s, time 1000);
-        recv_nothing!(s, time 1000);
+        // stop with the ACK that empties the send buffer, not make every dispatch send a
+        // bare ACK (found by fuzzing: one `poll` never returned).
+        let mut s = socket_established();
+        s.send_slice(b"abcdef").unwrap();
+        s.close();
+        recv!(
+            s,
+            time 0,
+            [TcpRepr {
+                control: TcpControl::Fin,
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &b"abcdef"[..],
+                ..RECV_TEMPL
+            }]
+        );
+        // Part of the data acknowledged, window closed: the probe timer starts.
+        send!(
+            s,
+            time 10,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 3),
+                window_len: 0,
+                ..SEND_TEMPL
+            }
+        );
+        assert!(s.timer.is_zero_window_probe());
+        // The rest and the FIN acknowledged, window still closed: the timer stops.
+        send!(
+            s,
+            time 20,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 6 + 1),
+                window_len: 0,
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.state, State::FinWait2);
         assert!(!s.timer.is_zero_window_probe());
+        recv_nothing!(s, time 5000);
+        recv_nothing!(s, time 5000);
         assert_eq!(s.state, State::FinWait2);
     }
 
