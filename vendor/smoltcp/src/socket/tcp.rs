@@ -2088,6 +2088,11 @@ impl<'a> Socket<'a> {
     /// first. Empty without out-of-order data.
     fn sack_ranges(&self, dsack: Option<(TcpSeqNumber, TcpSeqNumber)>) -> [Option<(u32, u32)>; 3] {
         let mut ranges = [None; 3];
+        // Fast path (no out-of-order data, no D-SACK: nearly every ACK): no block to look
+        // up, and no walk of the assembler and of the recent segments.
+        if dsack.is_none() && self.assembler.is_empty() {
+            return ranges;
+        }
         let ack = self.remote_seq_no + self.rx_buffer.len();
         let blocks = || {
             self.assembler
@@ -2195,6 +2200,12 @@ impl<'a> Socket<'a> {
     /// tapir patch: the segment to retransmit at `now` (see `retransmission_candidate`),
     /// when the congestion window and pacing let it go.
     fn next_retransmission(&self, now: Instant) -> Option<(TcpSeqNumber, usize)> {
+        // Fast path: with nothing marked lost and no tail loss probe due there is no
+        // candidate (see `retransmission_candidate`), so the congestion window (a call
+        // into the controller) and the pacer need not be asked.
+        if self.scoreboard.lost_bytes() == 0 && !self.tlp.due {
+            return None;
+        }
         if self.cwnd_remaining() == 0 || self.pacer.holds(now) {
             return None;
         }
@@ -2210,8 +2221,10 @@ impl<'a> Socket<'a> {
     /// without): nothing before the pacing time, then about a millisecond's worth, so
     /// that a segmentation offload super-segment is no long burst.
     fn pacing_limit(&self, now: Instant) -> usize {
+        if self.pacer.holds(now) {
+            return 0;
+        }
         match self.congestion_controller.inner().pacing_rate() {
-            _ if self.pacer.holds(now) => 0,
             Some(rate) => pacing::quantum(rate, self.remote_mss),
             None => usize::MAX,
         }
@@ -2235,8 +2248,11 @@ impl<'a> Socket<'a> {
     /// flight is delivered (so an idle connection does not lower its bandwidth estimate).
     fn check_app_limited(&mut self) {
         let unsent = self.tx_buffer.len().saturating_sub(self.flight_size());
+        // The mark is checked before the congestion window (a call into the controller):
+        // an idle socket, dispatched again and again, is marked already.
         if self.in_data_state()
             && unsent < self.remote_mss
+            && !self.scoreboard.app_limited_marked()
             && self.scoreboard.lost_bytes() == 0
             && self.cwnd_remaining() > 0
         {
@@ -3351,23 +3367,6 @@ impl<'a> Socket<'a> {
             return true;
         }
 
-        let ip_header_len = match self.tuple.unwrap().local.addr {
-            #[cfg(feature = "proto-ipv4")]
-            IpAddress::Ipv4(_) => crate::wire::IPV4_HEADER_LEN,
-            #[cfg(feature = "proto-ipv6")]
-            IpAddress::Ipv6(_) => crate::wire::IPV6_HEADER_LEN,
-        };
-
-        // The effective max segment size, taking into account the options and the local and remote limits.
-        let options_len = if self.timestamp_enabled() {
-            12
-        } else {
-            0
-        };
-
-        let local_mss = cx.ip_mtu() - ip_header_len - TCP_HEADER_LEN;
-        let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
-
         // Have we sent data that hasn't been ACKed yet?
         let data_in_flight = self.remote_last_seq != self.local_seq_no;
 
@@ -3387,16 +3386,6 @@ impl<'a> Socket<'a> {
             0
         };
 
-        // compare max bytes allowed by cwnd with max bytes allowed by remote
-        let max_send = capped_send_seq
-            .min(self.cwnd_remaining())
-            .min(self.pacing_limit(now));
-
-        // Can we send at least 1 octet?
-        let mut can_send = max_send != 0;
-        // Can we send at least 1 full segment?
-        let can_send_full = max_send >= effective_mss;
-
         // Do we have to send a FIN?
         let want_fin = match self.state {
             State::FinWait1 => true,
@@ -3405,14 +3394,12 @@ impl<'a> Socket<'a> {
             _ => false,
         };
 
-        // If we're applying the Nagle algorithm we don't want to send more
-        // until one of:
-        // * There's no data in flight
-        // * We can send a full packet
-        // * We have all the data we'll ever send (we're closing send)
-        if self.nagle && data_in_flight && !can_send_full && !want_fin {
-            can_send = false;
-        }
+        // tapir patch: the congestion window, pacing and the segment size are asked only
+        // when the peer's window and the send buffer leave something to send: a socket
+        // with nothing queued (most sockets, most of the time) skips two calls into the
+        // congestion controller.
+        let can_send = capped_send_seq != 0
+            && self.can_send_data(cx, now, capped_send_seq, data_in_flight, want_fin);
 
         // Can we actually send the FIN? We can send it if:
         // 1. We have unsent data that fits in the remote window.
@@ -3421,6 +3408,52 @@ impl<'a> Socket<'a> {
         let can_fin = want_fin && self.remote_last_seq == self.local_seq_no + self.tx_buffer.len();
 
         can_send || can_fin
+    }
+
+    /// tapir patch: whether `seq_to_transmit_at` sends data, given the `capped_send_seq`
+    /// (non-zero) bytes the peer's window and the send buffer allow: the congestion window
+    /// and pacing must allow some, and Nagle's algorithm a segment.
+    fn can_send_data(
+        &self,
+        cx: &mut Context,
+        now: Instant,
+        capped_send_seq: usize,
+        data_in_flight: bool,
+        want_fin: bool,
+    ) -> bool {
+        let ip_header_len = match self.tuple.unwrap().local.addr {
+            #[cfg(feature = "proto-ipv4")]
+            IpAddress::Ipv4(_) => crate::wire::IPV4_HEADER_LEN,
+            #[cfg(feature = "proto-ipv6")]
+            IpAddress::Ipv6(_) => crate::wire::IPV6_HEADER_LEN,
+        };
+
+        // The effective max segment size, taking into account the options and the local and remote limits.
+        let options_len = if self.timestamp_enabled() {
+            12
+        } else {
+            0
+        };
+
+        let local_mss = cx.ip_mtu() - ip_header_len - TCP_HEADER_LEN;
+        let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
+
+        // compare max bytes allowed by cwnd with max bytes allowed by remote
+        let max_send = capped_send_seq
+            .min(self.cwnd_remaining())
+            .min(self.pacing_limit(now));
+
+        // Can we send at least 1 octet?
+        let can_send = max_send != 0;
+        // Can we send at least 1 full segment?
+        let can_send_full = max_send >= effective_mss;
+
+        // If we're applying the Nagle algorithm we don't want to send more
+        // until one of:
+        // * There's no data in flight
+        // * We can send a full packet
+        // * We have all the data we'll ever send (we're closing send)
+        can_send && !(self.nagle && data_in_flight && !can_send_full && !want_fin)
     }
 
     fn delayed_ack_expired(&self, timestamp: Instant) -> bool {
@@ -3471,6 +3504,13 @@ impl<'a> Socket<'a> {
             // (The window of the SYN-ACK used to be remembered as if it were scaled, which
             // hid this, and let the peer's data overrun the buffer.)
             State::SynSent | State::Established | State::FinWait1 | State::FinWait2 => {
+                // tapir patch: fast path. Without more free space than the window left,
+                // the window computed is no larger than the one left (`receive_window`
+                // never exceeds the larger of the two), so it cannot have doubled: no
+                // window to compute.
+                if self.rcv_edge.is_none() || self.rx_buffer.window() <= self.promised_window() {
+                    return false;
+                }
                 let new_win = self.scaled_window();
                 if let Some(last_win) = self.last_scaled_window() {
                     new_win > 0 && new_win / 2 >= last_win
