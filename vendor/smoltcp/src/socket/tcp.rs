@@ -2479,11 +2479,14 @@ impl<'a> Socket<'a> {
         }
 
         if let Some(tuple) = &self.tuple {
-            // Reject packets not matching the 4-tuple
-            ip_repr.dst_addr() == tuple.local.addr
+            // Reject packets not matching the 4-tuple. tapir patch: the remote port first,
+            // the field that tells apart the connections of one client to one server (the
+            // interface asks every socket in turn, see `process_tcp`), and the addresses,
+            // enums dearer to compare, last.
+            repr.src_port == tuple.remote.port
                 && repr.dst_port == tuple.local.port
                 && ip_repr.src_addr() == tuple.remote.addr
-                && repr.src_port == tuple.remote.port
+                && ip_repr.dst_addr() == tuple.local.addr
         } else {
             // We're listening, reject packets not matching the listen endpoint.
             let addr_ok = match self.listen_endpoint.addr {
@@ -4521,6 +4524,41 @@ mod test {
             ..SEND_TEMPL
         };
         assert!(!s.socket.accepts(&mut s.cx, &SEND_IP_TEMPL, &tcp_repr));
+    }
+
+    #[test]
+    fn test_accepts_only_its_four_tuple() {
+        // tapir patch: `accepts` compares the ports before the addresses; each of the four
+        // still decides on its own.
+        let mut s = socket_established();
+        let ip_with = |src_addr, dst_addr| match SEND_IP_TEMPL {
+            IpReprIpvX(repr) => IpReprIpvX(IpvXRepr {
+                src_addr,
+                dst_addr,
+                ..repr
+            }),
+            #[allow(unreachable_patterns)]
+            _ => unreachable!(),
+        };
+        assert!(s.socket.accepts(&mut s.cx, &SEND_IP_TEMPL, &SEND_TEMPL));
+        for port in [REMOTE_PORT + 1, LOCAL_PORT] {
+            let repr = TcpRepr {
+                src_port: port,
+                ..SEND_TEMPL
+            };
+            assert!(!s.socket.accepts(&mut s.cx, &SEND_IP_TEMPL, &repr));
+        }
+        let repr = TcpRepr {
+            dst_port: LOCAL_PORT + 1,
+            ..SEND_TEMPL
+        };
+        assert!(!s.socket.accepts(&mut s.cx, &SEND_IP_TEMPL, &repr));
+        for ip in [
+            ip_with(OTHER_ADDR, REMOTE_ADDR),
+            ip_with(LOCAL_ADDR, OTHER_ADDR),
+        ] {
+            assert!(!s.socket.accepts(&mut s.cx, &ip, &SEND_TEMPL));
+        }
     }
 
     #[test]
