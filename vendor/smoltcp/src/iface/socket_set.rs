@@ -150,6 +150,12 @@ impl<'a> SocketSet<'a> {
         self.sockets.iter().filter_map(|x| x.inner.as_ref())
     }
 
+    /// (tapir) The item `handle` names, if any (a stale or foreign handle gives `None`,
+    /// never a panic).
+    pub(crate) fn item_mut(&mut self, handle: SocketHandle) -> Option<&mut Item<'a>> {
+        self.sockets.get_mut(handle.0)?.inner.as_mut()
+    }
+
     /// Iterate every socket in this set.
     pub(crate) fn items_mut(&mut self) -> impl Iterator<Item = &mut Item<'a>> + '_ {
         self.sockets.iter_mut().filter_map(|x| x.inner.as_mut())

@@ -2088,6 +2088,11 @@ impl<'a> Socket<'a> {
     /// first. Empty without out-of-order data.
     fn sack_ranges(&self, dsack: Option<(TcpSeqNumber, TcpSeqNumber)>) -> [Option<(u32, u32)>; 3] {
         let mut ranges = [None; 3];
+        // Fast path (no out-of-order data, no D-SACK: nearly every ACK): no block to look
+        // up, and no walk of the assembler and of the recent segments.
+        if dsack.is_none() && self.assembler.is_empty() {
+            return ranges;
+        }
         let ack = self.remote_seq_no + self.rx_buffer.len();
         let blocks = || {
             self.assembler
@@ -2195,6 +2200,12 @@ impl<'a> Socket<'a> {
     /// tapir patch: the segment to retransmit at `now` (see `retransmission_candidate`),
     /// when the congestion window and pacing let it go.
     fn next_retransmission(&self, now: Instant) -> Option<(TcpSeqNumber, usize)> {
+        // Fast path: with nothing marked lost and no tail loss probe due there is no
+        // candidate (see `retransmission_candidate`), so the congestion window (a call
+        // into the controller) and the pacer need not be asked.
+        if self.scoreboard.lost_bytes() == 0 && !self.tlp.due {
+            return None;
+        }
         if self.cwnd_remaining() == 0 || self.pacer.holds(now) {
             return None;
         }
@@ -2210,8 +2221,10 @@ impl<'a> Socket<'a> {
     /// without): nothing before the pacing time, then about a millisecond's worth, so
     /// that a segmentation offload super-segment is no long burst.
     fn pacing_limit(&self, now: Instant) -> usize {
+        if self.pacer.holds(now) {
+            return 0;
+        }
         match self.congestion_controller.inner().pacing_rate() {
-            _ if self.pacer.holds(now) => 0,
             Some(rate) => pacing::quantum(rate, self.remote_mss),
             None => usize::MAX,
         }
@@ -2235,8 +2248,11 @@ impl<'a> Socket<'a> {
     /// flight is delivered (so an idle connection does not lower its bandwidth estimate).
     fn check_app_limited(&mut self) {
         let unsent = self.tx_buffer.len().saturating_sub(self.flight_size());
+        // The mark is checked before the congestion window (a call into the controller):
+        // an idle socket, dispatched again and again, is marked already.
         if self.in_data_state()
             && unsent < self.remote_mss
+            && !self.scoreboard.app_limited_marked()
             && self.scoreboard.lost_bytes() == 0
             && self.cwnd_remaining() > 0
         {
@@ -2463,11 +2479,14 @@ impl<'a> Socket<'a> {
         }
 
         if let Some(tuple) = &self.tuple {
-            // Reject packets not matching the 4-tuple
-            ip_repr.dst_addr() == tuple.local.addr
+            // Reject packets not matching the 4-tuple. tapir patch: the remote port first,
+            // the field that tells apart the connections of one client to one server (the
+            // interface asks every socket in turn, see `process_tcp`), and the addresses,
+            // enums dearer to compare, last.
+            repr.src_port == tuple.remote.port
                 && repr.dst_port == tuple.local.port
                 && ip_repr.src_addr() == tuple.remote.addr
-                && repr.src_port == tuple.remote.port
+                && ip_repr.dst_addr() == tuple.local.addr
         } else {
             // We're listening, reject packets not matching the listen endpoint.
             let addr_ok = match self.listen_endpoint.addr {
@@ -3202,7 +3221,13 @@ impl<'a> Socket<'a> {
             tcp_trace!("starting zero-window-probe timer for t+{}", delay);
             self.timer.set_for_zero_window_probe(cx.now(), delay);
         }
-        if self.remote_win_len != 0 && self.timer.is_zero_window_probe() {
+        // tapir patch: also once this ACK emptied the send buffer (the peer acknowledged
+        // all data, and any FIN, with its window still closed): nothing is left to probe
+        // with, and an armed timer would make every dispatch send a bare ACK that does not
+        // rewind it (only a probe does).
+        if (self.remote_win_len != 0 || self.tx_buffer.is_empty())
+            && self.timer.is_zero_window_probe()
+        {
             tcp_trace!("stopping zero-window-probe timer");
             self.timer.set_for_idle(cx.now(), self.keep_alive);
         }
@@ -3345,23 +3370,6 @@ impl<'a> Socket<'a> {
             return true;
         }
 
-        let ip_header_len = match self.tuple.unwrap().local.addr {
-            #[cfg(feature = "proto-ipv4")]
-            IpAddress::Ipv4(_) => crate::wire::IPV4_HEADER_LEN,
-            #[cfg(feature = "proto-ipv6")]
-            IpAddress::Ipv6(_) => crate::wire::IPV6_HEADER_LEN,
-        };
-
-        // The effective max segment size, taking into account the options and the local and remote limits.
-        let options_len = if self.timestamp_enabled() {
-            12
-        } else {
-            0
-        };
-
-        let local_mss = cx.ip_mtu() - ip_header_len - TCP_HEADER_LEN;
-        let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
-
         // Have we sent data that hasn't been ACKed yet?
         let data_in_flight = self.remote_last_seq != self.local_seq_no;
 
@@ -3381,16 +3389,6 @@ impl<'a> Socket<'a> {
             0
         };
 
-        // compare max bytes allowed by cwnd with max bytes allowed by remote
-        let max_send = capped_send_seq
-            .min(self.cwnd_remaining())
-            .min(self.pacing_limit(now));
-
-        // Can we send at least 1 octet?
-        let mut can_send = max_send != 0;
-        // Can we send at least 1 full segment?
-        let can_send_full = max_send >= effective_mss;
-
         // Do we have to send a FIN?
         let want_fin = match self.state {
             State::FinWait1 => true,
@@ -3399,14 +3397,12 @@ impl<'a> Socket<'a> {
             _ => false,
         };
 
-        // If we're applying the Nagle algorithm we don't want to send more
-        // until one of:
-        // * There's no data in flight
-        // * We can send a full packet
-        // * We have all the data we'll ever send (we're closing send)
-        if self.nagle && data_in_flight && !can_send_full && !want_fin {
-            can_send = false;
-        }
+        // tapir patch: the congestion window, pacing and the segment size are asked only
+        // when the peer's window and the send buffer leave something to send: a socket
+        // with nothing queued (most sockets, most of the time) skips two calls into the
+        // congestion controller.
+        let can_send = capped_send_seq != 0
+            && self.can_send_data(cx, now, capped_send_seq, data_in_flight, want_fin);
 
         // Can we actually send the FIN? We can send it if:
         // 1. We have unsent data that fits in the remote window.
@@ -3415,6 +3411,52 @@ impl<'a> Socket<'a> {
         let can_fin = want_fin && self.remote_last_seq == self.local_seq_no + self.tx_buffer.len();
 
         can_send || can_fin
+    }
+
+    /// tapir patch: whether `seq_to_transmit_at` sends data, given the `capped_send_seq`
+    /// (non-zero) bytes the peer's window and the send buffer allow: the congestion window
+    /// and pacing must allow some, and Nagle's algorithm a segment.
+    fn can_send_data(
+        &self,
+        cx: &mut Context,
+        now: Instant,
+        capped_send_seq: usize,
+        data_in_flight: bool,
+        want_fin: bool,
+    ) -> bool {
+        let ip_header_len = match self.tuple.unwrap().local.addr {
+            #[cfg(feature = "proto-ipv4")]
+            IpAddress::Ipv4(_) => crate::wire::IPV4_HEADER_LEN,
+            #[cfg(feature = "proto-ipv6")]
+            IpAddress::Ipv6(_) => crate::wire::IPV6_HEADER_LEN,
+        };
+
+        // The effective max segment size, taking into account the options and the local and remote limits.
+        let options_len = if self.timestamp_enabled() {
+            12
+        } else {
+            0
+        };
+
+        let local_mss = cx.ip_mtu() - ip_header_len - TCP_HEADER_LEN;
+        let effective_mss = local_mss.min(self.remote_mss).saturating_sub(options_len);
+
+        // compare max bytes allowed by cwnd with max bytes allowed by remote
+        let max_send = capped_send_seq
+            .min(self.cwnd_remaining())
+            .min(self.pacing_limit(now));
+
+        // Can we send at least 1 octet?
+        let can_send = max_send != 0;
+        // Can we send at least 1 full segment?
+        let can_send_full = max_send >= effective_mss;
+
+        // If we're applying the Nagle algorithm we don't want to send more
+        // until one of:
+        // * There's no data in flight
+        // * We can send a full packet
+        // * We have all the data we'll ever send (we're closing send)
+        can_send && !(self.nagle && data_in_flight && !can_send_full && !want_fin)
     }
 
     fn delayed_ack_expired(&self, timestamp: Instant) -> bool {
@@ -3465,6 +3507,13 @@ impl<'a> Socket<'a> {
             // (The window of the SYN-ACK used to be remembered as if it were scaled, which
             // hid this, and let the peer's data overrun the buffer.)
             State::SynSent | State::Established | State::FinWait1 | State::FinWait2 => {
+                // tapir patch: fast path. Without more free space than the window left,
+                // the window computed is no larger than the one left (`receive_window`
+                // never exceeds the larger of the two), so it cannot have doubled: no
+                // window to compute.
+                if self.rcv_edge.is_none() || self.rx_buffer.window() <= self.promised_window() {
+                    return false;
+                }
                 let new_win = self.scaled_window();
                 if let Some(last_win) = self.last_scaled_window() {
                     new_win > 0 && new_win / 2 >= last_win
@@ -3601,15 +3650,10 @@ impl<'a> Socket<'a> {
             // If we need to transmit a keep-alive packet, do it.
             tcp_trace!("keep-alive timer expired");
         } else if self.timer.should_zero_window_probe(cx.now()) {
-            // tapir patch: nothing is left to probe with (the peer acknowledged all data,
-            // and any FIN, while keeping its window closed): stop the timer. Otherwise the
-            // segment sent below is a bare ACK that does not rewind it (only a probe does),
-            // and every later dispatch would send another at once, forever.
-            if self.tx_buffer.is_empty() {
-                tcp_trace!("no data left to probe with: stopping zero-window-probe timer");
-                self.timer.set_for_idle(cx.now(), self.keep_alive);
-                return Ok(());
-            }
+            // tapir patch: the timer runs only while data waits: it starts when data is
+            // queued or acknowledged with the window closed, and `process` stops it when an
+            // ACK empties the send buffer (the only place it empties, besides `reset`).
+            debug_assert!(!self.tx_buffer.is_empty(), "zero-window probe without data");
             tcp_trace!("sending zero-window probe");
         } else if self.timer.should_close(cx.now()) {
             // If we have spent enough time in the TIME-WAIT state, close the socket.
@@ -4480,6 +4524,41 @@ mod test {
             ..SEND_TEMPL
         };
         assert!(!s.socket.accepts(&mut s.cx, &SEND_IP_TEMPL, &tcp_repr));
+    }
+
+    #[test]
+    fn test_accepts_only_its_four_tuple() {
+        // tapir patch: `accepts` compares the ports before the addresses; each of the four
+        // still decides on its own.
+        let mut s = socket_established();
+        let ip_with = |src_addr, dst_addr| match SEND_IP_TEMPL {
+            IpReprIpvX(repr) => IpReprIpvX(IpvXRepr {
+                src_addr,
+                dst_addr,
+                ..repr
+            }),
+            #[allow(unreachable_patterns)]
+            _ => unreachable!(),
+        };
+        assert!(s.socket.accepts(&mut s.cx, &SEND_IP_TEMPL, &SEND_TEMPL));
+        for port in [REMOTE_PORT + 1, LOCAL_PORT] {
+            let repr = TcpRepr {
+                src_port: port,
+                ..SEND_TEMPL
+            };
+            assert!(!s.socket.accepts(&mut s.cx, &SEND_IP_TEMPL, &repr));
+        }
+        let repr = TcpRepr {
+            dst_port: LOCAL_PORT + 1,
+            ..SEND_TEMPL
+        };
+        assert!(!s.socket.accepts(&mut s.cx, &SEND_IP_TEMPL, &repr));
+        for ip in [
+            ip_with(OTHER_ADDR, REMOTE_ADDR),
+            ip_with(LOCAL_ADDR, OTHER_ADDR),
+        ] {
+            assert!(!s.socket.accepts(&mut s.cx, &ip, &SEND_TEMPL));
+        }
     }
 
     #[test]
@@ -10902,16 +10981,51 @@ mod test {
 
     #[test]
     fn test_zero_window_probe_timer_without_data_stops() {
-        // The peer acknowledged everything, FIN included, with its window still closed:
+        // The peer acknowledges everything, FIN included, with its window still closed:
         // the probe timer armed while data waited has nothing left to probe with. It must
-        // stop, not make every dispatch send a bare ACK (found by fuzzing: one `poll`
-        // never returned).
-        let mut s = socket_fin_wait_2();
-        s.timer
-            .set_for_zero_window_probe(Instant::from_millis(0), Duration::from_millis(100));
-        recv_nothing!(s, time 1000);
-        recv_nothing!(s, time 1000);
+        // stop with the ACK that empties the send buffer, not make every dispatch send a
+        // bare ACK (found by fuzzing: one `poll` never returned).
+        let mut s = socket_established();
+        s.send_slice(b"abcdef").unwrap();
+        s.close();
+        recv!(
+            s,
+            time 0,
+            [TcpRepr {
+                control: TcpControl::Fin,
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &b"abcdef"[..],
+                ..RECV_TEMPL
+            }]
+        );
+        // Part of the data acknowledged, window closed: the probe timer starts.
+        send!(
+            s,
+            time 10,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 3),
+                window_len: 0,
+                ..SEND_TEMPL
+            }
+        );
+        assert!(s.timer.is_zero_window_probe());
+        // The rest and the FIN acknowledged, window still closed: the timer stops.
+        send!(
+            s,
+            time 20,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 6 + 1),
+                window_len: 0,
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.state, State::FinWait2);
         assert!(!s.timer.is_zero_window_probe());
+        recv_nothing!(s, time 5000);
+        recv_nothing!(s, time 5000);
         assert_eq!(s.state, State::FinWait2);
     }
 

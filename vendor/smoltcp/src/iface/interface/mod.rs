@@ -155,6 +155,10 @@ pub struct InterfaceInner {
     routes: Routes,
     #[cfg(feature = "multicast")]
     multicast: multicast::State,
+    /// (tapir) The socket a TCP segment is offered to first, while
+    /// [`Interface::poll_ingress_single_for`] runs.
+    #[cfg(feature = "socket-tcp")]
+    tcp_socket_hint: Option<crate::iface::SocketHandle>,
 }
 
 /// Configuration structure used for creating a network interface.
@@ -280,6 +284,8 @@ impl Interface {
                 neighbor_cache: NeighborCache::new(),
                 #[cfg(feature = "multicast")]
                 multicast: multicast::State::new(),
+                #[cfg(feature = "socket-tcp")]
+                tcp_socket_hint: None,
                 #[cfg(feature = "medium-ieee802154")]
                 sequence_no,
                 #[cfg(feature = "medium-ieee802154")]
@@ -566,6 +572,29 @@ impl Interface {
         self.fragments.assembler.remove_expired(timestamp);
 
         self.socket_ingress(device, sockets)
+    }
+
+    /// (tapir) Like [`poll_ingress_single`](Self::poll_ingress_single), but a TCP segment
+    /// is offered first to the socket `hint` (the one an application's own index of its
+    /// connections names for the segment's 4-tuple), and to the others in turn only if
+    /// that one does not accept it. Without a hint smoltcp asks every TCP socket of the
+    /// set, in order, until one accepts the segment: a cost proportional to the set's
+    /// size for each segment. A hint naming no socket, another kind of socket or a socket
+    /// that does not accept the segment costs one look-up and changes nothing. Only when
+    /// two sockets of the set would accept the same segment (the same 4-tuple twice) does
+    /// the hint decide which one gets it.
+    #[cfg(feature = "socket-tcp")]
+    pub fn poll_ingress_single_for(
+        &mut self,
+        timestamp: Instant,
+        device: &mut (impl Device + ?Sized),
+        sockets: &mut SocketSet<'_>,
+        hint: crate::iface::SocketHandle,
+    ) -> PollIngressSingleResult {
+        self.inner.tcp_socket_hint = Some(hint);
+        let result = self.poll_ingress_single(timestamp, device, sockets);
+        self.inner.tcp_socket_hint = None;
+        result
     }
 
     /// (tapir) True when the neighbor cache learned an address (or a new hardware address

@@ -29,6 +29,19 @@ impl InterfaceInner {
             &self.caps.checksum
         ));
 
+        // tapir patch: the socket the caller named for this segment first (see
+        // `Interface::poll_ingress_single_for`), without a walk of the set.
+        if let Some(hint) = self.tcp_socket_hint
+            && let Some(tcp_socket) = sockets
+                .item_mut(hint)
+                .and_then(|i| Socket::downcast_mut(&mut i.socket))
+            && tcp_socket.accepts(self, &ip_repr, &tcp_repr)
+        {
+            return tcp_socket
+                .process(self, &ip_repr, &tcp_repr)
+                .map(|(ip, tcp)| Packet::new(ip, IpPayload::Tcp(tcp)));
+        }
+
         for tcp_socket in sockets
             .items_mut()
             .filter_map(|i| Socket::downcast_mut(&mut i.socket))

@@ -148,7 +148,17 @@ impl RateEstimator {
     /// network and the congestion window has room: samples are app-limited until those
     /// bytes are delivered (the draft's `C.app_limited`).
     pub(crate) fn on_app_limited(&mut self, in_flight: usize) {
-        self.app_limited = (self.delivered + in_flight as u64).max(1);
+        self.app_limited = self.app_limited_mark(in_flight);
+    }
+
+    /// Whether `on_app_limited(in_flight)` would change nothing (tapir: lets the sender
+    /// skip the questions that decide whether to call it).
+    pub(crate) fn app_limited_marked(&self, in_flight: usize) -> bool {
+        self.app_limited == self.app_limited_mark(in_flight)
+    }
+
+    fn app_limited_mark(&self, in_flight: usize) -> u64 {
+        (self.delivered + in_flight as u64).max(1)
     }
 
     /// Ends the ACK: the rate sample of everything delivered since the last one. The

@@ -358,6 +358,12 @@ impl Scoreboard {
         self.rate.on_app_limited(self.pipe());
     }
 
+    /// Whether `on_app_limited` would change nothing now: samples are app-limited until
+    /// exactly what is in flight now is delivered already.
+    pub(crate) fn app_limited_marked(&self) -> bool {
+        self.rate.app_limited_marked(self.pipe())
+    }
+
     /// Splits the entry that holds `seq` strictly inside it into two with the same marks.
     fn split_at(&mut self, seq: TcpSeqNumber) {
         let i = self.segs.partition_point(|s| s.end <= seq);

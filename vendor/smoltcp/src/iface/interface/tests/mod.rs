@@ -299,3 +299,101 @@ pub fn tcp_listen_drops_unspecified_src() {
     assert_eq!(reply, None);
     assert!(sockets.get_mut::<tcp::Socket>(handle).is_listening());
 }
+
+/// A SYN for port 1234 from 192.168.1.2, as an IPv4 packet.
+#[cfg(all(feature = "medium-ip", feature = "socket-tcp", feature = "proto-ipv4"))]
+fn tcp_syn_packet() -> Vec<u8> {
+    let src_addr = Ipv4Address::new(192, 168, 1, 2);
+    let dst_addr = Ipv4Address::new(192, 168, 1, 1);
+    let tcp = TcpRepr {
+        src_port: 65000,
+        dst_port: 1234,
+        control: TcpControl::Syn,
+        seq_number: TcpSeqNumber(0),
+        ack_number: None,
+        window_len: 1024,
+        window_scale: None,
+        max_seg_size: Some(1460),
+        sack_permitted: false,
+        sack_ranges: [None, None, None],
+        timestamp: None,
+        payload: &[],
+    };
+    let ip = Ipv4Repr {
+        src_addr,
+        dst_addr,
+        next_header: IpProtocol::Tcp,
+        payload_len: tcp.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut bytes = vec![0u8; ip.buffer_len() + tcp.buffer_len()];
+    let checksum = ChecksumCapabilities::default();
+    let mut packet = Ipv4Packet::new_unchecked(&mut bytes[..]);
+    ip.emit(&mut packet, &checksum);
+    tcp.emit(
+        &mut TcpPacket::new_unchecked(packet.payload_mut()),
+        &src_addr.into(),
+        &dst_addr.into(),
+        &checksum,
+    );
+    bytes
+}
+
+#[test]
+#[cfg(all(feature = "medium-ip", feature = "socket-tcp", feature = "proto-ipv4"))]
+fn tcp_segment_goes_to_the_hinted_socket_first() {
+    use crate::socket::tcp;
+
+    // Two sockets listen on the same port: without a hint the first one in the set takes
+    // a SYN; with one the socket named takes it. A hint that names no socket, or a socket
+    // that does not accept the segment, leaves the choice to the walk of the set.
+    let listening = |sockets: &mut SocketSet<'_>| {
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 64]),
+            tcp::SocketBuffer::new(vec![0; 64]),
+        );
+        socket.listen(1234).unwrap();
+        sockets.add(socket)
+    };
+    let state = |sockets: &SocketSet<'_>, handle| sockets.get::<tcp::Socket>(handle).state();
+    let (mut iface, mut sockets, mut device) = setup(Medium::Ip);
+    let first = listening(&mut sockets);
+    let second = listening(&mut sockets);
+
+    device.rx_queue.push_back(tcp_syn_packet());
+    iface.poll_ingress_single_for(Instant::ZERO, &mut device, &mut sockets, second);
+    assert_eq!(state(&sockets, first), tcp::State::Listen);
+    assert_eq!(state(&sockets, second), tcp::State::SynReceived);
+
+    // A hint naming a closed socket, or a removed one, falls back to the walk of the
+    // set, which finds `first` before `second` (the second SYN is the first one's
+    // retransmission, for `first`, now in SYN-RECEIVED).
+    let (mut iface, mut sockets, mut device) = setup(Medium::Ip);
+    let first = listening(&mut sockets);
+    let second = listening(&mut sockets);
+    let mut closed = tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![0; 64]),
+        tcp::SocketBuffer::new(vec![0; 64]),
+    );
+    closed.abort();
+    let closed = sockets.add(closed);
+    let gone = sockets.add(tcp::Socket::new(
+        tcp::SocketBuffer::new(vec![]),
+        tcp::SocketBuffer::new(vec![]),
+    ));
+    sockets.remove(gone);
+    for hint in [closed, gone] {
+        device.rx_queue.push_back(tcp_syn_packet());
+        iface.poll_ingress_single_for(Instant::ZERO, &mut device, &mut sockets, hint);
+        assert_eq!(state(&sockets, first), tcp::State::SynReceived);
+        assert_eq!(state(&sockets, second), tcp::State::Listen);
+    }
+    // Without a hint, as before.
+    let (mut iface, mut sockets, mut device) = setup(Medium::Ip);
+    let first = listening(&mut sockets);
+    let second = listening(&mut sockets);
+    device.rx_queue.push_back(tcp_syn_packet());
+    iface.poll_ingress_single(Instant::ZERO, &mut device, &mut sockets);
+    assert_eq!(state(&sockets, first), tcp::State::SynReceived);
+    assert_eq!(state(&sockets, second), tcp::State::Listen);
+}
