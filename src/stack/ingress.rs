@@ -23,7 +23,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 
 use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::time::Instant;
@@ -168,7 +167,7 @@ pub struct Tally {
     rst_dropped: Cell<u64>,
     challenge_acks: Cell<u64>,
     /// What the stack last sent on each connection.
-    last_sent: RefCell<HashMap<TcpKey, Sent>>,
+    last_sent: RefCell<super::key::ConnMap<TcpKey, Sent>>,
     /// The frame being received belongs to a connection the stack holds (set by the stack
     /// before it hands the frame over).
     live: Cell<bool>,

@@ -22,7 +22,7 @@
 //! connection in a data shard holds them only while it moves data.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities};
@@ -30,6 +30,7 @@ use smoltcp::socket::{tcp, AnySocket, Socket};
 use smoltcp::time::Instant;
 
 use super::buffers::{held, Activity, BufferSizes, Pool, RELEASE_PERIOD};
+use super::key::ConnMap;
 use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
 };
@@ -111,10 +112,10 @@ pub struct Shards {
     /// Shards by their next timer, earliest first (with stale entries: see
     /// [`Shard::queued_at`]), so that finding the shards due costs no walk of them all.
     timers: BinaryHeap<Reverse<(Instant, u32)>>,
-    index: HashMap<Key, Slot>,
+    index: ConnMap<Key, Slot>,
     /// The shard of each IPv4 datagram being reassembled, learned from its first fragment.
-    fragments: HashMap<FragmentKey, u32>,
-    keys: HashMap<Slot, Key>,
+    fragments: ConnMap<FragmentKey, u32>,
+    keys: ConnMap<Slot, Key>,
     /// Data shards with room, so placing a connection costs no scan.
     roomy: Vec<u32>,
     /// Bytes of TCP buffers held by every socket.
@@ -124,7 +125,7 @@ pub struct Shards {
     /// Free buffers, and the sizes handed out.
     pool: Pool,
     /// Connections of the data shards that hold buffers, with what they last did.
-    holding: HashMap<Slot, Activity>,
+    holding: ConnMap<Slot, Activity>,
     /// The time of the last egress or release (when buffers handed out were).
     clock: Instant,
     /// When [`Shards::release_idle`] next looks at the connections holding buffers.
@@ -148,14 +149,14 @@ impl Shards {
             shards: vec![Shard::new()],
             dirty: Vec::new(),
             timers: BinaryHeap::new(),
-            index: HashMap::new(),
-            fragments: HashMap::new(),
-            keys: HashMap::new(),
+            index: ConnMap::default(),
+            fragments: ConnMap::default(),
+            keys: ConnMap::default(),
             roomy: Vec::new(),
             memory: 0,
             budget,
             pool: Pool::new(sizes),
-            holding: HashMap::new(),
+            holding: ConnMap::default(),
             clock: now,
             next_release: now,
         }
