@@ -72,8 +72,13 @@ struct Shard {
     /// Touched since its last egress: received a frame, or the application used a socket
     /// (then it is in [`Shards::dirty`] too).
     dirty: bool,
-    /// smoltcp's next timer for this shard, as of its last egress.
+    /// smoltcp's next timer for this shard, as of the last time it was asked (see
+    /// [`Shard::egressed_at`]).
     next_at: Option<Instant>,
+    /// Sent at this instant since [`Shard::next_at`] was computed: the timer is asked again
+    /// before the stack sleeps ([`Shards::poll_at`]), or at a later egress, not after each
+    /// egress (then the shard is in [`Shards::stale`]).
+    egressed_at: Option<Instant>,
     /// The instant of this shard's live entry in [`Shards::timers`] (older entries of the
     /// shard are stale and skipped).
     queued_at: Option<Instant>,
@@ -98,6 +103,7 @@ impl Shard {
             len: 0,
             dirty: false,
             next_at: None,
+            egressed_at: None,
             queued_at: None,
             awaiting_neighbor: false,
         }
@@ -109,6 +115,9 @@ pub struct Shards {
     shards: Vec<Shard>,
     /// Shards touched since their last egress, each once.
     dirty: Vec<u32>,
+    /// Shards sent since their timer was last computed, each once (see
+    /// [`Shard::egressed_at`]).
+    stale: Vec<u32>,
     /// Shards by their next timer, earliest first (with stale entries: see
     /// [`Shard::queued_at`]), so that finding the shards due costs no walk of them all.
     timers: BinaryHeap<Reverse<(Instant, u32)>>,
@@ -148,6 +157,7 @@ impl Shards {
         Shards {
             shards: vec![Shard::new()],
             dirty: Vec::new(),
+            stale: Vec::new(),
             timers: BinaryHeap::new(),
             index: ConnMap::default(),
             fragments: ConnMap::default(),
@@ -386,6 +396,13 @@ impl Shards {
     /// Lets every shard that was touched or has a timer due send, as smoltcp's
     /// `poll_egress` would for one set. Returns true when a socket's state changed.
     /// Costs the shards touched and due, not a walk of every shard.
+    ///
+    /// A shard's next timer is not asked here but before the stack sleeps
+    /// ([`Shards::poll_at`]): smoltcp answers it by visiting every socket of the shard,
+    /// and between two sleeps a busy connection's shard is sent several times (the
+    /// request's ACK, the response, the application's later looks). A shard sent at this
+    /// same instant has nothing due before a later one; one sent earlier without a
+    /// [`Shards::poll_at`] since (a driver that does not ask) is asked now.
     pub fn egress<D: Device>(
         &mut self,
         iface: &mut Interface,
@@ -395,6 +412,7 @@ impl Shards {
         let mut changed = false;
         self.clock = now;
         self.wake_neighbor_waiters(iface);
+        self.refresh_stale(iface, now);
         self.take_due(now);
         let mut dirty = std::mem::take(&mut self.dirty);
         for &i in &dirty {
@@ -405,15 +423,34 @@ impl Shards {
                 changed = true;
             }
             shard.dirty = false;
-            shard.next_at = iface.poll_at(now, &shard.set);
             shard.awaiting_neighbor = shard.set.awaiting_neighbor();
-            Self::schedule(&mut self.timers, shard, i);
+            if shard.egressed_at.replace(now).is_none() {
+                self.stale.push(i);
+            }
         }
         dirty.clear();
         // Nothing above touches a shard; keep the list's allocation.
         dirty.append(&mut self.dirty);
         self.dirty = dirty;
         changed
+    }
+
+    /// Asks the timer of the shards sent before `now` and not asked since, except those
+    /// about to be sent again (dirty).
+    fn refresh_stale(&mut self, iface: &mut Interface, now: Instant) {
+        let mut i = 0;
+        while i < self.stale.len() {
+            let s = self.stale[i];
+            let shard = &mut self.shards[s as usize];
+            if shard.dirty || shard.egressed_at.is_some_and(|at| at >= now) {
+                i += 1;
+                continue;
+            }
+            self.stale.swap_remove(i);
+            shard.egressed_at = None;
+            shard.next_at = iface.poll_at(now, &shard.set);
+            Self::schedule(&mut self.timers, shard, s);
+        }
     }
 
     /// Moves the shards whose timer is due to the dirty list.
@@ -455,16 +492,20 @@ impl Shards {
         }
     }
 
-    /// The earliest time a shard needs a poll. A shard touched since its last egress is
-    /// asked again (only those: an application that looks at every socket each turn
-    /// must not make the loop spin, nor cost a walk of every shard).
+    /// The earliest time a shard needs a poll. A shard touched or sent since it was last
+    /// asked is asked again (only those: an application that looks at every socket each
+    /// turn must not make the loop spin, nor cost a walk of every shard).
     pub fn poll_at(&mut self, iface: &mut Interface, now: Instant) -> Option<Instant> {
         self.wake_neighbor_waiters(iface);
-        for i in self.dirty.drain(..) {
+        for i in self.dirty.drain(..).chain(self.stale.drain(..)) {
             let shard = &mut self.shards[i as usize];
-            shard.next_at = iface.poll_at(now, &shard.set);
-            shard.dirty = false;
-            Self::schedule(&mut self.timers, shard, i);
+            // Listed in both when touched after an egress: asked once.
+            if shard.dirty || shard.egressed_at.is_some() {
+                shard.next_at = iface.poll_at(now, &shard.set);
+                shard.dirty = false;
+                shard.egressed_at = None;
+                Self::schedule(&mut self.timers, shard, i);
+            }
         }
         // Stale entries are dropped from the top, and all of them once they outnumber the
         // shards (each shard has one live entry at most).
