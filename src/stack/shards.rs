@@ -401,8 +401,9 @@ impl Shards {
     /// ([`Shards::poll_at`]): smoltcp answers it by visiting every socket of the shard,
     /// and between two sleeps a busy connection's shard is sent several times (the
     /// request's ACK, the response, the application's later looks). A shard sent at this
-    /// same instant has nothing due before a later one; one sent earlier without a
-    /// [`Shards::poll_at`] since (a driver that does not ask) is asked now.
+    /// same instant has nothing due before a later one (unless the device ran out of room:
+    /// then it is asked at once); one sent earlier without a [`Shards::poll_at`] since (a
+    /// driver that does not ask) is asked now.
     pub fn egress<D: Device>(
         &mut self,
         iface: &mut Interface,
@@ -417,14 +418,23 @@ impl Shards {
         let mut dirty = std::mem::take(&mut self.dirty);
         for &i in &dirty {
             let shard = &mut self.shards[i as usize];
-            while iface.poll_egress(now, device, &mut shard.set)
+            let mut watched = Watched {
+                inner: &mut *device,
+                exhausted: false,
+            };
+            while iface.poll_egress(now, &mut watched, &mut shard.set)
                 == smoltcp::iface::PollResult::SocketStateChanged
             {
                 changed = true;
             }
             shard.dirty = false;
             shard.awaiting_neighbor = shard.set.awaiting_neighbor();
-            if shard.egressed_at.replace(now).is_none() {
+            if watched.exhausted {
+                // The device took no more: what is left is due now, and the next egress
+                // must retry it even at this same instant.
+                shard.next_at = iface.poll_at(now, &shard.set);
+                Self::schedule(&mut self.timers, shard, i);
+            } else if shard.egressed_at.replace(now).is_none() {
                 self.stale.push(i);
             }
         }
@@ -618,6 +628,37 @@ fn tcp_key(frame: &[u8]) -> Option<(Key, bool)> {
     let tcp = TcpPacket::new_checked(payload).ok()?;
     let key = Key::new(dst, tcp.dst_port(), src, tcp.src_port());
     Some((key, !tcp.payload().is_empty()))
+}
+
+/// A device whose sends are watched: `exhausted` once it had no room for a frame.
+struct Watched<'a, D> {
+    inner: &'a mut D,
+    exhausted: bool,
+}
+
+impl<D: Device> Device for Watched<'_, D> {
+    type RxToken<'b>
+        = D::RxToken<'b>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = D::TxToken<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        self.inner.receive(timestamp)
+    }
+
+    fn transmit(&mut self, timestamp: Instant) -> Option<Self::TxToken<'_>> {
+        let token = self.inner.transmit(timestamp);
+        self.exhausted |= token.is_none();
+        token
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.inner.capabilities()
+    }
 }
 
 /// A device that yields one frame already read from `inner` (so it could be routed), and
