@@ -21,10 +21,14 @@ use smoltcp::time::Duration;
 use tapir::device::memlink::{LinkConfig, MemDevice};
 use tapir::runtime::sim::{Node, SimNode};
 
-/// One turn of the server node (not inlined: callgrind counts inside it).
+/// One turn of the server node (not inlined: callgrind counts inside it): what the event
+/// loop does between two sleeps, working until quiet and then asking when to wake up (the
+/// stack computes its timers there, not only while it works).
 #[inline(never)]
 fn server_turn(server: &mut Node<MemDevice, Srv>, now: smoltcp::time::Instant) -> bool {
-    server.step(now)
+    let activity = server.step(now);
+    server.next_event(now);
+    activity
 }
 
 fn main() {

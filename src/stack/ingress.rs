@@ -23,7 +23,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
 
 use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::time::Instant;
@@ -32,7 +31,7 @@ use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
     UdpPacket,
 };
-use smoltcp::wire::{TcpControl, TcpOption, TcpRepr, TcpSeqNumber, TcpTimestampRepr};
+use smoltcp::wire::{TcpControl, TcpRepr, TcpSeqNumber, TcpTimestampRepr};
 
 use super::reply::Segment;
 use super::StackStats;
@@ -62,39 +61,46 @@ pub fn inspect(frame: &[u8]) -> Verdict {
 /// [`inspect`], skipping the TCP and UDP checksums when `checksum_valid` (the device
 /// verified them or vouches for them: see [`crate::device::vnet`]).
 pub fn inspect_with(frame: &[u8], checksum_valid: bool) -> Verdict {
+    examine(frame, checksum_valid).0
+}
+
+/// [`inspect_with`], and whether the frame is a TCP segment with RST set (unfragmented
+/// IPv4, or IPv6 without extension headers): the RFC 5961 check then looks at it, without
+/// parsing every frame's headers a second time to find out.
+fn examine(frame: &[u8], checksum_valid: bool) -> (Verdict, bool) {
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
-        return Verdict::Malformed;
+        return (Verdict::Malformed, false);
     };
     let check = !checksum_valid;
     match eth.ethertype() {
         EthernetProtocol::Ipv4 => inspect_ipv4(eth.payload(), check),
         EthernetProtocol::Ipv6 => inspect_ipv6(eth.payload(), check),
         EthernetProtocol::Arp => match ArpPacket::new_checked(eth.payload()) {
-            Ok(_) => Verdict::Pass,
-            Err(_) => Verdict::Malformed,
+            Ok(_) => (Verdict::Pass, false),
+            Err(_) => (Verdict::Malformed, false),
         },
         // Other ethertypes are ignored by smoltcp; nothing to protect.
-        _ => Verdict::Pass,
+        _ => (Verdict::Pass, false),
     }
 }
 
-fn inspect_ipv4(packet: &[u8], check: bool) -> Verdict {
+fn inspect_ipv4(packet: &[u8], check: bool) -> (Verdict, bool) {
     let Ok(ip) = Ipv4Packet::new_checked(packet) else {
-        return Verdict::Malformed;
+        return (Verdict::Malformed, false);
     };
     if !ip.verify_checksum() {
-        return Verdict::BadChecksum;
+        return (Verdict::BadChecksum, false);
     }
     if ip.more_frags() || ip.frag_offset() != 0 {
-        return Verdict::Pass;
+        return (Verdict::Pass, false);
     }
     let (src, dst) = (
         IpAddress::Ipv4(ip.src_addr()),
         IpAddress::Ipv4(ip.dst_addr()),
     );
     let payload = ip.payload();
-    match ip.next_header() {
-        IpProtocol::Tcp => inspect_tcp(payload, src, dst, check),
+    let verdict = match ip.next_header() {
+        IpProtocol::Tcp => return inspect_tcp(payload, src, dst, check),
         IpProtocol::Udp => inspect_udp(payload, src, dst, check),
         IpProtocol::Icmp => match Icmpv4Packet::new_checked(payload) {
             Ok(icmp) if icmp.verify_checksum() => Verdict::Pass,
@@ -102,18 +108,19 @@ fn inspect_ipv4(packet: &[u8], check: bool) -> Verdict {
             Err(_) => Verdict::Malformed,
         },
         _ => Verdict::Pass,
-    }
+    };
+    (verdict, false)
 }
 
-fn inspect_ipv6(packet: &[u8], check: bool) -> Verdict {
+fn inspect_ipv6(packet: &[u8], check: bool) -> (Verdict, bool) {
     let Ok(ip) = Ipv6Packet::new_checked(packet) else {
-        return Verdict::Malformed;
+        return (Verdict::Malformed, false);
     };
     let (src6, dst6) = (ip.src_addr(), ip.dst_addr());
     let (src, dst) = (IpAddress::Ipv6(src6), IpAddress::Ipv6(dst6));
     let payload = ip.payload();
-    match ip.next_header() {
-        IpProtocol::Tcp => inspect_tcp(payload, src, dst, check),
+    let verdict = match ip.next_header() {
+        IpProtocol::Tcp => return inspect_tcp(payload, src, dst, check),
         IpProtocol::Udp => inspect_udp(payload, src, dst, check),
         IpProtocol::Icmpv6 => match Icmpv6Packet::new_checked(payload) {
             Ok(icmp) if icmp.verify_checksum(&src6, &dst6) => Verdict::Pass,
@@ -122,20 +129,22 @@ fn inspect_ipv6(packet: &[u8], check: bool) -> Verdict {
         },
         // Extension headers: smoltcp parses them and checks the upper layer itself.
         _ => Verdict::Pass,
-    }
+    };
+    (verdict, false)
 }
 
-fn inspect_tcp(segment: &[u8], src: IpAddress, dst: IpAddress, check: bool) -> Verdict {
+/// The verdict on a TCP segment, and whether it has RST set.
+fn inspect_tcp(segment: &[u8], src: IpAddress, dst: IpAddress, check: bool) -> (Verdict, bool) {
     let Ok(tcp) = TcpPacket::new_checked(segment) else {
-        return Verdict::Malformed;
+        return (Verdict::Malformed, false);
     };
     if check && !tcp.verify_checksum(&src, &dst) {
-        return Verdict::BadChecksum;
+        return (Verdict::BadChecksum, false);
     }
     if tcp.syn() && !tcp.ack() && !tcp.rst() {
-        Verdict::Syn(tcp.dst_port())
+        (Verdict::Syn(tcp.dst_port()), false)
     } else {
-        Verdict::Pass
+        (Verdict::Pass, tcp.rst())
     }
 }
 
@@ -168,7 +177,7 @@ pub struct Tally {
     rst_dropped: Cell<u64>,
     challenge_acks: Cell<u64>,
     /// What the stack last sent on each connection.
-    last_sent: RefCell<HashMap<TcpKey, Sent>>,
+    last_sent: RefCell<super::key::ConnMap<TcpKey, Sent>>,
     /// The frame being received belongs to a connection the stack holds (set by the stack
     /// before it hands the frame over).
     live: Cell<bool>,
@@ -302,11 +311,8 @@ impl Tally {
         }
     }
 
-    /// What RFC 5961 asks of a received frame that passed inspection.
+    /// What RFC 5961 asks of a received RST that passed inspection.
     fn check_rst(&self, frame: &[u8]) -> RstCheck {
-        if !is_rst(frame) {
-            return RstCheck::Pass;
-        }
         let Some((key, tcp)) = tcp_segment(frame, true) else {
             return RstCheck::Pass;
         };
@@ -400,14 +406,6 @@ struct SegmentInfo {
     timestamp: Option<TcpTimestampRepr>,
 }
 
-/// True when `frame` is a TCP segment with RST set (a cheap look at the flags before
-/// [`tcp_segment`] parses the whole header: most frames are not RSTs).
-fn is_rst(frame: &[u8]) -> bool {
-    tcp_in_frame(frame)
-        .and_then(|(_, _, segment)| TcpPacket::new_checked(segment).ok())
-        .is_some_and(|tcp| tcp.rst())
-}
-
 /// The connection and header fields of a TCP segment in an Ethernet frame (unfragmented
 /// IPv4 or IPv6 without extension headers); `incoming` says which end is local.
 fn tcp_segment(frame: &[u8], incoming: bool) -> Option<(TcpKey, SegmentInfo)> {
@@ -450,22 +448,7 @@ fn segment_info(
     } else {
         TcpKey::new(src, tcp.src_port(), dst, tcp.dst_port())
     };
-    let (mut window_scale, mut timestamp) = (None, None);
-    let mut options = tcp.options();
-    while !options.is_empty() {
-        let Ok((rest, option)) = TcpOption::parse(options) else {
-            break;
-        };
-        match option {
-            TcpOption::EndOfList => break,
-            TcpOption::WindowScale(shift) => window_scale = Some(shift),
-            TcpOption::TimeStamp { tsval, tsecr } => {
-                timestamp = Some(TcpTimestampRepr::new(tsval, tsecr))
-            }
-            _ => {}
-        }
-        options = rest;
-    }
+    let (window_scale, timestamp) = scan_options(tcp.options());
     let info = SegmentInfo {
         seq: tcp.seq_number().0 as u32,
         seq_len: (tcp.payload().len() + usize::from(tcp.syn()) + usize::from(tcp.fin())) as u32,
@@ -477,6 +460,51 @@ fn segment_info(
         timestamp,
     };
     Some((key, info))
+}
+
+/// The window scale and timestamp options of a TCP header's options, read as smoltcp's
+/// `TcpOption::parse` would (the scan stops where it finds an option malformed). By hand
+/// because this runs for every frame sent, and the parser decodes every option into its
+/// enum (SACK blocks included) to find these two.
+fn scan_options(mut options: &[u8]) -> (Option<u8>, Option<TcpTimestampRepr>) {
+    let (mut window_scale, mut timestamp) = (None, None);
+    while let Some(&kind) = options.first() {
+        match kind {
+            // End of the list.
+            0 => break,
+            // No-operation (padding).
+            1 => {
+                options = &options[1..];
+                continue;
+            }
+            _ => {}
+        }
+        let Some(len) = options.get(1).map(|&len| usize::from(len)) else {
+            break;
+        };
+        let well_formed = match kind {
+            2 => len == 4,
+            3 => len == 3,
+            4 => len == 2,
+            5 => len >= 10 && (len - 2) % 8 == 0,
+            _ => len >= 2,
+        };
+        let Some(data) = options.get(2..len).filter(|_| well_formed) else {
+            break;
+        };
+        match (kind, data) {
+            (3, &[shift]) => window_scale = Some(shift),
+            (8, &[a, b, c, d, e, f, g, h]) => {
+                timestamp = Some(TcpTimestampRepr::new(
+                    u32::from_be_bytes([a, b, c, d]),
+                    u32::from_be_bytes([e, f, g, h]),
+                ))
+            }
+            _ => {}
+        }
+        options = &options[len..];
+    }
+    (window_scale, timestamp)
 }
 
 /// The device as the stack sees it: the real device plus inspection and counting.
@@ -542,7 +570,7 @@ impl<T: phy::RxToken, G: SynGate> phy::RxToken for RxToken<'_, T, G> {
         self.inner.consume(|frame| {
             bump(&tally.rx_frames, 1);
             bump(&tally.rx_bytes, frame.len() as u64);
-            let verdict = inspect_with(frame, checksum_valid);
+            let (verdict, rst) = examine(frame, checksum_valid);
             if let Verdict::Syn(_) = verdict {
                 if let Some(sent) = tally.synchronized(frame) {
                     // RFC 5961 4.2: a SYN on a synchronized connection.
@@ -551,6 +579,7 @@ impl<T: phy::RxToken, G: SynGate> phy::RxToken for RxToken<'_, T, G> {
                 }
             }
             match verdict {
+                Verdict::Pass if !rst => f(frame),
                 Verdict::Pass => match tally.check_rst(frame) {
                     RstCheck::Pass => f(frame),
                     RstCheck::Challenge(sent) => {
@@ -614,6 +643,63 @@ impl<T: phy::TxToken> phy::TxToken for TxToken<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use smoltcp::wire::TcpOption;
+
+    /// What smoltcp's option parser finds, the way the scan used to ask it.
+    fn parsed_options(mut options: &[u8]) -> (Option<u8>, Option<TcpTimestampRepr>) {
+        let (mut window_scale, mut timestamp) = (None, None);
+        while !options.is_empty() {
+            let Ok((rest, option)) = TcpOption::parse(options) else {
+                break;
+            };
+            match option {
+                TcpOption::EndOfList => break,
+                TcpOption::WindowScale(shift) => window_scale = Some(shift),
+                TcpOption::TimeStamp { tsval, tsecr } => {
+                    timestamp = Some(TcpTimestampRepr::new(tsval, tsecr))
+                }
+                _ => {}
+            }
+            options = rest;
+        }
+        (window_scale, timestamp)
+    }
+
+    #[test]
+    fn option_scan_reads_what_smoltcp_parses() {
+        // Real option lists: a SYN's, an established segment's, one with SACK blocks.
+        let syn = [2, 4, 5, 180, 4, 2, 8, 10, 0, 0, 0, 7, 0, 0, 0, 0, 1, 3, 3, 7];
+        assert_eq!(
+            scan_options(&syn),
+            (Some(7), Some(TcpTimestampRepr::new(7, 0)))
+        );
+        let data = [1, 1, 8, 10, 1, 2, 3, 4, 5, 6, 7, 8];
+        assert_eq!(
+            scan_options(&data),
+            (None, Some(TcpTimestampRepr::new(0x0102_0304, 0x0506_0708)))
+        );
+        let mut sack = vec![1, 1, 5, 18];
+        sack.extend_from_slice(&[9; 16]);
+        sack.extend_from_slice(&[3, 3, 2]);
+        assert_eq!(scan_options(&sack), (Some(2), None));
+        // Random bytes, biased to option kinds and lengths, malformed ones included.
+        let mut rng = fastrand::Rng::with_seed(5961);
+        for _ in 0..200_000 {
+            let len = rng.usize(0..=40);
+            let options: Vec<u8> = (0..len)
+                .map(|_| match rng.u8(0..4) {
+                    0 => rng.u8(0..=9),
+                    1 => rng.u8(0..=20),
+                    _ => rng.u8(..),
+                })
+                .collect();
+            assert_eq!(
+                scan_options(&options),
+                parsed_options(&options),
+                "{options:?}"
+            );
+        }
+    }
 
     #[test]
     fn garbage_is_malformed() {

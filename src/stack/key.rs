@@ -1,15 +1,23 @@
 //! The key of a TCP connection in the stack's per-frame tables (the shard index and the
-//! RST check's record of what was sent), packed for hashing.
+//! RST check's record of what was sent), packed for hashing, and the hasher of those tables.
 //!
-//! Every received frame is looked up by its 4-tuple, and every sent one recorded: with
-//! the std hasher (SipHash, kept because peers choose their addresses and ports, so the
-//! tables must resist collision flooding), a tuple of `IpAddress`/`IpEndpoint` enums feeds
-//! the hasher in eight small writes (discriminants, lengths, bytes, ports). The packed
-//! key is one 38-byte write.
+//! Every received frame is looked up by its 4-tuple, and every sent one recorded: a tuple of
+//! `IpAddress`/`IpEndpoint` enums feeds a hasher in eight small writes (discriminants,
+//! lengths, bytes, ports); the packed key is one 38-byte write. The tables hash with
+//! foldhash, seeded at random per table ([`ConnMap`]): peers choose their addresses and
+//! ports, so the hash must not be predictable (collision flooding), but the std hasher
+//! (SipHash-1-3) cost about 200 instructions a frame, a quarter of a small request's
+//! routing; foldhash is a few dozen, and its random seed keeps blind collisions out (as
+//! Linux's keyed hash of the 4-tuple does).
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use smoltcp::wire::{IpAddress, IpEndpoint};
+
+/// A table keyed by connection (or by anything else a frame names), with a fast hasher
+/// seeded at random (see the module's documentation).
+pub type ConnMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Bytes of a packed key: for each end (local, then remote), its family, address (16)
 /// and port (2).

@@ -1200,17 +1200,27 @@ impl Stack {
                 .collect();
             self.tally.prune_acks(|key| live.contains(key));
         }
-        let ports: Vec<u16> = self.listeners.keys().copied().collect();
+        // Only listeners with handshakes in progress: a pool of LISTEN sockets changes only
+        // when a SYN takes one, and the stack refills it right after that frame (see
+        // `poll`), or when a handshake leaves the half-open list here. (Collecting no port
+        // allocates nothing; walking every pool on every poll cost a lookup and a look at
+        // each LISTEN socket twice per turn.)
+        let ports: Vec<u16> = self
+            .listeners
+            .iter()
+            .filter(|(_, listener)| !listener.half_open.is_empty())
+            .map(|(port, _)| *port)
+            .collect();
         let handshake = self.config.tcp.handshake_timeout;
         for port in ports {
-            self.refill(port, now);
             let Some(listener) = self.listeners.get_mut(&port) else {
                 continue;
             };
             let mut i = 0;
             while i < listener.half_open.len() {
                 let (handle, since) = listener.half_open[i];
-                let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+                // Looked at, not used: the shard is not marked for output.
+                let socket = self.sockets.get::<tcp::Socket>(handle);
                 match progress(socket.state()) {
                     Progress::Established => {
                         listener.half_open.swap_remove(i);

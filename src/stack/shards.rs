@@ -22,7 +22,7 @@
 //! connection in a data shard holds them only while it moves data.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
 use smoltcp::iface::{Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities};
@@ -30,6 +30,7 @@ use smoltcp::socket::{tcp, AnySocket, Socket};
 use smoltcp::time::Instant;
 
 use super::buffers::{held, Activity, BufferSizes, Pool, RELEASE_PERIOD};
+use super::key::ConnMap;
 use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
 };
@@ -71,8 +72,13 @@ struct Shard {
     /// Touched since its last egress: received a frame, or the application used a socket
     /// (then it is in [`Shards::dirty`] too).
     dirty: bool,
-    /// smoltcp's next timer for this shard, as of its last egress.
+    /// smoltcp's next timer for this shard, as of the last time it was asked (see
+    /// [`Shard::egressed_at`]).
     next_at: Option<Instant>,
+    /// Sent at this instant since [`Shard::next_at`] was computed: the timer is asked again
+    /// before the stack sleeps ([`Shards::poll_at`]), or at a later egress, not after each
+    /// egress (then the shard is in [`Shards::stale`]).
+    egressed_at: Option<Instant>,
     /// The instant of this shard's live entry in [`Shards::timers`] (older entries of the
     /// shard are stale and skipped).
     queued_at: Option<Instant>,
@@ -97,6 +103,7 @@ impl Shard {
             len: 0,
             dirty: false,
             next_at: None,
+            egressed_at: None,
             queued_at: None,
             awaiting_neighbor: false,
         }
@@ -108,13 +115,16 @@ pub struct Shards {
     shards: Vec<Shard>,
     /// Shards touched since their last egress, each once.
     dirty: Vec<u32>,
+    /// Shards sent since their timer was last computed, each once (see
+    /// [`Shard::egressed_at`]).
+    stale: Vec<u32>,
     /// Shards by their next timer, earliest first (with stale entries: see
     /// [`Shard::queued_at`]), so that finding the shards due costs no walk of them all.
     timers: BinaryHeap<Reverse<(Instant, u32)>>,
-    index: HashMap<Key, Slot>,
+    index: ConnMap<Key, Slot>,
     /// The shard of each IPv4 datagram being reassembled, learned from its first fragment.
-    fragments: HashMap<FragmentKey, u32>,
-    keys: HashMap<Slot, Key>,
+    fragments: ConnMap<FragmentKey, u32>,
+    keys: ConnMap<Slot, Key>,
     /// Data shards with room, so placing a connection costs no scan.
     roomy: Vec<u32>,
     /// Bytes of TCP buffers held by every socket.
@@ -124,7 +134,7 @@ pub struct Shards {
     /// Free buffers, and the sizes handed out.
     pool: Pool,
     /// Connections of the data shards that hold buffers, with what they last did.
-    holding: HashMap<Slot, Activity>,
+    holding: ConnMap<Slot, Activity>,
     /// The time of the last egress or release (when buffers handed out were).
     clock: Instant,
     /// When [`Shards::release_idle`] next looks at the connections holding buffers.
@@ -147,15 +157,16 @@ impl Shards {
         Shards {
             shards: vec![Shard::new()],
             dirty: Vec::new(),
+            stale: Vec::new(),
             timers: BinaryHeap::new(),
-            index: HashMap::new(),
-            fragments: HashMap::new(),
-            keys: HashMap::new(),
+            index: ConnMap::default(),
+            fragments: ConnMap::default(),
+            keys: ConnMap::default(),
             roomy: Vec::new(),
             memory: 0,
             budget,
             pool: Pool::new(sizes),
-            holding: HashMap::new(),
+            holding: ConnMap::default(),
             clock: now,
             next_release: now,
         }
@@ -385,6 +396,14 @@ impl Shards {
     /// Lets every shard that was touched or has a timer due send, as smoltcp's
     /// `poll_egress` would for one set. Returns true when a socket's state changed.
     /// Costs the shards touched and due, not a walk of every shard.
+    ///
+    /// A shard's next timer is not asked here but before the stack sleeps
+    /// ([`Shards::poll_at`]): smoltcp answers it by visiting every socket of the shard,
+    /// and between two sleeps a busy connection's shard is sent several times (the
+    /// request's ACK, the response, the application's later looks). A shard sent at this
+    /// same instant has nothing due before a later one (unless the device ran out of room:
+    /// then it is asked at once); one sent earlier without a [`Shards::poll_at`] since (a
+    /// driver that does not ask) is asked now.
     pub fn egress<D: Device>(
         &mut self,
         iface: &mut Interface,
@@ -394,25 +413,54 @@ impl Shards {
         let mut changed = false;
         self.clock = now;
         self.wake_neighbor_waiters(iface);
+        self.refresh_stale(iface, now);
         self.take_due(now);
         let mut dirty = std::mem::take(&mut self.dirty);
         for &i in &dirty {
             let shard = &mut self.shards[i as usize];
-            while iface.poll_egress(now, device, &mut shard.set)
+            let mut watched = Watched {
+                inner: &mut *device,
+                exhausted: false,
+            };
+            while iface.poll_egress(now, &mut watched, &mut shard.set)
                 == smoltcp::iface::PollResult::SocketStateChanged
             {
                 changed = true;
             }
             shard.dirty = false;
-            shard.next_at = iface.poll_at(now, &shard.set);
             shard.awaiting_neighbor = shard.set.awaiting_neighbor();
-            Self::schedule(&mut self.timers, shard, i);
+            if watched.exhausted {
+                // The device took no more: what is left is due now, and the next egress
+                // must retry it even at this same instant.
+                shard.next_at = iface.poll_at(now, &shard.set);
+                Self::schedule(&mut self.timers, shard, i);
+            } else if shard.egressed_at.replace(now).is_none() {
+                self.stale.push(i);
+            }
         }
         dirty.clear();
         // Nothing above touches a shard; keep the list's allocation.
         dirty.append(&mut self.dirty);
         self.dirty = dirty;
         changed
+    }
+
+    /// Asks the timer of the shards sent before `now` and not asked since, except those
+    /// about to be sent again (dirty).
+    fn refresh_stale(&mut self, iface: &mut Interface, now: Instant) {
+        let mut i = 0;
+        while i < self.stale.len() {
+            let s = self.stale[i];
+            let shard = &mut self.shards[s as usize];
+            if shard.dirty || shard.egressed_at.is_some_and(|at| at >= now) {
+                i += 1;
+                continue;
+            }
+            self.stale.swap_remove(i);
+            shard.egressed_at = None;
+            shard.next_at = iface.poll_at(now, &shard.set);
+            Self::schedule(&mut self.timers, shard, s);
+        }
     }
 
     /// Moves the shards whose timer is due to the dirty list.
@@ -454,16 +502,20 @@ impl Shards {
         }
     }
 
-    /// The earliest time a shard needs a poll. A shard touched since its last egress is
-    /// asked again (only those: an application that looks at every socket each turn
-    /// must not make the loop spin, nor cost a walk of every shard).
+    /// The earliest time a shard needs a poll. A shard touched or sent since it was last
+    /// asked is asked again (only those: an application that looks at every socket each
+    /// turn must not make the loop spin, nor cost a walk of every shard).
     pub fn poll_at(&mut self, iface: &mut Interface, now: Instant) -> Option<Instant> {
         self.wake_neighbor_waiters(iface);
-        for i in self.dirty.drain(..) {
+        for i in self.dirty.drain(..).chain(self.stale.drain(..)) {
             let shard = &mut self.shards[i as usize];
-            shard.next_at = iface.poll_at(now, &shard.set);
-            shard.dirty = false;
-            Self::schedule(&mut self.timers, shard, i);
+            // Listed in both when touched after an egress: asked once.
+            if shard.dirty || shard.egressed_at.is_some() {
+                shard.next_at = iface.poll_at(now, &shard.set);
+                shard.dirty = false;
+                shard.egressed_at = None;
+                Self::schedule(&mut self.timers, shard, i);
+            }
         }
         // Stale entries are dropped from the top, and all of them once they outnumber the
         // shards (each shard has one live entry at most).
@@ -576,6 +628,37 @@ fn tcp_key(frame: &[u8]) -> Option<(Key, bool)> {
     let tcp = TcpPacket::new_checked(payload).ok()?;
     let key = Key::new(dst, tcp.dst_port(), src, tcp.src_port());
     Some((key, !tcp.payload().is_empty()))
+}
+
+/// A device whose sends are watched: `exhausted` once it had no room for a frame.
+struct Watched<'a, D> {
+    inner: &'a mut D,
+    exhausted: bool,
+}
+
+impl<D: Device> Device for Watched<'_, D> {
+    type RxToken<'b>
+        = D::RxToken<'b>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = D::TxToken<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        self.inner.receive(timestamp)
+    }
+
+    fn transmit(&mut self, timestamp: Instant) -> Option<Self::TxToken<'_>> {
+        let token = self.inner.transmit(timestamp);
+        self.exhausted |= token.is_none();
+        token
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.inner.capabilities()
+    }
 }
 
 /// A device that yields one frame already read from `inner` (so it could be routed), and
