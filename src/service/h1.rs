@@ -152,16 +152,14 @@ impl<T: Transport> H1Conn<T> {
 
     /// Feeds the time to the engine's timers.
     pub(crate) fn on_timeout(&mut self, now: Instant, shared: &Shared) {
-        self.stamp_errors(shared, now);
+        self.stamp_responses(shared, now);
         self.engine.handle_timeout(engine_time(now));
     }
 
-    /// Gives the engine the `Date` and `Server` of this instant for its own error
-    /// responses (400, 408, 413, ...), like every other response gets.
-    fn stamp_errors(&mut self, shared: &Shared, now: Instant) {
-        let mut headers = http::HeaderMap::new();
-        shared.stamp(&mut headers, now);
-        self.engine.set_error_headers(&headers);
+    /// Gives the engine the `Date` and `Server` of this instant for every response it
+    /// writes, its own error responses (400, 408, 413, ...) included.
+    fn stamp_responses(&mut self, shared: &Shared, now: Instant) {
+        self.engine.set_default_fields(&shared.h1_fields(now));
     }
 
     /// Closes an idle connection gracefully (shutdown).
@@ -237,7 +235,7 @@ impl<T: Transport> H1Conn<T> {
         if self.pump.is_some() {
             return self.drive_pump_once(stack, cx, now, shared);
         }
-        self.stamp_errors(shared, now);
+        self.stamp_responses(shared, now);
         let t = engine_time(now);
         let mut progress = true;
         for _ in 0..TURNS {
@@ -518,8 +516,8 @@ impl<T: Transport> H1Conn<T> {
                     Poll::Pending => return Ok(any),
                     Poll::Ready(answer) => {
                         any = true;
-                        let (mut parts, body) = answer.response.into_parts();
-                        shared.stamp(&mut parts.headers, now);
+                        // The engine adds `Date` and `Server` (see `stamp_responses`).
+                        let (parts, body) = answer.response.into_parts();
                         task.status = parts.status;
                         let len = body.len();
                         if self.engine.send_response(task.id, parts, len).is_err() {

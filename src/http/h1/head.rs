@@ -461,20 +461,74 @@ pub(super) fn has_connection_option(headers: &HeaderMap, option: &[u8]) -> bool 
         .any(|v| list_elements(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(option)))
 }
 
+/// Header fields the server engine adds to every response head it writes, its own error
+/// responses included, unless the head has a field of that name: `Date` and `Server` (RFC
+/// 9110 §6.6.1, §10.2.4). Kept serialised, so a head takes them with one copy instead of
+/// map insertions and lookups; a caller makes a new one when a value changes (`Date`, once
+/// a second) and shares it among its connections.
+#[derive(Debug, Default)]
+pub struct DefaultFields {
+    names: Vec<HeaderName>,
+    /// Every field as a field line (`name: value\r\n`), in order.
+    lines: Vec<u8>,
+}
+
+impl DefaultFields {
+    /// The fields of `fields`, in their order.
+    pub fn new<'a>(fields: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>) -> Self {
+        let mut names = Vec::new();
+        let mut lines = Vec::new();
+        for (name, value) in fields {
+            write_header(&mut lines, name.as_str().as_bytes(), value.as_bytes());
+            names.push(name.clone());
+        }
+        DefaultFields { names, lines }
+    }
+
+    /// All the fields as field lines (`name: value\r\n`).
+    pub fn lines(&self) -> &[u8] {
+        &self.lines
+    }
+
+    /// Whether `name` is one of the fields.
+    fn has(&self, name: &HeaderName) -> bool {
+        self.names.contains(name)
+    }
+
+    /// Appends the fields `headers` does not have.
+    fn write_missing(&self, buf: &mut Vec<u8>, headers: &HeaderMap) {
+        for (name, line) in self
+            .names
+            .iter()
+            .zip(self.lines.split_inclusive(|&b| b == b'\n'))
+        {
+            if !headers.contains_key(name) {
+                buf.extend_from_slice(line);
+            }
+        }
+    }
+}
+
 /// Serializes a response head. The application's framing headers
 /// (`Content-Length`, `Transfer-Encoding`) are dropped; its `Connection`
 /// tokens other than `close`/`keep-alive` are kept, and the engine's
-/// persistence token (`close`, or `keep-alive` if `keep_alive_token`) is added.
+/// persistence token (`close`, or `keep-alive` if `keep_alive_token`) is added. The
+/// `defaults` the head lacks follow its own fields. One pass over the head's fields: the
+/// `Connection` tokens and the defaults are found on the way.
 pub fn write_response_head(
     buf: &mut Vec<u8>,
     status: StatusCode,
     headers: &HeaderMap,
+    defaults: Option<&DefaultFields>,
     framing: FramingHeader,
     close: bool,
     keep_alive_token: bool,
 ) {
+    // Most heads fit (saves growing the buffer step by step).
+    buf.reserve(HEAD_RESERVE + defaults.map_or(0, |d| d.lines.len()));
     write_status_line(buf, status);
     let mut conn_tokens: Vec<&[u8]> = Vec::new();
+    let mut overridden = false;
     for (name, value) in headers {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
@@ -490,7 +544,13 @@ pub fn write_response_head(
             }
             continue;
         }
+        overridden |= defaults.is_some_and(|d| d.has(name));
         write_header(buf, name.as_str().as_bytes(), value.as_bytes());
+    }
+    match defaults {
+        Some(d) if overridden => d.write_missing(buf, headers),
+        Some(d) => buf.extend_from_slice(&d.lines),
+        None => {}
     }
     if close {
         conn_tokens.push(b"close");
@@ -510,11 +570,30 @@ pub fn write_response_head(
     match framing {
         FramingHeader::None => {}
         FramingHeader::Length(n) => {
-            write_header(buf, b"content-length", n.to_string().as_bytes());
+            let mut digits = [0; 20];
+            write_header(buf, b"content-length", decimal(n, &mut digits));
         }
         FramingHeader::Chunked => write_header(buf, b"transfer-encoding", b"chunked"),
     }
     buf.extend_from_slice(b"\r\n");
+}
+
+/// Bytes reserved for a response head besides its default fields.
+const HEAD_RESERVE: usize = 256;
+
+/// `n` in decimal, written at the end of `digits` (20: a `u64`'s most; no allocation,
+/// unlike `to_string`).
+fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &digits[start..]
 }
 
 /// Builds a complete engine-generated error response with a text body and
@@ -608,6 +687,7 @@ mod tests {
             &mut buf,
             StatusCode::OK,
             &h,
+            None,
             FramingHeader::Length(3),
             true,
             false,
@@ -615,6 +695,47 @@ mod tests {
         assert_eq!(
             String::from_utf8(buf).unwrap(),
             "HTTP/1.1 200 OK\r\nx-a: b\r\nconnection: x-foo, close\r\ncontent-length: 3\r\n\r\n"
+        );
+    }
+
+    /// The default fields follow the head's own, once each; a field the head has wins.
+    #[test]
+    fn response_head_default_fields() {
+        let mut stamp = HeaderMap::new();
+        stamp.insert(header::DATE, HeaderValue::from_static("D1"));
+        stamp.insert(header::SERVER, HeaderValue::from_static("tapir/t"));
+        let defaults = DefaultFields::new(&stamp);
+        let head = |h: &HeaderMap| {
+            let mut buf = Vec::new();
+            write_response_head(
+                &mut buf,
+                StatusCode::OK,
+                h,
+                Some(&defaults),
+                FramingHeader::Length(1234567890),
+                false,
+                false,
+            );
+            String::from_utf8(buf).unwrap()
+        };
+        let mut h = HeaderMap::new();
+        h.insert("x-a", HeaderValue::from_static("b"));
+        assert_eq!(
+            head(&h),
+            "HTTP/1.1 200 OK\r\nx-a: b\r\ndate: D1\r\nserver: tapir/t\r\n\
+             content-length: 1234567890\r\n\r\n"
+        );
+        h.insert(header::SERVER, HeaderValue::from_static("mine"));
+        assert_eq!(
+            head(&h),
+            "HTTP/1.1 200 OK\r\nx-a: b\r\nserver: mine\r\ndate: D1\r\n\
+             content-length: 1234567890\r\n\r\n"
+        );
+        let mut digits = [0; 20];
+        assert_eq!(decimal(0, &mut digits), b"0");
+        assert_eq!(
+            decimal(u64::MAX, &mut digits),
+            u64::MAX.to_string().as_bytes()
         );
     }
 }
