@@ -51,6 +51,13 @@ struct Task {
 
 pub(crate) use crate::http::{engine_time, stack_time};
 
+/// How long an HTTP/1.1 connection waits for its next request with its engine before it is
+/// parked ([`H1Conn::park`]). A busy keep-alive connection (the next request within this)
+/// keeps its engine, queues and buffers instead of freeing and making them again for every
+/// request; one that stays idle longer holds no engine memory. Short next to every
+/// measurement of idle memory (they wait at least half a second before they count).
+pub(crate) const PARK_AFTER: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(200);
+
 /// An HTTP/1.1 connection between two requests, put aside by [`H1Conn::park`]: the
 /// transport and what [`Parked::resume`] needs to make the connection again when the next
 /// request comes (the engine, its queues and buffers are gone meanwhile).
@@ -188,16 +195,29 @@ impl<T: Transport> H1Conn<T> {
         }
     }
 
-    /// Puts the connection aside while it waits for its next request with nothing in
-    /// progress (see [`Parked`]); gives it back unchanged otherwise.
-    pub(crate) fn park(mut self: Box<Self>) -> Result<Parked<T>, Box<Self>> {
+    /// Since when the connection waits for its next request with nothing in progress,
+    /// if it does.
+    fn quiet_since(&self) -> Option<Instant> {
         let quiet = self.tasks.is_empty()
             && self.prefix.is_empty()
             && self.switch_task.is_none()
             && self.pump.is_none()
             && self.h2c_frame.is_none()
             && self.h2c_ready.is_none();
-        let Some(since) = self.engine.idle_since().filter(|_| quiet) else {
+        self.engine.idle_since().filter(|_| quiet).map(stack_time)
+    }
+
+    /// When a connection waiting for its next request will be parked ([`PARK_AFTER`]
+    /// after it became idle); `None` while it is busy.
+    pub(crate) fn park_at(&self) -> Option<Instant> {
+        self.quiet_since().map(|since| since + PARK_AFTER)
+    }
+
+    /// Puts the connection aside when it has waited [`PARK_AFTER`] for its next request
+    /// with nothing in progress at `now` (see [`Parked`]); gives it back unchanged
+    /// otherwise.
+    pub(crate) fn park(mut self: Box<Self>, now: Instant) -> Result<Parked<T>, Box<Self>> {
+        let Some(since) = self.quiet_since().filter(|&s| now >= s + PARK_AFTER) else {
             return Err(self);
         };
         let Some(transport) = self.transport.take() else {
@@ -207,7 +227,7 @@ impl<T: Transport> H1Conn<T> {
             transport,
             info: self.info,
             h2c_allowed: self.h2c_allowed,
-            idle_since: stack_time(since),
+            idle_since: since,
         })
     }
 
