@@ -893,9 +893,7 @@ impl ServerConn {
         self.next_id += 1;
         let switch = if p.request.method() == Method::CONNECT {
             Some(Switch::Connect)
-        } else if p.request.version() == Version::HTTP_11
-            && p.request.headers().contains_key(http::header::UPGRADE)
-        {
+        } else if p.request.version() == Version::HTTP_11 && p.upgrade {
             Some(Switch::Upgrade)
         } else {
             None
