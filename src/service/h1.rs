@@ -39,7 +39,8 @@ enum Stage {
 struct Task {
     id: RequestId,
     method: Method,
-    target: String,
+    /// For the access log (a clone shares the target's bytes: no formatting per request).
+    target: http::Uri,
     protocol: Protocol,
     started: Instant,
     stage: Stage,
@@ -417,6 +418,7 @@ impl<T: Transport> H1Conn<T> {
                     head,
                     body,
                     expect_continue,
+                    upgrade,
                 } => {
                     let declared = match body {
                         BodyFraming::None => Some(0),
@@ -431,10 +433,11 @@ impl<T: Transport> H1Conn<T> {
                     };
                     let (parts, ()) = head.into_parts();
                     let method = parts.method.clone();
-                    let target = parts.uri.to_string();
+                    let target = parts.uri.clone();
                     let mut info = self.info.clone();
                     info.protocol = protocol;
                     let h2c = (self.h2c_allowed
+                        && upgrade
                         && self.h2c_frame.is_none()
                         && declared == Some(0)
                         && protocol == Protocol::Http11)

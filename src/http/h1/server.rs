@@ -107,6 +107,8 @@ pub enum ServerEvent {
         body: BodyFraming,
         /// The client sent `Expect: 100-continue` (HTTP/1.1 only).
         expect_continue: bool,
+        /// The request has an `Upgrade` field (saves the caller a lookup to learn it).
+        upgrade: bool,
     },
     /// Decoded request body bytes, in order.
     Body {
@@ -924,6 +926,7 @@ impl ServerConn {
             head: p.request,
             body: p.framing,
             expect_continue: p.expect_continue,
+            upgrade: p.upgrade,
         });
         match p.framing {
             BodyFraming::None | BodyFraming::Length(0) => self.end_body(id),
@@ -1816,7 +1819,9 @@ mod tests {
                 head,
                 body,
                 expect_continue,
+                upgrade,
             } => {
+                assert!(!upgrade);
                 assert_eq!(*id, 0);
                 assert_eq!(head.method(), Method::GET);
                 assert_eq!(head.uri().path(), "/one");
