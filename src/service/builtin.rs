@@ -84,9 +84,9 @@ impl Builtin {
                     format!("/bytes/N takes a byte count from 0 to {MAX_BYTES}\n"),
                 ),
             },
-            "/" | "/stats" => method_not_allowed(&method, "GET, HEAD"),
-            "/sink" => method_not_allowed(&method, "POST"),
-            p if p.starts_with("/bytes/") => method_not_allowed(&method, "GET, HEAD"),
+            "/" | "/stats" => method_not_allowed(method, "GET, HEAD"),
+            "/sink" => method_not_allowed(method, "POST"),
+            p if p.starts_with("/bytes/") => method_not_allowed(method, "GET, HEAD"),
             _ => text_response(StatusCode::NOT_FOUND, format!("no such page: {path}\n")),
         }
     }

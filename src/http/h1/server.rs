@@ -678,7 +678,7 @@ impl ServerConn {
         match slot.resp {
             RespState::NotStarted => {
                 let status = StatusCode::INTERNAL_SERVER_ERROR;
-                let response = head::error_response(status, "internal server error", &extra);
+                let response = head::error_response(status, "internal server error", extra);
                 slot.buf.extend_from_slice(&response);
                 slot.engine_owned = true;
             }
