@@ -17,8 +17,10 @@
 # req/s (h2load), new TLS connections/s (h2load, Connection: close), bulk download MB/s at
 # MTU 1500 and 65000 (curl), bulk upload MB/s (curl POST to a sink that reads and discards
 # the body: tapir's /sink, nginx `return 204`), req/s against concurrent connections, RSS
-# with idle connections (per connection: the first N on a fresh process, with the
-# memory of their opening burst, and the next N while the first stay open), and a
+# with idle connections (per connection: the first N on a fresh process and the next N
+# while the first stay open, each measured $IDLE_SETTLE s (default 15) after the last one
+# opened: the buffers of the opening burst go back once the connections are quiet, and
+# tapir's allocator, jemalloc, returns freed pages within its 10 s decay), and a
 # small `tapir get` against curl (wall time of a new process, neighbour resolution included).
 # TCP path matrix (also alone with --tcp-matrix): tb<PID>-lp-c / -lp-s from
 # scripts/linkpath.sh, joined only by `tapir link` (delay RTT/2 each way, loss p each way);
@@ -515,7 +517,7 @@ run_idle() { # CLI SERVER PIDS...: RSS (KiB) before and with $IDLE idle connecti
             sleep 0.1
         done
     done
-    sleep 1
+    sleep "${IDLE_SETTLE:-15}"
     after=$(rss_kib "$@")
     open=$("$PY" -c 'import json, sys
 total = {"open": 0, "failed": 0}
@@ -536,10 +538,10 @@ print(json.dumps(total))' "${readies[@]}")
 # run_idle on a fresh server, then again with the first connections still open:
 # IDLE_RESULT is the first (from the fresh process), IDLE_MORE the second ("before" is the
 # RSS with the first $IDLE open and quiet). Opening a connection costs more memory than
-# holding it (request and TCP buffers, handed back once the connection is quiet), and
-# memory given back to the allocator stays in the process's RSS: the second count reuses
-# what the first opening burst left, so its growth is what each further idle connection
-# holds (the first one's includes the burst's high-water mark).
+# holding it (request and TCP buffers, handed back once the connection is quiet); an
+# allocator that keeps freed memory (glibc's malloc, nginx's) leaves the burst's high-water
+# mark in the first count, and the second count reuses it, so its growth is what each
+# further idle connection holds.
 idle_twice() { # CLI SERVER PIDS...
     local cli=$1 name=$2 first pid
     shift 2

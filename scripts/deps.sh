@@ -12,10 +12,13 @@
 # in their install hints (tests/common/netns.rs). CI_SKIP_APT=1: never run apt-get (only
 # say what is missing).
 
+# `make` builds jemalloc, the tapir binary's allocator (tikv-jemalloc-sys runs its configure
+# and make; a Rust toolchain brings the C compiler).
 # PROGRAM PACKAGE: PROGRAM is looked up on PATH and in /usr/sbin and /sbin (nginx and dnsmasq
 # live there, which a user's PATH often lacks); `scapy` and `ca-certificates` are checked
 # by their own tests below.
 TAPIR_DEPS=(
+    "make make"
     "ip iproute2"
     "ss iproute2"
     "ping iputils-ping"

@@ -12,11 +12,14 @@
 #   - aborting clients: curl cut by a random short --max-time, downloads and uploads killed
 #     with SIGKILL mid-transfer, raw sockets that promise a body and close (or reset) early,
 #     TLS handshakes abandoned after the ClientHello.
-# It samples tapir's RSS (VmRSS) after the warm-up (a fifth of the run, 20..60 s) and at the
-# end of the load, then waits for /stats to show the connections gone. It fails (exit 1)
-# unless: no well-formed request failed or got a 5xx (h2load, wrk and the checked clients),
-# tapir logged no ERROR and no panic, RSS at the end is within 10% of the post-warm-up
-# sample, /stats shows TCP connections back to the baseline, and tapir exits 0 on SIGTERM.
+# It samples tapir's RSS (VmRSS) every second from the end of the warm-up (a fifth of the
+# run, 20..60 s) to the end of the load, then waits for /stats to show the connections gone.
+# It fails (exit 1) unless: no well-formed request failed or got a 5xx (h2load, wrk and the
+# checked clients), tapir logged no ERROR and no panic, RSS did not grow (the floor, i.e. the
+# lowest sample, of the last third of the samples is within 10% of the floor of the first
+# third: a leak raises the floor, while the buffer pool's bursts come and go within seconds
+# and say nothing about a leak), /stats shows TCP connections back to the baseline, and tapir
+# exits 0 on SIGTERM.
 #
 # Environment: TAPIR (binary; default: built with cargo into $CARGO_TARGET_DIR or target/),
 # SOAK_LOAD (the workers to run, default "h2load wrk checked abort abort").
@@ -221,15 +224,29 @@ done
 
 sleep "$WARMUP"
 RSS_WARM=$(rss_kib)
-RSS_MAX=$RSS_WARM
 echo "soak: RSS after warm-up: ${RSS_WARM} KiB"
+: >"$WORK/rss.samples"
+next_report=$(($(now) + 30))
 while (($(left) > 3)); do
-    sleep $(($(left) - 3 < 30 ? $(left) - 3 : 30))
-    r=$(rss_kib)
-    ((r > RSS_MAX)) && RSS_MAX=$r
-    echo "soak: $(($(now) - START)) s: RSS ${r} KiB, $(wc -l <"$WORK/checked.count" 2>/dev/null || echo 0) checked requests, $(wc -l <"$WORK/aborts.count" 2>/dev/null || echo 0) aborted clients"
+    rss_kib >>"$WORK/rss.samples"
+    if (($(now) >= next_report)); then
+        next_report=$(($(now) + 30))
+        echo "soak: $(($(now) - START)) s: RSS $(tail -n 1 "$WORK/rss.samples") KiB, $(wc -l <"$WORK/checked.count" 2>/dev/null || echo 0) checked requests, $(wc -l <"$WORK/aborts.count" 2>/dev/null || echo 0) aborted clients"
+    fi
+    sleep 1
 done
-RSS_END=$(rss_kib)
+rss_kib >>"$WORK/rss.samples"
+RSS_END=$(tail -n 1 "$WORK/rss.samples")
+RSS_SAMPLES=$(wc -l <"$WORK/rss.samples")
+RSS_MAX=$(sort -n "$WORK/rss.samples" | tail -n 1)
+third=$((RSS_SAMPLES / 3 > 0 ? RSS_SAMPLES / 3 : 1))
+# floor and median of the first or last third of the samples
+rss_floor() { "$1" -n "$third" "$WORK/rss.samples" | sort -n | head -n 1; }
+rss_median() { "$1" -n "$third" "$WORK/rss.samples" | sort -n | sed -n "$(((third + 1) / 2))p"; }
+RSS_FLOOR_FIRST=$(rss_floor head)
+RSS_FLOOR_LAST=$(rss_floor tail)
+RSS_MEDIAN_FIRST=$(rss_median head)
+RSS_MEDIAN_LAST=$(rss_median tail)
 for pid in "${PIDS[@]}"; do
     wait "$pid" 2>/dev/null || true
 done
@@ -293,7 +310,8 @@ FAIL=()
 ((CHECKED_BAD == 0)) || FAIL+=("$CHECKED_BAD checked requests failed (see checked.failures)")
 ((CHECKED > 0 && H2_DONE > 0 && WRK_REQ > 0)) || FAIL+=("some load did not run")
 ((ERRORS == 0)) || FAIL+=("$ERRORS ERROR/panic lines in tapir's log")
-((RSS_END * 10 <= RSS_WARM * 11)) || FAIL+=("RSS grew more than 10%: ${RSS_WARM} -> ${RSS_END} KiB")
+((RSS_SAMPLES >= 6)) || FAIL+=("only $RSS_SAMPLES RSS samples: the load ended early")
+((RSS_FLOOR_LAST * 10 <= RSS_FLOOR_FIRST * 11)) || FAIL+=("RSS grew: the floor of the last third of the samples is more than 10% above the first third's (${RSS_FLOOR_FIRST} -> ${RSS_FLOOR_LAST} KiB)")
 ((TCP_END <= BASE_TCP + 1 && OPEN_END <= 1)) || FAIL+=("/stats: $TCP_END TCP connections (baseline $BASE_TCP), $OPEN_END open")
 ((EXIT == 0)) || FAIL+=("tapir exited with $EXIT")
 
@@ -303,7 +321,8 @@ soak summary (${MINUTES} min):
   wrk HTTP/1.1:      $WRK_REQ requests, $WRK_BAD non-2xx or socket errors
   checked clients:   $CHECKED requests (h1, h2c, h2/TLS, downloads and uploads), $CHECKED_BAD wrong
   aborting clients:  $ABORTS (cut by --max-time, SIGKILL mid-download/upload, truncated raw uploads, abandoned TLS handshakes)
-  RSS:               ${RSS_WARM} KiB after warm-up, ${RSS_END} KiB at the end of the load ($(awk -v a="$RSS_WARM" -v b="$RSS_END" 'BEGIN { printf "%+.1f", (b - a) * 100 / a }')%), max ${RSS_MAX} KiB, ${RSS_SETTLED} KiB settled
+  RSS:               $RSS_SAMPLES samples from ${RSS_WARM} KiB after warm-up to ${RSS_END} KiB at the end of the load, max ${RSS_MAX} KiB, ${RSS_SETTLED} KiB settled;
+                     floor of the first / last third ${RSS_FLOOR_FIRST} / ${RSS_FLOOR_LAST} KiB ($(awk -v a="$RSS_FLOOR_FIRST" -v b="$RSS_FLOOR_LAST" 'BEGIN { printf "%+.1f", (b - a) * 100 / a }')%), median ${RSS_MEDIAN_FIRST} / ${RSS_MEDIAN_LAST} KiB
   /stats:            tcp_connections $BASE_TCP at start, $TCP_END ${SETTLED} s after the load; connections_open $OPEN_END
   TAP frames:        $TAP_DROPS of tapir's frames dropped by the kernel (netdev backlog full)
   tapir log:         $ERRORS ERROR/panic lines, $WARNS WARN lines; exit status $EXIT

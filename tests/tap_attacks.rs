@@ -179,17 +179,6 @@ fn with_legit_client<T>(
     })
 }
 
-/// tapir's resident memory, in KiB.
-fn rss_kib(tapir: &TapirProcess) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", tapir.pid()))
-        .expect("read /proc/PID/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}
-
 /// Starts a Python attack script that prints `open N` once its connections are up; returns
 /// the running script (stdout piped) after that line.
 fn spawn_script(
@@ -439,7 +428,7 @@ fn silent_syn_flood(ns: Netns, flags: &[&str]) {
     assert!(failures.is_empty(), "curl before the flood: {failures:?}");
     let base_p99 = p99(&mut base);
     let before = ns.stats(HTTP);
-    let rss_before = rss_kib(&tapir);
+    let rss_before = tapir.rss_kib();
     let flood = script("tcpip.py");
     let (mut child, lines) = spawn_script(&ns, &[scapy_python(), &flood, "silentflood", "10"]);
     std::thread::sleep(Duration::from_millis(300));
@@ -447,7 +436,7 @@ fn silent_syn_flood(ns: Netns, flags: &[&str]) {
     let mut rss_during = 0;
     for _ in 0..50 {
         curl_connect(&ns, &url, &mut connects, &mut failures);
-        rss_during = rss_during.max(rss_kib(&tapir));
+        rss_during = rss_during.max(tapir.rss_kib());
         std::thread::sleep(Duration::from_millis(120));
     }
     let during = ns.stats(HTTP);
@@ -539,12 +528,12 @@ fn tls_oversized_records_and_half_open_handshakes_are_cut_while_curl_is_served()
         return;
     };
     let (tapir, cert) = start_tls(&ns);
-    let rss_before = rss_kib(&tapir);
+    let rss_before = tapir.rss_kib();
     let cacert = ["--cacert", cert.to_str().unwrap()];
     let (lines, legit) = with_legit_client(&ns, "https://10.7.0.2/", &cacert, || {
         let tls = script("tls.py");
         let (mut child, lines) = spawn_script(&ns, &["python3", &tls, TAPIR_V4, "100", "8"]);
-        let rss_during = rss_kib(&tapir);
+        let rss_during = tapir.rss_kib();
         let lines: Vec<String> = lines.map_while(Result::ok).collect();
         let status = child.0.wait().expect("wait for tls.py");
         assert!(status.success(), "tls.py exited with {status}: {lines:?}");
