@@ -85,6 +85,7 @@ impl Run {
                 head,
                 body,
                 expect_continue,
+                ..
             } => {
                 let headers = head
                     .headers()

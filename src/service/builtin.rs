@@ -53,12 +53,14 @@ impl Builtin {
 
     /// Answers one request.
     pub fn handle(&self, request: Request<RequestBody>, info: &ConnInfo) -> Response<Body> {
-        let path = request.uri().path().to_string();
-        let method = request.method().clone();
+        if request.uri().path() == "/echo" {
+            return echo(request);
+        }
+        let path = request.uri().path();
+        let method = request.method();
         let read_only = method == Method::GET || method == Method::HEAD;
-        match path.as_str() {
+        match path {
             "/" if read_only => html(index_page(info)),
-            "/echo" => echo(request),
             // The body is dropped: the connection reads and discards what still arrives,
             // and the connection stays open for the next request.
             "/sink" if method == Method::POST => empty(StatusCode::NO_CONTENT),
@@ -82,9 +84,9 @@ impl Builtin {
                     format!("/bytes/N takes a byte count from 0 to {MAX_BYTES}\n"),
                 ),
             },
-            "/" | "/stats" => method_not_allowed(&method, "GET, HEAD"),
-            "/sink" => method_not_allowed(&method, "POST"),
-            p if p.starts_with("/bytes/") => method_not_allowed(&method, "GET, HEAD"),
+            "/" | "/stats" => method_not_allowed(method, "GET, HEAD"),
+            "/sink" => method_not_allowed(method, "POST"),
+            p if p.starts_with("/bytes/") => method_not_allowed(method, "GET, HEAD"),
             _ => text_response(StatusCode::NOT_FOUND, format!("no such page: {path}\n")),
         }
     }

@@ -39,7 +39,8 @@ enum Stage {
 struct Task {
     id: RequestId,
     method: Method,
-    target: String,
+    /// For the access log (a clone shares the target's bytes: no formatting per request).
+    target: http::Uri,
     protocol: Protocol,
     started: Instant,
     stage: Stage,
@@ -50,6 +51,13 @@ struct Task {
 }
 
 pub(crate) use crate::http::{engine_time, stack_time};
+
+/// How long an HTTP/1.1 connection waits for its next request with its engine before it is
+/// parked ([`H1Conn::park`]). A busy keep-alive connection (the next request within this)
+/// keeps its engine, queues and buffers instead of freeing and making them again for every
+/// request; one that stays idle longer holds no engine memory. Short next to every
+/// measurement of idle memory (they wait at least half a second before they count).
+pub(crate) const PARK_AFTER: smoltcp::time::Duration = smoltcp::time::Duration::from_millis(200);
 
 /// An HTTP/1.1 connection between two requests, put aside by [`H1Conn::park`]: the
 /// transport and what [`Parked::resume`] needs to make the connection again when the next
@@ -152,16 +160,14 @@ impl<T: Transport> H1Conn<T> {
 
     /// Feeds the time to the engine's timers.
     pub(crate) fn on_timeout(&mut self, now: Instant, shared: &Shared) {
-        self.stamp_errors(shared, now);
+        self.stamp_responses(shared, now);
         self.engine.handle_timeout(engine_time(now));
     }
 
-    /// Gives the engine the `Date` and `Server` of this instant for its own error
-    /// responses (400, 408, 413, ...), like every other response gets.
-    fn stamp_errors(&mut self, shared: &Shared, now: Instant) {
-        let mut headers = http::HeaderMap::new();
-        shared.stamp(&mut headers, now);
-        self.engine.set_error_headers(&headers);
+    /// Gives the engine the `Date` and `Server` of this instant for every response it
+    /// writes, its own error responses (400, 408, 413, ...) included.
+    fn stamp_responses(&mut self, shared: &Shared, now: Instant) {
+        self.engine.set_default_fields(&shared.h1_fields(now));
     }
 
     /// Closes an idle connection gracefully (shutdown).
@@ -190,16 +196,29 @@ impl<T: Transport> H1Conn<T> {
         }
     }
 
-    /// Puts the connection aside while it waits for its next request with nothing in
-    /// progress (see [`Parked`]); gives it back unchanged otherwise.
-    pub(crate) fn park(mut self: Box<Self>) -> Result<Parked<T>, Box<Self>> {
+    /// Since when the connection waits for its next request with nothing in progress,
+    /// if it does.
+    fn quiet_since(&self) -> Option<Instant> {
         let quiet = self.tasks.is_empty()
             && self.prefix.is_empty()
             && self.switch_task.is_none()
             && self.pump.is_none()
             && self.h2c_frame.is_none()
             && self.h2c_ready.is_none();
-        let Some(since) = self.engine.idle_since().filter(|_| quiet) else {
+        self.engine.idle_since().filter(|_| quiet).map(stack_time)
+    }
+
+    /// When a connection waiting for its next request will be parked ([`PARK_AFTER`]
+    /// after it became idle); `None` while it is busy.
+    pub(crate) fn park_at(&self) -> Option<Instant> {
+        self.quiet_since().map(|since| since + PARK_AFTER)
+    }
+
+    /// Puts the connection aside when it has waited [`PARK_AFTER`] for its next request
+    /// with nothing in progress at `now` (see [`Parked`]); gives it back unchanged
+    /// otherwise.
+    pub(crate) fn park(mut self: Box<Self>, now: Instant) -> Result<Parked<T>, Box<Self>> {
+        let Some(since) = self.quiet_since().filter(|&s| now >= s + PARK_AFTER) else {
             return Err(self);
         };
         let Some(transport) = self.transport.take() else {
@@ -209,7 +228,7 @@ impl<T: Transport> H1Conn<T> {
             transport,
             info: self.info,
             h2c_allowed: self.h2c_allowed,
-            idle_since: stack_time(since),
+            idle_since: since,
         })
     }
 
@@ -237,7 +256,7 @@ impl<T: Transport> H1Conn<T> {
         if self.pump.is_some() {
             return self.drive_pump_once(stack, cx, now, shared);
         }
-        self.stamp_errors(shared, now);
+        self.stamp_responses(shared, now);
         let t = engine_time(now);
         let mut progress = true;
         for _ in 0..TURNS {
@@ -399,6 +418,7 @@ impl<T: Transport> H1Conn<T> {
                     head,
                     body,
                     expect_continue,
+                    upgrade,
                 } => {
                     let declared = match body {
                         BodyFraming::None => Some(0),
@@ -413,10 +433,11 @@ impl<T: Transport> H1Conn<T> {
                     };
                     let (parts, ()) = head.into_parts();
                     let method = parts.method.clone();
-                    let target = parts.uri.to_string();
+                    let target = parts.uri.clone();
                     let mut info = self.info.clone();
                     info.protocol = protocol;
                     let h2c = (self.h2c_allowed
+                        && upgrade
                         && self.h2c_frame.is_none()
                         && declared == Some(0)
                         && protocol == Protocol::Http11)
@@ -518,8 +539,8 @@ impl<T: Transport> H1Conn<T> {
                     Poll::Pending => return Ok(any),
                     Poll::Ready(answer) => {
                         any = true;
-                        let (mut parts, body) = answer.response.into_parts();
-                        shared.stamp(&mut parts.headers, now);
+                        // The engine adds `Date` and `Server` (see `stamp_responses`).
+                        let (parts, body) = answer.response.into_parts();
                         task.status = parts.status;
                         let len = body.len();
                         if self.engine.send_response(task.id, parts, len).is_err() {

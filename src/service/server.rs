@@ -598,12 +598,17 @@ impl ServerCore {
                 self.forget(table, key);
             }
             Drive::Open => {
+                let mut deadline = deadline;
                 if let Engine::H1(_) = conn.engine {
-                    // Between requests a connection holds only its stream (see `Parked`).
+                    // Idle a while between requests, a connection holds only its stream (see
+                    // `Parked`); until then its timer wakes it when it is time to park.
                     if let Engine::H1(h1) = std::mem::replace(&mut conn.engine, Engine::Gone) {
-                        conn.engine = match h1.park() {
+                        conn.engine = match h1.park(now) {
                             Ok(parked) => Engine::Parked(parked),
-                            Err(h1) => Engine::H1(h1),
+                            Err(h1) => {
+                                deadline = earliest(deadline, h1.park_at());
+                                Engine::H1(h1)
+                            }
                         };
                     }
                 }
@@ -725,5 +730,13 @@ impl ServerCore {
     /// True once shut down with every connection closed.
     pub(crate) fn is_finished(&self) -> bool {
         !self.accepting && self.open == 0
+    }
+}
+
+/// The earlier of two optional instants.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }

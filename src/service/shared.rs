@@ -1,14 +1,16 @@
 //! What every connection engine of a server shares (counters, `Date`/`Server` stamping, the
 //! method policy): below the server and its HTTP/1.1 and HTTP/2 engines, which all use it.
 
-use std::cell::RefCell;
+use std::cell::{Ref, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use http::header::{HeaderValue, ALLOW, DATE, SERVER};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use smoltcp::time::Instant;
 
 use super::{text_response, Body, Protocol, RECOGNIZED_METHODS};
+use crate::http::h1::DefaultFields;
 use crate::stack::StackStats;
 
 /// Counters of a server, for `/stats` and logs.
@@ -71,7 +73,11 @@ impl StatsHandle {
 pub(crate) struct Shared {
     pub(crate) stats: Rc<RefCell<ServerStats>>,
     server_header: Option<HeaderValue>,
+    /// The second of the last `Date` and its value.
     date: RefCell<(i64, HeaderValue)>,
+    /// `Date` and `Server` as the HTTP/1.1 engine writes them, made again when the second
+    /// changes (the engines hold it by reference count: no per-request serialising).
+    h1_fields: RefCell<Arc<DefaultFields>>,
     /// [`ServerConfig::methods`](super::ServerConfig::methods), with OPTIONS.
     methods: Option<Vec<Method>>,
     /// Those methods as an `Allow` value.
@@ -105,6 +111,7 @@ impl Shared {
             stats: stats.0,
             server_header,
             date: RefCell::new((i64::MIN, HeaderValue::from_static(""))),
+            h1_fields: RefCell::default(),
             methods,
             allow,
         }
@@ -133,15 +140,8 @@ impl Shared {
 
     /// Adds `Date` (from the stack's clock, so simulations are reproducible) and `Server`.
     pub(crate) fn stamp(&self, headers: &mut HeaderMap, now: Instant) {
-        let secs = now.secs();
-        let mut date = self.date.borrow_mut();
-        if date.0 != secs {
-            let when = std::time::UNIX_EPOCH
-                + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
-            if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(when)) {
-                *date = (secs, v);
-            }
-        }
+        self.refresh_date(now);
+        let date = self.date.borrow();
         if !headers.contains_key(DATE) {
             headers.insert(DATE, date.1.clone());
         }
@@ -149,6 +149,37 @@ impl Shared {
             if !headers.contains_key(SERVER) {
                 headers.insert(SERVER, server.clone());
             }
+        }
+    }
+
+    /// `Date` and `Server` of `now` for the HTTP/1.1 engine
+    /// ([`ServerConn::set_default_fields`](crate::http::h1::ServerConn::set_default_fields)):
+    /// the same value all through a second.
+    pub(crate) fn h1_fields(&self, now: Instant) -> Ref<'_, Arc<DefaultFields>> {
+        if self.refresh_date(now) {
+            let date = self.date.borrow();
+            let server = self.server_header.as_ref().map(|s| (&SERVER, s));
+            let fields = std::iter::once((&DATE, &date.1)).chain(server);
+            *self.h1_fields.borrow_mut() = Arc::new(DefaultFields::new(fields));
+        }
+        self.h1_fields.borrow()
+    }
+
+    /// Makes `Date` the one of `now` if the second changed; true when it did.
+    fn refresh_date(&self, now: Instant) -> bool {
+        let secs = now.secs();
+        let mut date = self.date.borrow_mut();
+        if date.0 == secs {
+            return false;
+        }
+        let when = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+        match HeaderValue::from_str(&httpdate::fmt_http_date(when)) {
+            Ok(v) => {
+                *date = (secs, v);
+                true
+            }
+            Err(_) => false,
         }
     }
 }

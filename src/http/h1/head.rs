@@ -2,6 +2,8 @@
 //! head follows written once (line folding, httparse's verdicts, the version, field names
 //! and values, persistence), then what only a request or only a response head needs.
 
+use std::mem::MaybeUninit;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
@@ -21,6 +23,8 @@ pub struct ParsedHead {
     pub expect_continue: bool,
     /// Whether the client accepts trailer fields (`TE: trailers`).
     pub accepts_trailers: bool,
+    /// Whether the request has an `Upgrade` field.
+    pub upgrade: bool,
 }
 
 /// Trims optional whitespace (SP / HTAB) at both ends.
@@ -115,14 +119,19 @@ fn http_version(minor: Option<u8>) -> Result<Version, ProtocolError> {
     }
 }
 
-/// The header fields as a map (values OWS-trimmed).
-fn header_map(headers: &[httparse::Header<'_>]) -> Result<HeaderMap, ProtocolError> {
+/// The header fields as a map (values OWS-trimmed), each shown to `note` on the way.
+fn header_map<'a>(
+    headers: &[httparse::Header<'a>],
+    mut note: impl FnMut(&HeaderName, &'a [u8]),
+) -> Result<HeaderMap, ProtocolError> {
     let mut map = HeaderMap::with_capacity(headers.len());
     for h in headers {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| ProtocolError::InvalidHeaderName)?;
-        let value = HeaderValue::from_bytes(trim_ows(h.value))
-            .map_err(|_| ProtocolError::InvalidHeaderValue)?;
+        let trimmed = trim_ows(h.value);
+        let value =
+            HeaderValue::from_bytes(trimmed).map_err(|_| ProtocolError::InvalidHeaderValue)?;
+        note(&name, trimmed);
         map.append(name, value);
     }
     Ok(map)
@@ -141,14 +150,6 @@ fn persistent(map: &HeaderMap, version: Version) -> bool {
         }
     }
     !close && (version == Version::HTTP_11 || ka)
-}
-
-/// Whether a TE field lists `trailers`: the sender accepts trailer fields in a chunked
-/// response (RFC 9110 §10.1.4).
-pub(super) fn accepts_trailers(map: &HeaderMap) -> bool {
-    map.get_all(header::TE)
-        .iter()
-        .any(|v| list_elements(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"trailers")))
 }
 
 /// The field names a head declares in `Trailer` (RFC 9110 §6.6.2), if it has that field.
@@ -176,9 +177,23 @@ pub fn parse_request_head(buf: &[u8], config: &H1Config) -> Result<ParsedHead, R
         return parse_request_head(&copy, config);
     }
 
-    let mut headers = vec![httparse::EMPTY_HEADER; config.max_headers.max(1)];
-    let mut req = httparse::Request::new(&mut headers);
-    let result = httparse::ParserConfig::default().parse_request(&mut req, buf);
+    // Room for the fields of most requests on the stack; more (up to `max_headers`) in a
+    // second parse (saves allocating and zeroing `max_headers` entries for every request).
+    let max_headers = config.max_headers.max(1);
+    let mut few = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; FEW_HEADERS];
+    let mut many = Vec::new();
+    let mut req = httparse::Request::new(&mut []);
+    let parser = httparse::ParserConfig::default();
+    let mut result = parser.parse_request_with_uninit_headers(
+        &mut req,
+        buf,
+        &mut few[..max_headers.min(FEW_HEADERS)],
+    );
+    if max_headers > FEW_HEADERS && result == Err(httparse::Error::TooManyHeaders) {
+        many.resize(max_headers, httparse::EMPTY_HEADER);
+        req = httparse::Request::new(&mut many);
+        result = parser.parse_request(&mut req, buf);
+    }
     parse_status(result, || version_token(buf), "invalid request line")?;
     let version = http_version(req.version)?;
     let method_str = req.method.ok_or(RejectReason::InvalidMethod)?;
@@ -190,45 +205,35 @@ pub fn parse_request_head(buf: &[u8], config: &H1Config) -> Result<ParsedHead, R
     }
     let uri = parse_target(&method, target)?;
 
-    let map = header_map(req.headers)?;
+    let mut fields = RequestFields::default();
+    let map = header_map(req.headers, |name, value| fields.note(name, value))?;
 
     // Host (RFC 9112 §3.2).
-    let mut hosts = map.get_all(header::HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (None, _) if version == Version::HTTP_11 => return Err(RejectReason::MissingHost),
-        (Some(_), Some(_)) => return Err(RejectReason::MultipleHost),
-        (Some(h), None) if !h.is_empty() && h.as_bytes().parse_authority().is_none() => {
+    match fields.hosts {
+        0 if version == Version::HTTP_11 => return Err(RejectReason::MissingHost),
+        0 => {}
+        1 if !fields.host.is_empty() && fields.host.parse_authority().is_none() => {
             return Err(RejectReason::InvalidHost);
         }
-        _ => {}
+        1 => {}
+        _ => return Err(RejectReason::MultipleHost),
     }
 
     // Framing (RFC 9112 §6).
-    let mut cls = map.get_all(header::CONTENT_LENGTH).iter();
-    let content_length = match (cls.next(), cls.next()) {
-        (None, _) => None,
-        (Some(_), Some(_)) => return Err(RejectReason::DuplicateContentLength),
-        (Some(v), None) => Some(parse_content_length(v.as_bytes())?),
+    let content_length = match fields.content_lengths {
+        0 => None,
+        1 => Some(parse_content_length(fields.content_length)?),
+        _ => return Err(RejectReason::DuplicateContentLength),
     };
-    let has_te = map.contains_key(header::TRANSFER_ENCODING);
-    let framing = if has_te {
+    let framing = if fields.transfer_encoding {
         if version == Version::HTTP_10 {
             return Err(RejectReason::TransferEncodingInHttp10);
         }
         if content_length.is_some() {
             return Err(RejectReason::ContentLengthWithTransferEncoding);
         }
-        let mut codings = 0usize;
-        for v in map.get_all(header::TRANSFER_ENCODING) {
-            for coding in list_elements(v.as_bytes()) {
-                if !coding.eq_ignore_ascii_case(b"chunked") {
-                    return Err(RejectReason::UnsupportedTransferEncoding);
-                }
-                codings += 1;
-            }
-        }
         // Exactly one coding, and it is `chunked` (applied once, final).
-        if codings != 1 {
+        if fields.other_codings || fields.codings != 1 {
             return Err(RejectReason::UnsupportedTransferEncoding);
         }
         BodyFraming::Chunked
@@ -240,15 +245,9 @@ pub fn parse_request_head(buf: &[u8], config: &H1Config) -> Result<ParsedHead, R
         }
     };
 
-    let keep_alive = persistent(&map, version);
-
-    let expect_continue = version == Version::HTTP_11
-        && map
-            .get_all(header::EXPECT)
-            .iter()
-            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-
-    let accepts_trailers = accepts_trailers(&map);
+    // Persistence (RFC 9112 §9.3).
+    let keep_alive = !fields.close && (version == Version::HTTP_11 || fields.keep_alive);
+    let expect_continue = version == Version::HTTP_11 && fields.expect_continue;
     let mut request = http::Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
@@ -259,8 +258,68 @@ pub fn parse_request_head(buf: &[u8], config: &H1Config) -> Result<ParsedHead, R
         framing,
         keep_alive,
         expect_continue,
-        accepts_trailers,
+        accepts_trailers: fields.accepts_trailers,
+        upgrade: fields.upgrade,
     })
+}
+
+/// Header fields of a request head httparse reads into an array on the stack.
+const FEW_HEADERS: usize = 32;
+
+/// What a request's fields say about its framing and its connection, gathered in the pass
+/// that builds its map (one lookup per field name in the map would hash every name again).
+#[derive(Default)]
+struct RequestFields<'a> {
+    /// `Host` fields, and the last one's value.
+    hosts: usize,
+    host: &'a [u8],
+    /// `Content-Length` fields, and the last one's value.
+    content_lengths: usize,
+    content_length: &'a [u8],
+    /// A `Transfer-Encoding` field came; its codings, and whether one is not `chunked`.
+    transfer_encoding: bool,
+    codings: usize,
+    other_codings: bool,
+    /// `Connection` lists `close` / `keep-alive`.
+    close: bool,
+    keep_alive: bool,
+    /// `Expect: 100-continue`.
+    expect_continue: bool,
+    /// `TE` lists `trailers` (RFC 9110 §10.1.4).
+    accepts_trailers: bool,
+    /// An `Upgrade` field came.
+    upgrade: bool,
+}
+
+impl<'a> RequestFields<'a> {
+    /// Takes note of one field (its value OWS-trimmed).
+    fn note(&mut self, name: &HeaderName, value: &'a [u8]) {
+        if name == header::HOST {
+            self.hosts += 1;
+            self.host = value;
+        } else if name == header::CONTENT_LENGTH {
+            self.content_lengths += 1;
+            self.content_length = value;
+        } else if name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+            for coding in list_elements(value) {
+                self.codings += 1;
+                self.other_codings |= !coding.eq_ignore_ascii_case(b"chunked");
+            }
+        } else if name == header::CONNECTION {
+            for t in list_elements(value) {
+                self.close |= t.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name == header::EXPECT {
+            self.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
+        } else if name == header::TE {
+            self.accepts_trailers |=
+                list_elements(value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
+        } else if name == header::UPGRADE {
+            self.upgrade = true;
+        }
+    }
 }
 
 /// A response head that passed validation.
@@ -302,7 +361,7 @@ pub(super) fn parse_response_head(
         .code
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or(ProtocolError::MalformedHead("invalid status code"))?;
-    let map = header_map(resp.headers)?;
+    let map = header_map(resp.headers, |_, _| {})?;
     let mut keep_alive = persistent(&map, version);
 
     let no_body = head_req
@@ -461,20 +520,74 @@ pub(super) fn has_connection_option(headers: &HeaderMap, option: &[u8]) -> bool 
         .any(|v| list_elements(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(option)))
 }
 
+/// Header fields the server engine adds to every response head it writes, its own error
+/// responses included, unless the head has a field of that name: `Date` and `Server` (RFC
+/// 9110 §6.6.1, §10.2.4). Kept serialised, so a head takes them with one copy instead of
+/// map insertions and lookups; a caller makes a new one when a value changes (`Date`, once
+/// a second) and shares it among its connections.
+#[derive(Debug, Default)]
+pub struct DefaultFields {
+    names: Vec<HeaderName>,
+    /// Every field as a field line (`name: value\r\n`), in order.
+    lines: Vec<u8>,
+}
+
+impl DefaultFields {
+    /// The fields of `fields`, in their order.
+    pub fn new<'a>(fields: impl IntoIterator<Item = (&'a HeaderName, &'a HeaderValue)>) -> Self {
+        let mut names = Vec::new();
+        let mut lines = Vec::new();
+        for (name, value) in fields {
+            write_header(&mut lines, name.as_str().as_bytes(), value.as_bytes());
+            names.push(name.clone());
+        }
+        DefaultFields { names, lines }
+    }
+
+    /// All the fields as field lines (`name: value\r\n`).
+    pub fn lines(&self) -> &[u8] {
+        &self.lines
+    }
+
+    /// Whether `name` is one of the fields.
+    fn has(&self, name: &HeaderName) -> bool {
+        self.names.contains(name)
+    }
+
+    /// Appends the fields `headers` does not have.
+    fn write_missing(&self, buf: &mut Vec<u8>, headers: &HeaderMap) {
+        for (name, line) in self
+            .names
+            .iter()
+            .zip(self.lines.split_inclusive(|&b| b == b'\n'))
+        {
+            if !headers.contains_key(name) {
+                buf.extend_from_slice(line);
+            }
+        }
+    }
+}
+
 /// Serializes a response head. The application's framing headers
 /// (`Content-Length`, `Transfer-Encoding`) are dropped; its `Connection`
 /// tokens other than `close`/`keep-alive` are kept, and the engine's
-/// persistence token (`close`, or `keep-alive` if `keep_alive_token`) is added.
+/// persistence token (`close`, or `keep-alive` if `keep_alive_token`) is added. The
+/// `defaults` the head lacks follow its own fields. One pass over the head's fields: the
+/// `Connection` tokens and the defaults are found on the way.
 pub fn write_response_head(
     buf: &mut Vec<u8>,
     status: StatusCode,
     headers: &HeaderMap,
+    defaults: Option<&DefaultFields>,
     framing: FramingHeader,
     close: bool,
     keep_alive_token: bool,
 ) {
+    // Most heads fit (saves growing the buffer step by step).
+    buf.reserve(HEAD_RESERVE + defaults.map_or(0, |d| d.lines.len()));
     write_status_line(buf, status);
     let mut conn_tokens: Vec<&[u8]> = Vec::new();
+    let mut overridden = false;
     for (name, value) in headers {
         if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
             continue;
@@ -490,7 +603,13 @@ pub fn write_response_head(
             }
             continue;
         }
+        overridden |= defaults.is_some_and(|d| d.has(name));
         write_header(buf, name.as_str().as_bytes(), value.as_bytes());
+    }
+    match defaults {
+        Some(d) if overridden => d.write_missing(buf, headers),
+        Some(d) => buf.extend_from_slice(&d.lines),
+        None => {}
     }
     if close {
         conn_tokens.push(b"close");
@@ -510,11 +629,30 @@ pub fn write_response_head(
     match framing {
         FramingHeader::None => {}
         FramingHeader::Length(n) => {
-            write_header(buf, b"content-length", n.to_string().as_bytes());
+            let mut digits = [0; 20];
+            write_header(buf, b"content-length", decimal(n, &mut digits));
         }
         FramingHeader::Chunked => write_header(buf, b"transfer-encoding", b"chunked"),
     }
     buf.extend_from_slice(b"\r\n");
+}
+
+/// Bytes reserved for a response head besides its default fields.
+const HEAD_RESERVE: usize = 256;
+
+/// `n` in decimal, written at the end of `digits` (20: a `u64`'s most; no allocation,
+/// unlike `to_string`).
+fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &digits[start..]
 }
 
 /// Builds a complete engine-generated error response with a text body and
@@ -608,6 +746,7 @@ mod tests {
             &mut buf,
             StatusCode::OK,
             &h,
+            None,
             FramingHeader::Length(3),
             true,
             false,
@@ -615,6 +754,69 @@ mod tests {
         assert_eq!(
             String::from_utf8(buf).unwrap(),
             "HTTP/1.1 200 OK\r\nx-a: b\r\nconnection: x-foo, close\r\ncontent-length: 3\r\n\r\n"
+        );
+    }
+
+    /// The default fields follow the head's own, once each; a field the head has wins.
+    #[test]
+    fn response_head_default_fields() {
+        let mut stamp = HeaderMap::new();
+        stamp.insert(header::DATE, HeaderValue::from_static("D1"));
+        stamp.insert(header::SERVER, HeaderValue::from_static("tapir/t"));
+        let defaults = DefaultFields::new(&stamp);
+        let head = |h: &HeaderMap| {
+            let mut buf = Vec::new();
+            write_response_head(
+                &mut buf,
+                StatusCode::OK,
+                h,
+                Some(&defaults),
+                FramingHeader::Length(1234567890),
+                false,
+                false,
+            );
+            String::from_utf8(buf).unwrap()
+        };
+        let mut h = HeaderMap::new();
+        h.insert("x-a", HeaderValue::from_static("b"));
+        assert_eq!(
+            head(&h),
+            "HTTP/1.1 200 OK\r\nx-a: b\r\ndate: D1\r\nserver: tapir/t\r\n\
+             content-length: 1234567890\r\n\r\n"
+        );
+        h.insert(header::SERVER, HeaderValue::from_static("mine"));
+        assert_eq!(
+            head(&h),
+            "HTTP/1.1 200 OK\r\nx-a: b\r\nserver: mine\r\ndate: D1\r\n\
+             content-length: 1234567890\r\n\r\n"
+        );
+        let mut digits = [0; 20];
+        assert_eq!(decimal(0, &mut digits), b"0");
+        assert_eq!(
+            decimal(u64::MAX, &mut digits),
+            u64::MAX.to_string().as_bytes()
+        );
+    }
+
+    /// More fields than fit on the stack are read in a second parse, up to `max_headers`.
+    #[test]
+    fn many_fields() {
+        let head = |n: usize| {
+            let mut s = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+            for i in 1..n {
+                s.push_str(&format!("x-f{i}: {i}\r\n"));
+            }
+            s.push_str("Upgrade: foo\r\nTE: trailers\r\n\r\n");
+            s
+        };
+        let p = parse(&head(FEW_HEADERS + 10)).unwrap();
+        assert_eq!(p.request.headers().len(), FEW_HEADERS + 12);
+        assert_eq!(p.request.headers()["x-f40"], "40");
+        assert!(p.upgrade && p.accepts_trailers && p.keep_alive);
+        assert!(parse(&head(FEW_HEADERS - 2)).is_ok());
+        assert_eq!(
+            parse(&head(H1Config::default().max_headers)).unwrap_err(),
+            RejectReason::TooManyHeaders
         );
     }
 }

@@ -48,7 +48,7 @@ use core::time::Duration;
 pub use super::is_forbidden_trailer;
 pub use chunked::{encode_chunk, ChunkedDecoder, ChunkedError, LAST_CHUNK};
 pub use client::{ClientConfig, ClientConn, ClientEvent, ExchangeId};
-pub use head::{parse_request_head, ParsedHead};
+pub use head::{parse_request_head, DefaultFields, ParsedHead};
 pub use server::{InPlaceWrite, RequestId, ServerConn, ServerEvent};
 
 /// Limits and timeouts of an HTTP/1.1 server connection.

@@ -83,7 +83,7 @@ use super::chunked::ChunkedDecoder;
 use super::conn::{
     earliest, BodyBuffer, BodyEncoder, HeadLimits, HeadReader, HeadStep, Misframed, Output, Timer,
 };
-use super::head::{self, FramingHeader};
+use super::head::{self, DefaultFields, FramingHeader};
 use super::{AbortReason, BodyFraming, H1Config, H1Error, RejectReason};
 
 /// Sequential id of a request on one connection (starting at 0).
@@ -107,6 +107,8 @@ pub enum ServerEvent {
         body: BodyFraming,
         /// The client sent `Expect: 100-continue` (HTTP/1.1 only).
         expect_continue: bool,
+        /// The request has an `Upgrade` field (saves the caller a lookup to learn it).
+        upgrade: bool,
     },
     /// Decoded request body bytes, in order.
     Body {
@@ -228,24 +230,30 @@ pub struct ServerConn {
     switch_wait: Option<RequestId>,
     /// A switching response was sent: the stream is the caller's.
     upgraded: bool,
-    /// Header lines (`name: value\r\n`) every engine-made error response carries: the
-    /// caller's `Date` and `Server` ([`ServerConn::set_error_headers`]).
-    error_headers: Vec<u8>,
+    /// The fields every response head gets unless it has them, the engine's own error
+    /// responses included: the caller's `Date` and `Server`
+    /// ([`ServerConn::set_default_fields`]).
+    defaults: Option<Arc<DefaultFields>>,
 }
 
 impl ServerConn {
-    /// Sets the header fields the engine's own error responses (400, 408, 413, 414, 431,
-    /// 505, ...) carry, like `Date` (RFC 9110 §6.6.1) and `Server`: the same the caller puts
-    /// on its responses. Call it again when they change (`Date` every second).
-    pub fn set_error_headers(&mut self, headers: &http::HeaderMap) {
-        self.error_headers.clear();
-        for (name, value) in headers {
-            self.error_headers
-                .extend_from_slice(name.as_str().as_bytes());
-            self.error_headers.extend_from_slice(b": ");
-            self.error_headers.extend_from_slice(value.as_bytes());
-            self.error_headers.extend_from_slice(b"\r\n");
+    /// Sets the header fields every response head gets unless it has a field of that
+    /// name, the engine's own error responses (400, 408, 413, 414, 431, 505, ...)
+    /// included: `Date` (RFC 9110 §6.6.1) and `Server`. Call it again when they change
+    /// (`Date` every second); the same `fields` again costs a pointer comparison.
+    pub fn set_default_fields(&mut self, fields: &Arc<DefaultFields>) {
+        if !self
+            .defaults
+            .as_ref()
+            .is_some_and(|d| Arc::ptr_eq(d, fields))
+        {
+            self.defaults = Some(Arc::clone(fields));
         }
+    }
+
+    /// The default fields as field lines, for an error response.
+    fn default_lines(&self) -> &[u8] {
+        self.defaults.as_deref().map_or(&[], DefaultFields::lines)
     }
 
     /// When the connection is waiting for its next request with nothing in progress (no
@@ -291,7 +299,7 @@ impl ServerConn {
             closed_now: false,
             switch_wait: None,
             upgraded: false,
-            error_headers: Vec::new(),
+            defaults: None,
         }
     }
 
@@ -433,20 +441,33 @@ impl ServerConn {
             // Not switching after all: HTTP parsing resumes.
             self.switch_wait = None;
         }
-        let slot = self.slot_mut(id).ok_or(H1Error::UnknownRequest(id))?;
+        let index = self.slot_index(id).ok_or(H1Error::UnknownRequest(id))?;
+        let slot = self
+            .slots
+            .get_mut(index)
+            .ok_or(H1Error::UnknownRequest(id))?;
         if slot.engine_owned {
             return Err(H1Error::RequestRejected(id));
         }
         if slot.resp != RespState::NotStarted {
             return Err(H1Error::ResponseAlreadyStarted(id));
         }
+        // The response on the wire writes its head straight into the output buffer (which
+        // keeps its memory from one response to the next); a later one into its own.
+        let out = if index == 0 && slot.buf.is_empty() {
+            self.output.buf_mut()
+        } else {
+            &mut slot.buf
+        };
+        let defaults = self.defaults.as_deref();
         if switching {
             // No framing and no persistence headers: after this head the bytes are the
             // new protocol's (RFC 9110 §9.3.6, §15.2.2).
             head::write_response_head(
-                &mut slot.buf,
+                out,
                 status,
                 &head.headers,
+                defaults,
                 FramingHeader::None,
                 false,
                 false,
@@ -493,9 +514,10 @@ impl ServerConn {
             || close_after == Some(id);
         let ka_token = !close && slot.version == Version::HTTP_10;
         head::write_response_head(
-            &mut slot.buf,
+            out,
             status,
             &head.headers,
+            defaults,
             framing_header,
             close,
             ka_token,
@@ -648,22 +670,21 @@ impl ServerConn {
         if self.is_closed() || self.write_done {
             return;
         }
-        let extra = std::mem::take(&mut self.error_headers);
+        let extra = self.defaults.clone();
+        let extra = extra.as_deref().map_or(&[][..], DefaultFields::lines);
         let Some(slot) = self.slot_mut(id) else {
-            self.error_headers = extra;
             return;
         };
         match slot.resp {
             RespState::NotStarted => {
                 let status = StatusCode::INTERNAL_SERVER_ERROR;
-                let response = head::error_response(status, "internal server error", &extra);
+                let response = head::error_response(status, "internal server error", extra);
                 slot.buf.extend_from_slice(&response);
                 slot.engine_owned = true;
             }
             RespState::Streaming(_) | RespState::Finished => {}
         }
         slot.resp = RespState::Finished;
-        self.error_headers = extra;
         self.set_close_after(id);
         self.stop_reading();
         self.flush();
@@ -807,9 +828,14 @@ impl ServerConn {
     // ----- internals -----
 
     fn slot_mut(&mut self, id: RequestId) -> Option<&mut Slot> {
-        let front = self.slots.front()?.id;
-        let idx = usize::try_from(id.checked_sub(front)?).ok()?;
+        let idx = self.slot_index(id)?;
         self.slots.get_mut(idx)
+    }
+
+    /// Where request `id`'s slot is in `slots` (0: the response on the wire).
+    fn slot_index(&self, id: RequestId) -> Option<usize> {
+        let front = self.slots.front()?.id;
+        usize::try_from(id.checked_sub(front)?).ok()
     }
 
     fn is_idle(&self) -> bool {
@@ -869,9 +895,7 @@ impl ServerConn {
         self.next_id += 1;
         let switch = if p.request.method() == Method::CONNECT {
             Some(Switch::Connect)
-        } else if p.request.version() == Version::HTTP_11
-            && p.request.headers().contains_key(http::header::UPGRADE)
-        {
+        } else if p.request.version() == Version::HTTP_11 && p.upgrade {
             Some(Switch::Upgrade)
         } else {
             None
@@ -902,6 +926,7 @@ impl ServerConn {
             head: p.request,
             body: p.framing,
             expect_continue: p.expect_continue,
+            upgrade: p.upgrade,
         });
         match p.framing {
             BodyFraming::None | BodyFraming::Length(0) => self.end_body(id),
@@ -1043,7 +1068,7 @@ impl ServerConn {
             accepts_trailers: false,
             declared_trailers: None,
             resp: RespState::Finished,
-            buf: head::error_response(status, &error_text(&reason), &self.error_headers),
+            buf: head::error_response(status, &error_text(&reason), self.default_lines()),
         });
         self.set_close_after(id);
         self.events
@@ -1055,7 +1080,7 @@ impl ServerConn {
     fn reject_body(&mut self, id: RequestId, reason: RejectReason) {
         let status = reason.status();
         self.stop_reading();
-        let response = head::error_response(status, &error_text(&reason), &self.error_headers);
+        let response = head::error_response(status, &error_text(&reason), self.default_lines());
         match self.slot_mut(id) {
             Some(slot) => {
                 if slot.resp == RespState::NotStarted {
@@ -1288,6 +1313,7 @@ mod tests {
         let mut stamp = http::HeaderMap::new();
         stamp.insert("date", "Fri, 04 Dec 2026 17:00:00 GMT".parse().unwrap());
         stamp.insert("server", "tapir/test".parse().unwrap());
+        let stamp = Arc::new(DefaultFields::new(&stamp));
         let check = |out: &[u8], status: u16| {
             let resps = parse_all(out);
             assert_eq!(resps[0].status, status);
@@ -1302,20 +1328,20 @@ mod tests {
             (b"GET / HTTP/3.0\r\nHost: a\r\n\r\n", 505),
         ] {
             let mut h = H::new();
-            h.c.set_error_headers(&stamp);
+            h.c.set_default_fields(&stamp);
             h.feed(input);
             check(&h.out(), status);
         }
         // A head that never completes: 408.
         let mut h = H::new();
-        h.c.set_error_headers(&stamp);
+        h.c.set_default_fields(&stamp);
         h.feed(b"GET / HT");
         let due = h.c.poll_timeout().expect("head timer");
         h.c.handle_timeout(due);
         check(&h.out(), 408);
         // A handler that fails before answering: 500.
         let mut h = H::new();
-        h.c.set_error_headers(&stamp);
+        h.c.set_default_fields(&stamp);
         h.feed(&get("/"));
         let id = match h.events().first() {
             Some(ServerEvent::Request { id, .. }) => *id,
@@ -1793,7 +1819,9 @@ mod tests {
                 head,
                 body,
                 expect_continue,
+                upgrade,
             } => {
+                assert!(!upgrade);
                 assert_eq!(*id, 0);
                 assert_eq!(head.method(), Method::GET);
                 assert_eq!(head.uri().path(), "/one");
