@@ -284,14 +284,15 @@ fn wrk_load_has_no_errors() {
 
 /// Busy polling (`--busy-poll`) keeps the loop polling only right after it served frames:
 /// once the requests stop, the server sleeps in epoll_wait again and uses next to no CPU.
-/// The window is long (100 ms) so that a loop that never stopped polling would burn a
-/// whole core in the measured seconds.
+/// The window is long (10 ms) so that a loop that never stopped polling would burn most
+/// of a core in the measured seconds, while the few stray frames of an idle link (the
+/// kernel's neighbour probes) each open a window of only 10 ms.
 #[test]
 fn busy_polling_server_sleeps_when_requests_stop() {
     let Some(ns) = tap_test!("h1-busy-poll", WRK, CURL) else {
         return;
     };
-    let tapir = ns.spawn_http(&["--busy-poll", "100000"]);
+    let tapir = ns.spawn_http(&["--busy-poll", "10000"]);
     let out = ns.run(&["wrk", "-t1", "-c1", "-d1s", &format!("{BASE}/bytes/100")]);
     let text = output_text(&out);
     assert!(out.status.success(), "wrk failed:\n{text}");
@@ -313,9 +314,9 @@ fn busy_polling_server_sleeps_when_requests_stop() {
         share * 100.0
     );
     assert!(
-        share < 0.02,
+        share < 0.05,
         "tapir used {cpu:?} of CPU in {wall:?} after the requests stopped: {:.2}% of a core, \
-         want < 2% (busy polling did not stop)",
+         want < 5% (busy polling did not stop)",
         share * 100.0
     );
     // Asleep, it still answers.
