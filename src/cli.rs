@@ -308,17 +308,20 @@ impl FromStr for Mac {
 mod tests {
     use super::*;
 
-    /// The event loop's settings `tapir ... --tap t0 ARGS` builds.
-    fn loop_options_from(args: &[&str]) -> anyhow::Result<LoopOptions> {
+    /// The network flags of `tapir ... --tap t0 ARGS`.
+    fn net_args(args: &[&str]) -> Result<NetArgs, clap::Error> {
         #[derive(clap::Parser)]
         struct Cli {
             #[command(flatten)]
             net: NetArgs,
         }
         let argv = ["tapir", "--tap", "t0"].iter().chain(args);
-        Ok(<Cli as clap::Parser>::try_parse_from(argv)?
-            .net
-            .loop_options())
+        Ok(<Cli as clap::Parser>::try_parse_from(argv)?.net)
+    }
+
+    /// The event loop's settings `tapir ... --tap t0 ARGS` builds.
+    fn loop_options_from(args: &[&str]) -> anyhow::Result<LoopOptions> {
+        Ok(net_args(args)?.loop_options())
     }
 
     #[test]
@@ -367,14 +370,7 @@ mod tests {
 
     /// The stack configuration `tapir ... --tap t0 ARGS` builds.
     fn config_from(args: &[&str]) -> anyhow::Result<StackConfig> {
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            net: NetArgs,
-        }
-        let argv = ["tapir", "--tap", "t0"].iter().chain(args);
-        let cli = <Cli as clap::Parser>::try_parse_from(argv)?;
-        cli.net.stack_config(&mut fastrand::Rng::with_seed(1))
+        net_args(args)?.stack_config(&mut fastrand::Rng::with_seed(1))
     }
 
     #[test]

@@ -303,12 +303,7 @@ fn busy_polling_server_sleeps_when_requests_stop() {
 
     // wrk has closed its connection; let the close settle, then measure.
     std::thread::sleep(Duration::from_millis(500));
-    let cpu_before = tapir.cpu_time();
-    let wall = Instant::now();
-    std::thread::sleep(Duration::from_secs(3));
-    let cpu = tapir.cpu_time() - cpu_before;
-    let wall = wall.elapsed();
-    let share = cpu.as_secs_f64() / wall.as_secs_f64();
+    let (cpu, wall, share) = tapir.cpu_over(Duration::from_secs(3));
     eprintln!(
         "idle after wrk: {cpu:?} CPU in {wall:?} ({:.2}% of a core)",
         share * 100.0
