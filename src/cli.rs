@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use clap::{Args, ValueEnum};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr};
+use tapir::runtime::event_loop::{LoopOptions, DEFAULT_BUSY_POLL};
 use tapir::stack::{CookiePolicy, StackConfig, TcpConfig};
 
 /// The stack's addresses when none are given: the kernel side of `scripts/netns.sh` is
@@ -50,6 +51,13 @@ pub struct NetArgs {
     /// offload (every frame at most one MTU, every checksum computed in software).
     #[arg(long)]
     pub no_offload: bool,
+
+    /// Microseconds the event loop keeps polling the TAP after its last work before it
+    /// sleeps (like the kernel's SO_BUSY_POLL): saves a wake-up per request at low
+    /// concurrency; an idle server does not poll. 0 turns it off.
+    #[arg(long, default_value_t = DEFAULT_BUSY_POLL.as_micros() as u64, value_name = "US",
+          value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    pub busy_poll: u64,
 
     /// Testing only: make the kernel's TUNSETOFFLOAD fail for these offloads
     /// (`tso`: TSO4 and TSO6; `csum`: every offload), to exercise the fallback.
@@ -132,6 +140,14 @@ pub enum TcpCc {
 }
 
 impl NetArgs {
+    /// The event loop's settings these flags describe.
+    pub fn loop_options(&self) -> LoopOptions {
+        LoopOptions {
+            busy_poll: std::time::Duration::from_micros(self.busy_poll),
+            ..LoopOptions::default()
+        }
+    }
+
     /// The stack configuration these flags describe.
     pub fn stack_config(&self, rng: &mut fastrand::Rng) -> anyhow::Result<StackConfig> {
         let mac = match self.mac {
@@ -292,6 +308,41 @@ impl FromStr for Mac {
 mod tests {
     use super::*;
 
+    /// The network flags of `tapir ... --tap t0 ARGS`.
+    fn net_args(args: &[&str]) -> Result<NetArgs, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            net: NetArgs,
+        }
+        let argv = ["tapir", "--tap", "t0"].iter().chain(args);
+        Ok(<Cli as clap::Parser>::try_parse_from(argv)?.net)
+    }
+
+    /// The event loop's settings `tapir ... --tap t0 ARGS` builds.
+    fn loop_options_from(args: &[&str]) -> anyhow::Result<LoopOptions> {
+        Ok(net_args(args)?.loop_options())
+    }
+
+    #[test]
+    fn busy_poll_flag_reaches_the_event_loop() {
+        let us = std::time::Duration::from_micros;
+        assert_eq!(loop_options_from(&[]).unwrap().busy_poll, DEFAULT_BUSY_POLL);
+        assert_eq!(
+            loop_options_from(&["--busy-poll", "0"]).unwrap().busy_poll,
+            us(0)
+        );
+        let options = loop_options_from(&["--busy-poll", "200"]).unwrap();
+        assert_eq!(options.busy_poll, us(200));
+        assert!(
+            options.handle_signals,
+            "the other settings keep their defaults"
+        );
+        assert!(loop_options_from(&["--busy-poll", "1000001"]).is_err());
+        assert!(loop_options_from(&["--busy-poll", "-1"]).is_err());
+        assert!(loop_options_from(&["--busy-poll", "fast"]).is_err());
+    }
+
     #[test]
     fn cidrs_parse_and_reject() {
         assert!(Cidr::from_str("10.7.0.2/24").is_ok());
@@ -319,14 +370,7 @@ mod tests {
 
     /// The stack configuration `tapir ... --tap t0 ARGS` builds.
     fn config_from(args: &[&str]) -> anyhow::Result<StackConfig> {
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            net: NetArgs,
-        }
-        let argv = ["tapir", "--tap", "t0"].iter().chain(args);
-        let cli = <Cli as clap::Parser>::try_parse_from(argv)?;
-        cli.net.stack_config(&mut fastrand::Rng::with_seed(1))
+        net_args(args)?.stack_config(&mut fastrand::Rng::with_seed(1))
     }
 
     #[test]

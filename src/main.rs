@@ -27,7 +27,7 @@ use tapir::device::capture::Capture;
 use tapir::device::tap::TapDevice;
 use tapir::device::vnet::Offloads;
 use tapir::device::FdDevice;
-use tapir::runtime::event_loop::{self, Ended, LoopOptions};
+use tapir::runtime::event_loop::{self, Ended};
 use tapir::runtime::{Application, StopHandle, WallClock};
 use tapir::service::builtin::Builtin;
 use tapir::service::files::StaticFiles;
@@ -696,7 +696,7 @@ where
         &mut stack,
         &mut app,
         &stop,
-        &LoopOptions::default(),
+        &net.loop_options(),
     );
     let stats = stack.stats();
     let result = ended;

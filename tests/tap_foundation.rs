@@ -253,13 +253,7 @@ fn hundred_idle_connections_cost_under_one_percent_cpu() {
 
     // Let the handshakes' last ACKs and any delayed work settle, then measure.
     std::thread::sleep(Duration::from_millis(500));
-    let window = Duration::from_secs(5);
-    let cpu_before = tapir.cpu_time();
-    let wall = Instant::now();
-    std::thread::sleep(window);
-    let cpu = tapir.cpu_time() - cpu_before;
-    let wall = wall.elapsed();
-    let share = cpu.as_secs_f64() / wall.as_secs_f64();
+    let (cpu, wall, share) = tapir.cpu_over(Duration::from_secs(5));
     eprintln!(
         "tapir used {cpu:?} CPU in {wall:?} with 100 idle connections ({:.2}%)",
         share * 100.0

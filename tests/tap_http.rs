@@ -1,7 +1,7 @@
 //! `tapir serve` over cleartext HTTP/1.1 on a real TAP device, with the kernel's TCP and
 //! real clients (curl, wrk, a raw python3 socket) as peers: GET and HEAD, a chunked 50 MiB
-//! upload, keep-alive reuse, pipelining, load without errors, static files with ranges,
-//! and no connection left behind afterwards.
+//! upload, keep-alive reuse, pipelining, load without errors, busy polling that stops when
+//! the load does, static files with ranges, and no connection left behind afterwards.
 //!
 //! Each test makes its own network namespace (see `common::netns`) and needs root; without
 //! root each prints `SKIPPED <test>: ...` and returns.
@@ -278,6 +278,44 @@ fn wrk_load_has_no_errors() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no 'N requests in' line:\n{text}"));
     assert!(requests > 0, "wrk made no requests:\n{text}");
+    assert_no_leak(&ns);
+    tapir.stop();
+}
+
+/// Busy polling (`--busy-poll`) keeps the loop polling only right after it served frames:
+/// once the requests stop, the server sleeps in epoll_wait again and uses next to no CPU.
+/// The window is long (10 ms) so that a loop that never stopped polling would burn most
+/// of a core in the measured seconds, while the few stray frames of an idle link (the
+/// kernel's neighbour probes) each open a window of only 10 ms.
+#[test]
+fn busy_polling_server_sleeps_when_requests_stop() {
+    let Some(ns) = tap_test!("h1-busy-poll", WRK, CURL) else {
+        return;
+    };
+    let tapir = ns.spawn_http(&["--busy-poll", "10000"]);
+    let out = ns.run(&["wrk", "-t1", "-c1", "-d1s", &format!("{BASE}/bytes/100")]);
+    let text = output_text(&out);
+    assert!(out.status.success(), "wrk failed:\n{text}");
+    assert!(
+        text.contains(" requests in "),
+        "wrk made no requests:\n{text}"
+    );
+
+    // wrk has closed its connection; let the close settle, then measure.
+    std::thread::sleep(Duration::from_millis(500));
+    let (cpu, wall, share) = tapir.cpu_over(Duration::from_secs(3));
+    eprintln!(
+        "idle after wrk: {cpu:?} CPU in {wall:?} ({:.2}% of a core)",
+        share * 100.0
+    );
+    assert!(
+        share < 0.05,
+        "tapir used {cpu:?} of CPU in {wall:?} after the requests stopped: {:.2}% of a core, \
+         want < 5% (busy polling did not stop)",
+        share * 100.0
+    );
+    // Asleep, it still answers.
+    assert!(ns.curl(&[&format!("{BASE}/")]).contains("HTTP/1.1"));
     assert_no_leak(&ns);
     tapir.stop();
 }

@@ -301,6 +301,17 @@ impl TapirProcess {
             .expect("VmRSS in /proc/PID/status")
     }
 
+    /// Sleeps `window` and returns the CPU time the process used meanwhile, the wall time
+    /// that passed, and their ratio (the share of one core).
+    pub fn cpu_over(&self, window: Duration) -> (Duration, Duration, f64) {
+        let cpu_before = self.cpu_time();
+        let wall = Instant::now();
+        thread::sleep(window);
+        let cpu = self.cpu_time().saturating_sub(cpu_before);
+        let wall = wall.elapsed();
+        (cpu, wall, cpu.as_secs_f64() / wall.as_secs_f64())
+    }
+
     /// CPU time (user + system) the process has used so far, from /proc/PID/stat.
     pub fn cpu_time(&self) -> Duration {
         let stat = fs::read_to_string(format!("/proc/{}/stat", self.pid))
