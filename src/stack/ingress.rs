@@ -668,7 +668,9 @@ mod tests {
     #[test]
     fn option_scan_reads_what_smoltcp_parses() {
         // Real option lists: a SYN's, an established segment's, one with SACK blocks.
-        let syn = [2, 4, 5, 180, 4, 2, 8, 10, 0, 0, 0, 7, 0, 0, 0, 0, 1, 3, 3, 7];
+        let syn = [
+            2, 4, 5, 180, 4, 2, 8, 10, 0, 0, 0, 7, 0, 0, 0, 0, 1, 3, 3, 7,
+        ];
         assert_eq!(
             scan_options(&syn),
             (Some(7), Some(TcpTimestampRepr::new(7, 0)))

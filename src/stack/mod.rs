@@ -620,8 +620,8 @@ impl Stack {
                 frame.clear();
                 frame.extend_from_slice(data);
             });
-            let mut shard = self.sockets.route(&self.frame);
-            if shard == 0 && self.config.tcp.syn_cookies != CookiePolicy::Never {
+            let mut route = self.sockets.route(&self.frame);
+            if route.shard == 0 && self.config.tcp.syn_cookies != CookiePolicy::Never {
                 match self.cookie_step(now, meta.checksum_valid) {
                     CookieStep::Pass => {}
                     CookieStep::Answered => {
@@ -630,10 +630,10 @@ impl Stack {
                         continue;
                     }
                     // The ACK (and any data on it) goes to the new connection.
-                    CookieStep::Accepted => shard = self.sockets.route(&self.frame),
+                    CookieStep::Accepted => route = self.sockets.route(&self.frame),
                 }
             }
-            self.tally.set_live(shard != 0);
+            self.tally.set_live(route.shard != 0);
             let gate = Gate {
                 listeners: &self.listeners,
                 at_cap: self.connection_count() >= self.config.tcp.max_connections,
@@ -648,10 +648,14 @@ impl Stack {
                 tally: &self.tally,
                 gate: &gate,
             };
-            match self
-                .iface
-                .poll_ingress_single(now, &mut dev, self.sockets.set_for_ingress(shard))
-            {
+            let set = self.sockets.set_for_ingress(route.shard);
+            let result = match route.socket {
+                Some(socket) => self
+                    .iface
+                    .poll_ingress_single_for(now, &mut dev, set, socket),
+                None => self.iface.poll_ingress_single(now, &mut dev, set),
+            };
+            match result {
                 PollIngressSingleResult::None => break,
                 PollIngressSingleResult::PacketProcessed => {}
                 PollIngressSingleResult::SocketStateChanged => outcome.activity = true,

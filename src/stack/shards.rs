@@ -110,6 +110,16 @@ impl Shard {
     }
 }
 
+/// Where [`Shards::route`] sends a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// The shard whose sockets must see the frame.
+    pub shard: usize,
+    /// The socket of the TCP connection the frame belongs to, when the frame is one
+    /// whole TCP segment of a known connection.
+    pub socket: Option<SocketHandle>,
+}
+
 /// Every socket of a stack.
 pub struct Shards {
     shards: Vec<Shard>,
@@ -353,16 +363,21 @@ impl Shards {
     }
 
     /// The shard that must see `frame`: the one holding the TCP connection it belongs
-    /// to, or shard 0. A connection that holds no buffers is given them when the segment
-    /// carries data (or may: the first fragment of one).
-    pub fn route(&mut self, frame: &[u8]) -> usize {
-        match classify(frame) {
+    /// to, or shard 0; and, for a TCP segment of a known connection, its socket (so smoltcp
+    /// can hand the segment to it without asking each socket of the shard in turn). A
+    /// connection that holds no buffers is given them when the segment carries data (or
+    /// may: the first fragment of one).
+    pub fn route(&mut self, frame: &[u8]) -> Route {
+        let shard = match classify(frame) {
             Routing::Segment(key, data) => match self.index.get(&key).copied() {
                 Some(slot) => {
                     if data {
                         self.provide(slot);
                     }
-                    slot.shard as usize
+                    return Route {
+                        shard: slot.shard as usize,
+                        socket: Some(slot.handle),
+                    };
                 }
                 None => 0,
             },
@@ -383,6 +398,10 @@ impl Shards {
             }
             Routing::LaterFragment(id) => self.fragments.get(&id).map_or(0, |&s| s as usize),
             Routing::Other => 0,
+        };
+        Route {
+            shard,
+            socket: None,
         }
     }
 
@@ -713,6 +732,7 @@ impl phy::RxToken for FrameToken<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use smoltcp::wire::Ipv4Address;
 
     fn shards(count: usize) -> Shards {
         let sizes = BufferSizes {
@@ -756,5 +776,85 @@ mod tests {
         let shard = &mut s.shards[3];
         touch(&mut s.dirty, shard, 3);
         assert_eq!(s.dirty, [1, 3, 2]);
+    }
+
+    /// An Ethernet frame holding a TCP segment (an ACK) from `src` to `dst`.
+    fn segment(src: (Ipv4Address, u16), dst: (Ipv4Address, u16)) -> Vec<u8> {
+        use smoltcp::phy::ChecksumCapabilities;
+        use smoltcp::wire::{
+            EthernetAddress, EthernetRepr, Ipv4Repr, TcpControl, TcpRepr, TcpSeqNumber,
+        };
+        let tcp = TcpRepr {
+            src_port: src.1,
+            dst_port: dst.1,
+            control: TcpControl::None,
+            seq_number: TcpSeqNumber(1),
+            ack_number: Some(TcpSeqNumber(1)),
+            window_len: 1024,
+            window_scale: None,
+            max_seg_size: None,
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload: &[],
+        };
+        let ip = Ipv4Repr {
+            src_addr: src.0,
+            dst_addr: dst.0,
+            next_header: IpProtocol::Tcp,
+            payload_len: tcp.buffer_len(),
+            hop_limit: 64,
+        };
+        let eth = EthernetRepr {
+            src_addr: EthernetAddress([2, 0, 0, 0, 0, 2]),
+            dst_addr: EthernetAddress([2, 0, 0, 0, 0, 1]),
+            ethertype: EthernetProtocol::Ipv4,
+        };
+        let mut frame = vec![0; eth.buffer_len() + ip.buffer_len() + tcp.buffer_len()];
+        let mut eth_frame = EthernetFrame::new_unchecked(&mut frame[..]);
+        eth.emit(&mut eth_frame);
+        let mut ip_packet = Ipv4Packet::new_unchecked(eth_frame.payload_mut());
+        let caps = ChecksumCapabilities::default();
+        ip.emit(&mut ip_packet, &caps);
+        let mut tcp_packet = TcpPacket::new_unchecked(ip_packet.payload_mut());
+        tcp.emit(&mut tcp_packet, &src.0.into(), &dst.0.into(), &caps);
+        frame
+    }
+
+    #[test]
+    fn a_segment_of_a_known_connection_is_routed_to_its_socket() {
+        use smoltcp::iface::Config;
+        use smoltcp::phy::{Loopback, Medium};
+        use smoltcp::wire::{EthernetAddress, IpCidr};
+        let local = Ipv4Address::new(10, 0, 0, 1);
+        let remote = Ipv4Address::new(10, 0, 0, 2);
+        let mut device = Loopback::new(Medium::Ethernet);
+        let config = Config::new(EthernetAddress([2, 0, 0, 0, 0, 1]).into());
+        let mut iface = Interface::new(config, &mut device, Instant::from_millis(0));
+        iface.update_ip_addrs(|addrs| {
+            addrs.push(IpCidr::new(local.into(), 24)).unwrap();
+        });
+        let mut s = shards(1);
+        let buffer = || tcp::SocketBuffer::new(vec![0; 1024]);
+        let mut socket = tcp::Socket::new(buffer(), buffer());
+        socket
+            .connect(iface.context(), (remote, 80), (local, 40_000))
+            .unwrap();
+        let slot = s.add_connection(socket);
+
+        let route = s.route(&segment((remote, 80), (local, 40_000)));
+        assert_eq!(route.shard, slot.shard as usize);
+        assert_eq!(route.socket, Some(slot.handle));
+        assert_ne!(route.shard, 0, "connections live in data shards");
+        // Another connection's segment (here, another remote port) goes to shard 0, to
+        // no socket in particular.
+        let route = s.route(&segment((remote, 81), (local, 40_000)));
+        assert_eq!(
+            route,
+            Route {
+                shard: 0,
+                socket: None
+            }
+        );
     }
 }
