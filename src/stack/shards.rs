@@ -7,8 +7,9 @@
 //! handshakes, DHCP, DNS); every connection, once established (or opened by us), lives in
 //! one of the data shards of at most [`SHARD_SIZE`] sockets, found through our own index
 //! on its 4-tuple. A received frame is read first, its TCP 4-tuple looked up, and only
-//! that shard is handed to smoltcp with it; egress visits only the shards that received
-//! a frame, were touched by the application, or have a timer due.
+//! that shard is handed to smoltcp with it, naming the connection's socket (smoltcp offers
+//! the segment to it first instead of asking each socket of the shard); egress visits only
+//! the shards that received a frame, were touched by the application, or have a timer due.
 //!
 //! A frame the index does not know (a SYN, a stray segment, ARP, ICMP) goes to shard 0,
 //! where smoltcp answers as it always did (LISTEN sockets, RST). IPv4 fragments of a TCP
@@ -35,9 +36,12 @@ use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
 };
 
-/// Most sockets per data shard: small enough that a frame costs few socket visits, large
-/// enough that the shards themselves stay few.
-pub const SHARD_SIZE: usize = 64;
+/// Most sockets per data shard: small enough that a frame costs few socket visits (egress
+/// and the shard's timer still visit every socket of the shard it touches), large enough
+/// that the shards themselves stay few. 16 against 64: `wrk -c100` 227k against 214k req/s
+/// (`bench.sh --compare`, same run: the commit before the TCP work 234k and 233k); 8 was
+/// no better.
+pub const SHARD_SIZE: usize = 16;
 
 /// Where a socket lives: its shard and its handle in that shard's set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
