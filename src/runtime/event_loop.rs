@@ -152,7 +152,9 @@ where
         let input = events.iter().any(|event| event.token() == DEVICE);
         let turn = run_until_quiet(stack, device, app, now);
         if turn.activity && input {
-            busy.worked(now);
+            // The window counts from the end of the work, not from the start of the turn:
+            // a turn that answered many requests can outlast a short window by itself.
+            busy.worked(clock.now());
         }
         if let Some(e) = device.take_failure() {
             return Err(RunError::Device(e));
@@ -188,7 +190,7 @@ where
         });
         let spin_until = match timeout {
             Some(timeout) if timeout.is_zero() => None,
-            _ => busy.spin_until(now, wake_at),
+            _ => busy.spin_until(clock.now(), wake_at),
         };
         let waited = match spin_until {
             // Nothing ready after the spin: the next turn finds the loop quiet and sleeps.
@@ -230,7 +232,7 @@ impl BusyPoll {
         }
     }
 
-    /// A turn that began at `now` did work on received frames.
+    /// A turn that ended at `now` did work on received frames.
     fn worked(&mut self, now: Instant) {
         self.last_work = Some(now);
     }
