@@ -4531,33 +4531,35 @@ mod test {
         // tapir patch: `accepts` compares the ports before the addresses; each of the four
         // still decides on its own.
         let mut s = socket_established();
-        let ip_with = |src_addr, dst_addr| match SEND_IP_TEMPL {
-            IpReprIpvX(repr) => IpReprIpvX(IpvXRepr {
+        // A segment from the remote end to the local one, as `send` builds it.
+        let ip_with = |src_addr, dst_addr| {
+            IpReprIpvX(IpvXRepr {
                 src_addr,
                 dst_addr,
-                ..repr
-            }),
-            #[allow(unreachable_patterns)]
-            _ => unreachable!(),
+                next_header: IpProtocol::Tcp,
+                payload_len: SEND_TEMPL.buffer_len(),
+                hop_limit: 64,
+            })
         };
-        assert!(s.socket.accepts(&mut s.cx, &SEND_IP_TEMPL, &SEND_TEMPL));
+        let ip = ip_with(REMOTE_ADDR, LOCAL_ADDR);
+        assert!(s.socket.accepts(&mut s.cx, &ip, &SEND_TEMPL));
         for port in [REMOTE_PORT + 1, LOCAL_PORT] {
             let repr = TcpRepr {
                 src_port: port,
                 ..SEND_TEMPL
             };
-            assert!(!s.socket.accepts(&mut s.cx, &SEND_IP_TEMPL, &repr));
+            assert!(!s.socket.accepts(&mut s.cx, &ip, &repr));
         }
         let repr = TcpRepr {
             dst_port: LOCAL_PORT + 1,
             ..SEND_TEMPL
         };
-        assert!(!s.socket.accepts(&mut s.cx, &SEND_IP_TEMPL, &repr));
-        for ip in [
-            ip_with(OTHER_ADDR, REMOTE_ADDR),
-            ip_with(LOCAL_ADDR, OTHER_ADDR),
+        assert!(!s.socket.accepts(&mut s.cx, &ip, &repr));
+        for other in [
+            ip_with(OTHER_ADDR, LOCAL_ADDR),
+            ip_with(REMOTE_ADDR, OTHER_ADDR),
         ] {
-            assert!(!s.socket.accepts(&mut s.cx, &ip, &SEND_TEMPL));
+            assert!(!s.socket.accepts(&mut s.cx, &other, &SEND_TEMPL));
         }
     }
 
