@@ -736,7 +736,6 @@ impl phy::RxToken for FrameToken<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use smoltcp::wire::Ipv4Address;
 
     fn shards(count: usize) -> Shards {
         let sizes = BufferSizes {
@@ -782,79 +781,35 @@ mod tests {
         assert_eq!(s.dirty, [1, 3, 2]);
     }
 
-    /// An Ethernet frame holding a TCP segment (an ACK) from `src` to `dst`.
-    fn segment(src: (Ipv4Address, u16), dst: (Ipv4Address, u16)) -> Vec<u8> {
-        use smoltcp::phy::ChecksumCapabilities;
-        use smoltcp::wire::{
-            EthernetAddress, EthernetRepr, Ipv4Repr, TcpControl, TcpRepr, TcpSeqNumber,
-        };
-        let tcp = TcpRepr {
-            src_port: src.1,
-            dst_port: dst.1,
-            control: TcpControl::None,
-            seq_number: TcpSeqNumber(1),
-            ack_number: Some(TcpSeqNumber(1)),
-            window_len: 1024,
-            window_scale: None,
-            max_seg_size: None,
-            sack_permitted: false,
-            sack_ranges: [None; 3],
-            timestamp: None,
-            payload: &[],
-        };
-        let ip = Ipv4Repr {
-            src_addr: src.0,
-            dst_addr: dst.0,
-            next_header: IpProtocol::Tcp,
-            payload_len: tcp.buffer_len(),
-            hop_limit: 64,
-        };
-        let eth = EthernetRepr {
-            src_addr: EthernetAddress([2, 0, 0, 0, 0, 2]),
-            dst_addr: EthernetAddress([2, 0, 0, 0, 0, 1]),
-            ethertype: EthernetProtocol::Ipv4,
-        };
-        let mut frame = vec![0; eth.buffer_len() + ip.buffer_len() + tcp.buffer_len()];
-        let mut eth_frame = EthernetFrame::new_unchecked(&mut frame[..]);
-        eth.emit(&mut eth_frame);
-        let mut ip_packet = Ipv4Packet::new_unchecked(eth_frame.payload_mut());
-        let caps = ChecksumCapabilities::default();
-        ip.emit(&mut ip_packet, &caps);
-        let mut tcp_packet = TcpPacket::new_unchecked(ip_packet.payload_mut());
-        tcp.emit(&mut tcp_packet, &src.0.into(), &dst.0.into(), &caps);
-        frame
-    }
-
     #[test]
     fn a_segment_of_a_known_connection_is_routed_to_its_socket() {
+        use super::super::tests::{frame_from, segment, PEER_IP, SERVER_IP, SERVER_MAC};
         use smoltcp::iface::Config;
         use smoltcp::phy::{Loopback, Medium};
-        use smoltcp::wire::{EthernetAddress, IpCidr};
-        let local = Ipv4Address::new(10, 0, 0, 1);
-        let remote = Ipv4Address::new(10, 0, 0, 2);
+        use smoltcp::wire::{IpCidr, TcpControl};
         let mut device = Loopback::new(Medium::Ethernet);
-        let config = Config::new(EthernetAddress([2, 0, 0, 0, 0, 1]).into());
+        let config = Config::new(SERVER_MAC.into());
         let mut iface = Interface::new(config, &mut device, Instant::from_millis(0));
         iface.update_ip_addrs(|addrs| {
-            addrs.push(IpCidr::new(local.into(), 24)).unwrap();
+            addrs.push(IpCidr::new(SERVER_IP.into(), 24)).unwrap();
         });
         let mut s = shards(1);
         let buffer = || tcp::SocketBuffer::new(vec![0; 1024]);
         let mut socket = tcp::Socket::new(buffer(), buffer());
         socket
-            .connect(iface.context(), (remote, 80), (local, 40_000))
+            .connect(iface.context(), (PEER_IP, 40_000), (SERVER_IP, 80))
             .unwrap();
         let slot = s.add_connection(socket);
+        let from_peer = |sport| frame_from(PEER_IP, &segment(sport, TcpControl::None, 1, Some(1)));
 
-        let route = s.route(&segment((remote, 80), (local, 40_000)));
+        let route = s.route(&from_peer(40_000));
         assert_eq!(route.shard, slot.shard as usize);
         assert_eq!(route.socket, Some(slot.handle));
         assert_ne!(route.shard, 0, "connections live in data shards");
         // Another connection's segment (here, another remote port) goes to shard 0, to
         // no socket in particular.
-        let route = s.route(&segment((remote, 81), (local, 40_000)));
         assert_eq!(
-            route,
+            s.route(&from_peer(40_001)),
             Route {
                 shard: 0,
                 socket: None
