@@ -42,15 +42,35 @@ impl InterfaceInner {
                 .map(|(ip, tcp)| Packet::new(ip, IpPayload::Tcp(tcp)));
         }
 
-        for tcp_socket in sockets
-            .items_mut()
-            .filter_map(|i| Socket::downcast_mut(&mut i.socket))
-        {
+        // tapir patch: a socket bound to the segment's 4-tuple takes it before any LISTEN
+        // socket does. A listener accepts every SYN to its port, so with several listening
+        // on one port (an accept pool) a retransmitted SYN, whose first copy a listener
+        // already took (now in SYN-RECEIVED), could be taken by another listener earlier in
+        // the set: two half-open sockets for one connection, each answering with its own
+        // ISN, and the client's ACK to one of them reset by the other.
+        let mut listener = None;
+        for item in sockets.items_mut() {
+            let handle = item.meta.handle;
+            let Some(tcp_socket) = Socket::downcast_mut(&mut item.socket) else {
+                continue;
+            };
             if tcp_socket.accepts(self, &ip_repr, &tcp_repr) {
+                if tcp_socket.is_listening() {
+                    listener.get_or_insert(handle);
+                    continue;
+                }
                 return tcp_socket
                     .process(self, &ip_repr, &tcp_repr)
                     .map(|(ip, tcp)| Packet::new(ip, IpPayload::Tcp(tcp)));
             }
+        }
+        if let Some(tcp_socket) = listener
+            .and_then(|handle| sockets.item_mut(handle))
+            .and_then(|item| Socket::downcast_mut(&mut item.socket))
+        {
+            return tcp_socket
+                .process(self, &ip_repr, &tcp_repr)
+                .map(|(ip, tcp)| Packet::new(ip, IpPayload::Tcp(tcp)));
         }
 
         if tcp_repr.control == TcpControl::Rst

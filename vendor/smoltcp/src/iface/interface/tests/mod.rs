@@ -303,10 +303,15 @@ pub fn tcp_listen_drops_unspecified_src() {
 /// A SYN for port 1234 from 192.168.1.2, as an IPv4 packet.
 #[cfg(all(feature = "medium-ip", feature = "socket-tcp", feature = "proto-ipv4"))]
 fn tcp_syn_packet() -> Vec<u8> {
+    tcp_syn_packet_from(65000)
+}
+
+/// A SYN to port 1234 from port `src_port` (tapir patch: the port chosen).
+fn tcp_syn_packet_from(src_port: u16) -> Vec<u8> {
     let src_addr = Ipv4Address::new(192, 168, 1, 2);
     let dst_addr = Ipv4Address::new(192, 168, 1, 1);
     let tcp = TcpRepr {
-        src_port: 65000,
+        src_port,
         dst_port: 1234,
         control: TcpControl::Syn,
         seq_number: TcpSeqNumber(0),
@@ -337,6 +342,43 @@ fn tcp_syn_packet() -> Vec<u8> {
         &checksum,
     );
     bytes
+}
+
+#[test]
+#[cfg(all(feature = "medium-ip", feature = "socket-tcp", feature = "proto-ipv4"))]
+fn retransmitted_syn_goes_to_its_half_open_socket_not_to_another_listener() {
+    use crate::socket::tcp;
+
+    // tapir patch: two sockets listen on one port; the second took a SYN (it came to it
+    // first: a hint here, a refilled pool's order in an application). The SYN's
+    // retransmission (its SYN-ACK was lost) must reach that half-open socket, not the
+    // listener earlier in the set, which would answer with a second ISN.
+    let listening = |sockets: &mut SocketSet<'_>| {
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 64]),
+            tcp::SocketBuffer::new(vec![0; 64]),
+        );
+        socket.listen(1234).unwrap();
+        sockets.add(socket)
+    };
+    let state = |sockets: &SocketSet<'_>, handle| sockets.get::<tcp::Socket>(handle).state();
+    let (mut iface, mut sockets, mut device) = setup(Medium::Ip);
+    let first = listening(&mut sockets);
+    let second = listening(&mut sockets);
+    device.rx_queue.push_back(tcp_syn_packet());
+    iface.poll_ingress_single_for(Instant::ZERO, &mut device, &mut sockets, second);
+    assert_eq!(state(&sockets, second), tcp::State::SynReceived);
+
+    device.rx_queue.push_back(tcp_syn_packet());
+    iface.poll_ingress_single(Instant::from_millis(1000), &mut device, &mut sockets);
+    assert_eq!(state(&sockets, first), tcp::State::Listen);
+    assert_eq!(state(&sockets, second), tcp::State::SynReceived);
+
+    // A SYN of another connection still goes to the free listener.
+    let other = tcp_syn_packet_from(4321);
+    device.rx_queue.push_back(other);
+    iface.poll_ingress_single(Instant::from_millis(1000), &mut device, &mut sockets);
+    assert_eq!(state(&sockets, first), tcp::State::SynReceived);
 }
 
 #[test]
