@@ -75,9 +75,10 @@ pub(crate) struct Shared {
     server_header: Option<HeaderValue>,
     /// The second of the last `Date` and its value.
     date: RefCell<(i64, HeaderValue)>,
-    /// `Date` and `Server` as the HTTP/1.1 engine writes them, made again when the second
-    /// changes (the engines hold it by reference count: no per-request serialising).
-    h1_fields: RefCell<Arc<DefaultFields>>,
+    /// `Date` and `Server` as the HTTP/1.1 engine writes them, and the second of the
+    /// `Date` they hold: made again when `date` moves on, whoever moved it (the engines
+    /// hold them by reference count: no per-request serialising).
+    h1_fields: RefCell<(i64, Arc<DefaultFields>)>,
     /// [`ServerConfig::methods`](super::ServerConfig::methods), with OPTIONS.
     methods: Option<Vec<Method>>,
     /// Those methods as an `Allow` value.
@@ -111,7 +112,7 @@ impl Shared {
             stats: stats.0,
             server_header,
             date: RefCell::new((i64::MIN, HeaderValue::from_static(""))),
-            h1_fields: RefCell::default(),
+            h1_fields: RefCell::new((i64::MIN, Arc::default())),
             methods,
             allow,
         }
@@ -156,30 +157,50 @@ impl Shared {
     /// ([`ServerConn::set_default_fields`](crate::http::h1::ServerConn::set_default_fields)):
     /// the same value all through a second.
     pub(crate) fn h1_fields(&self, now: Instant) -> Ref<'_, Arc<DefaultFields>> {
-        if self.refresh_date(now) {
-            let date = self.date.borrow();
+        self.refresh_date(now);
+        let date = self.date.borrow();
+        if self.h1_fields.borrow().0 != date.0 {
             let server = self.server_header.as_ref().map(|s| (&SERVER, s));
             let fields = std::iter::once((&DATE, &date.1)).chain(server);
-            *self.h1_fields.borrow_mut() = Arc::new(DefaultFields::new(fields));
+            *self.h1_fields.borrow_mut() = (date.0, Arc::new(DefaultFields::new(fields)));
         }
-        self.h1_fields.borrow()
+        Ref::map(self.h1_fields.borrow(), |(_, fields)| fields)
     }
 
-    /// Makes `Date` the one of `now` if the second changed; true when it did.
-    fn refresh_date(&self, now: Instant) -> bool {
+    /// Makes `Date` the one of `now` if the second changed.
+    fn refresh_date(&self, now: Instant) {
         let secs = now.secs();
         let mut date = self.date.borrow_mut();
         if date.0 == secs {
-            return false;
+            return;
         }
         let when = std::time::UNIX_EPOCH
             + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
-        match HeaderValue::from_str(&httpdate::fmt_http_date(when)) {
-            Ok(v) => {
-                *date = (secs, v);
-                true
-            }
-            Err(_) => false,
+        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(when)) {
+            *date = (secs, v);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The HTTP/1.1 fields carry the `Date` of their second, also when an HTTP/2 response
+    /// (`stamp`) moved the date on first.
+    #[test]
+    fn h1_fields_follow_the_date_whoever_moved_it() {
+        let shared = Shared::new(Some("tapir/t"), None, StatsHandle::default());
+        let lines = |now| String::from_utf8(shared.h1_fields(now).lines().to_vec()).unwrap();
+        let first = Instant::from_secs(1_000_000);
+        let mut h2 = HeaderMap::new();
+        shared.stamp(&mut h2, first);
+        let date = h2[DATE].to_str().unwrap().to_owned();
+        assert_eq!(lines(first), format!("date: {date}\r\nserver: tapir/t\r\n"));
+        let next = first + smoltcp::time::Duration::from_secs(1);
+        let mut h2 = HeaderMap::new();
+        shared.stamp(&mut h2, next);
+        let date = h2[DATE].to_str().unwrap().to_owned();
+        assert!(lines(next).starts_with(&format!("date: {date}\r\n")));
     }
 }
