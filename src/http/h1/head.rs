@@ -137,19 +137,35 @@ fn header_map<'a>(
     Ok(map)
 }
 
-/// Whether the sender lets the connection persist after this message (RFC 9112 §9.3).
-fn persistent(map: &HeaderMap, version: Version) -> bool {
-    let (mut close, mut ka) = (false, false);
-    for v in map.get_all(header::CONNECTION) {
-        for t in list_elements(v.as_bytes()) {
-            if t.eq_ignore_ascii_case(b"close") {
-                close = true;
-            } else if t.eq_ignore_ascii_case(b"keep-alive") {
-                ka = true;
-            }
+/// The persistence tokens of a message's `Connection` fields (RFC 9112 §9.3).
+#[derive(Default)]
+struct Persistence {
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Persistence {
+    /// Takes note of one `Connection` field's value.
+    fn note(&mut self, value: &[u8]) {
+        for t in list_elements(value) {
+            self.close |= t.eq_ignore_ascii_case(b"close");
+            self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
         }
     }
-    !close && (version == Version::HTTP_11 || ka)
+
+    /// Whether the sender lets the connection persist after this message.
+    fn persists(&self, version: Version) -> bool {
+        !self.close && (version == Version::HTTP_11 || self.keep_alive)
+    }
+}
+
+/// Whether the sender lets the connection persist after this message (RFC 9112 §9.3).
+fn persistent(map: &HeaderMap, version: Version) -> bool {
+    let mut persistence = Persistence::default();
+    for v in map.get_all(header::CONNECTION) {
+        persistence.note(v.as_bytes());
+    }
+    persistence.persists(version)
 }
 
 /// The field names a head declares in `Trailer` (RFC 9110 §6.6.2), if it has that field.
@@ -245,8 +261,7 @@ pub fn parse_request_head(buf: &[u8], config: &H1Config) -> Result<ParsedHead, R
         }
     };
 
-    // Persistence (RFC 9112 §9.3).
-    let keep_alive = !fields.close && (version == Version::HTTP_11 || fields.keep_alive);
+    let keep_alive = fields.connection.persists(version);
     let expect_continue = version == Version::HTTP_11 && fields.expect_continue;
     let mut request = http::Request::new(());
     *request.method_mut() = method;
@@ -280,9 +295,8 @@ struct RequestFields<'a> {
     transfer_encoding: bool,
     codings: usize,
     other_codings: bool,
-    /// `Connection` lists `close` / `keep-alive`.
-    close: bool,
-    keep_alive: bool,
+    /// What `Connection` says about persistence.
+    connection: Persistence,
     /// `Expect: 100-continue`.
     expect_continue: bool,
     /// `TE` lists `trailers` (RFC 9110 §10.1.4).
@@ -307,10 +321,7 @@ impl<'a> RequestFields<'a> {
                 self.other_codings |= !coding.eq_ignore_ascii_case(b"chunked");
             }
         } else if name == header::CONNECTION {
-            for t in list_elements(value) {
-                self.close |= t.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
-            }
+            self.connection.note(value);
         } else if name == header::EXPECT {
             self.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
         } else if name == header::TE {
