@@ -606,7 +606,7 @@ impl ServerCore {
                         conn.engine = match h1.park(now) {
                             Ok(parked) => Engine::Parked(parked),
                             Err(h1) => {
-                                deadline = earliest(deadline, h1.park_at());
+                                deadline = [deadline, h1.park_at()].into_iter().flatten().min();
                                 Engine::H1(h1)
                             }
                         };
@@ -730,13 +730,5 @@ impl ServerCore {
     /// True once shut down with every connection closed.
     pub(crate) fn is_finished(&self) -> bool {
         !self.accepting && self.open == 0
-    }
-}
-
-/// The earlier of two optional instants.
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
     }
 }
