@@ -3653,7 +3653,14 @@ impl<'a> Socket<'a> {
             // tapir patch: the timer runs only while data waits: it starts when data is
             // queued or acknowledged with the window closed, and `process` stops it when an
             // ACK empties the send buffer (the only place it empties, besides `reset`).
-            debug_assert!(!self.tx_buffer.is_empty(), "zero-window probe without data");
+            // Should another path ever leave it armed with nothing to send, stop it here
+            // too: the bare ACK sent instead of a probe would not rewind it, and every
+            // later dispatch would send another at once (an endless egress loop).
+            if self.tx_buffer.is_empty() {
+                debug_assert!(false, "zero-window probe without data");
+                self.timer.set_for_idle(cx.now(), self.keep_alive);
+                return Ok(());
+            }
             tcp_trace!("sending zero-window probe");
         } else if self.timer.should_close(cx.now()) {
             // If we have spent enough time in the TIME-WAIT state, close the socket.
