@@ -126,8 +126,16 @@ class Peer:
         raise AssertionError("tapir did not answer ARP for %s" % TAPIR)
 
     def tcp_from_tapir(self, pred=lambda p: True):
+        """Every TCP segment tapir sent that `pred` accepts, whoever it was addressed to
+        (the device is shared with the kernel-side clients running alongside)."""
         with self.lock:
             return [p for p in self.frames if TCP in p and pred(p)]
+
+    def tcp_to_me(self, pred=lambda p: True):
+        """The TCP segments tapir sent to this peer's address that `pred` accepts. Matching on
+        ports alone is not enough: curl, running alongside, picks its ports from the same
+        range as these scenarios' random ones."""
+        return self.tcp_from_tapir(lambda p: p[IP].dst == self.ip and pred(p))
 
     def clear(self):
         with self.lock:

@@ -64,7 +64,7 @@ def flags():
         peer.send(IP(src=peer.ip, dst=TAPIR, chksum=0xBEEF) / TCP(sport=sport, dport=80, flags="S"))
         bad += 2
     time.sleep(1.0)
-    replies = peer.tcp_from_tapir(lambda p: p[TCP].sport == 80 and p[TCP].dport in ports)
+    replies = peer.tcp_to_me(lambda p: p[TCP].sport == 80 and p[TCP].dport in ports)
     synacks = [p for p in replies if p[TCP].flags.S]
     assert not synacks, "SYN-ACK to %s" % [ports[p[TCP].dport] for p in synacks]
     others = sorted({"%s->%s" % (ports[p[TCP].dport], p[TCP].flags) for p in replies})
@@ -87,7 +87,7 @@ def retransmit_until_acked(c, data):
     base = c.snd_nxt
     for _ in range(20):
         time.sleep(0.2)
-        seen = c.peer.tcp_from_tapir(lambda p: p[TCP].dport == c.sport)
+        seen = c.peer.tcp_to_me(lambda p: p[TCP].dport == c.sport)
         upto = (seen[-1][TCP].ack - base) % 2**32 if seen else 0
         if len(data) <= upto < 2**31:
             return
@@ -307,7 +307,7 @@ def ipoptions():
     time.sleep(0.5)
     # smoltcp does not parse IPv4 options, so it skips even malformed ones (Linux would
     # drop these); report whether the SYNs behind them were answered.
-    answered = peer.tcp_from_tapir(lambda p: p[TCP].dport in sports and p[TCP].flags.S)
+    answered = peer.tcp_to_me(lambda p: p[TCP].dport in sports and p[TCP].flags.S)
     fact("malformed_option_syns_answered", len({p[TCP].dport for p in answered}))
     legit_ok()
     peer.close()
@@ -389,15 +389,19 @@ def arpspoof(count):
     peer.close()
 
 
-def send_for(sock, frames, seconds):
-    """Sends `frames` round and round on `sock` for `seconds`, as fast as it goes; prints the
-    count and rate."""
+def send_for(sock, frames, seconds, rate=None):
+    """Sends `frames` round and round on `sock` for `seconds`, as fast as it goes or at most
+    `rate` frames per second; prints the count and rate."""
     start = time.time()
     n = 0
     while time.time() - start < seconds:
         for f in frames[n % len(frames) : n % len(frames) + 200]:
             sock.send(f)
         n += 200
+        if rate is not None:
+            ahead = n / rate - (time.time() - start)
+            if ahead > 0:
+                time.sleep(ahead)
     fact("syns_sent", n)
     fact("rate", int(n / (time.time() - start)))
 
@@ -420,13 +424,13 @@ def synflood(seconds, src):
     peer.close()
 
 
-def silentflood(seconds):
-    """SYNs at full speed from random addresses that never answer: on-link ones nobody owns
-    (no ARP reply, so no RST ever comes back) and off-link ones, from random ports, with the
-    options a real client sends. Prints `open flood` once it starts."""
+def silentflood(seconds, rate):
+    """SYNs at up to `rate` per second from random addresses that never answer: on-link ones
+    nobody owns (no ARP reply, so no RST ever comes back) and off-link ones, from random
+    ports, with the options a real client sends. Prints `open flood` once it starts."""
     from scapy.all import conf
 
-    seconds = float(seconds)
+    seconds, rate = float(seconds), float(rate)
     peer = Peer("10.7.0.71")
     s = conf.L2socket(iface="tap0")
     frames = []
@@ -439,7 +443,7 @@ def silentflood(seconds):
         opts = [("MSS", 1460), ("SAckOK", b""), ("Timestamp", (random.randint(1, 2**31), 0)), ("NOP", None), ("WScale", 7)]
         frames.append(bytes(Ether(dst=peer.tapir_mac, src=mac) / IP(src=src, dst=TAPIR) / TCP(sport=random.randint(1024, 65535), dport=80, flags="S", seq=random.randint(0, 2**32 - 1), window=64240, options=opts)))
     print("open flood", flush=True)
-    send_for(s, frames, seconds)
+    send_for(s, frames, seconds, rate)
     peer.close()
 
 
