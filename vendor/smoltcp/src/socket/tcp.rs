@@ -6047,6 +6047,42 @@ mod test {
     }
 
     #[test]
+    fn test_out_of_order_segments_held_up_to_the_assembler_limit() {
+        // tapir patch: the assembler's slots grow with the holes, so a receiver holds
+        // ASSEMBLER_MAX_SEGMENT_COUNT out-of-order segments (32 in the test build), each
+        // past its own hole; the one past that many holes is dropped, as a segment lost
+        // on the way. Filling the holes delivers every held byte, in order.
+        let max = crate::config::ASSEMBLER_MAX_SEGMENT_COUNT;
+        let data: Vec<u8> = (0..(2 * max + 2) as u8).collect();
+        let mut s = socket_established_with_buffer_sizes(64, 1024);
+        s.remote_has_sack = true;
+        let segment = |offset: usize, len: usize| TcpRepr {
+            seq_number: REMOTE_SEQ + 1 + offset,
+            ack_number: Some(LOCAL_SEQ + 1),
+            payload: &data[offset..offset + len],
+            ..SEND_TEMPL
+        };
+        // Odd offsets 1, 3, ..., 2 * max - 1: a hole before each.
+        for i in 0..max {
+            let reply = send(&mut s, Instant::from_millis(0), &segment(2 * i + 1, 1));
+            assert_eq!(reply.unwrap().ack_number, Some(REMOTE_SEQ + 1), "segment {i}");
+        }
+        assert_eq!(s.assembler.iter_data().count(), max);
+        // One hole too many: not held.
+        send(&mut s, Instant::from_millis(0), &segment(2 * max + 1, 1));
+        assert_eq!(s.assembler.iter_data().count(), max);
+        // The even bytes fill every hole: RCV.NXT moves past all that was held.
+        for i in 0..max {
+            send(&mut s, Instant::from_millis(0), &segment(2 * i, 1));
+        }
+        assert!(s.assembler.is_empty());
+        assert_eq!(s.remote_seq_no + s.rx_buffer.len(), REMOTE_SEQ + 1 + 2 * max);
+        let mut got = [0; 128];
+        let n = s.recv_slice(&mut got).unwrap();
+        assert_eq!(&got[..n], &data[..2 * max]);
+    }
+
+    #[test]
     fn test_sack_on_acks_built_by_dispatch() {
         let mut s = socket_established_with_buffer_sizes(64, 64);
         s.remote_has_sack = true;

@@ -92,52 +92,86 @@ impl Contig {
 
 /// A buffer (re)assembler.
 ///
-/// Currently, up to a hardcoded limit of 4 or 32 holes can be tracked in the buffer.
+/// Up to `ASSEMBLER_MAX_SEGMENT_COUNT` holes can be tracked in the buffer (a build-time
+/// setting, see the `assembler-max-segment-count-*` features).
 #[derive(Debug, PartialEq, Eq, Clone)]
 pub struct Assembler {
     contigs: Contigs,
 }
 
-/// tapir patch: the contigs of an assembler, on the heap only while it holds data (with
-/// `alloc`). A TCP socket keeps an assembler for out-of-order data; with 32 contigs (tapir's
-/// `assembler-max-segment-count-32`) the array is 512 bytes, which every idle connection
-/// paid. In-order data never touches it (see `add_then_remove_front`); the array is
-/// allocated when the first out-of-order range is recorded and freed when the assembler
-/// empties again.
+/// tapir patch: the contigs of an assembler, on the heap only while it holds data, and only
+/// as many as its holes need (with `alloc`). A TCP socket keeps an assembler for
+/// out-of-order data. In-order data never touches it (see `add_then_remove_front`); the
+/// first out-of-order range allocates a few slots, each further hole doubles them up to
+/// `ASSEMBLER_MAX_SEGMENT_COUNT`, and they are freed when the assembler empties again. So
+/// the limit can be what a long fat path with loss needs (a hole per lost segment in a
+/// window of hundreds) while an idle connection pays nothing and a lightly reordered one a
+/// few dozen bytes. Without `alloc` the contigs are a fixed array, as upstream.
 #[cfg(feature = "alloc")]
 #[derive(Debug, Clone)]
-struct Contigs(Option<alloc::boxed::Box<[Contig; ASSEMBLER_MAX_SEGMENT_COUNT]>>);
+struct Contigs(alloc::vec::Vec<Contig>);
 
 #[cfg(not(feature = "alloc"))]
 #[derive(Debug, Clone)]
 struct Contigs([Contig; ASSEMBLER_MAX_SEGMENT_COUNT]);
 
-const NO_CONTIGS: [Contig; ASSEMBLER_MAX_SEGMENT_COUNT] =
-    [Contig::empty(); ASSEMBLER_MAX_SEGMENT_COUNT];
+/// What an unallocated assembler reads as: no data.
+#[cfg(feature = "alloc")]
+static NO_CONTIGS: [Contig; 1] = [Contig::empty()];
+
+/// The slots the first out-of-order range allocates.
+#[cfg(feature = "alloc")]
+const FIRST_SLOTS: usize = if ASSEMBLER_MAX_SEGMENT_COUNT < 4 {
+    ASSEMBLER_MAX_SEGMENT_COUNT
+} else {
+    4
+};
 
 impl Contigs {
     const fn new() -> Self {
         #[cfg(feature = "alloc")]
-        return Contigs(None);
+        return Contigs(alloc::vec::Vec::new());
         #[cfg(not(feature = "alloc"))]
-        return Contigs(NO_CONTIGS);
+        return Contigs([Contig::empty(); ASSEMBLER_MAX_SEGMENT_COUNT]);
     }
 
     #[cfg(test)]
     fn allocated(&self) -> bool {
         #[cfg(feature = "alloc")]
-        return self.0.is_some();
+        return self.0.capacity() != 0;
         #[cfg(not(feature = "alloc"))]
         return true;
+    }
+
+    /// Adds empty slots at the end (doubling them, up to `ASSEMBLER_MAX_SEGMENT_COUNT`);
+    /// false when there are that many already.
+    fn grow(&mut self) -> bool {
+        #[cfg(feature = "alloc")]
+        {
+            let len = self.0.len();
+            if len >= ASSEMBLER_MAX_SEGMENT_COUNT {
+                return false;
+            }
+            let slots = (len * 2).clamp(FIRST_SLOTS, ASSEMBLER_MAX_SEGMENT_COUNT);
+            self.0.reserve_exact(slots - len);
+            self.0.resize(slots, Contig::empty());
+            true
+        }
+        #[cfg(not(feature = "alloc"))]
+        false
     }
 }
 
 impl core::ops::Deref for Contigs {
-    type Target = [Contig; ASSEMBLER_MAX_SEGMENT_COUNT];
+    type Target = [Contig];
 
     fn deref(&self) -> &Self::Target {
         #[cfg(feature = "alloc")]
-        return self.0.as_deref().unwrap_or(&NO_CONTIGS);
+        return if self.0.is_empty() {
+            &NO_CONTIGS
+        } else {
+            &self.0
+        };
         #[cfg(not(feature = "alloc"))]
         return &self.0;
     }
@@ -146,17 +180,20 @@ impl core::ops::Deref for Contigs {
 impl core::ops::DerefMut for Contigs {
     fn deref_mut(&mut self) -> &mut Self::Target {
         #[cfg(feature = "alloc")]
-        return self
-            .0
-            .get_or_insert_with(|| alloc::boxed::Box::new(NO_CONTIGS));
-        #[cfg(not(feature = "alloc"))]
-        return &mut self.0;
+        if self.0.is_empty() {
+            self.grow();
+        }
+        &mut self.0
     }
 }
 
+/// Equal when they hold the same ranges, however many empty slots follow.
 impl PartialEq for Contigs {
     fn eq(&self, other: &Self) -> bool {
-        **self == **other
+        let used = |c: &&Contig| c.has_data();
+        self.iter()
+            .take_while(used)
+            .eq(other.iter().take_while(used))
     }
 }
 
@@ -237,12 +274,13 @@ impl Assembler {
         }
 
         // Removing the last one.
-        self.contigs[ASSEMBLER_MAX_SEGMENT_COUNT - 1] = Contig::empty();
+        let last = self.contigs.len() - 1;
+        self.contigs[last] = Contig::empty();
     }
 
     /// Add a contig at the given index, and return a pointer to it.
     fn add_contig_at(&mut self, at: usize) -> Result<&mut Contig, TooManyHolesError> {
-        if self.back().has_data() {
+        if self.back().has_data() && !self.contigs.grow() {
             return Err(TooManyHolesError);
         }
 
@@ -265,7 +303,7 @@ impl Assembler {
 
         // Find index of the contig containing the start of the range.
         loop {
-            if i == self.contigs.len() {
+            if i == self.contigs.len() && !self.contigs.grow() {
                 // The new range is after all the previous ranges, but there/s no space to add it.
                 return Err(TooManyHolesError);
             }
@@ -419,6 +457,9 @@ mod test {
         fn from(vec: Vec<(usize, usize)>) -> Assembler {
             let mut contigs = Contigs::new();
             for (i, &(hole_size, data_size)) in vec.iter().enumerate() {
+                while contigs.len() <= i {
+                    assert!(contigs.grow(), "more contigs than the assembler holds");
+                }
                 contigs[i] = Contig {
                     hole_size,
                     data_size,
@@ -541,6 +582,46 @@ mod test {
         let mut assr = contigs![(4, 8)];
         assert_eq!(assr.add(2, 12), Ok(()));
         assert_eq!(assr, contigs![(2, 12)]);
+    }
+
+    #[test]
+    #[cfg(feature = "alloc")]
+    fn test_contigs_grow_with_the_holes() {
+        // tapir patch: slots are added as holes appear, doubling, up to the maximum; the
+        // ranges compare equal whatever the slots; all slots go when the assembler empties.
+        let max = ASSEMBLER_MAX_SEGMENT_COUNT;
+        let mut assr = Assembler::new();
+        assert_eq!(assr.add(10, 1), Ok(()));
+        assert_eq!(assr.contigs.len(), FIRST_SLOTS);
+        for c in 2..=max {
+            assert_eq!(assr.add(c * 10, 1), Ok(()));
+            let slots = assr.contigs.len();
+            assert!(
+                slots >= c && slots <= (2 * c).clamp(FIRST_SLOTS, max),
+                "{c} holes, {slots} slots"
+            );
+        }
+        assert_eq!(assr.contigs.len(), max);
+        // Full: neither a new hole in front nor one past the end fits.
+        let before = assr.clone();
+        assert_eq!(assr.add(5, 1), Err(TooManyHolesError));
+        assert_eq!(assr.add((max + 1) * 10, 1), Err(TooManyHolesError));
+        assert_eq!(assr, before);
+        // Filling the first hole leaves one range fewer, equal to the same ranges built
+        // in fewer slots.
+        assert_eq!(assr.add_then_remove_front(0, 10), Ok(11));
+        let mut fewer = Assembler::new();
+        for c in 2..=max {
+            assert_eq!(fewer.add(c * 10 - 11, 1), Ok(()));
+        }
+        assert_eq!(assr, fewer);
+        // Filling every hole empties it and frees the slots.
+        assert_eq!(
+            assr.add_then_remove_front(0, max * 10 - 10),
+            Ok(max * 10 - 10)
+        );
+        assert!(assr.is_empty());
+        assert!(!assr.contigs.allocated());
     }
 
     #[test]
