@@ -645,6 +645,9 @@ pub struct Socket<'a> {
     assembler: Assembler,
     rx_buffer: SocketBuffer<'a>,
     rx_fin_received: bool,
+    /// tapir patch: the sequence number of a FIN that arrived behind a hole, taken once the
+    /// data before it is in (see `process`).
+    rx_fin_pending: Option<TcpSeqNumber>,
     tx_buffer: SocketBuffer<'a>,
     /// Interval after which, if no inbound packets are received, the connection is aborted.
     timeout: Option<Duration>,
@@ -801,6 +804,7 @@ impl<'a> Socket<'a> {
             tx_buffer,
             rx_buffer,
             rx_fin_received: false,
+            rx_fin_pending: None,
             timeout: None,
             keep_alive: None,
             hop_limit: None,
@@ -1302,6 +1306,7 @@ impl<'a> Socket<'a> {
         self.tx_buffer.clear();
         self.rx_buffer.clear();
         self.rx_fin_received = false;
+        self.rx_fin_pending = None;
         self.listen_endpoint = IpListenEndpoint::default();
         self.tuple = None;
         self.local_seq_no = TcpSeqNumber::default();
@@ -2831,13 +2836,49 @@ impl<'a> Socket<'a> {
 
         // If a FIN is received at the end of the current segment, but
         // we have a hole in the assembler before the current segment, disregard this FIN.
+        // tapir patch: for now; it is kept, and taken when the segment that fills the hole
+        // arrives (below), as Linux queues a FIN with its out-of-order data. Dropping it
+        // made the peer send it again, a tail loss probe or a retransmission timeout later.
         if control == TcpControl::Fin && window_start < segment_start {
             tcp_trace!(
-                "ignoring FIN because we don't have full data yet. window_start={} segment_start={}",
+                "holding FIN because we don't have full data yet. window_start={} segment_start={}",
                 window_start,
                 segment_start
             );
+            if matches!(
+                self.state,
+                State::Established | State::FinWait1 | State::FinWait2
+            ) {
+                self.rx_fin_pending = Some(segment_end);
+            }
             control = TcpControl::None;
+        } else if let Some(fin) = self.rx_fin_pending {
+            if (!repr.payload.is_empty() && segment_end > fin) || control == TcpControl::Fin {
+                // Data past it, or a FIN in sequence: it was not the end after all, or
+                // this segment brings it. (A bare ACK sent after the FIN has the FIN's
+                // sequence number plus one, and changes nothing.)
+                self.rx_fin_pending = None;
+            } else if control == TcpControl::None
+                && !zero_window_ack
+                && !storage_trimmed
+                && !window_trimmed
+                && payload_offset == 0
+            {
+                // In-order data: with what the assembler holds after it, does it reach the
+                // FIN? Then this segment's processing takes the FIN too.
+                let mut reach = payload.len();
+                for (start, end) in self.assembler.iter_data() {
+                    if start > reach {
+                        break;
+                    }
+                    reach = reach.max(end);
+                }
+                if window_start + reach == fin {
+                    tcp_trace!("taking the FIN held behind the hole just filled");
+                    self.rx_fin_pending = None;
+                    control = TcpControl::Fin;
+                }
+            }
         }
 
         // Validate and update the state.
@@ -7078,6 +7119,9 @@ mod test {
 
     #[test]
     fn test_established_fin_after_missing() {
+        // tapir patch: the FIN behind the hole is held, and taken with the segment that
+        // fills the hole (smoltcp dropped it: the state stayed ESTABLISHED, and the peer
+        // had to send the FIN again).
         let mut s = socket_established();
         send!(
             s,
@@ -7095,6 +7139,16 @@ mod test {
             })
         );
         assert_eq!(s.state, State::Established);
+        // A bare ACK sent after the FIN (its sequence number is the FIN's plus one)
+        // changes nothing.
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 13,
+                ack_number: Some(LOCAL_SEQ + 1),
+                ..SEND_TEMPL
+            }
+        );
         send!(
             s,
             TcpRepr {
@@ -7105,12 +7159,101 @@ mod test {
             },
             Some(TcpRepr {
                 seq_number: LOCAL_SEQ + 1,
-                ack_number: Some(REMOTE_SEQ + 1 + 6 + 6),
+                ack_number: Some(REMOTE_SEQ + 1 + 6 + 6 + 1),
                 window_len: 52,
                 ..RECV_TEMPL
             })
         );
+        assert_eq!(s.state, State::CloseWait);
+        let mut data = [0; 16];
+        assert_eq!(s.recv_slice(&mut data), Ok(12));
+        assert_eq!(&data[..12], b"abcdef123456");
+        assert_eq!(s.recv_slice(&mut data), Err(RecvError::Finished));
+    }
+
+    #[test]
+    fn test_established_fin_behind_a_hole_forgotten_when_data_goes_past_it() {
+        // tapir patch: data past a held FIN means it was not the end of the stream.
+        let mut s = socket_established();
+        send!(
+            s,
+            TcpRepr {
+                control: TcpControl::Fin,
+                seq_number: REMOTE_SEQ + 1 + 6,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"123456"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                ..RECV_TEMPL
+            })
+        );
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1 + 12,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"uvwxyz"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                ..RECV_TEMPL
+            })
+        );
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abcdef"[..],
+                ..SEND_TEMPL
+            },
+            Some(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1 + 18),
+                window_len: 46,
+                ..RECV_TEMPL
+            })
+        );
         assert_eq!(s.state, State::Established);
+    }
+
+    #[test]
+    fn test_fin_wait_2_fin_behind_a_hole() {
+        // tapir patch: in FIN-WAIT-2 too, the FIN held behind a hole is taken when the hole
+        // fills: TIME-WAIT, without the peer sending it again.
+        let mut s = socket_fin_wait_2();
+        send!(s, time 1_000, TcpRepr {
+            control: TcpControl::Fin,
+            seq_number: REMOTE_SEQ + 1 + 3,
+            ack_number: Some(LOCAL_SEQ + 1 + 1),
+            payload: &b"def"[..],
+            ..SEND_TEMPL
+        }, Some(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 1,
+            ack_number: Some(REMOTE_SEQ + 1),
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.state, State::FinWait2);
+        send!(s, time 1_000, TcpRepr {
+            seq_number: REMOTE_SEQ + 1,
+            ack_number: Some(LOCAL_SEQ + 1 + 1),
+            payload: &b"abc"[..],
+            ..SEND_TEMPL
+        }, Some(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 1,
+            ack_number: Some(REMOTE_SEQ + 1 + 6 + 1),
+            window_len: 58,
+            ..RECV_TEMPL
+        }));
+        assert_eq!(s.state, State::TimeWait);
+        let mut data = [0; 8];
+        assert_eq!(s.recv_slice(&mut data), Ok(6));
+        assert_eq!(&data[..6], b"abcdef");
     }
 
     #[test]
