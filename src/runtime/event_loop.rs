@@ -11,17 +11,10 @@
 //! request/response exchange is picked up without the cost of a wake-up. Timers alone
 //! (keep-alive probes, retransmissions) open no window, and a loop that has had no input
 //! for longer sleeps as before: an idle server does not spin.
-//!
-//! Deadlines a few milliseconds away (a paced sender's next segment, a tail loss probe on a
-//! short path) are kept by a timer fd ([`PreciseTimer`]), to the microsecond: `epoll_wait`
-//! counts its timeout in whole milliseconds, rounded up, so a 50 µs pacing gap used to
-//! sleep a millisecond or two, and a sender paced on a 1 ms path ran at half speed.
 
 use std::io;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
-
-use std::os::fd::{AsRawFd, OwnedFd};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -36,11 +29,6 @@ use crate::stack::Stack;
 const DEVICE: Token = Token(0);
 const WAKER: Token = Token(1);
 const SIGNALS: Token = Token(2);
-const TIMER: Token = Token(3);
-
-/// Deadlines closer than this wake the loop through the [`PreciseTimer`]; later ones
-/// through `epoll_wait`'s timeout (whole milliseconds: at most a fifth late from here on).
-const PRECISE_BELOW: Duration = Duration::from_millis(5);
 
 /// Errors that end a live run.
 #[derive(Debug, thiserror::Error)]
@@ -149,13 +137,6 @@ where
     A: Application + ?Sized,
 {
     let clock = WallClock::new();
-    let mut timer = match PreciseTimer::new(poll) {
-        Ok(timer) => Some(timer),
-        Err(e) => {
-            tracing::warn!("no timer fd ({e}): timers are kept to the millisecond");
-            None
-        }
-    };
     let mut events = Events::with_capacity(64);
     let mut shutdown_deadline = None;
     let mut busy = BusyPoll::new(options.busy_poll);
@@ -199,17 +180,14 @@ where
             .flatten()
             .min()
             .or(turn.more.then_some(now));
-        let timeout = match sleep_plan(now, wake_at, turn.more) {
-            Sleep::UntilInput => None,
-            Sleep::For(timeout) => Some(timeout),
-            Sleep::Precisely(at) => {
-                let armed = timer
-                    .as_mut()
-                    .is_some_and(|timer| timer.arm(at, until(clock.now(), at)).is_ok());
-                // No timer fd (or it failed): the millisecond timeout, rounded up.
-                (!armed).then(|| std_duration(at - now))
+        let timeout = wake_at.map(|at| {
+            if turn.more || at <= now {
+                StdDuration::ZERO
+            } else {
+                // Round up so we never wake a hair early and spin.
+                StdDuration::from_micros((at - now).total_micros() + 999)
             }
-        };
+        });
         let spin_until = match timeout {
             Some(timeout) if timeout.is_zero() => None,
             _ => busy.spin_until(clock.now(), wake_at),
@@ -225,11 +203,6 @@ where
             Err(e) => return Err(e.into()),
         }
         for event in events.iter() {
-            if event.token() == TIMER {
-                if let Some(timer) = timer.as_mut() {
-                    timer.fired();
-                }
-            }
             if event.token() == SIGNALS {
                 if let Some(signals) = signals.as_deref_mut() {
                     for signal in signals.pending() {
@@ -239,95 +212,6 @@ where
                 }
             }
         }
-    }
-}
-
-/// How the loop waits for its next turn: the decision alone, free of clocks and syscalls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sleep {
-    /// Until a frame, a wake-up or a signal: no timer is due.
-    UntilInput,
-    /// `epoll_wait` with this timeout (zero: only look).
-    For(StdDuration),
-    /// Until this deadline, a few milliseconds away at most: the [`PreciseTimer`]'s.
-    Precisely(Instant),
-}
-
-/// How to wait at `now` for the earliest deadline `wake_at`; `more`: the turn left work.
-fn sleep_plan(now: Instant, wake_at: Option<Instant>, more: bool) -> Sleep {
-    match wake_at {
-        _ if more => Sleep::For(StdDuration::ZERO),
-        None => Sleep::UntilInput,
-        Some(at) if at <= now => Sleep::For(StdDuration::ZERO),
-        Some(at) if at - now < PRECISE_BELOW => Sleep::Precisely(at),
-        // mio rounds up to the millisecond: never early.
-        Some(at) => Sleep::For(std_duration(at - now)),
-    }
-}
-
-/// The time from `now` to `at`, zero once it has passed.
-fn until(now: Instant, at: Instant) -> Duration {
-    if at > now {
-        at - now
-    } else {
-        Duration::ZERO
-    }
-}
-
-fn std_duration(d: Duration) -> StdDuration {
-    StdDuration::from_micros(d.total_micros())
-}
-
-/// A timer fd registered with the poller, armed for the loop's next deadline when it is
-/// near ([`PRECISE_BELOW`]); it wakes `epoll_wait` to the microsecond.
-struct PreciseTimer {
-    fd: OwnedFd,
-    /// The deadline it is armed for, until it fires.
-    armed: Option<Instant>,
-}
-
-impl PreciseTimer {
-    fn new(poll: &Poll) -> io::Result<Self> {
-        use rustix::time::{timerfd_create, TimerfdClockId, TimerfdFlags};
-        let fd = timerfd_create(
-            TimerfdClockId::Monotonic,
-            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
-        )?;
-        poll.registry()
-            .register(&mut SourceFd(&fd.as_raw_fd()), TIMER, Interest::READABLE)?;
-        Ok(PreciseTimer { fd, armed: None })
-    }
-
-    /// Makes sure the poller wakes by `at`, `delay` from now. An earlier deadline already
-    /// armed stays (the turn it wakes re-arms for what is due then); so does the same one.
-    fn arm(&mut self, at: Instant, delay: Duration) -> io::Result<()> {
-        use rustix::time::{timerfd_settime, Itimerspec, TimerfdTimerFlags, Timespec};
-        if self.armed.is_some_and(|armed| armed <= at) {
-            return Ok(());
-        }
-        // At least a nanosecond: a zero value would disarm the timer.
-        let nanos = (delay.total_micros() * 1_000).max(1);
-        let value = Itimerspec {
-            it_interval: Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            },
-            it_value: Timespec {
-                tv_sec: (nanos / 1_000_000_000) as _,
-                tv_nsec: (nanos % 1_000_000_000) as _,
-            },
-        };
-        timerfd_settime(&self.fd, TimerfdTimerFlags::empty(), &value)?;
-        self.armed = Some(at);
-        Ok(())
-    }
-
-    /// It woke the poller: read its count, so the next expiry wakes it again.
-    fn fired(&mut self) {
-        let mut count = [0; 8];
-        // Nothing to read (already read, or re-armed since) is fine.
-        let _ = rustix::io::read(&self.fd, &mut count);
-        self.armed = None;
     }
 }
 
@@ -392,61 +276,6 @@ mod tests {
 
     fn at(micros: i64) -> Instant {
         Instant::from_micros(micros)
-    }
-
-    #[test]
-    fn near_deadlines_are_kept_by_the_precise_timer() {
-        let now = at(1_000_000);
-        assert_eq!(sleep_plan(now, None, false), Sleep::UntilInput);
-        assert_eq!(sleep_plan(now, None, true), Sleep::For(StdDuration::ZERO));
-        assert_eq!(
-            sleep_plan(now, Some(now), false),
-            Sleep::For(StdDuration::ZERO)
-        );
-        assert_eq!(
-            sleep_plan(now, Some(at(999_000)), false),
-            Sleep::For(StdDuration::ZERO)
-        );
-        // A pacing gap: to the microsecond, not a millisecond or two.
-        assert_eq!(
-            sleep_plan(now, Some(at(1_000_050)), false),
-            Sleep::Precisely(at(1_000_050))
-        );
-        assert_eq!(
-            sleep_plan(now, Some(at(1_004_999)), false),
-            Sleep::Precisely(at(1_004_999))
-        );
-        // Later deadlines: epoll_wait's timeout, exact (mio rounds it up to the millisecond).
-        assert_eq!(
-            sleep_plan(now, Some(at(1_005_000)), false),
-            Sleep::For(StdDuration::from_micros(5_000))
-        );
-        assert_eq!(
-            sleep_plan(now, Some(at(1_200_300)), false),
-            Sleep::For(StdDuration::from_micros(200_300))
-        );
-    }
-
-    #[test]
-    fn the_precise_timer_wakes_the_poller_and_rearms() {
-        let mut poll = Poll::new().unwrap();
-        let mut events = Events::with_capacity(4);
-        let mut timer = PreciseTimer::new(&poll).unwrap();
-        for round in 0..3 {
-            let start = std::time::Instant::now();
-            timer.arm(at(round), Duration::from_micros(300)).unwrap();
-            // A later deadline does not push the armed one back.
-            timer
-                .arm(at(round + 10_000), Duration::from_millis(10))
-                .unwrap();
-            poll.poll(&mut events, Some(StdDuration::from_secs(5)))
-                .unwrap();
-            let tokens: Vec<Token> = events.iter().map(|e| e.token()).collect();
-            assert_eq!(tokens, [TIMER], "round {round}");
-            assert!(start.elapsed() >= StdDuration::from_micros(300));
-            assert!(start.elapsed() < StdDuration::from_secs(5));
-            timer.fired();
-        }
     }
 
     #[test]
