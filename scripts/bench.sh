@@ -26,7 +26,8 @@
 # scripts/linkpath.sh, joined only by `tapir link` (delay RTT/2 each way, loss p each way);
 # for each RTT x loss: down = tapir serve -> curl, up = nginx -> tapir get (MB/s of the
 # body, from its first byte to its last, against curl's measured the same way), baseline =
-# nginx -> curl over the same link (the kernel's default congestion control, and CUBIC);
+# nginx -> curl over the same link (the kernel's default congestion control, and CUBIC
+# once); each figure is the median of 3 transfers (--quick: 1), the sides alternating;
 # tapir runs with default flags. Plus a 100 KiB response
 # on a new connection at 20 and 100 ms, and a long download at 100 ms without loss.
 # Results: target/bench/report.json, target/bench/scaling.svg, logs in target/bench/logs/.
@@ -36,7 +37,8 @@
 # (e.g. TAPIR_FLAGS="--tcp-cc bbr"); TAPIR_MATRIX_CC="cubic bbr" measures the matrix
 # cells once per congestion control (tapir --tcp-cc NAME; "default": none given), in the
 # same run, each against the same kernel figures. TAPIR_MATRIX_RTTS, TAPIR_MATRIX_LOSSES
-# and TAPIR_MATRIX_LONG_MIB choose the cells and the long download's size.
+# and TAPIR_MATRIX_LONG_MIB choose the cells and the long download's size;
+# TAPIR_MATRIX_TRIES the transfers per cell and side (default 3, --quick 1).
 # --bulk: only the 128 MiB downloads at MTU 1500 and 65000, best of 3, for tapir with
 #   offloads (TSO and checksum offload through the virtio-net header), tapir --no-offload
 #   and nginx, alternating (about 1 minute; a table, no report.json).
@@ -133,6 +135,7 @@ if ((QUICK)); then
     M_BYTES=$((16 << 20))
     M_LONG=$((32 << 20))
     M_TIMEOUT=60       # seconds per transfer (a slower one counts what arrived)
+    M_TRIES=1          # transfers per matrix cell and side (the figure is their median)
 else
     DUR=10
     BULK=$((1 << 30))
@@ -144,11 +147,17 @@ else
     M_BYTES=$((16 << 20))
     M_LONG=$((256 << 20))
     M_TIMEOUT=180
+    M_TRIES=3
 fi
 # A subset of the matrix: TAPIR_MATRIX_RTTS="50" TAPIR_MATRIX_LOSSES="0.1 3" (space-separated),
-# TAPIR_MATRIX_LONG_MIB=256 (the long download at 100 ms).
+# TAPIR_MATRIX_LONG_MIB=256 (the long download at 100 ms), TAPIR_MATRIX_TRIES=5 (transfers
+# per cell and side, alternating; the figure is the median).
 if [[ -n ${TAPIR_MATRIX_RTTS:-} ]]; then read -r -a M_RTTS <<<"$TAPIR_MATRIX_RTTS"; fi
 if [[ -n ${TAPIR_MATRIX_LOSSES:-} ]]; then read -r -a M_LOSSES <<<"$TAPIR_MATRIX_LOSSES"; fi
+if [[ -n ${TAPIR_MATRIX_TRIES:-} ]]; then
+    [[ $TAPIR_MATRIX_TRIES =~ ^[1-9][0-9]*$ ]] || die "TAPIR_MATRIX_TRIES: a number of transfers (1 or more)"
+    M_TRIES=$TAPIR_MATRIX_TRIES
+fi
 if [[ -n ${TAPIR_MATRIX_LONG_MIB:-} ]]; then
     [[ $TAPIR_MATRIX_LONG_MIB =~ ^[0-9]+$ ]] || die "TAPIR_MATRIX_LONG_MIB: a number of MiB"
     M_LONG=$((TAPIR_MATRIX_LONG_MIB << 20))
@@ -877,6 +886,25 @@ curl_seconds() { # URL TAG: time of one request on a new connection
     awk 'NF == 1 && $1 ~ /^[0-9.]+$/ { printf "%.1f\n", $1 * 1e3; found = 1 } END { if (!found) print "null" }' "$f"
 }
 
+# The median of the figures given (a transfer that failed, "null", counts as 0 MB/s: it
+# delivered nothing in the time allowed); "null" when none is given.
+median() { # VALUE...
+    (($# > 0)) || { echo null; return; }
+    printf '%s\n' "$@" | sed 's/^null$/0/' | sort -g | awk '{ v[NR] = $1 }
+        END {
+            if (NR % 2) printf "%.3f\n", v[(NR + 1) / 2]
+            else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2
+        }'
+}
+
+# `"tries": {"tapir": [...], "baseline": [...]}` for report.json, from two lists of figures.
+tries_json() { # "TAPIR_TRIES" "BASELINE_TRIES"
+    local t b
+    # shellcheck disable=SC2086 # unquoted: the lists' words, one space apart
+    t=$(echo $1 | sed 's/null/0/g; s/ /, /g') b=$(echo $2 | sed 's/null/0/g; s/ /, /g')
+    printf '"tries": {"tapir": [%s], "baseline": [%s]}' "$t" "$b"
+}
+
 cc_flags() { # CC: tapir's flag for it ("default": none)
     [[ $1 == default ]] || echo "--tcp-cc $1"
 }
@@ -913,24 +941,41 @@ tcp_matrix() {
         for loss in "${M_LOSSES[@]}"; do
             cell="rtt${rtt}-loss${loss}"
             start_link "$rtt" "$loss"
-            local -A down=() up=()
-            for cc in "${M_CCS[@]}"; do
-                ((${#M_CCS[@]} == 1)) || matrix_tapir "$cc"
-                down[$cc]=$(curl_mbps "http://$M_TAPIR/bytes/$M_BYTES" "tapir-$cc-$cell")
-                # shellcheck disable=SC2046 # cc_flags gives zero or two words
-                up[$cc]=$(get_mbps "http://$M_KERNEL/bytes/$M_BYTES" "$cc-$cell" $(cc_flags "$cc"))
+            # M_TRIES rounds, each one transfer per side in turn (tapir down and up per
+            # congestion control, then the kernel's default), so a disturbance of the
+            # machine or the link's random losses fall on every side alike; each figure is
+            # the median of its transfers, all of them in report.json.
+            local -A down=() up=() down_tries=() up_tries=()
+            local kernel_tries="" body_tries="" cubic_tries="" try
+            for ((try = 1; try <= M_TRIES; try++)); do
+                for cc in "${M_CCS[@]}"; do
+                    ((${#M_CCS[@]} == 1)) || matrix_tapir "$cc"
+                    down_tries[$cc]+=" $(curl_mbps "http://$M_TAPIR/bytes/$M_BYTES" "tapir-$cc-$cell-$try")"
+                    # shellcheck disable=SC2046 # cc_flags gives zero or two words
+                    up_tries[$cc]+=" $(get_mbps "http://$M_KERNEL/bytes/$M_BYTES" "$cc-$cell-$try" $(cc_flags "$cc"))"
+                done
+                kernel_tries+=" $(curl_mbps "http://$M_KERNEL/bytes/$M_BYTES" "nginx-$cell-$try")"
+                body_tries+=" $(curl_body_mbps "nginx-$cell-$try")"
+                # The same kernel sending with CUBIC (a loss-based algorithm like tapir's
+                # --tcp-cc cubic), in the first round only: a reference, and at 1-3% loss
+                # one transfer takes minutes. The machine's default may be BBR, and a
+                # namespace may not change its default to an algorithm outside
+                # tcp_allowed_congestion_control, so the server's route to the client names
+                # it (RTAX_CC_ALGO) for that one connection.
+                saved_cc=$(ip netns exec "$LINKPATH-s" sysctl -n net.ipv4.tcp_congestion_control)
+                ((try == 1)) || continue
+                read -ra route <<<"$(ip -n "$LINKPATH-s" route show | grep -m1 'proto kernel')"
+                ip -n "$LINKPATH-s" route replace "${route[@]}" congctl cubic
+                cubic_tries+=" $(curl_mbps "http://$M_KERNEL/bytes/$M_BYTES" "nginx-cubic-$cell-$try")"
+                ip -n "$LINKPATH-s" route replace "${route[@]}"
             done
-            kernel=$(curl_mbps "http://$M_KERNEL/bytes/$M_BYTES" "nginx-$cell")
-            kernel_body=$(curl_body_mbps "nginx-$cell")
-            # The same kernel sending with CUBIC (a loss-based algorithm like tapir's): the
-            # machine's default may be BBR, and a namespace may not change its default to an
-            # algorithm outside tcp_allowed_congestion_control, so the server's route to the
-            # client names it (RTAX_CC_ALGO) for that one connection.
-            saved_cc=$(ip netns exec "$LINKPATH-s" sysctl -n net.ipv4.tcp_congestion_control)
-            read -ra route <<<"$(ip -n "$LINKPATH-s" route show | grep -m1 'proto kernel')"
-            ip -n "$LINKPATH-s" route replace "${route[@]}" congctl cubic
-            kernel_cubic=$(curl_mbps "http://$M_KERNEL/bytes/$M_BYTES" "nginx-cubic-$cell")
-            ip -n "$LINKPATH-s" route replace "${route[@]}"
+            for cc in "${M_CCS[@]}"; do
+                # shellcheck disable=SC2086 # word splitting of the lists is the point
+                down[$cc]=$(median ${down_tries[$cc]})
+                up[$cc]=$(median ${up_tries[$cc]})
+            done
+            # shellcheck disable=SC2086 # word splitting of the lists is the point
+            kernel=$(median $kernel_tries) kernel_body=$(median $body_tries) kernel_cubic=$(median $cubic_tries)
             stop_pid "$LINK_PID"
             for cc in "${M_CCS[@]}"; do
                 local name="" ccjson=""
@@ -938,19 +983,20 @@ tcp_matrix() {
                     name=" tapir $cc," ccjson=", \"tapir_cc\": \"$cc\""
                 fi
                 echo "   RTT $rtt ms, loss $loss%:$name down tapir ${down[$cc]}, up tapir ${up[$cc]} (body), kernel $kernel MB/s ($saved_cc; body $kernel_body), kernel with cubic $kernel_cubic MB/s"
-                extra="{\"series\": \"tcp_matrix\", \"rtt_ms\": $rtt, \"loss_pct\": $loss, \"bytes\": $M_BYTES$ccjson"
+                ((M_TRIES == 1)) || echo "     tries: down${down_tries[$cc]}; up${up_tries[$cc]}; kernel$kernel_tries (body$body_tries); cubic$cubic_tries"
+                extra="{\"series\": \"tcp_matrix\", \"rtt_ms\": $rtt, \"loss_pct\": $loss, \"bytes\": $M_BYTES$ccjson, \"tries\": $M_TRIES"
                 record "TCP matrix RTT $rtt ms loss $loss%,$name down (tapir serve -> curl)" "MB/s" \
                     "kernel (nginx -> curl)" "${down[$cc]}" "$kernel" \
                     "curl -o /dev/null http://$M_TAPIR/bytes/$M_BYTES through tapir link" \
-                    "$extra, \"direction\": \"down\"}"
+                    "$extra, \"direction\": \"down\", $(tries_json "${down_tries[$cc]}" "$kernel_tries")}"
                 record "TCP matrix RTT $rtt ms loss $loss%,$name down, against kernel CUBIC" "MB/s" \
                     "kernel CUBIC (nginx -> curl)" "${down[$cc]}" "$kernel_cubic" \
                     "curl -o /dev/null http://$M_TAPIR/bytes/$M_BYTES through tapir link" \
-                    "$extra, \"direction\": \"down\", \"kernel_cc\": \"cubic\"}"
+                    "$extra, \"direction\": \"down\", \"kernel_cc\": \"cubic\", $(tries_json "${down_tries[$cc]}" "$cubic_tries")}"
                 record "TCP matrix RTT $rtt ms loss $loss%,$name up (nginx -> tapir get)" "MB/s" \
                     "kernel (nginx -> curl), body time" "${up[$cc]}" "$kernel_body" \
                     "tapir get -o FILE http://$M_KERNEL/bytes/$M_BYTES through tapir link" \
-                    "$extra, \"direction\": \"up\"}"
+                    "$extra, \"direction\": \"up\", $(tries_json "${up_tries[$cc]}" "$body_tries")}"
             done
         done
     done
