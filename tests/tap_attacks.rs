@@ -310,7 +310,11 @@ fn syn_flood_from_random_ports_fills_the_backlog_and_tapir_recovers() {
     let https = "https://10.7.0.2/";
     let cacert = ["--cacert", cert.to_str().unwrap()];
     let (out, legit) = with_legit_client(&ns, https, &cacert, || {
-        scapy(&ns, "synflood", &["3", "10.7.0.99"])
+        scapy(
+            &ns,
+            "synflood",
+            &["3", "10.7.0.99", &FLOOD_RATE.to_string()],
+        )
     });
     let sent: u64 = fact(&out, "syns_sent").parse().unwrap();
     legit.assert_all_answered(5, "the SYN flood on port 80");

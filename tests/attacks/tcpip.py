@@ -220,10 +220,19 @@ def fragments():
         assert len(frags) > 2
         if order == "reverse":
             frags = list(reversed(frags))
-        for f in frags:
-            peer.send(f)
         c.advance(len(req[Raw].load))
-        h, body = c.response()
+        # Sent again when no answer comes, as a TCP sender retransmits: on a loaded
+        # machine a frame can be lost on its way through the namespace's sniffing
+        # sockets (the attacks running beside this one load both cores).
+        for attempt in range(3):
+            for f in frags:
+                peer.send(f)
+            try:
+                h, body = c.response(timeout=4)
+                break
+            except AssertionError:
+                if attempt == 2:
+                    raise
         assert h.startswith("HTTP/1.1 200") and body == pattern(100), (h, body)
         fact("fragmented_request_" + order, len(frags))
         c.close()
@@ -406,9 +415,9 @@ def send_for(sock, frames, seconds, rate=None):
     fact("rate", int(n / (time.time() - start)))
 
 
-def synflood(seconds, src):
+def synflood(seconds, src, rate):
     """SYNs from random source ports (and sequence numbers) of an address nobody answers
-    for, for `seconds`."""
+    for, for `seconds`, at up to `rate` per second."""
     from scapy.all import conf
 
     seconds = float(seconds)
@@ -419,7 +428,7 @@ def synflood(seconds, src):
         for _ in range(4000)
     ]
     print("flooding", flush=True)
-    send_for(s, frames, seconds)
+    send_for(s, frames, seconds, float(rate))
     print("flood over", flush=True)
     peer.close()
 
