@@ -37,9 +37,7 @@ impl InterfaceInner {
                 .and_then(|i| Socket::downcast_mut(&mut i.socket))
             && tcp_socket.accepts(self, &ip_repr, &tcp_repr)
         {
-            return tcp_socket
-                .process(self, &ip_repr, &tcp_repr)
-                .map(|(ip, tcp)| Packet::new(ip, IpPayload::Tcp(tcp)));
+            return answer(self, tcp_socket, &ip_repr, &tcp_repr);
         }
 
         // tapir patch: a socket bound to the segment's 4-tuple takes it before any LISTEN
@@ -59,18 +57,14 @@ impl InterfaceInner {
                     listener.get_or_insert(handle);
                     continue;
                 }
-                return tcp_socket
-                    .process(self, &ip_repr, &tcp_repr)
-                    .map(|(ip, tcp)| Packet::new(ip, IpPayload::Tcp(tcp)));
+                return answer(self, tcp_socket, &ip_repr, &tcp_repr);
             }
         }
         if let Some(tcp_socket) = listener
             .and_then(|handle| sockets.item_mut(handle))
             .and_then(|item| Socket::downcast_mut(&mut item.socket))
         {
-            return tcp_socket
-                .process(self, &ip_repr, &tcp_repr)
-                .map(|(ip, tcp)| Packet::new(ip, IpPayload::Tcp(tcp)));
+            return answer(self, tcp_socket, &ip_repr, &tcp_repr);
         }
 
         if tcp_repr.control == TcpControl::Rst
@@ -88,4 +82,17 @@ impl InterfaceInner {
             Some(Packet::new(ip, IpPayload::Tcp(tcp)))
         }
     }
+}
+
+/// tapir patch: `socket` processes the segment; its reply, if any, as a packet (one place
+/// for the hinted socket, the bound one and the listener).
+fn answer<'frame>(
+    inner: &mut InterfaceInner,
+    socket: &mut Socket,
+    ip_repr: &IpRepr,
+    tcp_repr: &TcpRepr,
+) -> Option<Packet<'frame>> {
+    socket
+        .process(inner, ip_repr, tcp_repr)
+        .map(|(ip, tcp)| Packet::new(ip, IpPayload::Tcp(tcp)))
 }
