@@ -608,7 +608,11 @@ impl Interface {
     /// waiting for an ARP or NDP reply leaves as soon as the reply is processed, whichever
     /// set it was processed with.
     pub fn neighbor_learned(&mut self) -> bool {
-        self.inner.neighbor_cache.take_learned()
+        // Without a medium that resolves neighbors there is no cache: nothing is learned.
+        #[cfg(any(feature = "medium-ethernet", feature = "medium-ieee802154"))]
+        return self.inner.neighbor_cache.take_learned();
+        #[cfg(not(any(feature = "medium-ethernet", feature = "medium-ieee802154")))]
+        false
     }
 
     /// Maintain stateful processing on the device.
