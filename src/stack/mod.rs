@@ -1033,8 +1033,8 @@ impl Stack {
     /// a connection its buffers grow as Linux sizes its buffers: the receive buffer to what
     /// the measured reads per round trip ask for
     /// ([`tcp::Socket::receive_space_wanted`], about twice the bandwidth-delay product),
-    /// the send buffer to twice the congestion window when the application left it
-    /// (almost) full — the first step of either to 64 KiB — up to
+    /// the send buffer to twice the congestion window when the application filled it
+    /// since it last came — the first step of either to 64 KiB — up to
     /// [`TcpConfig::rx_buffer`] and [`TcpConfig::tx_buffer`] and within
     /// [`TcpConfig::memory`]. The contents are kept. Buffers go back once the queues are
     /// empty; grown ones after a second without traffic (see [`Stack::poll`]).
@@ -1058,7 +1058,7 @@ impl Stack {
     /// allows.
     fn grow(&mut self, slot: SocketHandle) {
         let config = &self.config.tcp;
-        let socket = self.sockets.get::<tcp::Socket>(slot);
+        let socket = self.sockets.get_mut::<tcp::Socket>(slot);
         let (rx_cap, tx_cap) = (socket.recv_capacity(), socket.send_capacity());
         if rx_cap == 0 || tx_cap == 0 {
             // Holds no buffers (in the handshake shard, or provided on demand).
@@ -1069,7 +1069,11 @@ impl Stack {
             rx = rx.max(FIRST_GROWTH);
         }
         let mut tx = 0;
-        if 4 * (tx_cap - socket.send_queue()) < tx_cap {
+        // Whether the application filled the buffer since it last came, not how full it is
+        // now: one woken by its send waker comes after an ACK emptied it, and after a
+        // repaired loss one cumulative ACK empties a whole window, so the buffer would
+        // look empty at every visit and never grow.
+        if socket.take_send_buffer_filled() {
             tx = FIRST_GROWTH.max(2 * socket.congestion_window().min(MAX_TCP_BUFFER));
             tx = tx.next_power_of_two();
         }

@@ -2,13 +2,18 @@
 //! virtual clock: for tests (and benches) of TCP under delay and loss.
 //!
 //! The client connects, writes `bytes` of a seeded pattern and closes; the server reads
-//! everything until the FIN. The report says whether every byte arrived exactly once (same
+//! everything until the FIN. The client comes back to its socket only when its send waker
+//! fires, as a server's connection does, so the stack sees the writes a real application
+//! makes (after an ACK made room), not one every turn. The report says whether every byte arrived exactly once (same
 //! length and sha256), how long it took in virtual time, and what the link did.
 
 use sha2::{Digest, Sha256};
 use smoltcp::socket::tcp::State;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Wake, Waker};
 use tapir::device::memlink::{self, LinkConfig, LinkStats};
 use tapir::runtime::sim::{Node, Sim, SimNode};
 use tapir::runtime::Application;
@@ -68,6 +73,8 @@ pub struct TransferReport {
     pub ack_link: LinkStats,
     /// Frames sent by the client and by the server.
     pub frames: (u64, u64),
+    /// The largest the client's send buffer grew.
+    pub max_send_buffer: usize,
     /// Set when the run did not finish (time limit, stall) or a socket failed.
     pub error: Option<String>,
 }
@@ -94,9 +101,21 @@ fn stack_config(
     config
 }
 
-/// Writes the pattern, then closes.
+/// A waker that raises a flag.
+struct Flag(AtomicBool);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Writes the pattern, then closes; comes back when the send waker fires.
 struct Sender {
     conn: Option<TcpHandle>,
+    woken: Arc<Flag>,
+    waker: Waker,
+    max_send_buffer: usize,
     rng: fastrand::Rng,
     left: usize,
     hash: Sha256,
@@ -110,7 +129,11 @@ impl Application for Sender {
         let Some(conn) = self.conn.as_ref() else {
             return false;
         };
+        if !self.woken.0.swap(false, Ordering::Relaxed) {
+            return false;
+        }
         let socket = stack.socket(conn);
+        self.max_send_buffer = self.max_send_buffer.max(socket.send_capacity());
         let mut progressed = false;
         if socket.state() == State::Closed && self.failure.is_none() && !self.closed {
             self.failure = Some(format!(
@@ -135,6 +158,7 @@ impl Application for Sender {
             self.closed = true;
             progressed = true;
         }
+        socket.register_send_waker(&self.waker);
         progressed
     }
 
@@ -215,8 +239,13 @@ pub fn transfer(t: &Transfer) -> TransferReport {
     let conn = c_stack
         .connect(IpEndpoint::new(IpAddress::Ipv4(SERVER_IP), PORT))
         .expect("connect");
+    // Raised: the first turn writes.
+    let woken = Arc::new(Flag(AtomicBool::new(true)));
     let sender = Sender {
         conn: Some(conn),
+        waker: Waker::from(woken.clone()),
+        woken,
+        max_send_buffer: 0,
         rng: fastrand::Rng::with_seed(t.seed),
         left: t.bytes,
         hash: Sha256::new(),
@@ -255,6 +284,7 @@ pub fn transfer(t: &Transfer) -> TransferReport {
             client.device.stats().tx_frames,
             server.device.stats().tx_frames,
         ),
+        max_send_buffer: client.app.max_send_buffer,
         error,
     }
 }

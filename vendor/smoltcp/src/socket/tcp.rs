@@ -649,6 +649,9 @@ pub struct Socket<'a> {
     /// data before it is in (see `process`).
     rx_fin_pending: Option<TcpSeqNumber>,
     tx_buffer: SocketBuffer<'a>,
+    /// tapir patch: the application left the send buffer full since the owner last asked
+    /// (see `take_send_buffer_filled`).
+    tx_buffer_filled: bool,
     /// Interval after which, if no inbound packets are received, the connection is aborted.
     timeout: Option<Duration>,
     /// Interval at which keep-alive packets will be sent.
@@ -805,6 +808,7 @@ impl<'a> Socket<'a> {
             rx_buffer,
             rx_fin_received: false,
             rx_fin_pending: None,
+            tx_buffer_filled: false,
             timeout: None,
             keep_alive: None,
             hop_limit: None,
@@ -1307,6 +1311,7 @@ impl<'a> Socket<'a> {
         self.rx_buffer.clear();
         self.rx_fin_received = false;
         self.rx_fin_pending = None;
+        self.tx_buffer_filled = false;
         self.listen_endpoint = IpListenEndpoint::default();
         self.tuple = None;
         self.local_seq_no = TcpSeqNumber::default();
@@ -1893,6 +1898,18 @@ impl<'a> Socket<'a> {
         self.tx_buffer.capacity()
     }
 
+    /// tapir patch: whether a write (`send`, `send_slice`) left the transmit buffer full,
+    /// or found it full, since the last call; the flag is cleared.
+    ///
+    /// This is what an owner that sizes the buffer needs to know, as Linux's `SOCK_NOSPACE`
+    /// (checked by `tcp_new_space` before `tcp_sndbuf_expand`): how full the buffer is when
+    /// the owner looks says nothing, since an application woken by its send waker looks
+    /// after an ACK has emptied it, and one cumulative ACK after a repaired loss empties a
+    /// whole window at once.
+    pub fn take_send_buffer_filled(&mut self) -> bool {
+        mem::take(&mut self.tx_buffer_filled)
+    }
+
     /// Check whether the receive buffer is not empty.
     #[inline]
     pub fn can_recv(&self) -> bool {
@@ -1908,7 +1925,13 @@ impl<'a> Socket<'a> {
         }
 
         let old_length = self.tx_buffer.len();
+        let room = self.tx_buffer.window();
         let (size, result) = f(&mut self.tx_buffer);
+        // tapir patch: a write that leaves no room (or finds none) means the buffer, not
+        // the congestion window or the peer, held the application back.
+        if size == room && old_length + room > 0 {
+            self.tx_buffer_filled = true;
+        }
         if size > 0 {
             // The connection might have been idle for a long time, and so remote_last_ts
             // would be far in the past. Unless we clear it here, we'll abort the connection
@@ -8635,6 +8658,51 @@ mod test {
                 ..RECV_TEMPL
             })
         );
+    }
+
+    #[test]
+    fn test_send_buffer_filled_remembers_a_full_buffer_after_it_drains() {
+        // tapir patch: the owner learns that a write filled the buffer even when it looks
+        // only after an ACK has emptied it again.
+        let mut s = socket_established_with_buffer_sizes(6, 64);
+        s.set_ack_delay(None);
+        assert!(!s.take_send_buffer_filled());
+        // Room left: not filled.
+        s.send_slice(b"abc").unwrap();
+        assert!(!s.take_send_buffer_filled());
+        // This write fills the buffer.
+        assert_eq!(s.send_slice(b"defgh"), Ok(3));
+        recv!(
+            s,
+            Ok(TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &b"abcdef"[..],
+                ..RECV_TEMPL
+            })
+        );
+        // One ACK empties it before the owner looks.
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1 + 6),
+                ..SEND_TEMPL
+            }
+        );
+        assert_eq!(s.send_queue(), 0);
+        assert!(s.take_send_buffer_filled());
+        // Taken: cleared.
+        assert!(!s.take_send_buffer_filled());
+        // A write that finds the buffer full counts too.
+        assert_eq!(s.send_slice(b"012345"), Ok(6));
+        assert!(s.take_send_buffer_filled());
+        assert_eq!(s.send_slice(b"6"), Ok(0));
+        assert!(s.take_send_buffer_filled());
+        // A new connection starts without the mark.
+        assert_eq!(s.send_slice(b"7"), Ok(0));
+        s.reset();
+        assert!(!s.take_send_buffer_filled());
     }
 
     #[test]
