@@ -1073,7 +1073,7 @@ impl Stack {
         // now: one woken by its send waker comes after an ACK emptied it, and after a
         // repaired loss one cumulative ACK empties a whole window, so the buffer would
         // look empty at every visit and never grow.
-        if socket.take_send_buffer_filled() {
+        if socket.take_send_buffer_limited() {
             tx = FIRST_GROWTH.max(2 * socket.congestion_window().min(MAX_TCP_BUFFER));
             tx = tx.next_power_of_two();
         }

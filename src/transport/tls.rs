@@ -913,6 +913,11 @@ impl<C: Side> Transport for TlsStream<C> {
         let socket = stack.socket(self.tcp.handle());
         let room = socket.send_capacity() - socket.send_queue();
         let fit = plaintext_fit(room).min(data.len());
+        if fit < data.len() {
+            // Records are sized to the room, so the socket never sees the bytes that did not
+            // fit: tell it, or the send buffer would not grow.
+            socket.set_send_buffer_limited();
+        }
         if fit == 0 {
             return Ok(0);
         }

@@ -649,9 +649,9 @@ pub struct Socket<'a> {
     /// data before it is in (see `process`).
     rx_fin_pending: Option<TcpSeqNumber>,
     tx_buffer: SocketBuffer<'a>,
-    /// tapir patch: the application left the send buffer full since the owner last asked
-    /// (see `take_send_buffer_filled`).
-    tx_buffer_filled: bool,
+    /// tapir patch: the send buffer's room held a write back since the owner last asked
+    /// (see `take_send_buffer_limited`).
+    tx_buffer_limited: bool,
     /// Interval after which, if no inbound packets are received, the connection is aborted.
     timeout: Option<Duration>,
     /// Interval at which keep-alive packets will be sent.
@@ -808,7 +808,7 @@ impl<'a> Socket<'a> {
             rx_buffer,
             rx_fin_received: false,
             rx_fin_pending: None,
-            tx_buffer_filled: false,
+            tx_buffer_limited: false,
             timeout: None,
             keep_alive: None,
             hop_limit: None,
@@ -1311,7 +1311,7 @@ impl<'a> Socket<'a> {
         self.rx_buffer.clear();
         self.rx_fin_received = false;
         self.rx_fin_pending = None;
-        self.tx_buffer_filled = false;
+        self.tx_buffer_limited = false;
         self.listen_endpoint = IpListenEndpoint::default();
         self.tuple = None;
         self.local_seq_no = TcpSeqNumber::default();
@@ -1898,16 +1898,25 @@ impl<'a> Socket<'a> {
         self.tx_buffer.capacity()
     }
 
-    /// tapir patch: whether a write (`send`, `send_slice`) left the transmit buffer full,
-    /// or found it full, since the last call; the flag is cleared.
+    /// tapir patch: whether the transmit buffer's room held a write back since the last
+    /// call: a write (`send`, `send_slice`) took all the room there was or found none, or the
+    /// application said so (`set_send_buffer_limited`). The mark is cleared.
     ///
     /// This is what an owner that sizes the buffer needs to know, as Linux's `SOCK_NOSPACE`
     /// (checked by `tcp_new_space` before `tcp_sndbuf_expand`): how full the buffer is when
     /// the owner looks says nothing, since an application woken by its send waker looks
     /// after an ACK has emptied it, and one cumulative ACK after a repaired loss empties a
     /// whole window at once.
-    pub fn take_send_buffer_filled(&mut self) -> bool {
-        mem::take(&mut self.tx_buffer_filled)
+    pub fn take_send_buffer_limited(&mut self) -> bool {
+        mem::take(&mut self.tx_buffer_limited)
+    }
+
+    /// tapir patch: marks the transmit buffer as having held a write back (see
+    /// `take_send_buffer_limited`), for a writer that sizes its writes to the room itself and
+    /// so never offers more than fits: a record layer that keeps a record whole (TLS) stops
+    /// short of the room's last bytes.
+    pub fn set_send_buffer_limited(&mut self) {
+        self.tx_buffer_limited = true;
     }
 
     /// Check whether the receive buffer is not empty.
@@ -1930,7 +1939,7 @@ impl<'a> Socket<'a> {
         // tapir patch: a write that leaves no room (or finds none) means the buffer, not
         // the congestion window or the peer, held the application back.
         if size == room && old_length + room > 0 {
-            self.tx_buffer_filled = true;
+            self.tx_buffer_limited = true;
         }
         if size > 0 {
             // The connection might have been idle for a long time, and so remote_last_ts
@@ -8661,15 +8670,15 @@ mod test {
     }
 
     #[test]
-    fn test_send_buffer_filled_remembers_a_full_buffer_after_it_drains() {
+    fn test_send_buffer_limited_remembers_a_full_buffer_after_it_drains() {
         // tapir patch: the owner learns that a write filled the buffer even when it looks
         // only after an ACK has emptied it again.
         let mut s = socket_established_with_buffer_sizes(6, 64);
         s.set_ack_delay(None);
-        assert!(!s.take_send_buffer_filled());
+        assert!(!s.take_send_buffer_limited());
         // Room left: not filled.
         s.send_slice(b"abc").unwrap();
-        assert!(!s.take_send_buffer_filled());
+        assert!(!s.take_send_buffer_limited());
         // This write fills the buffer.
         assert_eq!(s.send_slice(b"defgh"), Ok(3));
         recv!(
@@ -8691,18 +8700,22 @@ mod test {
             }
         );
         assert_eq!(s.send_queue(), 0);
-        assert!(s.take_send_buffer_filled());
+        assert!(s.take_send_buffer_limited());
         // Taken: cleared.
-        assert!(!s.take_send_buffer_filled());
+        assert!(!s.take_send_buffer_limited());
         // A write that finds the buffer full counts too.
         assert_eq!(s.send_slice(b"012345"), Ok(6));
-        assert!(s.take_send_buffer_filled());
+        assert!(s.take_send_buffer_limited());
         assert_eq!(s.send_slice(b"6"), Ok(0));
-        assert!(s.take_send_buffer_filled());
+        assert!(s.take_send_buffer_limited());
+        // A writer that sizes its writes to the room says so itself.
+        s.set_send_buffer_limited();
+        assert!(s.take_send_buffer_limited());
+        assert!(!s.take_send_buffer_limited());
         // A new connection starts without the mark.
         assert_eq!(s.send_slice(b"7"), Ok(0));
         s.reset();
-        assert!(!s.take_send_buffer_filled());
+        assert!(!s.take_send_buffer_limited());
     }
 
     #[test]
