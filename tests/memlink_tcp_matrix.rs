@@ -25,13 +25,7 @@ fn matrix(loss: f64, rate: u64, tune: fn(&mut StackConfig)) {
             t.rate = rate;
             t.tune = tune;
             let report = transfer(&t);
-            eprintln!(
-                "rtt {rtt_ms} ms, loss {loss}, rate {rate}, seed {seed}: {} in {} virtual ({:.0} KB/s), data link {:?}",
-                report.received,
-                report.duration,
-                report.throughput() / 1e3,
-                report.data_link
-            );
+            eprintln!("rtt {rtt_ms} ms, loss {loss}, rate {rate}, seed {seed}: {report}");
             if !report.intact || report.error.is_some() {
                 failures.push(format!("rtt {rtt_ms} ms seed {seed}: {report:?}"));
             }
@@ -90,13 +84,7 @@ fn a_sender_woken_by_its_waker_grows_its_send_buffer_through_losses() {
     for seed in 1..=8 {
         let t = Transfer::new(Duration::from_millis(50), 0.03, seed, 4 * 1024 * 1024);
         let report = transfer(&t);
-        eprintln!(
-            "seed {seed}: {} in {} virtual ({:.0} KB/s), send buffer up to {} KiB",
-            report.received,
-            report.duration,
-            report.throughput() / 1e3,
-            report.max_send_buffer / 1024
-        );
+        eprintln!("seed {seed}: {report}");
         if !report.intact
             || report.error.is_some()
             || report.max_send_buffer < 1024 * 1024

@@ -1090,7 +1090,11 @@ impl Stack {
         );
         // New buffers hold at least what the old ones do: never refused.
         if socket.replace_buffers(buffers.0, buffers.1).is_ok() {
+            let cwnd = socket.congestion_window();
             self.sockets.resized(rx_cap + tx_cap, rx + tx);
+            tracing::trace!(
+                "{slot}: buffers grown: receive {rx_cap} -> {rx}, send {tx_cap} -> {tx}, cwnd {cwnd}"
+            );
         }
     }
 

@@ -86,6 +86,21 @@ impl TransferReport {
     }
 }
 
+/// One line for a test's log: bytes, virtual time, goodput, send buffer, the data link.
+impl std::fmt::Display for TransferReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} in {} virtual ({:.0} KB/s), send buffer up to {} KiB, data link {:?}",
+            self.received,
+            self.duration,
+            self.throughput() / 1e3,
+            self.max_send_buffer / 1024,
+            self.data_link
+        )
+    }
+}
+
 fn stack_config(
     ip: Ipv4Address,
     mac_last: u8,
