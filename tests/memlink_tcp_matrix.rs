@@ -95,3 +95,18 @@ fn a_sender_woken_by_its_waker_grows_its_send_buffer_through_losses() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+#[test]
+fn bbr_held_by_the_peer_window_does_not_take_it_for_the_path() {
+    // The receiving side accepted the connection, so its buffer (and window) starts at
+    // 4 KiB and grows round by round. In this seed, losses in the first rounds and that
+    // window kept the delivery rate flat for three rounds, and BBR, reading those samples
+    // as the path's, left STARTUP at 36 KB/s: 4 MiB took 9.2 s (the other seeds
+    // 1.6-3.3 s). Samples taken while the peer's window holds data back are now
+    // app-limited, as when the application has nothing to send.
+    let t = Transfer::new(Duration::from_millis(100), 0.03, 32, 4 * 1024 * 1024);
+    let report = transfer(&t);
+    eprintln!("{report}");
+    assert!(report.intact, "{report:?}");
+    assert!(report.duration < Duration::from_secs(5), "{report}");
+}

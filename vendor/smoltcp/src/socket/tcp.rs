@@ -2283,12 +2283,24 @@ impl<'a> Socket<'a> {
     /// tapir patch: when the application has queued less than a segment beyond what is
     /// in flight and the window has room, rate samples are app-limited until the data in
     /// flight is delivered (so an idle connection does not lower its bandwidth estimate).
+    ///
+    /// The peer's receive window counts as the application here: data it does not let us
+    /// send says nothing about the path either (QUIC stacks mark time blocked by flow
+    /// control application-limited). Without it a sender held by a small window (a peer
+    /// whose buffer starts small and grows) measures the same rate round after round and
+    /// BBR takes that for a full pipe, leaving STARTUP at that rate.
     fn check_app_limited(&mut self) {
         let unsent = self.tx_buffer.len().saturating_sub(self.flight_size());
+        let window_end = self.local_seq_no + self.remote_win_len;
+        let window_room = if window_end > self.remote_last_seq {
+            window_end - self.remote_last_seq
+        } else {
+            0
+        };
         // The mark is checked before the congestion window (a call into the controller):
         // an idle socket, dispatched again and again, is marked already.
         if self.in_data_state()
-            && unsent < self.remote_mss
+            && (unsent < self.remote_mss || window_room < self.remote_mss)
             && !self.scoreboard.app_limited_marked()
             && self.scoreboard.lost_bytes() == 0
             && self.cwnd_remaining() > 0
@@ -8667,6 +8679,28 @@ mod test {
                 ..RECV_TEMPL
             })
         );
+    }
+
+    #[test]
+    fn test_peer_window_limited_sender_is_app_limited() {
+        // tapir patch: rate samples taken while the peer's window holds data back are
+        // app-limited, as when the application has nothing to send.
+        let mut s = socket_established_with_buffer_sizes(8192, 64);
+        let mss = s.remote_mss;
+        s.remote_win_len = 2 * mss;
+        s.send_slice(&[b'x'; 8192]).unwrap();
+        assert!(!s.scoreboard.app_limited_marked());
+        for i in 0..2 {
+            recv(&mut s, Instant::from_millis(0), |r| {
+                let r = r.unwrap();
+                assert_eq!(r.seq_number, LOCAL_SEQ + 1 + i * mss);
+                assert_eq!(r.payload.len(), mss);
+            });
+        }
+        // The window is full with more than a segment unsent.
+        recv_nothing(&mut s, Instant::from_millis(0));
+        assert!(s.send_queue() - 2 * mss > mss);
+        assert!(s.scoreboard.app_limited_marked());
     }
 
     #[test]
