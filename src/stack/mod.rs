@@ -1033,8 +1033,8 @@ impl Stack {
     /// a connection its buffers grow as Linux sizes its buffers: the receive buffer to what
     /// the measured reads per round trip ask for
     /// ([`tcp::Socket::receive_space_wanted`], about twice the bandwidth-delay product),
-    /// the send buffer to twice the congestion window when the application filled it
-    /// since it last came — the first step of either to 64 KiB — up to
+    /// the send buffer to twice the congestion window when its room held a write back since
+    /// the application last came — the first step of either to 64 KiB — up to
     /// [`TcpConfig::rx_buffer`] and [`TcpConfig::tx_buffer`] and within
     /// [`TcpConfig::memory`]. The contents are kept. Buffers go back once the queues are
     /// empty; grown ones after a second without traffic (see [`Stack::poll`]).
@@ -1069,10 +1069,10 @@ impl Stack {
             rx = rx.max(FIRST_GROWTH);
         }
         let mut tx = 0;
-        // Whether the application filled the buffer since it last came, not how full it is
-        // now: one woken by its send waker comes after an ACK emptied it, and after a
-        // repaired loss one cumulative ACK empties a whole window, so the buffer would
-        // look empty at every visit and never grow.
+        // Whether the buffer's room held a write back since the application last came, not
+        // how full it is now: one woken by its send waker comes after an ACK emptied it,
+        // and after a repaired loss one cumulative ACK empties a whole window, so the
+        // buffer would look empty at every visit and never grow.
         if socket.take_send_buffer_limited() {
             tx = FIRST_GROWTH.max(2 * socket.congestion_window().min(MAX_TCP_BUFFER));
             tx = tx.next_power_of_two();
