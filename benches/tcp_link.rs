@@ -11,6 +11,8 @@
 #[allow(dead_code)] // shared with the tests, which use all of it
 #[path = "../tests/common/transfer.rs"]
 mod transfer;
+#[path = "../tests/common/wake.rs"]
+mod wake;
 
 use std::time::Duration as StdDuration;
 

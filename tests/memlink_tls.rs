@@ -5,10 +5,10 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Wake, Waker};
+use std::task::Waker;
 
+use common::wake::Flag;
 use common::{config, linked, Pattern, CLIENT_IP, SERVER_IP};
 use rustls::pki_types::ServerName;
 use sha2::{Digest, Sha256};
@@ -68,15 +68,6 @@ impl Drop for TempFile {
 
 // ---------------------------------------------------------------------------------------
 // The TLS echo server.
-
-/// Sets a flag when woken.
-struct Flag(AtomicBool);
-
-impl Wake for Flag {
-    fn wake(self: Arc<Self>) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
 
 struct ServerConn {
     tls: ServerTls,
@@ -246,7 +237,7 @@ impl Application for TlsEchoServer {
             match ServerTls::accept(TcpStream::new(handle), self.config.clone()) {
                 Ok(tls) => self.conns.push(ServerConn {
                     tls,
-                    flag: Arc::new(Flag(AtomicBool::new(true))),
+                    flag: Flag::new(true),
                     pending: Vec::new(),
                     eof: false,
                     deadline: now + HANDSHAKE_TIMEOUT,
@@ -261,7 +252,7 @@ impl Application for TlsEchoServer {
         let mut i = 0;
         while i < self.conns.len() {
             let due = now >= self.conns[i].deadline && self.conns[i].tls.is_handshaking();
-            if self.waker_driven && !self.conns[i].flag.0.swap(false, Ordering::SeqCst) && !due {
+            if self.waker_driven && !self.conns[i].flag.take() && !due {
                 i += 1;
                 continue;
             }

@@ -55,7 +55,7 @@ fn serve(stack: &mut Stack, conn: &TcpHandle, buf: &mut [u8], echoed: &mut u64) 
     // Only a connection with data to echo needs buffers to write with: looking at an idle
     // one through `Stack::socket` gave it buffers again on every turn, which the stack took
     // back 200 ms later, and the sweep that takes them kept waking the loop.
-    let socket = if stack.socket_for_reading(conn).can_recv() {
+    let socket = if stack.socket_ref(conn).can_recv() {
         stack.socket(conn)
     } else {
         stack.socket_for_reading(conn)

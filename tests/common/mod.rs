@@ -9,6 +9,7 @@ pub mod netns;
 pub mod nginx;
 pub mod tap;
 pub mod transfer;
+pub mod wake;
 
 use sha2::{Digest, Sha256};
 use smoltcp::time::Instant;

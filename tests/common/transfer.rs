@@ -11,13 +11,14 @@ use sha2::{Digest, Sha256};
 use smoltcp::socket::tcp::State;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Wake, Waker};
+use std::task::Waker;
 use tapir::device::memlink::{self, LinkConfig, LinkStats};
 use tapir::runtime::sim::{Node, Sim, SimNode};
 use tapir::runtime::Application;
 use tapir::stack::{Stack, StackConfig, TcpHandle};
+
+use super::wake::Flag;
 
 const SERVER_IP: Ipv4Address = Ipv4Address::new(10, 9, 0, 2);
 const CLIENT_IP: Ipv4Address = Ipv4Address::new(10, 9, 0, 1);
@@ -116,15 +117,6 @@ fn stack_config(
     config
 }
 
-/// A waker that raises a flag.
-struct Flag(AtomicBool);
-
-impl Wake for Flag {
-    fn wake(self: Arc<Self>) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
 /// Writes the pattern, then closes; comes back when the send waker fires.
 struct Sender {
     conn: Option<TcpHandle>,
@@ -144,7 +136,7 @@ impl Application for Sender {
         let Some(conn) = self.conn.as_ref() else {
             return false;
         };
-        if !self.woken.0.swap(false, Ordering::Relaxed) {
+        if !self.woken.take() {
             return false;
         }
         let socket = stack.socket(conn);
@@ -255,7 +247,7 @@ pub fn transfer(t: &Transfer) -> TransferReport {
         .connect(IpEndpoint::new(IpAddress::Ipv4(SERVER_IP), PORT))
         .expect("connect");
     // Raised: the first turn writes.
-    let woken = Arc::new(Flag(AtomicBool::new(true)));
+    let woken = Flag::new(true);
     let sender = Sender {
         conn: Some(conn),
         waker: Waker::from(woken.clone()),

@@ -2212,8 +2212,17 @@ impl<'a> Socket<'a> {
 
     /// tapir patch: whether new data waits and the peer's window has room for it.
     fn new_data_sendable(&self) -> bool {
+        self.tx_buffer.len() > self.flight_size() && self.window_room() > 0
+    }
+
+    /// tapir patch: the bytes the peer's window lets us send past the highest sent.
+    fn window_room(&self) -> usize {
         let win_right_edge = self.local_seq_no + self.remote_win_len;
-        self.tx_buffer.len() > self.flight_size() && win_right_edge > self.remote_last_seq
+        if win_right_edge > self.remote_last_seq {
+            win_right_edge - self.remote_last_seq
+        } else {
+            0
+        }
     }
 
     /// tapir patch: the segment to retransmit, if any: the lowest one judged lost, or the
@@ -2291,16 +2300,10 @@ impl<'a> Socket<'a> {
     /// BBR takes that for a full pipe, leaving STARTUP at that rate.
     fn check_app_limited(&mut self) {
         let unsent = self.tx_buffer.len().saturating_sub(self.flight_size());
-        let window_end = self.local_seq_no + self.remote_win_len;
-        let window_room = if window_end > self.remote_last_seq {
-            window_end - self.remote_last_seq
-        } else {
-            0
-        };
         // The mark is checked before the congestion window (a call into the controller):
         // an idle socket, dispatched again and again, is marked already.
         if self.in_data_state()
-            && (unsent < self.remote_mss || window_room < self.remote_mss)
+            && (unsent < self.remote_mss || self.window_room() < self.remote_mss)
             && !self.scoreboard.app_limited_marked()
             && self.scoreboard.lost_bytes() == 0
             && self.cwnd_remaining() > 0
