@@ -69,6 +69,8 @@ pub(crate) struct Scoreboard {
     lost_hint: TcpSeqNumber,
     rack: Rack,
     rate: RateEstimator,
+    /// The end of the highest retransmission while data at or below it is unacknowledged.
+    repair_end: Option<TcpSeqNumber>,
 }
 
 /// Entries kept allocated once a scoreboard empties; a larger allocation is released.
@@ -98,6 +100,19 @@ impl Scoreboard {
     /// RFC 6675's pipe: the bytes believed to be still in the network.
     pub(crate) fn pipe(&self) -> usize {
         self.out_bytes - self.sacked_bytes - self.lost_bytes
+    }
+
+    /// Whether a repair is under way: data judged lost was retransmitted, and the
+    /// cumulative acknowledgment has not yet passed the highest such retransmission (a
+    /// tail loss probe of data not judged lost does not count).
+    ///
+    /// It outlasts fast recovery, which ends when the data outstanding at its start is
+    /// acknowledged, when later segments are lost too and their retransmissions (with
+    /// SACKed data above them) are still out. Linux's `lost_out`, which keeps counting a
+    /// lost segment while its retransmission is in flight, is the same signal: a recovery
+    /// that ends with it set starts the next one on the same ACK.
+    pub(crate) fn repairing(&self) -> bool {
+        self.repair_end.is_some()
     }
 
     /// The smallest RTT RACK has seen.
@@ -179,6 +194,9 @@ impl Scoreboard {
             if seg.lost {
                 seg.lost = false;
                 self.lost_bytes -= seg.len();
+                if self.repair_end.is_none_or(|e| e < seg.end) {
+                    self.repair_end = Some(seg.end);
+                }
                 // Lost segments are retransmitted lowest first: none is left below this one.
                 if self.lost_hint <= seg.start {
                     self.lost_hint = seg.end;
@@ -247,6 +265,9 @@ impl Scoreboard {
             *left = left.max(una);
             true
         });
+        if self.repair_end.is_some_and(|end| end <= una) {
+            self.repair_end = None;
+        }
         if self.segs.is_empty() && self.segs.capacity() > KEEP_CAPACITY {
             self.segs = VecDeque::new();
         }
@@ -673,6 +694,26 @@ mod test {
         // Segments 4 and 5 (sent before 6) and the retransmission of 0 are lost.
         assert_eq!(lost, 3 * MSS);
         assert_eq!(sb.first_lost(), Some((seq(0), MSS)));
+    }
+
+    #[test]
+    fn repair_lasts_until_the_highest_retransmission_is_acked() {
+        let mut sb = board(8);
+        // A probe of data not judged lost is no repair.
+        sb.on_retransmit(seq(7 * MSS), MSS, ms(20));
+        assert!(!sb.repairing());
+        // Segments 0 and 4 are lost and retransmitted.
+        sb.on_sack(&[block(5, 8), block(1, 4), None], seq(0), ms(25));
+        sb.detect_loss(ms(25), MSS, Duration::ZERO);
+        assert_eq!(sb.lost_bytes(), 2 * MSS);
+        sb.on_retransmit(seq(0), MSS, ms(25));
+        sb.on_retransmit(seq(4 * MSS), MSS, ms(25));
+        assert!(sb.repairing());
+        // Segment 0 arrives; segment 4's retransmission is still out.
+        sb.on_cumulative_ack(seq(4 * MSS), ms(45));
+        assert!(sb.repairing());
+        sb.on_cumulative_ack(seq(8 * MSS), ms(46));
+        assert!(!sb.repairing());
     }
 
     #[test]
