@@ -130,9 +130,10 @@ pub struct NetArgs {
 /// A congestion control algorithm for `--tcp-cc`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TcpCc {
-    /// CUBIC (RFC 9438), as Linux, Windows and macOS use.
+    /// CUBIC (RFC 9438), as Linux, Windows and macOS use, with HyStart++ (RFC 9406) in
+    /// slow start.
     Cubic,
-    /// Reno / NewReno (RFC 5681).
+    /// Reno / NewReno (RFC 5681), with HyStart++ (RFC 9406) in slow start.
     Reno,
     /// BBR (version 1, as Linux's tcp_bbr): paced at the measured bottleneck bandwidth,
     /// random loss does not shrink the window.

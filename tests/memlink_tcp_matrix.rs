@@ -16,6 +16,10 @@ fn cubic(config: &mut StackConfig) {
     config.tcp.congestion = CongestionControl::Cubic;
 }
 
+fn reno(config: &mut StackConfig) {
+    config.tcp.congestion = CongestionControl::Reno;
+}
+
 /// Each RTT with two seeds; `rate` is the bottleneck of each direction (0: none).
 fn matrix(loss: f64, rate: u64, tune: fn(&mut StackConfig)) {
     let mut failures = Vec::new();
@@ -109,4 +113,22 @@ fn bbr_held_by_the_peer_window_does_not_take_it_for_the_path() {
     eprintln!("{report}");
     assert!(report.intact, "{report:?}");
     assert!(report.duration < Duration::from_secs(5), "{report}");
+}
+
+#[test]
+fn slow_start_leaves_before_overflowing_a_bottleneck_buffer() {
+    // A 20 MB/s bottleneck with a buffer of one bandwidth-delay product (1 MB at 50 ms),
+    // no random loss: slow start doubles the window until the buffer overflows. HyStart++
+    // (RFC 9406) sees the RTT of a round rise and grows a quarter as fast from there:
+    // 8 MiB dropped 1,936 frames at the bottleneck with CUBIC and 1,627 with Reno
+    // before it, 1,059 and 872 with it.
+    for (name, tune) in [("cubic", cubic as fn(&mut StackConfig)), ("reno", reno)] {
+        let mut t = Transfer::new(Duration::from_millis(50), 0.0, 1, 8 * 1024 * 1024);
+        t.rate = 20_000_000;
+        t.tune = tune;
+        let report = transfer(&t);
+        eprintln!("{name}: {report}");
+        assert!(report.intact, "{name}: {report:?}");
+        assert!(report.data_link.overflowed < 1_300, "{name}: {report}");
+    }
 }

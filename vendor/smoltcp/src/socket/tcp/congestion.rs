@@ -8,6 +8,9 @@ pub(super) mod no_control;
 #[cfg(feature = "socket-tcp-cubic")]
 pub(super) mod cubic;
 
+#[cfg(any(feature = "socket-tcp-cubic", feature = "socket-tcp-reno"))]
+pub(super) mod hystart;
+
 #[cfg(feature = "socket-tcp-reno")]
 pub(super) mod reno;
 

@@ -1,6 +1,8 @@
 use crate::{socket::tcp::RttEstimator, time::Instant};
 
+use super::hystart::{self, HyStart};
 use super::{Controller, initial_window, slow_start_increase};
+use crate::socket::tcp::rate::RateSample;
 
 // Constants for the Cubic congestion control algorithm.
 // See RFC 9438.
@@ -36,6 +38,8 @@ pub struct Cubic {
     // in a slow start that follows a timeout.
     after_rto: bool,
     idle_start: Option<Instant>, // RFC 9438 §4.2: when in-flight last hit 0
+    // tapir patch: HyStart++ (RFC 9406) in the initial slow start.
+    hystart: HyStart,
 }
 
 impl Cubic {
@@ -56,6 +60,7 @@ impl Cubic {
             in_rto_recovery: false,
             after_rto: false,
             idle_start: None,
+            hystart: HyStart::default(),
         }
     }
 
@@ -121,10 +126,15 @@ impl Controller for Cubic {
             self.cwnd = self.ssthresh;
             return;
         } else if self.cwnd < self.ssthresh {
-            // Slow start: byte counting (RFC 3465).
+            // Slow start: byte counting (RFC 3465), a quarter of it in HyStart++'s
+            // Conservative Slow Start.
+            let mut increase = slow_start_increase(len, self.mss, self.after_rto);
+            if self.hystart.in_css() {
+                increase /= hystart::CSS_GROWTH_DIVISOR;
+            }
             self.cwnd = self
                 .cwnd
-                .saturating_add(slow_start_increase(len, self.mss, self.after_rto))
+                .saturating_add(increase)
                 .min(self.rwnd)
                 .max(self.mss);
             return;
@@ -185,6 +195,7 @@ impl Controller for Cubic {
 
     fn on_loss(&mut self, _now: Instant, in_flight: usize) {
         self.idle_start = None;
+        self.hystart.finish();
         // Only cut window size on first entrance to fast recovery.
         if !self.in_fast_recovery {
             // RFC 9438 §4.3: remember the cwnd at this congestion event so W_est can
@@ -213,7 +224,18 @@ impl Controller for Cubic {
         }
     }
 
+    fn on_rate_sample(&mut self, _now: Instant, rs: &RateSample) {
+        // tapir patch: HyStart++ watches the RTT of the initial slow start's rounds.
+        if self.cwnd < self.ssthresh
+            && !self.in_fast_recovery
+            && self.hystart.on_sample(rs) == Some(hystart::Event::EndSlowStart)
+        {
+            self.ssthresh = self.cwnd;
+        }
+    }
+
     fn on_rto(&mut self, _now: Instant, in_flight: usize) {
+        self.hystart.finish();
         // RFC 5681: when the retransmission timer fires for a segment that has
         // already been retransmitted by the timer (no new data was ACKed since
         // the previous RTO), ssthresh is held constant.

@@ -1,6 +1,8 @@
 use crate::{socket::tcp::RttEstimator, time::Instant};
 
+use super::hystart::{self, HyStart};
 use super::{Controller, initial_window, slow_start_increase};
+use crate::socket::tcp::rate::RateSample;
 
 const DEFAULT_MSS: usize = 1024;
 
@@ -20,6 +22,8 @@ pub struct Reno {
     // Set on RTO, cleared when slow start ends: RFC 3465 counts at most 1 SMSS per ACK
     // in a slow start that follows a timeout.
     after_rto: bool,
+    // tapir patch: HyStart++ (RFC 9406) in the initial slow start.
+    hystart: HyStart,
 }
 
 impl Reno {
@@ -32,6 +36,7 @@ impl Reno {
             in_fast_recovery: false,
             in_rto_recovery: false,
             after_rto: false,
+            hystart: HyStart::default(),
         }
     }
 }
@@ -61,8 +66,14 @@ impl Controller for Reno {
         }
 
         let inc = if self.cwnd < self.ssthresh {
-            // Slow start: byte counting (RFC 3465).
-            slow_start_increase(len, self.mss, self.after_rto)
+            // Slow start: byte counting (RFC 3465), a quarter of it in HyStart++'s
+            // Conservative Slow Start.
+            let increase = slow_start_increase(len, self.mss, self.after_rto);
+            if self.hystart.in_css() {
+                increase / hystart::CSS_GROWTH_DIVISOR
+            } else {
+                increase
+            }
         } else {
             // Congestion avoidance: increase by ~1 MSS per RTT, counting the bytes each
             // ACK covers so that delayed ACKs do not halve the growth (RFC 3465).
@@ -79,7 +90,18 @@ impl Controller for Reno {
         }
     }
 
+    fn on_rate_sample(&mut self, _now: Instant, rs: &RateSample) {
+        // tapir patch: HyStart++ watches the RTT of the initial slow start's rounds.
+        if self.cwnd < self.ssthresh
+            && !self.in_fast_recovery
+            && self.hystart.on_sample(rs) == Some(hystart::Event::EndSlowStart)
+        {
+            self.ssthresh = self.cwnd;
+        }
+    }
+
     fn on_loss(&mut self, _now: Instant, in_flight: usize) {
+        self.hystart.finish();
         // Only cut window size on first entrance to fast recovery.
         if !self.in_fast_recovery {
             self.ssthresh = (in_flight >> 1).max(2 * self.mss);
@@ -90,6 +112,7 @@ impl Controller for Reno {
     }
 
     fn on_rto(&mut self, _now: Instant, in_flight: usize) {
+        self.hystart.finish();
         // RFC 5681: when the retransmission timer fires for a segment that has
         // already been retransmitted by the timer (no new data was ACKed since
         // the previous RTO), ssthresh is held constant.
