@@ -128,10 +128,9 @@ impl Controller for Cubic {
         } else if self.cwnd < self.ssthresh {
             // Slow start: byte counting (RFC 3465), a quarter of it in HyStart++'s
             // Conservative Slow Start.
-            let mut increase = slow_start_increase(len, self.mss, self.after_rto);
-            if self.hystart.in_css() {
-                increase /= hystart::CSS_GROWTH_DIVISOR;
-            }
+            let increase =
+                self.hystart
+                    .increase(slow_start_increase(len, self.mss, self.after_rto));
             self.cwnd = self
                 .cwnd
                 .saturating_add(increase)

@@ -23,7 +23,7 @@ const MIN_RTT_THRESH: Duration = Duration::from_millis(4);
 const MAX_RTT_THRESH: Duration = Duration::from_millis(16);
 const MIN_RTT_DIVISOR: u32 = 8;
 const N_RTT_SAMPLE: u32 = 8;
-pub(super) const CSS_GROWTH_DIVISOR: usize = 4;
+const CSS_GROWTH_DIVISOR: usize = 4;
 const CSS_ROUNDS: u32 = 5;
 
 /// What a sample changed.
@@ -64,12 +64,21 @@ impl HyStart {
         self.css_baseline = None;
     }
 
+    /// Slow start's byte count for an ACK (RFC 3465), a quarter of it in Conservative
+    /// Slow Start.
+    pub(super) fn increase(&self, slow_start_increase: usize) -> usize {
+        if self.in_css() {
+            slow_start_increase / CSS_GROWTH_DIVISOR
+        } else {
+            slow_start_increase
+        }
+    }
+
     /// The rate sample of an ACK received in slow start.
     pub(super) fn on_sample(&mut self, rs: &RateSample) -> Option<Event> {
         if self.done {
             return None;
         }
-        let mut event = None;
         if rs.prior_delivered >= self.round_end {
             // A new round (RFC 9406 §4.3: at windowEnd).
             self.round_end = rs.total_delivered;
@@ -84,36 +93,30 @@ impl HyStart {
                 }
             }
         }
-        let Some(rtt) = rs.rtt else {
-            return event;
-        };
-        self.current_round_min_rtt = Some(self.current_round_min_rtt.map_or(rtt, |m| m.min(rtt)));
+        let rtt = rs.rtt?;
+        let current = self.current_round_min_rtt.map_or(rtt, |m| m.min(rtt));
+        self.current_round_min_rtt = Some(current);
         self.rtt_sample_count += 1;
         if self.rtt_sample_count < N_RTT_SAMPLE {
-            return event;
+            return None;
         }
-        let Some(current) = self.current_round_min_rtt else {
-            return event;
-        };
         match self.css_baseline {
             None => {
-                if let Some(last) = self.last_round_min_rtt {
-                    let thresh = (last / MIN_RTT_DIVISOR).clamp(MIN_RTT_THRESH, MAX_RTT_THRESH);
-                    if current >= last + thresh {
-                        self.css_baseline = Some(current);
-                        self.css_rounds = 0;
-                        event = Some(Event::EnterCss);
-                    }
+                let last = self.last_round_min_rtt?;
+                let thresh = (last / MIN_RTT_DIVISOR).clamp(MIN_RTT_THRESH, MAX_RTT_THRESH);
+                if current < last + thresh {
+                    return None;
                 }
+                self.css_baseline = Some(current);
+                self.css_rounds = 0;
+                Some(Event::EnterCss)
             }
-            Some(baseline) => {
-                if current < baseline {
-                    self.css_baseline = None;
-                    event = Some(Event::ResumeSlowStart);
-                }
+            Some(baseline) if current < baseline => {
+                self.css_baseline = None;
+                Some(Event::ResumeSlowStart)
             }
+            Some(_) => None,
         }
-        event
     }
 }
 

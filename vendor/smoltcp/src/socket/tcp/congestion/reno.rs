@@ -68,12 +68,8 @@ impl Controller for Reno {
         let inc = if self.cwnd < self.ssthresh {
             // Slow start: byte counting (RFC 3465), a quarter of it in HyStart++'s
             // Conservative Slow Start.
-            let increase = slow_start_increase(len, self.mss, self.after_rto);
-            if self.hystart.in_css() {
-                increase / hystart::CSS_GROWTH_DIVISOR
-            } else {
-                increase
-            }
+            self.hystart
+                .increase(slow_start_increase(len, self.mss, self.after_rto))
         } else {
             // Congestion avoidance: increase by ~1 MSS per RTT, counting the bytes each
             // ACK covers so that delayed ACKs do not halve the growth (RFC 3465).
