@@ -141,20 +141,22 @@ where
     let mut shutdown_deadline = None;
     let mut busy = BusyPoll::new(options.busy_poll);
     loop {
-        let now = clock.now();
         if stop.is_stopped() && shutdown_deadline.is_none() {
             tracing::info!("stopping");
+            let now = clock.now();
             app.shutdown(stack, now);
             shutdown_deadline = Some(now + options.shutdown_grace);
         }
         // Frames that woke the loop (not a timer alone) open a busy-poll window: the next
         // frame of the exchange is likely close behind.
         let input = events.iter().any(|event| event.token() == DEVICE);
-        let turn = run_until_quiet(stack, device, app, now);
+        let turn = run_until_quiet(stack, device, app, || clock.now());
+        // The end of the turn: timers and the busy-poll window count from here.
+        let now = clock.now();
         if turn.activity && input {
             // The window counts from the end of the work, not from the start of the turn:
             // a turn that answered many requests can outlast a short window by itself.
-            busy.worked(clock.now());
+            busy.worked(now);
         }
         if let Some(e) = device.take_failure() {
             return Err(RunError::Device(e));

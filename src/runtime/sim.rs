@@ -76,7 +76,7 @@ pub trait SimNode {
 
 impl<D: Scheduled, A: Application> SimNode for Node<D, A> {
     fn step(&mut self, now: Instant) -> bool {
-        let outcome = run_until_quiet(&mut self.stack, &mut self.device, &mut self.app, now);
+        let outcome = run_until_quiet(&mut self.stack, &mut self.device, &mut self.app, || now);
         outcome.activity || outcome.more
     }
 
