@@ -23,8 +23,9 @@ pub const IDLE_SHRINK: Duration = Duration::from_secs(1);
 /// A connection with buffers of the initial size keeps them until it has been idle this
 /// long (or two receive round trips, if longer).
 pub const RELEASE_QUIET: Duration = Duration::from_millis(200);
-/// How often connections holding buffers are looked at for buffers to give back.
-pub const RELEASE_PERIOD: Duration = Duration::from_millis(20);
+/// How soon a connection whose buffers could not be taken back (out-of-order data held,
+/// a state that keeps them) is looked at again.
+pub const RELEASE_RETRY: Duration = Duration::from_millis(20);
 /// Free buffers of the initial size kept for the next connections (the rest go back to
 /// the allocator): 256 × 4 KiB by default.
 const POOLED: usize = 256;
@@ -40,22 +41,36 @@ pub struct BufferSizes {
     pub rx_max: usize,
 }
 
-/// What a connection holding buffers last did: its stream marks, and since when they
-/// stand still.
+/// What a connection holding buffers last did: its stream marks, since when they stand
+/// still, and when they are next looked at.
 #[derive(Debug, Clone, Copy)]
 pub struct Activity {
     marks: (TcpSeqNumber, TcpSeqNumber),
     since: Instant,
+    /// When [`Pool::release`] is next asked about the connection (a connection is looked at
+    /// only when it might have become quiet, not every period: with 10,000 busy
+    /// connections, a walk of all of them every 20 ms cost more than the requests' copies).
+    pub look_at: Instant,
 }
 
 impl Activity {
-    /// The socket's activity as of `now`.
+    /// The socket's activity as of `now`, next looked at after [`RELEASE_QUIET`].
     pub fn of(socket: &tcp::Socket<'_>, now: Instant) -> Self {
         Activity {
             marks: socket.stream_marks(),
             since: now,
+            look_at: now + RELEASE_QUIET,
         }
     }
+}
+
+/// What [`Pool::release`] did with a connection's buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Taken back: this many bytes.
+    Freed(usize),
+    /// Kept; look at the connection again at this time.
+    KeptUntil(Instant),
 }
 
 /// The pool of free buffers and the sizes handed out.
@@ -130,41 +145,47 @@ impl Pool {
 
     /// Takes a socket's buffers back when both queues are empty and nothing happened for
     /// [`RELEASE_QUIET`] (two receive round trips if longer; [`IDLE_SHRINK`] for grown
-    /// buffers). `activity` is updated; returns the bytes freed, or `None` while the
-    /// socket keeps its buffers.
+    /// buffers). `activity` is updated. Activity seen here counts from `now`: a connection
+    /// looked at when it might have become quiet gives its buffers back between one and two
+    /// quiet periods after its last traffic.
     pub fn release(
         &mut self,
         socket: &mut tcp::Socket<'static>,
         activity: &mut Activity,
         now: Instant,
-    ) -> Option<usize> {
+    ) -> Release {
         use tcp::State;
         let marks = socket.stream_marks();
         let busy = marks != activity.marks || socket.recv_queue() > 0 || socket.send_queue() > 0;
+        let grown = socket.recv_capacity() > self.sizes.rx_initial
+            || socket.send_capacity() > self.sizes.tx_initial;
+        let rtt = socket.receive_rtt().unwrap_or(Duration::ZERO);
+        let quiet = if grown { IDLE_SHRINK } else { RELEASE_QUIET }.max(rtt * 2);
         if busy {
-            *activity = Activity { marks, since: now };
-            return None;
+            activity.marks = marks;
+            activity.since = now;
+            return Release::KeptUntil(now + quiet);
         }
         if !matches!(
             socket.state(),
             State::Established | State::CloseWait | State::FinWait2
         ) {
-            return None;
+            return Release::KeptUntil(now + RELEASE_RETRY);
         }
-        let grown = socket.recv_capacity() > self.sizes.rx_initial
-            || socket.send_capacity() > self.sizes.tx_initial;
-        let rtt = socket.receive_rtt().unwrap_or(Duration::ZERO);
-        let quiet = if grown { IDLE_SHRINK } else { RELEASE_QUIET };
-        if now < activity.since + quiet.max(rtt * 2) {
-            return None;
+        if now < activity.since + quiet {
+            return Release::KeptUntil(activity.since + quiet);
         }
         let before = held(socket);
         let none = || tcp::SocketBuffer::new(Vec::new());
-        // Refused only while out-of-order data is held: try again later.
-        let (rx, tx) = socket.replace_buffers(none(), none()).ok()?;
-        self.give(rx);
-        self.give(tx);
-        Some(before)
+        match socket.replace_buffers(none(), none()) {
+            Ok((rx, tx)) => {
+                self.give(rx);
+                self.give(tx);
+                Release::Freed(before)
+            }
+            // Refused only while out-of-order data is held: try again soon.
+            Err(_) => Release::KeptUntil(now + RELEASE_RETRY),
+        }
     }
 }
 

@@ -30,7 +30,7 @@ use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::socket::{tcp, AnySocket, Socket};
 use smoltcp::time::Instant;
 
-use super::buffers::{held, Activity, BufferSizes, Pool, RELEASE_PERIOD};
+use super::buffers::{held, Activity, BufferSizes, Pool, Release};
 use super::key::ConnMap;
 use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
@@ -44,7 +44,7 @@ use smoltcp::wire::{
 pub const SHARD_SIZE: usize = 16;
 
 /// Where a socket lives: its shard and its handle in that shard's set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Slot {
     shard: u32,
     handle: SocketHandle,
@@ -149,10 +149,11 @@ pub struct Shards {
     pool: Pool,
     /// Connections of the data shards that hold buffers, with what they last did.
     holding: ConnMap<Slot, Activity>,
+    /// When each connection holding buffers is next looked at ([`Activity::look_at`]);
+    /// an entry whose time is not its connection's look-at time any more is stale.
+    looks: BinaryHeap<Reverse<(Instant, Slot)>>,
     /// The time of the last egress or release (when buffers handed out were).
     clock: Instant,
-    /// When [`Shards::release_idle`] next looks at the connections holding buffers.
-    next_release: Instant,
 }
 
 /// Bytes of a socket's TCP buffers (none for other sockets).
@@ -181,8 +182,8 @@ impl Shards {
             budget,
             pool: Pool::new(sizes),
             holding: ConnMap::default(),
+            looks: BinaryHeap::new(),
             clock: now,
-            next_release: now,
         }
     }
 
@@ -199,39 +200,66 @@ impl Shards {
         match self.pool.provide(socket, room) {
             Some(bytes) => {
                 self.memory += bytes;
-                self.holding.insert(slot, Activity::of(socket, self.clock));
+                let activity = Activity::of(socket, self.clock);
+                self.hold(slot, activity);
                 true
             }
             None => false,
         }
     }
 
-    /// Takes their buffers back from connections whose queues are empty (grown ones only
-    /// after a while without traffic), at most every [`RELEASE_PERIOD`].
-    pub fn release_idle(&mut self, now: Instant) {
-        self.clock = now;
-        if now < self.next_release {
-            return;
-        }
-        self.next_release = now + RELEASE_PERIOD;
-        let (shards, pool, memory) = (&mut self.shards, &mut self.pool, &mut self.memory);
-        self.holding.retain(|slot, activity| {
-            let socket = shards[slot.shard as usize]
-                .set
-                .get_mut::<tcp::Socket>(slot.handle);
-            match pool.release(socket, activity, now) {
-                Some(freed) => {
-                    *memory -= freed;
-                    false
-                }
-                None => true,
-            }
-        });
+    /// Notes that a connection holds buffers, to be looked at at `activity.look_at`.
+    fn hold(&mut self, slot: Slot, activity: Activity) {
+        self.holding.insert(slot, activity);
+        self.looks.push(Reverse((activity.look_at, slot)));
     }
 
-    /// When connections holding buffers are next looked at (`None`: none holds any).
+    /// Takes their buffers back from connections whose queues are empty (grown ones only
+    /// after a while without traffic), looking only at those whose time has come.
+    pub fn release_idle(&mut self, now: Instant) {
+        self.clock = now;
+        while let Some(&Reverse((at, slot))) = self.looks.peek() {
+            if at > now {
+                break;
+            }
+            self.looks.pop();
+            let Some(activity) = self.holding.get_mut(&slot) else {
+                continue;
+            };
+            if activity.look_at != at {
+                continue;
+            }
+            let socket = self.shards[slot.shard as usize]
+                .set
+                .get_mut::<tcp::Socket>(slot.handle);
+            match self.pool.release(socket, activity, now) {
+                Release::Freed(freed) => {
+                    self.memory -= freed;
+                    self.holding.remove(&slot);
+                }
+                Release::KeptUntil(at) => {
+                    activity.look_at = at;
+                    self.looks.push(Reverse((at, slot)));
+                }
+            }
+        }
+        // Stale entries (connections closed or freed since) leave from the top; all of
+        // them once they outnumber the live ones.
+        if self.looks.len() > 2 * self.holding.len() + 1024 {
+            self.looks = self
+                .holding
+                .iter()
+                .map(|(slot, activity)| Reverse((activity.look_at, *slot)))
+                .collect();
+        }
+    }
+
+    /// When a connection holding buffers is next looked at (`None`: none holds any).
     pub fn release_at(&self) -> Option<Instant> {
-        (!self.holding.is_empty()).then_some(self.next_release)
+        if self.holding.is_empty() {
+            return None;
+        }
+        self.looks.peek().map(|Reverse((at, _))| *at)
     }
 
     /// Connections that hold buffers now.
@@ -301,7 +329,7 @@ impl Shards {
             self.keys.insert(slot, key);
         }
         if holds {
-            self.holding.insert(slot, activity);
+            self.hold(slot, activity);
         }
         slot
     }

@@ -448,3 +448,59 @@ mod ingress_batch {
         );
     }
 }
+
+mod buffer_release {
+    use super::super::buffers::RELEASE_QUIET;
+    use super::*;
+
+    static REQUEST: [u8; 100] = [7; 100];
+
+    /// The peer sends 100 bytes at `seq` and the application reads them.
+    fn request(b: &mut Bench, conn: &TcpHandle, seq: &mut u32, server_next: u32) {
+        let mut data = segment(40000, TcpControl::None, *seq, Some(server_next));
+        data.payload = &REQUEST;
+        b.send(frame_from(PEER_IP, &data));
+        *seq += REQUEST.len() as u32;
+        let mut read = [0; 200];
+        let n = b
+            .stack
+            .socket_for_reading(conn)
+            .recv_slice(&mut read)
+            .expect("readable");
+        assert_eq!(n, REQUEST.len());
+    }
+
+    #[test]
+    fn a_busy_connection_keeps_its_buffers_and_a_quiet_one_gives_them_back() {
+        let mut b = Bench::new(|_| {});
+        let (conn, s_isn) = handshake(&mut b, 40000, 1000);
+        let mut seq = 1001;
+        let held = |b: &Bench| b.stack.stats().tcp_buffers_held;
+        // A request every 100 ms for two seconds: the connection is never quiet for
+        // RELEASE_QUIET, and keeps its buffers.
+        for _ in 0..20 {
+            request(&mut b, &conn, &mut seq, s_isn + 1);
+            assert_eq!(held(&b), 1);
+            for _ in 0..10 {
+                b.advance(Duration::from_millis(10));
+                b.poll();
+                assert_eq!(held(&b), 1, "a busy connection lost its buffers");
+            }
+        }
+        // Quiet from here: given back after one quiet period, and at most two (activity
+        // counts from when it is seen).
+        let last = b.now;
+        while held(&b) == 1 {
+            assert!(b.now - last <= RELEASE_QUIET * 2, "buffers kept too long");
+            b.advance(Duration::from_millis(5));
+            b.poll();
+        }
+        assert!(
+            b.now - last >= RELEASE_QUIET,
+            "buffers taken back too early"
+        );
+        // The next request gets buffers again.
+        request(&mut b, &conn, &mut seq, s_isn + 1);
+        assert_eq!(held(&b), 1);
+    }
+}
