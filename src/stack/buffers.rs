@@ -13,6 +13,8 @@
 //! advertised last, and the buffer provided when data arrives is large enough for all of it
 //! ([`tcp::Socket::receive_room_wanted`]), so nothing the peer may send is dropped.
 
+use std::collections::BTreeMap;
+
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::TcpSeqNumber;
@@ -48,8 +50,9 @@ pub struct Activity {
     marks: (TcpSeqNumber, TcpSeqNumber),
     since: Instant,
     /// When [`Pool::release`] is next asked about the connection (a connection is looked at
-    /// only when it might have become quiet, not every period: with 10,000 busy
-    /// connections, a walk of all of them every 20 ms cost more than the requests' copies).
+    /// only when it might have become quiet, through a [`LookQueue`], not every period: with
+    /// 10,000 busy connections, a walk of all of them every 20 ms cost more than the
+    /// requests' copies).
     pub look_at: Instant,
 }
 
@@ -71,6 +74,84 @@ pub enum Release {
     Freed(usize),
     /// Kept; look at the connection again at this time.
     KeptUntil(Instant),
+}
+
+/// When connections holding buffers are next looked at, in slots of [`RELEASE_RETRY`]: an
+/// entry is taken in the first release at or after the end of its slot, at most one slot
+/// late. A slot is a vector filled and emptied in order: a binary heap of 10,000 busy
+/// connections cost about 300 ns of cache misses per pop.
+pub struct LookQueue<K> {
+    slots: BTreeMap<i64, Vec<(Instant, K)>>,
+    /// Emptied slot vectors, for the next slots.
+    spare: Vec<Vec<(Instant, K)>>,
+    len: usize,
+}
+
+impl<K> Default for LookQueue<K> {
+    fn default() -> Self {
+        LookQueue {
+            slots: BTreeMap::new(),
+            spare: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<K> LookQueue<K> {
+    /// The slot that ends at or after `at`.
+    fn slot(at: Instant) -> i64 {
+        let width = RELEASE_RETRY.total_micros() as i64;
+        -(-at.total_micros()).div_euclid(width)
+    }
+
+    /// The end of `slot`.
+    fn slot_end(slot: i64) -> Instant {
+        Instant::from_micros(slot * RELEASE_RETRY.total_micros() as i64)
+    }
+
+    /// Queues `key` to be looked at at `at` (or up to one slot later).
+    pub fn push(&mut self, at: Instant, key: K) {
+        let spare = &mut self.spare;
+        self.slots
+            .entry(Self::slot(at))
+            .or_insert_with(|| spare.pop().unwrap_or_default())
+            .push((at, key));
+        self.len += 1;
+    }
+
+    /// The entries of the earliest slot when it has ended by `now`; hand the vector back
+    /// with [`LookQueue::recycle`].
+    pub fn take_due(&mut self, now: Instant) -> Option<Vec<(Instant, K)>> {
+        let entry = self.slots.first_entry()?;
+        if Self::slot_end(*entry.key()) > now {
+            return None;
+        }
+        let due = entry.remove();
+        self.len -= due.len();
+        Some(due)
+    }
+
+    /// Takes back a vector from [`LookQueue::take_due`], emptied.
+    pub fn recycle(&mut self, mut slot: Vec<(Instant, K)>) {
+        slot.clear();
+        self.spare.push(slot);
+    }
+
+    /// When the earliest slot ends.
+    pub fn next_at(&self) -> Option<Instant> {
+        self.slots.keys().next().map(|&slot| Self::slot_end(slot))
+    }
+
+    /// Entries queued (stale ones too).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Forgets every entry.
+    pub fn clear(&mut self) {
+        self.slots.clear();
+        self.len = 0;
+    }
 }
 
 /// The pool of free buffers and the sizes handed out.
@@ -208,6 +289,34 @@ mod tests {
         let b = pool.take(4096);
         assert_eq!((b.capacity(), b.len()), (4096, 0));
         assert!(pool.free.is_empty());
+    }
+
+    #[test]
+    fn look_queue_hands_out_slots_in_order_once_they_have_ended() {
+        let ms = Instant::from_millis;
+        let mut looks = LookQueue::default();
+        looks.push(ms(1_045), 'b');
+        looks.push(ms(1_001), 'a');
+        looks.push(ms(1_020), 'c');
+        looks.push(ms(1_300), 'd');
+        assert_eq!(looks.len(), 4);
+        // 1,001 and 1,020 share the slot that ends at 1,020; 1,045 ends at 1,060.
+        assert_eq!(looks.next_at(), Some(ms(1_020)));
+        assert!(looks.take_due(ms(1_019)).is_none());
+        let due = looks.take_due(ms(1_020)).expect("due");
+        assert_eq!(due, [(ms(1_001), 'a'), (ms(1_020), 'c')]);
+        looks.recycle(due);
+        assert!(looks.take_due(ms(1_059)).is_none());
+        let due = looks.take_due(ms(2_000)).expect("due");
+        assert_eq!(due, [(ms(1_045), 'b')]);
+        looks.recycle(due);
+        // One slot per call: 1,300 is due, 1,500 waits for the next call.
+        looks.push(ms(1_500), 'e');
+        assert_eq!(looks.take_due(ms(2_000)), Some(vec![(ms(1_300), 'd')]));
+        assert_eq!(looks.len(), 1);
+        assert_eq!(looks.next_at(), Some(ms(1_500)));
+        looks.clear();
+        assert_eq!((looks.len(), looks.next_at()), (0, None));
     }
 
     fn pool_buffer(size: usize) -> tcp::SocketBuffer<'static> {

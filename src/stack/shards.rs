@@ -30,7 +30,7 @@ use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::socket::{tcp, AnySocket, Socket};
 use smoltcp::time::Instant;
 
-use super::buffers::{held, Activity, BufferSizes, Pool, Release};
+use super::buffers::{held, Activity, BufferSizes, LookQueue, Pool, Release};
 use super::key::ConnMap;
 use smoltcp::wire::{
     EthernetFrame, EthernetProtocol, IpAddress, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket,
@@ -151,7 +151,7 @@ pub struct Shards {
     holding: ConnMap<Slot, Activity>,
     /// When each connection holding buffers is next looked at ([`Activity::look_at`]);
     /// an entry whose time is not its connection's look-at time any more is stale.
-    looks: BinaryHeap<Reverse<(Instant, Slot)>>,
+    looks: LookQueue<Slot>,
     /// The time of the last egress or release (when buffers handed out were).
     clock: Instant,
 }
@@ -182,7 +182,7 @@ impl Shards {
             budget,
             pool: Pool::new(sizes),
             holding: ConnMap::default(),
-            looks: BinaryHeap::new(),
+            looks: LookQueue::default(),
             clock: now,
         }
     }
@@ -211,46 +211,45 @@ impl Shards {
     /// Notes that a connection holds buffers, to be looked at at `activity.look_at`.
     fn hold(&mut self, slot: Slot, activity: Activity) {
         self.holding.insert(slot, activity);
-        self.looks.push(Reverse((activity.look_at, slot)));
+        self.looks.push(activity.look_at, slot);
     }
 
     /// Takes their buffers back from connections whose queues are empty (grown ones only
     /// after a while without traffic), looking only at those whose time has come.
     pub fn release_idle(&mut self, now: Instant) {
         self.clock = now;
-        while let Some(&Reverse((at, slot))) = self.looks.peek() {
-            if at > now {
-                break;
-            }
-            self.looks.pop();
-            let Some(activity) = self.holding.get_mut(&slot) else {
-                continue;
-            };
-            if activity.look_at != at {
-                continue;
-            }
-            let socket = self.shards[slot.shard as usize]
-                .set
-                .get_mut::<tcp::Socket>(slot.handle);
-            match self.pool.release(socket, activity, now) {
-                Release::Freed(freed) => {
-                    self.memory -= freed;
-                    self.holding.remove(&slot);
+        while let Some(mut due) = self.looks.take_due(now) {
+            for (at, slot) in due.drain(..) {
+                let Some(activity) = self.holding.get_mut(&slot) else {
+                    continue;
+                };
+                if activity.look_at != at {
+                    continue;
                 }
-                Release::KeptUntil(at) => {
-                    activity.look_at = at;
-                    self.looks.push(Reverse((at, slot)));
+                let socket = self.shards[slot.shard as usize]
+                    .set
+                    .get_mut::<tcp::Socket>(slot.handle);
+                match self.pool.release(socket, activity, now) {
+                    Release::Freed(freed) => {
+                        self.memory -= freed;
+                        self.holding.remove(&slot);
+                    }
+                    // Always after `now`: in a later slot than this one.
+                    Release::KeptUntil(at) => {
+                        activity.look_at = at;
+                        self.looks.push(at, slot);
+                    }
                 }
             }
+            self.looks.recycle(due);
         }
-        // Stale entries (connections closed or freed since) leave from the top; all of
-        // them once they outnumber the live ones.
+        // Stale entries (connections closed or freed since) leave with their slot; all of
+        // them at once when they outnumber the live ones.
         if self.looks.len() > 2 * self.holding.len() + 1024 {
-            self.looks = self
-                .holding
-                .iter()
-                .map(|(slot, activity)| Reverse((activity.look_at, *slot)))
-                .collect();
+            self.looks.clear();
+            for (slot, activity) in &self.holding {
+                self.looks.push(activity.look_at, *slot);
+            }
         }
     }
 
@@ -259,7 +258,7 @@ impl Shards {
         if self.holding.is_empty() {
             return None;
         }
-        self.looks.peek().map(|Reverse((at, _))| *at)
+        self.looks.next_at()
     }
 
     /// Connections that hold buffers now.

@@ -450,7 +450,7 @@ mod ingress_batch {
 }
 
 mod buffer_release {
-    use super::super::buffers::RELEASE_QUIET;
+    use super::super::buffers::{RELEASE_QUIET, RELEASE_RETRY};
     use super::*;
 
     static REQUEST: [u8; 100] = [7; 100];
@@ -488,10 +488,13 @@ mod buffer_release {
             }
         }
         // Quiet from here: given back after one quiet period, and at most two (activity
-        // counts from when it is seen).
+        // counts from when it is seen) and a slot of the look queue each.
         let last = b.now;
         while held(&b) == 1 {
-            assert!(b.now - last <= RELEASE_QUIET * 2, "buffers kept too long");
+            assert!(
+                b.now - last <= (RELEASE_QUIET + RELEASE_RETRY) * 2,
+                "buffers kept too long"
+            );
             b.advance(Duration::from_millis(5));
             b.poll();
         }
