@@ -87,6 +87,10 @@ pub struct LookQueue<K> {
     len: usize,
 }
 
+/// Emptied slot vectors [`LookQueue`] keeps, and the largest it keeps (entries).
+const SPARE_SLOTS: usize = 4;
+const SPARE_SLOT_CAPACITY: usize = 256;
+
 impl<K> Default for LookQueue<K> {
     fn default() -> Self {
         LookQueue {
@@ -131,10 +135,16 @@ impl<K> LookQueue<K> {
         Some(due)
     }
 
-    /// Takes back a vector from [`LookQueue::take_due`], emptied.
+    /// Takes back a vector from [`LookQueue::take_due`], emptied: while entries are queued a
+    /// few small ones are kept for the next slots; the rest are freed, and all of them once
+    /// the queue is empty (no connection holds buffers).
     pub fn recycle(&mut self, mut slot: Vec<(Instant, K)>) {
-        slot.clear();
-        self.spare.push(slot);
+        if self.slots.is_empty() {
+            self.spare = Vec::new();
+        } else if self.spare.len() < SPARE_SLOTS && slot.capacity() <= SPARE_SLOT_CAPACITY {
+            slot.clear();
+            self.spare.push(slot);
+        }
     }
 
     /// When the earliest slot ends.

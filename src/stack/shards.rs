@@ -243,6 +243,11 @@ impl Shards {
             }
             self.looks.recycle(due);
         }
+        // A table sized for a burst of busy connections shrinks when most have gone quiet
+        // (idle connections cost no entry here; a quarter full is the hysteresis).
+        if self.holding.capacity() > 64 && self.holding.len() * 4 < self.holding.capacity() {
+            self.holding.shrink_to(self.holding.len() * 2);
+        }
         // Stale entries (connections closed or freed since) leave with their slot; all of
         // them at once when they outnumber the live ones.
         if self.looks.len() > 2 * self.holding.len() + 1024 {
