@@ -53,9 +53,9 @@ pub(super) struct HyStart {
 }
 
 impl HyStart {
-    /// Whether the sender is in Conservative Slow Start.
+    /// Whether the sender is in Conservative Slow Start (`finish` clears the baseline).
     pub(super) fn in_css(&self) -> bool {
-        !self.done && self.css_baseline.is_some()
+        self.css_baseline.is_some()
     }
 
     /// The initial slow start ended otherwise (a loss, a timeout): HyStart++ is over.
