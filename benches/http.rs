@@ -9,6 +9,8 @@
 //!
 //! - `h1_keepalive` / `h2c_streams`: requests/s, against a raw TCP request/response of the
 //!   same sizes over the same two smoltcp stacks (`raw_tcp` below);
+//! - `h1_busy`: requests/s with 10,000 busy keep-alive connections, against the same with
+//!   100 (the ratio `scripts/bench.sh --busy` reports over a TAP device);
 //! - `tls_handshake`: new HTTPS connections/s, against new cleartext connections/s
 //!   (same requests, no TLS);
 //! - `bulk`: bytes/s of a 64 MiB `/bytes/N` over HTTP/1.1 and h2c, against the same
@@ -18,7 +20,7 @@ mod common;
 
 use std::time::Duration as StdDuration;
 
-use common::{Fetcher, H1Clients, Pair, SERVER_IP};
+use common::{BusyClients, Fetcher, H1Clients, Pair, SERVER_IP};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use smoltcp::socket::tcp::State;
 use smoltcp::time::{Duration, Instant};
@@ -104,6 +106,60 @@ fn small_response_len() -> usize {
     check(pair.drive(LIMIT, |_, c| c.app.round_done()), "one request");
     assert_eq!(pair.client.app.completed, 1);
     pair.client.app.wire_bytes as usize
+}
+
+/// Keep-alive connections of the busy-scaling benchmark: few, and as many as
+/// `scripts/bench.sh --busy` opens with wrk.
+const BUSY_CONNS: [usize; 2] = [100, 10_000];
+
+/// HTTP/1.1 with many busy keep-alive connections: every connection sends one request for
+/// `/bytes/100` per iteration, all at once. The cost per request at 10,000 connections
+/// against 100 is what the per-connection state costs once it no longer stays in the
+/// caches (what `scripts/bench.sh --busy` measures over a TAP device with wrk, without the
+/// kernel's share: here both sides are tapir's stacks).
+fn h1_busy(c: &mut Criterion) {
+    let mut group = c.benchmark_group("h1_busy");
+    group.sample_size(10);
+    group.measurement_time(StdDuration::from_secs(10));
+    group.warm_up_time(StdDuration::from_secs(2));
+    for conns in BUSY_CONNS {
+        group.throughput(Throughput::Elements(conns as u64));
+        // Room on the link for every connection's frames of a round: a drop would add a
+        // retransmission timeout to the round.
+        let link = LinkConfig {
+            queue_limit: LinkConfig::default().queue_limit.max(4 * conns),
+            ..LinkConfig::default()
+        };
+        let mut pair = Pair::new(
+            link,
+            None,
+            |_| {},
+            |stack| BusyClients::connect(stack, conns, &format!("/bytes/{SMALL}")),
+        );
+        pair.client.app.round();
+        check(pair.drive(LIMIT, |_, c| c.app.round_done()), "busy warm-up");
+        // A round that waits for a timer (a frame dropped, a connection put aside) would
+        // measure the timer, not the work per request.
+        pair.client.app.round();
+        let took = pair.drive(LIMIT, |_, c| c.app.round_done());
+        assert!(
+            took.as_ref().is_ok_and(|t| *t < Duration::from_millis(1)),
+            "a round of {conns} requests took {took:?} of virtual time"
+        );
+        group.bench_function(format!("tapir_{conns}conn_x1req"), |b| {
+            b.iter(|| {
+                pair.client.app.round();
+                check(pair.drive(LIMIT, |_, c| c.app.round_done()), "busy round");
+            })
+        });
+        assert!(
+            pair.client.app.errors.is_empty(),
+            "{:?}",
+            pair.client.app.errors
+        );
+        assert_eq!(pair.client.app.bad_status, 0);
+    }
+    group.finish();
 }
 
 /// h2c: one connection, 100 concurrent streams per iteration, each `GET /bytes/100`.
@@ -424,5 +480,12 @@ impl RawPair {
     }
 }
 
-criterion_group!(benches, h1_keepalive, h2c_streams, tls_handshake, bulk);
+criterion_group!(
+    benches,
+    h1_keepalive,
+    h1_busy,
+    h2c_streams,
+    tls_handshake,
+    bulk
+);
 criterion_main!(benches);

@@ -21,6 +21,7 @@ use tapir::client::{Client, ClientConfig, Scheme, Target, Version};
 use tapir::device::memlink::{self, LinkConfig, MemDevice};
 use tapir::error::Chain;
 use tapir::runtime::sim::{Node, SimNode, EPOCH_MICROS};
+use tapir::runtime::wake::{ConnWaker, ReadyQueue};
 use tapir::runtime::Application;
 use tapir::service::builtin::Builtin;
 use tapir::service::server::StatsHandle;
@@ -662,6 +663,145 @@ impl Application for H1Clients {
             }
         }
         self.conns = conns;
+        progress
+    }
+
+    fn is_finished(&self) -> bool {
+        self.round_done()
+    }
+}
+
+/// Keep-alive HTTP/1.1 clients on raw stack sockets, like [`H1Clients`] (TCP only), that
+/// look only at the connections their sockets woke (and at every one when a round starts):
+/// the client's work per request does not grow with the number of connections, so what
+/// grows in a benchmark with many of them is the server's.
+pub struct BusyClients {
+    conns: Vec<BusyConn>,
+    ready: Arc<ReadyQueue>,
+    request: Vec<u8>,
+    /// Requests of the round not answered yet.
+    outstanding: u64,
+    /// Responses completed since the start.
+    pub completed: u64,
+    /// Responses whose status was not 200.
+    pub bad_status: u64,
+    /// Broken connections and parse errors.
+    pub errors: Vec<String>,
+}
+
+struct BusyConn {
+    handle: TcpHandle,
+    waker: Arc<ConnWaker>,
+    to_send: u64,
+    waiting: bool,
+    parser: ResponseParser,
+}
+
+impl BusyClients {
+    /// Opens `connections` connections to the server's HTTP port; each will ask for `path`.
+    pub fn connect(stack: &mut Stack, connections: usize, path: &str) -> Self {
+        let server = IpEndpoint::new(IpAddress::Ipv4(SERVER_IP), HTTP_PORT);
+        let ready = ReadyQueue::new();
+        let conns = (0..connections)
+            .map(|key| BusyConn {
+                handle: stack.connect(server).expect("connect"),
+                waker: ConnWaker::new(key, &ready),
+                to_send: 0,
+                waiting: false,
+                parser: ResponseParser::new(),
+            })
+            .collect();
+        BusyClients {
+            conns,
+            ready,
+            request: format!("GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").into_bytes(),
+            outstanding: 0,
+            completed: 0,
+            bad_status: 0,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Starts a round: every connection sends one more request.
+    pub fn round(&mut self) {
+        for c in &mut self.conns {
+            c.to_send += 1;
+            c.waker.wake_now();
+        }
+        self.outstanding += self.conns.len() as u64;
+    }
+
+    /// True when every request of the round has its response.
+    pub fn round_done(&self) -> bool {
+        self.outstanding == 0 || !self.errors.is_empty()
+    }
+
+    /// Reads what connection `c` received and sends its next request; registers its wakers.
+    fn visit(&mut self, stack: &mut Stack, c: usize) -> bool {
+        let mut progress = false;
+        let conn = &mut self.conns[c];
+        conn.waker.clear();
+        let sending = !conn.waiting && conn.to_send > 0;
+        let socket = if sending {
+            stack.socket(&conn.handle)
+        } else {
+            stack.socket_for_reading(&conn.handle)
+        };
+        if matches!(socket.state(), State::Closed | State::CloseWait) && conn.to_send > 0 {
+            self.errors
+                .push(format!("connection closed: {}", socket.state()));
+            return false;
+        }
+        while socket.can_recv() {
+            let parser = &mut conn.parser;
+            match socket.recv(|buf| (buf.len(), parser.feed(buf))) {
+                Ok(Ok((done, _))) if done > 0 => {
+                    if conn.parser.status != 200 {
+                        self.bad_status += done;
+                    }
+                    self.completed += done;
+                    self.outstanding -= done;
+                    conn.waiting = false;
+                    progress = true;
+                }
+                Ok(Ok(_)) => progress = true,
+                Ok(Err(e)) => {
+                    self.errors.push(e);
+                    return false;
+                }
+                Err(e) => {
+                    self.errors.push(format!("recv: {e}"));
+                    return false;
+                }
+            }
+        }
+        if !conn.waiting && conn.to_send > 0 && socket.may_send() {
+            let room = socket.send_capacity() - socket.send_queue();
+            if room >= self.request.len() {
+                let n = socket.send_slice(&self.request).expect("send");
+                debug_assert_eq!(n, self.request.len());
+                conn.to_send -= 1;
+                conn.waiting = true;
+                progress = true;
+            }
+        }
+        let waker = conn.waker.waker();
+        socket.register_recv_waker(&waker);
+        if conn.to_send > 0 {
+            socket.register_send_waker(&waker);
+        }
+        progress
+    }
+}
+
+impl Application for BusyClients {
+    fn poll(&mut self, stack: &mut Stack, _now: Instant) -> bool {
+        let mut progress = false;
+        for key in self.ready.drain() {
+            if key < self.conns.len() {
+                progress |= self.visit(stack, key);
+            }
+        }
         progress
     }
 
