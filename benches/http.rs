@@ -52,6 +52,12 @@ fn check(ok: Result<Duration, String>, what: &str) {
     }
 }
 
+/// Every request of a benchmark got a 200 response, and no connection broke.
+fn answered_cleanly(errors: &[String], bad_status: u64) {
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(bad_status, 0);
+}
+
 /// HTTP/1.1 keep-alive: 64 connections, each sends 16 requests for `/bytes/100` one after
 /// another (request, full response, next request).
 fn h1_keepalive(c: &mut Criterion) {
@@ -75,12 +81,7 @@ fn h1_keepalive(c: &mut Criterion) {
             check(pair.drive(LIMIT, |_, c| c.app.round_done()), "h1 round");
         })
     });
-    assert!(
-        pair.client.app.errors.is_empty(),
-        "{:?}",
-        pair.client.app.errors
-    );
-    assert_eq!(pair.client.app.bad_status, 0);
+    answered_cleanly(&pair.client.app.errors, pair.client.app.bad_status);
 
     // Baseline: the same exchanges (a 40-byte request like ours, a response as long as
     // tapir's head + body) over raw smoltcp sockets of the same two stacks, no HTTP.
@@ -152,12 +153,7 @@ fn h1_busy(c: &mut Criterion) {
                 check(pair.drive(LIMIT, |_, c| c.app.round_done()), "busy round");
             })
         });
-        assert!(
-            pair.client.app.errors.is_empty(),
-            "{:?}",
-            pair.client.app.errors
-        );
-        assert_eq!(pair.client.app.bad_status, 0);
+        answered_cleanly(&pair.client.app.errors, pair.client.app.bad_status);
     }
     group.finish();
 }
