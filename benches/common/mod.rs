@@ -13,7 +13,7 @@ use std::task::Context;
 
 use http::{Request, Response};
 use rustls::pki_types::ServerName;
-use smoltcp::socket::tcp::State;
+use smoltcp::socket::tcp::{self, State};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpCidr, IpEndpoint, Ipv4Address};
 use tapir::client::fetch::{ClientWork, Job, Outcome, Sink, WithClient};
@@ -593,15 +593,10 @@ impl Application for H1Clients {
                             }
                         }
                     }
-                    if sending && socket.may_send() {
-                        let room = socket.send_capacity() - socket.send_queue();
-                        if room >= self.request.len() {
-                            let n = socket.send_slice(&self.request).expect("send");
-                            debug_assert_eq!(n, self.request.len());
-                            c.to_send -= 1;
-                            c.waiting = true;
-                            progress = true;
-                        }
+                    if sending && send_whole(socket, &self.request) {
+                        c.to_send -= 1;
+                        c.waiting = true;
+                        progress = true;
                     }
                 }
                 Some(Link::Tls { stream, partial }) => {
@@ -669,6 +664,16 @@ impl Application for H1Clients {
     fn is_finished(&self) -> bool {
         self.round_done()
     }
+}
+
+/// Sends all of `request` on `socket` when it can take it whole; true when sent.
+fn send_whole(socket: &mut tcp::Socket<'static>, request: &[u8]) -> bool {
+    if !socket.may_send() || socket.send_capacity() - socket.send_queue() < request.len() {
+        return false;
+    }
+    let n = socket.send_slice(request).expect("send");
+    debug_assert_eq!(n, request.len());
+    true
 }
 
 /// Keep-alive HTTP/1.1 clients on raw stack sockets, like [`H1Clients`] (TCP only), that
@@ -775,15 +780,10 @@ impl BusyClients {
                 }
             }
         }
-        if !conn.waiting && conn.to_send > 0 && socket.may_send() {
-            let room = socket.send_capacity() - socket.send_queue();
-            if room >= self.request.len() {
-                let n = socket.send_slice(&self.request).expect("send");
-                debug_assert_eq!(n, self.request.len());
-                conn.to_send -= 1;
-                conn.waiting = true;
-                progress = true;
-            }
+        if !conn.waiting && conn.to_send > 0 && send_whole(socket, &self.request) {
+            conn.to_send -= 1;
+            conn.waiting = true;
+            progress = true;
         }
         let waker = conn.waker.waker();
         socket.register_recv_waker(&waker);
