@@ -3,28 +3,33 @@
 //!
 //! It also checks the sequence number of every RST (RFC 5961, section 3.2): smoltcp closes
 //! a connection on any RST whose sequence number falls inside the receive window, so a
-//! blind attacker who guesses within the window could reset it. The ingress remembers the
-//! acknowledgement number of the last segment the stack sent on each connection (the
-//! receiver's next expected sequence number, as the peer last learned it) and drops an RST
-//! whose sequence number differs. A real peer's RST either carries exactly that number
-//! (the RFC 793 reply to our segment: SEQ = SEG.ACK) or is repeated with it when our next
-//! segment reaches a peer that no longer knows the connection.
+//! blind attacker who guesses within the window could reset it. An RST is taken only when
+//! its sequence number is exactly the receiver's next expected one (RCV.NXT, or the
+//! acknowledgement number of the last segment we sent, which is behind it while an ACK is
+//! delayed). A real peer's RST either carries that number (the RFC 793 reply to our
+//! segment: SEQ = SEG.ACK) or is repeated with it when our next segment reaches a peer that
+//! no longer knows the connection.
 //!
-//! An RST whose sequence number is wrong but inside the window we last advertised, and a SYN
-//! on a synchronized connection, get a challenge ACK (RFC 5961 sections 3.2 and 4.2): an ACK
+//! An RST whose sequence number is wrong but inside the receive window, and a SYN on a
+//! synchronized connection, get a challenge ACK (RFC 5961 sections 3.2 and 4.2): an ACK
 //! carrying our current sequence and acknowledgement numbers, so a peer that really lost the
 //! connection answers with an exact RST, and a blind attacker learns nothing. Challenge ACKs
 //! are limited stack-wide to [`CHALLENGE_ACKS_PER_SECOND`] (Linux's default), so they
 //! cannot be turned into a flood.
+//!
+//! The numbers come from the connection's socket (the stack looks them up when it routes
+//! an RST or SYN to the socket, see [`Tally::set_synchronized`]); for a handshake in
+//! progress, whose socket the routing index does not know, from the SYN-ACK the stack sent
+//! (the only segment it sends then), remembered here until the handshake ends.
 //!
 //! smoltcp drops bad frames silently; wrapping the device lets us count them and keep
 //! the decision in one place. A dropped frame is handed to smoltcp as an empty buffer,
 //! which it discards without further work.
 
 use std::cell::{Cell, RefCell};
-use std::collections::hash_map::Entry;
 
 use smoltcp::phy::{self, DeviceCapabilities};
+use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{ArpPacket, Icmpv4Packet, Icmpv6Packet};
 use smoltcp::wire::{
@@ -176,11 +181,11 @@ pub struct Tally {
     syn_port: Cell<Option<u16>>,
     rst_dropped: Cell<u64>,
     challenge_acks: Cell<u64>,
-    /// What the stack last sent on each connection.
-    last_sent: RefCell<super::key::ConnMap<TcpKey, Sent>>,
-    /// The frame being received belongs to a connection the stack holds (set by the stack
-    /// before it hands the frame over).
-    live: Cell<bool>,
+    /// The SYN-ACKs sent on handshakes in progress (see the module's documentation).
+    handshakes: RefCell<super::key::ConnMap<TcpKey, Told>>,
+    /// What the connection of the frame being received has told its peer, when it is
+    /// synchronized (set by the stack before it hands the frame over).
+    synchronized: Cell<Option<Told>>,
     /// The time of the current poll, in microseconds.
     now: Cell<i64>,
     /// When the current second of challenge ACKs began (microseconds), and how many are
@@ -190,28 +195,45 @@ pub struct Tally {
     replies: RefCell<Vec<Vec<u8>>>,
 }
 
-/// The last segment the stack sent on a connection, as far as a challenge ACK needs it.
+/// What the stack has told the peer of a connection, as far as the RFC 5961 checks and a
+/// challenge ACK need it (sequence numbers as on the wire).
 #[derive(Debug, Clone, Copy)]
-struct Sent {
-    /// Its acknowledgement number: the receiver's next expected sequence number.
-    ack: u32,
-    /// The sequence number after it (SND.NXT as of that segment).
-    next_seq: u32,
-    /// Its window field.
-    window: u16,
-    /// The window shift our SYN announced.
-    shift: u8,
-    /// Its timestamp option.
+struct Told {
+    /// RCV.NXT: an RST with this sequence number is exact.
+    rcv_nxt: u32,
+    /// The acknowledgement number of the last segment sent: exact too, and the receive
+    /// window's left edge as the peer knows it.
+    last_ack: u32,
+    /// The receive window's right edge.
+    window_end: u32,
+    /// SND.NXT.
+    snd_nxt: u32,
+    /// The window field of an ACK sent now.
+    window_field: u16,
+    /// The timestamp option of an ACK sent now.
     timestamp: Option<TcpTimestampRepr>,
+}
+
+impl From<tcp::Synchronized> for Told {
+    fn from(sync: tcp::Synchronized) -> Self {
+        Told {
+            rcv_nxt: sync.rcv_nxt.0 as u32,
+            last_ack: sync.last_ack.0 as u32,
+            window_end: sync.window_end.0 as u32,
+            snd_nxt: sync.snd_nxt.0 as u32,
+            window_field: sync.window_field,
+            timestamp: sync.timestamp,
+        }
+    }
 }
 
 /// A TCP connection as seen from the stack (see [`super::key`]).
 pub type TcpKey = super::key::ConnKey;
 
-/// Most connections whose last acknowledgement number is remembered; past this the table is
-/// pruned to the live connections (see [`Tally::prune_acks`]), and cleared if that is not
-/// enough (RSTs on forgotten connections then go unchecked until we send on them again).
-const MAX_TRACKED: usize = 1 << 17;
+/// Most handshakes whose SYN-ACK is remembered; past this the table is cleared (RSTs on
+/// the handshakes forgotten then go unchecked until their SYN-ACK is sent again). The
+/// stack prunes it to the live handshakes long before (see [`Tally::prune_handshakes`]).
+const MAX_HANDSHAKES: usize = 1 << 17;
 
 fn bump(cell: &Cell<u64>, by: u64) {
     cell.set(cell.get().wrapping_add(by));
@@ -231,9 +253,11 @@ impl Tally {
         stats.challenge_acks = self.challenge_acks.get();
     }
 
-    /// Says whether the frame about to be received belongs to a connection the stack holds.
-    pub fn set_live(&self, live: bool) {
-        self.live.set(live);
+    /// Says what the synchronized connection of the frame about to be received has told its
+    /// peer (`None`: the frame belongs to no synchronized connection the stack knows, or is
+    /// neither an RST nor a SYN, which the checks do not look at).
+    pub fn set_synchronized(&self, synchronized: Option<tcp::Synchronized>) {
+        self.synchronized.set(synchronized.map(Told::from));
     }
 
     /// Takes the frames the ingress wants sent.
@@ -258,57 +282,67 @@ impl Tally {
         bump(&self.tx_bytes, len as u64);
     }
 
-    /// How many connections have a remembered acknowledgement number.
-    pub fn tracked(&self) -> usize {
-        self.last_sent.borrow().len()
+    /// How many handshakes have a remembered SYN-ACK.
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.borrow().len()
     }
 
-    /// True when the stack sent a segment with an ACK on the connection (for a half-open
-    /// one: its SYN-ACK left).
+    /// True when the stack sent the SYN-ACK of the handshake `key`.
     pub fn has_sent(&self, key: &TcpKey) -> bool {
-        self.last_sent.borrow().contains_key(key)
+        self.handshakes.borrow().contains_key(key)
     }
 
-    /// Forgets the connections for which `live` is false.
-    pub fn prune_acks(&self, live: impl Fn(&TcpKey) -> bool) {
-        self.last_sent.borrow_mut().retain(|key, _| live(key));
+    /// Forgets the handshake `key` (it completed or was given up).
+    pub fn forget(&self, key: &TcpKey) {
+        self.handshakes.borrow_mut().remove(key);
     }
 
-    /// Notes what a TCP segment the stack sends tells the peer (or forgets the connection
-    /// when the segment is an RST).
+    /// Forgets the handshakes for which `live` is false.
+    pub fn prune_handshakes(&self, live: impl Fn(&TcpKey) -> bool) {
+        self.handshakes.borrow_mut().retain(|key, _| live(key));
+    }
+
+    /// Remembers a SYN-ACK the stack sends; forgets the handshake when the segment is an
+    /// RST. Other segments cost a look at their flags.
     fn note_sent(&self, frame: &[u8]) {
-        let Some((key, tcp)) = tcp_segment(frame, false) else {
+        let Some((src, dst, segment)) = tcp_in_frame(frame) else {
             return;
         };
-        let mut map = self.last_sent.borrow_mut();
-        if tcp.rst {
-            map.remove(&key);
-        } else if let Some(ack) = tcp.ack {
-            if map.len() >= MAX_TRACKED && !map.contains_key(&key) {
-                map.clear();
-            }
-            let sent = Sent {
-                ack,
-                next_seq: tcp.seq.wrapping_add(tcp.seq_len),
-                window: tcp.window,
-                shift: tcp.window_scale.unwrap_or(0),
-                timestamp: tcp.timestamp,
-            };
-            // One lookup per frame sent: the shift is the SYN's, kept from then on.
-            match map.entry(key) {
-                Entry::Occupied(mut old) if !tcp.syn => {
-                    let shift = old.get().shift;
-                    *old.get_mut() = Sent { shift, ..sent };
-                }
-                Entry::Occupied(mut old) => *old.get_mut() = sent,
-                Entry::Vacant(new) => {
-                    new.insert(Sent {
-                        shift: if tcp.syn { sent.shift } else { 0 },
-                        ..sent
-                    });
-                }
-            }
+        let Ok(tcp) = TcpPacket::new_checked(segment) else {
+            return;
+        };
+        let syn_ack = tcp.syn() && tcp.ack();
+        if !(syn_ack || tcp.rst()) {
+            return;
         }
+        let Some((key, info)) = segment_info(segment, src, dst, false) else {
+            return;
+        };
+        let mut map = self.handshakes.borrow_mut();
+        if info.rst {
+            map.remove(&key);
+            return;
+        }
+        let Some(ack) = info.ack else {
+            return;
+        };
+        if map.len() >= MAX_HANDSHAKES && !map.contains_key(&key) {
+            map.clear();
+        }
+        // A SYN's window field is not scaled; an ACK answering for the handshake carries
+        // it scaled by the shift the SYN-ACK announced.
+        let shift = info.window_scale.unwrap_or(0).min(14);
+        map.insert(
+            key,
+            Told {
+                rcv_nxt: ack,
+                last_ack: ack,
+                window_end: ack.wrapping_add(u32::from(info.window)),
+                snd_nxt: info.seq.wrapping_add(info.seq_len),
+                window_field: info.window >> shift,
+                timestamp: info.timestamp,
+            },
+        );
     }
 
     /// What RFC 5961 asks of a received RST that passed inspection.
@@ -319,33 +353,26 @@ impl Tally {
         if !tcp.rst {
             return RstCheck::Pass;
         }
-        let Some(sent) = self.last_sent.borrow().get(&key).copied() else {
-            return RstCheck::Pass;
+        let told = match self.synchronized.get() {
+            Some(told) => told,
+            None => match self.handshakes.borrow().get(&key) {
+                Some(told) => *told,
+                None => return RstCheck::Pass,
+            },
         };
-        if sent.ack == tcp.seq {
+        if tcp.seq == told.rcv_nxt || tcp.seq == told.last_ack {
             return RstCheck::Pass;
         }
-        let window = u32::from(sent.window) << sent.shift.min(14);
-        if tcp.seq.wrapping_sub(sent.ack) < window {
-            RstCheck::Challenge(sent)
+        let window = told.window_end.wrapping_sub(told.last_ack);
+        if tcp.seq.wrapping_sub(told.last_ack) < window {
+            RstCheck::Challenge(told)
         } else {
             RstCheck::Drop
         }
     }
 
-    /// The last segment sent on the connection of `frame` (a received SYN), when that
-    /// connection is synchronized: it lives in a data shard (established, or opened by us
-    /// and answered: our SYN carries no ACK and is not remembered).
-    fn synchronized(&self, frame: &[u8]) -> Option<Sent> {
-        if !self.live.get() {
-            return None;
-        }
-        let (key, _) = tcp_segment(frame, true)?;
-        self.last_sent.borrow().get(&key).copied()
-    }
-
     /// Queues a challenge ACK answering `frame`, within the stack-wide limit.
-    fn challenge(&self, frame: &[u8], sent: Sent) {
+    fn challenge(&self, frame: &[u8], told: Told) {
         let now = self.now.get();
         let (since, left) = match self.challenge_budget.get() {
             Some((since, left)) if now - since < 1_000_000 => (since, left),
@@ -362,14 +389,14 @@ impl Tally {
             src_port: segment.tcp.dst_port,
             dst_port: segment.tcp.src_port,
             control: TcpControl::None,
-            seq_number: TcpSeqNumber(sent.next_seq as i32),
-            ack_number: Some(TcpSeqNumber(sent.ack as i32)),
-            window_len: sent.window,
+            seq_number: TcpSeqNumber(told.snd_nxt as i32),
+            ack_number: Some(TcpSeqNumber(told.rcv_nxt as i32)),
+            window_len: told.window_field,
             window_scale: None,
             max_seg_size: None,
             sack_permitted: false,
             sack_ranges: [None; 3],
-            timestamp: sent.timestamp,
+            timestamp: told.timestamp,
             payload: &[],
         };
         self.replies.borrow_mut().push(segment.reply(&ack));
@@ -387,7 +414,7 @@ enum RstCheck {
     /// Not an RST, an exact one, or one on a connection we never sent on.
     Pass,
     /// An RST in the window but not exact: drop it, answer with a challenge ACK.
-    Challenge(Sent),
+    Challenge(Told),
     /// An RST outside the window: drop it silently.
     Drop,
 }
@@ -399,7 +426,6 @@ struct SegmentInfo {
     seq_len: u32,
     ack: Option<u32>,
     rst: bool,
-    syn: bool,
     window: u16,
     /// The window scale option (SYN segments only).
     window_scale: Option<u8>,
@@ -454,7 +480,6 @@ fn segment_info(
         seq_len: (tcp.payload().len() + usize::from(tcp.syn()) + usize::from(tcp.fin())) as u32,
         ack: tcp.ack().then(|| tcp.ack_number().0 as u32),
         rst: tcp.rst(),
-        syn: tcp.syn(),
         window: tcp.window_len(),
         window_scale,
         timestamp,
@@ -572,9 +597,9 @@ impl<T: phy::RxToken, G: SynGate> phy::RxToken for RxToken<'_, T, G> {
             bump(&tally.rx_bytes, frame.len() as u64);
             let (verdict, rst) = examine(frame, checksum_valid);
             if let Verdict::Syn(_) = verdict {
-                if let Some(sent) = tally.synchronized(frame) {
+                if let Some(told) = tally.synchronized.get() {
                     // RFC 5961 4.2: a SYN on a synchronized connection.
-                    tally.challenge(frame, sent);
+                    tally.challenge(frame, told);
                     return f(&[]);
                 }
             }
@@ -582,9 +607,9 @@ impl<T: phy::RxToken, G: SynGate> phy::RxToken for RxToken<'_, T, G> {
                 Verdict::Pass if !rst => f(frame),
                 Verdict::Pass => match tally.check_rst(frame) {
                     RstCheck::Pass => f(frame),
-                    RstCheck::Challenge(sent) => {
+                    RstCheck::Challenge(told) => {
                         bump(&tally.rst_dropped, 1);
-                        tally.challenge(frame, sent);
+                        tally.challenge(frame, told);
                         f(&[])
                     }
                     RstCheck::Drop => {

@@ -385,12 +385,17 @@ pub struct Stack {
     now: Instant,
 }
 
-/// True when the stack sent a segment with an ACK on `socket`'s connection.
+/// The 4-tuple of `socket`'s connection, once it has one.
+fn conn_key(socket: &tcp::Socket) -> Option<ingress::TcpKey> {
+    Some(ingress::TcpKey::of(
+        socket.local_endpoint()?,
+        socket.remote_endpoint()?,
+    ))
+}
+
+/// True when the stack sent the SYN-ACK of `socket`'s handshake.
 fn sent_on(tally: &Tally, socket: &tcp::Socket) -> bool {
-    match (socket.local_endpoint(), socket.remote_endpoint()) {
-        (Some(local), Some(remote)) => tally.has_sent(&ingress::TcpKey::of(local, remote)),
-        _ => false,
-    }
+    conn_key(socket).is_some_and(|key| tally.has_sent(&key))
 }
 
 /// The IPv6 link-local address derived from a MAC (modified EUI-64, RFC 4291).
@@ -633,7 +638,12 @@ impl Stack {
                     CookieStep::Accepted => route = self.sockets.route(&self.frame),
                 }
             }
-            self.tally.set_live(route.shard != 0);
+            // The RFC 5961 checks of an RST or SYN need the numbers of its connection.
+            self.tally.set_synchronized(if route.rst_or_syn {
+                self.sockets.synchronized(&route, now)
+            } else {
+                None
+            });
             let gate = Gate {
                 listeners: &self.listeners,
                 at_cap: self.connection_count() >= self.config.tcp.max_connections,
@@ -1196,21 +1206,18 @@ impl Stack {
 
     /// Promotes completed handshakes, expires stale ones, frees closed sockets, handles DHCP.
     fn maintain(&mut self, now: Instant) {
-        // The RST check's table: forget connections that are gone once it has grown well
-        // past the live ones (amortised: at most once per doubling).
-        if self.tally.tracked() > 2 * self.connection_count() + 1024 {
+        // The RST check's handshakes: forget those that are gone once the table has grown
+        // well past the live ones (amortised: at most once per doubling).
+        let half_open: usize = self.listeners.values().map(|l| l.half_open.len()).sum();
+        if self.tally.handshakes() > 2 * half_open + 1024 {
+            let sockets = &self.sockets;
             let live: HashSet<ingress::TcpKey> = self
-                .sockets
-                .iter()
-                .filter_map(|(_, socket)| match socket {
-                    smoltcp::socket::Socket::Tcp(tcp) => {
-                        let (local, remote) = (tcp.local_endpoint()?, tcp.remote_endpoint()?);
-                        Some(ingress::TcpKey::of(local, remote))
-                    }
-                    _ => None,
-                })
+                .listeners
+                .values()
+                .flat_map(|listener| listener.half_open.iter())
+                .filter_map(|&(handle, _)| conn_key(sockets.get::<tcp::Socket>(handle)))
                 .collect();
-            self.tally.prune_acks(|key| live.contains(key));
+            self.tally.prune_handshakes(|key| live.contains(key));
         }
         // Only listeners with handshakes in progress: a pool of LISTEN sockets changes only
         // when a SYN takes one, and the stack refills it right after that frame (see
@@ -1233,7 +1240,15 @@ impl Stack {
                 let (handle, since) = listener.half_open[i];
                 // Looked at, not used: the shard is not marked for output.
                 let socket = self.sockets.get::<tcp::Socket>(handle);
-                match progress(socket.state()) {
+                let progress = progress(socket.state());
+                if progress != Progress::Waiting {
+                    // An established socket's own numbers answer for the connection from now
+                    // on; a failed one's tuple is gone (pruned later, see above).
+                    if let Some(key) = conn_key(socket) {
+                        self.tally.forget(&key);
+                    }
+                }
+                match progress {
                     Progress::Established => {
                         listener.half_open.swap_remove(i);
                         // From the handshake shard to a data shard of its own.

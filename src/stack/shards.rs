@@ -122,6 +122,8 @@ pub struct Route {
     /// The socket of the TCP connection the frame belongs to, when the frame is one
     /// whole TCP segment of a known connection.
     pub socket: Option<SocketHandle>,
+    /// The frame is a TCP segment with RST or SYN set (the ones RFC 5961's checks look at).
+    pub rst_or_syn: bool,
 }
 
 /// Every socket of a stack.
@@ -405,17 +407,24 @@ impl Shards {
     /// may: the first fragment of one).
     pub fn route(&mut self, frame: &[u8]) -> Route {
         let shard = match classify(frame) {
-            Routing::Segment(key, data) => match self.index.get(&key).copied() {
+            Routing::Segment(key, segment) => match self.index.get(&key).copied() {
                 Some(slot) => {
-                    if data {
+                    if segment.data {
                         self.provide(slot);
                     }
                     return Route {
                         shard: slot.shard as usize,
                         socket: Some(slot.handle),
+                        rst_or_syn: segment.rst_or_syn,
                     };
                 }
-                None => 0,
+                None => {
+                    return Route {
+                        shard: 0,
+                        socket: None,
+                        rst_or_syn: segment.rst_or_syn,
+                    }
+                }
             },
             Routing::FirstFragment(id, key) => {
                 let shard = match self.index.get(&key).copied() {
@@ -438,7 +447,16 @@ impl Shards {
         Route {
             shard,
             socket: None,
+            rst_or_syn: false,
         }
+    }
+
+    /// What the peer of the connection a frame was routed to has been told, when that
+    /// connection is synchronized (see [`tcp::Socket::synchronized`]).
+    pub fn synchronized(&self, route: &Route, now: Instant) -> Option<tcp::Synchronized> {
+        let handle = route.socket?;
+        let set = &self.shards.get(route.shard)?.set;
+        set.get::<tcp::Socket>(handle).synchronized(now)
     }
 
     /// The socket set of a shard, marked for output.
@@ -597,8 +615,8 @@ const MAX_FRAGMENTED_DATAGRAMS: usize = 64;
 
 /// What decides a frame's shard.
 enum Routing {
-    /// An unfragmented TCP segment of this connection, and whether it carries data.
-    Segment(Key, bool),
+    /// An unfragmented TCP segment of this connection.
+    Segment(Key, SegmentFlags),
     /// The first fragment of a TCP segment of this connection.
     FirstFragment(FragmentKey, Key),
     /// A later fragment of a datagram.
@@ -608,8 +626,8 @@ enum Routing {
 }
 
 fn classify(frame: &[u8]) -> Routing {
-    if let Some((key, data)) = tcp_key(frame) {
-        return Routing::Segment(key, data);
+    if let Some((key, flags)) = tcp_key(frame) {
+        return Routing::Segment(key, flags);
     }
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
         return Routing::Other;
@@ -648,9 +666,18 @@ fn classify(frame: &[u8]) -> Routing {
     }
 }
 
+/// What routing needs to know of a TCP segment besides its connection.
+#[derive(Debug, Clone, Copy)]
+struct SegmentFlags {
+    /// It carries data.
+    data: bool,
+    /// RST or SYN is set.
+    rst_or_syn: bool,
+}
+
 /// (local, remote) of a TCP segment in an Ethernet frame, if it is one (unfragmented),
-/// and whether it carries data.
-fn tcp_key(frame: &[u8]) -> Option<(Key, bool)> {
+/// and its flags.
+fn tcp_key(frame: &[u8]) -> Option<(Key, SegmentFlags)> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
     let (src, dst, proto, payload): (IpAddress, IpAddress, IpProtocol, &[u8]) =
         match eth.ethertype() {
@@ -682,7 +709,11 @@ fn tcp_key(frame: &[u8]) -> Option<(Key, bool)> {
     }
     let tcp = TcpPacket::new_checked(payload).ok()?;
     let key = Key::new(dst, tcp.dst_port(), src, tcp.src_port());
-    Some((key, !tcp.payload().is_empty()))
+    let flags = SegmentFlags {
+        data: !tcp.payload().is_empty(),
+        rst_or_syn: tcp.rst() || tcp.syn(),
+    };
+    Some((key, flags))
 }
 
 /// A device whose sends are watched: `exhausted` once it had no room for a frame.
@@ -844,8 +875,13 @@ mod tests {
             s.route(&from_peer(40_001)),
             Route {
                 shard: 0,
-                socket: None
+                socket: None,
+                rst_or_syn: false,
             }
         );
+        // An RST is marked for the RFC 5961 checks, known connection or not.
+        let rst = |sport| frame_from(PEER_IP, &segment(sport, TcpControl::Rst, 1, Some(1)));
+        assert!(s.route(&rst(40_000)).rst_or_syn);
+        assert!(s.route(&rst(40_001)).rst_or_syn);
     }
 }

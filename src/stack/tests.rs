@@ -246,6 +246,87 @@ mod challenge_ack {
     }
 
     #[test]
+    fn an_rst_at_rcv_nxt_resets_while_our_ack_is_delayed() {
+        let mut b = Bench::new(|_| {});
+        let (conn, s_isn) = handshake(&mut b, 40000, 1000);
+        let mut data = segment(40000, TcpControl::Psh, 1001, Some(s_isn + 1));
+        data.payload = b"hello";
+        data.timestamp = Some(TcpTimestampRepr::new(3, 0));
+        let out = b.send(frame_from(PEER_IP, &data));
+        assert!(out.is_empty(), "the ACK is delayed: {out:?}");
+        // The peer's RST carries its SND.NXT, our RCV.NXT: ahead of the last ACK we sent.
+        let out = b.send(frame_from(
+            PEER_IP,
+            &segment(40000, TcpControl::Rst, 1006, None),
+        ));
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(b.stack.socket_ref(&conn).state(), State::Closed);
+        assert_eq!(b.stack.stats().rst_dropped, 0);
+    }
+
+    #[test]
+    fn a_handshake_in_progress_is_checked_against_its_syn_ack() {
+        let mut b = Bench::new(|_| {});
+        let mut syn = segment(40000, TcpControl::Syn, 1000, None);
+        syn.window_scale = Some(7);
+        let out = b.send(frame_from(PEER_IP, &syn));
+        let synack = out.first().expect("SYN-ACK");
+        let s_isn = seq(synack.seq_number);
+        assert_eq!(b.stack.tally.handshakes(), 1);
+        // In the SYN-ACK's window (not scaled: it is a SYN's), not exact.
+        let inside = 1001 + u32::from(synack.window_len) - 1;
+        let out = b.send(frame_from(
+            PEER_IP,
+            &segment(40000, TcpControl::Rst, inside, None),
+        ));
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(out[0].control, TcpControl::None);
+        assert_eq!(seq(out[0].seq_number), s_isn + 1);
+        assert_eq!(out[0].ack_number.map(seq), Some(1001));
+        // Past it: dropped silently.
+        let out = b.send(frame_from(
+            PEER_IP,
+            &segment(40000, TcpControl::Rst, inside + 1, None),
+        ));
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(b.stack.connection_count(), 1, "the handshake goes on");
+        assert_eq!(b.stack.stats().rst_dropped, 2);
+        // The exact RST ends it: smoltcp turns the socket back to LISTEN.
+        b.send(frame_from(
+            PEER_IP,
+            &segment(40000, TcpControl::Rst, 1001, None),
+        ));
+        assert_eq!(b.stack.stats().rst_dropped, 2);
+        let listener = &b.stack.listeners[&80];
+        let states: Vec<State> = listener
+            .half_open
+            .iter()
+            .map(|&(handle, _)| {
+                b.stack
+                    .sockets
+                    .get::<smoltcp::socket::tcp::Socket>(handle)
+                    .state()
+            })
+            .collect();
+        assert_eq!(states, [State::Listen]);
+    }
+
+    #[test]
+    fn established_connections_leave_no_record_behind() {
+        let mut b = Bench::new(|_| {});
+        for i in 0..20 {
+            handshake(&mut b, 40000 + i, 1000 * u32::from(i));
+        }
+        // Their sockets answer the checks; only handshakes in progress are remembered.
+        assert_eq!(b.stack.tally.handshakes(), 0);
+        b.send(frame_from(
+            PEER_IP,
+            &segment(41000, TcpControl::Syn, 5, None),
+        ));
+        assert_eq!(b.stack.tally.handshakes(), 1);
+    }
+
+    #[test]
     fn challenge_acks_are_limited_stack_wide() {
         let mut b = Bench::new(|_| {});
         let (_a, _) = handshake(&mut b, 40001, 5000);

@@ -62,6 +62,26 @@ pub struct CookieHandshake {
     pub now: Instant,
 }
 
+/// tapir patch: what the peer of a synchronized connection has been told, for checks made
+/// on a segment before it reaches the socket (RFC 5961: a reset that is not exact, or a SYN,
+/// is answered with an ACK built from these numbers). See [`Socket::synchronized`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Synchronized {
+    /// RCV.NXT: the next sequence number expected from the peer.
+    pub rcv_nxt: TcpSeqNumber,
+    /// The acknowledgement number of the last segment sent: RCV.NXT, or behind it while an
+    /// ACK is delayed.
+    pub last_ack: TcpSeqNumber,
+    /// The right edge of the receive window: the furthest one advertised (RFC 7323 §2.4).
+    pub window_end: TcpSeqNumber,
+    /// SND.NXT: the sequence number after the highest one sent.
+    pub snd_nxt: TcpSeqNumber,
+    /// The window field an ACK sent now carries (scaled).
+    pub window_field: u16,
+    /// The timestamp option an ACK sent at the time asked carries, when negotiated.
+    pub timestamp: Option<TcpTimestampRepr>,
+}
+
 /// Error returned by [`Socket::listen`]
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -1492,6 +1512,35 @@ impl<'a> Socket<'a> {
     /// smaller than a previous answer until the receive buffer is replaced by a smaller one.
     pub fn receive_space_wanted(&self) -> usize {
         self.rcv_tune.wanted
+    }
+
+    /// tapir patch: the numbers of a synchronized connection (ESTABLISHED and the closing
+    /// states) as an ACK sent at `now` would carry them, for RFC 5961 checks made before a
+    /// segment reaches the socket; `None` in the other states and before any segment with
+    /// an ACK left.
+    pub fn synchronized(&self, now: Instant) -> Option<Synchronized> {
+        match self.state {
+            State::Closed | State::Listen | State::SynSent | State::SynReceived => return None,
+            State::Established
+            | State::FinWait1
+            | State::FinWait2
+            | State::CloseWait
+            | State::Closing
+            | State::LastAck
+            | State::TimeWait => {}
+        }
+        let last_ack = self.remote_last_ack?;
+        let rcv_nxt = self.remote_seq_no + self.rx_buffer.len();
+        Some(Synchronized {
+            rcv_nxt,
+            last_ack,
+            window_end: self.rcv_edge.map_or(rcv_nxt, |edge| edge.max(rcv_nxt)),
+            snd_nxt: self.remote_last_seq,
+            window_field: self.scaled_window(),
+            timestamp: self
+                .tsval(now)
+                .map(|tsval| TcpTimestampRepr::new(tsval, self.last_remote_tsval)),
+        })
     }
 
     /// tapir patch: where the stream is in each direction: the next sequence number
@@ -7433,6 +7482,88 @@ mod test {
                 ..RECV_TEMPL
             }]
         );
+    }
+
+    #[test]
+    fn test_synchronized_only_in_synchronized_states() {
+        let now = Instant::from_millis(0);
+        assert_eq!(socket().synchronized(now), None);
+        assert_eq!(socket_listen().synchronized(now), None);
+        assert_eq!(socket_syn_sent().synchronized(now), None);
+        assert_eq!(socket_syn_received().synchronized(now), None);
+        let s = socket_established();
+        assert_eq!(
+            s.synchronized(now),
+            Some(Synchronized {
+                rcv_nxt: REMOTE_SEQ + 1,
+                last_ack: REMOTE_SEQ + 1,
+                window_end: REMOTE_SEQ + 1 + 64,
+                snd_nxt: LOCAL_SEQ + 1,
+                window_field: 64,
+                timestamp: None,
+            })
+        );
+        for socket in [
+            socket_fin_wait_1(),
+            socket_fin_wait_2(),
+            socket_close_wait(),
+            socket_closing(),
+            socket_last_ack(),
+            socket_time_wait(false),
+        ] {
+            assert!(socket.synchronized(now).is_some(), "{}", socket.state);
+        }
+    }
+
+    #[test]
+    fn test_synchronized_follows_what_was_sent() {
+        let mut s = socket_established();
+        s.set_ack_delay(Some(ACK_DELAY_DEFAULT));
+        s.send_slice(b"xyz").unwrap();
+        recv!(
+            s,
+            [TcpRepr {
+                seq_number: LOCAL_SEQ + 1,
+                ack_number: Some(REMOTE_SEQ + 1),
+                payload: &b"xyz"[..],
+                ..RECV_TEMPL
+            }]
+        );
+        send!(
+            s,
+            TcpRepr {
+                seq_number: REMOTE_SEQ + 1,
+                ack_number: Some(LOCAL_SEQ + 1),
+                payload: &b"abc"[..],
+                ..SEND_TEMPL
+            }
+        );
+        // The ACK of "abc" is delayed: RCV.NXT moved, the last ACK sent did not, and the
+        // window's right edge stays where it was advertised.
+        let sync = s.synchronized(Instant::from_millis(0)).unwrap();
+        assert_eq!(sync.rcv_nxt, REMOTE_SEQ + 1 + 3);
+        assert_eq!(sync.last_ack, REMOTE_SEQ + 1);
+        assert_eq!(sync.window_end, REMOTE_SEQ + 1 + 64);
+        assert_eq!(sync.snd_nxt, LOCAL_SEQ + 1 + 3);
+        assert_eq!(sync.window_field, 61);
+        recv!(s, time 11, Ok(TcpRepr {
+            seq_number: LOCAL_SEQ + 1 + 3,
+            ack_number: Some(REMOTE_SEQ + 1 + 3),
+            window_len: 61,
+            ..RECV_TEMPL
+        }));
+        let sync = s.synchronized(Instant::from_millis(11)).unwrap();
+        assert_eq!(sync.last_ack, REMOTE_SEQ + 1 + 3);
+        assert_eq!(sync.rcv_nxt, REMOTE_SEQ + 1 + 3);
+    }
+
+    #[test]
+    fn test_synchronized_timestamp_is_the_next_acks() {
+        let mut s = socket_established();
+        s.set_timestamp_clock(Some(1000));
+        s.last_remote_tsval = 77;
+        let sync = s.synchronized(Instant::from_millis(5)).unwrap();
+        assert_eq!(sync.timestamp, Some(TcpTimestampRepr::new(1005, 77)));
     }
 
     #[test]
