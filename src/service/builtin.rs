@@ -186,6 +186,7 @@ struct StatsDocument {
     syn_cookies_rejected: u64,
     handshake_timeouts: u64,
     handshake_unresolved: u64,
+    handshake_resets: u64,
     close_timeouts: u64,
 }
 
@@ -219,6 +220,7 @@ pub fn stats_json(s: &ServerStats) -> String {
         syn_cookies_rejected: s.stack.cookies_rejected,
         handshake_timeouts: s.stack.handshake_timeouts,
         handshake_unresolved: s.stack.handshake_unresolved,
+        handshake_resets: s.stack.handshake_resets,
         close_timeouts: s.stack.close_timeouts,
     };
     // Serializing a struct of integers cannot fail; an empty object would say so anyway.
@@ -340,12 +342,13 @@ mod tests {
         stats.stack.congestion_control = "bbr";
         let json: serde_json::Value = serde_json::from_str(&stats_json(&stats)).unwrap();
         let object = json.as_object().unwrap();
-        assert_eq!(object.len(), 28);
+        assert_eq!(object.len(), 29);
         assert_eq!(json["tcp_congestion_control"], "bbr");
         assert_eq!(json["connections_open"], 3);
         assert_eq!(json["requests_rejected"], 7);
         assert_eq!(json["tcp_memory"], 65536);
         assert_eq!(json["close_timeouts"], 0);
+        assert_eq!(json["handshake_resets"], 0);
     }
 
     #[test]

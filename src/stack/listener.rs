@@ -36,18 +36,21 @@ pub struct Listener {
 /// What became of a socket that left the LISTEN state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
-    /// Still listening or still in the handshake.
+    /// Still in the handshake.
     Waiting,
+    /// The peer reset the handshake: smoltcp turned the socket back to LISTEN.
+    Reset,
     /// The handshake completed (data may already have arrived).
     Established,
     /// The handshake failed (RST, or the socket closed).
     Failed,
 }
 
-/// Classifies a socket state from the listener's point of view.
+/// Classifies the state of a socket that took a SYN, from the listener's point of view.
 pub fn progress(state: State) -> Progress {
     match state {
-        State::Listen | State::SynReceived | State::SynSent => Progress::Waiting,
+        State::SynReceived | State::SynSent => Progress::Waiting,
+        State::Listen => Progress::Reset,
         State::Closed | State::TimeWait => Progress::Failed,
         // Established, or already past it (peer sent data and FIN quickly).
         _ => Progress::Established,

@@ -244,6 +244,8 @@ pub struct StackStats {
     /// Half-open connections dropped early because their SYN-ACK could never be sent (the
     /// peer's address did not resolve).
     pub handshake_unresolved: u64,
+    /// Half-open connections their peer reset (an RST exactly in sequence).
+    pub handshake_resets: u64,
     /// Outgoing connections opened.
     pub connected: u64,
     /// Connections freed after closing.
@@ -668,7 +670,12 @@ impl Stack {
             match result {
                 PollIngressSingleResult::None => break,
                 PollIngressSingleResult::PacketProcessed => {}
-                PollIngressSingleResult::SocketStateChanged => outcome.activity = true,
+                PollIngressSingleResult::SocketStateChanged => {
+                    outcome.activity = true;
+                    if route.shard == 0 && route.rst_or_syn {
+                        self.reclaim_reset_handshake(now);
+                    }
+                }
             }
             if let Some(port) = self.tally.take_syn_port() {
                 self.refill(port, now);
@@ -1204,6 +1211,33 @@ impl Stack {
         self.listeners.insert(port, listener);
     }
 
+    /// When the frame in `self.frame` is an RST that reset a handshake (smoltcp turns its
+    /// socket back to LISTEN), puts the socket back into its port's LISTEN pool at once:
+    /// a SYN it takes later in the same batch then starts a handshake of its own, with its
+    /// own timeout, rather than one counted from the reset handshake's SYN.
+    fn reclaim_reset_handshake(&mut self, now: Instant) {
+        let port = match Segment::parse(&self.frame) {
+            Some(seg) if seg.tcp.control == TcpControl::Rst => seg.tcp.dst_port,
+            _ => return,
+        };
+        let Some(listener) = self.listeners.get_mut(&port) else {
+            return;
+        };
+        let sockets = &self.sockets;
+        let mut i = 0;
+        while i < listener.half_open.len() {
+            let (handle, _) = listener.half_open[i];
+            if progress(sockets.get::<tcp::Socket>(handle).state()) == Progress::Reset {
+                listener.half_open.swap_remove(i);
+                listener.listening.push(handle);
+                self.stats.handshake_resets += 1;
+            } else {
+                i += 1;
+            }
+        }
+        self.refill(port, now);
+    }
+
     /// Promotes completed handshakes, expires stale ones, frees closed sockets, handles DHCP.
     fn maintain(&mut self, now: Instant) {
         // The RST check's handshakes: forget those that are gone once the table has grown
@@ -1259,6 +1293,12 @@ impl Stack {
                     Progress::Failed => {
                         listener.half_open.swap_remove(i);
                         self.sockets.remove(handle);
+                    }
+                    Progress::Reset => {
+                        // Listening again: back to the pool (trimmed by the refill below).
+                        listener.half_open.swap_remove(i);
+                        listener.listening.push(handle);
+                        self.stats.handshake_resets += 1;
                     }
                     Progress::Waiting if now >= since + handshake => {
                         listener.half_open.swap_remove(i);
