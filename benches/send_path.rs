@@ -13,10 +13,15 @@
 //! connections (wrk -c10's pattern; `SEND_PATH_CONNECTIONS` sets another number);
 //! `scripts/callgrind.sh --requests` prints the instructions per request between two
 //! counts.
+//!
+//! `SEND_PATH_BUSY=C` with `SEND_PATH_REQUESTS=N`: N rounds in which each of C busy
+//! keep-alive connections sends one `GET /bytes/100` at once (the pattern of `cargo bench
+//! --bench http -- h1_busy`); `scripts/callgrind.sh --busy` compares the cache misses per
+//! request at 100 and 10,000 connections.
 
 mod common;
 
-use common::{H1Clients, Pair, Srv};
+use common::{BusyClients, H1Clients, Pair, Srv};
 use smoltcp::time::Duration;
 use tapir::device::memlink::{LinkConfig, MemDevice};
 use tapir::runtime::sim::{Node, SimNode};
@@ -36,6 +41,12 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
     {
+        if let Some(connections) = std::env::var("SEND_PATH_BUSY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            return busy_rounds(connections, requests);
+        }
         return small_requests(requests);
     }
     let mib: u64 = std::env::var("SEND_PATH_MIB")
@@ -75,8 +86,14 @@ fn small_requests(requests: u64) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
+    // Every connection sends its first request at once: room for all of them in the link
+    // (a dropped frame would add retransmission timers to what is counted).
+    let link = LinkConfig {
+        queue_limit: LinkConfig::default().queue_limit.max(4 * connections),
+        ..LinkConfig::default()
+    };
     let mut pair = Pair::new(
-        LinkConfig::default(),
+        link,
         None,
         |_| {},
         |stack| H1Clients::connect(stack, connections, "/bytes/100"),
@@ -91,6 +108,36 @@ fn small_requests(requests: u64) {
     assert_eq!(
         app.completed,
         requests * connections as u64,
+        "every response arrived"
+    );
+    println!("responses {}", app.completed);
+}
+
+/// `rounds` rounds of one `GET /bytes/100` on each of `connections` busy connections.
+fn busy_rounds(connections: usize, rounds: u64) {
+    let link = LinkConfig {
+        queue_limit: LinkConfig::default().queue_limit.max(4 * connections),
+        ..LinkConfig::default()
+    };
+    let mut pair = Pair::new(
+        link,
+        None,
+        |_| {},
+        |stack| BusyClients::connect(stack, connections, "/bytes/100"),
+    );
+    for _ in 0..rounds {
+        pair.client.app.round();
+        pair.drive_stepping(Duration::from_secs(600), server_turn, |_, c| {
+            c.app.round_done()
+        })
+        .expect("the round finishes");
+    }
+    let app = &pair.client.app;
+    assert!(app.errors.is_empty(), "{:?}", app.errors);
+    assert_eq!(app.bad_status, 0);
+    assert_eq!(
+        app.completed,
+        rounds * connections as u64,
         "every response arrived"
     );
     println!("responses {}", app.completed);
