@@ -20,7 +20,7 @@ mod common;
 
 use std::time::Duration as StdDuration;
 
-use common::{BusyClients, Fetcher, H1Clients, Pair, SERVER_IP};
+use common::{roomy_link, BusyClients, Fetcher, H1Clients, Pair, SERVER_IP};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use smoltcp::socket::tcp::State;
 use smoltcp::time::{Duration, Instant};
@@ -125,14 +125,8 @@ fn h1_busy(c: &mut Criterion) {
     group.warm_up_time(StdDuration::from_secs(2));
     for conns in BUSY_CONNS {
         group.throughput(Throughput::Elements(conns as u64));
-        // Room on the link for every connection's frames of a round: a drop would add a
-        // retransmission timeout to the round.
-        let link = LinkConfig {
-            queue_limit: LinkConfig::default().queue_limit.max(4 * conns),
-            ..LinkConfig::default()
-        };
         let mut pair = Pair::new(
-            link,
+            roomy_link(conns),
             None,
             |_| {},
             |stack| BusyClients::connect(stack, conns, &format!("/bytes/{SMALL}")),

@@ -21,7 +21,7 @@
 
 mod common;
 
-use common::{BusyClients, H1Clients, Pair, Srv};
+use common::{roomy_link, BusyClients, H1Clients, Pair, Srv};
 use smoltcp::time::Duration;
 use tapir::device::memlink::{LinkConfig, MemDevice};
 use tapir::runtime::sim::{Node, SimNode};
@@ -86,14 +86,9 @@ fn small_requests(requests: u64) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
-    // Every connection sends its first request at once: room for all of them in the link
-    // (a dropped frame would add retransmission timers to what is counted).
-    let link = LinkConfig {
-        queue_limit: LinkConfig::default().queue_limit.max(4 * connections),
-        ..LinkConfig::default()
-    };
+    // Every connection sends its first request at once.
     let mut pair = Pair::new(
-        link,
+        roomy_link(connections),
         None,
         |_| {},
         |stack| H1Clients::connect(stack, connections, "/bytes/100"),
@@ -115,12 +110,8 @@ fn small_requests(requests: u64) {
 
 /// `rounds` rounds of one `GET /bytes/100` on each of `connections` busy connections.
 fn busy_rounds(connections: usize, rounds: u64) {
-    let link = LinkConfig {
-        queue_limit: LinkConfig::default().queue_limit.max(4 * connections),
-        ..LinkConfig::default()
-    };
     let mut pair = Pair::new(
-        link,
+        roomy_link(connections),
         None,
         |_| {},
         |stack| BusyClients::connect(stack, connections, "/bytes/100"),

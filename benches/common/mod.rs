@@ -46,6 +46,15 @@ pub type BoxHandler = Box<dyn Fn(Request<RequestBody>, &ConnInfo) -> Response<Bo
 /// The benchmark server.
 pub type Srv = Server<BoxHandler>;
 
+/// A link with room for every frame of `connections` connections that all send at once
+/// (a dropped frame would add a retransmission timeout to what a benchmark measures).
+pub fn roomy_link(connections: usize) -> LinkConfig {
+    LinkConfig {
+        queue_limit: LinkConfig::default().queue_limit.max(4 * connections),
+        ..LinkConfig::default()
+    }
+}
+
 /// A stack configuration for one end of the link.
 pub fn stack_config(ip: Ipv4Address, mac_last: u8, seed: u64) -> StackConfig {
     let mut config = StackConfig::new(
