@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
+use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
 /// A table keyed by connection (or by anything else a frame names), with a fast hasher
@@ -40,6 +41,14 @@ impl ConnKey {
     /// The key of the connection between two endpoints.
     pub fn of(local: IpEndpoint, remote: IpEndpoint) -> Self {
         ConnKey::new(local.addr, local.port, remote.addr, remote.port)
+    }
+
+    /// The key of `socket`'s connection, once it has both endpoints.
+    pub fn of_socket(socket: &tcp::Socket<'_>) -> Option<Self> {
+        Some(ConnKey::of(
+            socket.local_endpoint()?,
+            socket.remote_endpoint()?,
+        ))
     }
 }
 

@@ -67,6 +67,13 @@ impl Listener {
             .min(LISTEN_POOL)
     }
 
+    /// Puts the half-open socket at `i`, whose peer reset the handshake (smoltcp turned it
+    /// back to LISTEN), back into the LISTEN pool.
+    pub fn relisten(&mut self, i: usize) {
+        let (handle, _) = self.half_open.swap_remove(i);
+        self.listening.push(handle);
+    }
+
     /// True when no socket is free for a SYN.
     pub fn is_full(&self) -> bool {
         self.listening.is_empty()

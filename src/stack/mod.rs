@@ -387,17 +387,9 @@ pub struct Stack {
     now: Instant,
 }
 
-/// The 4-tuple of `socket`'s connection, once it has one.
-fn conn_key(socket: &tcp::Socket) -> Option<ingress::TcpKey> {
-    Some(ingress::TcpKey::of(
-        socket.local_endpoint()?,
-        socket.remote_endpoint()?,
-    ))
-}
-
 /// True when the stack sent the SYN-ACK of `socket`'s handshake.
 fn sent_on(tally: &Tally, socket: &tcp::Socket) -> bool {
-    conn_key(socket).is_some_and(|key| tally.has_sent(&key))
+    ingress::TcpKey::of_socket(socket).is_some_and(|key| tally.has_sent(&key))
 }
 
 /// The IPv6 link-local address derived from a MAC (modified EUI-64, RFC 4291).
@@ -641,7 +633,7 @@ impl Stack {
                 }
             }
             // The RFC 5961 checks of an RST or SYN need the numbers of its connection.
-            self.tally.set_synchronized(if route.rst_or_syn {
+            self.tally.set_synchronized(if route.rst || route.syn {
                 self.sockets.synchronized(&route, now)
             } else {
                 None
@@ -672,7 +664,7 @@ impl Stack {
                 PollIngressSingleResult::PacketProcessed => {}
                 PollIngressSingleResult::SocketStateChanged => {
                     outcome.activity = true;
-                    if route.shard == 0 && route.rst_or_syn {
+                    if route.shard == 0 && route.rst {
                         self.reclaim_reset_handshake(now);
                     }
                 }
@@ -1211,14 +1203,13 @@ impl Stack {
         self.listeners.insert(port, listener);
     }
 
-    /// When the frame in `self.frame` is an RST that reset a handshake (smoltcp turns its
-    /// socket back to LISTEN), puts the socket back into its port's LISTEN pool at once:
-    /// a SYN it takes later in the same batch then starts a handshake of its own, with its
-    /// own timeout, rather than one counted from the reset handshake's SYN.
+    /// After the RST in `self.frame` changed a handshake socket's state (smoltcp turns a
+    /// reset handshake's socket back to LISTEN), puts the socket back into its port's
+    /// LISTEN pool at once: a SYN it takes later in the same batch then starts a handshake
+    /// of its own, with its own timeout, rather than one counted from the reset one's SYN.
     fn reclaim_reset_handshake(&mut self, now: Instant) {
-        let port = match Segment::parse(&self.frame) {
-            Some(seg) if seg.tcp.control == TcpControl::Rst => seg.tcp.dst_port,
-            _ => return,
+        let Some(port) = Segment::parse(&self.frame).map(|seg| seg.tcp.dst_port) else {
+            return;
         };
         let Some(listener) = self.listeners.get_mut(&port) else {
             return;
@@ -1228,8 +1219,7 @@ impl Stack {
         while i < listener.half_open.len() {
             let (handle, _) = listener.half_open[i];
             if progress(sockets.get::<tcp::Socket>(handle).state()) == Progress::Reset {
-                listener.half_open.swap_remove(i);
-                listener.listening.push(handle);
+                listener.relisten(i);
                 self.stats.handshake_resets += 1;
             } else {
                 i += 1;
@@ -1249,7 +1239,9 @@ impl Stack {
                 .listeners
                 .values()
                 .flat_map(|listener| listener.half_open.iter())
-                .filter_map(|&(handle, _)| conn_key(sockets.get::<tcp::Socket>(handle)))
+                .filter_map(|&(handle, _)| {
+                    ingress::TcpKey::of_socket(sockets.get::<tcp::Socket>(handle))
+                })
                 .collect();
             self.tally.prune_handshakes(|key| live.contains(key));
         }
@@ -1278,7 +1270,7 @@ impl Stack {
                 if progress != Progress::Waiting {
                     // An established socket's own numbers answer for the connection from now
                     // on; a failed one's tuple is gone (pruned later, see above).
-                    if let Some(key) = conn_key(socket) {
+                    if let Some(key) = ingress::TcpKey::of_socket(socket) {
                         self.tally.forget(&key);
                     }
                 }
@@ -1295,9 +1287,8 @@ impl Stack {
                         self.sockets.remove(handle);
                     }
                     Progress::Reset => {
-                        // Listening again: back to the pool (trimmed by the refill below).
-                        listener.half_open.swap_remove(i);
-                        listener.listening.push(handle);
+                        // Trimmed by the refill below.
+                        listener.relisten(i);
                         self.stats.handshake_resets += 1;
                     }
                     Progress::Waiting if now >= since + handshake => {

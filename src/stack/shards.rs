@@ -122,8 +122,10 @@ pub struct Route {
     /// The socket of the TCP connection the frame belongs to, when the frame is one
     /// whole TCP segment of a known connection.
     pub socket: Option<SocketHandle>,
-    /// The frame is a TCP segment with RST or SYN set (the ones RFC 5961's checks look at).
-    pub rst_or_syn: bool,
+    /// The frame is a TCP segment with RST set.
+    pub rst: bool,
+    /// The frame is a TCP segment with SYN set.
+    pub syn: bool,
 }
 
 /// Every socket of a stack.
@@ -304,10 +306,7 @@ impl Shards {
     /// Adds a TCP socket that has its endpoints (connected, or connecting from us) to a
     /// data shard, indexed by its 4-tuple.
     pub fn add_connection(&mut self, socket: tcp::Socket<'static>) -> Slot {
-        let key = socket
-            .local_endpoint()
-            .zip(socket.remote_endpoint())
-            .map(|(local, remote)| Key::of(local, remote));
+        let key = Key::of_socket(&socket);
         self.memory += socket.recv_capacity() + socket.send_capacity();
         let shard = match self.roomy.last() {
             Some(&s) => s,
@@ -415,14 +414,16 @@ impl Shards {
                     return Route {
                         shard: slot.shard as usize,
                         socket: Some(slot.handle),
-                        rst_or_syn: segment.rst_or_syn,
+                        rst: segment.rst,
+                        syn: segment.syn,
                     };
                 }
                 None => {
                     return Route {
                         shard: 0,
                         socket: None,
-                        rst_or_syn: segment.rst_or_syn,
+                        rst: segment.rst,
+                        syn: segment.syn,
                     }
                 }
             },
@@ -447,7 +448,8 @@ impl Shards {
         Route {
             shard,
             socket: None,
-            rst_or_syn: false,
+            rst: false,
+            syn: false,
         }
     }
 
@@ -671,8 +673,10 @@ fn classify(frame: &[u8]) -> Routing {
 struct SegmentFlags {
     /// It carries data.
     data: bool,
-    /// RST or SYN is set.
-    rst_or_syn: bool,
+    /// RST is set.
+    rst: bool,
+    /// SYN is set.
+    syn: bool,
 }
 
 /// (local, remote) of a TCP segment in an Ethernet frame, if it is one (unfragmented),
@@ -711,7 +715,8 @@ fn tcp_key(frame: &[u8]) -> Option<(Key, SegmentFlags)> {
     let key = Key::new(dst, tcp.dst_port(), src, tcp.src_port());
     let flags = SegmentFlags {
         data: !tcp.payload().is_empty(),
-        rst_or_syn: tcp.rst() || tcp.syn(),
+        rst: tcp.rst(),
+        syn: tcp.syn(),
     };
     Some((key, flags))
 }
@@ -876,12 +881,13 @@ mod tests {
             Route {
                 shard: 0,
                 socket: None,
-                rst_or_syn: false,
+                rst: false,
+                syn: false,
             }
         );
         // An RST is marked for the RFC 5961 checks, known connection or not.
         let rst = |sport| frame_from(PEER_IP, &segment(sport, TcpControl::Rst, 1, Some(1)));
-        assert!(s.route(&rst(40_000)).rst_or_syn);
-        assert!(s.route(&rst(40_001)).rst_or_syn);
+        assert!(s.route(&rst(40_000)).rst);
+        assert!(s.route(&rst(40_001)).rst);
     }
 }
