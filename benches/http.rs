@@ -20,7 +20,7 @@ mod common;
 
 use std::time::Duration as StdDuration;
 
-use common::{roomy_link, BusyClients, Fetcher, H1Clients, Pair, SERVER_IP};
+use common::{answered_cleanly, roomy_link, BusyClients, Fetcher, H1Clients, Pair, SERVER_IP};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use smoltcp::socket::tcp::State;
 use smoltcp::time::{Duration, Instant};
@@ -50,12 +50,6 @@ fn check(ok: Result<Duration, String>, what: &str) {
     if let Err(e) = ok {
         panic!("{what}: {e}");
     }
-}
-
-/// Every request of a benchmark got a 200 response, and no connection broke.
-fn answered_cleanly(errors: &[String], bad_status: u64) {
-    assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(bad_status, 0);
 }
 
 /// HTTP/1.1 keep-alive: 64 connections, each sends 16 requests for `/bytes/100` one after

@@ -52,12 +52,19 @@ for line in sys.stdin:
 [[ -x $BIN ]] || { echo "$PROG: no send_path benchmark binary" >&2; exit 1; }
 OUT=$(mktemp -d /tmp/tapir-callgrind.XXXXXX)
 trap 'rm -rf "$OUT"' EXIT
+run_callgrind() { # OUT [VALGRIND_OPTION...]: the benchmark (its settings in the
+    # environment) under callgrind, counting inside server_turn only, into OUT
+    local out=$1
+    shift
+    valgrind --tool=callgrind "$@" --toggle-collect='*server_turn*' \
+        --callgrind-out-file="$out" "$BIN" >"$out.run" 2>&1 ||
+        { cat "$out.run" >&2; exit 1; }
+}
 count() { # MIB (or requests per connection): instructions counted in server_turn
     local var=SEND_PATH_MIB
     [[ $MODE == requests ]] && var=SEND_PATH_REQUESTS
-    env "$var=$1" valgrind --tool=callgrind --toggle-collect='*server_turn*' \
-        --callgrind-out-file="$OUT/cg.$1" "$BIN" >"$OUT/run.$1" 2>&1 ||
-        { cat "$OUT/run.$1" >&2; exit 1; }
+    export "$var=$1" # count runs in a subshell: $(count N)
+    run_callgrind "$OUT/cg.$1"
     awk '/^summary:|^totals:/ { print $2; exit }' "$OUT/cg.$1"
 }
 if [[ $MODE == busy ]]; then
@@ -65,10 +72,8 @@ if [[ $MODE == busy ]]; then
     # "Ir D1-misses LL-misses".
     busy_count() { # CONNS ROUNDS
         local out="$OUT/cg.busy.$1.$2"
-        SEND_PATH_BUSY=$1 SEND_PATH_REQUESTS=$2 valgrind --tool=callgrind --cache-sim=yes \
-            --D1=32768,8,64 --LL=1048576,16,64 --toggle-collect='*server_turn*' \
-            --callgrind-out-file="$out" "$BIN" >"$OUT/run.busy" 2>&1 ||
-            { cat "$OUT/run.busy" >&2; exit 1; }
+        SEND_PATH_BUSY=$1 SEND_PATH_REQUESTS=$2 run_callgrind "$out" --cache-sim=yes \
+            --D1=32768,8,64 --LL=1048576,16,64
         awk '/^events:/ { for (i = 2; i <= NF; i++) col[$i] = i - 1 }
              /^summary:|^totals:/ {
                  printf "%s %s %s\n", $(col["Ir"] + 1),

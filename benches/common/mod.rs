@@ -46,6 +46,12 @@ pub type BoxHandler = Box<dyn Fn(Request<RequestBody>, &ConnInfo) -> Response<Bo
 /// The benchmark server.
 pub type Srv = Server<BoxHandler>;
 
+/// Every request of a benchmark got a 200 response, and no connection broke.
+pub fn answered_cleanly(errors: &[String], bad_status: u64) {
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(bad_status, 0);
+}
+
 /// A link with room for every frame of `connections` connections that all send at once
 /// (a dropped frame would add a retransmission timeout to what a benchmark measures).
 pub fn roomy_link(connections: usize) -> LinkConfig {

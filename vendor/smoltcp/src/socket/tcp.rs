@@ -1534,7 +1534,7 @@ impl<'a> Socket<'a> {
         Some(Synchronized {
             rcv_nxt,
             last_ack,
-            window_end: self.rcv_edge.map_or(rcv_nxt, |edge| edge.max(rcv_nxt)),
+            window_end: rcv_nxt + self.promised_window(),
             snd_nxt: self.remote_last_seq,
             window_field: self.scaled_window(),
             timestamp: self
