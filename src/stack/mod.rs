@@ -652,7 +652,7 @@ impl Stack {
                 tally: &self.tally,
                 gate: &gate,
             };
-            let set = self.sockets.set_for_ingress(route.shard);
+            let set = self.sockets.set_for_ingress(&route);
             let result = match route.socket {
                 Some(socket) => self
                     .iface

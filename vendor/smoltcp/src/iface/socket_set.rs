@@ -29,6 +29,15 @@ pub(crate) struct Item<'a> {
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct SocketHandle(usize);
 
+impl SocketHandle {
+    /// (tapir) The handle's position in its set: small, dense and reused, so an
+    /// application can keep per-socket marks in a bitmask or an array (see
+    /// [`crate::iface::Interface::poll_egress_selected`]).
+    pub const fn index(&self) -> usize {
+        self.0
+    }
+}
+
 impl fmt::Display for SocketHandle {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "#{}", self.0)
@@ -144,6 +153,25 @@ impl<'a> SocketSet<'a> {
     /// (see [`Interface::neighbor_learned`](crate::iface::Interface::neighbor_learned)).
     pub fn awaiting_neighbor(&self) -> bool {
         self.items().any(|item| item.meta.awaiting_neighbor())
+    }
+
+    /// (tapir) True when the socket `handle` names is silenced until a neighbor is
+    /// discovered: [`SocketSet::awaiting_neighbor`] for one socket.
+    pub fn socket_awaiting_neighbor(&self, handle: SocketHandle) -> bool {
+        self.item(handle)
+            .is_some_and(|item| item.meta.awaiting_neighbor())
+    }
+
+    /// (tapir) The handle of the socket at `index` (see [`SocketHandle::index`]), if the
+    /// set holds one there.
+    pub fn handle_at(&self, index: usize) -> Option<SocketHandle> {
+        let item = self.sockets.get(index)?.inner.as_ref()?;
+        Some(item.meta.handle)
+    }
+
+    /// (tapir) The item `handle` names, if any.
+    pub(crate) fn item(&self, handle: SocketHandle) -> Option<&Item<'a>> {
+        self.sockets.get(handle.0)?.inner.as_ref()
     }
 
     pub(crate) fn items(&self) -> impl Iterator<Item = &Item<'a>> + '_ {

@@ -37,7 +37,7 @@ use super::fragmentation::{Fragmenter, FragmentsBuffer};
 
 #[cfg(any(feature = "medium-ethernet", feature = "medium-ieee802154"))]
 use super::neighbor::{Answer as NeighborAnswer, Cache as NeighborCache};
-use super::socket_set::SocketSet;
+use super::socket_set::{Item, SocketHandle, SocketSet};
 use crate::config::{
     IFACE_MAX_ADDR_COUNT, IFACE_MAX_PREFIX_COUNT, IFACE_MAX_SIXLOWPAN_ADDRESS_CONTEXT_COUNT,
 };
@@ -527,6 +527,43 @@ impl Interface {
         device: &mut (impl Device + ?Sized),
         sockets: &mut SocketSet<'_>,
     ) -> PollResult {
+        self.interface_egress(timestamp, device);
+        let mut result = PollResult::None;
+        for item in sockets.items_mut() {
+            if !self.socket_egress(device, item, &mut result) {
+                break;
+            }
+        }
+        result
+    }
+
+    /// (tapir) Like [`Interface::poll_egress`], but only the sockets `handles` names may
+    /// transmit (a handle that names no socket of the set is skipped): an application
+    /// that knows which sockets received a packet, were used or have a timer due spares
+    /// the others their visit (with many sockets, each visit of one with nothing to send
+    /// is a cache miss). The interface's own output (fragments, router solicitations,
+    /// multicast reports) goes out as with [`Interface::poll_egress`].
+    pub fn poll_egress_sockets(
+        &mut self,
+        timestamp: Instant,
+        device: &mut (impl Device + ?Sized),
+        sockets: &mut SocketSet<'_>,
+        handles: impl IntoIterator<Item = SocketHandle>,
+    ) -> PollResult {
+        self.interface_egress(timestamp, device);
+        let mut result = PollResult::None;
+        for handle in handles {
+            if let Some(item) = sockets.item_mut(handle) {
+                if !self.socket_egress(device, item, &mut result) {
+                    break;
+                }
+            }
+        }
+        result
+    }
+
+    /// The interface's own output: IPv4 fragments, router solicitations, multicast.
+    fn interface_egress(&mut self, timestamp: Instant, device: &mut (impl Device + ?Sized)) {
         self.inner.now = timestamp;
 
         match self.inner.caps.medium {
@@ -549,8 +586,6 @@ impl Interface {
 
         #[cfg(feature = "multicast")]
         self.multicast_egress(device);
-
-        self.socket_egress(device, sockets)
     }
 
     /// Process one incoming packet queued in the device.
@@ -649,18 +684,7 @@ impl Interface {
         #[allow(unused_mut)]
         let mut res = sockets
             .items()
-            .filter_map(|item| {
-                let socket_poll_at = item.socket.poll_at(&mut self.inner);
-                match item.meta.poll_at(
-                    socket_poll_at,
-                    |ip_addr| self.inner.has_neighbor(&ip_addr),
-                    timestamp,
-                ) {
-                    PollAt::Ingress => None,
-                    PollAt::Time(instant) => Some(instant),
-                    PollAt::Now => Some(Instant::from_millis(0)),
-                }
-            })
+            .filter_map(|item| self.inner.item_poll_at(item, timestamp))
             .min();
 
         #[cfg(feature = "proto-ipv6-slaac")]
@@ -669,6 +693,28 @@ impl Interface {
         }
 
         res
+    }
+
+    /// (tapir) [`Interface::poll_at`] for the one socket `handle` names (`None` also when
+    /// it names no socket of the set): an application that keeps each socket's time asks
+    /// again only for the sockets that changed. Pending IPv4 fragments make it `Some(0)`,
+    /// as they make [`Interface::poll_at`]; the interface's other timers (SLAAC) are only
+    /// in [`Interface::poll_at`].
+    pub fn poll_at_socket(
+        &mut self,
+        timestamp: Instant,
+        sockets: &SocketSet<'_>,
+        handle: SocketHandle,
+    ) -> Option<Instant> {
+        self.inner.now = timestamp;
+
+        #[cfg(feature = "_proto-fragmentation")]
+        if !self.fragmenter.is_empty() {
+            return Some(Instant::from_millis(0));
+        }
+
+        let item = sockets.item(handle)?;
+        self.inner.item_poll_at(item, timestamp)
     }
 
     /// Return an _advisory wait time_ for calling [poll] the next time.
@@ -756,11 +802,14 @@ impl Interface {
         })
     }
 
+    /// Lets one socket transmit; false when the device is exhausted (no other socket
+    /// should try). `result` becomes [`PollResult::SocketStateChanged`] when it sent.
     fn socket_egress(
         &mut self,
         device: &mut (impl Device + ?Sized),
-        sockets: &mut SocketSet<'_>,
-    ) -> PollResult {
+        item: &mut Item<'_>,
+        result: &mut PollResult,
+    ) -> bool {
         let _caps = device.capabilities();
 
         enum EgressError {
@@ -768,112 +817,122 @@ impl Interface {
             Dispatch,
         }
 
-        let mut result = PollResult::None;
-        for item in sockets.items_mut() {
-            if !item
-                .meta
-                .egress_permitted(self.inner.now, |ip_addr| self.inner.has_neighbor(&ip_addr))
-            {
-                continue;
-            }
-
-            let mut neighbor_addr = None;
-            let mut respond = |inner: &mut InterfaceInner, meta: PacketMeta, response: Packet| {
-                neighbor_addr = Some(response.ip_repr().dst_addr());
-                let t = device.transmit(inner.now).ok_or_else(|| {
-                    net_debug!("failed to transmit IP: device exhausted");
-                    EgressError::Exhausted
-                })?;
-
-                inner
-                    .dispatch_ip(t, meta, response, &mut self.fragmenter)
-                    .map_err(|_| EgressError::Dispatch)?;
-
-                result = PollResult::SocketStateChanged;
-
-                Ok(())
-            };
-
-            let result = match &mut item.socket {
-                #[cfg(feature = "socket-raw")]
-                Socket::Raw(socket) => socket.dispatch(&mut self.inner, |inner, (ip, raw)| {
-                    respond(
-                        inner,
-                        PacketMeta::default(),
-                        Packet::new(ip, IpPayload::Raw(raw)),
-                    )
-                }),
-                #[cfg(feature = "socket-icmp")]
-                Socket::Icmp(socket) => {
-                    socket.dispatch(&mut self.inner, |inner, response| match response {
-                        #[cfg(feature = "proto-ipv4")]
-                        (IpRepr::Ipv4(ipv4_repr), IcmpRepr::Ipv4(icmpv4_repr)) => respond(
-                            inner,
-                            PacketMeta::default(),
-                            Packet::new_ipv4(ipv4_repr, IpPayload::Icmpv4(icmpv4_repr)),
-                        ),
-                        #[cfg(feature = "proto-ipv6")]
-                        (IpRepr::Ipv6(ipv6_repr), IcmpRepr::Ipv6(icmpv6_repr)) => respond(
-                            inner,
-                            PacketMeta::default(),
-                            Packet::new_ipv6(ipv6_repr, IpPayload::Icmpv6(icmpv6_repr)),
-                        ),
-                        #[allow(unreachable_patterns)]
-                        _ => unreachable!(),
-                    })
-                }
-                #[cfg(feature = "socket-udp")]
-                Socket::Udp(socket) => {
-                    socket.dispatch(&mut self.inner, |inner, meta, (ip, udp, payload)| {
-                        respond(inner, meta, Packet::new(ip, IpPayload::Udp(udp, payload)))
-                    })
-                }
-                #[cfg(feature = "socket-tcp")]
-                Socket::Tcp(socket) => {
-                    socket.dispatch(&mut self.inner, |inner, meta, (ip, tcp)| {
-                        respond(inner, meta, Packet::new(ip, IpPayload::Tcp(tcp)))
-                    })
-                }
-                #[cfg(feature = "socket-dhcpv4")]
-                Socket::Dhcpv4(socket) => {
-                    socket.dispatch(&mut self.inner, |inner, (ip, udp, dhcp)| {
-                        respond(
-                            inner,
-                            PacketMeta::default(),
-                            Packet::new_ipv4(ip, IpPayload::Dhcpv4(udp, dhcp)),
-                        )
-                    })
-                }
-                #[cfg(feature = "socket-dns")]
-                Socket::Dns(socket) => socket.dispatch(&mut self.inner, |inner, (ip, udp, dns)| {
-                    respond(
-                        inner,
-                        PacketMeta::default(),
-                        Packet::new(ip, IpPayload::Udp(udp, dns)),
-                    )
-                }),
-            };
-
-            match result {
-                Err(EgressError::Exhausted) => break, // Device buffer full.
-                Err(EgressError::Dispatch) => {
-                    // `NeighborCache` already takes care of rate limiting the neighbor discovery
-                    // requests from the socket. However, without an additional rate limiting
-                    // mechanism, we would spin on every socket that has yet to discover its
-                    // neighbor.
-                    item.meta.neighbor_missing(
-                        self.inner.now,
-                        neighbor_addr.expect("non-IP response packet"),
-                    );
-                }
-                Ok(()) => {}
-            }
+        if !item
+            .meta
+            .egress_permitted(self.inner.now, |ip_addr| self.inner.has_neighbor(&ip_addr))
+        {
+            return true;
         }
-        result
+
+        let mut neighbor_addr = None;
+        let mut respond = |inner: &mut InterfaceInner, meta: PacketMeta, response: Packet| {
+            neighbor_addr = Some(response.ip_repr().dst_addr());
+            let t = device.transmit(inner.now).ok_or_else(|| {
+                net_debug!("failed to transmit IP: device exhausted");
+                EgressError::Exhausted
+            })?;
+
+            inner
+                .dispatch_ip(t, meta, response, &mut self.fragmenter)
+                .map_err(|_| EgressError::Dispatch)?;
+
+            *result = PollResult::SocketStateChanged;
+
+            Ok(())
+        };
+
+        let outcome = match &mut item.socket {
+            #[cfg(feature = "socket-raw")]
+            Socket::Raw(socket) => socket.dispatch(&mut self.inner, |inner, (ip, raw)| {
+                respond(
+                    inner,
+                    PacketMeta::default(),
+                    Packet::new(ip, IpPayload::Raw(raw)),
+                )
+            }),
+            #[cfg(feature = "socket-icmp")]
+            Socket::Icmp(socket) => {
+                socket.dispatch(&mut self.inner, |inner, response| match response {
+                    #[cfg(feature = "proto-ipv4")]
+                    (IpRepr::Ipv4(ipv4_repr), IcmpRepr::Ipv4(icmpv4_repr)) => respond(
+                        inner,
+                        PacketMeta::default(),
+                        Packet::new_ipv4(ipv4_repr, IpPayload::Icmpv4(icmpv4_repr)),
+                    ),
+                    #[cfg(feature = "proto-ipv6")]
+                    (IpRepr::Ipv6(ipv6_repr), IcmpRepr::Ipv6(icmpv6_repr)) => respond(
+                        inner,
+                        PacketMeta::default(),
+                        Packet::new_ipv6(ipv6_repr, IpPayload::Icmpv6(icmpv6_repr)),
+                    ),
+                    #[allow(unreachable_patterns)]
+                    _ => unreachable!(),
+                })
+            }
+            #[cfg(feature = "socket-udp")]
+            Socket::Udp(socket) => {
+                socket.dispatch(&mut self.inner, |inner, meta, (ip, udp, payload)| {
+                    respond(inner, meta, Packet::new(ip, IpPayload::Udp(udp, payload)))
+                })
+            }
+            #[cfg(feature = "socket-tcp")]
+            Socket::Tcp(socket) => {
+                socket.dispatch(&mut self.inner, |inner, meta, (ip, tcp)| {
+                    respond(inner, meta, Packet::new(ip, IpPayload::Tcp(tcp)))
+                })
+            }
+            #[cfg(feature = "socket-dhcpv4")]
+            Socket::Dhcpv4(socket) => {
+                socket.dispatch(&mut self.inner, |inner, (ip, udp, dhcp)| {
+                    respond(
+                        inner,
+                        PacketMeta::default(),
+                        Packet::new_ipv4(ip, IpPayload::Dhcpv4(udp, dhcp)),
+                    )
+                })
+            }
+            #[cfg(feature = "socket-dns")]
+            Socket::Dns(socket) => socket.dispatch(&mut self.inner, |inner, (ip, udp, dns)| {
+                respond(
+                    inner,
+                    PacketMeta::default(),
+                    Packet::new(ip, IpPayload::Udp(udp, dns)),
+                )
+            }),
+        };
+
+        match outcome {
+            Err(EgressError::Exhausted) => return false, // Device buffer full.
+            Err(EgressError::Dispatch) => {
+                // `NeighborCache` already takes care of rate limiting the neighbor discovery
+                // requests from the socket. However, without an additional rate limiting
+                // mechanism, we would spin on every socket that has yet to discover its
+                // neighbor.
+                item.meta.neighbor_missing(
+                    self.inner.now,
+                    neighbor_addr.expect("non-IP response packet"),
+                );
+            }
+            Ok(()) => {}
+        }
+        true
     }
 }
 
 impl InterfaceInner {
+    /// When a socket of the set needs a poll (`None`: only when a packet comes).
+    fn item_poll_at(&mut self, item: &Item<'_>, timestamp: Instant) -> Option<Instant> {
+        let socket_poll_at = item.socket.poll_at(self);
+        match item
+            .meta
+            .poll_at(socket_poll_at, |ip_addr| self.has_neighbor(&ip_addr), timestamp)
+        {
+            PollAt::Ingress => None,
+            PollAt::Time(instant) => Some(instant),
+            PollAt::Now => Some(Instant::from_millis(0)),
+        }
+    }
+
     #[allow(unused)] // unused depending on which sockets are enabled
     pub(crate) fn now(&self) -> Instant {
         self.now

@@ -1580,6 +1580,7 @@ fn test_neighbor_learned_unsilences_socket_in_other_set() {
     };
     assert_eq!(kinds(recv_all(&mut device, t0)), [EthernetProtocol::Arp]);
     assert!(data.awaiting_neighbor());
+    assert!(data.socket_awaiting_neighbor(handle));
     assert!(!control.awaiting_neighbor());
     assert!(!iface.neighbor_learned());
     assert_eq!(
@@ -1623,6 +1624,7 @@ fn test_neighbor_learned_unsilences_socket_in_other_set() {
     let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
     assert!(tcp.syn() && !tcp.ack());
     assert!(!data.awaiting_neighbor());
+    assert!(!data.socket_awaiting_neighbor(handle));
     assert_eq!(data.get::<tcp::Socket>(handle).state(), tcp::State::SynSent);
 
     // Refreshing a known entry is not news.

@@ -439,3 +439,62 @@ fn tcp_segment_goes_to_the_hinted_socket_first() {
     assert_eq!(state(&sockets, first), tcp::State::SynReceived);
     assert_eq!(state(&sockets, second), tcp::State::Listen);
 }
+
+#[test]
+#[cfg(all(feature = "medium-ip", feature = "socket-tcp", feature = "proto-ipv4"))]
+fn egress_and_timer_of_the_named_sockets_only() {
+    use crate::socket::tcp;
+    use crate::wire::{IpAddress, Ipv4Packet, TcpPacket};
+
+    // tapir patch: `poll_egress_sockets` lets only the sockets it is given send, and
+    // `poll_at_socket` gives one socket's share of `poll_at`.
+    let (mut iface, mut sockets, mut device) = setup(Medium::Ip);
+    let t0 = Instant::from_millis(1_000);
+    let mut connecting = |port: u16| {
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 64]),
+            tcp::SocketBuffer::new(vec![0; 64]),
+        );
+        socket
+            .connect(iface.context(), (IpAddress::v4(192, 168, 1, 2), 80), port)
+            .unwrap();
+        socket
+    };
+    let (a, b) = (connecting(49_001), connecting(49_002));
+    let a = sockets.add(a);
+    let b = sockets.add(b);
+    assert_eq!(sockets.handle_at(a.index()), Some(a));
+    assert_eq!(sockets.handle_at(b.index()), Some(b));
+    // Both SYNs are due: each socket's time, and the set's, is now.
+    assert_eq!(iface.poll_at_socket(t0, &sockets, a), Some(Instant::ZERO));
+    assert_eq!(iface.poll_at_socket(t0, &sockets, b), Some(Instant::ZERO));
+
+    // Only `b` may send: one SYN, from its port; `a`'s stays due.
+    iface.poll_egress_sockets(t0, &mut device, &mut sockets, [b]);
+    let sent = recv_all(&mut device, t0);
+    assert_eq!(sent.len(), 1);
+    let ip = Ipv4Packet::new_checked(&sent[0][..]).unwrap();
+    let syn = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert!(syn.syn());
+    assert_eq!(syn.src_port(), 49_002);
+    assert_eq!(iface.poll_at_socket(t0, &sockets, a), Some(Instant::ZERO));
+    let retransmit = iface.poll_at_socket(t0, &sockets, b);
+    assert!(retransmit.is_some_and(|at| at > t0));
+    assert_eq!(iface.poll_at(t0, &sockets), Some(Instant::ZERO));
+
+    // Nothing named, nothing sent; then `a` sends, and the set's time is the earliest of
+    // its sockets'.
+    iface.poll_egress_sockets(t0, &mut device, &mut sockets, []);
+    assert!(recv_all(&mut device, t0).is_empty());
+    iface.poll_egress_sockets(t0, &mut device, &mut sockets, [a]);
+    assert_eq!(recv_all(&mut device, t0).len(), 1);
+    let times = [a, b].map(|h| iface.poll_at_socket(t0, &sockets, h).unwrap());
+    assert_eq!(iface.poll_at(t0, &sockets), times.into_iter().min());
+
+    // A handle that names no socket any more: no time, skipped by the egress.
+    sockets.remove(a);
+    assert_eq!(sockets.handle_at(a.index()), None);
+    assert_eq!(iface.poll_at_socket(t0, &sockets, a), None);
+    iface.poll_egress_sockets(t0, &mut device, &mut sockets, [a]);
+    assert!(recv_all(&mut device, t0).is_empty());
+}
