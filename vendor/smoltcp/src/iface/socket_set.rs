@@ -32,7 +32,7 @@ pub struct SocketHandle(usize);
 impl SocketHandle {
     /// (tapir) The handle's position in its set: small, dense and reused, so an
     /// application can keep per-socket marks in a bitmask or an array (see
-    /// [`crate::iface::Interface::poll_egress_selected`]).
+    /// [`crate::iface::Interface::poll_egress_sockets`]).
     pub const fn index(&self) -> usize {
         self.0
     }
