@@ -1027,34 +1027,19 @@ mod tests {
     /// An interface on a loopback device that already knows the peer's hardware address
     /// (the peer asked for ours), and the stack's shards, at `t0`.
     fn peer_known(t0: Instant) -> (Loopback, Interface, Shards) {
-        use super::super::tests::{PEER_IP, PEER_MAC, SERVER_IP, SERVER_MAC};
+        use super::super::tests::{peer_arp_request, SERVER_IP, SERVER_MAC};
         use smoltcp::iface::Config;
         use smoltcp::phy::{Medium, TxToken};
-        use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetRepr, IpCidr};
+        use smoltcp::wire::IpCidr;
         let mut device = Loopback::new(Medium::Ethernet);
         let mut iface = Interface::new(Config::new(SERVER_MAC.into()), &mut device, t0);
         iface.update_ip_addrs(|addrs| {
             addrs.push(IpCidr::new(SERVER_IP.into(), 24)).unwrap();
         });
         let mut s = shards(1);
-        let arp = ArpRepr::EthernetIpv4 {
-            operation: ArpOperation::Request,
-            source_hardware_addr: PEER_MAC,
-            source_protocol_addr: PEER_IP,
-            target_hardware_addr: SERVER_MAC,
-            target_protocol_addr: SERVER_IP,
-        };
-        let eth = EthernetRepr {
-            src_addr: PEER_MAC,
-            dst_addr: SERVER_MAC,
-            ethertype: EthernetProtocol::Arp,
-        };
+        let arp = peer_arp_request();
         let tx = device.transmit(t0).unwrap();
-        tx.consume(eth.buffer_len() + arp.buffer_len(), |buf| {
-            let mut frame = EthernetFrame::new_unchecked(buf);
-            eth.emit(&mut frame);
-            arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
-        });
+        tx.consume(arp.len(), |buf| buf.copy_from_slice(&arp));
         let control = Route {
             shard: 0,
             socket: None,

@@ -86,23 +86,7 @@ impl Bench {
         stack.listen(80).expect("listen");
         let mut bench = Bench { stack, dev, now };
         // The peer introduces itself, so the server knows its MAC.
-        let mut arp = vec![0u8; 42];
-        let mut eth = EthernetFrame::new_unchecked(&mut arp[..]);
-        EthernetRepr {
-            src_addr: PEER_MAC,
-            dst_addr: EthernetAddress::BROADCAST,
-            ethertype: EthernetProtocol::Arp,
-        }
-        .emit(&mut eth);
-        ArpRepr::EthernetIpv4 {
-            operation: ArpOperation::Request,
-            source_hardware_addr: PEER_MAC,
-            source_protocol_addr: PEER_IP,
-            target_hardware_addr: EthernetAddress([0; 6]),
-            target_protocol_addr: SERVER_IP,
-        }
-        .emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
-        bench.send(arp);
+        bench.send(peer_arp_request());
         bench.dev.tx.clear();
         bench
     }
@@ -131,6 +115,28 @@ impl Bench {
     pub fn advance(&mut self, by: Duration) {
         self.now += by;
     }
+}
+
+/// The peer's ARP request for the server's address: the server learns the peer's MAC
+/// from it.
+pub fn peer_arp_request() -> Vec<u8> {
+    let mut arp = vec![0u8; 42];
+    let mut eth = EthernetFrame::new_unchecked(&mut arp[..]);
+    EthernetRepr {
+        src_addr: PEER_MAC,
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    }
+    .emit(&mut eth);
+    ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: PEER_MAC,
+        source_protocol_addr: PEER_IP,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: SERVER_IP,
+    }
+    .emit(&mut ArpPacket::new_unchecked(eth.payload_mut()));
+    arp
 }
 
 /// A TCP segment from the peer's port `sport` to the server's port 80.
